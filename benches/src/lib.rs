@@ -1,0 +1,1 @@
+//! Benchmarks of the meshtrace core live in `benches/`.

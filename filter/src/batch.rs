@@ -1,0 +1,154 @@
+//! The bounded queue of encoded spans waiting for export, and how it is cut into batches.
+//!
+//! Spans are stored already encoded, back to back in one buffer, so a batch is one copy into the
+//! request body. The bound is in spans and in bytes; on overflow the newest span is dropped and
+//! counted, never blocking a request.
+
+use std::collections::VecDeque;
+
+use crate::otlp::{encode_span, BatchHeader};
+use crate::span::SpanRecord;
+
+/// Why a span did not make it into the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The queue held `max_queue` spans or `max_queue_bytes` bytes.
+    QueueFull,
+    /// One span alone is larger than the byte bound.
+    TooLarge,
+}
+
+/// Encoded spans waiting for export.
+#[derive(Debug)]
+pub struct SpanQueue {
+    buf: Vec<u8>,
+    lens: VecDeque<u32>,
+    max_spans: usize,
+    max_bytes: usize,
+    max_batch: usize,
+}
+
+impl SpanQueue {
+    pub fn new(max_spans: u32, max_bytes: u64, max_batch: u32) -> Self {
+        Self {
+            buf: Vec::new(),
+            lens: VecDeque::new(),
+            max_spans: max_spans as usize,
+            max_bytes: max_bytes.min(usize::MAX as u64) as usize,
+            max_batch: max_batch as usize,
+        }
+    }
+
+    /// Encodes `span` onto the tail of the queue, or says why it was dropped.
+    pub fn push(&mut self, span: &SpanRecord) -> Result<(), DropReason> {
+        if self.lens.len() >= self.max_spans {
+            return Err(DropReason::QueueFull);
+        }
+        let start = self.buf.len();
+        encode_span(span, &mut self.buf);
+        let len = self.buf.len() - start;
+        if self.buf.len() > self.max_bytes {
+            self.buf.truncate(start);
+            return Err(if len > self.max_bytes {
+                DropReason::TooLarge
+            } else {
+                DropReason::QueueFull
+            });
+        }
+        self.lens.push_back(len as u32);
+        Ok(())
+    }
+
+    /// Appends spans that were encoded elsewhere (another worker's, via a shared queue).
+    /// `spans` must be whole [`encode_span`] outputs; `lens` their lengths.
+    pub fn push_encoded(&mut self, spans: &[u8], lens: &[u32]) -> Result<(), DropReason> {
+        if self.lens.len() + lens.len() > self.max_spans
+            || self.buf.len() + spans.len() > self.max_bytes
+        {
+            return Err(DropReason::QueueFull);
+        }
+        self.buf.extend_from_slice(spans);
+        self.lens.extend(lens.iter().copied());
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lens.is_empty()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// A full batch is waiting: export now rather than at the next interval.
+    pub fn batch_ready(&self) -> bool {
+        self.lens.len() >= self.max_batch
+    }
+
+    /// Moves up to `max_batch` spans from the head into an `ExportTraceServiceRequest` in
+    /// `out`. Returns how many spans it holds.
+    pub fn take_batch(&mut self, header: &BatchHeader, out: &mut Vec<u8>) -> usize {
+        let n = self.lens.len().min(self.max_batch);
+        let bytes: usize = self.lens.drain(..n).map(|l| l as usize).sum();
+        header.encode_request(&self.buf[..bytes], out);
+        self.buf.drain(..bytes);
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{SpanId, TraceId};
+
+    fn span(i: u8) -> SpanRecord {
+        let mut s = SpanRecord::default();
+        s.trace_id = TraceId([i; 16]);
+        s.span_id = SpanId([i; 8]);
+        s.set_name(&[b"GET /"]);
+        s
+    }
+
+    #[test]
+    fn bounded_and_batched() {
+        let mut q = SpanQueue::new(3, 1 << 20, 2);
+        for i in 1..=3 {
+            q.push(&span(i)).unwrap();
+        }
+        assert_eq!(q.push(&span(4)), Err(DropReason::QueueFull));
+        assert!(q.batch_ready());
+        let header = BatchHeader::new(&[]);
+        let mut out = Vec::new();
+        assert_eq!(q.take_batch(&header, &mut out), 2);
+        use prost::Message;
+        let req =
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
+                &out[..],
+            )
+            .unwrap();
+        let spans = &req.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(
+            spans.iter().map(|s| s.span_id[0]).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.take_batch(&header, &mut out), 1);
+        assert!(q.is_empty() && q.bytes() == 0);
+    }
+
+    #[test]
+    fn byte_bound() {
+        let mut one = Vec::new();
+        encode_span(&span(1), &mut one);
+        let mut q = SpanQueue::new(100, (one.len() * 3 / 2) as u64, 10);
+        q.push(&span(1)).unwrap();
+        assert_eq!(q.push(&span(2)), Err(DropReason::QueueFull));
+        let mut tiny = SpanQueue::new(100, 10, 10);
+        assert_eq!(tiny.push(&span(1)), Err(DropReason::TooLarge));
+        assert!(tiny.is_empty());
+    }
+}

@@ -1,0 +1,264 @@
+//! The plugin configuration: JSON in, a validated [`Config`] out, errors that name the field.
+//!
+//! The smallest valid config is `{"collector": {"cluster": "otel_collector"}}`; everything else
+//! has a default. Unknown keys are errors, because a misspelt key silently ignored is a
+//! production incident waiting for a postmortem.
+
+use serde::Deserialize;
+
+/// Default `service.name` until workload detection fills it in.
+pub const DEFAULT_SERVICE_NAME: &str = "unknown_service:envoy";
+
+/// Which span kind the filter creates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// SERVER spans (the filter sits on an inbound listener).
+    Inbound,
+    /// CLIENT spans (the filter sits on an outbound listener).
+    Outbound,
+    /// Read Envoy's `xds.listener_direction`; SERVER when it is unknown.
+    #[default]
+    Auto,
+}
+
+/// Where and how spans are exported.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Collector {
+    /// The Envoy cluster of the OTLP collector.
+    pub cluster: String,
+    /// `:authority` of export requests; defaults to the cluster name.
+    #[serde(default)]
+    pub authority: Option<String>,
+    #[serde(default = "default_path")]
+    pub path: String,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_path() -> String {
+    "/v1/traces".into()
+}
+fn default_timeout_ms() -> u64 {
+    5000
+}
+
+impl Collector {
+    /// The `:authority` to send.
+    pub fn authority(&self) -> &str {
+        self.authority.as_deref().unwrap_or(&self.cluster)
+    }
+}
+
+/// Batching and queue bounds.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Batch {
+    /// Spans held while waiting for export; newer spans are dropped (and counted) beyond it.
+    pub max_queue: u32,
+    /// Spans per export request; a full batch is exported at once.
+    pub max_batch: u32,
+    /// Export at least this often while spans are queued.
+    pub flush_interval_ms: u64,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self {
+            max_queue: 8192,
+            max_batch: 2048,
+            flush_interval_ms: 1000,
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub service_name: Option<String>,
+    #[serde(default)]
+    pub direction: Direction,
+    pub collector: Collector,
+    #[serde(default)]
+    pub batch: Batch,
+}
+
+/// A configuration error: the dotted field and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.field.is_empty() || self.field == "." || self.field == "?" {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Parses and validates the plugin configuration bytes.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(err(
+                "",
+                "configuration is empty; the smallest valid one is {\"collector\": {\"cluster\": \"otel_collector\"}}",
+            ));
+        }
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            let message = if inner.is_syntax() || inner.is_eof() {
+                format!("invalid JSON: {inner}")
+            } else {
+                // serde's "at line 1 column 40" is noise once the field is named.
+                let s = inner.to_string();
+                match s.rfind(" at line ") {
+                    Some(i) => s[..i].to_string(),
+                    None => s,
+                }
+            };
+            err(&field, message)
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.collector.cluster.trim().is_empty() {
+            return Err(err("collector.cluster", "must be a non-empty string"));
+        }
+        if let Some(a) = &self.collector.authority {
+            if a.trim().is_empty() {
+                return Err(err(
+                    "collector.authority",
+                    "must be a non-empty string when set",
+                ));
+            }
+        }
+        if !self.collector.path.starts_with('/') {
+            return Err(err(
+                "collector.path",
+                format!("must start with '/', got {:?}", self.collector.path),
+            ));
+        }
+        if self.collector.timeout_ms == 0 || self.collector.timeout_ms > 600_000 {
+            return Err(err(
+                "collector.timeout_ms",
+                format!(
+                    "must be between 1 and 600000, got {}",
+                    self.collector.timeout_ms
+                ),
+            ));
+        }
+        if let Some(s) = &self.service_name {
+            if s.trim().is_empty() {
+                return Err(err("service_name", "must be a non-empty string when set"));
+            }
+        }
+        let b = &self.batch;
+        if b.max_queue == 0 {
+            return Err(err("batch.max_queue", "must be at least 1, got 0"));
+        }
+        if b.max_batch == 0 || b.max_batch > b.max_queue {
+            return Err(err(
+                "batch.max_batch",
+                format!(
+                    "must be between 1 and batch.max_queue ({}), got {}",
+                    b.max_queue, b.max_batch
+                ),
+            ));
+        }
+        if b.flush_interval_ms == 0 || b.flush_interval_ms > 3_600_000 {
+            return Err(err(
+                "batch.flush_interval_ms",
+                format!("must be between 1 and 3600000, got {}", b.flush_interval_ms),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The resource's `service.name`.
+    pub fn service_name(&self) -> &str {
+        self.service_name.as_deref().unwrap_or(DEFAULT_SERVICE_NAME)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad(json: &str) -> String {
+        Config::from_json(json.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn smallest_and_typical() {
+        let c = Config::from_json(br#"{"collector": {"cluster": "otel_collector"}}"#).unwrap();
+        assert_eq!(c.collector.authority(), "otel_collector");
+        assert_eq!(c.collector.path, "/v1/traces");
+        assert_eq!(c.collector.timeout_ms, 5000);
+        assert_eq!(c.batch, Batch::default());
+        assert_eq!(c.direction, Direction::Auto);
+        assert_eq!(c.service_name(), "unknown_service:envoy");
+        let c = Config::from_json(br#"{"service_name":"checkout","direction":"outbound","collector":{"cluster":"c","authority":"otel:4318"}}"#).unwrap();
+        assert_eq!(c.service_name(), "checkout");
+        assert_eq!(c.direction, Direction::Outbound);
+        assert_eq!(c.collector.authority(), "otel:4318");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(
+            bad(r#"{"collector": {"cluster": ""}}"#),
+            "collector.cluster: must be a non-empty string"
+        );
+        assert_eq!(
+            bad(r#"{"collector": {"cluster": 5}}"#),
+            "collector.cluster: invalid type: integer `5`, expected a string"
+        );
+        assert_eq!(
+            bad(r#"{}"#),
+            ": missing field `collector`".trim_start_matches(": ")
+        );
+        assert!(bad(r#"{"collector": {"cluster": "c"}, "colector": 1}"#)
+            .starts_with("colector: unknown field `colector`"));
+        assert!(bad(r#"{"collector": {"cluster": "c", "port": 1}}"#)
+            .starts_with("collector.port: unknown field `port`"));
+        assert_eq!(
+            bad(r#"{"collector": {"cluster": "c", "path": "v1"}}"#),
+            "collector.path: must start with '/', got \"v1\""
+        );
+        assert_eq!(
+            bad(r#"{"collector": {"cluster": "c"}, "batch": {"max_queue": 0}}"#),
+            "batch.max_queue: must be at least 1, got 0"
+        );
+        assert_eq!(
+            bad(r#"{"collector": {"cluster": "c"}, "batch": {"max_queue": 10, "max_batch": 11}}"#),
+            "batch.max_batch: must be between 1 and batch.max_queue (10), got 11"
+        );
+        assert!(
+            bad(r#"{"collector": {"cluster": "c"}, "direction": "sideways"}"#)
+                .starts_with("direction: unknown variant `sideways`")
+        );
+        assert!(bad("{").starts_with("invalid JSON"), "{}", bad("{"));
+        assert!(bad("").starts_with("configuration is empty"));
+    }
+}

@@ -1,0 +1,328 @@
+//! Thin proxy-wasm glue: gather what a request carries in as few host calls as possible, hand
+//! it to the core, apply what the core returns.
+//!
+//! Host calls per request: unsampled, 2 (the header map, the injected `traceparent`); sampled,
+//! 2 more clock reads and 3–4 properties in `on_log`. Metrics are accumulated in the VM and
+//! pushed to the host on the tick, not per request.
+
+mod host;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+
+use crate::config::{Config, Direction};
+use crate::exporter::{Counters, ExportResult, Exporter};
+use crate::headers::{pairs, RequestHeaders};
+use crate::span::{SpanKind, SpanRecord};
+use crate::tracer::{Finish, Injection, Tracer};
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+/// Per-VM (per Envoy worker) state shared by the root context and every HTTP context.
+struct Worker {
+    tracer: Tracer,
+    exporter: Exporter,
+    /// Span records returned by finished requests, reused by new ones.
+    pool: Vec<SpanRecord>,
+    injection: Injection,
+    body: Vec<u8>,
+    /// Export calls in flight: token → (spans, bytes).
+    in_flight: HashMap<u32, (usize, usize)>,
+    stats: Stats,
+    /// The tick was shortened to flush a full batch; restore the interval after it.
+    fast_tick: bool,
+}
+
+/// Request-path counts kept in the VM, pushed to Envoy's stats on the tick.
+#[derive(Default, Clone, Copy)]
+struct Stats {
+    started: u64,
+    sampled: u64,
+}
+
+/// Envoy stat ids and the values last pushed, so the tick sends deltas.
+#[derive(Default)]
+struct Metrics {
+    ids: Vec<(u32, &'static str)>,
+    pushed: Vec<u64>,
+}
+
+const METRICS: [&str; 9] = [
+    "meshtrace.spans_started",
+    "meshtrace.spans_sampled",
+    "meshtrace.spans_exported",
+    "meshtrace.spans_dropped.queue_full",
+    "meshtrace.spans_dropped.too_large",
+    "meshtrace.spans_dropped.export_failed",
+    "meshtrace.export_requests.ok",
+    "meshtrace.export_requests.failed",
+    "meshtrace.export_bytes",
+];
+
+fn metric_values(s: &Stats, c: &Counters) -> [u64; 9] {
+    [
+        s.started,
+        s.sampled,
+        c.spans_exported,
+        c.spans_dropped_queue_full,
+        c.spans_dropped_too_large,
+        c.spans_dropped_export_failed,
+        c.export_ok,
+        c.export_failed,
+        c.bytes_sent,
+    ]
+}
+
+#[derive(Default)]
+struct Root {
+    worker: Option<Rc<RefCell<Worker>>>,
+    metrics: Metrics,
+}
+
+fn log(level: LogLevel, msg: &str) {
+    // Logging must never take the VM down; a failed log call is dropped.
+    let _ = proxy_wasm::hostcalls::log(level, msg);
+}
+
+fn now_ms() -> u64 {
+    host::now_ns() / 1_000_000
+}
+
+/// A seed from the host's entropy: std's `RandomState` draws its keys from WASI `random_get`.
+fn seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(host::now_ns())
+}
+
+impl Root {
+    fn configure(&mut self, raw: &[u8]) -> Result<(), String> {
+        let config = Config::from_json(raw).map_err(|e| e.to_string())?;
+        let tracer = Tracer::new(config, seed());
+        let exporter = Exporter::new(&tracer.config, tracer.batch_header.clone(), now_ms());
+        let interval = tracer.config.batch.flush_interval_ms;
+        self.worker = Some(Rc::new(RefCell::new(Worker {
+            tracer,
+            exporter,
+            pool: Vec::new(),
+            injection: Injection::default(),
+            body: Vec::new(),
+            in_flight: HashMap::new(),
+            stats: Stats::default(),
+            fast_tick: false,
+        })));
+        if self.metrics.ids.is_empty() {
+            for name in METRICS {
+                if let Ok(id) = proxy_wasm::hostcalls::define_metric(MetricType::Counter, name) {
+                    self.metrics.ids.push((id, name));
+                    self.metrics.pushed.push(0);
+                }
+            }
+        }
+        self.set_tick_period(Duration::from_millis(interval));
+        Ok(())
+    }
+
+    /// Sends every due batch to the collector.
+    fn flush(&self, now: u64) {
+        let Some(w) = &self.worker else { return };
+        let mut w = w.borrow_mut();
+        let w = &mut *w;
+        let c = &w.tracer.config.collector;
+        let headers = [
+            (":method", "POST"),
+            (":path", c.path.as_str()),
+            (":authority", c.authority()),
+            ("content-type", "application/x-protobuf"),
+            (
+                "user-agent",
+                concat!("meshtrace/", env!("CARGO_PKG_VERSION")),
+            ),
+        ];
+        let timeout = Duration::from_millis(c.timeout_ms);
+        while let Some(spans) = w.exporter.next_batch(now, &mut w.body) {
+            let bytes = w.body.len();
+            match self.dispatch_http_call(
+                &c.cluster,
+                headers.to_vec(),
+                Some(&w.body),
+                vec![],
+                timeout,
+            ) {
+                Ok(token) => {
+                    w.in_flight.insert(token, (spans, bytes));
+                }
+                Err(_) => w
+                    .exporter
+                    .on_result(spans, bytes, ExportResult::DispatchFailed),
+            }
+        }
+    }
+
+    /// Pushes counter deltas to Envoy's stats and logs any failure summary.
+    fn report(&mut self, now: u64) {
+        let Some(w) = &self.worker else { return };
+        let mut w = w.borrow_mut();
+        let values = metric_values(&w.stats, &w.exporter.counters);
+        for (i, (id, _)) in self.metrics.ids.iter().enumerate() {
+            let idx = METRICS
+                .iter()
+                .position(|m| *m == self.metrics.ids[i].1)
+                .unwrap_or(0);
+            let delta = values[idx].saturating_sub(self.metrics.pushed[i]);
+            if delta > 0 && proxy_wasm::hostcalls::increment_metric(*id, delta as i64).is_ok() {
+                self.metrics.pushed[i] = values[idx];
+            }
+        }
+        if let Some(line) = w.exporter.take_log(now) {
+            log(LogLevel::Warn, &line);
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        _body: usize,
+        _trailers: usize,
+    ) {
+        let result = if num_headers == 0 {
+            ExportResult::NoResponse
+        } else {
+            let status = self
+                .get_http_call_response_header(":status")
+                .and_then(|s| s.parse::<u32>().ok())
+                .unwrap_or(0);
+            if (200..300).contains(&status) {
+                ExportResult::Ok
+            } else {
+                ExportResult::Status(status)
+            }
+        };
+        if let Some(w) = &self.worker {
+            let mut w = w.borrow_mut();
+            if let Some((spans, bytes)) = w.in_flight.remove(&token) {
+                w.exporter.on_result(spans, bytes, result);
+            }
+        }
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let raw = self.get_plugin_configuration().unwrap_or_default();
+        match self.configure(&raw) {
+            Ok(()) => true,
+            Err(e) => {
+                log(
+                    LogLevel::Error,
+                    &format!("meshtrace: invalid configuration: {e}"),
+                );
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = now_ms();
+        self.flush(now);
+        self.report(now);
+        if let Some(w) = &self.worker {
+            let mut w = w.borrow_mut();
+            if w.fast_tick {
+                w.fast_tick = false;
+                self.set_tick_period(Duration::from_millis(
+                    w.tracer.config.batch.flush_interval_ms,
+                ));
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let worker = self.worker.clone()?;
+        Some(Box::new(Http { worker, span: None }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// One HTTP stream.
+struct Http {
+    worker: Rc<RefCell<Worker>>,
+    /// The span being built; present only for sampled requests.
+    span: Option<SpanRecord>,
+}
+
+impl Context for Http {}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let buf = host::header_map(host::REQUEST_HEADERS).unwrap_or_default();
+        let headers = RequestHeaders::from_pairs(pairs(&buf));
+        let mut w = self.worker.borrow_mut();
+        let w = &mut *w;
+        w.stats.started += 1;
+        let decision = w.tracer.start(&headers);
+        w.tracer.inject(&decision, &headers, &mut w.injection);
+        for (name, value) in w.injection.headers() {
+            host::replace_header(host::REQUEST_HEADERS, name, value);
+        }
+        for name in &w.injection.remove {
+            host::remove_header(host::REQUEST_HEADERS, name);
+        }
+        if decision.sampled() {
+            w.stats.sampled += 1;
+            let mut rec = w.pool.pop().unwrap_or_default();
+            w.tracer
+                .begin_span(&decision, &headers, host::now_ns(), &mut rec);
+            self.span = Some(rec);
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let Some(mut rec) = self.span.take() else {
+            return;
+        };
+        let mut w = self.worker.borrow_mut();
+        let w = &mut *w;
+        let kind = match w.tracer.config.direction {
+            Direction::Inbound => SpanKind::Server,
+            Direction::Outbound => SpanKind::Client,
+            // core.v3.TrafficDirection: 2 is OUTBOUND; unknown and INBOUND give SERVER.
+            Direction::Auto => match host::property_i64(b"xds\0listener_direction") {
+                Some(2) => SpanKind::Client,
+                _ => SpanKind::Server,
+            },
+        };
+        let protocol = host::property(b"request\0protocol");
+        let source = host::property(b"source\0address");
+        let finish = Finish {
+            end_ns: host::now_ns(),
+            status_code: host::property_i64(b"response\0code"),
+            protocol: protocol.as_deref(),
+            source_address: source.as_deref(),
+            kind,
+        };
+        w.tracer.finish_span(&mut rec, &finish);
+        let _ = w.exporter.push(&rec);
+        w.pool.push(rec);
+        if w.exporter.due(finish.end_ns / 1_000_000) && !w.fast_tick {
+            // A full batch goes out now rather than at the interval. Exports are dispatched by
+            // the root only: a call made here would answer to this stream's context, which is
+            // deleted before the collector replies. A 1 ms tick hands the batch to the root.
+            w.fast_tick = proxy_wasm::hostcalls::set_tick_period(Duration::from_millis(1)).is_ok();
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! OTLP protobuf encoding written straight into reused buffers.
+//!
+//! A span is encoded once, when it finishes, as a complete `ScopeSpans.spans` field. A batch is
+//! then the pre-encoded resource and scope (built once per VM) followed by those span fields, so
+//! export is a length header plus one copy: no tree of owned prost messages per request.
+//! prost's encoding primitives write the keys and varints.
+
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+
+use crate::span::{Attribute, SpanRecord, StatusCode, Value};
+
+/// `SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK | SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK`.
+const FLAGS_REMOTE_PARENT: u32 = 0x300;
+/// Only `SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK`: the parent is known to be local (none here).
+const FLAGS_HAS_IS_REMOTE: u32 = 0x100;
+
+fn len_field(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+fn put_len(tag: u32, len: usize, buf: &mut Vec<u8>) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+}
+
+fn put_bytes(tag: u32, bytes: &[u8], buf: &mut Vec<u8>) {
+    put_len(tag, bytes.len(), buf);
+    buf.extend_from_slice(bytes);
+}
+
+fn put_fixed64(tag: u32, v: u64, buf: &mut Vec<u8>) {
+    encode_key(tag, WireType::SixtyFourBit, buf);
+    buf.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_fixed32(tag: u32, v: u32, buf: &mut Vec<u8>) {
+    encode_key(tag, WireType::ThirtyTwoBit, buf);
+    buf.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_varint(tag: u32, v: u64, buf: &mut Vec<u8>) {
+    encode_key(tag, WireType::Varint, buf);
+    encode_varint(v, buf);
+}
+
+/// A value as `AnyValue` sees it, borrowed from a span's arena or from config.
+#[derive(Clone, Copy, Debug)]
+pub enum AnyValue<'a, L> {
+    Str(&'a [u8]),
+    Int(i64),
+    Bool(bool),
+    Double(f64),
+    StrArray(L),
+}
+
+fn any_len<'a, L: Iterator<Item = &'a [u8]> + Clone>(v: &AnyValue<'a, L>) -> usize {
+    match v {
+        AnyValue::Str(s) => len_field(1, s.len()),
+        AnyValue::Int(i) => 1 + encoded_len_varint(*i as u64),
+        AnyValue::Bool(_) => 2,
+        AnyValue::Double(_) => 9,
+        AnyValue::StrArray(items) => len_field(5, array_len(items.clone())),
+    }
+}
+
+fn array_len<'a>(items: impl Iterator<Item = &'a [u8]>) -> usize {
+    items.map(|s| len_field(1, len_field(1, s.len()))).sum()
+}
+
+fn put_any<'a, L: Iterator<Item = &'a [u8]> + Clone>(v: &AnyValue<'a, L>, buf: &mut Vec<u8>) {
+    match v {
+        AnyValue::Str(s) => put_bytes(1, s, buf),
+        AnyValue::Bool(b) => put_varint(2, *b as u64, buf),
+        AnyValue::Int(i) => put_varint(3, *i as u64, buf),
+        AnyValue::Double(d) => {
+            encode_key(4, WireType::SixtyFourBit, buf);
+            buf.extend_from_slice(&d.to_le_bytes());
+        }
+        AnyValue::StrArray(items) => {
+            put_len(5, array_len(items.clone()), buf);
+            for s in items.clone() {
+                put_len(1, len_field(1, s.len()), buf);
+                put_bytes(1, s, buf);
+            }
+        }
+    }
+}
+
+fn kv_len<'a, L: Iterator<Item = &'a [u8]> + Clone>(key: &[u8], v: &AnyValue<'a, L>) -> usize {
+    len_field(1, key.len()) + len_field(2, any_len(v))
+}
+
+/// Writes one `KeyValue` as field `tag` of the enclosing message.
+pub fn put_kv<'a, L: Iterator<Item = &'a [u8]> + Clone>(
+    tag: u32,
+    key: &[u8],
+    v: &AnyValue<'a, L>,
+    buf: &mut Vec<u8>,
+) {
+    put_len(tag, kv_len(key, v), buf);
+    put_bytes(1, key, buf);
+    put_len(2, any_len(v), buf);
+    put_any(v, buf);
+}
+
+/// Views a span attribute as an `AnyValue`.
+fn attr_value<'s>(
+    span: &'s SpanRecord,
+    a: &'s Attribute,
+) -> AnyValue<'s, impl Iterator<Item = &'s [u8]> + Clone> {
+    match &a.value {
+        Value::Str(r) => AnyValue::Str(span.text(r)),
+        Value::Int(i) => AnyValue::Int(*i),
+        Value::Bool(b) => AnyValue::Bool(*b),
+        Value::Double(d) => AnyValue::Double(*d),
+        Value::StrArray(r) => AnyValue::StrArray(span.list(r)),
+    }
+}
+
+fn attrs_len(span: &SpanRecord, attrs: &[Attribute], tag: u32) -> usize {
+    attrs
+        .iter()
+        .map(|a| len_field(tag, kv_len(span.key_bytes(&a.key), &attr_value(span, a))))
+        .sum()
+}
+
+fn put_attrs(span: &SpanRecord, attrs: &[Attribute], tag: u32, buf: &mut Vec<u8>) {
+    for a in attrs {
+        put_kv(tag, span.key_bytes(&a.key), &attr_value(span, a), buf);
+    }
+}
+
+fn status_len(span: &SpanRecord) -> usize {
+    let msg = span
+        .status_message
+        .as_ref()
+        .map_or(0, |r| len_field(2, span.text(r).len()));
+    msg + if span.status == StatusCode::Unset {
+        0
+    } else {
+        2
+    }
+}
+
+fn event_len(span: &SpanRecord, e: &crate::span::Event) -> usize {
+    9 + len_field(2, e.name.len())
+        + attrs_len(
+            span,
+            &span.event_attrs[e.attrs.start as usize..e.attrs.end as usize],
+            3,
+        )
+}
+
+/// A link carries ids and flags only: 18 + 10 + 5 bytes.
+const LINK_LEN: usize = 18 + 10 + 5;
+
+/// The encoded length of the `Span` message body.
+pub fn span_len(span: &SpanRecord) -> usize {
+    let mut n = len_field(1, 16) + len_field(2, 8);
+    if !span.trace_state().is_empty() {
+        n += len_field(3, span.trace_state().len());
+    }
+    if span.parent_span_id.is_some() {
+        n += len_field(4, 8);
+    }
+    n += len_field(5, span.name().len());
+    n += 1 + encoded_len_varint(span.kind as u64);
+    n += 9 + 9; // start and end, fixed64
+    n += attrs_len(span, &span.attrs, 9);
+    if span.dropped_attributes > 0 {
+        n += 1 + encoded_len_varint(span.dropped_attributes as u64);
+    }
+    n += span
+        .events
+        .iter()
+        .map(|e| len_field(11, event_len(span, e)))
+        .sum::<usize>();
+    n += span.links.len() * len_field(13, LINK_LEN);
+    let st = status_len(span);
+    if st > 0 {
+        n += len_field(15, st);
+    }
+    n + 2 + 4 // flags: key 16 takes two bytes
+}
+
+/// Appends `span` as a `ScopeSpans.spans` field (tag 2) to `buf`.
+pub fn encode_span(span: &SpanRecord, buf: &mut Vec<u8>) {
+    let len = span_len(span);
+    buf.reserve(len + 6);
+    put_len(2, len, buf);
+    put_bytes(1, &span.trace_id.0, buf);
+    put_bytes(2, &span.span_id.0, buf);
+    if !span.trace_state().is_empty() {
+        put_bytes(3, span.trace_state(), buf);
+    }
+    if let Some(p) = span.parent_span_id {
+        put_bytes(4, &p.0, buf);
+    }
+    put_bytes(5, span.name(), buf);
+    put_varint(6, span.kind as u64, buf);
+    put_fixed64(7, span.start_ns, buf);
+    put_fixed64(8, span.end_ns, buf);
+    put_attrs(span, &span.attrs, 9, buf);
+    if span.dropped_attributes > 0 {
+        put_varint(10, span.dropped_attributes as u64, buf);
+    }
+    for e in &span.events {
+        put_len(11, event_len(span, e), buf);
+        put_fixed64(1, e.time_ns, buf);
+        put_bytes(2, e.name.as_bytes(), buf);
+        put_attrs(
+            span,
+            &span.event_attrs[e.attrs.start as usize..e.attrs.end as usize],
+            3,
+            buf,
+        );
+    }
+    for l in &span.links {
+        put_len(13, LINK_LEN, buf);
+        put_bytes(1, &l.trace_id.0, buf);
+        put_bytes(2, &l.span_id.0, buf);
+        put_fixed32(6, l.flags as u32 | FLAGS_REMOTE_PARENT, buf);
+    }
+    let st = status_len(span);
+    if st > 0 {
+        put_len(15, st, buf);
+        if let Some(r) = &span.status_message {
+            put_bytes(2, span.text(r), buf);
+        }
+        if span.status != StatusCode::Unset {
+            put_varint(3, span.status as u64, buf);
+        }
+    }
+    let remote = if span.parent_span_id.is_some() && span.parent_is_remote {
+        FLAGS_REMOTE_PARENT
+    } else {
+        FLAGS_HAS_IS_REMOTE
+    };
+    put_fixed32(16, span.flags as u32 | remote, buf);
+}
+
+/// A resource attribute value held by config (encoded once per VM).
+#[derive(Clone, Debug, PartialEq)]
+pub enum ResourceValue {
+    Str(String),
+    Int(i64),
+    Bool(bool),
+}
+
+/// The per-VM prefix of every export: `Resource` and `InstrumentationScope`, encoded once.
+#[derive(Clone, Debug, Default)]
+pub struct BatchHeader {
+    /// `ResourceSpans.resource` as a complete field.
+    resource_field: Vec<u8>,
+    /// `ScopeSpans.scope` as a complete field.
+    scope_field: Vec<u8>,
+}
+
+impl BatchHeader {
+    /// Encodes the resource attributes and the scope (`meshtrace`, crate version).
+    pub fn new(resource: &[(&str, ResourceValue)]) -> Self {
+        let mut attrs = Vec::new();
+        for (k, v) in resource {
+            let any: AnyValue<'_, core::iter::Empty<&[u8]>> = match v {
+                ResourceValue::Str(s) => AnyValue::Str(s.as_bytes()),
+                ResourceValue::Int(i) => AnyValue::Int(*i),
+                ResourceValue::Bool(b) => AnyValue::Bool(*b),
+            };
+            put_kv(1, k.as_bytes(), &any, &mut attrs);
+        }
+        let mut resource_field = Vec::new();
+        put_bytes(1, &attrs, &mut resource_field);
+        let mut scope = Vec::new();
+        put_bytes(1, crate::SCOPE_NAME.as_bytes(), &mut scope);
+        put_bytes(2, crate::VERSION.as_bytes(), &mut scope);
+        let mut scope_field = Vec::new();
+        put_bytes(1, &scope, &mut scope_field);
+        Self {
+            resource_field,
+            scope_field,
+        }
+    }
+
+    /// Writes an `ExportTraceServiceRequest` holding `spans` (concatenated [`encode_span`]
+    /// output) into `out`, replacing its contents.
+    pub fn encode_request(&self, spans: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        let scope_spans = self.scope_field.len() + spans.len();
+        let resource_spans = self.resource_field.len() + len_field(2, scope_spans);
+        out.reserve(len_field(1, resource_spans));
+        put_len(1, resource_spans, out);
+        out.extend_from_slice(&self.resource_field);
+        put_len(2, scope_spans, out);
+        out.extend_from_slice(&self.scope_field);
+        out.extend_from_slice(spans);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{SpanId, TraceId};
+    use crate::span::SpanKind;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    use prost::Message;
+
+    fn sample_span() -> SpanRecord {
+        let mut s = SpanRecord::default();
+        s.trace_id = TraceId([1; 16]);
+        s.span_id = SpanId([2; 8]);
+        s.parent_span_id = Some(SpanId([3; 8]));
+        s.parent_is_remote = true;
+        s.flags = 1;
+        s.kind = SpanKind::Client;
+        s.start_ns = 1_700_000_000_000_000_000;
+        s.end_ns = 1_700_000_000_000_500_000;
+        s.status = StatusCode::Error;
+        s.set_name(&[b"GET", b" ", b"/api"]);
+        s.set_trace_state(|b| b.extend_from_slice(b"congo=t61rcWkgMzE"));
+        s.str("http.request.method", b"GET");
+        s.int("http.response.status_code", 503);
+        s.bool("mesh.canary", true);
+        s.double("mesh.traffic.weight", 0.25);
+        s.str_array("envoy.response_flags", [&b"UF"[..], &b"URX"[..]]);
+        s.str_dyn(&[b"http.request.header.", b"x-tenant"], b"acme");
+        s.event("fault.injected", 5, |e| {
+            e.str("mesh.fault.type", b"abort");
+            e.int("http.response.status_code", 503);
+        });
+        s.links.push(crate::span::Link {
+            trace_id: TraceId([9; 16]),
+            span_id: SpanId([8; 8]),
+            flags: 1,
+        });
+        s.set_status_message(b"boom");
+        s
+    }
+
+    #[test]
+    fn batch_decodes_field_by_field() {
+        let header = BatchHeader::new(&[
+            ("service.name", ResourceValue::Str("checkout".into())),
+            ("k8s.pod.count", ResourceValue::Int(3)),
+        ]);
+        let span = sample_span();
+        let mut spans = Vec::new();
+        encode_span(&span, &mut spans);
+        encode_span(&span, &mut spans);
+        let mut out = Vec::new();
+        header.encode_request(&spans, &mut out);
+        let req = ExportTraceServiceRequest::decode(&out[..]).unwrap();
+        assert_eq!(req.resource_spans.len(), 1);
+        let rs = &req.resource_spans[0];
+        let res = rs.resource.as_ref().unwrap();
+        assert_eq!(res.attributes[0].key, "service.name");
+        assert_eq!(
+            res.attributes[0].value.as_ref().unwrap().value,
+            Some(V::StringValue("checkout".into()))
+        );
+        assert_eq!(
+            res.attributes[1].value.as_ref().unwrap().value,
+            Some(V::IntValue(3))
+        );
+        let ss = &rs.scope_spans[0];
+        assert_eq!(ss.scope.as_ref().unwrap().name, "meshtrace");
+        assert_eq!(ss.scope.as_ref().unwrap().version, crate::VERSION);
+        assert_eq!(ss.spans.len(), 2);
+        let s = &ss.spans[0];
+        assert_eq!(s.trace_id, vec![1; 16]);
+        assert_eq!(s.span_id, vec![2; 8]);
+        assert_eq!(s.parent_span_id, vec![3; 8]);
+        assert_eq!(s.trace_state, "congo=t61rcWkgMzE");
+        assert_eq!(s.name, "GET /api");
+        assert_eq!(s.kind, 3);
+        assert_eq!(s.start_time_unix_nano, 1_700_000_000_000_000_000);
+        assert_eq!(s.end_time_unix_nano, 1_700_000_000_000_500_000);
+        assert_eq!(s.flags, 0x301);
+        let st = s.status.as_ref().unwrap();
+        assert_eq!((st.code, st.message.as_str()), (2, "boom"));
+        let val = |i: usize| {
+            s.attributes[i]
+                .value
+                .as_ref()
+                .unwrap()
+                .value
+                .clone()
+                .unwrap()
+        };
+        assert_eq!(s.attributes[0].key, "http.request.method");
+        assert_eq!(val(0), V::StringValue("GET".into()));
+        assert_eq!(val(1), V::IntValue(503));
+        assert_eq!(val(2), V::BoolValue(true));
+        assert_eq!(val(3), V::DoubleValue(0.25));
+        match val(4) {
+            V::ArrayValue(a) => {
+                let items: Vec<_> = a.values.iter().map(|v| v.value.clone().unwrap()).collect();
+                assert_eq!(
+                    items,
+                    vec![V::StringValue("UF".into()), V::StringValue("URX".into())]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.attributes[5].key, "http.request.header.x-tenant");
+        assert_eq!(s.events.len(), 1);
+        assert_eq!(s.events[0].name, "fault.injected");
+        assert_eq!(s.events[0].time_unix_nano, 5);
+        assert_eq!(s.events[0].attributes.len(), 2);
+        assert_eq!(s.links[0].trace_id, vec![9; 16]);
+        assert_eq!(s.links[0].flags, 0x301);
+        // The computed length is exact: the whole body decodes and re-encodes to the same size.
+        assert_eq!(req.encoded_len(), out.len());
+    }
+
+    #[test]
+    fn root_span_has_no_parent_and_no_remote_bit() {
+        let mut s = sample_span();
+        s.parent_span_id = None;
+        s.status = StatusCode::Unset;
+        s.status_message = None;
+        let mut spans = Vec::new();
+        encode_span(&s, &mut spans);
+        let mut out = Vec::new();
+        BatchHeader::new(&[]).encode_request(&spans, &mut out);
+        let req = ExportTraceServiceRequest::decode(&out[..]).unwrap();
+        let d = &req.resource_spans[0].scope_spans[0].spans[0];
+        assert!(d.parent_span_id.is_empty());
+        assert!(d.status.is_none());
+        assert_eq!(d.flags, 0x101);
+    }
+}

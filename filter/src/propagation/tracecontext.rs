@@ -1,0 +1,353 @@
+//! W3C Trace Context Level 2: `traceparent` and `tracestate`.
+//!
+//! Parsing follows the spec's processing model: any rule broken in `traceparent` restarts the
+//! trace, and `tracestate` is only looked at when `traceparent` was valid. A valid `tracestate`
+//! is forwarded byte for byte; an invalid one is dropped whole.
+
+use smallvec::SmallVec;
+
+use super::{Parsed, SpanContext, FLAG_RANDOM, FLAG_SAMPLED};
+use crate::headers::RequestHeaders;
+use crate::hex;
+use crate::ids::{SpanId, TraceId};
+
+/// Length of a version-00 `traceparent`: `2+1+32+1+16+1+2`.
+pub const TRACEPARENT_LEN: usize = 55;
+/// Maximum list members in `tracestate`.
+pub const MAX_TRACESTATE_MEMBERS: usize = 32;
+const MAX_KEY: usize = 256;
+const MAX_VALUE: usize = 256;
+
+/// Why a `traceparent` was rejected (for debug logs and tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceParentError {
+    /// Not two lowercase hex digits followed by `-`.
+    Version,
+    /// Version `ff` is forbidden.
+    VersionFf,
+    /// Version 00 must be exactly 55 characters; later versions at least 55.
+    Length,
+    /// A `-` missing at a fixed offset, or a future version's flags not followed by `-`.
+    Delimiter,
+    TraceId,
+    ParentId,
+    Flags,
+    /// More than one `traceparent` field.
+    Duplicate,
+}
+
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Parses one `traceparent` value with every rule of the spec.
+pub fn parse_traceparent(value: &[u8]) -> Result<SpanContext, TraceParentError> {
+    let v = trim_ows(value);
+    if v.len() < 3 || v[2] != b'-' {
+        return Err(TraceParentError::Version);
+    }
+    let mut version = [0u8; 1];
+    if !hex::decode_lower(&v[..2], &mut version) {
+        return Err(TraceParentError::Version);
+    }
+    match version[0] {
+        0xff => return Err(TraceParentError::VersionFf),
+        0x00 if v.len() != TRACEPARENT_LEN => return Err(TraceParentError::Length),
+        _ if v.len() < TRACEPARENT_LEN => return Err(TraceParentError::Length),
+        // A future version may append fields, but only after a `-`.
+        _ if v.len() > TRACEPARENT_LEN && v[TRACEPARENT_LEN] != b'-' => {
+            return Err(TraceParentError::Delimiter)
+        }
+        _ => {}
+    }
+    if v[35] != b'-' || v[52] != b'-' {
+        return Err(TraceParentError::Delimiter);
+    }
+    let trace_id = TraceId::from_hex(&v[3..35]).ok_or(TraceParentError::TraceId)?;
+    let span_id = SpanId::from_hex(&v[36..52]).ok_or(TraceParentError::ParentId)?;
+    let mut flags = [0u8; 1];
+    if !hex::decode_lower(&v[53..55], &mut flags) {
+        return Err(TraceParentError::Flags);
+    }
+    Ok(SpanContext {
+        trace_id,
+        span_id,
+        // Unknown flags must not be propagated: keep only the bits Level 2 defines.
+        flags: flags[0] & (FLAG_SAMPLED | FLAG_RANDOM),
+    })
+}
+
+/// Writes a version-00 `traceparent` for `ctx`.
+pub fn write_traceparent(ctx: &SpanContext, out: &mut [u8; TRACEPARENT_LEN]) {
+    out[..3].copy_from_slice(b"00-");
+    ctx.trace_id.write_hex(&mut out[3..35]);
+    out[35] = b'-';
+    ctx.span_id.write_hex(&mut out[36..52]);
+    out[52] = b'-';
+    hex::encode_lower(
+        &[ctx.flags & (FLAG_SAMPLED | FLAG_RANDOM)],
+        &mut out[53..55],
+    );
+}
+
+/// A validated `tracestate`: the original fields, forwarded unchanged (joined with `,`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceState<'a> {
+    fields: SmallVec<[&'a [u8]; 2]>,
+}
+
+impl<'a> TraceState<'a> {
+    /// True when there is nothing to forward.
+    pub fn is_empty(&self) -> bool {
+        self.fields.iter().all(|f| trim_ows(f).is_empty())
+    }
+
+    /// The non-empty fields, in order.
+    pub fn fields(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.fields
+            .iter()
+            .copied()
+            .filter(|f| !trim_ows(f).is_empty())
+    }
+
+    /// Appends the combined header value to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        for (i, f) in self.fields().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(trim_ows(f));
+        }
+    }
+
+    /// Iterates the non-empty `key=value` members across all fields.
+    pub fn members(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.fields()
+            .flat_map(|f| f.split(|&b| b == b','))
+            .map(trim_ows)
+            .filter(|m| !m.is_empty())
+    }
+}
+
+/// Validates the combined `tracestate` fields. `None` means drop it whole.
+pub fn parse_tracestate<'a>(fields: &[&'a [u8]]) -> Option<TraceState<'a>> {
+    let state = TraceState {
+        fields: fields.iter().copied().collect(),
+    };
+    let mut members = 0usize;
+    for member in state.members() {
+        members += 1;
+        if members > MAX_TRACESTATE_MEMBERS || !valid_member(member) {
+            return None;
+        }
+    }
+    Some(state)
+}
+
+fn valid_member(m: &[u8]) -> bool {
+    let Some(eq) = m.iter().position(|&b| b == b'=') else {
+        return false;
+    };
+    valid_key(&m[..eq]) && valid_value(&m[eq + 1..])
+}
+
+/// `key = ( lcalpha / DIGIT ) 0*255 ( keychar )`.
+pub fn valid_key(k: &[u8]) -> bool {
+    match k.split_first() {
+        Some((first, rest)) if k.len() <= MAX_KEY => {
+            (first.is_ascii_lowercase() || first.is_ascii_digit())
+                && rest.iter().all(|&c| {
+                    c.is_ascii_lowercase()
+                        || c.is_ascii_digit()
+                        || matches!(c, b'_' | b'-' | b'*' | b'/' | b'@')
+                })
+        }
+        _ => false,
+    }
+}
+
+/// `value = 0*255(chr) nblk-chr`: printable ASCII but `,` and `=`, not ending in a space.
+pub fn valid_value(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.len() <= MAX_VALUE
+        && v.last() != Some(&b' ')
+        && v.iter()
+            .all(|&c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=')
+}
+
+/// The W3C half of extraction: a context and the `tracestate` to forward with it.
+pub fn extract<'a>(h: &RequestHeaders<'a>) -> Parsed<(SpanContext, TraceState<'a>)> {
+    let Some(tp) = h.traceparent else {
+        return Parsed::Absent;
+    };
+    if h.traceparent_count > 1 {
+        return Parsed::Malformed;
+    }
+    match parse_traceparent(tp) {
+        Ok(ctx) => Parsed::Valid((ctx, parse_tracestate(&h.tracestate).unwrap_or_default())),
+        Err(_) => Parsed::Malformed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &[u8] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn err(s: &str) -> TraceParentError {
+        parse_traceparent(s.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn spec_examples() {
+        let c = parse_traceparent(VALID).unwrap();
+        assert_eq!(c.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(c.span_id.to_string(), "00f067aa0ba902b7");
+        assert!(c.sampled());
+        let mut out = [0u8; 55];
+        write_traceparent(&c, &mut out);
+        assert_eq!(&out[..], VALID);
+        let c =
+            parse_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
+        assert!(!c.sampled());
+        // Random flag survives, unknown flags are cleared.
+        let c =
+            parse_traceparent(b"00-12345678901234567890123456789012-1234567890123456-ff").unwrap();
+        assert_eq!(c.flags, 0x03);
+        // OWS around the value is allowed.
+        assert!(
+            parse_traceparent(b" \t00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 ")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn every_rule() {
+        let tid = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let pid = "00f067aa0ba902b7";
+        assert_eq!(
+            err(&format!("ff-{tid}-{pid}-01")),
+            TraceParentError::VersionFf
+        );
+        assert_eq!(err(&format!("0-{tid}-{pid}-01")), TraceParentError::Version);
+        assert_eq!(
+            err(&format!("000-{tid}-{pid}-01")),
+            TraceParentError::Version
+        );
+        assert_eq!(
+            err(&format!("0A-{tid}-{pid}-01")),
+            TraceParentError::Version
+        );
+        assert_eq!(
+            err(&format!(".0-{tid}-{pid}-01")),
+            TraceParentError::Version
+        );
+        assert_eq!(
+            err(&format!("00-{tid}-{pid}-01.")),
+            TraceParentError::Length
+        );
+        assert_eq!(
+            err(&format!("00-{tid}-{pid}-01-what-the-future-will-be-like")),
+            TraceParentError::Length
+        );
+        assert!(parse_traceparent(
+            format!("cc-{tid}-{pid}-01-what-the-future-will-be-like").as_bytes()
+        )
+        .is_ok());
+        assert_eq!(
+            err(&format!("cc-{tid}-{pid}-01.what")),
+            TraceParentError::Delimiter
+        );
+        assert_eq!(err(&format!("cc-{tid}-{pid}-0")), TraceParentError::Length);
+        assert_eq!(
+            err(&format!("00-{}-{pid}-01", tid.to_uppercase())),
+            TraceParentError::TraceId
+        );
+        assert_eq!(
+            err(&format!("00-{}-{pid}-01", "0".repeat(32))),
+            TraceParentError::TraceId
+        );
+        assert_eq!(
+            err(&format!("00-{}.-{pid}-01", &tid[..31])),
+            TraceParentError::TraceId
+        );
+        assert_eq!(
+            err(&format!("00-{tid}-{}-01", "0".repeat(16))),
+            TraceParentError::ParentId
+        );
+        assert_eq!(
+            err(&format!("00-{tid}-{}-01", pid.to_uppercase())),
+            TraceParentError::ParentId
+        );
+        assert_eq!(err(&format!("00-{tid}-{pid}-0g")), TraceParentError::Flags);
+        assert_eq!(err(&format!("00-{tid}-{pid}-0F")), TraceParentError::Flags);
+        assert_eq!(
+            err(&format!("00-{tid}1-{pid}-01")),
+            TraceParentError::Length
+        );
+        assert_eq!(
+            err(&format!("00_{tid}-{pid}-01")),
+            TraceParentError::Version
+        );
+        assert_eq!(
+            err(&format!("00-{tid}_{pid}-01")),
+            TraceParentError::Delimiter
+        );
+        assert_eq!(err(""), TraceParentError::Version);
+    }
+
+    fn ts(fields: &[&str]) -> Option<String> {
+        let f: Vec<&[u8]> = fields.iter().map(|s| s.as_bytes()).collect();
+        parse_tracestate(&f).map(|s| {
+            let mut out = Vec::new();
+            s.write_to(&mut out);
+            String::from_utf8(out).unwrap()
+        })
+    }
+
+    #[test]
+    fn tracestate_rules() {
+        assert_eq!(
+            ts(&["congo=t61rcWkgMzE"]).as_deref(),
+            Some("congo=t61rcWkgMzE")
+        );
+        assert_eq!(ts(&["foo=1", "bar=2"]).as_deref(), Some("foo=1,bar=2"));
+        assert_eq!(ts(&["", "foo=1"]).as_deref(), Some("foo=1"));
+        assert_eq!(
+            ts(&["foo=1 \t , \t bar=2"]).as_deref(),
+            Some("foo=1 \t , \t bar=2")
+        );
+        for bad in [
+            "foo =1",
+            "FOO=1",
+            "foo.bar=1",
+            "@foo=1,bar=2",
+            "foo=bar=baz",
+            "foo=,bar=3",
+            "foo",
+        ] {
+            assert_eq!(ts(&[bad]), None, "{bad}");
+        }
+        for good in ["foo@=1", "foo@@bar=1", "foo@bar@baz=1"] {
+            assert!(ts(&[good]).is_some(), "{good}");
+        }
+        let members = |n: usize| {
+            (0..n)
+                .map(|i| format!("k{i}=v"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        assert!(ts(&[&members(32)]).is_some());
+        assert_eq!(ts(&[&members(33)]), None);
+        assert!(ts(&[&format!("{}=1", "k".repeat(256))]).is_some());
+        assert_eq!(ts(&[&format!("{}=1", "k".repeat(257))]), None);
+        assert!(ts(&[&format!("{}@{}=1", "t".repeat(241), "v".repeat(14))]).is_some());
+    }
+}

@@ -1,0 +1,338 @@
+//! A finished-or-finishing span, built without allocating once its record is warm.
+//!
+//! String values are copied into one text arena owned by the record and referenced by range,
+//! so a record cleared and reused keeps its capacity: no per-attribute `String`s.
+
+use core::ops::Range;
+
+use smallvec::SmallVec;
+
+use crate::ids::{SpanId, TraceId};
+
+/// OTLP `Span.SpanKind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(i32)]
+pub enum SpanKind {
+    Internal = 1,
+    #[default]
+    Server = 2,
+    Client = 3,
+}
+
+/// OTLP `Status.StatusCode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(i32)]
+pub enum StatusCode {
+    #[default]
+    Unset = 0,
+    Ok = 1,
+    Error = 2,
+}
+
+/// An attribute key: a static semantic-convention name, or text in the arena
+/// (captured header names such as `http.request.header.x-tenant`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Key {
+    Static(&'static str),
+    Text(Range<u32>),
+}
+
+/// A typed attribute value. Strings and string arrays live in the arena.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Str(Range<u32>),
+    Int(i64),
+    Bool(bool),
+    Double(f64),
+    /// A string array: the elements are consecutive `\0`-free ranges recorded in `lists`.
+    StrArray(Range<u16>),
+}
+
+/// One attribute of a span.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attribute {
+    pub key: Key,
+    pub value: Value,
+}
+
+/// A span event (e.g. `fault.injected`); its attributes share the span's arena.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub name: &'static str,
+    pub time_ns: u64,
+    pub attrs: Range<u16>,
+}
+
+/// A link to another trace (an untrusted incoming context at the edge).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Link {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub flags: u8,
+}
+
+/// Typical span sizes: 24 inline attributes cover the semantic conventions plus mesh tags.
+pub type Attributes = SmallVec<[Attribute; 24]>;
+
+/// A span record. Reuse it with [`SpanRecord::clear`].
+#[derive(Clone, Debug, Default)]
+pub struct SpanRecord {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub parent_span_id: Option<SpanId>,
+    /// W3C flags of this span's context (sampled, random).
+    pub flags: u8,
+    /// Whether the parent is remote (it always is for a proxy; kept for OTLP's flag bits).
+    pub parent_is_remote: bool,
+    pub kind: SpanKind,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub status: StatusCode,
+    /// Status message (only for errors that the status code cannot explain).
+    pub status_message: Option<Range<u32>>,
+    name: Range<u32>,
+    trace_state: Range<u32>,
+    pub attrs: Attributes,
+    /// Attributes of events, kept apart so span attributes stay contiguous.
+    pub event_attrs: SmallVec<[Attribute; 4]>,
+    pub events: SmallVec<[Event; 2]>,
+    pub links: SmallVec<[Link; 1]>,
+    /// String-array element ranges.
+    lists: SmallVec<[Range<u32>; 8]>,
+    /// Attributes refused by the per-span cap.
+    pub dropped_attributes: u32,
+    /// The arena every string of this span lives in.
+    text: Vec<u8>,
+    /// Cap on attributes per span (0 = no cap).
+    pub max_attributes: u32,
+    /// Cap on each string value in bytes (0 = no cap); longer values are cut at a UTF-8 boundary.
+    pub max_value_len: u32,
+}
+
+impl SpanRecord {
+    /// Resets the record for reuse, keeping every buffer's capacity.
+    pub fn clear(&mut self) {
+        let (max_attributes, max_value_len) = (self.max_attributes, self.max_value_len);
+        let mut text = core::mem::take(&mut self.text);
+        let mut attrs = core::mem::take(&mut self.attrs);
+        let mut event_attrs = core::mem::take(&mut self.event_attrs);
+        let mut events = core::mem::take(&mut self.events);
+        let mut lists = core::mem::take(&mut self.lists);
+        let mut links = core::mem::take(&mut self.links);
+        text.clear();
+        attrs.clear();
+        event_attrs.clear();
+        events.clear();
+        lists.clear();
+        links.clear();
+        *self = Self {
+            text,
+            attrs,
+            event_attrs,
+            events,
+            lists,
+            links,
+            max_attributes,
+            max_value_len,
+            ..Self::default()
+        };
+    }
+
+    /// Copies `s` into the arena, cut to `max_value_len` at a UTF-8 character boundary.
+    fn push_text(&mut self, s: &[u8], capped: bool) -> Range<u32> {
+        let mut s = s;
+        if capped && self.max_value_len > 0 && s.len() > self.max_value_len as usize {
+            let mut cut = self.max_value_len as usize;
+            // Back off continuation bytes so the value stays valid UTF-8 where it was.
+            while cut > 0 && (s[cut] & 0xc0) == 0x80 {
+                cut -= 1;
+            }
+            s = &s[..cut];
+        }
+        let start = self.text.len() as u32;
+        self.text.extend_from_slice(s);
+        start..self.text.len() as u32
+    }
+
+    /// The bytes of an arena range.
+    pub fn text(&self, r: &Range<u32>) -> &[u8] {
+        self.text
+            .get(r.start as usize..r.end as usize)
+            .unwrap_or(&[])
+    }
+
+    pub fn set_name(&mut self, parts: &[&[u8]]) {
+        let start = self.text.len() as u32;
+        for p in parts {
+            self.text.extend_from_slice(p);
+        }
+        self.name = start..self.text.len() as u32;
+    }
+
+    pub fn name(&self) -> &[u8] {
+        self.text(&self.name)
+    }
+
+    pub fn set_trace_state(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.text.len() as u32;
+        write(&mut self.text);
+        self.trace_state = start..self.text.len() as u32;
+    }
+
+    pub fn trace_state(&self) -> &[u8] {
+        self.text(&self.trace_state)
+    }
+
+    pub fn set_status_message(&mut self, msg: &[u8]) {
+        self.status_message = Some(self.push_text(msg, true));
+    }
+
+    fn push_attr(&mut self, key: Key, value: Value) {
+        if self.max_attributes > 0 && self.attrs.len() >= self.max_attributes as usize {
+            self.dropped_attributes += 1;
+            return;
+        }
+        self.attrs.push(Attribute { key, value });
+    }
+
+    fn full(&mut self) -> bool {
+        if self.max_attributes > 0 && self.attrs.len() >= self.max_attributes as usize {
+            self.dropped_attributes += 1;
+            return true;
+        }
+        false
+    }
+
+    pub fn str(&mut self, key: &'static str, value: &[u8]) {
+        if self.full() {
+            return;
+        }
+        let r = self.push_text(value, true);
+        self.push_attr(Key::Static(key), Value::Str(r));
+    }
+
+    /// A string attribute whose key is built from parts (e.g. a captured header name).
+    pub fn str_dyn(&mut self, key_parts: &[&[u8]], value: &[u8]) {
+        if self.full() {
+            return;
+        }
+        let start = self.text.len() as u32;
+        for p in key_parts {
+            self.text.extend_from_slice(p);
+        }
+        let key = start..self.text.len() as u32;
+        let r = self.push_text(value, true);
+        self.push_attr(Key::Text(key), Value::Str(r));
+    }
+
+    pub fn int(&mut self, key: &'static str, value: i64) {
+        self.push_attr(Key::Static(key), Value::Int(value));
+    }
+
+    pub fn bool(&mut self, key: &'static str, value: bool) {
+        self.push_attr(Key::Static(key), Value::Bool(value));
+    }
+
+    pub fn double(&mut self, key: &'static str, value: f64) {
+        self.push_attr(Key::Static(key), Value::Double(value));
+    }
+
+    /// A string-array attribute (`envoy.response_flags`, captured header values).
+    pub fn str_array<'s>(&mut self, key: &'static str, values: impl IntoIterator<Item = &'s [u8]>) {
+        if self.full() {
+            return;
+        }
+        let first = self.lists.len() as u16;
+        for v in values {
+            let r = self.push_text(v, true);
+            self.lists.push(r);
+        }
+        let last = self.lists.len() as u16;
+        self.push_attr(Key::Static(key), Value::StrArray(first..last));
+    }
+
+    /// The elements of a string array.
+    pub fn list(&self, r: &Range<u16>) -> impl Iterator<Item = &[u8]> + Clone {
+        self.lists[r.start as usize..r.end as usize]
+            .iter()
+            .map(|x| self.text(x))
+    }
+
+    /// Adds an event with string/int attributes built by `f`.
+    pub fn event(&mut self, name: &'static str, time_ns: u64, f: impl FnOnce(&mut EventAttrs<'_>)) {
+        let first = self.event_attrs.len() as u16;
+        f(&mut EventAttrs { span: self });
+        let last = self.event_attrs.len() as u16;
+        self.events.push(Event {
+            name,
+            time_ns,
+            attrs: first..last,
+        });
+    }
+
+    /// The value of a static-key attribute, for tests and rules that read back what was set.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.attrs.iter().find_map(|a| match &a.key {
+            Key::Static(k) if *k == key => Some(&a.value),
+            Key::Text(r) if self.text(r) == key.as_bytes() => Some(&a.value),
+            _ => None,
+        })
+    }
+
+    /// The key bytes of an attribute.
+    pub fn key_bytes<'s>(&'s self, k: &'s Key) -> &'s [u8] {
+        match k {
+            Key::Static(s) => s.as_bytes(),
+            Key::Text(r) => self.text(r),
+        }
+    }
+}
+
+/// Builder handed to [`SpanRecord::event`].
+pub struct EventAttrs<'s> {
+    span: &'s mut SpanRecord,
+}
+
+impl EventAttrs<'_> {
+    pub fn str(&mut self, key: &'static str, value: &[u8]) {
+        let r = self.span.push_text(value, true);
+        self.span.event_attrs.push(Attribute {
+            key: Key::Static(key),
+            value: Value::Str(r),
+        });
+    }
+
+    pub fn int(&mut self, key: &'static str, value: i64) {
+        self.span.event_attrs.push(Attribute {
+            key: Key::Static(key),
+            value: Value::Int(value),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_and_reuse() {
+        let mut s = SpanRecord {
+            max_attributes: 2,
+            max_value_len: 4,
+            ..Default::default()
+        };
+        s.str("a", "héllo".as_bytes());
+        s.int("b", 1);
+        s.bool("c", true);
+        assert_eq!(s.attrs.len(), 2);
+        assert_eq!(s.dropped_attributes, 1);
+        match s.get("a") {
+            // A 4-byte cut of "héllo" ends on a character boundary: "hél".
+            Some(Value::Str(r)) => assert_eq!(s.text(r), "hél".as_bytes()),
+            other => panic!("{other:?}"),
+        }
+        s.clear();
+        assert!(s.attrs.is_empty());
+        assert_eq!(s.max_attributes, 2);
+    }
+}

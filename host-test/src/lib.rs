@@ -1,0 +1,1 @@
+//! Test support for meshtrace: OTLP receivers, process helpers, and (soon) a wasmtime host.
