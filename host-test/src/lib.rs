@@ -1,1 +1,4 @@
 //! Test support for meshtrace: OTLP receivers, process helpers, and (soon) a wasmtime host.
+
+pub mod envoy;
+pub mod sink;

@@ -48,11 +48,12 @@ struct Stats {
     sampled: u64,
 }
 
-/// Envoy stat ids and the values last pushed, so the tick sends deltas.
+/// Envoy stat ids (by position in [`METRICS`]) and the values last pushed, so the tick sends
+/// deltas.
 #[derive(Default)]
 struct Metrics {
-    ids: Vec<(u32, &'static str)>,
-    pushed: Vec<u64>,
+    ids: Vec<Option<u32>>,
+    pushed: [u64; METRICS.len()],
 }
 
 const METRICS: [&str; 9] = [
@@ -67,7 +68,7 @@ const METRICS: [&str; 9] = [
     "meshtrace.export_bytes",
 ];
 
-fn metric_values(s: &Stats, c: &Counters) -> [u64; 9] {
+fn metric_values(s: &Stats, c: &Counters) -> [u64; METRICS.len()] {
     [
         s.started,
         s.sampled,
@@ -119,12 +120,10 @@ impl Root {
             fast_tick: false,
         })));
         if self.metrics.ids.is_empty() {
-            for name in METRICS {
-                if let Ok(id) = proxy_wasm::hostcalls::define_metric(MetricType::Counter, name) {
-                    self.metrics.ids.push((id, name));
-                    self.metrics.pushed.push(0);
-                }
-            }
+            self.metrics.ids = METRICS
+                .iter()
+                .map(|name| proxy_wasm::hostcalls::define_metric(MetricType::Counter, name).ok())
+                .collect();
         }
         self.set_tick_period(Duration::from_millis(interval));
         Ok(())
@@ -171,14 +170,11 @@ impl Root {
         let Some(w) = &self.worker else { return };
         let mut w = w.borrow_mut();
         let values = metric_values(&w.stats, &w.exporter.counters);
-        for (i, (id, _)) in self.metrics.ids.iter().enumerate() {
-            let idx = METRICS
-                .iter()
-                .position(|m| *m == self.metrics.ids[i].1)
-                .unwrap_or(0);
-            let delta = values[idx].saturating_sub(self.metrics.pushed[i]);
+        for (i, id) in self.metrics.ids.iter().enumerate() {
+            let Some(id) = id else { continue };
+            let delta = values[i].saturating_sub(self.metrics.pushed[i]);
             if delta > 0 && proxy_wasm::hostcalls::increment_metric(*id, delta as i64).is_ok() {
-                self.metrics.pushed[i] = values[idx];
+                self.metrics.pushed[i] = values[i];
             }
         }
         if let Some(line) = w.exporter.take_log(now) {
