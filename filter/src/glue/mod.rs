@@ -5,7 +5,9 @@
 //! 2 more clock reads and 3–4 properties in `on_log`. Metrics are accumulated in the VM and
 //! pushed to the host on the tick, not per request.
 
+mod export;
 mod host;
+mod metrics;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -13,13 +15,14 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use crate::config::{Config, Direction};
-use crate::exporter::{Counters, ExportResult, Exporter};
+use crate::exporter::Exporter;
 use crate::headers::{pairs, RequestHeaders};
 use crate::span::{SpanKind, SpanRecord};
 use crate::tracer::{Finish, Injection, Tracer};
+use metrics::{Metrics, Stats};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -39,47 +42,6 @@ struct Worker {
     stats: Stats,
     /// The tick was shortened to flush a full batch; restore the interval after it.
     fast_tick: bool,
-}
-
-/// Request-path counts kept in the VM, pushed to Envoy's stats on the tick.
-#[derive(Default, Clone, Copy)]
-struct Stats {
-    started: u64,
-    sampled: u64,
-}
-
-/// Envoy stat ids (by position in [`METRICS`]) and the values last pushed, so the tick sends
-/// deltas.
-#[derive(Default)]
-struct Metrics {
-    ids: Vec<Option<u32>>,
-    pushed: [u64; METRICS.len()],
-}
-
-const METRICS: [&str; 9] = [
-    "meshtrace.spans_started",
-    "meshtrace.spans_sampled",
-    "meshtrace.spans_exported",
-    "meshtrace.spans_dropped.queue_full",
-    "meshtrace.spans_dropped.too_large",
-    "meshtrace.spans_dropped.export_failed",
-    "meshtrace.export_requests.ok",
-    "meshtrace.export_requests.failed",
-    "meshtrace.export_bytes",
-];
-
-fn metric_values(s: &Stats, c: &Counters) -> [u64; METRICS.len()] {
-    [
-        s.started,
-        s.sampled,
-        c.spans_exported,
-        c.spans_dropped_queue_full,
-        c.spans_dropped_too_large,
-        c.spans_dropped_export_failed,
-        c.export_ok,
-        c.export_failed,
-        c.bytes_sent,
-    ]
 }
 
 #[derive(Default)]
@@ -119,64 +81,16 @@ impl Root {
             stats: Stats::default(),
             fast_tick: false,
         })));
-        if self.metrics.ids.is_empty() {
-            self.metrics.ids = METRICS
-                .iter()
-                .map(|name| proxy_wasm::hostcalls::define_metric(MetricType::Counter, name).ok())
-                .collect();
-        }
+        self.metrics.define();
         self.set_tick_period(Duration::from_millis(interval));
         Ok(())
-    }
-
-    /// Sends every due batch to the collector.
-    fn flush(&self, now: u64) {
-        let Some(w) = &self.worker else { return };
-        let mut w = w.borrow_mut();
-        let w = &mut *w;
-        let c = &w.tracer.config.collector;
-        let headers = [
-            (":method", "POST"),
-            (":path", c.path.as_str()),
-            (":authority", c.authority()),
-            ("content-type", "application/x-protobuf"),
-            (
-                "user-agent",
-                concat!("meshtrace/", env!("CARGO_PKG_VERSION")),
-            ),
-        ];
-        let timeout = Duration::from_millis(c.timeout_ms);
-        while let Some(spans) = w.exporter.next_batch(now, &mut w.body) {
-            let bytes = w.body.len();
-            match self.dispatch_http_call(
-                &c.cluster,
-                headers.to_vec(),
-                Some(&w.body),
-                vec![],
-                timeout,
-            ) {
-                Ok(token) => {
-                    w.in_flight.insert(token, (spans, bytes));
-                }
-                Err(_) => w
-                    .exporter
-                    .on_result(spans, bytes, ExportResult::DispatchFailed),
-            }
-        }
     }
 
     /// Pushes counter deltas to Envoy's stats and logs any failure summary.
     fn report(&mut self, now: u64) {
         let Some(w) = &self.worker else { return };
         let mut w = w.borrow_mut();
-        let values = metric_values(&w.stats, &w.exporter.counters);
-        for (i, id) in self.metrics.ids.iter().enumerate() {
-            let Some(id) = id else { continue };
-            let delta = values[i].saturating_sub(self.metrics.pushed[i]);
-            if delta > 0 && proxy_wasm::hostcalls::increment_metric(*id, delta as i64).is_ok() {
-                self.metrics.pushed[i] = values[i];
-            }
-        }
+        self.metrics.push(&w.stats, &w.exporter.counters);
         if let Some(line) = w.exporter.take_log(now) {
             log(LogLevel::Warn, &line);
         }
@@ -191,24 +105,8 @@ impl Context for Root {
         _body: usize,
         _trailers: usize,
     ) {
-        let result = if num_headers == 0 {
-            ExportResult::NoResponse
-        } else {
-            let status = self
-                .get_http_call_response_header(":status")
-                .and_then(|s| s.parse::<u32>().ok())
-                .unwrap_or(0);
-            if (200..300).contains(&status) {
-                ExportResult::Ok
-            } else {
-                ExportResult::Status(status)
-            }
-        };
         if let Some(w) = &self.worker {
-            let mut w = w.borrow_mut();
-            if let Some((spans, bytes)) = w.in_flight.remove(&token) {
-                w.exporter.on_result(spans, bytes, result);
-            }
+            export::on_response(self, &mut w.borrow_mut(), token, num_headers);
         }
     }
 }
@@ -230,7 +128,9 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         let now = now_ms();
-        self.flush(now);
+        if let Some(w) = &self.worker {
+            export::flush(self, &mut w.borrow_mut(), now);
+        }
         self.report(now);
         if let Some(w) = &self.worker {
             let mut w = w.borrow_mut();
