@@ -35,6 +35,9 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let sink = OtlpSink::start(port)?;
+    if quiet {
+        sink.count_only();
+    }
     println!("otlp-sink listening on http://{}/v1/traces", sink.addr);
     let mut printed = 0usize;
     loop {
