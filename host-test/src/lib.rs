@@ -1,1 +1,3 @@
-//! Test support for meshtrace: OTLP receivers, process helpers, and (soon) a wasmtime host.
+//! Test support for meshtrace: OTLP receivers, process helpers, and a wasmtime proxy-wasm host.
+
+pub mod host;
