@@ -42,6 +42,33 @@ fn runtime() -> Result<&'static Runtime, HostError> {
         })
 }
 
+/// Compiles `bytes`, reusing a machine-code file in the temp directory from an earlier run:
+/// Cranelift built without optimizations (the test profile) takes seconds per compile, and
+/// every test binary would pay it.
+fn compile_cached(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Module> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    env!("CARGO_PKG_VERSION").hash(&mut h);
+    let file = std::env::temp_dir().join(format!("meshtrace-host-{:016x}.cwasm", h.finish()));
+    if file.exists() {
+        // SAFETY: the file was written by `Module::serialize` below for these exact bytes;
+        // wasmtime rejects it (and we recompile) if the engine or version differ.
+        if let Ok(m) = unsafe { Module::deserialize_file(engine, &file) } {
+            return Ok(m);
+        }
+    }
+    let module = Module::new(engine, bytes)?;
+    if let Ok(code) = module.serialize() {
+        // Written aside and renamed, so a parallel test binary never reads half a file.
+        let tmp = file.with_extension(format!("{}.tmp", std::process::id()));
+        if std::fs::write(&tmp, code).is_ok() && std::fs::rename(&tmp, &file).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+    Ok(module)
+}
+
 /// Configures a host before its VMs start.
 pub struct HostBuilder {
     module: Module,
@@ -217,7 +244,7 @@ impl Host {
             Some(m) => m,
             None => {
                 let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-                let m = Module::new(&rt.engine, &bytes).map_err(|e| err(format!("{e:#}")))?;
+                let m = compile_cached(&rt.engine, &bytes).map_err(|e| err(format!("{e:#}")))?;
                 rt.modules
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())

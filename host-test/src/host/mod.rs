@@ -24,6 +24,7 @@
 pub mod abi;
 mod env;
 pub mod error;
+pub mod export;
 pub mod harness;
 pub mod headers;
 pub mod imports;
