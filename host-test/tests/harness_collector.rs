@@ -78,7 +78,10 @@ fn failed_export(fail: impl FnOnce(&mut Host, u32)) -> (Host, Vec<String>) {
 #[test]
 fn server_error() {
     let (_, w) = failed_export(|h, t| h.answer(t, 503, b"unavailable").unwrap());
-    assert_eq!(w, vec!["meshtrace: 1 export request(s) failed, 2 span(s) dropped (last: HTTP 503)"]);
+    assert_eq!(
+        w,
+        vec!["meshtrace: 1 export request(s) failed, 2 span(s) dropped (last: HTTP 503)"]
+    );
 }
 
 #[test]
@@ -99,7 +102,10 @@ fn timeout() {
         h.advance(1).unwrap();
         assert_eq!(h.pending_http_calls().len(), 0);
     });
-    assert_eq!(w, vec!["meshtrace: 1 export request(s) failed, 2 span(s) dropped (last: HTTP 504)"]);
+    assert_eq!(
+        w,
+        vec!["meshtrace: 1 export request(s) failed, 2 span(s) dropped (last: HTTP 504)"]
+    );
     // The span of the request made during the outage went out with the next export.
     assert_eq!(h.http_calls().len(), 2);
 }
@@ -119,7 +125,10 @@ fn silent_collector_keeps_the_queue_bounded() {
     h.advance(1000).unwrap();
     assert_eq!(h.metric("meshtrace.spans_started"), Some(40));
     assert_eq!(h.metric("meshtrace.spans_dropped.queue_full"), Some(24));
-    assert_eq!(warnings(&h), vec!["meshtrace: 24 span(s) dropped: queue full"]);
+    assert_eq!(
+        warnings(&h),
+        vec!["meshtrace: 24 span(s) dropped: queue full"]
+    );
     // Both calls time out; their spans are counted as failed exports.
     h.advance(5000).unwrap();
     assert_eq!(h.pending_http_calls().len(), 0);
@@ -129,7 +138,11 @@ fn silent_collector_keeps_the_queue_bounded() {
     let timed_out = "meshtrace: 1 export request(s) failed, 8 span(s) dropped (last: HTTP 504)";
     assert_eq!(
         warnings(&h),
-        vec!["meshtrace: 24 span(s) dropped: queue full", timed_out, timed_out]
+        vec![
+            "meshtrace: 24 span(s) dropped: queue full",
+            timed_out,
+            timed_out
+        ]
     );
     assert_eq!(h.metric("meshtrace.spans_exported"), Some(0));
 }

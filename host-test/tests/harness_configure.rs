@@ -36,7 +36,10 @@ fn valid_configs_start_the_flush_timer() {
 #[test]
 fn each_invalid_field_is_named() {
     let cases = [
-        (r#"{"collector": {"cluster": ""}}"#, "collector.cluster: must be a non-empty string"),
+        (
+            r#"{"collector": {"cluster": ""}}"#,
+            "collector.cluster: must be a non-empty string",
+        ),
         (
             r#"{"collector": {"cluster": "c", "authority": " "}}"#,
             "collector.authority: must be a non-empty string when set",
@@ -88,9 +91,18 @@ fn unknown_keys_and_bad_json_are_named() {
         let expected = format!("meshtrace: invalid configuration: {start}");
         assert!(logs[0].starts_with(&expected), "{logs:?} for {config}");
     };
-    prefixed(r#"{"collector": {"cluster": "c"}, "colector": 1}"#, "colector: unknown field `colector`");
-    prefixed(r#"{"collector": {"cluster": "c", "port": 1}}"#, "collector.port: unknown field `port`");
-    prefixed(r#"{"collector": {"cluster": "c"}, "direction": "sideways"}"#, "direction: unknown variant `sideways`");
+    prefixed(
+        r#"{"collector": {"cluster": "c"}, "colector": 1}"#,
+        "colector: unknown field `colector`",
+    );
+    prefixed(
+        r#"{"collector": {"cluster": "c", "port": 1}}"#,
+        "collector.port: unknown field `port`",
+    );
+    prefixed(
+        r#"{"collector": {"cluster": "c"}, "direction": "sideways"}"#,
+        "direction: unknown variant `sideways`",
+    );
     prefixed("{", "invalid JSON");
     prefixed("", "configuration is empty");
 }
@@ -102,13 +114,17 @@ fn imports_outside_envoys_baseline_are_refused_by_name() {
         (memory (export "memory") 1))"#;
     match Host::load_bytes(wat.as_bytes()) {
         Err(HostError::ForbiddenImport { module, name, why }) => {
-            assert_eq!((module.as_str(), name.as_str()), ("wasi_snapshot_preview1", "sched_yield"));
+            assert_eq!(
+                (module.as_str(), name.as_str()),
+                ("wasi_snapshot_preview1", "sched_yield")
+            );
             assert!(why.contains("std::thread::yield_now"), "{why}");
         }
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("a sched_yield import was accepted"),
     }
-    let wat = r#"(module (import "env" "proxy_dispatch_http_call" (func)) (memory (export "memory") 1))"#;
+    let wat =
+        r#"(module (import "env" "proxy_dispatch_http_call" (func)) (memory (export "memory") 1))"#;
     assert!(matches!(
         Host::load_bytes(wat.as_bytes()),
         Err(HostError::ForbiddenImport { name, .. }) if name == "proxy_dispatch_http_call"
@@ -130,7 +146,12 @@ fn a_guest_panic_surfaces_with_its_message() {
             (drop (call $log (i32.const 5) (i32.const 16) (i32.const 35)))
             unreachable))"#;
     match Host::load_bytes(wat.as_bytes()).unwrap().configure("{}") {
-        Err(HostError::Trap { worker: 0, callback, message, trap }) => {
+        Err(HostError::Trap {
+            worker: 0,
+            callback,
+            message,
+            trap,
+        }) => {
             assert_eq!(callback, "proxy_on_configure");
             assert_eq!(message, "panicked at src/config.rs:1:1: boom");
             assert!(trap.contains("unreachable"), "{trap}");

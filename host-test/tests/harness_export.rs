@@ -40,7 +40,10 @@ fn nothing_before_the_interval_then_one_post() {
     assert_eq!(h.http_calls().len(), 1);
     assert_eq!(h.metric("meshtrace.spans_exported"), Some(3));
     assert_eq!(h.metric("meshtrace.export_requests.ok"), Some(1));
-    assert_eq!(h.metric("meshtrace.export_bytes"), Some(call.body.len() as u64));
+    assert_eq!(
+        h.metric("meshtrace.export_bytes"),
+        Some(call.body.len() as u64)
+    );
 }
 
 #[test]

@@ -13,7 +13,9 @@ fn host() -> Host {
 fn assert_traced(h: &mut Host, req: Req) {
     let ex = h.request(req).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ex.local_response, None);
-    let tp = ex.upstream_header("traceparent").expect("a traceparent upstream");
+    let tp = ex
+        .upstream_header("traceparent")
+        .expect("a traceparent upstream");
     assert_eq!(tp.len(), 55, "{tp}");
     assert_eq!(ex.upstream.unwrap().headers.get_all("traceparent").len(), 1);
 }
@@ -91,13 +93,18 @@ fn adversarial_maps() {
         .collect();
     assert_traced(&mut h, Req::raw(HeaderMap::from_pairs(&many)));
     // Ten thousand distinct headers.
-    let distinct: Vec<(String, String)> = (0..10_000).map(|i| (format!("x-h{i}"), "v".repeat(i % 50))).collect();
+    let distinct: Vec<(String, String)> = (0..10_000)
+        .map(|i| (format!("x-h{i}"), "v".repeat(i % 50)))
+        .collect();
     assert_traced(&mut h, Req::raw(HeaderMap::from_pairs(&distinct)));
     // A 1 MiB path and a 1 MiB tracestate.
     assert_traced(
         &mut h,
         Req::get(&format!("/{}", "p".repeat(1 << 20)))
-            .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+            .header(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            )
             .header("tracestate", "k=v,".repeat(1 << 18)),
     );
     // NULs and invalid UTF-8 in names and values, an empty name, an empty map.

@@ -55,15 +55,39 @@ fn server_span_for_a_new_trace() {
     assert_eq!(s.kind, SpanKind::Server as i32);
     assert_eq!(s.start_time_unix_nano, start);
     assert_eq!(s.end_time_unix_nano, start + 25_000_000);
-    assert_eq!(attr(&s.attributes, "http.request.method"), Some(Attr::Str("GET".into())));
-    assert_eq!(attr(&s.attributes, "url.path"), Some(Attr::Str("/cart".into())));
-    assert_eq!(attr(&s.attributes, "url.scheme"), Some(Attr::Str("http".into())));
-    assert_eq!(attr(&s.attributes, "server.address"), Some(Attr::Str("shop.local".into())));
+    assert_eq!(
+        attr(&s.attributes, "http.request.method"),
+        Some(Attr::Str("GET".into()))
+    );
+    assert_eq!(
+        attr(&s.attributes, "url.path"),
+        Some(Attr::Str("/cart".into()))
+    );
+    assert_eq!(
+        attr(&s.attributes, "url.scheme"),
+        Some(Attr::Str("http".into()))
+    );
+    assert_eq!(
+        attr(&s.attributes, "server.address"),
+        Some(Attr::Str("shop.local".into()))
+    );
     assert_eq!(attr(&s.attributes, "server.port"), Some(Attr::Int(8080)));
-    assert_eq!(attr(&s.attributes, "user_agent.original"), Some(Attr::Str("curl/8".into())));
-    assert_eq!(attr(&s.attributes, "network.protocol.version"), Some(Attr::Str("1.1".into())));
-    assert_eq!(attr(&s.attributes, "http.response.status_code"), Some(Attr::Int(200)));
-    assert_eq!(s.status.as_ref().map_or(0, |st| st.code), StatusCode::Unset as i32);
+    assert_eq!(
+        attr(&s.attributes, "user_agent.original"),
+        Some(Attr::Str("curl/8".into()))
+    );
+    assert_eq!(
+        attr(&s.attributes, "network.protocol.version"),
+        Some(Attr::Str("1.1".into()))
+    );
+    assert_eq!(
+        attr(&s.attributes, "http.response.status_code"),
+        Some(Attr::Int(200))
+    );
+    assert_eq!(
+        s.status.as_ref().map_or(0, |st| st.code),
+        StatusCode::Unset as i32
+    );
 }
 
 #[test]
@@ -80,25 +104,36 @@ fn continues_an_incoming_trace_and_marks_server_errors() {
         )
         .unwrap();
     let tp = ex.upstream_header("traceparent").unwrap();
-    assert!(tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-"), "{tp}");
+    assert!(
+        tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
+        "{tp}"
+    );
     assert!(tp.ends_with("-01"), "{tp}");
     assert_eq!(ex.upstream_header("tracestate"), Some("vendor=1"));
 
     let s = &flush(&mut h)[0];
     assert_eq!(hex(&s.trace_id), "0af7651916cd43dd8448eb211c80319c");
     assert_eq!(hex(&s.parent_span_id), "b7ad6b7169203331");
-    assert_eq!(tp, format!("00-{}-{}-01", hex(&s.trace_id), hex(&s.span_id)));
+    assert_eq!(
+        tp,
+        format!("00-{}-{}-01", hex(&s.trace_id), hex(&s.span_id))
+    );
     assert_eq!(s.trace_state, "vendor=1");
     assert_eq!(s.name, "POST /pay");
     assert_eq!(s.status.as_ref().unwrap().code, StatusCode::Error as i32);
-    assert_eq!(attr(&s.attributes, "error.type"), Some(Attr::Str("503".into())));
+    assert_eq!(
+        attr(&s.attributes, "error.type"),
+        Some(Attr::Str("503".into()))
+    );
 }
 
 #[test]
 fn unsampled_parent_is_propagated_but_not_exported() {
     let mut h = host("inbound");
     let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
-    let ex = h.request(Req::get("/").header("traceparent", incoming)).unwrap();
+    let ex = h
+        .request(Req::get("/").header("traceparent", incoming))
+        .unwrap();
     assert!(ex.upstream_header("traceparent").unwrap().ends_with("-00"));
     h.advance(5000).unwrap();
     assert_eq!(h.http_calls().len(), 0);
@@ -109,7 +144,8 @@ fn unsampled_parent_is_propagated_but_not_exported() {
 #[test]
 fn client_span_for_outbound() {
     let mut h = host("outbound");
-    h.request(Req::get("/x").property("response.code", 404i64)).unwrap();
+    h.request(Req::get("/x").property("response.code", 404i64))
+        .unwrap();
     let s = &flush(&mut h)[0];
     assert_eq!(s.kind, SpanKind::Client as i32);
     // A 4xx is an error on the client side only.
@@ -118,11 +154,19 @@ fn client_span_for_outbound() {
 
 #[test]
 fn auto_direction_reads_the_listener_direction() {
-    for (direction, kind) in [(1i64, SpanKind::Server), (2, SpanKind::Client), (0, SpanKind::Server)] {
+    for (direction, kind) in [
+        (1i64, SpanKind::Server),
+        (2, SpanKind::Client),
+        (0, SpanKind::Server),
+    ] {
         let mut h = host("auto");
         h.request(Req::get("/x").property("xds.listener_direction", direction))
             .unwrap();
-        assert_eq!(flush(&mut h)[0].kind, kind as i32, "listener_direction {direction}");
+        assert_eq!(
+            flush(&mut h)[0].kind,
+            kind as i32,
+            "listener_direction {direction}"
+        );
     }
     // Also when it is a host-wide (listener) property rather than a per-request one.
     let mut h = load_filter()
@@ -143,8 +187,14 @@ fn resource_and_scope() {
     assert_eq!(req.resource_spans.len(), 1);
     let rs = &req.resource_spans[0];
     let resource = rs.resource.as_ref().unwrap();
-    assert_eq!(attr(&resource.attributes, "service.name"), Some(Attr::Str("checkout".into())));
-    assert_eq!(attr(&resource.attributes, "telemetry.sdk.name"), Some(Attr::Str("meshtrace".into())));
+    assert_eq!(
+        attr(&resource.attributes, "service.name"),
+        Some(Attr::Str("checkout".into()))
+    );
+    assert_eq!(
+        attr(&resource.attributes, "telemetry.sdk.name"),
+        Some(Attr::Str("meshtrace".into()))
+    );
     assert_eq!(rs.scope_spans[0].scope.as_ref().unwrap().name, "meshtrace");
 }
 
@@ -159,7 +209,10 @@ fn workers_export_separately_and_share_stats() {
     }
     h.advance(1000).unwrap();
     let calls = h.pending_http_calls();
-    assert_eq!(calls.iter().map(|c| c.worker).collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(
+        calls.iter().map(|c| c.worker).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
     for c in &calls {
         assert_eq!(spans(&decode(&c.body).unwrap()).len(), 3);
         h.answer(c.token, 200, b"").unwrap();

@@ -9,10 +9,13 @@ fn req(i: usize) -> Req {
         .header("x-forwarded-for", "10.1.2.3, 10.0.0.1")
         .property("response.code", [200i64, 404, 503][i % 3])
         .property("request.protocol", "HTTP/2");
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         r = r.header(
             "traceparent",
-            format!("00-0af7651916cd43dd8448eb211c80{:04x}-b7ad6b7169203331-01", i % 65536),
+            format!(
+                "00-0af7651916cd43dd8448eb211c80{:04x}-b7ad6b7169203331-01",
+                i % 65536
+            ),
         );
     }
     r

@@ -125,7 +125,12 @@ fn proxy_set_buffer_bytes(
     Ok(OK)
 }
 
-fn proxy_get_buffer_status(mut c: Ctx<'_>, buffer_type: i32, ret_len: i32, ret_flags: i32) -> Result<i32> {
+fn proxy_get_buffer_status(
+    mut c: Ctx<'_>,
+    buffer_type: i32,
+    ret_len: i32,
+    ret_flags: i32,
+) -> Result<i32> {
     guard(&c, "proxy_get_buffer_status")?;
     let len = match c.data().buffer(buffer_type) {
         Ok(b) => b.len() as u32,
@@ -137,7 +142,12 @@ fn proxy_get_buffer_status(mut c: Ctx<'_>, buffer_type: i32, ret_len: i32, ret_f
 }
 
 /// An unavailable map reads as empty (Envoy returns Ok with no pairs).
-fn proxy_get_header_map_pairs(mut c: Ctx<'_>, map_type: i32, ret_ptr: i32, ret_len: i32) -> Result<i32> {
+fn proxy_get_header_map_pairs(
+    mut c: Ctx<'_>,
+    map_type: i32,
+    ret_ptr: i32,
+    ret_len: i32,
+) -> Result<i32> {
     guard(&c, "proxy_get_header_map_pairs")?;
     let data = c
         .data()
@@ -214,12 +224,40 @@ fn edit_map(
     }
 }
 
-fn proxy_add_header_map_value(c: Ctx<'_>, t: i32, kp: i32, kl: i32, vp: i32, vl: i32) -> Result<i32> {
-    edit_map(c, "proxy_add_header_map_value", t, (kp, kl), (vp, vl), HeaderMap::add)
+fn proxy_add_header_map_value(
+    c: Ctx<'_>,
+    t: i32,
+    kp: i32,
+    kl: i32,
+    vp: i32,
+    vl: i32,
+) -> Result<i32> {
+    edit_map(
+        c,
+        "proxy_add_header_map_value",
+        t,
+        (kp, kl),
+        (vp, vl),
+        HeaderMap::add,
+    )
 }
 
-fn proxy_replace_header_map_value(c: Ctx<'_>, t: i32, kp: i32, kl: i32, vp: i32, vl: i32) -> Result<i32> {
-    edit_map(c, "proxy_replace_header_map_value", t, (kp, kl), (vp, vl), HeaderMap::replace)
+fn proxy_replace_header_map_value(
+    c: Ctx<'_>,
+    t: i32,
+    kp: i32,
+    kl: i32,
+    vp: i32,
+    vl: i32,
+) -> Result<i32> {
+    edit_map(
+        c,
+        "proxy_replace_header_map_value",
+        t,
+        (kp, kl),
+        (vp, vl),
+        HeaderMap::replace,
+    )
 }
 
 fn proxy_remove_header_map_value(mut c: Ctx<'_>, t: i32, kp: i32, kl: i32) -> Result<i32> {
@@ -234,7 +272,13 @@ fn proxy_remove_header_map_value(mut c: Ctx<'_>, t: i32, kp: i32, kl: i32) -> Re
     }
 }
 
-fn proxy_get_property(mut c: Ctx<'_>, path_ptr: i32, path_len: i32, ret_ptr: i32, ret_len: i32) -> Result<i32> {
+fn proxy_get_property(
+    mut c: Ctx<'_>,
+    path_ptr: i32,
+    path_len: i32,
+    ret_ptr: i32,
+    ret_len: i32,
+) -> Result<i32> {
     guard(&c, "proxy_get_property")?;
     let path = bytes!(c, path_ptr, path_len);
     match c.data().property(&path) {
@@ -243,7 +287,13 @@ fn proxy_get_property(mut c: Ctx<'_>, path_ptr: i32, path_len: i32, ret_ptr: i32
     }
 }
 
-fn proxy_set_property(mut c: Ctx<'_>, path_ptr: i32, path_len: i32, vp: i32, vl: i32) -> Result<i32> {
+fn proxy_set_property(
+    mut c: Ctx<'_>,
+    path_ptr: i32,
+    path_len: i32,
+    vp: i32,
+    vl: i32,
+) -> Result<i32> {
     guard(&c, "proxy_set_property")?;
     let path = bytes!(c, path_ptr, path_len);
     let value = bytes!(c, vp, vl);
@@ -395,7 +445,12 @@ fn grpc_target(
     Ok((upstream, service, method, HeaderMap::from_pairs(&md)))
 }
 
-fn record_grpc(c: &mut Ctx<'_>, target: (Vec<u8>, String, String, HeaderMap), message: Vec<u8>, timeout_ms: u32) -> u32 {
+fn record_grpc(
+    c: &mut Ctx<'_>,
+    target: (Vec<u8>, String, String, HeaderMap),
+    message: Vec<u8>,
+    timeout_ms: u32,
+) -> u32 {
     let (worker, root_context) = (c.data().worker, c.data().active_root());
     let mut w = c.data().world();
     let token = w.token();
@@ -434,7 +489,13 @@ fn proxy_grpc_call(
     ret_token: i32,
 ) -> Result<i32> {
     guard(&c, "proxy_grpc_call")?;
-    let target = match grpc_target(&c, (up_ptr, up_len), (svc_ptr, svc_len), (m_ptr, m_len), (md_ptr, md_len)) {
+    let target = match grpc_target(
+        &c,
+        (up_ptr, up_len),
+        (svc_ptr, svc_len),
+        (m_ptr, m_len),
+        (md_ptr, md_len),
+    ) {
         Ok(t) => t,
         Err(s) => return Ok(st(s)),
     };
@@ -457,7 +518,13 @@ fn proxy_grpc_stream(
     ret_token: i32,
 ) -> Result<i32> {
     guard(&c, "proxy_grpc_stream")?;
-    let target = match grpc_target(&c, (up_ptr, up_len), (svc_ptr, svc_len), (m_ptr, m_len), (md_ptr, md_len)) {
+    let target = match grpc_target(
+        &c,
+        (up_ptr, up_len),
+        (svc_ptr, svc_len),
+        (m_ptr, m_len),
+        (md_ptr, md_len),
+    ) {
         Ok(t) => t,
         Err(s) => return Ok(st(s)),
     };
@@ -481,7 +548,11 @@ fn proxy_grpc_send(c: Ctx<'_>, token: i32, msg_ptr: i32, msg_len: i32, _end: i32
 fn grpc_end(c: Ctx<'_>, name: &str, token: i32) -> Result<i32> {
     guard(&c, name)?;
     let removed = c.data().world().grpc_calls.remove(&(token as u32));
-    Ok(if removed.is_some() { OK } else { st(Status::NotFound) })
+    Ok(if removed.is_some() {
+        OK
+    } else {
+        st(Status::NotFound)
+    })
 }
 
 fn proxy_grpc_cancel(c: Ctx<'_>, token: i32) -> Result<i32> {
@@ -518,7 +589,14 @@ fn proxy_set_shared_data(c: Ctx<'_>, kp: i32, kl: i32, vp: i32, vl: i32, cas: i3
     Ok(OK)
 }
 
-fn proxy_get_shared_data(mut c: Ctx<'_>, kp: i32, kl: i32, ret_ptr: i32, ret_len: i32, ret_cas: i32) -> Result<i32> {
+fn proxy_get_shared_data(
+    mut c: Ctx<'_>,
+    kp: i32,
+    kl: i32,
+    ret_ptr: i32,
+    ret_len: i32,
+    ret_cas: i32,
+) -> Result<i32> {
     guard(&c, "proxy_get_shared_data")?;
     let key = (c.data().settings.vm_id.clone(), bytes!(c, kp, kl));
     let Some((value, cas)) = c.data().world().shared_data.get(&key).cloned() else {
@@ -540,7 +618,11 @@ fn proxy_register_shared_queue(mut c: Ctx<'_>, np: i32, nl: i32, ret_id: i32) ->
     };
     let id = {
         let mut w = c.data().world();
-        match w.queues.iter().position(|q| q.vm_id == vm_id && q.name == name) {
+        match w
+            .queues
+            .iter()
+            .position(|q| q.vm_id == vm_id && q.name == name)
+        {
             Some(i) => i + 1,
             None => {
                 w.queues.push(Queue {
@@ -557,7 +639,14 @@ fn proxy_register_shared_queue(mut c: Ctx<'_>, np: i32, nl: i32, ret_id: i32) ->
     Ok(status_of(write_u32(&mut c, ret_id, id as u32)))
 }
 
-fn proxy_resolve_shared_queue(mut c: Ctx<'_>, vp: i32, vl: i32, np: i32, nl: i32, ret_id: i32) -> Result<i32> {
+fn proxy_resolve_shared_queue(
+    mut c: Ctx<'_>,
+    vp: i32,
+    vl: i32,
+    np: i32,
+    nl: i32,
+    ret_id: i32,
+) -> Result<i32> {
     guard(&c, "proxy_resolve_shared_queue")?;
     let mut vm_id = String::from_utf8_lossy(&bytes!(c, vp, vl)).into_owned();
     if vm_id.is_empty() {
@@ -581,7 +670,10 @@ fn proxy_enqueue_shared_queue(c: Ctx<'_>, id: i32, vp: i32, vl: i32) -> Result<i
     guard(&c, "proxy_enqueue_shared_queue")?;
     let value = bytes!(c, vp, vl);
     let mut w = c.data().world();
-    let Some(q) = (id as u32).checked_sub(1).and_then(|i| w.queues.get_mut(i as usize)) else {
+    let Some(q) = (id as u32)
+        .checked_sub(1)
+        .and_then(|i| w.queues.get_mut(i as usize))
+    else {
         return Ok(st(Status::NotFound));
     };
     q.items.push_back(value);
@@ -596,7 +688,10 @@ fn proxy_dequeue_shared_queue(mut c: Ctx<'_>, id: i32, ret_ptr: i32, ret_len: i3
     let vm_id = c.data().settings.vm_id.clone();
     let item = {
         let mut w = c.data().world();
-        match (id as u32).checked_sub(1).and_then(|i| w.queues.get_mut(i as usize)) {
+        match (id as u32)
+            .checked_sub(1)
+            .and_then(|i| w.queues.get_mut(i as usize))
+        {
             Some(q) if q.vm_id == vm_id => q.items.pop_front(),
             _ => return Ok(st(Status::NotFound)),
         }
@@ -608,7 +703,13 @@ fn proxy_dequeue_shared_queue(mut c: Ctx<'_>, id: i32, ret_ptr: i32, ret_len: i3
 }
 
 /// Ids carry the type in their low two bits, as Envoy's do; stats are shared by name.
-fn proxy_define_metric(mut c: Ctx<'_>, metric_type: i32, np: i32, nl: i32, ret_id: i32) -> Result<i32> {
+fn proxy_define_metric(
+    mut c: Ctx<'_>,
+    metric_type: i32,
+    np: i32,
+    nl: i32,
+    ret_id: i32,
+) -> Result<i32> {
     guard(&c, "proxy_define_metric")?;
     let initial = match metric_type {
         metric::COUNTER => MetricValue::Counter(0),
@@ -617,7 +718,11 @@ fn proxy_define_metric(mut c: Ctx<'_>, metric_type: i32, np: i32, nl: i32, ret_i
         _ => return Ok(st(Status::BadArgument)),
     };
     let name = String::from_utf8_lossy(&bytes!(c, np, nl)).into_owned();
-    c.data().world().metrics.entry(name.clone()).or_insert(initial);
+    c.data()
+        .world()
+        .metrics
+        .entry(name.clone())
+        .or_insert(initial);
     let d = c.data_mut();
     let id = d.next_metric_id[metric_type as usize];
     d.next_metric_id[metric_type as usize] += metric::ID_INCREMENT;
@@ -694,7 +799,15 @@ fn proxy_done(c: Ctx<'_>) -> Result<i32> {
 
 /// Envoy registers a few named foreign functions; this host registers none.
 #[allow(clippy::too_many_arguments)]
-fn proxy_call_foreign_function(c: Ctx<'_>, _np: i32, _nl: i32, _ap: i32, _al: i32, _rp: i32, _rl: i32) -> Result<i32> {
+fn proxy_call_foreign_function(
+    c: Ctx<'_>,
+    _np: i32,
+    _nl: i32,
+    _ap: i32,
+    _al: i32,
+    _rp: i32,
+    _rl: i32,
+) -> Result<i32> {
     guard(&c, "proxy_call_foreign_function")?;
     Ok(st(Status::NotFound))
 }
@@ -708,23 +821,63 @@ fn emscripten_notify_memory_growth(_c: Ctx<'_>, _index: i32) {}
 pub fn add_to_linker(l: &mut Linker<VmData>) -> Result<()> {
     l.func_wrap("env", "proxy_log", proxy_log)?;
     l.func_wrap("env", "proxy_get_log_level", proxy_get_log_level)?;
-    l.func_wrap("env", "proxy_get_current_time_nanoseconds", proxy_get_current_time_nanoseconds)?;
-    l.func_wrap("env", "proxy_set_tick_period_milliseconds", proxy_set_tick_period_milliseconds)?;
+    l.func_wrap(
+        "env",
+        "proxy_get_current_time_nanoseconds",
+        proxy_get_current_time_nanoseconds,
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_set_tick_period_milliseconds",
+        proxy_set_tick_period_milliseconds,
+    )?;
     l.func_wrap("env", "proxy_get_buffer_bytes", proxy_get_buffer_bytes)?;
     l.func_wrap("env", "proxy_set_buffer_bytes", proxy_set_buffer_bytes)?;
     l.func_wrap("env", "proxy_get_buffer_status", proxy_get_buffer_status)?;
-    l.func_wrap("env", "proxy_get_header_map_pairs", proxy_get_header_map_pairs)?;
-    l.func_wrap("env", "proxy_set_header_map_pairs", proxy_set_header_map_pairs)?;
-    l.func_wrap("env", "proxy_get_header_map_size", proxy_get_header_map_size)?;
-    l.func_wrap("env", "proxy_get_header_map_value", proxy_get_header_map_value)?;
-    l.func_wrap("env", "proxy_add_header_map_value", proxy_add_header_map_value)?;
-    l.func_wrap("env", "proxy_replace_header_map_value", proxy_replace_header_map_value)?;
-    l.func_wrap("env", "proxy_remove_header_map_value", proxy_remove_header_map_value)?;
+    l.func_wrap(
+        "env",
+        "proxy_get_header_map_pairs",
+        proxy_get_header_map_pairs,
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_set_header_map_pairs",
+        proxy_set_header_map_pairs,
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_get_header_map_size",
+        proxy_get_header_map_size,
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_get_header_map_value",
+        proxy_get_header_map_value,
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_add_header_map_value",
+        proxy_add_header_map_value,
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_replace_header_map_value",
+        proxy_replace_header_map_value,
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_remove_header_map_value",
+        proxy_remove_header_map_value,
+    )?;
     l.func_wrap("env", "proxy_get_property", proxy_get_property)?;
     l.func_wrap("env", "proxy_set_property", proxy_set_property)?;
     l.func_wrap("env", "proxy_continue_stream", proxy_continue_stream)?;
     l.func_wrap("env", "proxy_close_stream", proxy_close_stream)?;
-    l.func_wrap("env", "proxy_send_local_response", proxy_send_local_response)?;
+    l.func_wrap(
+        "env",
+        "proxy_send_local_response",
+        proxy_send_local_response,
+    )?;
     l.func_wrap("env", "proxy_http_call", proxy_http_call)?;
     l.func_wrap("env", "proxy_grpc_call", proxy_grpc_call)?;
     l.func_wrap("env", "proxy_grpc_stream", proxy_grpc_stream)?;
@@ -734,18 +887,46 @@ pub fn add_to_linker(l: &mut Linker<VmData>) -> Result<()> {
     l.func_wrap("env", "proxy_get_status", proxy_get_status)?;
     l.func_wrap("env", "proxy_set_shared_data", proxy_set_shared_data)?;
     l.func_wrap("env", "proxy_get_shared_data", proxy_get_shared_data)?;
-    l.func_wrap("env", "proxy_register_shared_queue", proxy_register_shared_queue)?;
-    l.func_wrap("env", "proxy_resolve_shared_queue", proxy_resolve_shared_queue)?;
-    l.func_wrap("env", "proxy_enqueue_shared_queue", proxy_enqueue_shared_queue)?;
-    l.func_wrap("env", "proxy_dequeue_shared_queue", proxy_dequeue_shared_queue)?;
+    l.func_wrap(
+        "env",
+        "proxy_register_shared_queue",
+        proxy_register_shared_queue,
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_resolve_shared_queue",
+        proxy_resolve_shared_queue,
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_enqueue_shared_queue",
+        proxy_enqueue_shared_queue,
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_dequeue_shared_queue",
+        proxy_dequeue_shared_queue,
+    )?;
     l.func_wrap("env", "proxy_define_metric", proxy_define_metric)?;
     l.func_wrap("env", "proxy_increment_metric", proxy_increment_metric)?;
     l.func_wrap("env", "proxy_record_metric", proxy_record_metric)?;
     l.func_wrap("env", "proxy_get_metric", proxy_get_metric)?;
-    l.func_wrap("env", "proxy_set_effective_context", proxy_set_effective_context)?;
+    l.func_wrap(
+        "env",
+        "proxy_set_effective_context",
+        proxy_set_effective_context,
+    )?;
     l.func_wrap("env", "proxy_done", proxy_done)?;
-    l.func_wrap("env", "proxy_call_foreign_function", proxy_call_foreign_function)?;
+    l.func_wrap(
+        "env",
+        "proxy_call_foreign_function",
+        proxy_call_foreign_function,
+    )?;
     l.func_wrap("env", "pthread_equal", pthread_equal)?;
-    l.func_wrap("env", "emscripten_notify_memory_growth", emscripten_notify_memory_growth)?;
+    l.func_wrap(
+        "env",
+        "emscripten_notify_memory_growth",
+        emscripten_notify_memory_growth,
+    )?;
     Ok(())
 }

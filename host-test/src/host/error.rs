@@ -36,7 +36,10 @@ impl fmt::Display for HostError {
         match self {
             Self::Load { path, message } => write!(f, "cannot load {path}: {message}"),
             Self::ForbiddenImport { module, name, why } => {
-                write!(f, "the module imports {module}.{name}, which Envoy does not provide: {why}")
+                write!(
+                    f,
+                    "the module imports {module}.{name}, which Envoy does not provide: {why}"
+                )
             }
             Self::Trap {
                 worker,

@@ -9,7 +9,8 @@ use prost::Message;
 
 /// Decodes an export request body.
 pub fn decode(body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
-    ExportTraceServiceRequest::decode(body).map_err(|e| format!("not an OTLP ExportTraceServiceRequest: {e}"))
+    ExportTraceServiceRequest::decode(body)
+        .map_err(|e| format!("not an OTLP ExportTraceServiceRequest: {e}"))
 }
 
 /// Every span of an export request, in order.

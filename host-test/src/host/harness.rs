@@ -185,7 +185,11 @@ impl HostBuilder {
                 let mark = host.world().logs.len();
                 vm.call::<(i32, i32), ()>("proxy_on_context_create", root, (root as i32, 0))?;
                 let vm_config = settings.vm_config.len() as i32;
-                let ok = vm.call::<(i32, i32), i32>("proxy_on_vm_start", root, (root as i32, vm_config))?;
+                let ok = vm.call::<(i32, i32), i32>(
+                    "proxy_on_vm_start",
+                    root,
+                    (root as i32, vm_config),
+                )?;
                 if ok == Some(0) {
                     return Err(HostError::VmStartRejected {
                         worker,
@@ -280,9 +284,9 @@ impl Host {
 
     fn vm(&mut self, worker: usize) -> Result<&mut Vm, HostError> {
         let n = self.vms.len();
-        self.vms
-            .get_mut(worker)
-            .ok_or_else(|| HostError::Usage(format!("worker {worker} does not exist ({n} workers)")))
+        self.vms.get_mut(worker).ok_or_else(|| {
+            HostError::Usage(format!("worker {worker} does not exist ({n} workers)"))
+        })
     }
 
     pub fn workers(&self) -> usize {
@@ -337,18 +341,32 @@ impl Host {
         let has_body = !req.body.is_empty();
         let has_trailers = !req.trailers.is_empty();
         let n = req.headers.len() as i32;
-        let mut paused_in = self.phase(w, Phase::RequestHeaders, "proxy_on_request_headers", false, |_| {
-            (n, i32::from(!has_body && !has_trailers))
-        })?;
+        let mut paused_in = self.phase(
+            w,
+            Phase::RequestHeaders,
+            "proxy_on_request_headers",
+            false,
+            |_| (n, i32::from(!has_body && !has_trailers)),
+        )?;
         if paused_in.is_none() && has_body && !self.has_local(w) {
             let len = req.body.len() as i32;
-            paused_in = self.phase(w, Phase::RequestBody, "proxy_on_request_body", false, |_| {
-                (len, i32::from(!has_trailers))
-            })?;
+            paused_in = self.phase(
+                w,
+                Phase::RequestBody,
+                "proxy_on_request_body",
+                false,
+                |_| (len, i32::from(!has_trailers)),
+            )?;
         }
         if paused_in.is_none() && has_trailers && !self.has_local(w) {
             let n = req.trailers.len() as i32;
-            paused_in = self.phase2(w, Phase::RequestTrailers, "proxy_on_request_trailers", false, n)?;
+            paused_in = self.phase2(
+                w,
+                Phase::RequestTrailers,
+                "proxy_on_request_trailers",
+                false,
+                n,
+            )?;
         }
         let forwarded = paused_in.is_none() && !self.has_local(w);
         let upstream = forwarded.then(|| {
@@ -398,19 +416,33 @@ impl Host {
                 (!s.response_body.is_empty(), !s.response_trailers.is_empty())
             };
             let n = self.stream_mut(w).response_headers.len() as i32;
-            paused_in = self.phase(w, Phase::ResponseHeaders, "proxy_on_response_headers", true, |_| {
-                (n, i32::from(!has_body && !has_trailers))
-            })?;
+            paused_in = self.phase(
+                w,
+                Phase::ResponseHeaders,
+                "proxy_on_response_headers",
+                true,
+                |_| (n, i32::from(!has_body && !has_trailers)),
+            )?;
             downstream_headers = self.stream_mut(w).response_headers.clone();
             if paused_in.is_none() && has_body {
                 let len = self.stream_mut(w).response_body.len() as i32;
-                paused_in = self.phase(w, Phase::ResponseBody, "proxy_on_response_body", true, |_| {
-                    (len, i32::from(!has_trailers))
-                })?;
+                paused_in = self.phase(
+                    w,
+                    Phase::ResponseBody,
+                    "proxy_on_response_body",
+                    true,
+                    |_| (len, i32::from(!has_trailers)),
+                )?;
             }
             if paused_in.is_none() && has_trailers {
                 let n = self.stream_mut(w).response_trailers.len() as i32;
-                paused_in = self.phase2(w, Phase::ResponseTrailers, "proxy_on_response_trailers", true, n)?;
+                paused_in = self.phase2(
+                    w,
+                    Phase::ResponseTrailers,
+                    "proxy_on_response_trailers",
+                    true,
+                    n,
+                )?;
             }
         }
 
@@ -480,7 +512,9 @@ impl Host {
         }
         for ctx in contexts {
             let (a, b) = args(ctx);
-            let r = self.vm(w)?.call::<(i32, i32, i32), i32>(callback, ctx, (ctx as i32, a, b))?;
+            let r = self
+                .vm(w)?
+                .call::<(i32, i32, i32), i32>(callback, ctx, (ctx as i32, a, b))?;
             if let Some(p) = self.stopped(w, callback, reverse, r) {
                 return Ok(p);
             }
@@ -503,7 +537,9 @@ impl Host {
             contexts.reverse();
         }
         for ctx in contexts {
-            let r = self.vm(w)?.call::<(i32, i32), i32>(callback, ctx, (ctx as i32, n))?;
+            let r = self
+                .vm(w)?
+                .call::<(i32, i32), i32>(callback, ctx, (ctx as i32, n))?;
             if let Some(p) = self.stopped(w, callback, reverse, r) {
                 return Ok(p);
             }
@@ -538,8 +574,11 @@ impl Host {
             let Some((worker, root, queue)) = next else {
                 return Ok(());
             };
-            self.vm(worker)?
-                .call::<(i32, i32), ()>("proxy_on_queue_ready", root, (root as i32, queue as i32))?;
+            self.vm(worker)?.call::<(i32, i32), ()>(
+                "proxy_on_queue_ready",
+                root,
+                (root as i32, queue as i32),
+            )?;
         }
     }
 
@@ -564,7 +603,12 @@ impl Host {
             }
             for c in self.world().http_calls.values() {
                 if c.timeout_ms > 0 {
-                    consider((c.sent_at_ns + u64::from(c.timeout_ms) * 1_000_000, 1, c.worker, c.token));
+                    consider((
+                        c.sent_at_ns + u64::from(c.timeout_ms) * 1_000_000,
+                        1,
+                        c.worker,
+                        c.token,
+                    ));
                 }
             }
             let Some((at, kind, worker, id)) = next.filter(|n| n.0 <= target) else {
@@ -645,11 +689,10 @@ impl Host {
         token: u32,
         response: Option<(HeaderMap, Vec<u8>, HeaderMap)>,
     ) -> Result<(), HostError> {
-        let call = self
-            .world()
-            .http_calls
-            .remove(&token)
-            .ok_or_else(|| HostError::Usage(format!("no pending http call with token {token}")))?;
+        let call =
+            self.world().http_calls.remove(&token).ok_or_else(|| {
+                HostError::Usage(format!("no pending http call with token {token}"))
+            })?;
         let vm = self.vm(call.worker)?;
         let root = call.root_context;
         let (sizes, status) = match response {
@@ -662,13 +705,25 @@ impl Host {
                 });
                 (sizes, (0, Vec::new()))
             }
-            None => ((0, 0, 0), (super::abi::Status::BrokenConnection as u32, b"reset".to_vec())),
+            None => (
+                (0, 0, 0),
+                (
+                    super::abi::Status::BrokenConnection as u32,
+                    b"reset".to_vec(),
+                ),
+            ),
         };
         vm.store.data_mut().status = status;
         let r = vm.call::<(i32, i32, i32, i32, i32), ()>(
             "proxy_on_http_call_response",
             root,
-            (root as i32, token as i32, sizes.0 as i32, sizes.1 as i32, sizes.2 as i32),
+            (
+                root as i32,
+                token as i32,
+                sizes.0 as i32,
+                sizes.1 as i32,
+                sizes.2 as i32,
+            ),
         );
         vm.store.data_mut().call_response = None;
         r?;
@@ -705,7 +760,11 @@ impl Host {
         let vm = self.vm(call.worker)?;
         let root = call.root_context;
         vm.store.data_mut().status = (code, message.as_bytes().to_vec());
-        vm.call::<(i32, i32, i32), ()>("proxy_on_grpc_close", root, (root as i32, token as i32, code as i32))?;
+        vm.call::<(i32, i32, i32), ()>(
+            "proxy_on_grpc_close",
+            root,
+            (root as i32, token as i32, code as i32),
+        )?;
         self.pump()
     }
 

@@ -34,7 +34,9 @@ impl HeaderMap {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))
+        self.entries
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
     }
 
     /// The first value of `key` (case-insensitive).
@@ -48,7 +50,8 @@ impl HeaderMap {
 
     /// The first value of `key` as text; `None` when absent or not UTF-8.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.get_bytes(key).and_then(|v| std::str::from_utf8(v).ok())
+        self.get_bytes(key)
+            .and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// Every value of `key`, in order.
@@ -143,10 +146,16 @@ mod tests {
         assert_eq!(m.get_all("x-a"), vec![&b"1"[..], b"3"]);
         assert_eq!(m.joined()[0], (b"x-a".to_vec(), b"1,3".to_vec()));
         m.replace(b"X-a", b"9");
-        assert_eq!(m.to_lossy(), vec![("x-a".into(), "9".into()), ("b".into(), "2".into())]);
+        assert_eq!(
+            m.to_lossy(),
+            vec![("x-a".into(), "9".into()), ("b".into(), "2".into())]
+        );
         m.replace(b"c", b"");
         m.remove(b"B");
-        assert_eq!(m.to_lossy(), vec![("x-a".into(), "9".into()), ("c".into(), "".into())]);
+        assert_eq!(
+            m.to_lossy(),
+            vec![("x-a".into(), "9".into()), ("c".into(), "".into())]
+        );
         assert_eq!(m.byte_size(), 5);
     }
 }

@@ -56,7 +56,9 @@ pub fn status_of(ok: bool) -> i32 {
 /// allocation. A guest allocator that fails is a trap, as in Envoy.
 pub fn return_buffer(c: &mut Ctx<'_>, data: &[u8], ptr_ptr: i32, len_ptr: i32) -> Result<i32> {
     if data.is_empty() {
-        return Ok(status_of(write_u32(c, ptr_ptr, 0) && write_u32(c, len_ptr, 0)));
+        return Ok(status_of(
+            write_u32(c, ptr_ptr, 0) && write_u32(c, len_ptr, 0),
+        ));
     }
     let Some(alloc) = c.data().allocator.clone() else {
         wasmtime::bail!("the module exports neither malloc nor proxy_on_memory_allocate");

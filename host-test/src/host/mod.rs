@@ -31,6 +31,7 @@ pub mod imports;
 mod memory;
 pub mod pairs;
 pub mod properties;
+pub mod replay;
 pub mod request;
 pub mod state;
 pub mod vm;

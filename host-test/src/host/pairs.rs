@@ -25,12 +25,15 @@ pub fn encode<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Vec<u8> {
     out
 }
 
+/// Decoded `(key, value)` entries, as bytes.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Why a guest-supplied pairs buffer was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PairsError(pub String);
 
 /// Parses a guest-supplied pairs buffer. An empty buffer (or a lone NUL) is the empty map.
-pub fn decode(buf: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, PairsError> {
+pub fn decode(buf: &[u8]) -> Result<Pairs, PairsError> {
     if buf.is_empty() || buf == [0] {
         return Ok(Vec::new());
     }
@@ -64,7 +67,9 @@ fn take(buf: &[u8], at: &mut usize, len: usize) -> Result<Vec<u8>, PairsError> {
         .filter(|&e| e < buf.len())
         .ok_or_else(|| PairsError(format!("entry at byte {at} overruns {} bytes", buf.len())))?;
     if buf[end] != 0 {
-        return Err(PairsError(format!("missing NUL after the entry at byte {at}")));
+        return Err(PairsError(format!(
+            "missing NUL after the entry at byte {at}"
+        )));
     }
     let v = buf[*at..end].to_vec();
     *at = end + 1;

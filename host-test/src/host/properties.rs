@@ -59,9 +59,7 @@ impl PropValue {
                 Self::Map(entries)
             }
             J::Null => return Err("null is not a property value".into()),
-            J::Array(_) => {
-                return Err("arrays are not supported; use an object or a string".into())
-            }
+            J::Array(_) => return Err("arrays are not supported; use an object or a string".into()),
         })
     }
 }
@@ -167,7 +165,10 @@ impl PropertyTree {
             .map(|(_, v)| v)?;
         for seg in rest {
             value = match value {
-                PropValue::Map(m) => m.iter().find(|(k, _)| k.as_bytes() == *seg).map(|(_, v)| v)?,
+                PropValue::Map(m) => m
+                    .iter()
+                    .find(|(k, _)| k.as_bytes() == *seg)
+                    .map(|(_, v)| v)?,
                 _ => return None,
             };
         }
@@ -228,13 +229,21 @@ mod tests {
             t.get(&segments(b"xds\0node\0metadata\0NAMESPACE")),
             Some(&PropValue::from("shop"))
         );
-        assert_eq!(t.get(&segments(b"xds\0listener_direction")), Some(&PropValue::Int(1)));
+        assert_eq!(
+            t.get(&segments(b"xds\0listener_direction")),
+            Some(&PropValue::Int(1))
+        );
         assert_eq!(t.get(&segments(b"xds\0listener_direction\0x")), None);
         assert_eq!(t.get(&segments(b"nope")), None);
         let mut over = PropertyTree::default();
         over.set_dotted("xds.listener_direction", 2i64.into());
         t.merge(&over);
-        assert_eq!(t.get(&segments(b"xds\0listener_direction")), Some(&PropValue::Int(2)));
-        assert!(t.get(&segments(b"xds\0node\0metadata\0NAMESPACE")).is_some());
+        assert_eq!(
+            t.get(&segments(b"xds\0listener_direction")),
+            Some(&PropValue::Int(2))
+        );
+        assert!(t
+            .get(&segments(b"xds\0node\0metadata\0NAMESPACE"))
+            .is_some());
     }
 }

@@ -261,9 +261,7 @@ impl VmData {
         match (map_type, s.phase) {
             (map::REQUEST_HEADERS, Phase::RequestHeaders | Phase::Log) => Ok(&s.request_headers),
             (map::REQUEST_TRAILERS, Phase::RequestTrailers) => Ok(&s.request_trailers),
-            (map::RESPONSE_HEADERS, Phase::ResponseHeaders | Phase::Log) => {
-                Ok(&s.response_headers)
-            }
+            (map::RESPONSE_HEADERS, Phase::ResponseHeaders | Phase::Log) => Ok(&s.response_headers),
             (map::RESPONSE_TRAILERS, Phase::ResponseTrailers | Phase::Log) => {
                 Ok(&s.response_trailers)
             }
@@ -383,14 +381,18 @@ fn derived(s: &StreamState, segs: &[&[u8]]) -> Option<Vec<u8>> {
     let header = |name: &str| s.request_headers.get_bytes(name).map(<[u8]>::to_vec);
     match segs {
         [b"request", b"time"] => Some(PropValue::Int(s.start_realtime_ns as i64).encode()),
-        [b"request", b"duration"] if s.phase == Phase::Log => Some(
-            PropValue::Int((s.end_monotonic_ns - s.start_monotonic_ns) as i64).encode(),
-        ),
+        [b"request", b"duration"] if s.phase == Phase::Log => {
+            Some(PropValue::Int((s.end_monotonic_ns - s.start_monotonic_ns) as i64).encode())
+        }
         [b"request", field] if request_map => match *field {
             b"path" => header(":path"),
-            b"url_path" => header(":path").map(|p| p.split(|&b| b == b'?').next().unwrap_or(&[]).to_vec()),
+            b"url_path" => {
+                header(":path").map(|p| p.split(|&b| b == b'?').next().unwrap_or(&[]).to_vec())
+            }
             b"query" => header(":path").and_then(|p| {
-                p.iter().position(|&b| b == b'?').map(|i| p[i + 1..].to_vec())
+                p.iter()
+                    .position(|&b| b == b'?')
+                    .map(|i| p[i + 1..].to_vec())
             }),
             b"host" => header(":authority"),
             b"method" => header(":method"),

@@ -39,7 +39,9 @@ impl Vm {
         // cpp-host prefers `malloc`; the Rust SDK on wasip1 exports only the proxy allocator.
         let allocator = instance
             .get_typed_func::<i32, i32>(&mut store, "malloc")
-            .or_else(|_| instance.get_typed_func::<i32, i32>(&mut store, "proxy_on_memory_allocate"))
+            .or_else(|_| {
+                instance.get_typed_func::<i32, i32>(&mut store, "proxy_on_memory_allocate")
+            })
             .ok();
         store.data_mut().memory = Some(memory);
         store.data_mut().allocator = allocator;
@@ -90,10 +92,12 @@ impl Vm {
         let Some(func) = self.instance.get_func(&mut self.store, callback) else {
             return Ok(None);
         };
-        let func = func.typed::<P, R>(&self.store).map_err(|e| HostError::Load {
-            path: "<module>".into(),
-            message: format!("export {callback} has the wrong type: {e:#}"),
-        })?;
+        let func = func
+            .typed::<P, R>(&self.store)
+            .map_err(|e| HostError::Load {
+                path: "<module>".into(),
+                message: format!("export {callback} has the wrong type: {e:#}"),
+            })?;
         self.store.data_mut().active = ctx;
         let mark = self.store.data().world().logs.len();
         match func.call(&mut self.store, args) {

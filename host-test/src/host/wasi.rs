@@ -76,13 +76,21 @@ fn fd_read(c: Ctx<'_>, _fd: i32, _iovs: i32, _len: i32, _ret: i32) -> Result<i32
 
 fn fd_seek(c: Ctx<'_>, fd: i32, _offset: i64, _whence: i32, _ret: i32) -> Result<i32> {
     guard(&c, "fd_seek")?;
-    log(&c, LogLevel::Error, format!("wasi fd_seek({fd}) is not supported"));
+    log(
+        &c,
+        LogLevel::Error,
+        format!("wasi fd_seek({fd}) is not supported"),
+    );
     Ok(errno::SUCCESS)
 }
 
 fn fd_close(c: Ctx<'_>, fd: i32) -> Result<i32> {
     guard(&c, "fd_close")?;
-    log(&c, LogLevel::Error, format!("wasi fd_close({fd}) is not supported"));
+    log(
+        &c,
+        LogLevel::Error,
+        format!("wasi fd_close({fd}) is not supported"),
+    );
     Ok(errno::SUCCESS)
 }
 
@@ -130,7 +138,8 @@ fn environ_get(mut c: Ctx<'_>, ptrs: i32, buf: i32) -> Result<i32> {
     guard(&c, "environ_get")?;
     let mut at = buf;
     for (i, entry) in environ_entries(&c).iter().enumerate() {
-        if !write_u32(&mut c, ptrs.wrapping_add(4 * i as i32), at as u32) || !write(&mut c, at, entry)
+        if !write_u32(&mut c, ptrs.wrapping_add(4 * i as i32), at as u32)
+            || !write(&mut c, at, entry)
         {
             return Ok(errno::FAULT);
         }
@@ -141,11 +150,13 @@ fn environ_get(mut c: Ctx<'_>, ptrs: i32, buf: i32) -> Result<i32> {
 
 fn args_sizes_get(mut c: Ctx<'_>, ret_argc: i32, ret_size: i32) -> Result<i32> {
     guard(&c, "args_sizes_get")?;
-    Ok(if write_u32(&mut c, ret_argc, 0) && write_u32(&mut c, ret_size, 0) {
-        errno::SUCCESS
-    } else {
-        errno::FAULT
-    })
+    Ok(
+        if write_u32(&mut c, ret_argc, 0) && write_u32(&mut c, ret_size, 0) {
+            errno::SUCCESS
+        } else {
+            errno::FAULT
+        },
+    )
 }
 
 fn args_get(c: Ctx<'_>, _argv: i32, _buf: i32) -> Result<i32> {
@@ -198,7 +209,11 @@ fn random_get(mut c: Ctx<'_>, buf: i32, len: i32) -> Result<i32> {
 /// Envoy logs and returns; it never exits the process for a plugin.
 fn proc_exit(c: Ctx<'_>, code: i32) -> Result<()> {
     guard(&c, "proc_exit")?;
-    log(&c, LogLevel::Error, format!("wasi proc_exit({code}) ignored"));
+    log(
+        &c,
+        LogLevel::Error,
+        format!("wasi proc_exit({code}) ignored"),
+    );
     Ok(())
 }
 
