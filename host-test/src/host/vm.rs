@@ -115,7 +115,8 @@ impl Vm {
                     .rev()
                     .find(|l| l.worker == worker && l.level == LogLevel::Critical)
                     .map(|l| l.message.clone())
-                    .unwrap_or_else(|| format!("{e:#}"));
+                    // Otherwise the innermost cause: the trap, or the host's reason for it.
+                    .unwrap_or_else(|| e.root_cause().to_string());
                 self.failed = Some(message.clone());
                 Err(HostError::Trap {
                     worker,
