@@ -313,3 +313,102 @@ fn restricted_hostcalls_during_initialize_trap() {
         Ok(_) => panic!("a restricted hostcall was allowed"),
     }
 }
+
+#[test]
+fn grpc_calls_are_recorded_and_answered() {
+    let wat = r#"(module
+      (import "env" "proxy_log" (func $proxy_log (param i32 i32 i32) (result i32)))
+      (import "env" "proxy_grpc_call" (func $grpc (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_get_buffer_bytes" (func $get_buffer (param i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_get_status" (func $get_status (param i32 i32 i32) (result i32)))
+      (memory (export "memory") 2)
+      (global $heap (mut i32) (i32.const 65536))
+      (data (i32.const 1024) "collector")
+      (data (i32.const 1040) "nowhere")
+      (data (i32.const 1056) "pkg.Svc")
+      (data (i32.const 1072) "Call")
+      (data (i32.const 1088) "req")
+      (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+        (local $p i32)
+        (local.set $p (global.get $heap))
+        (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+        (local.get $p))
+      (func $st (param $s i32)
+        (i32.store8 (i32.const 0) (i32.add (i32.const 48) (local.get $s)))
+        (drop (call $proxy_log (i32.const 2) (i32.const 0) (i32.const 1))))
+      (func $buf (drop (call $proxy_log (i32.const 2) (i32.load (i32.const 8)) (i32.load (i32.const 12)))))
+      (func (export "_initialize"))
+      (func (export "proxy_on_context_create") (param i32 i32))
+      (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+      (func (export "proxy_on_configure") (param i32 i32) (result i32)
+        (call $st (call $grpc (i32.const 1040) (i32.const 7) (i32.const 1056) (i32.const 7) (i32.const 1072) (i32.const 4)
+                              (i32.const 0) (i32.const 0) (i32.const 1088) (i32.const 3) (i32.const 50) (i32.const 16)))
+        (call $st (call $grpc (i32.const 1024) (i32.const 9) (i32.const 1056) (i32.const 7) (i32.const 1072) (i32.const 4)
+                              (i32.const 0) (i32.const 0) (i32.const 1088) (i32.const 3) (i32.const 50) (i32.const 16)))
+        (call $st (call $grpc (i32.const 1024) (i32.const 9) (i32.const 1056) (i32.const 7) (i32.const 1072) (i32.const 4)
+                              (i32.const 0) (i32.const 0) (i32.const 1088) (i32.const 3) (i32.const 50) (i32.const 16)))
+        (i32.const 1))
+      (func (export "proxy_on_grpc_receive") (param $root i32) (param $token i32) (param $size i32)
+        (call $st (call $get_buffer (i32.const 5) (i32.const 0) (i32.const -1) (i32.const 8) (i32.const 12)))
+        (call $buf))
+      (func (export "proxy_on_grpc_close") (param $root i32) (param $token i32) (param $code i32)
+        (call $st (local.get $code))
+        (drop (call $get_status (i32.const 16) (i32.const 8) (i32.const 12)))
+        (call $buf)))"#;
+    let mut h = Host::load_bytes(wat.as_bytes())
+        .unwrap()
+        .clusters(&["collector"])
+        .configure("{}")
+        .unwrap();
+    // An unknown upstream is not a cluster, and not a parseable GrpcService either.
+    assert_eq!(messages(&mut h), ["4", "0", "0"]);
+    let calls = h.pending_grpc_calls();
+    assert_eq!(calls.len(), 2);
+    let c = &calls[0];
+    assert_eq!(
+        (
+            c.upstream.as_slice(),
+            c.service.as_str(),
+            c.method.as_str(),
+            c.message.as_slice(),
+            c.root_context
+        ),
+        (&b"collector"[..], "pkg.Svc", "Call", &b"req"[..], 1)
+    );
+    h.answer_grpc(calls[0].token, b"resp").unwrap();
+    assert_eq!(messages(&mut h), ["0", "resp"]);
+    h.fail_grpc(calls[1].token, 14, "unavailable").unwrap();
+    assert_eq!(messages(&mut h), [">", "unavailable"]);
+    assert!(h.pending_grpc_calls().is_empty());
+}
+
+#[test]
+fn workers_share_queues_data_and_stats() {
+    let mut h = Host::load_bytes(PROBE.as_bytes())
+        .unwrap()
+        .workers(2)
+        .clusters(&["collector"])
+        .plugin("probe", "probe_root", b"cfg".to_vec())
+        .start()
+        .unwrap();
+    h.request(Req::get("/p")).unwrap();
+    h.request(Req::get("/p").on_worker(1)).unwrap();
+    h.take_logs();
+    h.advance(5).unwrap();
+    let logs = h.take_logs();
+    // Worker 0 registered "q" first, so both workers' items are delivered to worker 0.
+    let items: Vec<usize> = logs
+        .iter()
+        .filter(|l| l.message == "item")
+        .map(|l| l.worker)
+        .collect();
+    assert_eq!(items, vec![0, 0]);
+    // One stat, incremented by both VMs; one shared-data entry, written twice.
+    assert_eq!(h.metric("m"), Some(10));
+    assert_eq!(h.shared_data("meshtrace", b"k"), Some((b"v1".to_vec(), 2)));
+    let calls = h.pending_http_calls();
+    assert_eq!(
+        calls.iter().map(|c| c.worker).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+}

@@ -222,3 +222,31 @@ fn workers_export_separately_and_share_stats() {
     assert_eq!(h.metric("meshtrace.spans_exported"), Some(6));
     assert_eq!(h.metric("meshtrace.export_requests.ok"), Some(2));
 }
+
+#[test]
+fn two_filters_in_a_chain_make_parent_and_child_spans() {
+    // Two plugins in one VM: two root contexts, and per request one stream context each,
+    // request callbacks in chain order. The second filter sees the first one's traceparent.
+    let config = r#"{"collector": {"cluster": "otel_collector"}}"#;
+    let mut h = load_filter()
+        .plugin("outer", "outer", config.as_bytes().to_vec())
+        .plugin("inner", "inner", config.as_bytes().to_vec())
+        .start()
+        .unwrap();
+    let ex = h.request(Req::get("/x")).unwrap();
+    assert_eq!(ex.contexts, vec![3, 4]);
+    h.advance(1000).unwrap();
+    let calls = h.pending_http_calls();
+    assert_eq!(
+        calls.iter().map(|c| c.root_context).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    let outer = &spans(&decode(&calls[0].body).unwrap())[0];
+    let inner = &spans(&decode(&calls[1].body).unwrap())[0];
+    assert_eq!(inner.trace_id, outer.trace_id);
+    assert_eq!(inner.parent_span_id, outer.span_id);
+    assert_eq!(
+        ex.upstream_header("traceparent").unwrap(),
+        traceparent(&inner.trace_id, &inner.span_id)
+    );
+}

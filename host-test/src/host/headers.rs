@@ -2,9 +2,16 @@
 //! returns the first value of a repeated header, and the order of entries is kept.
 
 /// Header entries as bytes: hostile tests put invalid UTF-8 and NULs in them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct HeaderMap {
     entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Readable in assertion failures: entries as (lossy) text, not byte arrays.
+impl std::fmt::Debug for HeaderMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.to_lossy()).finish()
+    }
 }
 
 fn lower(key: &[u8]) -> Vec<u8> {
