@@ -412,3 +412,81 @@ fn workers_share_queues_data_and_stats() {
         vec![0, 1]
     );
 }
+
+#[test]
+fn a_trap_mid_request_fails_the_vm() {
+    let wat = r#"(module
+      (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "panicked at src/glue/mod.rs:9:9: index out of bounds")
+      (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+      (func (export "_initialize"))
+      (func (export "proxy_on_context_create") (param i32 i32))
+      (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+      (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+        (drop (call $log (i32.const 5) (i32.const 16) (i32.const 52)))
+        unreachable))"#;
+    let mut h = Host::load_bytes(wat.as_bytes())
+        .unwrap()
+        .configure("{}")
+        .unwrap();
+    match h.request(Req::get("/")) {
+        Err(HostError::Trap {
+            callback, message, ..
+        }) => {
+            assert_eq!(callback, "proxy_on_request_headers");
+            assert_eq!(
+                message,
+                "panicked at src/glue/mod.rs:9:9: index out of bounds"
+            );
+        }
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    // Envoy never calls into a failed VM again.
+    assert_eq!(
+        h.request(Req::get("/")),
+        Err(HostError::VmFailed {
+            worker: 0,
+            message: "panicked at src/glue/mod.rs:9:9: index out of bounds".into()
+        })
+    );
+}
+
+#[test]
+fn environ_comes_from_the_vm_config_only() {
+    let wat = r#"(module
+      (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "environ_sizes_get" (func $sizes (param i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "environ_get" (func $get (param i32 i32) (result i32)))
+      (import "env" "proxy_get_buffer_bytes" (func $get_buffer (param i32 i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 2)
+      (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 65536))
+      (func (export "_initialize")
+        (drop (call $sizes (i32.const 0) (i32.const 4)))
+        (drop (call $get (i32.const 16) (i32.const 1024)))
+        ;; The whole environment block, then the second entry through its pointer.
+        (drop (call $log (i32.const 2) (i32.const 1024) (i32.load (i32.const 4))))
+        (drop (call $log (i32.const 2) (i32.load (i32.const 20)) (i32.const 13))))
+      (func (export "proxy_on_context_create") (param i32 i32))
+      (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+        (drop (call $get_buffer (i32.const 6) (i32.const 0) (i32.const -1) (i32.const 8) (i32.const 12)))
+        (drop (call $log (i32.const 2) (i32.load (i32.const 8)) (i32.load (i32.const 12))))
+        (i32.const 1))
+      (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1)))"#;
+    let mut h = Host::load_bytes(wat.as_bytes())
+        .unwrap()
+        .env("OTEL_SERVICE_NAME", "mesh")
+        .env("REGION", "eu-west1")
+        .vm_config("vm-cfg")
+        .configure("{}")
+        .unwrap();
+    assert_eq!(
+        messages(&mut h),
+        [
+            "OTEL_SERVICE_NAME=mesh\0REGION=eu-west1\0",
+            "REGION=eu-wes",
+            "vm-cfg"
+        ]
+    );
+}
