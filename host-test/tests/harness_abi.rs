@@ -490,3 +490,77 @@ fn environ_comes_from_the_vm_config_only() {
         ]
     );
 }
+
+/// A filter that replies locally to `/deny`, pauses `/hold`, and logs each callback it gets.
+const GATE: &str = r#"(module
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_send_local_response" (func $reply (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_value" (func $get_value (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (global $heap (mut i32) (i32.const 65536))
+  (data (i32.const 1024) ":path")
+  (data (i32.const 1040) "denied")
+  (data (i32.const 1056) "\01\00\00\00\06\00\00\00\02\00\00\00x-gate\00no\00")
+  (data (i32.const 1100) "req")
+  (data (i32.const 1104) "resp")
+  (data (i32.const 1108) "log")
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+    (local.get $p))
+  (func $say (param $p i32) (param $n i32) (drop (call $log (i32.const 2) (local.get $p) (local.get $n))))
+  (func (export "_initialize"))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (call $say (i32.const 1100) (i32.const 3))
+    (drop (call $get_value (i32.const 0) (i32.const 1024) (i32.const 5) (i32.const 8) (i32.const 12)))
+    ;; "/deny": a 403 with a body and a header; "/hold": pause; anything else continues.
+    (if (i32.eq (i32.load8_u (i32.add (i32.load (i32.const 8)) (i32.const 1))) (i32.const 100))
+      (then (drop (call $reply (i32.const 403) (i32.const 0) (i32.const 0) (i32.const 1040) (i32.const 6)
+                               (i32.const 1056) (i32.const 24) (i32.const -1)))))
+    (i32.eq (i32.load8_u (i32.add (i32.load (i32.const 8)) (i32.const 1))) (i32.const 104)))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (call $say (i32.const 1104) (i32.const 4))
+    (i32.const 0))
+  (func (export "proxy_on_log") (param i32) (call $say (i32.const 1108) (i32.const 3)))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32)))"#;
+
+#[test]
+fn local_replies_and_pauses() {
+    let mut h = Host::load_bytes(GATE.as_bytes())
+        .unwrap()
+        .configure("{}")
+        .unwrap();
+    h.take_logs();
+
+    let ex = h.request(Req::get("/deny")).unwrap();
+    assert_eq!(ex.upstream, None);
+    let local = ex.local_response.unwrap();
+    assert_eq!(
+        (local.status, local.body.as_slice(), local.grpc_status),
+        (403, &b"denied"[..], -1)
+    );
+    assert_eq!(local.headers.get("x-gate"), Some("no"));
+    // The local reply runs through the response path.
+    assert_eq!(ex.downstream_headers.get(":status"), Some("403"));
+    assert_eq!(
+        ex.downstream_headers.get("content-type"),
+        Some("text/plain")
+    );
+    assert_eq!(messages(&mut h), ["req", "resp", "log"]);
+
+    let ex = h.request(Req::get("/hold")).unwrap();
+    assert_eq!(
+        (ex.upstream, ex.paused_in),
+        (None, Some("proxy_on_request_headers"))
+    );
+    assert_eq!(messages(&mut h), ["req", "log"]);
+
+    let ex = h.request(Req::get("/go")).unwrap();
+    assert_eq!(ex.upstream_header(":path"), Some("/go"));
+    assert_eq!(messages(&mut h), ["req", "resp", "log"]);
+}

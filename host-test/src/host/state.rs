@@ -425,3 +425,61 @@ fn derived(s: &StreamState, segs: &[&[u8]]) -> Option<Vec<u8>> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(phase: Phase) -> StreamState {
+        let mut s = StreamState::new(PropertyTree::default(), &World::default());
+        s.phase = phase;
+        s.request_headers = HeaderMap::from_pairs(&[
+            (":path", "/a/b?x=1"),
+            (":method", "PUT"),
+            (":authority", "h:1"),
+            ("x-m", "1"),
+            ("x-m", "2"),
+        ]);
+        s.response_headers = HeaderMap::from_pairs(&[(":status", "204")]);
+        s.response_code = Some(204);
+        s
+    }
+
+    fn get(s: &StreamState, path: &[u8]) -> Option<Vec<u8>> {
+        derived(s, &segments(path))
+    }
+
+    #[test]
+    fn request_attributes_exist_with_their_headers() {
+        let s = stream(Phase::RequestHeaders);
+        assert_eq!(get(&s, b"request\0path").unwrap(), b"/a/b?x=1");
+        assert_eq!(get(&s, b"request\0url_path").unwrap(), b"/a/b");
+        assert_eq!(get(&s, b"request\0query").unwrap(), b"x=1");
+        assert_eq!(get(&s, b"request\0method").unwrap(), b"PUT");
+        assert_eq!(get(&s, b"request\0host").unwrap(), b"h:1");
+        assert_eq!(get(&s, b"request\0headers\0x-m").unwrap(), b"1,2");
+        assert_eq!(
+            get(&s, b"request\0headers").unwrap(),
+            crate::host::pairs::encode(&[
+                (":path", "/a/b?x=1"),
+                (":method", "PUT"),
+                (":authority", "h:1"),
+                ("x-m", "1,2")
+            ])
+        );
+        assert_eq!(get(&s, b"request\0duration"), None);
+        assert_eq!(get(&s, b"response\0headers"), None);
+        for phase in [Phase::RequestBody, Phase::ResponseHeaders, Phase::Done] {
+            assert_eq!(get(&stream(phase), b"request\0path"), None, "{phase:?}");
+        }
+        let log = stream(Phase::Log);
+        assert_eq!(get(&log, b"request\0path").unwrap(), b"/a/b?x=1");
+        assert_eq!(get(&log, b"request\0duration").unwrap(), 0i64.to_le_bytes());
+        assert_eq!(get(&log, b"response\0code").unwrap(), 204i64.to_le_bytes());
+        assert_eq!(get(&log, b"response\0headers\0:status").unwrap(), b"204");
+        assert_eq!(
+            get(&log, b"request\0time").unwrap(),
+            1_767_225_600_000_000_000i64.to_le_bytes()
+        );
+    }
+}
