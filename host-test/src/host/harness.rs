@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use wasmtime::{Engine, Linker, Module};
+use wasmtime::{Engine, Linker, Module, WasmParams};
 
 use super::abi::{action, LogLevel};
 use super::error::HostError;
@@ -313,6 +313,39 @@ impl Host {
 
     fn run_stream(&mut self, req: Req) -> Result<Exchange, HostError> {
         let w = req.worker;
+        let contexts = self.open_stream(&req)?;
+        let mut paused_in = self.request_path(&req)?;
+        let forwarded = paused_in.is_none() && !self.has_local(w);
+        let upstream = forwarded.then(|| {
+            let s = self.stream_mut(w);
+            s.phase = Phase::Upstream;
+            Upstream {
+                headers: s.request_headers.clone(),
+                body: s.request_body.clone(),
+                trailers: s.request_trailers.clone(),
+            }
+        });
+        if forwarded && req.latency_ms > 0 {
+            self.advance(req.latency_ms)?;
+        }
+        let mut downstream_headers = HeaderMap::new();
+        if paused_in.is_none() {
+            (downstream_headers, paused_in) = self.response_path(&req)?;
+        }
+        let stream = self.close_stream(w, &contexts)?;
+        self.pump()?;
+        Ok(Exchange {
+            upstream,
+            local_response: stream.local_response,
+            downstream_headers,
+            paused_in,
+            contexts,
+        })
+    }
+
+    /// Puts the stream in place and creates one stream context per plugin (root).
+    fn open_stream(&mut self, req: &Req) -> Result<Vec<u32>, HostError> {
+        let w = req.worker;
         let vm = self.vm(w)?;
         if let Some(message) = &vm.failed {
             return Err(HostError::VmFailed {
@@ -328,157 +361,113 @@ impl Host {
         stream.request_trailers = req.trailers.clone();
         vm.store.data_mut().stream = Some(stream);
         let roots: Vec<u32> = vm.store.data().roots.keys().copied().collect();
-        let mut contexts = Vec::new();
+        let mut contexts = Vec::with_capacity(roots.len());
         for root in roots {
-            let ctx = self.vm(w)?.store.data_mut().new_context(root);
+            let vm = self.vm(w)?;
+            let ctx = vm.store.data_mut().new_context(root);
             contexts.push(ctx);
             self.stream_mut(w).contexts.push(ctx);
-            let vm = self.vm(w)?;
-            vm.call::<(i32, i32), ()>("proxy_on_context_create", ctx, (ctx as i32, root as i32))?;
+            self.vm(w)?.call::<(i32, i32), ()>(
+                "proxy_on_context_create",
+                ctx,
+                (ctx as i32, root as i32),
+            )?;
         }
+        Ok(contexts)
+    }
 
-        // Request path, filters in chain order.
-        let has_body = !req.body.is_empty();
-        let has_trailers = !req.trailers.is_empty();
+    /// Request headers, body and trailers, filters in chain order; stops at a local reply or
+    /// a pause (returned).
+    fn request_path(&mut self, req: &Req) -> Result<Option<&'static str>, HostError> {
+        let w = req.worker;
+        let (has_body, has_trailers) = (!req.body.is_empty(), !req.trailers.is_empty());
         let n = req.headers.len() as i32;
-        let mut paused_in = self.phase(
-            w,
-            Phase::RequestHeaders,
-            "proxy_on_request_headers",
-            false,
-            |_| (n, i32::from(!has_body && !has_trailers)),
-        )?;
-        if paused_in.is_none() && has_body && !self.has_local(w) {
+        let eos = i32::from(!has_body && !has_trailers);
+        let mut paused = self.phase(w, Phase::RequestHeaders, false, |ctx| (ctx, n, eos))?;
+        if paused.is_none() && has_body && !self.has_local(w) {
             let len = req.body.len() as i32;
-            paused_in = self.phase(
-                w,
-                Phase::RequestBody,
-                "proxy_on_request_body",
-                false,
-                |_| (len, i32::from(!has_trailers)),
-            )?;
+            let eos = i32::from(!has_trailers);
+            paused = self.phase(w, Phase::RequestBody, false, |ctx| (ctx, len, eos))?;
         }
-        if paused_in.is_none() && has_trailers && !self.has_local(w) {
+        if paused.is_none() && has_trailers && !self.has_local(w) {
             let n = req.trailers.len() as i32;
-            paused_in = self.phase2(
-                w,
-                Phase::RequestTrailers,
-                "proxy_on_request_trailers",
-                false,
-                n,
-            )?;
+            paused = self.phase(w, Phase::RequestTrailers, false, |ctx| (ctx, n))?;
         }
-        let forwarded = paused_in.is_none() && !self.has_local(w);
-        let upstream = forwarded.then(|| {
-            let s = self.stream_mut(w);
-            s.phase = Phase::Upstream;
-            Upstream {
-                headers: s.request_headers.clone(),
-                body: s.request_body.clone(),
-                trailers: s.request_trailers.clone(),
-            }
-        });
-        if forwarded && req.latency_ms > 0 {
-            self.advance(req.latency_ms)?;
-        }
+        Ok(paused)
+    }
 
-        // Response path, filters in reverse order: the upstream's answer or the local reply.
-        let mut downstream_headers = HeaderMap::new();
-        if paused_in.is_none() {
-            let local = self.stream_mut(w).local_response.clone();
-            let (headers, body, trailers) = match &local {
-                Some(l) => {
-                    let mut h = HeaderMap::from_pairs(&[(":status", l.status.to_string())]);
-                    for (k, v) in l.headers.iter() {
-                        h.add(k, v);
-                    }
-                    if !l.body.is_empty() {
-                        h.replace(b"content-length", l.body.len().to_string().as_bytes());
-                        h.replace(b"content-type", b"text/plain");
-                    }
-                    (h, l.body.clone(), HeaderMap::new())
+    /// The upstream's answer, or the local reply, through response headers, body and
+    /// trailers, filters in reverse order. Returns the headers the client gets and any pause.
+    fn response_path(&mut self, req: &Req) -> Result<(HeaderMap, Option<&'static str>), HostError> {
+        let w = req.worker;
+        let (headers, body, trailers) = match self.stream_mut(w).local_response.clone() {
+            Some(l) => {
+                let mut h = HeaderMap::from_pairs(&[(":status", l.status.to_string())]);
+                for (k, v) in l.headers.iter() {
+                    h.add(k, v);
                 }
-                None => (
-                    req.response.headers.clone(),
-                    req.response.body.clone(),
-                    req.response.trailers.clone(),
-                ),
-            };
-            {
-                let s = self.stream_mut(w);
-                s.response_code = headers.get(":status").and_then(|c| c.parse().ok());
-                s.response_headers = headers;
-                s.response_body = body;
-                s.response_trailers = trailers;
+                if !l.body.is_empty() {
+                    h.replace(b"content-length", l.body.len().to_string().as_bytes());
+                    h.replace(b"content-type", b"text/plain");
+                }
+                (h, l.body, HeaderMap::new())
             }
-            let (has_body, has_trailers) = {
-                let s = self.stream_mut(w);
-                (!s.response_body.is_empty(), !s.response_trailers.is_empty())
-            };
-            let n = self.stream_mut(w).response_headers.len() as i32;
-            paused_in = self.phase(
-                w,
-                Phase::ResponseHeaders,
-                "proxy_on_response_headers",
-                true,
-                |_| (n, i32::from(!has_body && !has_trailers)),
-            )?;
-            downstream_headers = self.stream_mut(w).response_headers.clone();
-            if paused_in.is_none() && has_body {
-                let len = self.stream_mut(w).response_body.len() as i32;
-                paused_in = self.phase(
-                    w,
-                    Phase::ResponseBody,
-                    "proxy_on_response_body",
-                    true,
-                    |_| (len, i32::from(!has_trailers)),
-                )?;
-            }
-            if paused_in.is_none() && has_trailers {
-                let n = self.stream_mut(w).response_trailers.len() as i32;
-                paused_in = self.phase2(
-                    w,
-                    Phase::ResponseTrailers,
-                    "proxy_on_response_trailers",
-                    true,
-                    n,
-                )?;
-            }
+            None => (
+                req.response.headers.clone(),
+                req.response.body.clone(),
+                req.response.trailers.clone(),
+            ),
+        };
+        let (n, len, n_trailers) = (
+            headers.len() as i32,
+            body.len() as i32,
+            trailers.len() as i32,
+        );
+        {
+            let s = self.stream_mut(w);
+            s.response_code = headers.get(":status").and_then(|c| c.parse().ok());
+            s.response_headers = headers;
+            s.response_body = body;
+            s.response_trailers = trailers;
         }
+        let eos = i32::from(len == 0 && n_trailers == 0);
+        let mut paused = self.phase(w, Phase::ResponseHeaders, true, |ctx| (ctx, n, eos))?;
+        let downstream = self.stream_mut(w).response_headers.clone();
+        if paused.is_none() && len > 0 {
+            let eos = i32::from(n_trailers == 0);
+            paused = self.phase(w, Phase::ResponseBody, true, |ctx| (ctx, len, eos))?;
+        }
+        if paused.is_none() && n_trailers > 0 {
+            paused = self.phase(w, Phase::ResponseTrailers, true, |ctx| (ctx, n_trailers))?;
+        }
+        Ok((downstream, paused))
+    }
 
-        // Access log, then done and delete per context (Envoy's onDestroy).
+    /// Access log, then done and delete per context (Envoy's `onDestroy`); takes the stream.
+    fn close_stream(&mut self, w: usize, contexts: &[u32]) -> Result<StreamState, HostError> {
         let now = self.world().monotonic_ns;
         {
             let s = self.stream_mut(w);
             s.phase = Phase::Log;
             s.end_monotonic_ns = now;
         }
-        for &ctx in &contexts {
+        for &ctx in contexts {
             self.vm(w)?
                 .call::<i32, ()>("proxy_on_log", ctx, ctx as i32)?;
         }
         self.stream_mut(w).phase = Phase::Done;
-        for &ctx in &contexts {
+        for &ctx in contexts {
             let vm = self.vm(w)?;
             vm.call::<i32, i32>("proxy_on_done", ctx, ctx as i32)?;
             vm.call::<i32, ()>("proxy_on_delete", ctx, ctx as i32)?;
             vm.store.data_mut().contexts.remove(&ctx);
         }
-        let stream = self
-            .vm(w)?
+        self.vm(w)?
             .store
             .data_mut()
             .stream
             .take()
-            .ok_or_else(|| HostError::Usage("stream vanished".into()))?;
-        self.pump()?;
-        Ok(Exchange {
-            upstream,
-            local_response: stream.local_response,
-            downstream_headers,
-            paused_in,
-            contexts,
-        })
+            .ok_or_else(|| HostError::Usage(format!("worker {w} lost its stream")))
     }
 
     /// The stream in flight on worker `w` (present for the whole of `run_stream`).
@@ -495,42 +484,29 @@ impl Host {
         self.stream_mut(w).local_response.is_some()
     }
 
-    /// Runs a headers or body callback (`(ctx, size, end_of_stream)`) on every context; returns
-    /// the callback name if one paused without resuming. A local reply stops the iteration.
-    fn phase(
+    /// Runs the callback of `phase` on every stream context (reversed on the response path)
+    /// with `args(ctx)`; returns the callback name if one paused without resuming. A local
+    /// reply stops the iteration.
+    fn phase<P: WasmParams>(
         &mut self,
         w: usize,
         phase: Phase,
-        callback: &'static str,
         reverse: bool,
-        args: impl Fn(u32) -> (i32, i32),
+        args: impl Fn(i32) -> P,
     ) -> Result<Option<&'static str>, HostError> {
-        self.stream_mut(w).phase = phase;
-        let mut contexts = self.stream_mut(w).contexts.clone();
-        if reverse {
-            contexts.reverse();
-        }
-        for ctx in contexts {
-            let (a, b) = args(ctx);
-            let r = self
-                .vm(w)?
-                .call::<(i32, i32, i32), i32>(callback, ctx, (ctx as i32, a, b))?;
-            if let Some(p) = self.stopped(w, callback, reverse, r) {
-                return Ok(p);
+        let callback = match phase {
+            Phase::RequestHeaders => "proxy_on_request_headers",
+            Phase::RequestBody => "proxy_on_request_body",
+            Phase::RequestTrailers => "proxy_on_request_trailers",
+            Phase::ResponseHeaders => "proxy_on_response_headers",
+            Phase::ResponseBody => "proxy_on_response_body",
+            Phase::ResponseTrailers => "proxy_on_response_trailers",
+            other => {
+                return Err(HostError::Usage(format!(
+                    "{other:?} has no filter callback"
+                )))
             }
-        }
-        Ok(None)
-    }
-
-    /// As [`Host::phase`] for trailers callbacks (`(ctx, num_trailers)`).
-    fn phase2(
-        &mut self,
-        w: usize,
-        phase: Phase,
-        callback: &'static str,
-        reverse: bool,
-        n: i32,
-    ) -> Result<Option<&'static str>, HostError> {
+        };
         self.stream_mut(w).phase = phase;
         let mut contexts = self.stream_mut(w).contexts.clone();
         if reverse {
@@ -539,7 +515,7 @@ impl Host {
         for ctx in contexts {
             let r = self
                 .vm(w)?
-                .call::<(i32, i32), i32>(callback, ctx, (ctx as i32, n))?;
+                .call::<P, i32>(callback, ctx, args(ctx as i32))?;
             if let Some(p) = self.stopped(w, callback, reverse, r) {
                 return Ok(p);
             }
