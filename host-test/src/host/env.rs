@@ -375,6 +375,8 @@ fn cluster_known(c: &Ctx<'_>, cluster: &str) -> bool {
 }
 
 /// Recorded for the test to answer; attributed to the active context's root, as in Envoy.
+/// An unknown cluster, a negative timeout or a missing `:method`/`:path`/`:authority` is
+/// BadArgument; a timeout of 0 never expires.
 #[allow(clippy::too_many_arguments)]
 fn proxy_http_call(
     mut c: Ctx<'_>,
@@ -400,7 +402,10 @@ fn proxy_http_call(
     let body = bytes!(c, body_ptr, body_len);
     let headers = HeaderMap::from_pairs(&headers);
     let required = [":method", ":path", ":authority"];
-    if !cluster_known(&c, &cluster) || required.iter().any(|h| headers.get_bytes(h).is_none()) {
+    if timeout_ms < 0
+        || !cluster_known(&c, &cluster)
+        || required.iter().any(|h| headers.get_bytes(h).is_none())
+    {
         return Ok(st(Status::BadArgument));
     }
     let (worker, root_context) = (c.data().worker, c.data().active_root());
