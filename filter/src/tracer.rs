@@ -609,6 +609,9 @@ fn itoa(mut v: i64, buf: &mut [u8; 20]) -> &[u8] {
 }
 
 #[cfg(test)]
+mod propagation_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::span::Value;
