@@ -18,6 +18,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 use crate::config::{Config, Direction};
 use crate::exporter::{Counters, ExportResult, Exporter};
 use crate::headers::{pairs, RequestHeaders};
+use crate::propagation::counters;
 use crate::span::{SpanKind, SpanRecord};
 use crate::tracer::{Finish, Injection, Tracer};
 
@@ -39,6 +40,8 @@ struct Worker {
     stats: Stats,
     /// The tick was shortened to flush a full batch; restore the interval after it.
     fast_tick: bool,
+    /// Malformed headers per format and baggage drops.
+    propagation: counters::Counters,
 }
 
 /// Request-path counts kept in the VM, pushed to Envoy's stats on the tick.
@@ -85,6 +88,8 @@ fn metric_values(s: &Stats, c: &Counters) -> [u64; 9] {
 struct Root {
     worker: Option<Rc<RefCell<Worker>>>,
     metrics: Metrics,
+    /// Envoy stat ids for [`counters::NAMES`], in order, and the values last pushed.
+    propagation_metrics: Vec<(u32, u64)>,
 }
 
 fn log(level: LogLevel, msg: &str) {
@@ -117,7 +122,15 @@ impl Root {
             in_flight: HashMap::new(),
             stats: Stats::default(),
             fast_tick: false,
+            propagation: counters::Counters::default(),
         })));
+        if self.propagation_metrics.is_empty() {
+            for name in counters::NAMES {
+                if let Ok(id) = proxy_wasm::hostcalls::define_metric(MetricType::Counter, name) {
+                    self.propagation_metrics.push((id, 0));
+                }
+            }
+        }
         if self.metrics.ids.is_empty() {
             for name in METRICS {
                 if let Ok(id) = proxy_wasm::hostcalls::define_metric(MetricType::Counter, name) {
@@ -179,6 +192,19 @@ impl Root {
             let delta = values[idx].saturating_sub(self.metrics.pushed[i]);
             if delta > 0 && proxy_wasm::hostcalls::increment_metric(*id, delta as i64).is_ok() {
                 self.metrics.pushed[i] = values[idx];
+            }
+        }
+        // Ids were defined in NAMES order; a failed definition shortens the list and pushes none.
+        if self.propagation_metrics.len() == counters::NAMES.len() {
+            for ((id, pushed), (_, value)) in self
+                .propagation_metrics
+                .iter_mut()
+                .zip(w.propagation.values())
+            {
+                let delta = value.saturating_sub(*pushed);
+                if delta > 0 && proxy_wasm::hostcalls::increment_metric(*id, delta as i64).is_ok() {
+                    *pushed = value;
+                }
             }
         }
         if let Some(line) = w.exporter.take_log(now) {
@@ -274,6 +300,11 @@ impl HttpContext for Http {
         let w = &mut *w;
         w.stats.started += 1;
         let decision = w.tracer.start(&headers);
+        w.propagation.record(
+            decision.malformed,
+            &decision.baggage.stats,
+            decision.link.is_some(),
+        );
         w.tracer.inject(&decision, &headers, &mut w.injection);
         for (name, value) in w.injection.headers() {
             host::replace_header(host::REQUEST_HEADERS, name, value);

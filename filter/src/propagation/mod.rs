@@ -33,6 +33,7 @@
 
 pub mod b3;
 pub mod baggage;
+pub mod counters;
 pub mod gcp;
 pub mod grpc_trace_bin;
 pub mod l5d;
