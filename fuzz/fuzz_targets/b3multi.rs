@@ -6,7 +6,9 @@ use meshtrace::propagation::b3::{parse_multi, write_multi, MultiHeaders, Single}
 use meshtrace::propagation::Parsed;
 
 fuzz_target!(|data: &[u8]| {
-    let mut parts = data.split(|&b| b == b'\n').map(|p| (!p.is_empty()).then_some(p));
+    let mut parts = data
+        .split(|&b| b == b'\n')
+        .map(|p| (!p.is_empty()).then_some(p));
     let mut next = || parts.next().flatten();
     let m = MultiHeaders {
         trace_id: next(),
@@ -19,7 +21,11 @@ fuzz_target!(|data: &[u8]| {
         let mut out = Vec::new();
         let mut set = Vec::new();
         write_multi(&b, &mut out, |n, r| set.push((n, r)), |_| {});
-        let get = |name: &str| set.iter().find(|(n, _)| *n == name).map(|(_, r)| &out[r.clone()]);
+        let get = |name: &str| {
+            set.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, r)| &out[r.clone()])
+        };
         let back = MultiHeaders {
             trace_id: get("x-b3-traceid"),
             span_id: get("x-b3-spanid"),

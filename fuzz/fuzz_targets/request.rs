@@ -12,9 +12,22 @@ use meshtrace::span::SpanRecord;
 use meshtrace::tracer::{Injection, Tracer};
 
 const NAMES: [&str; 16] = [
-    "traceparent", "tracestate", "baggage", "b3", "x-b3-traceid", "x-b3-spanid",
-    "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags", "l5d-ctx-trace", "l5d-reqid",
-    "l5d-sample", "x-amzn-trace-id", "x-cloud-trace-context", "grpc-trace-bin", ":path",
+    "traceparent",
+    "tracestate",
+    "baggage",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "l5d-ctx-trace",
+    "l5d-reqid",
+    "l5d-sample",
+    "x-amzn-trace-id",
+    "x-cloud-trace-context",
+    "grpc-trace-bin",
+    ":path",
 ];
 
 fn config() -> &'static Config {
@@ -44,7 +57,9 @@ fuzz_target!(|data: &[u8]| {
     let d = t.start(&h);
     let mut inj = Injection::default();
     t.inject(&d, &h, &mut inj);
-    let tp = inj.get("traceparent").expect("tracecontext is always injected");
+    let tp = inj
+        .get("traceparent")
+        .expect("tracecontext is always injected");
     let ctx = parse_traceparent(tp).expect("injected traceparent must be valid");
     assert_eq!((ctx.trace_id, ctx.span_id), (d.trace_id, d.span_id));
     let mut rec = SpanRecord::default();

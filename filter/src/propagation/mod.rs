@@ -17,7 +17,7 @@
 //! | `b3` | `b3: 80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90` | `b3: 80f198ee56343ba864fe8b2a57d3eff7-S-1` (no parent field), `traceparent: 00-80f198ee56343ba864fe8b2a57d3eff7-S-01` |
 //! | `b3` 64-bit | `b3: a3ce929d0e0e4736-00f067aa0ba902b7-1` | `b3: a3ce929d0e0e4736-S-1` (width kept), `traceparent: 00-0000000000000000a3ce929d0e0e4736-S-01` |
 //! | `b3` debug | `b3: 80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d` | `b3: 80f198ee56343ba864fe8b2a57d3eff7-S-d`, `traceparent: ...-S-01` |
-//! | `b3` deny only | `b3: 0` | a new trace, not sampled: `b3: T-S-0`, `traceparent: 00-T-S-00` |
+//! | `b3` deny only | `b3: 0` | a new trace (random id), not sampled: `b3: T-S-0`, `traceparent: 00-T-S-02` |
 //! | `b3multi` | `x-b3-traceid: 463ac35c9f6413ad48485a3953bb6124`, `x-b3-spanid: 0020000000000001`, `x-b3-sampled: 1` | `x-b3-traceid` same, `x-b3-spanid: S`, `x-b3-sampled: 1`, `x-b3-parentspanid` removed, `traceparent: 00-463ac35c9f6413ad48485a3953bb6124-S-01` |
 //! | `b3multi` debug | the above with `x-b3-flags: 1` | `x-b3-flags: 1`, `x-b3-sampled` removed |
 //! | `l5d` | `l5d-ctx-trace: vYKCjy8tCNLy/XgAXXVrDvL9eABddWsOAAAAAAAAAAA=` (sampling unknown: the proxy decides, sampled) | `l5d-ctx-trace`: 32 bytes span=`S` parent=`bd82828f2f2d08d2` trace=`f2fd78005d756b0e` flags=6, `l5d-reqid: f2fd78005d756b0e`, `traceparent: 00-0000000000000000f2fd78005d756b0e-S-01`; span attribute `linkerd.request_id` from an incoming `l5d-reqid` |

@@ -443,3 +443,35 @@ fn sampled_flag_survives_every_translation() {
         assert!(sent.get("traceparent").unwrap().ends_with("-00"), "{name}");
     }
 }
+
+proptest::proptest! {
+    /// Whatever the headers hold, the request goes on with a valid context and no panic.
+    #[test]
+    fn any_headers_yield_a_valid_upstream_context(
+        values in proptest::collection::vec(("[a-z0-9:-]{1,3}", "\\PC{0,70}"), 0..12),
+        picks in proptest::collection::vec(0usize..15, 12),
+    ) {
+        const NAMES: [&str; 15] = [
+            "traceparent", "tracestate", "baggage", "b3", "x-b3-traceid", "x-b3-spanid",
+            "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags", "l5d-ctx-trace", "l5d-reqid",
+            "l5d-sample", "x-amzn-trace-id", "x-cloud-trace-context", "grpc-trace-bin",
+        ];
+        let pairs: Vec<(&str, &str)> = values
+            .iter()
+            .zip(&picks)
+            .map(|((_, v), &i)| (NAMES[i], v.as_str()))
+            .collect();
+        let mut t = tracer_with(r#","propagators":{"inject":["tracecontext","baggage","b3","b3multi","l5d","xray","gcp","grpc-trace-bin"],"trust_l5d_sample":true},"baggage":{"attribute_keys":["k"]}"#);
+        let (d, sent, _) = run(&mut t, &headers(&pairs));
+        let tp = tracecontext::parse_traceparent(sent.get("traceparent").unwrap().as_bytes()).unwrap();
+        proptest::prop_assert_eq!((tp.trace_id, tp.span_id), (d.trace_id, d.span_id));
+        proptest::prop_assert_eq!(tp.sampled(), d.sampled());
+        if let Some(b3) = sent.get("b3") {
+            proptest::prop_assert!(b3::parse_single(b3.as_bytes()).is_some());
+        }
+        proptest::prop_assert!(l5d::parse(sent.get("l5d-ctx-trace").unwrap().as_bytes()).is_some());
+        proptest::prop_assert!(xray::parse(sent.get("x-amzn-trace-id").unwrap().as_bytes()).is_some());
+        proptest::prop_assert!(gcp::parse(sent.get("x-cloud-trace-context").unwrap().as_bytes()).is_some());
+        proptest::prop_assert!(grpc_trace_bin::parse(sent.get("grpc-trace-bin").unwrap().as_bytes()).is_some());
+    }
+}
