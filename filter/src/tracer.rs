@@ -18,7 +18,7 @@ use crate::propagation::{
 use crate::span::{SpanKind, SpanRecord, StatusCode};
 
 /// The decision for one request: the new span's context and its parent.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Decision<'a> {
     pub trace_id: TraceId,
     /// The id of the span this proxy creates; sent upstream as the parent.
