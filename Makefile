@@ -72,5 +72,5 @@ fuzz-tool:
 fuzz: fuzz-tool
 	@set -eo pipefail; for t in $(FUZZ_TARGETS); do \
 		echo "== fuzz $$t for $(FUZZ_SECONDS)s"; \
-		cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) 2>&1 | tail -n 4; \
+		cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) 2>&1 | grep -E "^(Done|SUMMARY)|panicked|Test unit written"; \
 	done
