@@ -8,8 +8,10 @@
 //! What the upstream receives for one incoming header, with the default configuration
 //! (`inject = ["tracecontext", "baggage"]` plus the arrival format). `T` is the incoming trace id
 //! widened to 128 bits, `S` the new span id the proxy exports (its parent is the incoming span
-//! id), `f` the W3C flags (`01` sampled, `00` not; the random bit `02` only survives from W3C).
-//! Headers of any other context format the request carried are removed.
+//! id). W3C flags are `01` sampled, `00` not; the random bit `02` survives only from W3C and is
+//! set on traces started here.
+//! Headers of any other format the configuration names (in `extract` or `inject`) that the
+//! request carried are removed; formats the configuration does not name pass untouched.
 //!
 //! | format | incoming header | injected upstream |
 //! |---|---|---|
@@ -22,9 +24,10 @@
 //! | `b3multi` debug | the above with `x-b3-flags: 1` | `x-b3-flags: 1`, `x-b3-sampled` removed |
 //! | `l5d` | `l5d-ctx-trace: vYKCjy8tCNLy/XgAXXVrDvL9eABddWsOAAAAAAAAAAA=` (sampling unknown: the proxy decides, sampled) | `l5d-ctx-trace`: 32 bytes span=`S` parent=`bd82828f2f2d08d2` trace=`f2fd78005d756b0e` flags=6, `l5d-reqid: f2fd78005d756b0e`, `traceparent: 00-0000000000000000f2fd78005d756b0e-S-01`; span attribute `linkerd.request_id` from an incoming `l5d-reqid` |
 //! | `xray` | `x-amzn-trace-id: Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1;Self=1-67891234-12456789abcdef012345678` | `x-amzn-trace-id: Root=1-5759e988-bd862e3fe1be46a994272793;Parent=S;Sampled=1;Self=1-67891234-12456789abcdef012345678`, `traceparent: 00-5759e988bd862e3fe1be46a994272793-S-01` |
+//! | `xray` from a load balancer | `x-amzn-trace-id: Root=1-5759e988-bd862e3fe1be46a994272793` | the trace continues without a parent span (root span), sampled: `Root=1-5759e988-bd862e3fe1be46a994272793;Parent=S;Sampled=1`, `traceparent: 00-5759e988bd862e3fe1be46a994272793-S-01` |
 //! | `gcp` | `x-cloud-trace-context: 105445aa7843bc8bf206b12000100000/1;o=1` | `x-cloud-trace-context: 105445aa7843bc8bf206b12000100000/<S as decimal>;o=1`, `traceparent: 00-105445aa7843bc8bf206b12000100000-S-01` |
 //! | `grpc-trace-bin` | `grpc-trace-bin: AABL+S81d7NNpqPOkp0ODkc2AQDwZ6oLqQK3AgE=` (padded or not) | `grpc-trace-bin` re-encoded with span `S`, same padding, `traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-S-01` |
-//! | `baggage` | `baggage: userId=Am%C3%A9lie,serverNode=DF%2028` | unchanged; over 64 members or 8192 bytes, whole members are dropped and counted |
+//! | `baggage` | `baggage: userId=Am%C3%A9lie,serverNode=DF%2028` | unchanged; over 64 members or 8192 bytes, or with members breaking the grammar, whole members are dropped (counted) and the rest re-sent; span attribute `baggage.userId` = `Amélie` only if `userId` is in `baggage.attribute_keys` |
 //! | malformed | `traceparent: 00-4BF9...` (uppercase) | counted in `Decision::malformed`, the next format is tried, else a new trace |
 //! | two formats | valid `traceparent` and a different `b3` | the first configured format wins; `b3` is removed upstream |
 //!
