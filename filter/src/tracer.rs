@@ -534,6 +534,7 @@ fn remove_format(f: Format, h: &RequestHeaders<'_>, out: &mut Injection) {
                 drop_if(b3_multi_present(h, name), name);
             }
         }
+        // `l5d-reqid` names a request for log correlation, not a parent span: it stays.
         Format::L5d => drop_if(h.l5d_ctx_trace.is_some(), l5d::CTX_TRACE),
         Format::XRay => drop_if(h.x_amzn_trace_id.is_some(), xray::HEADER),
         Format::Gcp => drop_if(h.x_cloud_trace_context.is_some(), gcp::HEADER),
