@@ -12,14 +12,6 @@ pub struct Stats {
     pub sampled: u64,
 }
 
-/// Envoy stat ids (by position in [`METRICS`]) and the values last pushed, so the tick sends
-/// deltas.
-#[derive(Default)]
-pub struct Metrics {
-    ids: Vec<Option<u32>>,
-    pushed: [u64; METRICS.len()],
-}
-
 pub const METRICS: [&str; 9] = [
     "meshtrace.spans_started",
     "meshtrace.spans_sampled",
@@ -32,7 +24,8 @@ pub const METRICS: [&str; 9] = [
     "meshtrace.export_bytes",
 ];
 
-fn metric_values(s: &Stats, c: &Counters) -> [u64; METRICS.len()] {
+/// The values of [`METRICS`], in order.
+pub fn metric_values(s: &Stats, c: &Counters) -> [u64; METRICS.len()] {
     [
         s.started,
         s.sampled,
@@ -46,25 +39,33 @@ fn metric_values(s: &Stats, c: &Counters) -> [u64; METRICS.len()] {
     ]
 }
 
-impl Metrics {
-    /// Defines every stat once per root context.
-    pub fn define(&mut self) {
+/// A set of Envoy counters defined once per root context and pushed as deltas, so a failed or
+/// late push loses nothing.
+#[derive(Default)]
+pub struct CounterSet {
+    ids: Vec<Option<u32>>,
+    pushed: Vec<u64>,
+}
+
+impl CounterSet {
+    /// Defines the counters (once; later calls are no-ops).
+    pub fn define(&mut self, names: &[&str]) {
         if self.ids.is_empty() {
-            self.ids = METRICS
+            self.ids = names
                 .iter()
                 .map(|name| proxy_wasm::hostcalls::define_metric(MetricType::Counter, name).ok())
                 .collect();
+            self.pushed = vec![0; names.len()];
         }
     }
 
-    /// Pushes what changed since the last push.
-    pub fn push(&mut self, stats: &Stats, counters: &Counters) {
-        let values = metric_values(stats, counters);
-        for (i, id) in self.ids.iter().enumerate() {
+    /// Pushes what changed since the last push; `values` are totals in definition order.
+    pub fn push(&mut self, values: impl IntoIterator<Item = u64>) {
+        for ((id, pushed), value) in self.ids.iter().zip(self.pushed.iter_mut()).zip(values) {
             let Some(id) = id else { continue };
-            let delta = values[i].saturating_sub(self.pushed[i]);
+            let delta = value.saturating_sub(*pushed);
             if delta > 0 && proxy_wasm::hostcalls::increment_metric(*id, delta as i64).is_ok() {
-                self.pushed[i] = values[i];
+                *pushed = value;
             }
         }
     }

@@ -20,9 +20,10 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 use crate::config::{Config, Direction};
 use crate::exporter::Exporter;
 use crate::headers::{pairs, RequestHeaders};
+use crate::propagation::counters;
 use crate::span::{SpanKind, SpanRecord};
 use crate::tracer::{Finish, Injection, Tracer};
-use metrics::{Metrics, Stats};
+use metrics::{metric_values, CounterSet, Stats, METRICS};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -42,12 +43,16 @@ struct Worker {
     stats: Stats,
     /// The tick was shortened to flush a full batch; restore the interval after it.
     fast_tick: bool,
+    /// Malformed headers per format and baggage drops.
+    propagation: counters::Counters,
 }
 
 #[derive(Default)]
 struct Root {
     worker: Option<Rc<RefCell<Worker>>>,
-    metrics: Metrics,
+    metrics: CounterSet,
+    /// The counters of [`counters::NAMES`].
+    propagation_metrics: CounterSet,
 }
 
 fn log(level: LogLevel, msg: &str) {
@@ -80,8 +85,10 @@ impl Root {
             in_flight: HashMap::new(),
             stats: Stats::default(),
             fast_tick: false,
+            propagation: counters::Counters::default(),
         })));
-        self.metrics.define();
+        self.metrics.define(&METRICS);
+        self.propagation_metrics.define(&counters::NAMES);
         self.set_tick_period(Duration::from_millis(interval));
         Ok(())
     }
@@ -90,7 +97,10 @@ impl Root {
     fn report(&mut self, now: u64) {
         let Some(w) = &self.worker else { return };
         let mut w = w.borrow_mut();
-        self.metrics.push(&w.stats, &w.exporter.counters);
+        self.metrics
+            .push(metric_values(&w.stats, &w.exporter.counters));
+        self.propagation_metrics
+            .push(w.propagation.values().map(|(_, v)| v));
         if let Some(line) = w.exporter.take_log(now) {
             log(LogLevel::Warn, &line);
         }
@@ -170,6 +180,11 @@ impl HttpContext for Http {
         let w = &mut *w;
         w.stats.started += 1;
         let decision = w.tracer.start(&headers);
+        w.propagation.record(
+            decision.malformed,
+            &decision.baggage.stats,
+            decision.link.is_some(),
+        );
         w.tracer.inject(&decision, &headers, &mut w.injection);
         for (name, value) in w.injection.headers() {
             host::replace_header(host::REQUEST_HEADERS, name, value);
