@@ -283,11 +283,9 @@ async fn h2c_both_directions() {
     let app = App::start().await;
     let (bridge, _dir) = bridge(app.addr, &http_config(&sink, ""), false).await;
     let tp = format!("00-{TRACE}-{PARENT}-01");
-    let req = Request::get(format!(
-        "http://web.shop.svc.cluster.local:8080/grpc.Health/Check"
-    ))
-    .body(full(""))
-    .unwrap();
+    let req = Request::get("http://web.shop.svc.cluster.local:8080/grpc.Health/Check")
+        .body(full(""))
+        .unwrap();
     // h2c to the bridge's address with the service's authority.
     let (mut parts, body) = req.into_parts();
     parts.headers.insert("traceparent", tp.parse().unwrap());

@@ -21,14 +21,15 @@ use retry::Attempt;
 
 /// The wire to the collector.
 pub enum Transport {
-    Http(http::HttpExport),
+    // Built once per process: the size difference between variants costs nothing.
+    Http(Box<http::HttpExport>),
     Grpc(grpc::GrpcExport),
 }
 
 impl Transport {
     pub fn new(endpoint: &Endpoint) -> Result<Self, String> {
         Ok(match endpoint.protocol {
-            Protocol::Http => Self::Http(http::HttpExport::new(endpoint)?),
+            Protocol::Http => Self::Http(Box::new(http::HttpExport::new(endpoint)?)),
             Protocol::Grpc => Self::Grpc(grpc::GrpcExport::new(endpoint)?),
         })
     }
