@@ -630,3 +630,39 @@ async fn shutdown_drains_requests_and_flushes_spans() {
     assert_eq!(spans.len(), 1);
     assert_eq!(spans[0].name, "GET /hold");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_unreachable_never_blocks_requests() {
+    let app = App::start().await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    for endpoint in [
+        format!("http://{closed}/v1/traces"),
+        format!("grpc://{closed}"),
+    ] {
+        let config = format!(
+            r#"{{"collector":{{"endpoint":"{endpoint}","max_attempts":2,"timeout_ms":1000}},"batch":{{"flush_interval_ms":20}}}}"#
+        );
+        let (b, _dir) = bridge(app.addr, &config, false).await;
+        let r = http1_client()
+            .request(get(b.listen, "/a", &[]))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(body_text(r).await, "ok");
+        assert_eq!(
+            wait_metric(&b, "meshtrace_spans_dropped_export_failed_total", 1).await,
+            1,
+            "{endpoint}"
+        );
+        assert_eq!(
+            metric(&b, "meshtrace_export_retries_total").await,
+            1,
+            "{endpoint}"
+        );
+        assert_eq!(metric(&b, "meshtrace_export_requests_ok_total").await, 0);
+        b.shutdown().await;
+    }
+}

@@ -188,6 +188,23 @@ async fn throughput(addr: SocketAddr, connections: usize, seconds: u64) -> f64 {
     total as f64 / start.elapsed().as_secs_f64()
 }
 
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let hz = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .unwrap_or(100.0);
+    Some(ticks as f64 / hz)
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -259,6 +276,7 @@ fn main() {
         .arg(&config)
         .spawn()
         .unwrap_or_else(|e| fail(&format!("cannot start {}: {e}", bridge_bin.display())));
+    let pid = child.id();
     let bridge = BridgeProcess(child);
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -297,10 +315,17 @@ fn main() {
             opts.connections
         );
         let direct = throughput(app, opts.connections, s).await;
+        let cpu_before = cpu_seconds(pid);
         let bridged = throughput(listen, opts.connections, s).await;
+        let cpu_after = cpu_seconds(pid);
         println!("  direct   {direct:10.0}");
         println!("  bridge   {bridged:10.0}");
         println!("  ratio    {:10.2}", bridged / direct);
+        // The bridge's own cost, which other load on a shared machine does not inflate.
+        if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
+            let per_req = (b - a) / (bridged * s as f64) * 1e6;
+            println!("  bridge CPU {:.2} s, {per_req:.1} µs per request", b - a);
+        }
         let m = metrics(admin).await;
         for name in [
             "meshtrace_spans_sampled_total",

@@ -101,3 +101,26 @@ impl HttpExport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn gzip_body_round_trips() {
+        let config = crate::config::BridgeConfig::from_json(
+            br#"{"collector":{"endpoint":"http://otel:4318"}}"#,
+        )
+        .unwrap();
+        let export = HttpExport::new(&config.endpoint).unwrap();
+        let body = b"resource spans resource spans resource spans".repeat(10);
+        let sent = export.encode(&body);
+        assert_eq!(&sent[..2], &[0x1f, 0x8b]);
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&sent[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, body);
+    }
+}
