@@ -7,7 +7,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -281,9 +280,6 @@ fn tunnel(client: hyper::upgrade::OnUpgrade, app: hyper::upgrade::OnUpgrade) {
         let _ = tokio::io::copy_bidirectional(&mut client, &mut app).await;
     });
 }
-
-/// The boxed future type handlers return, for the server's service_fn.
-pub type Handled = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
 
 #[cfg(test)]
 mod tests {
