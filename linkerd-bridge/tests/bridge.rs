@@ -349,7 +349,7 @@ async fn app_down_failing_and_slow() {
 
     let (slow, _d2) = bridge(
         app.addr,
-        &http_config(&sink, r#","bridge":{"upstream_timeout_ms":100}"#),
+        &http_config(&sink, r#","bridge":{"upstream_timeout_ms":1000}"#),
         false,
     )
     .await;
