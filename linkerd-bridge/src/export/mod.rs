@@ -82,7 +82,10 @@ pub async fn run(
             &mut stop,
         )
         .await;
-        if let Some(line) = lock(&shared.core).take_log(now_ms()) {
+        // The last summary is written at exit whatever the interval, so no failure goes
+        // unreported.
+        let log_at = if stopping { u64::MAX } else { now_ms() };
+        if let Some(line) = lock(&shared.core).take_log(log_at) {
             eprintln!("{line}");
         }
         if stopping {
