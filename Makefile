@@ -14,7 +14,7 @@ WASM         := dist/meshtrace.wasm
 export MESHTRACE_ENVOY ?= $(ENVOY_BIN)
 export MESHTRACE_WASM  ?= $(CURDIR)/$(WASM)
 
-.PHONY: build-wasm envoy demo test fmt fmt-check lint unit e2e wasm-target bench fuzz fuzz-tool
+.PHONY: build-wasm envoy demo test fmt fmt-check lint unit e2e wasm-target bench bench-bridge fuzz fuzz-tool
 
 ## The wasm32-wasip1 target, added once.
 wasm-target:
@@ -74,3 +74,14 @@ fuzz: fuzz-tool
 		echo "== fuzz $$t for $(FUZZ_SECONDS)s"; \
 		cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) 2>&1 | grep -E "^(Done|SUMMARY)|panicked|Test unit written"; \
 	done
+
+BRIDGE_BENCH_SECONDS ?= 5
+BRIDGE_BENCH_RATE    ?= 1000
+BRIDGE_BENCH_CONNS   ?= 16
+
+## linkerd-bridge overhead: load on the app directly and through the bridge in one run;
+## prints req/s and the added p50/p99 (goals: +p50 < 100 µs at 1,000 req/s, >= 0.7x req/s).
+bench-bridge:
+	$(CARGO) build --release -p linkerd-bridge --bins
+	target/release/bridge-load --seconds $(BRIDGE_BENCH_SECONDS) --rate $(BRIDGE_BENCH_RATE) \
+		--connections $(BRIDGE_BENCH_CONNS)
