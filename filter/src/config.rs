@@ -35,6 +35,35 @@ pub struct Collector {
     pub path: String,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// OTLP/HTTP protobuf or OTLP/gRPC.
+    #[serde(default)]
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub compression: Compression,
+    /// Extra request headers (HTTP) or metadata (gRPC), e.g. API keys. Values are secrets:
+    /// never logged, never echoed in errors.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// The OTLP transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// `POST {path}` with `application/x-protobuf`; the cluster may be HTTP/1.1 or HTTP/2.
+    #[default]
+    Http,
+    /// `TraceService/Export` framed as gRPC; the cluster must speak HTTP/2.
+    Grpc,
+}
+
+/// Export body compression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
 }
 
 fn default_path() -> String {
@@ -61,6 +90,8 @@ pub struct Batch {
     pub max_batch: u32,
     /// Export at least this often while spans are queued.
     pub flush_interval_ms: u64,
+    /// Encoded bytes held while waiting for export; the second bound beside `max_queue`.
+    pub max_queue_bytes: u64,
 }
 
 impl Default for Batch {
@@ -69,9 +100,69 @@ impl Default for Batch {
             max_queue: 8192,
             max_batch: 2048,
             flush_interval_ms: 1000,
+            max_queue_bytes: 8 << 20,
         }
     }
 }
+
+/// Where this VM's spans go, and how hard the exporter tries.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExporterConfig {
+    pub mode: ExportMode,
+    /// `vm_id` of the singleton that registered the shared queue (mode `shared_queue`).
+    pub singleton_vm_id: String,
+    /// Export requests outstanding at once, retries included.
+    pub max_in_flight: u32,
+    pub retry: Retry,
+}
+
+/// The deployment shape: see `filter/envoy/README.md`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportMode {
+    /// Each worker VM exports its own batches.
+    #[default]
+    PerWorker,
+    /// HTTP filter: hand encoded spans to the singleton's shared queue; never export.
+    SharedQueue,
+    /// The `envoy.bootstrap.wasm` singleton: drain the shared queue and export for everyone.
+    Singleton,
+}
+
+/// Exponential backoff with full jitter between `initial_ms` and `max_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retry {
+    pub initial_ms: u64,
+    pub max_ms: u64,
+    /// Sends of one batch, the first included; 1 disables retries.
+    pub max_attempts: u32,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            initial_ms: 500,
+            max_ms: 30_000,
+            max_attempts: 5,
+        }
+    }
+}
+
+impl Default for ExporterConfig {
+    fn default() -> Self {
+        Self {
+            mode: ExportMode::PerWorker,
+            singleton_vm_id: "meshtrace_exporter".into(),
+            max_in_flight: 2,
+            retry: Retry::default(),
+        }
+    }
+}
+
+/// The shared queue's name, registered by the singleton under its `vm_id`.
+pub const SHARED_QUEUE_NAME: &str = "meshtrace.spans";
 
 /// The validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -84,6 +175,8 @@ pub struct Config {
     pub collector: Collector,
     #[serde(default)]
     pub batch: Batch,
+    #[serde(default)]
+    pub exporter: ExporterConfig,
 }
 
 /// A configuration error: the dotted field and what is wrong with it.
@@ -168,6 +261,7 @@ impl Config {
                 ),
             ));
         }
+        self.validate_export()?;
         if let Some(s) = &self.service_name {
             if s.trim().is_empty() {
                 return Err(err("service_name", "must be a non-empty string when set"));
@@ -190,6 +284,66 @@ impl Config {
             return Err(err(
                 "batch.flush_interval_ms",
                 format!("must be between 1 and 3600000, got {}", b.flush_interval_ms),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_export(&self) -> Result<(), ConfigError> {
+        for name in self.collector.headers.keys() {
+            let ok = !name.is_empty()
+                && !name.starts_with(':')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+            if !ok {
+                // The name is not secret; the value never appears in an error.
+                return Err(err(
+                    "collector.headers",
+                    format!("header names must be lowercase token characters, got {name:?}"),
+                ));
+            }
+        }
+        let b = &self.batch;
+        if b.max_queue_bytes < 1024 {
+            return Err(err(
+                "batch.max_queue_bytes",
+                format!("must be at least 1024, got {}", b.max_queue_bytes),
+            ));
+        }
+        let e = &self.exporter;
+        if e.singleton_vm_id.trim().is_empty() {
+            return Err(err(
+                "exporter.singleton_vm_id",
+                "must be a non-empty string",
+            ));
+        }
+        if e.max_in_flight == 0 || e.max_in_flight > 64 {
+            return Err(err(
+                "exporter.max_in_flight",
+                format!("must be between 1 and 64, got {}", e.max_in_flight),
+            ));
+        }
+        let r = &e.retry;
+        if r.initial_ms == 0 || r.initial_ms > r.max_ms {
+            return Err(err(
+                "exporter.retry.initial_ms",
+                format!(
+                    "must be between 1 and exporter.retry.max_ms ({}), got {}",
+                    r.max_ms, r.initial_ms
+                ),
+            ));
+        }
+        if r.max_ms > 3_600_000 {
+            return Err(err(
+                "exporter.retry.max_ms",
+                format!("must be at most 3600000, got {}", r.max_ms),
+            ));
+        }
+        if r.max_attempts == 0 || r.max_attempts > 100 {
+            return Err(err(
+                "exporter.retry.max_attempts",
+                format!("must be between 1 and 100, got {}", r.max_attempts),
             ));
         }
         Ok(())

@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod config;
 pub mod exporter;
+pub mod gzip;
 pub mod headers;
 pub mod hex;
 pub mod ids;
@@ -15,6 +16,7 @@ pub mod otlp;
 pub mod propagation;
 pub mod span;
 pub mod tracer;
+pub mod transport;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;
