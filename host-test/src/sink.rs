@@ -37,6 +37,10 @@ pub enum SinkMode {
 struct SinkState {
     received: Vec<Received>,
     mode: Option<SinkMode>,
+    /// Count only, keep nothing: for long benchmark runs.
+    count_only: bool,
+    requests: u64,
+    spans: u64,
 }
 
 /// A running OTLP/HTTP receiver.
@@ -60,6 +64,17 @@ impl OtlpSink {
             state,
             _server: server,
         })
+    }
+
+    /// Stops keeping requests (only counting them), so long runs use constant memory.
+    pub fn count_only(&self) {
+        lock(&self.state).count_only = true;
+    }
+
+    /// `(requests, spans)` received so far.
+    pub fn counts(&self) -> (u64, u64) {
+        let st = lock(&self.state);
+        (st.requests, st.spans)
     }
 
     pub fn set_mode(&self, mode: SinkMode) {
@@ -121,11 +136,17 @@ async fn sink_handle(req: Request<Incoming>, st: Arc<Mutex<SinkState>>) -> Respo
     }
     match ExportTraceServiceRequest::decode(body) {
         Ok(request) => {
-            lock(&st).received.push(Received {
-                path,
-                headers,
-                request,
-            });
+            let mut st = lock(&st);
+            st.requests += 1;
+            st.spans += spans_of(&request).len() as u64;
+            if !st.count_only {
+                st.received.push(Received {
+                    path,
+                    headers,
+                    request,
+                });
+            }
+            drop(st);
             let resp = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::default();
             reply(200, Bytes::from(resp.encode_to_vec()))
         }
