@@ -79,6 +79,8 @@ struct FailureCount {
 
 /// At most this many distinct failure kinds per log line; beyond it they are summed as "other".
 const LOG_KINDS: usize = 8;
+/// One summary line per this many ms at most: an outage is a few lines a minute, not a flood.
+pub const LOG_INTERVAL_MS: u64 = 5000;
 
 #[derive(Clone, Debug, Default)]
 struct Pending {
@@ -414,10 +416,10 @@ impl Exporter {
             .min()
     }
 
-    /// At most once per flush interval, a summary of what went wrong since the last summary:
-    /// one clause per failure kind, with counts. Never mentions header values.
+    /// At most once per [`LOG_INTERVAL_MS`], a summary of what went wrong since the last
+    /// summary: one clause per failure kind, with counts. Never mentions header values.
     pub fn take_log(&mut self, now_ms: u64) -> Option<String> {
-        if now_ms.saturating_sub(self.last_log_ms) < self.flush_interval_ms {
+        if now_ms.saturating_sub(self.last_log_ms) < LOG_INTERVAL_MS {
             return None;
         }
         self.last_log_ms = now_ms;
@@ -639,15 +641,17 @@ mod tests {
         assert_eq!(e.counters.requests_failed, 1);
         assert_eq!(e.counters.requests_retryable, 2);
         balanced(&e, 2);
-        let line = e.take_log(3000).unwrap();
+        assert_eq!(e.take_log(4999), None);
+        let line = e.take_log(5000).unwrap();
         assert_eq!(
             line,
             "meshtrace: 1 export attempt(s) failed with HTTP 503, will retry; \
              1 batch(es) failed with HTTP 503 after 2 attempt(s), 1 span(s) dropped; \
              1 export request(s) failed with HTTP 400 (not retryable), 1 span(s) dropped"
         );
-        assert_eq!(e.take_log(3500), None, "once per interval");
-        assert_eq!(e.take_log(4000), None, "nothing new");
+        e.on_result(99, ExportResult::Fail(Failure::Http(400)), 6000);
+        assert_eq!(e.take_log(9999), None, "once per interval");
+        assert_eq!(e.take_log(10_000), None, "nothing new");
     }
 
     #[test]
@@ -666,7 +670,7 @@ mod tests {
         assert_eq!(e.counters.spans_dropped_export_failed, 50);
         assert_eq!(e.held(), 0);
         assert_eq!(
-            e.take_log(1000).unwrap(),
+            e.take_log(5000).unwrap(),
             "meshtrace: 50 export request(s) failed with no response (reset, refused or timed out) (not retryable), 50 span(s) dropped"
         );
     }
@@ -781,7 +785,7 @@ mod tests {
         worker.on_handoff_failed(3);
         assert_eq!(worker.counters.spans_dropped_export_failed, 3);
         assert_eq!(
-            single.take_log(1000).unwrap(),
+            single.take_log(5000).unwrap(),
             "meshtrace: 1 span(s) dropped: queue full; 1 malformed hand-off chunk(s) ignored"
         );
     }

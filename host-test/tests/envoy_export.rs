@@ -57,6 +57,19 @@ fn assert_balanced(e: &Envoy) {
     assert!(ok, "accounting invariant does not hold: {stats:?}");
 }
 
+/// Polls Envoy's log for `needle` (failure summaries come once per 5 s).
+fn wait_log(e: &Envoy, needle: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !e.log().contains(needle) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "log never contained {needle:?}:\n{}",
+            e.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn http_gzip_with_extra_headers_exact_spans() {
     let sink = OtlpSink::start(0).unwrap();
@@ -164,12 +177,11 @@ fn grpc_retryable_and_final_statuses() {
     let spans = sink.wait_spans(2, WAIT);
     assert_eq!(names(&spans), ["GET /retried", "GET /throttled"]);
     assert_balanced(&e);
-    let log = e.log();
-    assert!(
-        log.contains("failed with gRPC status 14 (UNAVAILABLE), will retry"),
-        "{log}"
+    wait_log(&e, "failed with gRPC status 14 (UNAVAILABLE), will retry");
+    wait_log(
+        &e,
+        "failed with gRPC status 8 (RESOURCE_EXHAUSTED) (not retryable), 1 span(s) dropped",
     );
-    assert!(log.contains("gRPC status 8 (RESOURCE_EXHAUSTED) (not retryable), 1 span(s) dropped"));
 }
 
 #[test]
@@ -229,7 +241,7 @@ fn singleton_exports_for_both_workers() {
         "connections per worker: {per_worker:?}"
     );
     assert_eq!(
-        e.stat("meshtrace.export_vms"),
+        e.wait_stat("meshtrace.export_vms", 1, WAIT),
         1,
         "only the singleton exports"
     );

@@ -70,6 +70,14 @@ fn seed() -> u64 {
     std::collections::hash_map::RandomState::new().hash_one(host::now_ns())
 }
 
+/// Stats reach Envoy at least this often, even with a long flush interval.
+const REPORT_MS: u64 = 1000;
+
+/// The regular tick: the flush interval, but often enough to report stats.
+fn tick_interval(config: &Config) -> u64 {
+    config.batch.flush_interval_ms.min(REPORT_MS)
+}
+
 impl Root {
     fn configure(&mut self, raw: &[u8]) -> Result<(), String> {
         let config = Config::from_json(raw).map_err(|e| e.to_string())?;
@@ -81,7 +89,7 @@ impl Root {
             now_ms(),
             seed(),
         );
-        let interval = tracer.config.batch.flush_interval_ms;
+        let interval = tick_interval(&tracer.config);
         let mut worker = Worker {
             tracer,
             exporter,
@@ -120,7 +128,7 @@ impl Root {
     /// The tick period: the flush interval, shortened to wake for a retry that comes due
     /// sooner; changed only when it differs, to spare host calls.
     fn retune_tick(&self, w: &mut Worker, now: u64) {
-        let interval = w.tracer.config.batch.flush_interval_ms;
+        let interval = tick_interval(&w.tracer.config);
         let want = match w.exporter.next_wake() {
             Some(at) if at < now + interval => at.saturating_sub(now).max(1),
             _ => interval,
