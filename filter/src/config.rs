@@ -379,6 +379,75 @@ mod tests {
     }
 
     #[test]
+    fn export_keys_and_defaults() {
+        let c = Config::from_json(br#"{"collector": {"cluster": "c"}}"#).unwrap();
+        assert_eq!(c.collector.protocol, Protocol::Http);
+        assert_eq!(c.collector.compression, Compression::None);
+        assert!(c.collector.headers.is_empty());
+        assert_eq!(c.batch.max_queue_bytes, 8 << 20);
+        assert_eq!(c.exporter, ExporterConfig::default());
+        assert_eq!(c.exporter.mode, ExportMode::PerWorker);
+        assert_eq!(c.exporter.singleton_vm_id, "meshtrace_exporter");
+        assert_eq!(c.exporter.max_in_flight, 2);
+        assert_eq!(
+            c.exporter.retry,
+            Retry {
+                initial_ms: 500,
+                max_ms: 30_000,
+                max_attempts: 5
+            }
+        );
+        let c = Config::from_json(
+            br#"{"collector": {"cluster": "c", "protocol": "grpc", "compression": "gzip",
+                 "headers": {"x-api-key": "k"}},
+                 "batch": {"max_queue_bytes": 4096},
+                 "exporter": {"mode": "shared_queue", "singleton_vm_id": "exp", "max_in_flight": 4,
+                              "retry": {"initial_ms": 10, "max_ms": 20, "max_attempts": 1}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.collector.protocol, Protocol::Grpc);
+        assert_eq!(c.collector.compression, Compression::Gzip);
+        assert_eq!(c.collector.headers["x-api-key"], "k");
+        assert_eq!(c.exporter.mode, ExportMode::SharedQueue);
+        assert_eq!(c.exporter.max_in_flight, 4);
+    }
+
+    #[test]
+    fn export_errors_name_the_field_and_hide_header_values() {
+        let cfg = |s: &str| format!(r#"{{"collector": {{"cluster": "c"}}, {s}}}"#);
+        assert!(bad(&cfg(r#""exporter": {"mode": "both"}"#))
+            .starts_with("exporter.mode: unknown variant `both`"));
+        assert_eq!(
+            bad(&cfg(r#""exporter": {"max_in_flight": 0}"#)),
+            "exporter.max_in_flight: must be between 1 and 64, got 0"
+        );
+        assert_eq!(
+            bad(&cfg(r#""exporter": {"retry": {"initial_ms": 5000, "max_ms": 100}}"#)),
+            "exporter.retry.initial_ms: must be between 1 and exporter.retry.max_ms (100), got 5000"
+        );
+        assert_eq!(
+            bad(&cfg(r#""exporter": {"retry": {"max_attempts": 0}}"#)),
+            "exporter.retry.max_attempts: must be between 1 and 100, got 0"
+        );
+        assert_eq!(
+            bad(&cfg(r#""batch": {"max_queue_bytes": 10}"#)),
+            "batch.max_queue_bytes: must be at least 1024, got 10"
+        );
+        assert!(
+            bad(r#"{"collector": {"cluster": "c", "protocol": "thrift"}}"#)
+                .starts_with("collector.protocol: unknown variant `thrift`")
+        );
+        let e = bad(r#"{"collector": {"cluster": "c", "headers": {"X-Key": "hunter2"}}}"#);
+        assert_eq!(
+            e,
+            "collector.headers: header names must be lowercase token characters, got \"X-Key\""
+        );
+        assert!(!e.contains("hunter2"));
+        let e = bad(r#"{"collector": {"cluster": "c", "headers": {"k": 5}}}"#);
+        assert!(e.starts_with("collector.headers.k: invalid type"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_field() {
         assert_eq!(
             bad(r#"{"collector": {"cluster": ""}}"#),
