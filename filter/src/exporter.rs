@@ -416,11 +416,11 @@ impl Exporter {
             .min()
     }
 
-    /// At most once per [`LOG_INTERVAL_MS`], a summary of what went wrong since the last
-    /// summary: one clause per failure kind, with counts. Never mentions header values.
-    pub fn take_log(&mut self, now_ms: u64) -> Option<String> {
+    /// At most once per [`LOG_INTERVAL_MS`], what went wrong since the last summary: one line
+    /// per failure kind, with counts. Never mentions header values.
+    pub fn take_log(&mut self, now_ms: u64) -> Vec<String> {
         if now_ms.saturating_sub(self.last_log_ms) < LOG_INTERVAL_MS {
-            return None;
+            return Vec::new();
         }
         self.last_log_ms = now_ms;
         let p = core::mem::take(&mut self.pending);
@@ -471,7 +471,10 @@ impl Exporter {
                 p.handoff_lost
             ));
         }
-        (!parts.is_empty()).then(|| format!("meshtrace: {}", parts.join("; ")))
+        parts
+            .into_iter()
+            .map(|p| format!("meshtrace: {p}"))
+            .collect()
     }
 }
 
@@ -641,17 +644,18 @@ mod tests {
         assert_eq!(e.counters.requests_failed, 1);
         assert_eq!(e.counters.requests_retryable, 2);
         balanced(&e, 2);
-        assert_eq!(e.take_log(4999), None);
-        let line = e.take_log(5000).unwrap();
+        assert!(e.take_log(4999).is_empty());
         assert_eq!(
-            line,
-            "meshtrace: 1 export attempt(s) failed with HTTP 503, will retry; \
-             1 batch(es) failed with HTTP 503 after 2 attempt(s), 1 span(s) dropped; \
-             1 export request(s) failed with HTTP 400 (not retryable), 1 span(s) dropped"
+            e.take_log(5000),
+            [
+                "meshtrace: 1 export attempt(s) failed with HTTP 503, will retry",
+                "meshtrace: 1 batch(es) failed with HTTP 503 after 2 attempt(s), 1 span(s) dropped",
+                "meshtrace: 1 export request(s) failed with HTTP 400 (not retryable), 1 span(s) dropped"
+            ]
         );
         e.on_result(99, ExportResult::Fail(Failure::Http(400)), 6000);
-        assert_eq!(e.take_log(9999), None, "once per interval");
-        assert_eq!(e.take_log(10_000), None, "nothing new");
+        assert!(e.take_log(9999).is_empty(), "once per interval");
+        assert!(e.take_log(10_000).is_empty(), "nothing new");
     }
 
     #[test]
@@ -670,8 +674,8 @@ mod tests {
         assert_eq!(e.counters.spans_dropped_export_failed, 50);
         assert_eq!(e.held(), 0);
         assert_eq!(
-            e.take_log(5000).unwrap(),
-            "meshtrace: 50 export request(s) failed with no response (reset, refused or timed out) (not retryable), 50 span(s) dropped"
+            e.take_log(5000),
+            ["meshtrace: 50 export request(s) failed with no response (reset, refused or timed out) (not retryable), 50 span(s) dropped"]
         );
     }
 
@@ -688,8 +692,8 @@ mod tests {
         );
         assert!(e.poll(5000).is_none());
         assert_eq!(
-            e.take_log(5000).unwrap(),
-            "meshtrace: the collector rejected 1 span(s) in partial successes"
+            e.take_log(5000),
+            ["meshtrace: the collector rejected 1 span(s) in partial successes"]
         );
     }
 
@@ -785,8 +789,11 @@ mod tests {
         worker.on_handoff_failed(3);
         assert_eq!(worker.counters.spans_dropped_export_failed, 3);
         assert_eq!(
-            single.take_log(5000).unwrap(),
-            "meshtrace: 1 span(s) dropped: queue full; 1 malformed hand-off chunk(s) ignored"
+            single.take_log(5000),
+            [
+                "meshtrace: 1 span(s) dropped: queue full",
+                "meshtrace: 1 malformed hand-off chunk(s) ignored"
+            ]
         );
     }
 }

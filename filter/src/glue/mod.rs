@@ -151,7 +151,7 @@ impl Root {
             queue_bytes: w.exporter.queued_bytes(),
             exports: w.tracer.config.exporter.mode != ExportMode::SharedQueue,
         });
-        if let Some(line) = w.exporter.take_log(now) {
+        for line in w.exporter.take_log(now) {
             log(LogLevel::Warn, &line);
         }
     }
