@@ -50,6 +50,38 @@ impl Fault {
     }
 }
 
+/// Who exports: each worker, or one singleton fed by a shared queue (with two workers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deployment {
+    PerWorker,
+    Singleton,
+}
+
+impl Deployment {
+    pub fn name(self) -> &'static str {
+        match self {
+            Deployment::PerWorker => "per-worker",
+            Deployment::Singleton => "singleton",
+        }
+    }
+
+    /// Envoy's template and variables for this deployment around [`FAULT_CONFIG`].
+    fn configure(self, vars: &mut EnvoyVars) -> &'static str {
+        match self {
+            Deployment::PerWorker => "per-worker.yaml",
+            Deployment::Singleton => {
+                let mut exporter: serde_json::Value =
+                    serde_json::from_str(FAULT_CONFIG).unwrap_or_default();
+                exporter["exporter"]["mode"] = "singleton".into();
+                vars.exporter_config = exporter.to_string();
+                vars.plugin_config = r#"{"collector":{"cluster":"otel_collector"},"batch":{"max_queue":2048,"max_batch":256,"flush_interval_ms":200},"exporter":{"mode":"shared_queue"}}"#.into();
+                vars.concurrency = 2;
+                "singleton.yaml"
+            }
+        }
+    }
+}
+
 /// The filter configuration every scenario uses: small bounds so faults reach them quickly.
 pub const FAULT_CONFIG: &str = r#"{"service_name":"faults","collector":{"cluster":"otel_collector","timeout_ms":1000},"batch":{"max_queue":2048,"max_queue_bytes":1048576,"max_batch":256,"flush_interval_ms":200},"exporter":{"max_in_flight":2,"retry":{"initial_ms":200,"max_ms":2000,"max_attempts":4}}}"#;
 /// `batch.max_queue_bytes` of [`FAULT_CONFIG`].
@@ -201,9 +233,14 @@ impl Load {
     }
 }
 
-/// Runs one scenario for `duration` of load with `clients` client threads. `Ok(None)` when
+/// Runs one scenario (`deployment` exporting) for `duration` of load with `clients` client threads. `Ok(None)` when
 /// Envoy is not installed outside CI.
-pub fn run(fault: Fault, duration: Duration, clients: usize) -> anyhow::Result<Option<Outcome>> {
+pub fn run(
+    fault: Fault,
+    deployment: Deployment,
+    duration: Duration,
+    clients: usize,
+) -> anyhow::Result<Option<Outcome>> {
     let Some(binary) = envoy_binary()? else {
         return Ok(None);
     };
@@ -230,8 +267,9 @@ pub fn run(fault: Fault, duration: Duration, clients: usize) -> anyhow::Result<O
         Fault::NeverAnswers => set_mode(SinkMode::Hang),
         _ => {}
     }
-    let vars = EnvoyVars::new(wasm_path()?, upstream.addr.port(), port, FAULT_CONFIG);
-    let envoy = Envoy::start(&binary, "per-worker.yaml", vars)?;
+    let mut vars = EnvoyVars::new(wasm_path()?, upstream.addr.port(), port, FAULT_CONFIG);
+    let template = deployment.configure(&mut vars);
+    let envoy = Envoy::start(&binary, template, vars)?;
     let memory_before = memory(&envoy);
     let load = Load::start(envoy.vars.listen_port, clients);
     let start = Instant::now();

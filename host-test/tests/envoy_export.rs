@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use meshtrace_host_test::envoy::{envoy_binary, free_port, wasm_path, Envoy, EnvoyVars};
-use meshtrace_host_test::faults::{self, Fault, FAULT_MAX_QUEUE_BYTES};
+use meshtrace_host_test::faults::{self, Deployment, Fault, FAULT_MAX_QUEUE_BYTES};
 use meshtrace_host_test::grpc_sink::{GrpcMode, GrpcSink};
 use meshtrace_host_test::sink::{OtlpSink, Received, Upstream};
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -275,8 +275,8 @@ fn singleton_absent_drops_and_counts() {
 
 /// One fault scenario: every request succeeds, memory stays bounded, the invariant holds, and
 /// spans flow after recovery.
-fn fault(f: Fault) {
-    let Some(o) = faults::run(f, Duration::from_secs(6), 4).expect("scenario") else {
+fn fault(f: Fault, d: Deployment) {
+    let Some(o) = faults::run(f, d, Duration::from_secs(6), 4).expect("scenario") else {
         return;
     };
     assert_eq!(o.failed_requests, 0, "{}: client requests failed", f.name());
@@ -316,20 +316,30 @@ fn fault(f: Fault) {
 
 #[test]
 fn fault_collector_absent_at_start() {
-    fault(Fault::AbsentAtStart);
+    fault(Fault::AbsentAtStart, Deployment::PerWorker);
 }
 
 #[test]
 fn fault_collector_killed_and_restarted() {
-    fault(Fault::KilledAndRestarted);
+    fault(Fault::KilledAndRestarted, Deployment::PerWorker);
 }
 
 #[test]
 fn fault_503_with_retry_after() {
-    fault(Fault::Throttled);
+    fault(Fault::Throttled, Deployment::PerWorker);
 }
 
 #[test]
 fn fault_collector_never_answers() {
-    fault(Fault::NeverAnswers);
+    fault(Fault::NeverAnswers, Deployment::PerWorker);
+}
+
+#[test]
+fn fault_singleton_collector_killed_and_restarted() {
+    fault(Fault::KilledAndRestarted, Deployment::Singleton);
+}
+
+#[test]
+fn fault_singleton_collector_never_answers() {
+    fault(Fault::NeverAnswers, Deployment::Singleton);
 }

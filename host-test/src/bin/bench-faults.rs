@@ -7,14 +7,16 @@
 
 use std::time::Duration;
 
-use meshtrace_host_test::faults::{self, Fault, Outcome};
+use meshtrace_host_test::faults::{self, Deployment, Fault, Outcome};
 
 const HELP: &str = "bench-faults: client latency under collector faults, beside a healthy run
 
-usage: bench-faults [--seconds N] [--clients N]
+usage: bench-faults [--seconds N] [--clients N] [--deployment per-worker|singleton|both]
 
-  --seconds N   load duration per scenario (default 20)
-  --clients N   concurrent client threads (default 4)
+  --seconds N     load duration per scenario (default 20)
+  --clients N     concurrent client threads (default 4)
+  --deployment D  who exports: each worker (1 worker), the singleton (2 workers), or both
+                  (default both; each deployment has its own healthy baseline)
 
 Needs Envoy (MESHTRACE_ENVOY or .tools/envoy) and dist/meshtrace.wasm (make build-wasm).
 ";
@@ -61,6 +63,7 @@ fn row(f: Fault, o: &Outcome, healthy: Option<&Outcome>) {
 
 fn main() -> anyhow::Result<()> {
     let (mut seconds, mut clients) = (20u64, 4usize);
+    let mut deployments = vec![Deployment::PerWorker, Deployment::Singleton];
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = |name: &str| -> anyhow::Result<u64> {
@@ -71,6 +74,16 @@ fn main() -> anyhow::Result<()> {
         match a.as_str() {
             "--seconds" => seconds = num("--seconds")?.max(1),
             "--clients" => clients = num("--clients")?.clamp(1, 256) as usize,
+            "--deployment" => {
+                deployments = match args.next().as_deref() {
+                    Some("per-worker") => vec![Deployment::PerWorker],
+                    Some("singleton") => vec![Deployment::Singleton],
+                    Some("both") => vec![Deployment::PerWorker, Deployment::Singleton],
+                    other => anyhow::bail!(
+                        "--deployment: expected per-worker, singleton or both, got {other:?}"
+                    ),
+                }
+            }
             "-h" | "--help" => {
                 print!("{HELP}");
                 return Ok(());
@@ -79,10 +92,17 @@ fn main() -> anyhow::Result<()> {
         }
     }
     println!(
-        "collector faults under load: {seconds}s per scenario, {clients} clients, per-worker export \
-         (config: {})\n",
+        "collector faults under load: {seconds}s per scenario, {clients} clients (exporter config: {})",
         faults::FAULT_CONFIG
     );
+    for d in deployments {
+        bench(d, seconds, clients)?;
+    }
+    Ok(())
+}
+
+fn bench(d: Deployment, seconds: u64, clients: usize) -> anyhow::Result<()> {
+    println!("\n{} export", d.name());
     println!(
         "{:<32} {:>8} {:>4} {:>8} {:>6} {:>8} {:>6} {:>9} {:>8} {:>7} {:>8} {:>9}",
         "scenario",
@@ -100,7 +120,7 @@ fn main() -> anyhow::Result<()> {
     );
     let mut healthy: Option<Outcome> = None;
     for f in Fault::ALL {
-        let Some(o) = faults::run(f, Duration::from_secs(seconds), clients)? else {
+        let Some(o) = faults::run(f, d, Duration::from_secs(seconds), clients)? else {
             anyhow::bail!("Envoy not found: run `make envoy` or set MESHTRACE_ENVOY");
         };
         row(f, &o, healthy.as_ref());
