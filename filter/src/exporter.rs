@@ -95,7 +95,7 @@ struct Pending {
 
 /// A request the adapter must send now.
 #[derive(Debug)]
-pub struct Send<'a> {
+pub struct Request<'a> {
     /// Hand back to [`Exporter::on_result`] with the reply.
     pub id: u64,
     pub body: &'a [u8],
@@ -246,7 +246,7 @@ impl Exporter {
 
     /// The next request to send, if any: a batch whose retry time has come, else a new batch
     /// when one is due and a slot is free. Call until `None`.
-    pub fn poll(&mut self, now_ms: u64) -> Option<Send<'_>> {
+    pub fn poll(&mut self, now_ms: u64) -> Option<Request<'_>> {
         self.expire_lost(now_ms);
         if self.hand_off || now_ms < self.quiet_until {
             return None;
@@ -275,7 +275,7 @@ impl Exporter {
         slot.attempts += 1;
         self.counters.bytes_uncompressed += slot.raw_bytes;
         self.counters.bytes_sent += slot.body.len() as u64;
-        Some(Send {
+        Some(Request {
             id: slot.id,
             body: &slot.body,
         })
