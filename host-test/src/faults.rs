@@ -144,7 +144,11 @@ fn accounting(stats: &[(String, u64)]) -> (u64, u64) {
         + get("meshtrace.spans_dropped.too_large")
         + get("meshtrace.spans_dropped.export_failed")
         + get("meshtrace.queue_spans");
-    (get("meshtrace.spans_sampled"), out)
+    // Spans enter the queue when sampled or kept by an always-keep rule.
+    (
+        get("meshtrace.spans_sampled") + get("meshtrace.spans_kept"),
+        out,
+    )
 }
 
 /// Every `meshtrace.` stat, named from `meshtrace.` on (Envoy may prefix custom stats).
@@ -157,7 +161,7 @@ pub fn meshtrace_stats(envoy: &Envoy) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// Polls until the accounting invariant holds with nothing in flight on the client side, or
+/// Polls until the accounting invariant (sampled + kept = exported + dropped + queued) holds with nothing in flight on the client side, or
 /// `timeout` passes; returns the last stats and whether it held.
 pub fn settle(envoy: &Envoy, timeout: Duration) -> (Vec<(String, u64)>, bool) {
     let deadline = Instant::now() + timeout;

@@ -10,6 +10,8 @@ use crate::exporter::Counters;
 pub struct Stats {
     pub started: u64,
     pub sampled: u64,
+    /// Unsampled requests exported anyway by always-keep sampling rules.
+    pub kept: u64,
 }
 
 /// Envoy stat ids (by position in [`METRICS`]) and the values last pushed, so the tick sends
@@ -23,9 +25,10 @@ pub struct Metrics {
 /// Every stat, its kind, and (by position) its value in [`metric_values`]. Gauges are pushed
 /// as deltas too: every VM (each worker, the singleton) adds its own share, so the stat is the
 /// process total rather than whichever VM wrote last.
-pub const METRICS: [(&str, MetricType); 16] = [
+pub const METRICS: [(&str, MetricType); 17] = [
     ("meshtrace.spans_started", MetricType::Counter),
     ("meshtrace.spans_sampled", MetricType::Counter),
+    ("meshtrace.spans_kept", MetricType::Counter),
     ("meshtrace.spans_exported", MetricType::Counter),
     ("meshtrace.spans_rejected", MetricType::Counter),
     ("meshtrace.spans_dropped.queue_full", MetricType::Counter),
@@ -57,6 +60,7 @@ fn metric_values(v: &Values<'_>) -> [u64; METRICS.len()] {
     [
         s.started,
         s.sampled,
+        s.kept,
         c.spans_exported,
         c.spans_rejected,
         c.spans_dropped_queue_full,
