@@ -38,6 +38,13 @@ pub enum SinkMode {
     },
     /// Reads the request and never answers.
     Hang,
+    /// Accepts (records) the request and answers 200 with a partial success rejecting this many.
+    Partial {
+        rejected: i64,
+    },
+    /// Accepts (records) the request and answers 200 with a body that is not protobuf and
+    /// nonsense headers.
+    Garbage,
 }
 
 #[derive(Default)]
@@ -150,6 +157,7 @@ async fn sink_handle(req: Request<Incoming>, st: Arc<Mutex<SinkState>>) -> Respo
             return r;
         }
         SinkMode::Hang => std::future::pending::<()>().await,
+        SinkMode::Partial { .. } | SinkMode::Garbage => {}
     }
     if path != "/v1/traces" {
         return reply(404, Bytes::new());
@@ -178,8 +186,40 @@ async fn sink_handle(req: Request<Incoming>, st: Arc<Mutex<SinkState>>) -> Respo
                 });
             }
             drop(st);
-            let resp = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::default();
-            reply(200, Bytes::from(resp.encode_to_vec()))
+            use opentelemetry_proto::tonic::collector::trace::v1::{
+                ExportTracePartialSuccess, ExportTraceServiceResponse,
+            };
+            match mode {
+                SinkMode::Partial { rejected } => {
+                    let resp = ExportTraceServiceResponse {
+                        partial_success: Some(ExportTracePartialSuccess {
+                            rejected_spans: rejected,
+                            error_message: "spans too old".into(),
+                        }),
+                    };
+                    reply(200, Bytes::from(resp.encode_to_vec()))
+                }
+                SinkMode::Garbage => {
+                    let mut r = reply(
+                        200,
+                        Bytes::from_static(b"\xff\xff\xff\xff\x0a\xff\x01<html>"),
+                    );
+                    let h = r.headers_mut();
+                    h.insert(
+                        "retry-after",
+                        hyper::header::HeaderValue::from_static("tomorrow"),
+                    );
+                    h.insert(
+                        "grpc-status",
+                        hyper::header::HeaderValue::from_static("banana"),
+                    );
+                    r
+                }
+                _ => reply(
+                    200,
+                    Bytes::from(ExportTraceServiceResponse::default().encode_to_vec()),
+                ),
+            }
         }
         Err(e) => reply(400, Bytes::from(format!("undecodable OTLP body: {e}"))),
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use meshtrace_host_test::envoy::{envoy_binary, free_port, wasm_path, Envoy, EnvoyVars};
 use meshtrace_host_test::faults::{self, Deployment, Fault, FAULT_MAX_QUEUE_BYTES};
 use meshtrace_host_test::grpc_sink::{GrpcMode, GrpcSink};
-use meshtrace_host_test::sink::{OtlpSink, Received, Upstream};
+use meshtrace_host_test::sink::{OtlpSink, Received, SinkMode, Upstream};
 use opentelemetry_proto::tonic::trace::v1::Span;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -101,6 +101,38 @@ fn http_gzip_with_extra_headers_exact_spans() {
         !e.log().contains("s3cr3t"),
         "a header value reached the log"
     );
+}
+
+#[test]
+fn partial_success_and_garbage_replies() {
+    let sink = OtlpSink::start(0).unwrap();
+    let cfg = r#"{"collector":{"cluster":"otel_collector"},"batch":{"flush_interval_ms":100}}"#;
+    let Some((e, _up)) = envoy("per-worker.yaml", sink.addr.port(), |v| {
+        v.plugin_config = cfg.into()
+    }) else {
+        return;
+    };
+    // A partial success is a success: counted exported and rejected, not retried.
+    sink.set_mode(SinkMode::Partial { rejected: 1 });
+    get(&e, "/partial");
+    assert_eq!(e.wait_stat("meshtrace.spans_rejected", 1, WAIT), 1);
+    assert_eq!(e.stat("meshtrace.spans_exported"), 1);
+    assert_eq!(e.stat("meshtrace.export_retries"), 0);
+    wait_log(&e, "the collector rejected 1 span(s) in partial successes");
+    // A 200 with a body that is not protobuf and nonsense headers is still a 200.
+    sink.set_mode(SinkMode::Garbage);
+    get(&e, "/garbage");
+    assert_eq!(e.wait_stat("meshtrace.spans_exported", 2, WAIT), 2);
+    sink.set_mode(SinkMode::Ok);
+    get(&e, "/after");
+    assert_eq!(e.wait_stat("meshtrace.spans_exported", 3, WAIT), 3);
+    assert_eq!(
+        names(&sink.spans()),
+        ["GET /after", "GET /garbage", "GET /partial"]
+    );
+    assert_eq!(e.stat("meshtrace.spans_rejected"), 1);
+    assert_eq!(e.stat("meshtrace.export_retries"), 0);
+    assert_balanced(&e);
 }
 
 fn grpc_envoy(sink: &GrpcSink, compression: &str) -> Option<(Envoy, Upstream)> {
