@@ -14,17 +14,7 @@ pub struct Stats {
     pub kept: u64,
 }
 
-/// Envoy stat ids (by position in [`METRICS`]) and the values last pushed, so the tick sends
-/// deltas.
-#[derive(Default)]
-pub struct Metrics {
-    ids: Vec<Option<u32>>,
-    pushed: [u64; METRICS.len()],
-}
-
-/// Every stat, its kind, and (by position) its value in [`metric_values`]. Gauges are pushed
-/// as deltas too: every VM (each worker, the singleton) adds its own share, so the stat is the
-/// process total rather than whichever VM wrote last.
+/// Every stat, its kind, and (by position) its value in [`metric_values`].
 pub const METRICS: [(&str, MetricType); 17] = [
     ("meshtrace.spans_started", MetricType::Counter),
     ("meshtrace.spans_sampled", MetricType::Counter),
@@ -55,7 +45,7 @@ pub struct Values<'a> {
     pub exports: bool,
 }
 
-fn metric_values(v: &Values<'_>) -> [u64; METRICS.len()] {
+pub fn metric_values(v: &Values<'_>) -> [u64; METRICS.len()] {
     let (s, c) = (v.stats, v.counters);
     [
         s.started,
@@ -78,25 +68,41 @@ fn metric_values(v: &Values<'_>) -> [u64; METRICS.len()] {
     ]
 }
 
-impl Metrics {
-    /// Defines every stat once per root context.
-    pub fn define(&mut self) {
+/// A set of Envoy stats defined once per root context and pushed as deltas, so a failed or
+/// late push loses nothing. Gauges are pushed as (possibly negative) deltas too: each VM adds
+/// its own share, so the stat is the process total rather than whichever VM wrote last.
+#[derive(Default)]
+pub struct CounterSet {
+    ids: Vec<Option<u32>>,
+    pushed: Vec<u64>,
+}
+
+impl CounterSet {
+    /// Defines counters (once; later calls are no-ops).
+    pub fn define(&mut self, names: &[&str]) {
+        let typed: Vec<(&str, MetricType)> =
+            names.iter().map(|n| (*n, MetricType::Counter)).collect();
+        self.define_typed(&typed);
+    }
+
+    /// Defines stats of the given kinds (once; later calls are no-ops).
+    pub fn define_typed(&mut self, defs: &[(&str, MetricType)]) {
         if self.ids.is_empty() {
-            self.ids = METRICS
+            self.ids = defs
                 .iter()
                 .map(|(name, kind)| proxy_wasm::hostcalls::define_metric(*kind, name).ok())
                 .collect();
+            self.pushed = vec![0; defs.len()];
         }
     }
 
-    /// Pushes what changed since the last push (gauges may go down).
-    pub fn push(&mut self, values: &Values<'_>) {
-        let values = metric_values(values);
-        for (i, id) in self.ids.iter().enumerate() {
+    /// Pushes what changed since the last push; `values` are totals in definition order.
+    pub fn push(&mut self, values: impl IntoIterator<Item = u64>) {
+        for ((id, pushed), value) in self.ids.iter().zip(self.pushed.iter_mut()).zip(values) {
             let Some(id) = id else { continue };
-            let delta = values[i] as i64 - self.pushed[i] as i64;
+            let delta = value as i64 - *pushed as i64;
             if delta != 0 && proxy_wasm::hostcalls::increment_metric(*id, delta).is_ok() {
-                self.pushed[i] = values[i];
+                *pushed = value;
             }
         }
     }

@@ -19,9 +19,10 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 use crate::config::{Config, Direction, ExportMode};
 use crate::exporter::Exporter;
 use crate::headers::{pairs, RequestHeaders};
+use crate::propagation::counters;
 use crate::span::{SpanKind, SpanRecord};
 use crate::tracer::{Finish, Injection, Tracer};
-use metrics::{Metrics, Stats, Values};
+use metrics::{metric_values, CounterSet, Stats, Values, METRICS};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -47,12 +48,16 @@ struct Worker {
     fast_tick: bool,
     /// The tick period in force, ms.
     tick_ms: u64,
+    /// Malformed headers per format and baggage drops.
+    propagation: counters::Counters,
 }
 
 #[derive(Default)]
 struct Root {
     worker: Option<Rc<RefCell<Worker>>>,
-    metrics: Metrics,
+    metrics: CounterSet,
+    /// The counters of [`counters::NAMES`].
+    propagation_metrics: CounterSet,
 }
 
 fn log(level: LogLevel, msg: &str) {
@@ -102,13 +107,15 @@ impl Root {
             stats: Stats::default(),
             fast_tick: false,
             tick_ms: interval,
+            propagation: counters::Counters::default(),
         };
         worker.export_headers = export::request_headers(&worker);
         if mode == ExportMode::Singleton {
             worker.queue = export::register_queue();
         }
         self.worker = Some(Rc::new(RefCell::new(worker)));
-        self.metrics.define();
+        self.metrics.define_typed(&METRICS);
+        self.propagation_metrics.define(&counters::NAMES);
         self.set_tick_period(Duration::from_millis(interval));
         Ok(())
     }
@@ -144,13 +151,15 @@ impl Root {
     fn report(&mut self, now: u64) {
         let Some(w) = &self.worker else { return };
         let mut w = w.borrow_mut();
-        self.metrics.push(&Values {
+        self.metrics.push(metric_values(&Values {
             stats: &w.stats,
             counters: &w.exporter.counters,
             queue_spans: w.exporter.held(),
             queue_bytes: w.exporter.queued_bytes(),
             exports: w.tracer.config.exporter.mode != ExportMode::SharedQueue,
-        });
+        }));
+        self.propagation_metrics
+            .push(w.propagation.values().map(|(_, v)| v));
         for line in w.exporter.take_log(now) {
             log(LogLevel::Warn, &line);
         }
@@ -241,6 +250,11 @@ impl HttpContext for Http {
         let w = &mut *w;
         w.stats.started += 1;
         let decision = w.tracer.start(&headers);
+        w.propagation.record(
+            decision.malformed,
+            &decision.baggage.stats,
+            decision.link.is_some(),
+        );
         w.tracer.inject(&decision, &headers, &mut w.injection);
         for (name, value) in w.injection.headers() {
             host::replace_header(host::REQUEST_HEADERS, name, value);
