@@ -14,7 +14,7 @@ WASM         := dist/meshtrace.wasm
 export MESHTRACE_ENVOY ?= $(ENVOY_BIN)
 export MESHTRACE_WASM  ?= $(CURDIR)/$(WASM)
 
-.PHONY: build-wasm envoy demo test fmt fmt-check lint unit e2e wasm-target bench bench-bridge fuzz fuzz-tool
+.PHONY: build-wasm envoy demo test fmt fmt-check lint unit e2e wasm-target bench bench-bridge bench-faults fuzz fuzz-tool
 
 ## The wasm32-wasip1 target, added once.
 wasm-target:
@@ -61,6 +61,13 @@ test: fmt-check lint unit e2e
 
 bench:
 	$(CARGO) bench -p meshtrace-benches
+
+## Collector faults under load, longer than the tests: client p50/p99 per fault beside healthy.
+## BENCH_SECONDS / BENCH_CLIENTS tune the run.
+BENCH_SECONDS ?= 20
+BENCH_CLIENTS ?= 4
+bench-faults: build-wasm envoy
+	$(CARGO) run -q -p meshtrace-host-test --bin bench-faults -- --seconds $(BENCH_SECONDS) --clients $(BENCH_CLIENTS)
 
 ## Every parser's fuzz target for FUZZ_SECONDS each (cargo-fuzz on nightly; installed if missing).
 FUZZ_SECONDS ?= 20

@@ -38,6 +38,35 @@ pub struct Collector {
     pub path: String,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// OTLP/HTTP protobuf or OTLP/gRPC.
+    #[serde(default)]
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub compression: Compression,
+    /// Extra request headers (HTTP) or metadata (gRPC), e.g. API keys. Values are secrets:
+    /// never logged, never echoed in errors.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// The OTLP transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// `POST {path}` with `application/x-protobuf`; the cluster may be HTTP/1.1 or HTTP/2.
+    #[default]
+    Http,
+    /// `TraceService/Export` framed as gRPC; the cluster must speak HTTP/2.
+    Grpc,
+}
+
+/// Export body compression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
 }
 
 fn default_path() -> String {
@@ -64,6 +93,8 @@ pub struct Batch {
     pub max_batch: u32,
     /// Export at least this often while spans are queued.
     pub flush_interval_ms: u64,
+    /// Encoded bytes held while waiting for export; the second bound beside `max_queue`.
+    pub max_queue_bytes: u64,
 }
 
 impl Default for Batch {
@@ -72,9 +103,69 @@ impl Default for Batch {
             max_queue: 8192,
             max_batch: 2048,
             flush_interval_ms: 1000,
+            max_queue_bytes: 8 << 20,
         }
     }
 }
+
+/// Where this VM's spans go, and how hard the exporter tries.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExporterConfig {
+    pub mode: ExportMode,
+    /// `vm_id` of the singleton that registered the shared queue (mode `shared_queue`).
+    pub singleton_vm_id: String,
+    /// Export requests outstanding at once, retries included.
+    pub max_in_flight: u32,
+    pub retry: Retry,
+}
+
+/// The deployment shape: see `filter/envoy/README.md`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportMode {
+    /// Each worker VM exports its own batches.
+    #[default]
+    PerWorker,
+    /// HTTP filter: hand encoded spans to the singleton's shared queue; never export.
+    SharedQueue,
+    /// The `envoy.bootstrap.wasm` singleton: drain the shared queue and export for everyone.
+    Singleton,
+}
+
+/// Exponential backoff with full jitter between `initial_ms` and `max_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retry {
+    pub initial_ms: u64,
+    pub max_ms: u64,
+    /// Sends of one batch, the first included; 1 disables retries.
+    pub max_attempts: u32,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            initial_ms: 500,
+            max_ms: 30_000,
+            max_attempts: 5,
+        }
+    }
+}
+
+impl Default for ExporterConfig {
+    fn default() -> Self {
+        Self {
+            mode: ExportMode::PerWorker,
+            singleton_vm_id: "meshtrace_exporter".into(),
+            max_in_flight: 2,
+            retry: Retry::default(),
+        }
+    }
+}
+
+/// The shared queue's name, registered by the singleton under its `vm_id`.
+pub const SHARED_QUEUE_NAME: &str = "meshtrace.spans";
 
 /// The validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -87,6 +178,8 @@ pub struct Config {
     pub collector: Collector,
     #[serde(default)]
     pub batch: Batch,
+    #[serde(default)]
+    pub exporter: ExporterConfig,
     #[serde(default)]
     pub propagators: Propagators,
     #[serde(default)]
@@ -175,6 +268,7 @@ impl Config {
                 ),
             ));
         }
+        self.validate_export()?;
         if let Some(s) = &self.service_name {
             if s.trim().is_empty() {
                 return Err(err("service_name", "must be a non-empty string when set"));
@@ -201,6 +295,66 @@ impl Config {
         }
         self.propagators.validate()?;
         self.baggage.validate()?;
+        Ok(())
+    }
+
+    fn validate_export(&self) -> Result<(), ConfigError> {
+        for name in self.collector.headers.keys() {
+            let ok = !name.is_empty()
+                && !name.starts_with(':')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+            if !ok {
+                // The name is not secret; the value never appears in an error.
+                return Err(err(
+                    "collector.headers",
+                    format!("header names must be lowercase token characters, got {name:?}"),
+                ));
+            }
+        }
+        let b = &self.batch;
+        if b.max_queue_bytes < 1024 {
+            return Err(err(
+                "batch.max_queue_bytes",
+                format!("must be at least 1024, got {}", b.max_queue_bytes),
+            ));
+        }
+        let e = &self.exporter;
+        if e.singleton_vm_id.trim().is_empty() {
+            return Err(err(
+                "exporter.singleton_vm_id",
+                "must be a non-empty string",
+            ));
+        }
+        if e.max_in_flight == 0 || e.max_in_flight > 64 {
+            return Err(err(
+                "exporter.max_in_flight",
+                format!("must be between 1 and 64, got {}", e.max_in_flight),
+            ));
+        }
+        let r = &e.retry;
+        if r.initial_ms == 0 || r.initial_ms > r.max_ms {
+            return Err(err(
+                "exporter.retry.initial_ms",
+                format!(
+                    "must be between 1 and exporter.retry.max_ms ({}), got {}",
+                    r.max_ms, r.initial_ms
+                ),
+            ));
+        }
+        if r.max_ms > 3_600_000 {
+            return Err(err(
+                "exporter.retry.max_ms",
+                format!("must be at most 3600000, got {}", r.max_ms),
+            ));
+        }
+        if r.max_attempts == 0 || r.max_attempts > 100 {
+            return Err(err(
+                "exporter.retry.max_attempts",
+                format!("must be between 1 and 100, got {}", r.max_attempts),
+            ));
+        }
         Ok(())
     }
 
@@ -362,6 +516,75 @@ mod tests {
         assert_eq!(c.service_name(), "checkout");
         assert_eq!(c.direction, Direction::Outbound);
         assert_eq!(c.collector.authority(), "otel:4318");
+    }
+
+    #[test]
+    fn export_keys_and_defaults() {
+        let c = Config::from_json(br#"{"collector": {"cluster": "c"}}"#).unwrap();
+        assert_eq!(c.collector.protocol, Protocol::Http);
+        assert_eq!(c.collector.compression, Compression::None);
+        assert!(c.collector.headers.is_empty());
+        assert_eq!(c.batch.max_queue_bytes, 8 << 20);
+        assert_eq!(c.exporter, ExporterConfig::default());
+        assert_eq!(c.exporter.mode, ExportMode::PerWorker);
+        assert_eq!(c.exporter.singleton_vm_id, "meshtrace_exporter");
+        assert_eq!(c.exporter.max_in_flight, 2);
+        assert_eq!(
+            c.exporter.retry,
+            Retry {
+                initial_ms: 500,
+                max_ms: 30_000,
+                max_attempts: 5
+            }
+        );
+        let c = Config::from_json(
+            br#"{"collector": {"cluster": "c", "protocol": "grpc", "compression": "gzip",
+                 "headers": {"x-api-key": "k"}},
+                 "batch": {"max_queue_bytes": 4096},
+                 "exporter": {"mode": "shared_queue", "singleton_vm_id": "exp", "max_in_flight": 4,
+                              "retry": {"initial_ms": 10, "max_ms": 20, "max_attempts": 1}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.collector.protocol, Protocol::Grpc);
+        assert_eq!(c.collector.compression, Compression::Gzip);
+        assert_eq!(c.collector.headers["x-api-key"], "k");
+        assert_eq!(c.exporter.mode, ExportMode::SharedQueue);
+        assert_eq!(c.exporter.max_in_flight, 4);
+    }
+
+    #[test]
+    fn export_errors_name_the_field_and_hide_header_values() {
+        let cfg = |s: &str| format!(r#"{{"collector": {{"cluster": "c"}}, {s}}}"#);
+        assert!(bad(&cfg(r#""exporter": {"mode": "both"}"#))
+            .starts_with("exporter.mode: unknown variant `both`"));
+        assert_eq!(
+            bad(&cfg(r#""exporter": {"max_in_flight": 0}"#)),
+            "exporter.max_in_flight: must be between 1 and 64, got 0"
+        );
+        assert_eq!(
+            bad(&cfg(r#""exporter": {"retry": {"initial_ms": 5000, "max_ms": 100}}"#)),
+            "exporter.retry.initial_ms: must be between 1 and exporter.retry.max_ms (100), got 5000"
+        );
+        assert_eq!(
+            bad(&cfg(r#""exporter": {"retry": {"max_attempts": 0}}"#)),
+            "exporter.retry.max_attempts: must be between 1 and 100, got 0"
+        );
+        assert_eq!(
+            bad(&cfg(r#""batch": {"max_queue_bytes": 10}"#)),
+            "batch.max_queue_bytes: must be at least 1024, got 10"
+        );
+        assert!(
+            bad(r#"{"collector": {"cluster": "c", "protocol": "thrift"}}"#)
+                .starts_with("collector.protocol: unknown variant `thrift`")
+        );
+        let e = bad(r#"{"collector": {"cluster": "c", "headers": {"X-Key": "hunter2"}}}"#);
+        assert_eq!(
+            e,
+            "collector.headers: header names must be lowercase token characters, got \"X-Key\""
+        );
+        assert!(!e.contains("hunter2"));
+        let e = bad(r#"{"collector": {"cluster": "c", "headers": {"k": 5}}}"#);
+        assert!(e.starts_with("collector.headers.k: invalid type"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod base64;
 pub mod batch;
 pub mod config;
 pub mod exporter;
+pub mod gzip;
 pub mod headers;
 pub mod hex;
 pub mod ids;
@@ -16,6 +17,7 @@ pub mod otlp;
 pub mod propagation;
 pub mod span;
 pub mod tracer;
+pub mod transport;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;

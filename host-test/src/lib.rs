@@ -2,5 +2,7 @@
 //! Envoy does, an OTLP sink and recording upstream, and a runner for real Envoy.
 
 pub mod envoy;
+pub mod faults;
+pub mod grpc_sink;
 pub mod host;
 pub mod sink;

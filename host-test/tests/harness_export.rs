@@ -40,8 +40,13 @@ fn nothing_before_the_interval_then_one_post() {
     assert_eq!(h.http_calls().len(), 1);
     assert_eq!(h.metric("meshtrace.spans_exported"), Some(3));
     assert_eq!(h.metric("meshtrace.export_requests.ok"), Some(1));
+    // Uncompressed: what was sent is the encoded request itself.
     assert_eq!(
-        h.metric("meshtrace.export_bytes"),
+        h.metric("meshtrace.export_bytes.sent"),
+        Some(call.body.len() as u64)
+    );
+    assert_eq!(
+        h.metric("meshtrace.export_bytes.uncompressed"),
         Some(call.body.len() as u64)
     );
 }
@@ -77,10 +82,13 @@ fn large_backlog_is_cut_into_batches() {
             .map(|c| spans(&decode(&c.body).unwrap()).len())
             .collect()
     };
-    // The 1 ms tick sends every full batch; the rest waits for the interval, which restarts
-    // at that flush.
+    // The 1 ms tick sends full batches up to `exporter.max_in_flight` (2); the rest waits for
+    // the interval, which restarts at that flush.
     h.advance(1).unwrap();
     assert_eq!(sizes(&h), vec![4, 4]);
+    for c in h.pending_http_calls() {
+        h.answer(c.token, 200, b"").unwrap();
+    }
     h.advance(999).unwrap();
     assert_eq!(sizes(&h), vec![4, 4]);
     h.advance(1).unwrap();
