@@ -4,7 +4,15 @@
 //! has a default. Unknown keys are errors, because a misspelt key silently ignored is a
 //! production incident waiting for a postmortem.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
+
+use crate::capture::{CaptureConfig, Limits};
+use crate::mesh::identity::IdentityMode;
+use crate::mesh::route::SpanNameStyle;
+use crate::mesh::traffic::TrafficConfig;
+use crate::sampling::SamplingConfig;
 
 /// Default `service.name` until workload detection fills it in.
 pub const DEFAULT_SERVICE_NAME: &str = "unknown_service:envoy";
@@ -74,7 +82,7 @@ impl Default for Batch {
 }
 
 /// The validated configuration.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -84,6 +92,33 @@ pub struct Config {
     pub collector: Collector,
     #[serde(default)]
     pub batch: Batch,
+
+    // Mesh semantics, sampling and privacy (issue 5); each section is owned and validated by
+    // its module, see `Config::validate_mesh`.
+    /// Root sampler, rate limit and always-keep rules.
+    #[serde(default)]
+    pub sampling: SamplingConfig,
+    /// Canary / A/B rules and subset weights.
+    #[serde(default)]
+    pub traffic: TrafficConfig,
+    /// Route templates for `http.route`, tried in order (`/api/users/{id}`).
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// `semconv` (`GET /users/{id}`) or `legacy` (`HTTP GET /users/{id}`).
+    #[serde(default)]
+    pub span_name: SpanNameStyle,
+    /// Header capture allowlists, redaction, `url.query`.
+    #[serde(default)]
+    pub capture: CaptureConfig,
+    /// Attribute size and count caps.
+    #[serde(default)]
+    pub limits: Limits,
+    /// When to read the peer's mTLS identity.
+    #[serde(default)]
+    pub identity: IdentityMode,
+    /// Resource attributes that override what the node metadata says.
+    #[serde(default)]
+    pub resource: BTreeMap<String, String>,
 }
 
 /// A configuration error: the dotted field and what is wrong with it.
@@ -104,6 +139,13 @@ impl core::fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    /// An error about `field` (dotted, with list indexes: `traffic.rules[1].match`).
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
+        err(field, message)
+    }
+}
 
 fn err(field: &str, message: impl Into<String>) -> ConfigError {
     ConfigError {
@@ -192,12 +234,31 @@ impl Config {
                 format!("must be between 1 and 3600000, got {}", b.flush_interval_ms),
             ));
         }
+        self.validate_mesh()?;
         Ok(())
     }
 
     /// The resource's `service.name`.
     pub fn service_name(&self) -> &str {
         self.service_name.as_deref().unwrap_or(DEFAULT_SERVICE_NAME)
+    }
+}
+
+/// Validation of the mesh, sampling and privacy sections (issue 5).
+impl Config {
+    fn validate_mesh(&self) -> Result<(), ConfigError> {
+        self.sampling.validate()?;
+        self.limits.validate()?;
+        crate::mesh::Tables::compile(self)?;
+        for (k, v) in &self.resource {
+            if k.trim().is_empty() {
+                return Err(err("resource", "attribute names must be non-empty"));
+            }
+            if v.is_empty() {
+                return Err(err(&format!("resource.{k}"), "must be a non-empty string"));
+            }
+        }
+        Ok(())
     }
 }
 

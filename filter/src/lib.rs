@@ -6,13 +6,16 @@
 //! benchmarks and the unit tests.
 
 pub mod batch;
+pub mod capture;
 pub mod config;
 pub mod exporter;
 pub mod headers;
 pub mod hex;
 pub mod ids;
+pub mod mesh;
 pub mod otlp;
 pub mod propagation;
+pub mod sampling;
 pub mod span;
 pub mod tracer;
 
