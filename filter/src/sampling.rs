@@ -363,7 +363,8 @@ impl Sampler {
     }
 
     /// Decides for a request. `parent` is the remote parent's flags and `tracestate` when the
-    /// request continues a trace; `None` makes this hop the root.
+    /// request continues a trace; `None` makes this hop the root. `now` (nanoseconds) is called
+    /// only when the rate limit is consulted, so an unsampled request reads no clock.
     ///
     /// A sampled parent is followed even past the rate limit (breaking the caller's trace
     /// would cost every later hop), but this hop then does not record; a root past the limit
@@ -372,7 +373,7 @@ impl Sampler {
         &mut self,
         trace_id: &TraceId,
         parent: Option<(bool, &TraceState<'_>)>,
-        now_ns: u64,
+        now: impl FnOnce() -> u64,
     ) -> Verdict {
         match parent {
             Some((sampled, ts)) => {
@@ -384,13 +385,13 @@ impl Sampler {
                 };
                 Verdict {
                     sampled,
-                    record: sampled && self.take(now_ns),
+                    record: sampled && self.take(now),
                     ot: update,
                 }
             }
             // Copied out: `take` below borrows the sampler mutably.
             None => match Option::<u64>::clone(&self.threshold) {
-                Some(t) if randomness(trace_id, None) >= t && self.take(now_ns) => Verdict {
+                Some(t) if randomness(trace_id, None) >= t && self.take(now) => Verdict {
                     sampled: true,
                     record: true,
                     ot: OtUpdate::Set(t),
@@ -406,8 +407,8 @@ impl Sampler {
 
     /// Takes a rate-limit token (always granted without a limit). Spans kept by the
     /// always-keep rules take one too: an outage must not flood the collector either.
-    pub fn take(&mut self, now_ns: u64) -> bool {
-        self.bucket.as_mut().is_none_or(|b| b.try_take(now_ns))
+    pub fn take(&mut self, now: impl FnOnce() -> u64) -> bool {
+        self.bucket.as_mut().is_none_or(|b| b.try_take(now()))
     }
 }
 
@@ -477,7 +478,7 @@ mod tests {
             let mut ids = IdGenerator::from_seed(42);
             let n = 100_000;
             let sampled = (0..n)
-                .filter(|_| s.decide(&ids.trace_id(), None, 0).sampled)
+                .filter(|_| s.decide(&ids.trace_id(), None, || 0).sampled)
                 .count();
             let fraction = sampled as f64 / n as f64;
             // Within one percentage point, and within four standard deviations of a binomial
@@ -503,7 +504,7 @@ mod tests {
             let step = SPACE / n;
             let sampled = (0..n)
                 .filter(|i| {
-                    s.decide(&TraceId::from_u64s(1, i * step + step / 2), None, 0)
+                    s.decide(&TraceId::from_u64s(1, i * step + step / 2), None, || 0)
                         .sampled
                 })
                 .count();
@@ -529,8 +530,8 @@ mod tests {
         let mut ids = IdGenerator::from_seed(7);
         for _ in 0..20_000 {
             let id = ids.trace_id();
-            if low.decide(&id, None, 0).sampled {
-                assert!(high.decide(&id, None, 0).sampled);
+            if low.decide(&id, None, || 0).sampled {
+                assert!(high.decide(&id, None, || 0).sampled);
             }
         }
     }
@@ -544,7 +545,7 @@ mod tests {
         // The top byte of the low half is not randomness: it must not matter.
         let at = TraceId::from_u64s(0, 0xffc0000000000000);
         let below = TraceId::from_u64s(u64::MAX, 0xffbfffffffffffff);
-        let v = s.decide(&at, None, 0);
+        let v = s.decide(&at, None, || 0);
         assert_eq!(
             v,
             Verdict {
@@ -553,7 +554,7 @@ mod tests {
                 ot: OtUpdate::Set(0xc0000000000000)
             }
         );
-        assert!(!s.decide(&below, None, 0).sampled);
+        assert!(!s.decide(&below, None, || 0).sampled);
     }
 
     #[test]
@@ -565,7 +566,7 @@ mod tests {
         let id = TraceId::from_u64s(1, 0x00f0000000000000);
         let ts = parse_tracestate(&[b"ot=th:8;rv:f0000000000000,congo=t61"]).unwrap();
         // rv (0xf0...) >= th (0x80...): consistent with sampled.
-        let v = s.decide(&id, Some((true, &ts)), 0);
+        let v = s.decide(&id, Some((true, &ts)), || 0);
         assert_eq!(
             v,
             Verdict {
@@ -575,7 +576,7 @@ mod tests {
             }
         );
         // The same threshold on an unsampled parent contradicts it: erase th.
-        let v = s.decide(&id, Some((false, &ts)), 0);
+        let v = s.decide(&id, Some((false, &ts)), || 0);
         assert_eq!(
             v,
             Verdict {
@@ -586,10 +587,10 @@ mod tests {
         );
         // Without rv the trace id's bits (0xf0...) are the randomness.
         let ts = parse_tracestate(&[b"ot=th:f8"]).unwrap();
-        assert_eq!(s.decide(&id, Some((true, &ts)), 0).ot, OtUpdate::EraseTh);
+        assert_eq!(s.decide(&id, Some((true, &ts)), || 0).ot, OtUpdate::EraseTh);
         let empty = TraceState::default();
         assert_eq!(
-            s.decide(&id, Some((false, &empty)), 0).ot,
+            s.decide(&id, Some((false, &empty)), || 0).ot,
             OtUpdate::Forward
         );
     }
@@ -649,7 +650,7 @@ mod tests {
         let mut per_second = [0u32; 10];
         for i in 0..100_000u64 {
             let now = i * 100_000;
-            if s.decide(&ids.trace_id(), None, now).record {
+            if s.decide(&ids.trace_id(), None, || now).record {
                 per_second[(now / 1_000_000_000) as usize] += 1;
             }
         }
@@ -670,15 +671,15 @@ mod tests {
         });
         let id = TraceId::from_u64s(1, 1);
         let ts = TraceState::default();
-        assert!(s.decide(&id, Some((true, &ts)), 0).record);
-        let v = s.decide(&id, Some((true, &ts)), 1);
+        assert!(s.decide(&id, Some((true, &ts)), || 0).record);
+        let v = s.decide(&id, Some((true, &ts)), || 1);
         assert!(v.sampled && !v.record);
         // A root past the limit is not sampled at all.
-        let v = s.decide(&id, None, 2);
+        let v = s.decide(&id, None, || 2);
         assert!(!v.sampled && !v.record);
         // A second later there is a token again; a clock going back refills nothing.
-        assert!(s.decide(&id, None, 1_000_000_002).record);
-        assert!(!s.decide(&id, None, 5).record);
+        assert!(s.decide(&id, None, || 1_000_000_002).record);
+        assert!(!s.decide(&id, None, || 5).record);
     }
 
     #[test]

@@ -1,18 +1,25 @@
 //! The core request path, host-independent: extract, decide, inject, build and finish a span.
 //!
-//! An adapter calls [`Tracer::start`] with the request headers it fetched once, applies the
-//! returned [`Injection`], fills a pooled [`SpanRecord`] with [`Tracer::begin_span`] (only when
-//! sampled), and at the end calls [`Tracer::finish_span`] with what the host knows then.
+//! An adapter calls [`Tracer::start`] with the request headers it fetched once, then
+//! [`Tracer::sample`] for the sampling decision, applies the [`Injection`] from
+//! [`Tracer::inject`], fills a pooled [`SpanRecord`] with [`Tracer::begin_span`] and
+//! [`Tracer::record_request`] (only when recording), and at the end calls
+//! [`Tracer::finish_span`] with what the host knows then. An unsampled request that the
+//! always-keep rules may still export keeps only its [`SpanIds`]; if [`Tracer::keep`] says yes
+//! at the end, [`Tracer::begin_kept_span`] builds its span from the headers as they were logged.
 
 use smallvec::SmallVec;
 
+use crate::capture::Side;
 use crate::config::Config;
 use crate::headers::RequestHeaders;
 use crate::ids::{IdGenerator, SpanId, TraceId};
+use crate::mesh::{self, fault, flags, identity, resource::NodeInfo, route, RequestFacts};
 use crate::otlp::{BatchHeader, ResourceValue};
 use crate::propagation::{
     self, tracecontext, Extraction, Format, Incoming, FLAG_RANDOM, FLAG_SAMPLED,
 };
+use crate::sampling::{self, KeepReason, OtUpdate, Sampler};
 use crate::span::{SpanKind, SpanRecord, StatusCode};
 
 /// The decision for one request: the new span's context and its parent.
@@ -27,12 +34,44 @@ pub struct Decision<'a> {
     pub incoming: Option<Incoming<'a>>,
     /// Formats whose headers were malformed (bit per `Format as usize`).
     pub malformed: u16,
+    /// Whether this hop records its span now (set by [`Tracer::sample`]).
+    pub record: bool,
+    /// How the forwarded `tracestate`'s `ot` entry changes (set by [`Tracer::sample`]).
+    pub ot: OtUpdate,
 }
 
 impl Decision<'_> {
     pub fn sampled(&self) -> bool {
         self.flags & FLAG_SAMPLED != 0
     }
+
+    /// The identifiers a span for this decision carries, detached from the headers.
+    pub fn ids(&self) -> SpanIds {
+        SpanIds {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            parent: self.parent,
+            flags: self.flags,
+        }
+    }
+
+    /// Appends the `tracestate` this hop sends (and records on its span).
+    pub fn write_tracestate(&self, out: &mut Vec<u8>) {
+        match &self.incoming {
+            Some(i) => sampling::write_tracestate(&i.tracestate, self.ot, out),
+            None => sampling::write_tracestate(&Default::default(), self.ot, out),
+        }
+    }
+}
+
+/// A span's identifiers without the borrowed headers: what an unsampled request keeps in case
+/// the always-keep rules export it at the end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpanIds {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub parent: Option<SpanId>,
+    pub flags: u8,
 }
 
 /// Headers to write upstream: set each `set` (replacing any old value), remove each `remove`.
@@ -78,6 +117,10 @@ pub struct Finish<'a> {
     /// `source.address` (`ip:port` of the downstream peer).
     pub source_address: Option<&'a [u8]>,
     pub kind: SpanKind,
+    /// What the request carried (from [`Tracer::record_request`]).
+    pub request: RequestFacts,
+    /// What the mesh did (cluster, route, flags, identity).
+    pub mesh: mesh::EndFacts<'a>,
 }
 
 /// Per-VM tracing state built from a validated [`Config`].
@@ -87,6 +130,9 @@ pub struct Tracer {
     ids: IdGenerator,
     pub batch_header: BatchHeader,
     extract_order: SmallVec<[Format; 8]>,
+    pub sampler: Sampler,
+    /// Traffic rules, route templates and capture lists, compiled once.
+    pub mesh: mesh::Tables,
 }
 
 /// Methods the HTTP semantic conventions know; anything else is `_OTHER`.
@@ -98,22 +144,24 @@ const KNOWN_METHODS: [&[u8]; 10] = [
 impl Tracer {
     /// Builds the per-VM state; `seed` comes from the host's entropy.
     pub fn new(config: Config, seed: u64) -> Self {
-        let batch_header = BatchHeader::new(&[
-            (
-                "service.name",
-                ResourceValue::Str(config.service_name().to_string()),
-            ),
-            (
-                "telemetry.sdk.name",
-                ResourceValue::Str(crate::SCOPE_NAME.into()),
-            ),
-            ("telemetry.sdk.language", ResourceValue::Str("rust".into())),
-            (
-                "telemetry.sdk.version",
-                ResourceValue::Str(crate::VERSION.into()),
-            ),
-        ]);
+        Self::with_node(config, seed, &NodeInfo::default())
+    }
+
+    /// Builds the per-VM state with the resource taken from the proxy's node (decoded once
+    /// from `xds.node`); configured `service_name` and `resource` override it.
+    pub fn with_node(config: Config, seed: u64, node: &NodeInfo) -> Self {
+        let resource = node.resource(config.service_name.as_deref(), &config.resource);
+        let resource: Vec<(&str, ResourceValue)> = resource
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        let batch_header = BatchHeader::new(&resource);
+        // A validated config always compiles; a hand-built invalid one gets empty tables
+        // rather than a panic.
+        let mesh = mesh::Tables::compile(&config).unwrap_or_default();
         Self {
+            sampler: Sampler::new(&config.sampling),
+            mesh,
             config,
             ids: IdGenerator::from_seed(seed),
             batch_header,
@@ -135,8 +183,10 @@ impl Tracer {
                 span_id,
                 parent: Some(inc.ctx.span_id),
                 flags: inc.ctx.flags,
+                record: inc.ctx.sampled(),
                 incoming: Some(inc),
                 malformed,
+                ot: OtUpdate::Forward,
             },
             // A new trace: always-on root sampler, and every id byte is random.
             None => Decision {
@@ -146,6 +196,8 @@ impl Tracer {
                 flags: FLAG_SAMPLED | FLAG_RANDOM,
                 incoming: None,
                 malformed,
+                record: true,
+                ot: OtUpdate::Forward,
             },
         }
     }
@@ -164,15 +216,34 @@ impl Tracer {
             tracecontext::write_traceparent(&ctx, &mut tp);
             b.extend_from_slice(&tp);
         });
-        match d.incoming.as_ref().map(|i| &i.tracestate) {
-            Some(ts) if !ts.is_empty() => out.put("tracestate", |b| ts.write_to(b)),
+        out.put("tracestate", |b| d.write_tracestate(b));
+        if out.get("tracestate").is_some_and(<[u8]>::is_empty) {
+            out.set.pop();
             // A restarted trace or an invalid tracestate: the old one must not reach upstream.
-            _ if !h.tracestate.is_empty() => out.remove.push("tracestate"),
-            _ => {}
+            if !h.tracestate.is_empty() {
+                out.remove.push("tracestate");
+            }
         }
     }
 
-    /// Records what the request carried into `rec` (called only for sampled requests).
+    /// Applies the sampler to a decision from [`Tracer::start`]: parent-based, with the
+    /// configured root sampler and rate limit. `now` is read only if the rate limit is consulted.
+    pub fn sample(&mut self, d: &mut Decision<'_>, now: impl FnOnce() -> u64) {
+        let parent = d
+            .incoming
+            .as_ref()
+            .map(|i| (i.ctx.sampled(), &i.tracestate));
+        let v = self.sampler.decide(&d.trace_id, parent, now);
+        if v.sampled {
+            d.flags |= FLAG_SAMPLED;
+        } else {
+            d.flags &= !FLAG_SAMPLED;
+        }
+        d.record = v.record;
+        d.ot = v.ot;
+    }
+
+    /// Records what the request carried into `rec` (called only for recorded requests).
     pub fn begin_span(
         &self,
         d: &Decision<'_>,
@@ -180,22 +251,64 @@ impl Tracer {
         start_ns: u64,
         rec: &mut SpanRecord,
     ) {
+        self.begin_ids(&d.ids(), start_ns, rec);
+        rec.set_trace_state(|b| d.write_tracestate(b));
+        self.begin_request(h, rec);
+    }
+
+    /// Starts the span of an unsampled request the always-keep rules export, from the request
+    /// headers as they were logged (they carry the `tracestate` this hop sent). The span keeps
+    /// its unsampled flags: that is what the trace carried downstream.
+    pub fn begin_kept_span(
+        &self,
+        ids: &SpanIds,
+        h: &RequestHeaders<'_>,
+        start_ns: u64,
+        reason: KeepReason,
+        rec: &mut SpanRecord,
+    ) {
+        self.begin_ids(ids, start_ns, rec);
+        rec.set_trace_state(|b| {
+            for (i, f) in h.tracestate.iter().enumerate() {
+                if i > 0 {
+                    b.push(b',');
+                }
+                b.extend_from_slice(trim(f));
+            }
+        });
+        self.begin_request(h, rec);
+        rec.str("mesh.sampling.kept_by", reason.as_str().as_bytes());
+    }
+
+    fn begin_ids(&self, ids: &SpanIds, start_ns: u64, rec: &mut SpanRecord) {
         rec.clear();
-        rec.trace_id = d.trace_id;
-        rec.span_id = d.span_id;
-        rec.parent_span_id = d.parent;
-        rec.parent_is_remote = d.parent.is_some();
-        rec.flags = d.flags;
+        rec.max_attributes = self.config.limits.max_attributes;
+        rec.max_value_len = self.config.limits.max_attribute_value_bytes;
+        rec.trace_id = ids.trace_id;
+        rec.span_id = ids.span_id;
+        rec.parent_span_id = ids.parent;
+        rec.parent_is_remote = ids.parent.is_some();
+        rec.flags = ids.flags;
         rec.start_ns = start_ns;
-        if let Some(ts) = d.incoming.as_ref().map(|i| &i.tracestate) {
-            rec.set_trace_state(|b| ts.write_to(b));
-        }
+    }
+
+    fn begin_request(&self, h: &RequestHeaders<'_>, rec: &mut SpanRecord) {
         let method = h.method.unwrap_or(b"GET");
         let known = KNOWN_METHODS.contains(&method);
         let path = h.path.unwrap_or(b"/");
-        let url_path = path.split(|&b| b == b'?').next().unwrap_or(path);
-        // `{method} {target}`; `HTTP` stands for an unknown method (OTel HTTP span naming).
-        rec.set_name(&[if known { method } else { b"HTTP" }, b" ", url_path]);
+        let (url_path, query) = match path.iter().position(|&b| b == b'?') {
+            Some(i) => (&path[..i], Some(&path[i + 1..])),
+            None => (path, None),
+        };
+        let mut http_route = route::RouteBuf::new();
+        self.mesh.routes.route(url_path, &mut http_route);
+        rec.set_name(&route::span_name(
+            self.mesh.span_name,
+            method,
+            known,
+            &http_route,
+        ));
+        rec.str("http.route", &http_route);
         if known {
             rec.str("http.request.method", method);
         } else {
@@ -203,6 +316,10 @@ impl Tracer {
             rec.str("http.request.method_original", method);
         }
         rec.str("url.path", url_path);
+        // Query strings carry tokens and personal data: recorded only when enabled.
+        if let Some(q) = query.filter(|q| self.mesh.capture.query && !q.is_empty()) {
+            rec.str("url.query", q);
+        }
         let scheme = h.x_forwarded_proto.or(h.scheme).unwrap_or(b"http");
         rec.str("url.scheme", scheme);
         if let Some(authority) = h.authority {
@@ -222,6 +339,67 @@ impl Tracer {
         }
     }
 
+    /// Records the request-time mesh facts: captured headers, traffic rules matched by header
+    /// or cookie, fault and attempt headers. `all` is every request header (the adapter's
+    /// buffer); it is scanned only when capture or header rules are configured.
+    pub fn record_request<'h>(
+        &self,
+        h: &RequestHeaders<'_>,
+        all: impl Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
+        rec: &mut SpanRecord,
+    ) -> RequestFacts {
+        if self.mesh.capture.any(Side::Request) {
+            self.mesh.capture.record(Side::Request, all.clone(), rec);
+        }
+        let hits = if self.mesh.traffic.has_request_rules() {
+            self.mesh.traffic.request_hits(all, h.cookie)
+        } else {
+            Default::default()
+        };
+        RequestFacts {
+            hits,
+            fault: fault::FaultHeaders::parse(
+                h.x_envoy_fault_abort_request,
+                h.x_envoy_fault_delay_request,
+            ),
+            attempt_count: h.x_envoy_attempt_count.and_then(fault::parse_u64),
+        }
+    }
+
+    /// Records allowlisted response headers (the adapter fetches them only when
+    /// [`Tracer::captures_response_headers`]).
+    pub fn record_response_headers<'h>(
+        &self,
+        all: impl Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
+        rec: &mut SpanRecord,
+    ) {
+        self.mesh.capture.record(Side::Response, all, rec);
+    }
+
+    /// Whether response headers are captured at all.
+    pub fn captures_response_headers(&self) -> bool {
+        self.mesh.capture.any(Side::Response)
+    }
+
+    /// Whether an unsampled request must keep its [`SpanIds`] for the always-keep rules.
+    pub fn may_keep(&self) -> bool {
+        self.sampler.keep.enabled()
+    }
+
+    /// The always-keep verdict for an unsampled request, taking a rate-limit token when it is
+    /// kept. Inputs the rules do not use may be `None`.
+    pub fn keep(
+        &mut self,
+        status: Option<i64>,
+        response_flags: u64,
+        duration_ns: Option<u64>,
+        now: impl FnOnce() -> u64,
+    ) -> Option<KeepReason> {
+        let fault = response_flags & (flags::FAULT_INJECTED | flags::DELAY_INJECTED) != 0;
+        let reason = self.sampler.keep.check(status, fault, duration_ns)?;
+        self.sampler.take(now).then_some(reason)
+    }
+
     /// Completes `rec` with what is known at the end of the request.
     pub fn finish_span(&self, rec: &mut SpanRecord, f: &Finish<'_>) {
         rec.end_ns = f.end_ns.max(rec.start_ns);
@@ -234,15 +412,101 @@ impl Tracer {
                 rec.str("client.address", split_host_port(addr).0);
             }
         }
-        if let Some(code) = f.status_code.filter(|c| *c > 0) {
+        self.finish_status(rec, f);
+        self.finish_mesh(rec, f);
+    }
+
+    /// Status code, span status and `error.type`: a response flag names the failure better
+    /// than the number, and a request that ended without a response failed unless only the
+    /// caller went away (cancellation is not the server's error).
+    fn finish_status(&self, rec: &mut SpanRecord, f: &Finish<'_>) {
+        let bits = f.mesh.response_flags;
+        let flag_error = flags::error_type(bits);
+        let code = f.status_code.filter(|c| *c > 0);
+        if let Some(code) = code {
             rec.int("http.response.status_code", code);
-            let error = code >= 500 || (code >= 400 && f.kind == SpanKind::Client);
-            if error {
-                rec.status = StatusCode::Error;
-                let mut digits = [0u8; 20];
-                rec.str("error.type", itoa(code, &mut digits));
+        }
+        let error = match code {
+            Some(code) => code >= 500 || (code >= 400 && f.kind == SpanKind::Client),
+            None => flag_error.is_some() && !flags::downstream_only(bits),
+        };
+        if error {
+            rec.status = StatusCode::Error;
+        }
+        let mut digits = [0u8; 20];
+        match (flag_error, code) {
+            (Some(t), _) => rec.str("error.type", t.as_bytes()),
+            (None, Some(c)) if error => rec.str("error.type", itoa(c, &mut digits)),
+            _ => {}
+        }
+        if bits != 0 {
+            rec.str_array(
+                "envoy.response_flags",
+                flags::codes(bits).map(str::as_bytes),
+            );
+            if let Some(d) = f.mesh.code_details {
+                rec.str("envoy.response.code_details", d);
             }
         }
+    }
+
+    /// The mesh attributes: upstream cluster and subset, traffic tags, route name, faults,
+    /// retries, timing, peer addresses and identity.
+    fn finish_mesh(&self, rec: &mut SpanRecord, f: &Finish<'_>) {
+        let m = &f.mesh;
+        let cluster = m.cluster_name.and_then(mesh::cluster::parse);
+        if let Some(name) = m.cluster_name {
+            rec.str("mesh.upstream.cluster", name);
+        }
+        let subset = cluster.map(|c| c.subset).filter(|s| !s.is_empty());
+        if let Some(s) = subset {
+            rec.str("mesh.upstream.subset", s);
+        }
+        if let Some(host) = cluster.map(|c| c.host).filter(|h| !h.is_empty()) {
+            rec.str("mesh.upstream.service", host);
+        }
+        if let Some(r) = m.route_name {
+            rec.str("mesh.route.name", r);
+        }
+        self.mesh
+            .traffic
+            .record(f.request.hits, subset, m.route_name, rec);
+        if let Some(fault) =
+            fault::Fault::detect(m.response_flags, m.code_details, &f.request.fault)
+        {
+            fault.record(rec);
+        }
+        // Attempts this proxy made for a client span; the caller's count for a server span.
+        let attempts = match f.kind {
+            SpanKind::Client => m.upstream_attempts.map(|a| a.max(0) as u64),
+            _ => f.request.attempt_count,
+        };
+        if let Some(a) = attempts.filter(|a| *a > 1) {
+            rec.int(
+                "http.request.resend_count",
+                (a - 1).min(i64::MAX as u64) as i64,
+            );
+        }
+        if let Some(ns) = m.backend_latency_ns.filter(|n| *n >= 0) {
+            rec.double("mesh.upstream.service_time_ms", ns as f64 / 1e6);
+        }
+        // The immediate peer: the upstream host for a client span, the caller for a server one.
+        let peer = match f.kind {
+            SpanKind::Client => m.upstream_address,
+            _ => f.source_address,
+        };
+        if let Some(addr) = peer {
+            let (host, port) = split_host_port(addr);
+            rec.str("network.peer.address", host);
+            if let Some(p) = port {
+                rec.int("network.peer.port", i64::from(p));
+            }
+        }
+        let role = match f.kind {
+            SpanKind::Client => identity::PeerRole::Server,
+            _ => identity::PeerRole::Client,
+        };
+        m.tls.record(role, rec);
     }
 
     /// Generates a fresh id (for adapters that need one outside a request, e.g. tests).
@@ -422,13 +686,14 @@ mod tests {
                 protocol: Some(b"HTTP/2"),
                 source_address: Some(b"10.0.0.1:5555"),
                 kind: SpanKind::Client,
+                ..Default::default()
             },
         );
         let s = |k: &str| match rec.get(k) {
             Some(Value::Str(r)) => String::from_utf8(rec.text(r).to_vec()).unwrap(),
             other => format!("{other:?}"),
         };
-        assert_eq!(rec.name(), b"HTTP /cache/1");
+        assert_eq!(rec.name(), b"HTTP /cache/{id}");
         assert_eq!(s("http.request.method"), "_OTHER");
         assert_eq!(s("http.request.method_original"), "PURGE");
         assert_eq!(s("server.address"), "shop.example");

@@ -36,3 +36,48 @@ impl Tables {
         })
     }
 }
+
+/// What the request carried that the end of the request needs, kept by the glue between
+/// the request headers and the log phase (the headers themselves are gone by then).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestFacts {
+    /// Header and cookie traffic rules that matched.
+    pub hits: traffic::RuleHits,
+    pub fault: fault::FaultHeaders,
+    /// `x-envoy-attempt-count` as the request arrived (set by the calling sidecar's router).
+    pub attempt_count: Option<u64>,
+}
+
+/// What the host knows about the mesh when the request is over; every field is optional so an
+/// adapter fills only what it has (the Linkerd bridge has no Envoy flags).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndFacts<'a> {
+    /// `response.flags`.
+    pub response_flags: u64,
+    /// `response.code_details` (read only when flags are set).
+    pub code_details: Option<&'a [u8]>,
+    /// `xds.cluster_name`.
+    pub cluster_name: Option<&'a [u8]>,
+    /// `xds.route_name`.
+    pub route_name: Option<&'a [u8]>,
+    /// `upstream.address` (`ip:port` of the upstream host).
+    pub upstream_address: Option<&'a [u8]>,
+    /// `upstream.request_attempt_count`: attempts this proxy made (client spans).
+    pub upstream_attempts: Option<i64>,
+    /// `response.backend_latency` in nanoseconds: the upstream's service time.
+    pub backend_latency_ns: Option<i64>,
+    /// The peer's TLS identity.
+    pub tls: identity::TlsFacts<'a>,
+}
+
+/// The span kind an Istio cluster name implies, so `direction: auto` needs no extra host call
+/// for Istio traffic; `None` for other clusters.
+pub fn kind_from_cluster(name: &[u8]) -> Option<crate::span::SpanKind> {
+    cluster::parse(name).map(|c| {
+        if c.is_outbound() {
+            crate::span::SpanKind::Client
+        } else {
+            crate::span::SpanKind::Server
+        }
+    })
+}
