@@ -139,7 +139,8 @@ pub fn pairs(buf: &[u8]) -> PairsIter<'_> {
     }
 }
 
-/// Iterator returned by [`pairs`].
+/// Iterator returned by [`pairs`]; cloning it restarts nothing, it copies the position.
+#[derive(Clone)]
 pub struct PairsIter<'a> {
     buf: &'a [u8],
     n: usize,

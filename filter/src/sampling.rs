@@ -46,7 +46,7 @@ impl Default for SamplingConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeepReason {
-    /// A 5xx response (or none at all).
+    /// A 5xx response.
     Error,
     /// An injected fault (abort or delay).
     Fault,
@@ -306,7 +306,8 @@ impl AlwaysKeep {
     }
 
     /// Whether to keep a span the head decision skipped, and why. `status` is the response
-    /// code (0 or `None` when none was sent), `fault` whether a fault was injected.
+    /// code (`None` when none was sent: usually the caller went away, which is not a server
+    /// error), `fault` whether a fault was injected.
     pub fn check(
         &self,
         status: Option<i64>,
@@ -316,7 +317,7 @@ impl AlwaysKeep {
         if self.faults && fault {
             return Some(KeepReason::Fault);
         }
-        if self.errors && status.is_none_or(|c| c <= 0 || c >= 500) {
+        if self.errors && status.is_some_and(|c| c >= 500) {
             return Some(KeepReason::Error);
         }
         if self.slow_ns > 0 && duration_ns.is_some_and(|d| d > self.slow_ns) {
@@ -692,7 +693,7 @@ mod tests {
         assert!(k.enabled());
         assert_eq!(k.check(Some(200), false, Some(1)), None);
         assert_eq!(k.check(Some(503), false, Some(1)), Some(KeepReason::Error));
-        assert_eq!(k.check(None, false, None), Some(KeepReason::Error));
+        assert_eq!(k.check(None, false, None), None);
         assert_eq!(k.check(Some(404), false, None), None);
         assert_eq!(k.check(Some(503), true, None), Some(KeepReason::Fault));
         assert_eq!(
