@@ -130,10 +130,16 @@ pub fn threshold(ratio: f64) -> Option<u64> {
 
 /// Writes a threshold as `th`'s value: 14 hex digits with trailing zeros removed (`0` for 100%).
 pub fn write_th(t: u64, out: &mut Vec<u8>) {
+    let (digits, len) = th_digits(t);
+    out.extend_from_slice(&digits[..len]);
+}
+
+/// `th`'s digits on the stack, and how many of them to use.
+fn th_digits(t: u64) -> ([u8; 14], usize) {
     let mut digits = [0u8; 14];
     crate::hex::encode_lower(&t.to_be_bytes()[1..], &mut digits);
-    let end = digits.iter().rposition(|&d| d != b'0').map_or(1, |i| i + 1);
-    out.extend_from_slice(&digits[..end]);
+    let len = digits.iter().rposition(|&d| d != b'0').map_or(1, |i| i + 1);
+    (digits, len)
 }
 
 /// Parses `th`'s value (1–14 lowercase hex digits, right-padded with zeros).
@@ -215,9 +221,8 @@ pub fn write_tracestate(ts: &TraceState<'_>, update: OtUpdate, out: &mut Vec<u8>
         OtUpdate::Forward => return ts.write_to(out),
         OtUpdate::Set(t) => {
             ot.extend_from_slice(b"th:");
-            let mut th = Vec::new();
-            write_th(t, &mut th);
-            ot.extend_from_slice(&th);
+            let (digits, len) = th_digits(t);
+            ot.extend_from_slice(&digits[..len]);
         }
         OtUpdate::EraseTh => {}
     }

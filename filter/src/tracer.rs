@@ -716,3 +716,598 @@ mod tests {
         assert_eq!(itoa(-120, &mut b), b"-120");
     }
 }
+
+/// Scenario tests for the mesh semantics: one request each, from headers to finished span.
+#[cfg(test)]
+mod mesh_tests {
+    use super::*;
+    use crate::mesh::identity::TlsFacts;
+    use crate::mesh::EndFacts;
+    use crate::span::Value;
+
+    fn tracer(extra: &str) -> Tracer {
+        let json = format!(r#"{{"collector":{{"cluster":"c"}}{extra}}}"#);
+        Tracer::new(Config::from_json(json.as_bytes()).unwrap(), 7)
+    }
+
+    fn pairs_of<'a>(
+        p: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone {
+        p.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+    }
+
+    /// Runs one request through every step and returns its finished span.
+    fn run(t: &mut Tracer, req: &[(&str, &str)], f: Finish<'_>) -> SpanRecord {
+        let h = RequestHeaders::from_pairs(pairs_of(req));
+        let mut d = t.start(&h);
+        t.sample(&mut d, || 1_000);
+        assert!(d.record, "the scenario expects a recorded span");
+        let mut rec = SpanRecord::default();
+        t.begin_span(&d, &h, 1_000, &mut rec);
+        let request = t.record_request(&h, pairs_of(req), &mut rec);
+        t.finish_span(&mut rec, &Finish { request, ..f });
+        rec
+    }
+
+    fn s(rec: &SpanRecord, k: &str) -> Option<String> {
+        match rec.get(k) {
+            Some(Value::Str(r)) => Some(String::from_utf8(rec.text(r).to_vec()).unwrap()),
+            _ => None,
+        }
+    }
+
+    fn arr(rec: &SpanRecord, k: &str) -> Option<Vec<String>> {
+        match rec.get(k) {
+            Some(Value::StrArray(r)) => Some(
+                rec.list(r)
+                    .map(|v| String::from_utf8(v.to_vec()).unwrap())
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
+    const GET: [(&str, &str); 3] = [
+        (":method", "GET"),
+        (":path", "/reviews/42?x=1"),
+        (":authority", "reviews:9080"),
+    ];
+
+    #[test]
+    fn root_sampling_writes_the_threshold() {
+        let mut t = tracer(r#","sampling":{"ratio":1.0}"#);
+        let h = RequestHeaders::default();
+        let mut d = t.start(&h);
+        t.sample(&mut d, || 0);
+        assert!(d.sampled() && d.record);
+        let mut inj = Injection::default();
+        t.inject(&d, &h, &mut inj);
+        assert_eq!(inj.get("tracestate"), Some(&b"ot=th:0"[..]));
+        let mut rec = SpanRecord::default();
+        t.begin_span(&d, &h, 0, &mut rec);
+        assert_eq!(rec.trace_state(), b"ot=th:0");
+    }
+
+    #[test]
+    fn unsampled_root_sends_unsampled_and_no_tracestate() {
+        let mut t = tracer(r#","sampling":{"ratio":0}"#);
+        let h = RequestHeaders::default();
+        let mut d = t.start(&h);
+        let mut clock_read = false;
+        t.sample(&mut d, || {
+            clock_read = true;
+            0
+        });
+        assert!(!d.sampled() && !d.record);
+        assert!(!clock_read, "an unsampled decision reads no clock");
+        assert!(!t.may_keep());
+        let mut inj = Injection::default();
+        t.inject(&d, &h, &mut inj);
+        assert!(inj.get("traceparent").unwrap().ends_with(b"-02"));
+        assert_eq!(inj.get("tracestate"), None);
+        assert!(inj.remove.is_empty());
+    }
+
+    #[test]
+    fn parent_threshold_inconsistent_with_its_flag_is_erased() {
+        let mut t = tracer("");
+        let req = [
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            // rv below th: a sampled flag contradicts it.
+            ("tracestate", "congo=t61,ot=th:f;rv:00000000000001"),
+        ];
+        let h = RequestHeaders::from_pairs(pairs_of(&req));
+        let mut d = t.start(&h);
+        t.sample(&mut d, || 0);
+        assert!(d.sampled());
+        let mut inj = Injection::default();
+        t.inject(&d, &h, &mut inj);
+        assert_eq!(
+            inj.get("tracestate"),
+            Some(&b"ot=rv:00000000000001,congo=t61"[..])
+        );
+    }
+
+    #[test]
+    fn canary_subset_on_an_outbound_cluster() {
+        let mut t = tracer(
+            r#","traffic":{"rules":[
+                {"match":"subset","value":"v2","release":"canary","canary":true},
+                {"match":"subset","value":"v1","release":"stable","canary":false}],
+               "weights":{"v1":90,"v2":10}}"#,
+        );
+        let rec = run(
+            &mut t,
+            &GET,
+            Finish {
+                end_ns: 5_000,
+                status_code: Some(200),
+                kind: SpanKind::Client,
+                mesh: EndFacts {
+                    cluster_name: Some(b"outbound|9080|v2|reviews.default.svc.cluster.local"),
+                    route_name: Some(b"reviews.default.svc.cluster.local:9080"),
+                    upstream_address: Some(b"10.1.2.3:9080"),
+                    upstream_attempts: Some(1),
+                    backend_latency_ns: Some(2_500_000),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            s(&rec, "mesh.upstream.cluster").as_deref(),
+            Some("outbound|9080|v2|reviews.default.svc.cluster.local")
+        );
+        assert_eq!(s(&rec, "mesh.upstream.subset").as_deref(), Some("v2"));
+        assert_eq!(
+            s(&rec, "mesh.upstream.service").as_deref(),
+            Some("reviews.default.svc.cluster.local")
+        );
+        assert_eq!(s(&rec, "mesh.release").as_deref(), Some("canary"));
+        assert_eq!(rec.get("mesh.canary"), Some(&Value::Bool(true)));
+        assert_eq!(rec.get("mesh.traffic.weight"), Some(&Value::Int(10)));
+        assert_eq!(
+            s(&rec, "mesh.route.name").as_deref(),
+            Some("reviews.default.svc.cluster.local:9080")
+        );
+        assert_eq!(s(&rec, "network.peer.address").as_deref(), Some("10.1.2.3"));
+        assert_eq!(rec.get("network.peer.port"), Some(&Value::Int(9080)));
+        assert_eq!(
+            rec.get("mesh.upstream.service_time_ms"),
+            Some(&Value::Double(2.5))
+        );
+        assert_eq!(rec.get("http.request.resend_count"), None);
+        assert_eq!(rec.status, StatusCode::Unset);
+        assert_eq!(rec.get("error.type"), None);
+        assert_eq!(rec.get("envoy.response_flags"), None);
+        assert_eq!(rec.name(), b"GET /reviews/{id}");
+        assert_eq!(s(&rec, "http.route").as_deref(), Some("/reviews/{id}"));
+        assert_eq!(rec.get("url.query"), None);
+    }
+
+    #[test]
+    fn header_ab_group_and_inbound_cluster() {
+        let mut t = tracer(
+            r#","traffic":{"rules":[
+                {"match":"header","name":"x-ab","value":"b","ab_group":"B"},
+                {"match":"cookie","name":"ab","value":"a","ab_group":"A"}]}"#,
+        );
+        let mut req = GET.to_vec();
+        req.push(("x-ab", "b"));
+        req.push(("cookie", "ab=a"));
+        let rec = run(
+            &mut t,
+            &req,
+            Finish {
+                end_ns: 5_000,
+                status_code: Some(200),
+                kind: SpanKind::Server,
+                source_address: Some(b"10.9.9.9:41000"),
+                mesh: EndFacts {
+                    cluster_name: Some(b"inbound|9080||"),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
+        // The header rule comes first.
+        assert_eq!(s(&rec, "mesh.ab_group").as_deref(), Some("B"));
+        assert_eq!(
+            s(&rec, "mesh.upstream.cluster").as_deref(),
+            Some("inbound|9080||")
+        );
+        assert_eq!(rec.get("mesh.upstream.subset"), None);
+        assert_eq!(rec.get("mesh.upstream.service"), None);
+        // A server span's peer is the caller.
+        assert_eq!(s(&rec, "network.peer.address").as_deref(), Some("10.9.9.9"));
+        assert_eq!(rec.get("network.peer.port"), Some(&Value::Int(41000)));
+    }
+
+    #[test]
+    fn injected_abort_is_fault_injected_not_a_real_failure() {
+        let mut t = tracer("");
+        let mut req = GET.to_vec();
+        req.push(("x-envoy-fault-abort-request", "503"));
+        let rec = run(
+            &mut t,
+            &req,
+            Finish {
+                end_ns: 5_000,
+                status_code: Some(503),
+                kind: SpanKind::Server,
+                mesh: EndFacts {
+                    response_flags: flags::FAULT_INJECTED,
+                    code_details: Some(b"fault_filter_abort"),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
+        assert_eq!(rec.status, StatusCode::Error);
+        assert_eq!(s(&rec, "error.type").as_deref(), Some("fault_injected"));
+        assert_eq!(
+            arr(&rec, "envoy.response_flags"),
+            Some(vec!["FI".to_string()])
+        );
+        assert_eq!(
+            s(&rec, "envoy.response.code_details").as_deref(),
+            Some("fault_filter_abort")
+        );
+        assert_eq!(rec.get("mesh.fault.injected"), Some(&Value::Bool(true)));
+        assert_eq!(s(&rec, "mesh.fault.type").as_deref(), Some("abort"));
+        assert_eq!(rec.events.len(), 1);
+        assert_eq!(rec.events[0].name, "fault.injected");
+        assert_eq!(rec.events[0].time_ns, 5_000);
+    }
+
+    #[test]
+    fn injected_delay_is_not_an_error() {
+        let mut t = tracer("");
+        let mut req = GET.to_vec();
+        req.push(("x-envoy-fault-delay-request", "300"));
+        let rec = run(
+            &mut t,
+            &req,
+            Finish {
+                end_ns: 400_000_000,
+                status_code: Some(200),
+                kind: SpanKind::Server,
+                mesh: EndFacts {
+                    response_flags: flags::DELAY_INJECTED,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
+        assert_eq!(rec.status, StatusCode::Unset);
+        assert_eq!(rec.get("error.type"), None);
+        assert_eq!(
+            arr(&rec, "envoy.response_flags"),
+            Some(vec!["DI".to_string()])
+        );
+        assert_eq!(s(&rec, "mesh.fault.type").as_deref(), Some("delay"));
+        assert_eq!(rec.get("mesh.fault.delay_ms"), Some(&Value::Int(300)));
+        assert_eq!(rec.events[0].time_ns, 1_000);
+    }
+
+    #[test]
+    fn retried_upstream_failure() {
+        let mut t = tracer("");
+        let rec = run(
+            &mut t,
+            &GET,
+            Finish {
+                end_ns: 9_000,
+                status_code: Some(503),
+                kind: SpanKind::Client,
+                mesh: EndFacts {
+                    response_flags: 0x20 | 0x8000,
+                    code_details: Some(
+                        b"upstream_reset_before_response_started{connection_failure}",
+                    ),
+                    cluster_name: Some(b"outbound|9080|v1|ratings.default.svc.cluster.local"),
+                    upstream_attempts: Some(3),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
+        assert_eq!(rec.status, StatusCode::Error);
+        assert_eq!(
+            s(&rec, "error.type").as_deref(),
+            Some("upstream_connect_failure")
+        );
+        assert_eq!(
+            arr(&rec, "envoy.response_flags"),
+            Some(vec!["UF".to_string(), "URX".to_string()])
+        );
+        assert_eq!(rec.get("http.request.resend_count"), Some(&Value::Int(2)));
+    }
+
+    #[test]
+    fn server_span_resend_count_comes_from_the_attempt_header() {
+        let mut t = tracer("");
+        let mut req = GET.to_vec();
+        req.push(("x-envoy-attempt-count", "2"));
+        let rec = run(
+            &mut t,
+            &req,
+            Finish {
+                status_code: Some(200),
+                kind: SpanKind::Server,
+                mesh: EndFacts {
+                    // Ignored on a server span: those are this proxy's upstream attempts.
+                    upstream_attempts: Some(5),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
+        assert_eq!(rec.get("http.request.resend_count"), Some(&Value::Int(1)));
+    }
+
+    #[test]
+    fn caller_going_away_is_not_a_server_error() {
+        let mut t = tracer("");
+        let rec = run(
+            &mut t,
+            &GET,
+            Finish {
+                status_code: None,
+                kind: SpanKind::Server,
+                mesh: EndFacts {
+                    response_flags: flags::DOWNSTREAM_DISCONNECT,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
+        assert_eq!(rec.status, StatusCode::Unset);
+        assert_eq!(
+            s(&rec, "error.type").as_deref(),
+            Some("downstream_disconnect")
+        );
+        // No response and an upstream failure: an error without a status code.
+        let rec = run(
+            &mut t,
+            &GET,
+            Finish {
+                status_code: Some(0),
+                kind: SpanKind::Server,
+                mesh: EndFacts {
+                    response_flags: 0x10,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
+        assert_eq!(rec.status, StatusCode::Error);
+        assert_eq!(rec.get("http.response.status_code"), None);
+        assert_eq!(s(&rec, "error.type").as_deref(), Some("upstream_reset"));
+    }
+
+    #[test]
+    fn inbound_mtls_identity() {
+        let mut t = tracer("");
+        let rec = run(
+            &mut t,
+            &GET,
+            Finish {
+                status_code: Some(200),
+                kind: SpanKind::Server,
+                mesh: EndFacts {
+                    tls: TlsFacts {
+                        mtls: Some(true),
+                        version: Some(b"TLSv1.3"),
+                        peer_uri_san: Some(b"spiffe://cluster.local/ns/default/sa/productpage"),
+                        peer_subject: Some(b"O=cluster.local"),
+                    },
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
+        assert_eq!(rec.get("connection.mtls"), Some(&Value::Bool(true)));
+        assert_eq!(s(&rec, "mesh.peer.namespace").as_deref(), Some("default"));
+        assert_eq!(
+            s(&rec, "mesh.peer.service_account").as_deref(),
+            Some("productpage")
+        );
+        assert_eq!(s(&rec, "tls.protocol.version").as_deref(), Some("1.3"));
+        assert_eq!(
+            s(&rec, "tls.client.subject").as_deref(),
+            Some("O=cluster.local")
+        );
+    }
+
+    #[test]
+    fn privacy_allowlist_redaction_query_and_caps() {
+        let mut t = tracer(
+            r#","capture":{"request_headers":["x-tenant","authorization","x-session"],
+                           "redact":["x-session"],"query":true},
+               "limits":{"max_attribute_value_bytes":16,"max_attributes":12}"#,
+        );
+        let req = [
+            (":method", "GET"),
+            (":path", "/search?q=shoes&page=2"),
+            ("x-tenant", "acme-corporation-international"),
+            ("authorization", "Bearer abc"),
+            ("x-session", "s-1"),
+            ("x-other", "nope"),
+            ("user-agent", "curl/8"),
+        ];
+        let rec = run(
+            &mut t,
+            &req,
+            Finish {
+                status_code: Some(200),
+                kind: SpanKind::Server,
+                source_address: Some(b"10.0.0.1:1234"),
+                protocol: Some(b"HTTP/1.1"),
+                mesh: EndFacts {
+                    cluster_name: Some(b"inbound|8080||"),
+                    route_name: Some(b"default"),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
+        assert_eq!(s(&rec, "url.query").as_deref(), Some("q=shoes&page=2"));
+        assert_eq!(
+            arr(&rec, "http.request.header.x-tenant"),
+            Some(vec!["acme-corporation".to_string()])
+        );
+        assert_eq!(
+            arr(&rec, "http.request.header.authorization"),
+            Some(vec!["REDACTED".to_string()])
+        );
+        assert_eq!(
+            arr(&rec, "http.request.header.x-session"),
+            Some(vec!["REDACTED".to_string()])
+        );
+        assert_eq!(rec.get("http.request.header.x-other"), None);
+        assert_eq!(rec.attrs.len(), 12);
+        assert!(rec.dropped_attributes > 0);
+        // Without `capture.query` the query never leaves the proxy.
+        let mut t = tracer("");
+        let rec = run(&mut t, &req, Finish::default());
+        assert_eq!(rec.get("url.query"), None);
+        assert_eq!(s(&rec, "url.path").as_deref(), Some("/search"));
+    }
+
+    #[test]
+    fn configured_route_and_legacy_span_name() {
+        let mut t = tracer(r#","routes":["/reviews/{review_id}"],"span_name":"legacy""#);
+        let rec = run(&mut t, &GET, Finish::default());
+        assert_eq!(rec.name(), b"HTTP GET /reviews/{review_id}");
+        assert_eq!(
+            s(&rec, "http.route").as_deref(),
+            Some("/reviews/{review_id}")
+        );
+    }
+
+    #[test]
+    fn kept_error_span_keeps_its_unsampled_flag() {
+        let mut t =
+            tracer(r#","sampling":{"ratio":0,"always_keep":["error","slow"],"slow_ms":100}"#);
+        assert!(t.may_keep());
+        let req = [
+            (":method", "POST"),
+            (":path", "/orders"),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+            ),
+        ];
+        let h = RequestHeaders::from_pairs(pairs_of(&req));
+        let mut d = t.start(&h);
+        t.sample(&mut d, || 0);
+        assert!(!d.record);
+        let ids = d.ids();
+        assert_eq!(t.keep(Some(200), 0, Some(1_000_000), || 0), None);
+        assert_eq!(
+            t.keep(Some(502), 0, Some(1_000_000), || 0),
+            Some(KeepReason::Error)
+        );
+        assert_eq!(
+            t.keep(Some(200), 0, Some(200_000_000), || 0),
+            Some(KeepReason::Slow)
+        );
+        // The logged headers carry what this hop sent.
+        let logged = [
+            (":method", "POST"),
+            (":path", "/orders"),
+            ("tracestate", "congo=t61"),
+        ];
+        let h = RequestHeaders::from_pairs(pairs_of(&logged));
+        let mut rec = SpanRecord::default();
+        t.begin_kept_span(&ids, &h, 10, KeepReason::Error, &mut rec);
+        t.finish_span(
+            &mut rec,
+            &Finish {
+                end_ns: 20,
+                status_code: Some(502),
+                ..Default::default()
+            },
+        );
+        assert_eq!(s(&rec, "mesh.sampling.kept_by").as_deref(), Some("error"));
+        assert_eq!(rec.flags & FLAG_SAMPLED, 0);
+        assert_eq!(rec.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(rec.parent_span_id.unwrap().to_string(), "00f067aa0ba902b7");
+        assert_eq!(rec.trace_state(), b"congo=t61");
+        assert_eq!(rec.status, StatusCode::Error);
+    }
+
+    #[test]
+    fn kept_spans_respect_the_rate_limit() {
+        let mut t = tracer(r#","sampling":{"ratio":0,"max_per_second":1,"always_keep":["fault"]}"#);
+        assert_eq!(
+            t.keep(Some(503), flags::FAULT_INJECTED, None, || 0),
+            Some(KeepReason::Fault)
+        );
+        assert_eq!(t.keep(Some(503), flags::FAULT_INJECTED, None, || 1), None);
+        assert_eq!(
+            t.keep(Some(200), flags::DELAY_INJECTED, None, || 2_000_000_000),
+            Some(KeepReason::Fault)
+        );
+        // Errors are not kept unless asked for.
+        assert_eq!(t.keep(Some(500), 0, None, || 4_000_000_000), None);
+    }
+
+    #[test]
+    fn resource_comes_from_the_node_once() {
+        use crate::mesh::resource::encode::{node, string_value};
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+        use prost::Message;
+        let n = NodeInfo::from_node_proto(&node(
+            "sidecar~10.1.2.3~reviews-v2-7f9c.default~default.svc.cluster.local",
+            &[
+                ("WORKLOAD_NAME", string_value("reviews-v2")),
+                ("NAMESPACE", string_value("default")),
+                ("ISTIO_VERSION", string_value("1.28.0")),
+            ],
+        ));
+        let config = Config::from_json(
+            br#"{"collector":{"cluster":"c"},"resource":{"service.version":"7"}}"#,
+        )
+        .unwrap();
+        let t = Tracer::with_node(config, 1, &n);
+        let mut out = Vec::new();
+        t.batch_header.encode_request(&[], &mut out);
+        let req = ExportTraceServiceRequest::decode(&out[..]).unwrap();
+        let attrs = &req.resource_spans[0].resource.as_ref().unwrap().attributes;
+        let get = |k: &str| {
+            attrs
+                .iter()
+                .find(|a| a.key == k)
+                .and_then(|a| match &a.value.as_ref()?.value {
+                    Some(V::StringValue(s)) => Some(s.clone()),
+                    _ => None,
+                })
+        };
+        assert_eq!(get("service.name").as_deref(), Some("reviews-v2"));
+        assert_eq!(get("service.version").as_deref(), Some("7"));
+        assert_eq!(get("k8s.namespace.name").as_deref(), Some("default"));
+        assert_eq!(get("k8s.pod.name").as_deref(), Some("reviews-v2-7f9c"));
+        assert_eq!(get("k8s.deployment.name").as_deref(), Some("reviews-v2"));
+        assert_eq!(get("service.mesh").as_deref(), Some("istio"));
+        assert_eq!(get("telemetry.sdk.name").as_deref(), Some("meshtrace"));
+    }
+
+    #[test]
+    fn istio_cluster_gives_the_span_kind() {
+        assert_eq!(
+            mesh::kind_from_cluster(b"outbound|80||a.b.svc.cluster.local"),
+            Some(SpanKind::Client)
+        );
+        assert_eq!(
+            mesh::kind_from_cluster(b"inbound|80||"),
+            Some(SpanKind::Server)
+        );
+        assert_eq!(mesh::kind_from_cluster(b"otel_collector"), None);
+    }
+}
