@@ -395,19 +395,23 @@ impl Sampler {
                     ot: update,
                 }
             }
-            // Copied out: `take` below borrows the sampler mutably.
-            None => match Option::<u64>::clone(&self.threshold) {
-                Some(t) if randomness(trace_id, None) >= t && self.take(now) => Verdict {
-                    sampled: true,
-                    record: true,
-                    ot: OtUpdate::Set(t),
-                },
-                _ => Verdict {
-                    sampled: false,
-                    record: false,
-                    ot: OtUpdate::Forward,
-                },
-            },
+            None => {
+                let wins = self
+                    .threshold
+                    .filter(|&t| randomness(trace_id, None) >= t);
+                match wins {
+                    Some(t) if self.take(now) => Verdict {
+                        sampled: true,
+                        record: true,
+                        ot: OtUpdate::Set(t),
+                    },
+                    _ => Verdict {
+                        sampled: false,
+                        record: false,
+                        ot: OtUpdate::Forward,
+                    },
+                }
+            }
         }
     }
 
