@@ -396,9 +396,7 @@ impl Sampler {
                 }
             }
             None => {
-                let wins = self
-                    .threshold
-                    .filter(|&t| randomness(trace_id, None) >= t);
+                let wins = self.threshold.filter(|&t| randomness(trace_id, None) >= t);
                 match wins {
                     Some(t) if self.take(now) => Verdict {
                         sampled: true,

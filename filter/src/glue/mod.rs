@@ -27,6 +27,9 @@
 //!   8. the response header map only when `capture.response_headers` is set.
 //!
 //!   A typical sampled inbound Istio request: 2 + 1 at request time, 9 + 3 (mTLS) in `on_log`.
+//! - **Answered by an earlier filter** (fault abort, RBAC, ext_authz, rate limit before this
+//!   filter): only `on_log` runs; it reads the logged request header map, decides, and then
+//!   pays the sampled or always-keep cost above (+ `request.time` for the start).
 //!
 //! Per VM, `xds.node` is read once in `on_configure` for the resource. Metrics are accumulated
 //! in the VM and pushed to the host on the tick, not per request.
@@ -291,6 +294,7 @@ impl RootContext for Root {
             span: None,
             facts: RequestFacts::default(),
             candidate: None,
+            seen_request: false,
         }))
     }
 
@@ -308,6 +312,9 @@ struct Http {
     facts: RequestFacts,
     /// An unsampled request the always-keep rules may still export.
     candidate: Option<SpanIds>,
+    /// Whether `on_http_request_headers` ran; a request answered by an earlier filter reaches
+    /// `on_log` without it.
+    seen_request: bool,
 }
 
 /// The host clock, read at most once per callback.
@@ -338,6 +345,7 @@ impl HttpContext for Http {
         let headers = RequestHeaders::from_pairs(pairs(&buf));
         let mut w = self.worker.borrow_mut();
         let w = &mut *w;
+        self.seen_request = true;
         w.stats.started += 1;
         let mut clock = Clock::default();
         let mut decision = w.tracer.start(&headers);
@@ -369,14 +377,55 @@ impl HttpContext for Http {
         if let Some(rec) = self.span.take() {
             finish(w, rec, &self.facts, Known::default(), &mut clock);
         } else if let Some(ids) = self.candidate.take() {
-            keep_unsampled(w, &ids, &mut clock);
+            keep_unsampled(w, &ids, None, &mut clock);
+        } else if !self.seen_request {
+            answered_early(w, &mut clock);
         }
     }
 }
 
+/// A request answered before this filter saw its headers: an earlier filter's local reply
+/// (a fault abort, an RBAC or ext_authz denial, a rate limit). Those are exactly the requests
+/// the mesh tags explain, so they get a span too, decided and built from the logged headers;
+/// nothing can be injected any more, since nothing went upstream.
+fn answered_early(w: &mut Worker, clock: &mut Clock) {
+    let buf = host::header_map(host::REQUEST_HEADERS).unwrap_or_default();
+    // The headers borrow `buf`; the block ends the borrow before a kept request hands it on.
+    let candidate = {
+        let headers = RequestHeaders::from_pairs(pairs(&buf));
+        if headers.count == 0 {
+            return;
+        }
+        w.stats.started += 1;
+        let mut decision = w.tracer.start(&headers);
+        w.tracer.sample(&mut decision, || clock.now());
+        if decision.record {
+            w.stats.sampled += 1;
+            let start = request_start(clock, None);
+            let mut rec = w.pool.pop().unwrap_or_default();
+            w.tracer.begin_span(&decision, &headers, start, &mut rec);
+            let facts = w.tracer.record_request(&headers, pairs(&buf), &mut rec);
+            finish(w, rec, &facts, Known::default(), clock);
+            None
+        } else {
+            w.tracer.may_keep().then(|| decision.ids())
+        }
+    };
+    if let Some(ids) = candidate {
+        keep_unsampled(w, &ids, Some(buf), clock);
+    }
+}
+
+/// When the request started, from `request.time`; else now less its duration, if known.
+fn request_start(clock: &mut Clock, duration_ns: Option<u64>) -> u64 {
+    host::property_i64(b"request\0time")
+        .map(|t| t.max(0) as u64)
+        .unwrap_or_else(|| clock.now().saturating_sub(duration_ns.unwrap_or(0)))
+}
+
 /// Applies the always-keep rules to an unsampled request, reading only what they use; a kept
-/// request's span is built from the logged request headers.
-fn keep_unsampled(w: &mut Worker, ids: &SpanIds, clock: &mut Clock) {
+/// request's span is built from the logged request headers (`logged` when already fetched).
+fn keep_unsampled(w: &mut Worker, ids: &SpanIds, logged: Option<Vec<u8>>, clock: &mut Clock) {
     let rules = w.tracer.sampler.keep;
     let known = Known {
         status: rules.errors.then(|| host::property_i64(b"response\0code")),
@@ -398,11 +447,9 @@ fn keep_unsampled(w: &mut Worker, ids: &SpanIds, clock: &mut Clock) {
     };
     w.stats.kept += 1;
     // In the log phase Envoy hands out the access-log copy of the request headers.
-    let buf = host::header_map(host::REQUEST_HEADERS).unwrap_or_default();
+    let buf = logged.unwrap_or_else(|| host::header_map(host::REQUEST_HEADERS).unwrap_or_default());
     let headers = RequestHeaders::from_pairs(pairs(&buf));
-    let start = host::property_i64(b"request\0time")
-        .map(|t| t.max(0) as u64)
-        .unwrap_or_else(|| clock.now().saturating_sub(duration.unwrap_or(0)));
+    let start = request_start(clock, duration);
     let mut rec = w.pool.pop().unwrap_or_default();
     w.tracer
         .begin_kept_span(ids, &headers, start, reason, &mut rec);
