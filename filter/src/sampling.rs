@@ -106,7 +106,7 @@ const SPACE: u64 = 1 << 56;
 /// Significant hex digits a threshold keeps (the OpenTelemetry recommendation).
 const PRECISION: u32 = 4;
 
-/// The rejection threshold for `ratio`, rounded to [`PRECISION`] significant hex digits of the
+/// The rejection threshold for `ratio`, rounded to four significant hex digits of the
 /// probability; `None` when nothing is sampled.
 pub fn threshold(ratio: f64) -> Option<u64> {
     if ratio.is_nan() || ratio <= 0.0 {
