@@ -362,7 +362,7 @@ impl Tracer {
                 h.x_envoy_fault_abort_request,
                 h.x_envoy_fault_delay_request,
             ),
-            attempt_count: h.x_envoy_attempt_count.and_then(fault::parse_u64),
+            attempt_count: h.x_envoy_attempt_count.and_then(crate::headers::parse_u64),
         }
     }
 

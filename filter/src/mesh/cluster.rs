@@ -52,8 +52,8 @@ pub fn parse(name: &[u8]) -> Option<IstioCluster<'_>> {
     })
 }
 
-/// Splits `s` into exactly four parts on `sep`; the host (last part) may not contain `sep`
-/// for `|`, but may contain `.` runs for `_.` since only the first three separators count.
+/// Splits `s` into four parts at the first three `sep`s; the rest is the host. A `|` key with
+/// a fifth part is not Istio's; a `_.` host is left whole (only three separators count).
 fn split4<'a>(s: &'a [u8], sep: &[u8], out: &mut [&'a [u8]; 4]) -> bool {
     let mut rest = s;
     for slot in out.iter_mut().take(3) {

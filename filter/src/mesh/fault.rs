@@ -6,6 +6,7 @@
 //! request headers say how long a requested delay was. A header alone proves nothing: the fault
 //! filter may not honour headers, or the percentage may have skipped this request.
 
+use crate::headers::parse_u64;
 use crate::mesh::flags::{DELAY_INJECTED, FAULT_INJECTED};
 use crate::span::SpanRecord;
 
@@ -96,18 +97,6 @@ impl Fault {
             });
         }
     }
-}
-
-/// A plain non-negative decimal (surrounding whitespace allowed), at most 18 digits.
-pub fn parse_u64(s: &[u8]) -> Option<u64> {
-    let s = s.trim_ascii();
-    if s.is_empty() || s.len() > 18 || !s.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(
-        s.iter()
-            .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0')),
-    )
 }
 
 #[cfg(test)]
