@@ -216,6 +216,15 @@ impl Tracer {
             tracecontext::write_traceparent(&ctx, &mut tp);
             b.extend_from_slice(&tp);
         });
+        let forwarded_as_is = d.ot == OtUpdate::Forward
+            && d.incoming
+                .as_ref()
+                .is_some_and(|i| !i.tracestate.is_empty());
+        if forwarded_as_is {
+            // The request already carries this `tracestate`: rewriting it would be a host call
+            // for nothing, on every request, sampled or not.
+            return;
+        }
         out.put("tracestate", |b| d.write_tracestate(b));
         if out.get("tracestate").is_some_and(<[u8]>::is_empty) {
             out.set.pop();
@@ -619,7 +628,9 @@ mod tests {
         t.inject(&d, &h, &mut inj);
         let tp = format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{}-01", d.span_id);
         assert_eq!(inj.get("traceparent"), Some(tp.as_bytes()));
-        assert_eq!(inj.get("tracestate"), Some(&b"congo=t61rcWkgMzE"[..]));
+        // Forwarded unchanged: already on the request, so not rewritten.
+        assert_eq!(inj.get("tracestate"), None);
+        assert!(inj.remove.is_empty());
         let mut rec = SpanRecord::default();
         t.begin_span(&d, &h, 10, &mut rec);
         assert_eq!(rec.name(), b"GET /api/x");
