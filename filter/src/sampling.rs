@@ -762,3 +762,55 @@ mod tests {
         assert!(SamplingConfig::default().validate().is_ok());
     }
 }
+
+#[cfg(test)]
+mod never_panic {
+    use super::*;
+    use crate::propagation::tracecontext::parse_tracestate;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any valid incoming `tracestate`, any update: the result is a valid `tracestate` of at
+        /// most 32 members with at most one `ot` entry.
+        #[test]
+        fn rewritten_tracestate_stays_valid(
+            members in proptest::collection::vec("[a-z][a-z0-9]{0,5}=[a-zA-Z0-9:;._-]{1,12}", 0..40),
+            th in proptest::option::of(0u64..(1 << 56)),
+            erase in any::<bool>(),
+        ) {
+            let joined = members.join(",");
+            let Some(ts) = parse_tracestate(&[joined.as_bytes()]) else { return Ok(()) };
+            let update = match (th, erase) {
+                (Some(t), _) => OtUpdate::Set(t),
+                (None, true) => OtUpdate::EraseTh,
+                (None, false) => OtUpdate::Forward,
+            };
+            let mut out = Vec::new();
+            write_tracestate(&ts, update, &mut out);
+            if out.is_empty() {
+                return Ok(());
+            }
+            let fields = [&out[..]];
+            let back = parse_tracestate(&fields);
+            prop_assert!(back.is_some(), "{}", String::from_utf8_lossy(&out));
+            let back = back.unwrap();
+            prop_assert!(back.members().count() <= 32);
+            if update != OtUpdate::Forward {
+                prop_assert!(back.members().filter(|m| m.starts_with(b"ot=")).count() <= 1);
+            }
+            if let OtUpdate::Set(t) = update {
+                prop_assert_eq!(OtEntry::find(&back).and_then(|e| e.th), Some(t));
+            }
+        }
+
+        #[test]
+        fn thresholds_are_monotonic(a in 0.0f64..=1.0, b in 0.0f64..=1.0) {
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            match (threshold(lo), threshold(hi)) {
+                (Some(tl), Some(th)) => prop_assert!(th <= tl),
+                (None, _) => {}
+                (Some(_), None) => prop_assert!(false),
+            }
+        }
+    }
+}

@@ -81,3 +81,72 @@ pub fn kind_from_cluster(name: &[u8]) -> Option<crate::span::SpanKind> {
         }
     })
 }
+
+/// Every parser here reads data from the network or the host: none may panic, whatever arrives.
+#[cfg(test)]
+mod never_panic {
+    use super::*;
+    use crate::span::SpanRecord;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn parsers_accept_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = cluster::parse(&bytes);
+            let _ = kind_from_cluster(&bytes);
+            let _ = identity::parse_spiffe(&bytes);
+            let _ = traffic::cookie_value(&bytes, b"ab");
+            let _ = resource::NodeInfo::from_node_proto(&bytes);
+            let _ = fault::FaultHeaders::parse(Some(&bytes), Some(&bytes));
+            let mut out = route::RouteBuf::new();
+            route::template_path(&bytes, &mut out);
+            let mut rec = SpanRecord::default();
+            identity::TlsFacts {
+                mtls: Some(true),
+                version: Some(&bytes),
+                peer_uri_san: Some(&bytes),
+                peer_subject: Some(&bytes),
+            }
+            .record(identity::PeerRole::Client, &mut rec);
+        }
+
+        #[test]
+        fn any_flags_decode(bits in any::<u64>()) {
+            let codes: Vec<_> = flags::codes(bits).collect();
+            prop_assert!(codes.len() <= 30);
+            if flags::error_type(bits).is_some() {
+                prop_assert!(!codes.is_empty());
+            }
+        }
+
+        #[test]
+        fn templating_is_idempotent(path in "(/[a-z0-9-]{0,40}){0,6}") {
+            let mut once = route::RouteBuf::new();
+            route::template_path(path.as_bytes(), &mut once);
+            let mut twice = route::RouteBuf::new();
+            route::template_path(&once, &mut twice);
+            prop_assert_eq!(once, twice);
+        }
+
+        #[test]
+        fn istio_names_round_trip(
+            outbound in any::<bool>(),
+            port in any::<u16>(),
+            subset in "[a-z0-9-]{0,12}",
+            host in "[a-z0-9-]{1,12}(\\.[a-z0-9-]{1,12}){0,4}",
+            dns_form in any::<bool>(),
+        ) {
+            let dir = if outbound { "outbound" } else { "inbound" };
+            let name = if dns_form {
+                format!("{dir}_.{port}_.{subset}_.{host}")
+            } else {
+                format!("{dir}|{port}|{subset}|{host}")
+            };
+            let c = cluster::parse(name.as_bytes()).unwrap();
+            prop_assert_eq!(c.port, port);
+            prop_assert_eq!(c.subset, subset.as_bytes());
+            prop_assert_eq!(c.host, host.as_bytes());
+            prop_assert_eq!(c.is_outbound(), outbound);
+        }
+    }
+}
