@@ -95,6 +95,7 @@ fn sampled(c: &mut Criterion) {
                                 b"outbound|9080|v2|reviews.default.svc.cluster.local",
                             ),
                             route_name: Some(b"reviews.default.svc.cluster.local:9080"),
+                            route_metadata: None,
                             upstream_address: Some(b"10.1.2.3:9080"),
                             upstream_attempts: Some(3),
                             backend_latency_ns: Some(2_500_000),

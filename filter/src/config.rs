@@ -119,6 +119,14 @@ pub struct Config {
     /// Resource attributes that override what the node metadata says.
     #[serde(default)]
     pub resource: BTreeMap<String, String>,
+    /// Read `xds.route_metadata` (one host call per recorded span) for the Istio
+    /// VirtualService that routed the request.
+    #[serde(default = "default_true")]
+    pub route_metadata: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// A configuration error: the dotted field and what is wrong with it.
@@ -352,6 +360,7 @@ mod mesh_config_tests {
         assert_eq!(c.span_name, SpanNameStyle::Semconv);
         assert_eq!(c.identity, IdentityMode::Inbound);
         assert!(c.resource.is_empty());
+        assert!(c.route_metadata);
     }
 
     #[test]

@@ -477,6 +477,9 @@ impl Tracer {
         if let Some(r) = m.route_name {
             rec.str("mesh.route.name", r);
         }
+        if let Some(md) = m.route_metadata {
+            mesh::metadata::record(md, rec);
+        }
         self.mesh
             .traffic
             .record(f.request.hits, subset, m.route_name, rec);

@@ -16,7 +16,8 @@
 //!   2. `response.code`, `response.flags`; `response.code_details` only when flags ≠ 0;
 //!   3. `xds.cluster_name` (an Istio name also gives the span kind for `direction: auto`);
 //!      `xds.listener_direction` only for `auto` with a non-Istio cluster;
-//!   4. `request.protocol`, `source.address`, `xds.route_name`;
+//!   4. `request.protocol`, `source.address`, `xds.route_name`, and `xds.route_metadata`
+//!      unless `route_metadata: false`;
 //!   5. `response.backend_latency` when an upstream cluster was chosen;
 //!   6. client spans only: `upstream.address`, `upstream.request_attempt_count`;
 //!   7. identity (`identity: inbound` default: server spans only): `connection.mtls`, then
@@ -26,7 +27,7 @@
 //!      URI SAN and subject;
 //!   8. the response header map only when `capture.response_headers` is set.
 //!
-//!   A typical sampled inbound Istio request: 2 + 1 at request time, 9 + 3 (mTLS) in `on_log`.
+//!   A typical sampled inbound Istio request: 2 + 1 at request time, 10 + 3 (mTLS) in `on_log`.
 //! - **Answered by an earlier filter** (fault abort, RBAC, ext_authz, rate limit before this
 //!   filter): only `on_log` runs; it reads the logged request header map, decides, and then
 //!   pays the sampled or always-keep cost above (+ `request.time` for the start).
@@ -549,6 +550,12 @@ fn finish(
     let protocol = host::property(b"request\0protocol");
     let source = host::property(b"source\0address");
     let route = host::property(b"xds\0route_name");
+    let route_metadata = w
+        .tracer
+        .config
+        .route_metadata
+        .then(|| host::property(b"xds\0route_metadata"))
+        .flatten();
     let latency = cluster
         .is_some()
         .then(|| host::property_i64(b"response\0backend_latency"))
@@ -578,6 +585,7 @@ fn finish(
             code_details: details.as_deref(),
             cluster_name: cluster.as_deref(),
             route_name: route.as_deref(),
+            route_metadata: route_metadata.as_deref(),
             upstream_address: upstream.as_deref(),
             upstream_attempts: attempts,
             backend_latency_ns: latency,

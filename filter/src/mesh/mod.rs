@@ -8,6 +8,8 @@ pub mod cluster;
 pub mod fault;
 pub mod flags;
 pub mod identity;
+pub mod metadata;
+pub mod proto;
 pub mod resource;
 pub mod route;
 pub mod traffic;
@@ -60,6 +62,8 @@ pub struct EndFacts<'a> {
     pub cluster_name: Option<&'a [u8]>,
     /// `xds.route_name`.
     pub route_name: Option<&'a [u8]>,
+    /// `xds.route_metadata`, a serialized `envoy.config.core.v3.Metadata`.
+    pub route_metadata: Option<&'a [u8]>,
     /// `upstream.address` (`ip:port` of the upstream host).
     pub upstream_address: Option<&'a [u8]>,
     /// `upstream.request_attempt_count`: attempts this proxy made (client spans).
@@ -97,6 +101,9 @@ mod never_panic {
             let _ = identity::parse_spiffe(&bytes);
             let _ = traffic::cookie_value(&bytes, b"ab");
             let _ = resource::NodeInfo::from_node_proto(&bytes);
+            let mut rec = SpanRecord::default();
+            metadata::record(&bytes, &mut rec);
+            let _ = metadata::parse_config_path(&bytes);
             let _ = fault::FaultHeaders::parse(Some(&bytes), Some(&bytes));
             let mut out = route::RouteBuf::new();
             route::template_path(&bytes, &mut out);

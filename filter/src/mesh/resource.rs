@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use prost::encoding::decode_varint;
+use crate::mesh::proto::{fields, struct_entries, value_struct, Wire};
 
 use crate::otlp::ResourceValue;
 
@@ -29,86 +29,8 @@ pub struct NodeInfo {
     pub labels: BTreeMap<String, String>,
 }
 
-/// A decoded protobuf field: its number and payload.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Wire<'a> {
-    Varint(u64),
-    Fixed64(u64),
-    Bytes(&'a [u8]),
-    Fixed32(u32),
-}
-
-/// Iterates the fields of one protobuf message; a malformed buffer ends the iteration.
-struct Fields<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Iterator for Fields<'a> {
-    type Item = (u64, Wire<'a>);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.buf.is_empty() {
-            return None;
-        }
-        let key = decode_varint(&mut self.buf).ok()?;
-        let (tag, wire) = (key >> 3, key & 7);
-        let value = match wire {
-            0 => Wire::Varint(decode_varint(&mut self.buf).ok()?),
-            1 => {
-                let (b, rest) = self.buf.split_first_chunk::<8>()?;
-                self.buf = rest;
-                Wire::Fixed64(u64::from_le_bytes(*b))
-            }
-            2 => {
-                let len = usize::try_from(decode_varint(&mut self.buf).ok()?).ok()?;
-                if len > self.buf.len() {
-                    self.buf = &[];
-                    return None;
-                }
-                let (b, rest) = self.buf.split_at(len);
-                self.buf = rest;
-                Wire::Bytes(b)
-            }
-            5 => {
-                let (b, rest) = self.buf.split_first_chunk::<4>()?;
-                self.buf = rest;
-                Wire::Fixed32(u32::from_le_bytes(*b))
-            }
-            // Groups (3, 4) are long deprecated and never appear in a Node.
-            _ => {
-                self.buf = &[];
-                return None;
-            }
-        };
-        Some((tag, value))
-    }
-}
-
-fn fields(buf: &[u8]) -> Fields<'_> {
-    Fields { buf }
-}
-
 fn string(b: &[u8]) -> Option<String> {
     core::str::from_utf8(b).ok().map(str::to_owned)
-}
-
-/// The entries of a `google.protobuf.Struct`: `(key, Value message bytes)`.
-fn struct_entries(buf: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    fields(buf).filter_map(|(tag, w)| match (tag, w) {
-        (1, Wire::Bytes(entry)) => {
-            let mut key = None;
-            let mut value: &[u8] = &[];
-            for (t, w) in fields(entry) {
-                match (t, w) {
-                    (1, Wire::Bytes(k)) => key = Some(k),
-                    (2, Wire::Bytes(v)) => value = v,
-                    _ => {}
-                }
-            }
-            key.map(|k| (k, value))
-        }
-        _ => None,
-    })
 }
 
 /// A `google.protobuf.Value` as a string: string values as they are, numbers and booleans
@@ -118,14 +40,6 @@ fn value_string(v: &[u8]) -> Option<String> {
         (3, Wire::Bytes(s)) => string(s),
         (2, Wire::Fixed64(bits)) => Some(format!("{}", f64::from_bits(bits))),
         (4, Wire::Varint(b)) => Some((b != 0).to_string()),
-        _ => None,
-    })
-}
-
-/// A `google.protobuf.Value` holding a struct: its bytes.
-fn value_struct(v: &[u8]) -> Option<&[u8]> {
-    fields(v).find_map(|(tag, w)| match (tag, w) {
-        (5, Wire::Bytes(s)) => Some(s),
         _ => None,
     })
 }
