@@ -20,7 +20,7 @@ use crate::propagation::{
     self, tracecontext, Extraction, Format, Incoming, FLAG_RANDOM, FLAG_SAMPLED,
 };
 use crate::sampling::{self, KeepReason, OtUpdate, Sampler};
-use crate::span::{SpanKind, SpanRecord, StatusCode};
+use crate::span::{Key, SpanKind, SpanRecord, StatusCode};
 
 /// The decision for one request: the new span's context and its parent.
 #[derive(Clone, Debug)]
@@ -413,6 +413,15 @@ impl Tracer {
     pub fn finish_span(&self, rec: &mut SpanRecord, f: &Finish<'_>) {
         rec.end_ns = f.end_ns.max(rec.start_ns);
         rec.kind = f.kind;
+        if f.kind == SpanKind::Client {
+            // The conventions call a client's path template `url.template`; `http.route` is
+            // the server's. The kind is only known now (`direction: auto`).
+            for a in rec.attrs.iter_mut() {
+                if a.key == Key::Static("http.route") {
+                    a.key = Key::Static("url.template");
+                }
+            }
+        }
         if let Some(v) = f.protocol.and_then(protocol_version) {
             rec.str("network.protocol.version", v);
         }
@@ -898,7 +907,9 @@ mod mesh_tests {
         assert_eq!(rec.get("error.type"), None);
         assert_eq!(rec.get("envoy.response_flags"), None);
         assert_eq!(rec.name(), b"GET /reviews/{id}");
-        assert_eq!(s(&rec, "http.route").as_deref(), Some("/reviews/{id}"));
+        // A client span's template is `url.template`, not `http.route`.
+        assert_eq!(s(&rec, "url.template").as_deref(), Some("/reviews/{id}"));
+        assert_eq!(rec.get("http.route"), None);
         assert_eq!(rec.get("url.query"), None);
     }
 
