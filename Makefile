@@ -14,7 +14,7 @@ WASM         := dist/meshtrace.wasm
 export MESHTRACE_ENVOY ?= $(ENVOY_BIN)
 export MESHTRACE_WASM  ?= $(CURDIR)/$(WASM)
 
-.PHONY: build-wasm envoy demo test fmt fmt-check lint unit e2e wasm-target bench
+.PHONY: build-wasm envoy demo test fmt fmt-check lint unit e2e wasm-target bench fuzz fuzz-tool
 
 ## The wasm32-wasip1 target, added once.
 wasm-target:
@@ -61,3 +61,16 @@ test: fmt-check lint unit e2e
 
 bench:
 	$(CARGO) bench -p meshtrace-benches
+
+## Every parser's fuzz target for FUZZ_SECONDS each (cargo-fuzz on nightly; installed if missing).
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS := traceparent tracestate baggage b3 b3multi l5d xray gcp grpc_trace_bin base64 request
+
+fuzz-tool:
+	@cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+
+fuzz: fuzz-tool
+	@set -eo pipefail; for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$t for $(FUZZ_SECONDS)s"; \
+		cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) 2>&1 | grep -E "^(Done|SUMMARY)|panicked|Test unit written"; \
+	done

@@ -7,11 +7,13 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use smallvec::SmallVec;
 
 use crate::capture::{CaptureConfig, Limits};
 use crate::mesh::identity::IdentityMode;
 use crate::mesh::route::SpanNameStyle;
 use crate::mesh::traffic::TrafficConfig;
+use crate::propagation::Format;
 use crate::sampling::SamplingConfig;
 
 /// Default `service.name` until workload detection fills it in.
@@ -92,6 +94,10 @@ pub struct Config {
     pub collector: Collector,
     #[serde(default)]
     pub batch: Batch,
+    #[serde(default)]
+    pub propagators: Propagators,
+    #[serde(default)]
+    pub baggage: BaggageConfig,
 
     // Mesh semantics, sampling and privacy (issue 5); each section is owned and validated by
     // its module, see `Config::validate_mesh`.
@@ -242,6 +248,8 @@ impl Config {
                 format!("must be between 1 and 3600000, got {}", b.flush_interval_ms),
             ));
         }
+        self.propagators.validate()?;
+        self.baggage.validate()?;
         self.validate_mesh()?;
         Ok(())
     }
@@ -249,6 +257,137 @@ impl Config {
     /// The resource's `service.name`.
     pub fn service_name(&self) -> &str {
         self.service_name.as_deref().unwrap_or(DEFAULT_SERVICE_NAME)
+    }
+}
+
+// ---- propagation settings --------------------------------------------------------------
+
+/// Which trace-context formats are read and written, and how far incoming contexts are trusted.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Propagators {
+    /// Formats tried in order on the way in; the first that yields a valid context wins.
+    pub extract: Vec<String>,
+    /// Formats always written upstream, besides the one the request arrived with.
+    pub inject: Vec<String>,
+    /// Continue incoming contexts. False at an internet-facing edge: each request starts a new
+    /// trace and the incoming context becomes a span link, so clients cannot force sampling.
+    pub trust_incoming: bool,
+    /// Honour Linkerd 1's `l5d-sample` rate as a sampling override.
+    pub trust_l5d_sample: bool,
+}
+
+impl Default for Propagators {
+    fn default() -> Self {
+        let names = |f: &[Format]| f.iter().map(|f| f.name().to_string()).collect();
+        Self {
+            extract: names(&[
+                Format::TraceContext,
+                Format::B3,
+                Format::B3Multi,
+                Format::L5d,
+                Format::XRay,
+                Format::Gcp,
+                Format::GrpcTraceBin,
+            ]),
+            inject: names(&[Format::TraceContext, Format::Baggage]),
+            trust_incoming: true,
+            trust_l5d_sample: false,
+        }
+    }
+}
+
+/// The format names a list may use, for error messages.
+fn format_names(context_only: bool) -> String {
+    Format::ALL
+        .iter()
+        .filter(|f| !context_only || f.carries_context())
+        .map(|f| f.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Resolves a list of format names, refusing unknown names and repeats; `context_only` also
+/// refuses `baggage`, which carries no trace context to extract.
+fn resolve_formats(
+    field: &str,
+    names: &[String],
+    context_only: bool,
+) -> Result<SmallVec<[Format; 8]>, ConfigError> {
+    let mut out = SmallVec::new();
+    for (i, name) in names.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let format = Format::from_name(name).ok_or_else(|| {
+            err(
+                &at,
+                format!(
+                    "unknown format {name:?}; expected one of {}",
+                    format_names(context_only)
+                ),
+            )
+        })?;
+        if context_only && !format.carries_context() {
+            return Err(err(
+                &at,
+                format!(
+                    "{name:?} carries no trace context to extract; expected one of {}",
+                    format_names(true)
+                ),
+            ));
+        }
+        if out.contains(&format) {
+            return Err(err(&at, format!("format {name:?} is listed twice")));
+        }
+        out.push(format);
+    }
+    Ok(out)
+}
+
+impl Propagators {
+    /// The extraction order.
+    pub fn extract_formats(&self) -> SmallVec<[Format; 8]> {
+        // Validated when the configuration was loaded; an error cannot reach here.
+        resolve_formats("propagators.extract", &self.extract, true).unwrap_or_default()
+    }
+
+    /// The formats always injected.
+    pub fn inject_formats(&self) -> SmallVec<[Format; 8]> {
+        resolve_formats("propagators.inject", &self.inject, false).unwrap_or_default()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        resolve_formats("propagators.extract", &self.extract, true)?;
+        resolve_formats("propagators.inject", &self.inject, false)?;
+        Ok(())
+    }
+}
+
+/// What may be read from W3C baggage.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BaggageConfig {
+    /// Baggage keys copied into span attributes as `baggage.<key>`; nothing else is, because
+    /// baggage is set by callers and may carry what must not reach a trace backend.
+    pub attribute_keys: Vec<String>,
+}
+
+impl BaggageConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (i, key) in self.attribute_keys.iter().enumerate() {
+            let token = !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c));
+            if !token {
+                return Err(err(
+                    &format!("baggage.attribute_keys[{i}]"),
+                    format!(
+                        "{key:?} is not a valid baggage key (an HTTP token such as \"tenant_id\")"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -329,6 +468,67 @@ mod tests {
         );
         assert!(bad("{").starts_with("invalid JSON"), "{}", bad("{"));
         assert!(bad("").starts_with("configuration is empty"));
+    }
+
+    #[test]
+    fn propagator_defaults() {
+        let c = Config::from_json(br#"{"collector": {"cluster": "c"}}"#).unwrap();
+        assert_eq!(
+            c.propagators.extract,
+            [
+                "tracecontext",
+                "b3",
+                "b3multi",
+                "l5d",
+                "xray",
+                "gcp",
+                "grpc-trace-bin"
+            ]
+        );
+        assert_eq!(c.propagators.inject, ["tracecontext", "baggage"]);
+        assert!(c.propagators.trust_incoming);
+        assert!(!c.propagators.trust_l5d_sample);
+        assert!(c.baggage.attribute_keys.is_empty());
+        assert_eq!(c.propagators.extract_formats().len(), 7);
+        assert_eq!(
+            c.propagators.inject_formats().as_slice(),
+            &[Format::TraceContext, Format::Baggage]
+        );
+        let c = Config::from_json(
+            br#"{"collector": {"cluster": "c"}, "propagators": {"extract": ["b3"], "trust_incoming": false}, "baggage": {"attribute_keys": ["tenant"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.propagators.extract_formats().as_slice(), &[Format::B3]);
+        assert_eq!(c.propagators.inject, ["tracecontext", "baggage"]);
+        assert!(!c.propagators.trust_incoming);
+        assert_eq!(c.baggage.attribute_keys, ["tenant"]);
+    }
+
+    #[test]
+    fn propagator_errors_name_field_and_index() {
+        let with = |p: &str| bad(&format!(r#"{{"collector": {{"cluster": "c"}}, {p}}}"#));
+        assert_eq!(
+            with(r#""propagators": {"extract": ["tracecontext", "b3", "b4"]}"#),
+            "propagators.extract[2]: unknown format \"b4\"; expected one of tracecontext, b3, b3multi, l5d, xray, gcp, grpc-trace-bin"
+        );
+        assert_eq!(
+            with(r#""propagators": {"extract": ["baggage"]}"#),
+            "propagators.extract[0]: \"baggage\" carries no trace context to extract; expected one of tracecontext, b3, b3multi, l5d, xray, gcp, grpc-trace-bin"
+        );
+        assert_eq!(
+            with(r#""propagators": {"inject": ["b3", "B3"]}"#),
+            "propagators.inject[1]: unknown format \"B3\"; expected one of tracecontext, baggage, b3, b3multi, l5d, xray, gcp, grpc-trace-bin"
+        );
+        assert_eq!(
+            with(r#""propagators": {"inject": ["b3", "xray", "b3"]}"#),
+            "propagators.inject[2]: format \"b3\" is listed twice"
+        );
+        assert!(with(r#""propagators": {"trust": true}"#)
+            .starts_with("propagators.trust: unknown field `trust`"));
+        assert_eq!(
+            with(r#""baggage": {"attribute_keys": ["ok", "not ok"]}"#),
+            "baggage.attribute_keys[1]: \"not ok\" is not a valid baggage key (an HTTP token such as \"tenant_id\")"
+        );
     }
 }
 

@@ -5,6 +5,7 @@
 //! compiled only for wasm32; the native build of the same core serves `linkerd-bridge`, the
 //! benchmarks and the unit tests.
 
+pub mod base64;
 pub mod batch;
 pub mod capture;
 pub mod config;

@@ -51,6 +51,7 @@ use crate::headers::{pairs, RequestHeaders};
 use crate::mesh::identity::{IdentityMode, TlsFacts};
 use crate::mesh::resource::NodeInfo;
 use crate::mesh::{self, EndFacts, RequestFacts};
+use crate::propagation::counters;
 use crate::span::{SpanKind, SpanRecord};
 use crate::tracer::{Finish, Injection, SpanIds, Tracer};
 
@@ -72,6 +73,8 @@ struct Worker {
     stats: Stats,
     /// The tick was shortened to flush a full batch; restore the interval after it.
     fast_tick: bool,
+    /// Malformed headers per format and baggage drops.
+    propagation: counters::Counters,
 }
 
 /// Request-path counts kept in the VM, pushed to Envoy's stats on the tick.
@@ -122,6 +125,8 @@ fn metric_values(s: &Stats, c: &Counters) -> [u64; 10] {
 struct Root {
     worker: Option<Rc<RefCell<Worker>>>,
     metrics: Metrics,
+    /// Envoy stat ids for [`counters::NAMES`], in order, and the values last pushed.
+    propagation_metrics: Vec<(u32, u64)>,
 }
 
 fn log(level: LogLevel, msg: &str) {
@@ -158,7 +163,15 @@ impl Root {
             in_flight: HashMap::new(),
             stats: Stats::default(),
             fast_tick: false,
+            propagation: counters::Counters::default(),
         })));
+        if self.propagation_metrics.is_empty() {
+            for name in counters::NAMES {
+                if let Ok(id) = proxy_wasm::hostcalls::define_metric(MetricType::Counter, name) {
+                    self.propagation_metrics.push((id, 0));
+                }
+            }
+        }
         if self.metrics.ids.is_empty() {
             for name in METRICS {
                 if let Ok(id) = proxy_wasm::hostcalls::define_metric(MetricType::Counter, name) {
@@ -220,6 +233,19 @@ impl Root {
             let delta = values[idx].saturating_sub(self.metrics.pushed[i]);
             if delta > 0 && proxy_wasm::hostcalls::increment_metric(*id, delta as i64).is_ok() {
                 self.metrics.pushed[i] = values[idx];
+            }
+        }
+        // Ids were defined in NAMES order; a failed definition shortens the list and pushes none.
+        if self.propagation_metrics.len() == counters::NAMES.len() {
+            for ((id, pushed), (_, value)) in self
+                .propagation_metrics
+                .iter_mut()
+                .zip(w.propagation.values())
+            {
+                let delta = value.saturating_sub(*pushed);
+                if delta > 0 && proxy_wasm::hostcalls::increment_metric(*id, delta as i64).is_ok() {
+                    *pushed = value;
+                }
             }
         }
         if let Some(line) = w.exporter.take_log(now) {
@@ -350,6 +376,11 @@ impl HttpContext for Http {
         w.stats.started += 1;
         let mut clock = Clock::default();
         let mut decision = w.tracer.start(&headers);
+        w.propagation.record(
+            decision.malformed,
+            &decision.baggage.stats,
+            decision.link.is_some(),
+        );
         w.tracer.sample(&mut decision, || clock.now());
         w.tracer.inject(&decision, &headers, &mut w.injection);
         for (name, value) in w.injection.headers() {
@@ -399,6 +430,11 @@ fn answered_early(w: &mut Worker, clock: &mut Clock) {
         }
         w.stats.started += 1;
         let mut decision = w.tracer.start(&headers);
+        w.propagation.record(
+            decision.malformed,
+            &decision.baggage.stats,
+            decision.link.is_some(),
+        );
         w.tracer.sample(&mut decision, || clock.now());
         if decision.record {
             w.stats.sampled += 1;
