@@ -35,7 +35,9 @@
 //! Per VM, `xds.node` is read once in `on_configure` for the resource. Metrics are accumulated
 //! in the VM and pushed to the host on the tick, not per request.
 
+mod export;
 mod host;
+mod metrics;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -43,10 +45,10 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use crate::config::{Config, Direction};
-use crate::exporter::{Counters, ExportResult, Exporter};
+use crate::exporter::Exporter;
 use crate::headers::{pairs, RequestHeaders};
 use crate::mesh::identity::{IdentityMode, TlsFacts};
 use crate::mesh::resource::NodeInfo;
@@ -54,6 +56,7 @@ use crate::mesh::{self, EndFacts, RequestFacts};
 use crate::propagation::counters;
 use crate::span::{SpanKind, SpanRecord};
 use crate::tracer::{Finish, Injection, SpanIds, Tracer};
+use metrics::{metric_values, CounterSet, Stats, METRICS};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -77,56 +80,12 @@ struct Worker {
     propagation: counters::Counters,
 }
 
-/// Request-path counts kept in the VM, pushed to Envoy's stats on the tick.
-#[derive(Default, Clone, Copy)]
-struct Stats {
-    started: u64,
-    sampled: u64,
-    /// Unsampled requests exported by the always-keep rules.
-    kept: u64,
-}
-
-/// Envoy stat ids and the values last pushed, so the tick sends deltas.
-#[derive(Default)]
-struct Metrics {
-    ids: Vec<(u32, &'static str)>,
-    pushed: Vec<u64>,
-}
-
-const METRICS: [&str; 10] = [
-    "meshtrace.spans_started",
-    "meshtrace.spans_sampled",
-    "meshtrace.spans_kept",
-    "meshtrace.spans_exported",
-    "meshtrace.spans_dropped.queue_full",
-    "meshtrace.spans_dropped.too_large",
-    "meshtrace.spans_dropped.export_failed",
-    "meshtrace.export_requests.ok",
-    "meshtrace.export_requests.failed",
-    "meshtrace.export_bytes",
-];
-
-fn metric_values(s: &Stats, c: &Counters) -> [u64; 10] {
-    [
-        s.started,
-        s.sampled,
-        s.kept,
-        c.spans_exported,
-        c.spans_dropped_queue_full,
-        c.spans_dropped_too_large,
-        c.spans_dropped_export_failed,
-        c.export_ok,
-        c.export_failed,
-        c.bytes_sent,
-    ]
-}
-
 #[derive(Default)]
 struct Root {
     worker: Option<Rc<RefCell<Worker>>>,
-    metrics: Metrics,
-    /// Envoy stat ids for [`counters::NAMES`], in order, and the values last pushed.
-    propagation_metrics: Vec<(u32, u64)>,
+    metrics: CounterSet,
+    /// The counters of [`counters::NAMES`].
+    propagation_metrics: CounterSet,
 }
 
 fn log(level: LogLevel, msg: &str) {
@@ -165,89 +124,20 @@ impl Root {
             fast_tick: false,
             propagation: counters::Counters::default(),
         })));
-        if self.propagation_metrics.is_empty() {
-            for name in counters::NAMES {
-                if let Ok(id) = proxy_wasm::hostcalls::define_metric(MetricType::Counter, name) {
-                    self.propagation_metrics.push((id, 0));
-                }
-            }
-        }
-        if self.metrics.ids.is_empty() {
-            for name in METRICS {
-                if let Ok(id) = proxy_wasm::hostcalls::define_metric(MetricType::Counter, name) {
-                    self.metrics.ids.push((id, name));
-                    self.metrics.pushed.push(0);
-                }
-            }
-        }
+        self.metrics.define(&METRICS);
+        self.propagation_metrics.define(&counters::NAMES);
         self.set_tick_period(Duration::from_millis(interval));
         Ok(())
-    }
-
-    /// Sends every due batch to the collector.
-    fn flush(&self, now: u64) {
-        let Some(w) = &self.worker else { return };
-        let mut w = w.borrow_mut();
-        let w = &mut *w;
-        let c = &w.tracer.config.collector;
-        let headers = [
-            (":method", "POST"),
-            (":path", c.path.as_str()),
-            (":authority", c.authority()),
-            ("content-type", "application/x-protobuf"),
-            (
-                "user-agent",
-                concat!("meshtrace/", env!("CARGO_PKG_VERSION")),
-            ),
-        ];
-        let timeout = Duration::from_millis(c.timeout_ms);
-        while let Some(spans) = w.exporter.next_batch(now, &mut w.body) {
-            let bytes = w.body.len();
-            match self.dispatch_http_call(
-                &c.cluster,
-                headers.to_vec(),
-                Some(&w.body),
-                vec![],
-                timeout,
-            ) {
-                Ok(token) => {
-                    w.in_flight.insert(token, (spans, bytes));
-                }
-                Err(_) => w
-                    .exporter
-                    .on_result(spans, bytes, ExportResult::DispatchFailed),
-            }
-        }
     }
 
     /// Pushes counter deltas to Envoy's stats and logs any failure summary.
     fn report(&mut self, now: u64) {
         let Some(w) = &self.worker else { return };
         let mut w = w.borrow_mut();
-        let values = metric_values(&w.stats, &w.exporter.counters);
-        for (i, (id, _)) in self.metrics.ids.iter().enumerate() {
-            let idx = METRICS
-                .iter()
-                .position(|m| *m == self.metrics.ids[i].1)
-                .unwrap_or(0);
-            let delta = values[idx].saturating_sub(self.metrics.pushed[i]);
-            if delta > 0 && proxy_wasm::hostcalls::increment_metric(*id, delta as i64).is_ok() {
-                self.metrics.pushed[i] = values[idx];
-            }
-        }
-        // Ids were defined in NAMES order; a failed definition shortens the list and pushes none.
-        if self.propagation_metrics.len() == counters::NAMES.len() {
-            for ((id, pushed), (_, value)) in self
-                .propagation_metrics
-                .iter_mut()
-                .zip(w.propagation.values())
-            {
-                let delta = value.saturating_sub(*pushed);
-                if delta > 0 && proxy_wasm::hostcalls::increment_metric(*id, delta as i64).is_ok() {
-                    *pushed = value;
-                }
-            }
-        }
+        self.metrics
+            .push(metric_values(&w.stats, &w.exporter.counters));
+        self.propagation_metrics
+            .push(w.propagation.values().map(|(_, v)| v));
         if let Some(line) = w.exporter.take_log(now) {
             log(LogLevel::Warn, &line);
         }
@@ -262,24 +152,8 @@ impl Context for Root {
         _body: usize,
         _trailers: usize,
     ) {
-        let result = if num_headers == 0 {
-            ExportResult::NoResponse
-        } else {
-            let status = self
-                .get_http_call_response_header(":status")
-                .and_then(|s| s.parse::<u32>().ok())
-                .unwrap_or(0);
-            if (200..300).contains(&status) {
-                ExportResult::Ok
-            } else {
-                ExportResult::Status(status)
-            }
-        };
         if let Some(w) = &self.worker {
-            let mut w = w.borrow_mut();
-            if let Some((spans, bytes)) = w.in_flight.remove(&token) {
-                w.exporter.on_result(spans, bytes, result);
-            }
+            export::on_response(self, &mut w.borrow_mut(), token, num_headers);
         }
     }
 }
@@ -301,7 +175,9 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         let now = now_ms();
-        self.flush(now);
+        if let Some(w) = &self.worker {
+            export::flush(self, &mut w.borrow_mut(), now);
+        }
         self.report(now);
         if let Some(w) = &self.worker {
             let mut w = w.borrow_mut();

@@ -1,0 +1,67 @@
+//! `otlp-sink`: a standalone OTLP/HTTP receiver that decodes every export with
+//! `opentelemetry-proto` and prints one line per span (or only counts, with `--quiet`).
+//! Useful to point a local Envoy running meshtrace at, and as the collector for benchmarks.
+
+use std::time::Duration;
+
+use meshtrace_host_test::sink::OtlpSink;
+
+const HELP: &str = "otlp-sink: print the spans an OTLP/HTTP exporter sends
+
+usage: otlp-sink [--port PORT] [--quiet]
+
+  --port PORT   listen on 127.0.0.1:PORT (default 4318; 0 picks a free port)
+  --quiet       print a count of spans every second instead of each span
+";
+
+fn main() -> anyhow::Result<()> {
+    let mut port = 4318u16;
+    let mut quiet = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--port" => {
+                let v = args.next().unwrap_or_default();
+                port = v
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--port: expected a port number, got {v:?}"))?;
+            }
+            "--quiet" => quiet = true,
+            "-h" | "--help" => {
+                print!("{HELP}");
+                return Ok(());
+            }
+            other => anyhow::bail!("unknown argument {other:?}\n\n{HELP}"),
+        }
+    }
+    let sink = OtlpSink::start(port)?;
+    if quiet {
+        sink.count_only();
+    }
+    println!("otlp-sink listening on http://{}/v1/traces", sink.addr);
+    let mut printed = 0usize;
+    loop {
+        std::thread::sleep(Duration::from_millis(if quiet { 1000 } else { 100 }));
+        let spans = sink.spans();
+        if quiet {
+            println!(
+                "{} spans in {} requests",
+                spans.len(),
+                sink.received().len()
+            );
+            continue;
+        }
+        for s in &spans[printed..] {
+            let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+            println!(
+                "{} {} parent={} kind={} {}",
+                hex(&s.trace_id),
+                hex(&s.span_id),
+                hex(&s.parent_span_id),
+                s.kind,
+                s.name
+            );
+        }
+        printed = spans.len();
+    }
+}

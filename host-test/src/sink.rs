@@ -1,0 +1,308 @@
+//! An in-process OTLP/HTTP receiver: decodes every `POST /v1/traces` body with
+//! `opentelemetry-proto` and keeps the requests for assertions, plus a recording upstream.
+//!
+//! Both servers run on their own Tokio runtime thread so synchronous tests can use them.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+
+/// One export request the sink received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub request: ExportTraceServiceRequest,
+}
+
+/// How the sink answers (tests flip this to simulate collector trouble).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SinkMode {
+    Ok,
+    Status(u16),
+}
+
+#[derive(Default)]
+struct SinkState {
+    received: Vec<Received>,
+    mode: Option<SinkMode>,
+    /// Count only, keep nothing: for long benchmark runs.
+    count_only: bool,
+    requests: u64,
+    spans: u64,
+}
+
+/// A running OTLP/HTTP receiver.
+pub struct OtlpSink {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<SinkState>>,
+    _server: Server,
+}
+
+impl OtlpSink {
+    /// Starts on `127.0.0.1:port` (0 picks a free port).
+    pub fn start(port: u16) -> anyhow::Result<Self> {
+        let state = Arc::new(Mutex::new(SinkState::default()));
+        let st = state.clone();
+        let server = Server::start(port, move |req| {
+            let st = st.clone();
+            async move { Ok(sink_handle(req, st).await) }
+        })?;
+        Ok(Self {
+            addr: server.addr,
+            state,
+            _server: server,
+        })
+    }
+
+    /// Stops keeping requests (only counting them), so long runs use constant memory.
+    pub fn count_only(&self) {
+        lock(&self.state).count_only = true;
+    }
+
+    /// `(requests, spans)` received so far.
+    pub fn counts(&self) -> (u64, u64) {
+        let st = lock(&self.state);
+        (st.requests, st.spans)
+    }
+
+    pub fn set_mode(&self, mode: SinkMode) {
+        lock(&self.state).mode = Some(mode);
+    }
+
+    /// Every export request so far.
+    pub fn received(&self) -> Vec<Received> {
+        lock(&self.state).received.clone()
+    }
+
+    /// Every span so far, in arrival order.
+    pub fn spans(&self) -> Vec<Span> {
+        self.received()
+            .iter()
+            .flat_map(|r| spans_of(&r.request))
+            .collect()
+    }
+
+    /// Waits until at least `n` spans arrived (or `timeout` passes) and returns them.
+    pub fn wait_spans(&self, n: usize, timeout: Duration) -> Vec<Span> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let spans = self.spans();
+            if spans.len() >= n || Instant::now() >= deadline {
+                return spans;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// All spans of one export request.
+pub fn spans_of(req: &ExportTraceServiceRequest) -> Vec<Span> {
+    req.resource_spans
+        .iter()
+        .flat_map(|rs| rs.scope_spans.iter())
+        .flat_map(|ss| ss.spans.iter().cloned())
+        .collect()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn sink_handle(req: Request<Incoming>, st: Arc<Mutex<SinkState>>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let headers = header_list(req.headers());
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return reply(400, Bytes::new()),
+    };
+    let mode = lock(&st).mode.unwrap_or(SinkMode::Ok);
+    if let SinkMode::Status(code) = mode {
+        return reply(code, Bytes::new());
+    }
+    if path != "/v1/traces" {
+        return reply(404, Bytes::new());
+    }
+    match ExportTraceServiceRequest::decode(body) {
+        Ok(request) => {
+            let mut st = lock(&st);
+            st.requests += 1;
+            st.spans += spans_of(&request).len() as u64;
+            if !st.count_only {
+                st.received.push(Received {
+                    path,
+                    headers,
+                    request,
+                });
+            }
+            drop(st);
+            let resp = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::default();
+            reply(200, Bytes::from(resp.encode_to_vec()))
+        }
+        Err(e) => reply(400, Bytes::from(format!("undecodable OTLP body: {e}"))),
+    }
+}
+
+fn reply(status: u16, body: Bytes) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/x-protobuf"),
+    );
+    r
+}
+
+fn header_list(h: &hyper::HeaderMap) -> Vec<(String, String)> {
+    h.iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// One request as the upstream saw it.
+#[derive(Clone, Debug)]
+pub struct UpstreamRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl UpstreamRequest {
+    /// Every value of a header, lowercase name.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The single value of a header.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.all(name).first().copied()
+    }
+}
+
+/// An HTTP upstream that records request headers. `/status/NNN` answers NNN, anything else 200.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<VecDeque<UpstreamRequest>>>,
+    _server: Server,
+}
+
+impl Upstream {
+    pub fn start() -> anyhow::Result<Self> {
+        let seen = Arc::new(Mutex::new(VecDeque::new()));
+        let s = seen.clone();
+        let server = Server::start(0, move |req: Request<Incoming>| {
+            let s = s.clone();
+            async move {
+                let path = req.uri().path().to_string();
+                lock(&s).push_back(UpstreamRequest {
+                    method: req.method().to_string(),
+                    path: path.clone(),
+                    headers: header_list(req.headers()),
+                });
+                let status = path
+                    .strip_prefix("/status/")
+                    .and_then(|c| c.parse::<u16>().ok())
+                    .unwrap_or(200);
+                Ok::<_, Infallible>(reply(status, Bytes::from_static(b"ok\n")))
+            }
+        })?;
+        Ok(Self {
+            addr: server.addr,
+            seen,
+            _server: server,
+        })
+    }
+
+    /// Requests seen so far, oldest first, removing them.
+    pub fn take(&self) -> Vec<UpstreamRequest> {
+        lock(&self.seen).drain(..).collect()
+    }
+}
+
+/// A hyper HTTP/1.1 + h2c server on a dedicated runtime thread; stopped on drop.
+struct Server {
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start<F, Fut>(port: u16, handler: F) -> anyhow::Result<Self>
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
+        Fut: std::future::Future<Output = Result<Response<Full<Bytes>>, Infallible>>
+            + Send
+            + 'static,
+    {
+        let std_listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(_) => return,
+            };
+            rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
+                    return;
+                };
+                loop {
+                    tokio::select! {
+                        _ = &mut rx => break,
+                        accepted = listener.accept() => {
+                            let Ok((stream, _)) = accepted else { continue };
+                            let h = handler.clone();
+                            tokio::spawn(async move {
+                                let svc = hyper::service::service_fn(h);
+                                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                                    .serve_connection(TokioIo::new(stream), svc)
+                                    .await;
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        Ok(Self {
+            addr,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
