@@ -7,6 +7,7 @@
 //! least the rejection threshold `(1 - ratio) * 2^56`, and a sampled root writes that threshold
 //! as `ot=th:<hex>` so every later hop knows the probability it was sampled with. Because the
 //! comparison uses the trace's own randomness, a 1% sidecar and a 10% gateway agree on a superset.
+//! A root sampling everything writes no `th:0`: an unmarked span already counts as one.
 //!
 //! "Always keep" never changes what is sent downstream: the caller's trace stays unsampled; only
 //! this hop's span is exported, marked `mesh.sampling.kept_by`.
@@ -401,7 +402,13 @@ impl Sampler {
                     Some(t) if self.take(now) => Verdict {
                         sampled: true,
                         record: true,
-                        ot: OtUpdate::Set(t),
+                        // At 100% the threshold says nothing a backend would not assume, and
+                        // writing it would cost every request a header write (a host call).
+                        ot: if t == 0 {
+                            OtUpdate::Forward
+                        } else {
+                            OtUpdate::Set(t)
+                        },
                     },
                     _ => Verdict {
                         sampled: false,

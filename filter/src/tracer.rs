@@ -1108,17 +1108,34 @@ mod mesh_tests {
 
     #[test]
     fn root_sampling_writes_the_threshold() {
-        let mut t = tracer(r#","sampling":{"ratio":1.0}"#);
+        let mut t = tracer(r#","sampling":{"ratio":0.5}"#);
         let h = RequestHeaders::default();
+        // Sampled at 50%: the trace id's low 56 bits are at least the threshold 0x80...
+        let mut d = t.start(&h);
+        d.trace_id = TraceId::from_u64s(1, 0x00c0_0000_0000_0000);
+        t.sample(&mut d, || 0);
+        assert!(d.sampled() && d.record);
+        let mut inj = Injection::default();
+        t.inject(&d, &h, &mut inj);
+        assert_eq!(inj.get("tracestate"), Some(&b"ot=th:8"[..]));
+        let mut rec = SpanRecord::default();
+        t.begin_span(&d, &h, 0, &mut rec);
+        assert_eq!(rec.trace_state(), b"ot=th:8");
+    }
+
+    #[test]
+    fn sampling_everything_writes_no_threshold() {
+        let mut t = tracer(r#","sampling":{"ratio":1.0}"#);
+        let pairs = [("tracestate", "congo=t61")];
+        let h = RequestHeaders::from_pairs(pairs_of(&pairs));
         let mut d = t.start(&h);
         t.sample(&mut d, || 0);
         assert!(d.sampled() && d.record);
         let mut inj = Injection::default();
         t.inject(&d, &h, &mut inj);
-        assert_eq!(inj.get("tracestate"), Some(&b"ot=th:0"[..]));
-        let mut rec = SpanRecord::default();
-        t.begin_span(&d, &h, 0, &mut rec);
-        assert_eq!(rec.trace_state(), b"ot=th:0");
+        // A new trace: the caller's stale tracestate goes, and nothing replaces it.
+        assert_eq!(inj.get("tracestate"), None);
+        assert_eq!(inj.remove.as_slice(), &["tracestate"]);
     }
 
     #[test]
@@ -1662,7 +1679,8 @@ mod mesh_tests {
 
     #[test]
     fn a_deferred_caller_sampled_by_us_gets_the_threshold() {
-        let mut t = tracer(r#","sampling":{"ratio":1}"#);
+        // The trace id's low 56 bits (0xce92...) pass the 50% threshold (0x80...).
+        let mut t = tracer(r#","sampling":{"ratio":0.5}"#);
         let req = [
             ("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736"),
             ("x-b3-spanid", "00f067aa0ba902b7"),
@@ -1673,7 +1691,7 @@ mod mesh_tests {
         assert!(d.sampled());
         let mut inj = Injection::default();
         t.inject(&d, &h, &mut inj);
-        assert_eq!(inj.get("tracestate"), Some(&b"ot=th:0"[..]));
+        assert_eq!(inj.get("tracestate"), Some(&b"ot=th:8"[..]));
     }
 
     #[test]
