@@ -537,9 +537,9 @@ impl Pins {
         let Some(rest) = url.strip_prefix("oci://") else {
             return url.to_string();
         };
-        let repo =
-            rest.rsplit_once(':')
-                .map_or(rest, |(r, t)| if t.contains('/') { rest } else { r });
+        let repo = rest
+            .rsplit_once(':')
+            .map_or(rest, |(r, t)| if t.contains('/') { rest } else { r });
         if repo.rsplit('/').next() == Some("meshtrace") && !repo.contains('@') {
             format!("oci://{repo}:{}", self.tag)
         } else {

@@ -121,6 +121,23 @@ fn the_schema_check_catches_what_a_cluster_would_reject() {
             format!("{p} spec.sha256: \"ABC\" does not match \"(^$|^[a-f0-9]{{64}}$)\""),
         ]
     );
+    let mut vs = in_file("istio/examples/canary.yaml")[1].clone();
+    vs.doc["spec"]["http"][1]["route"][0]["wieght"] = json!(90);
+    vs.doc["spec"]["http"][0]["match"][0]["headers"]["x-ab-group"] = json!({"exakt": "b"});
+    let mut dr = in_file("istio/collector.yaml")[1].clone();
+    dr.doc["spec"]["trafficPolicy"]["loadBalancer"] = json!({"simple": "ROUND_ROBINN"});
+    let mut tel = in_file("istio/telemetry.yaml")[0].clone();
+    tel.doc["spec"]["tracing"][0]["disableSpanReporting"] = json!("yes");
+    let got: Vec<String> = [vs, dr, tel].iter().flat_map(|m| check.check(m)).collect();
+    assert_eq!(
+        got,
+        [
+            "istio/examples/canary.yaml: VirtualService bookinfo/reviews: spec.http[0].match[0].headers.x-ab-group.exakt: unknown field",
+            "istio/examples/canary.yaml: VirtualService bookinfo/reviews: spec.http[1].route[0].wieght: unknown field",
+            "istio/collector.yaml: DestinationRule observability/otel-collector: spec.trafficPolicy.loadBalancer.simple: \"ROUND_ROBINN\" is not one of LEAST_CONN, LEAST_REQUEST, PASSTHROUGH, RANDOM, ROUND_ROBIN, UNSPECIFIED",
+            "istio/telemetry.yaml: Telemetry bookinfo/meshtrace-replaces-istio-tracing: spec.tracing[0].disableSpanReporting: \"yes\" is not of type \"boolean\"",
+        ]
+    );
     let mut te = in_file("istio/trafficextension.yaml")[0].clone();
     te.doc["spec"]["phase"] = json!("UNSPECIFIED_PHASE");
     assert_eq!(
