@@ -54,7 +54,7 @@ unit:
 	$(CARGO) test -p meshtrace-host-test --lib --bins
 
 ## End-to-end tests: the compiled filter inside real Envoy (and the wasmtime host).
-e2e: build-wasm envoy
+e2e: oci envoy
 	$(CARGO) test -p meshtrace-host-test --tests -- --test-threads=2
 
 ## dist/oci (OCI image layout) and dist/meshtrace-oci.tar: the filter as an image Istio pulls.
