@@ -633,3 +633,79 @@ fn built_oci_layout_is_the_image_of_the_current_build() {
         "dist/meshtrace-oci.tar is stale: run `make oci`"
     );
 }
+
+/// `make oci` and `make istio` as a user runs them: the binary builds a layout that verifies,
+/// and `pin` turns zeroed manifests back into the committed ones.
+#[test]
+fn the_cli_builds_the_image_and_restores_the_pins() {
+    let wasm = wasm_path().unwrap();
+    let tmp = std::env::temp_dir().join(format!("meshtrace-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(tmp.join("istio/examples")).unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshtrace-oci"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let layout = tmp.join("oci");
+    let tar = tmp.join("image.tar");
+    let built = cli(&[
+        "build",
+        "--wasm",
+        wasm.to_str().unwrap(),
+        "--layout",
+        layout.to_str().unwrap(),
+        "--tar",
+        tar.to_str().unwrap(),
+    ]);
+    let v = verify_layout(&layout).unwrap();
+    assert!(
+        built.contains(&format!("image digest  {}", v.manifest_digest)),
+        "{built}"
+    );
+    assert_eq!(v.wasm, std::fs::read(&wasm).unwrap());
+
+    let root = manifests_dir();
+    let zero = "0".repeat(64);
+    let mut originals = Vec::new();
+    for m in manifests() {
+        let rel = m.file.strip_prefix("istio/").unwrap();
+        if originals.iter().any(|(r, _)| r == rel) {
+            continue;
+        }
+        let text = std::fs::read_to_string(root.join(rel)).unwrap();
+        let zeroed: String = text
+            .lines()
+            .map(|l| match l.split_once("sha256: ") {
+                Some((lead, _)) => format!("{lead}sha256: {zero}\n"),
+                None => format!("{l}\n"),
+            })
+            .collect();
+        std::fs::write(tmp.join("istio").join(rel), zeroed).unwrap();
+        originals.push((rel.to_string(), text));
+    }
+    let dir = tmp.join("istio");
+    let pinned = cli(&[
+        "pin",
+        "--wasm",
+        wasm.to_str().unwrap(),
+        "--manifests",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(pinned.contains("pinned"), "{pinned}");
+    for (rel, text) in &originals {
+        assert_eq!(
+            &std::fs::read_to_string(dir.join(rel)).unwrap(),
+            text,
+            "{rel}"
+        );
+    }
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
