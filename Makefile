@@ -53,7 +53,8 @@ unit:
 	$(CARGO) test --workspace --exclude meshtrace-host-test
 	$(CARGO) test -p meshtrace-host-test --lib --bins
 
-## End-to-end tests: the compiled filter inside real Envoy (and the wasmtime host).
+## End-to-end tests: the compiled filter inside real Envoy (and the wasmtime host), and the
+## Istio manifests and OCI image against this build.
 e2e: oci envoy
 	$(CARGO) test -p meshtrace-host-test --tests -- --test-threads=2
 
