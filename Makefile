@@ -14,7 +14,7 @@ WASM         := dist/meshtrace.wasm
 export MESHTRACE_ENVOY ?= $(ENVOY_BIN)
 export MESHTRACE_WASM  ?= $(CURDIR)/$(WASM)
 
-.PHONY: build-wasm envoy demo test fmt fmt-check lint unit e2e wasm-target bench bench-bridge bench-faults fuzz fuzz-tool
+.PHONY: build-wasm envoy demo test fmt fmt-check lint unit e2e wasm-target bench bench-bridge bench-faults fuzz fuzz-tool oci istio istio-check
 
 ## The wasm32-wasip1 target, added once.
 wasm-target:
@@ -53,11 +53,26 @@ unit:
 	$(CARGO) test --workspace --exclude meshtrace-host-test
 	$(CARGO) test -p meshtrace-host-test --lib --bins
 
-## End-to-end tests: the compiled filter inside real Envoy (and the wasmtime host).
-e2e: build-wasm envoy
+## End-to-end tests: the compiled filter inside real Envoy (and the wasmtime host), and the
+## Istio manifests and OCI image against this build.
+e2e: oci envoy
 	$(CARGO) test -p meshtrace-host-test --tests -- --test-threads=2
 
-test: fmt-check lint unit e2e
+## dist/oci (OCI image layout) and dist/meshtrace-oci.tar: the filter as an image Istio pulls.
+oci: build-wasm
+	$(CARGO) run -q -p meshtrace-host-test --bin meshtrace-oci -- build \
+		--wasm $(WASM) --layout dist/oci --tar dist/meshtrace-oci.tar
+
+## Rewrites the image tag and sha256 pins in istio/ for the current build (commit the result).
+istio: oci
+	$(CARGO) run -q -p meshtrace-host-test --bin meshtrace-oci -- pin --wasm $(WASM) --manifests istio
+
+## istio/ against Istio's CRD schemas (../shared/istio, or MESHTRACE_ISTIO_CRDS), the filter's
+## config parser, the current build's digests, and each other.
+istio-check: oci
+	$(CARGO) test -p meshtrace-host-test --test istio_check
+
+test: fmt-check lint unit e2e istio-check
 
 bench:
 	$(CARGO) bench -p meshtrace-benches
