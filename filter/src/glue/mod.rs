@@ -14,6 +14,8 @@
 //! - **Sampled**: request time, +1 clock read (span start). In `on_log`, in this order:
 //!   1. clock (span end);
 //!   2. `response.code`, `response.flags`; `response.code_details` only when flags ≠ 0;
+//!      `request.time` only when the flags say a delay was injected (the span then starts
+//!      when Envoy received the request, before a fault filter placed ahead of this one);
 //!   3. `xds.cluster_name` (an Istio name also gives the span kind for `direction: auto`);
 //!      `xds.listener_direction` only for `auto` with a non-Istio cluster;
 //!   4. `request.protocol`, `source.address`, `xds.route_name`, and `xds.route_metadata`
@@ -516,6 +518,14 @@ fn finish(
     let details = (flags != 0)
         .then(|| host::property(b"response\0code_details"))
         .flatten();
+    // A fault filter placed before this one (Istio's order) delays the request before
+    // `on_http_request_headers` runs, so the span would start after the delay it reports:
+    // start it when Envoy received the request instead (one read, delayed requests only).
+    if flags & mesh::flags::DELAY_INJECTED != 0 {
+        if let Some(t) = host::property_i64(b"request\0time").filter(|t| *t > 0) {
+            rec.start_ns = rec.start_ns.min(t as u64);
+        }
+    }
     let cluster = host::property(b"xds\0cluster_name");
     let kind = match w.tracer.config.direction {
         Direction::Inbound => SpanKind::Server,
