@@ -75,6 +75,9 @@ pub struct EnvoyVars {
     pub collector_http2: bool,
     /// The bootstrap singleton's plugin configuration (`singleton.yaml`).
     pub exporter_config: String,
+    /// Further `{{NAME}}` → value substitutions for templates with their own placeholders
+    /// (applied before the standard ones, so a value may itself use them).
+    pub extra: Vec<(String, String)>,
 }
 
 impl EnvoyVars {
@@ -95,14 +98,25 @@ impl EnvoyVars {
             concurrency: 1,
             collector_http2: false,
             exporter_config: String::new(),
+            extra: Vec::new(),
         }
+    }
+
+    /// Adds a `{{name}}` substitution.
+    pub fn set(&mut self, name: &str, value: impl ToString) -> &mut Self {
+        self.extra
+            .push((format!("{{{{{name}}}}}"), value.to_string()));
+        self
     }
 
     /// Renders a template from `filter/envoy/`.
     pub fn render(&self, template: &str) -> anyhow::Result<String> {
         let path = workspace_root().join("filter/envoy").join(template);
-        let text = std::fs::read_to_string(&path)
+        let mut text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
+        for (k, v) in &self.extra {
+            text = text.replace(k, v);
+        }
         // The plugin config sits in a single-quoted YAML scalar.
         let cfg = self.plugin_config.replace('\'', "''");
         let exporter_cfg = self.exporter_config.replace('\'', "''");
