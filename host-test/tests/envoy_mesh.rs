@@ -693,6 +693,15 @@ fn retried_connect_failure_and_successful_retry() {
     assert_eq!(attr(&s, "http.response.status_code"), int(200));
     assert_eq!(attr(&s, "http.request.resend_count"), int(1));
     assert_eq!(attr(&s, "error.type"), None);
+    assert_eq!(
+        attr(&s, "envoy.response_flags"),
+        None,
+        "a retry that succeeded leaves no failure flag"
+    );
+    assert_eq!(
+        str_attr(&s, "mesh.upstream.cluster"),
+        "outbound|9082||flaky.bookinfo.svc.cluster.local"
+    );
     assert_eq!(str_attr(&s, "mesh.route.name"), "flaky");
     assert!(s.status.as_ref().is_none_or(|st| st.code == 0));
 }
