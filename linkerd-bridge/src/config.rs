@@ -3,10 +3,8 @@
 //! [`meshtrace::config::Config::from_json`] unchanged, so both deployments share one format.
 //!
 //! Bridge-only keys:
-//! - `collector.endpoint` (required): `http://host:4318/v1/traces` or `grpc://host:4317`.
-//! - `collector.protocol`: `http` (OTLP/HTTP protobuf) or `grpc`; defaults from the scheme.
-//! - `collector.compression`: `gzip` (default) or `none`.
-//! - `collector.max_attempts`: export attempts per batch, retries included (default 5).
+//! - `collector.endpoint` (required): `http://host:4318/v1/traces` or `grpc://host:4317`; a
+//!   `grpc://` URL sets the core's `collector.protocol` to `grpc` unless it is given.
 //! - `bridge.upstream_timeout_ms`: how long the application may take to answer (default 15000).
 //! - `bridge.relay_max_bytes`: bound on relayed OTLP waiting for export (default 4 MiB).
 //!
@@ -15,19 +13,11 @@
 
 use std::time::Duration;
 
-use meshtrace::config::{Config, ConfigError};
+use meshtrace::config::{Config, ConfigError, Protocol};
 use serde_json::{Map, Value};
 
-/// How spans travel to the collector.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    /// OTLP/HTTP with a protobuf body.
-    Http,
-    /// OTLP/gRPC over h2c.
-    Grpc,
-}
-
-/// Where the collector is.
+/// Where the collector is. Protocol, compression, headers, timeout and the retry rules are
+/// the core's `collector` and `exporter` keys, read by the core.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
     pub protocol: Protocol,
@@ -35,8 +25,6 @@ pub struct Endpoint {
     pub authority: String,
     /// The request path for OTLP/HTTP (`/v1/traces` when the URL has none).
     pub path: String,
-    pub gzip: bool,
-    pub max_attempts: u32,
     pub timeout: Duration,
 }
 
@@ -59,7 +47,6 @@ pub struct BridgeConfig {
 
 const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 15_000;
 const DEFAULT_RELAY_MAX_BYTES: u64 = 4 << 20;
-const DEFAULT_MAX_ATTEMPTS: u64 = 5;
 
 fn err(field: &str, message: impl Into<String>) -> ConfigError {
     ConfigError {
@@ -91,6 +78,8 @@ impl BridgeConfig {
         let mut endpoint = collector_section(collector)?;
         let core = Config::from_json(root.to_string().as_bytes())?;
         endpoint.timeout = Duration::from_millis(core.collector.timeout_ms);
+        endpoint.protocol = core.collector.protocol;
+        endpoint.path = core.collector.path.clone();
         Ok(Self {
             core,
             endpoint,
@@ -189,29 +178,10 @@ fn collector_section(c: &mut Map<String, Value>) -> Result<Endpoint, ConfigError
             format!("must name a host (and port), got {url:?}"),
         ));
     }
-    let protocol = match c.remove("protocol") {
-        None => scheme_protocol,
-        Some(Value::String(p)) if p == "http" || p == "http/protobuf" => Protocol::Http,
-        Some(Value::String(p)) if p == "grpc" => Protocol::Grpc,
-        Some(other) => {
-            return Err(err(
-                "collector.protocol",
-                format!("must be \"http\" or \"grpc\", got {other}"),
-            ))
-        }
-    };
-    let gzip = match c.remove("compression") {
-        None => true,
-        Some(Value::String(s)) if s == "gzip" => true,
-        Some(Value::String(s)) if s == "none" => false,
-        Some(other) => {
-            return Err(err(
-                "collector.compression",
-                format!("must be \"gzip\" or \"none\", got {other}"),
-            ))
-        }
-    };
-    let max_attempts = positive(c, "collector", "max_attempts", DEFAULT_MAX_ATTEMPTS, 100)? as u32;
+    if scheme_protocol == Protocol::Grpc {
+        c.entry("protocol")
+            .or_insert_with(|| Value::String("grpc".into()));
+    }
     let path = if path.is_empty() || path == "/" {
         // A bare host means the standard path, the way SDKs treat a base endpoint.
         "/v1/traces".to_string()
@@ -220,16 +190,12 @@ fn collector_section(c: &mut Map<String, Value>) -> Result<Endpoint, ConfigError
     };
     c.entry("cluster")
         .or_insert_with(|| Value::String(authority.to_string()));
-    if protocol == Protocol::Http {
-        c.entry("path")
-            .or_insert_with(|| Value::String(path.clone()));
-    }
+    c.entry("path")
+        .or_insert_with(|| Value::String(path.clone()));
     Ok(Endpoint {
-        protocol,
+        protocol: scheme_protocol,
         authority: authority.to_string(),
         path,
-        gzip,
-        max_attempts,
         timeout: Duration::from_millis(5000),
     })
 }
