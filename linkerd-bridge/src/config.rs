@@ -178,6 +178,13 @@ fn collector_section(c: &mut Map<String, Value>) -> Result<Endpoint, ConfigError
             format!("must name a host (and port), got {url:?}"),
         ));
     }
+    // Early bridge configs had their own attempt count; the core's retry rules own it now.
+    if let Some(v) = c.get("max_attempts") {
+        return Err(err(
+            "collector.max_attempts",
+            format!("is now exporter.retry.max_attempts (the filter's key), got {v}"),
+        ));
+    }
     if scheme_protocol == Protocol::Grpc {
         c.entry("protocol")
             .or_insert_with(|| Value::String("grpc".into()));
@@ -222,13 +229,13 @@ mod tests {
                 protocol: Protocol::Http,
                 authority: "otel-collector:4318".into(),
                 path: "/v1/traces".into(),
-                gzip: true,
-                max_attempts: 5,
                 timeout: Duration::from_millis(5000),
             }
         );
         assert_eq!(c.core.collector.cluster, "otel-collector:4318");
         assert_eq!(c.core.collector.authority(), "otel-collector:4318");
+        assert_eq!(c.core.collector.protocol, Protocol::Http);
+        assert_eq!(c.core.exporter.retry.max_attempts, 5);
         assert_eq!(c.upstream_timeout, Duration::from_millis(15_000));
         assert_eq!(c.relay_max_bytes, 4 << 20);
     }
@@ -236,14 +243,19 @@ mod tests {
     #[test]
     fn grpc_endpoint_and_bridge_section() {
         let c = BridgeConfig::from_json(
-            br#"{"service_name":"web","collector":{"endpoint":"grpc://otel:4317","compression":"none","timeout_ms":800,"max_attempts":2},
+            br#"{"service_name":"web","collector":{"endpoint":"grpc://otel:4317","compression":"gzip","timeout_ms":800},
+                 "exporter":{"retry":{"max_attempts":2}},
                  "batch":{"max_batch":10,"max_queue":100},"bridge":{"upstream_timeout_ms":250}}"#,
         )
         .unwrap();
         assert_eq!(c.endpoint.protocol, Protocol::Grpc);
         assert_eq!(c.endpoint.authority, "otel:4317");
-        assert!(!c.endpoint.gzip);
-        assert_eq!(c.endpoint.max_attempts, 2);
+        assert_eq!(c.core.collector.protocol, Protocol::Grpc);
+        assert_eq!(
+            c.core.collector.compression,
+            meshtrace::config::Compression::Gzip
+        );
+        assert_eq!(c.core.exporter.retry.max_attempts, 2);
         assert_eq!(c.endpoint.timeout, Duration::from_millis(800));
         assert_eq!(c.upstream_timeout, Duration::from_millis(250));
         assert_eq!(c.core.batch.max_batch, 10);
@@ -272,11 +284,11 @@ mod tests {
             .starts_with("collector.endpoint: scheme \"https\" is not supported"));
         assert_eq!(
             bad(r#"{"collector":{"endpoint":"http://otel:4318","protocol":"udp"}}"#),
-            "collector.protocol: must be \"http\" or \"grpc\", got \"udp\""
+            "collector.protocol: unknown variant `udp`, expected `http` or `grpc`"
         );
         assert_eq!(
             bad(r#"{"collector":{"endpoint":"http://otel:4318","compression":"br"}}"#),
-            "collector.compression: must be \"gzip\" or \"none\", got \"br\""
+            "collector.compression: unknown variant `br`, expected `none` or `gzip`"
         );
         assert_eq!(
             bad(
@@ -294,5 +306,20 @@ mod tests {
             "batch.max_queue: must be at least 1, got 0"
         );
         assert_eq!(bad(r#"[1]"#), "must be a JSON object, got [1]");
+        // The export keys are the core's now; its errors name them too.
+        assert_eq!(
+            bad(r#"{"collector":{"endpoint":"http://otel:4318","max_attempts":3}}"#),
+            "collector.max_attempts: is now exporter.retry.max_attempts (the filter's key), got 3"
+        );
+        assert_eq!(
+            bad(
+                r#"{"collector":{"endpoint":"http://otel:4318"},"exporter":{"retry":{"max_attempts":0}}}"#
+            ),
+            "exporter.retry.max_attempts: must be between 1 and 100, got 0"
+        );
+        assert_eq!(
+            bad(r#"{"collector":{"endpoint":"http://otel:4318"},"exporter":{"max_in_flight":0}}"#),
+            "exporter.max_in_flight: must be between 1 and 64, got 0"
+        );
     }
 }
