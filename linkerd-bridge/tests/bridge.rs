@@ -31,9 +31,11 @@ fn url(addr: std::net::SocketAddr, path: &str) -> http::Uri {
     format!("http://{addr}{path}").parse().unwrap()
 }
 
-/// The attributes every span of a plain request to `path` carries, around `extra`.
+/// The attributes every span of a plain request to `path` carries, around `extra`: the same
+/// order as the filter's (route, request, `extra`, response, then the peer).
 fn attrs(path: &str, extra: &[&str], version: &str, status: u16) -> Vec<String> {
     let mut v = vec![
+        format!("http.route={path:?}"),
         "http.request.method=\"GET\"".to_string(),
         format!("url.path={path:?}"),
         "url.scheme=\"http\"".into(),
@@ -44,6 +46,14 @@ fn attrs(path: &str, extra: &[&str], version: &str, status: u16) -> Vec<String> 
     v.push(format!("network.protocol.version={version:?}"));
     v.push("client.address=\"127.0.0.1\"".into());
     v.push(format!("http.response.status_code={status}"));
+    v
+}
+
+/// `attrs` with the span's final attributes: `error` ones, then the downstream peer.
+fn attrs_end(mut v: Vec<String>, error: &[&str]) -> Vec<String> {
+    v.extend(error.iter().map(|s| s.to_string()));
+    v.push("network.peer.address=\"127.0.0.1\"".into());
+    v.push("network.peer.port=<client port>".into());
     v
 }
 
@@ -128,6 +138,9 @@ async fn w3c_parent_linkerd_identity_and_resource() {
             "1.1",
             200
         )
+        .into_iter()
+        .chain(attrs_end(Vec::new(), &[]))
+        .collect::<Vec<_>>()
     );
     let req = &sink.received()[0];
     assert_eq!(req.path, "/v1/traces");
@@ -194,7 +207,10 @@ async fn b3_continued_and_unsampled_parent() {
     );
     assert_eq!(s.flags, 0x01 | 0x300);
     assert_eq!(s.name, "GET /b3");
-    assert_eq!(render(&s.attributes), attrs("/b3", &[], "1.1", 200));
+    assert_eq!(
+        render(&s.attributes),
+        attrs_end(attrs("/b3", &[], "1.1", 200), &[])
+    );
     bridge.shutdown().await;
 }
 
@@ -238,7 +254,7 @@ async fn streamed_bodies_and_span_at_body_end() {
     {
         let core = bridge.shared.core.lock().unwrap();
         assert_eq!(
-            core.counters().spans_queued,
+            core.counters().spans_exported + core.held(),
             1,
             "only the upload's span is finished"
         );
@@ -253,7 +269,10 @@ async fn streamed_bodies_and_span_at_body_end() {
     let s = &spans[1];
     assert_eq!(s.name, "GET /stream");
     assert!(s.end_time_unix_nano >= before_end);
-    assert_eq!(render(&s.attributes), attrs("/stream", &[], "1.1", 200));
+    assert_eq!(
+        render(&s.attributes),
+        attrs_end(attrs("/stream", &[], "1.1", 200), &[])
+    );
 
     // A response the client abandons mid-body still ends its span.
     let (tx, rx) = mpsc::channel(1);
@@ -270,7 +289,7 @@ async fn streamed_bodies_and_span_at_body_end() {
     assert_eq!(spans[2].name, "GET /stream");
     assert_eq!(
         render(&spans[2].attributes),
-        attrs("/stream", &[], "1.1", 200)
+        attrs_end(attrs("/stream", &[], "1.1", 200), &[])
     );
     drop(tx);
     bridge.shutdown().await;
@@ -318,7 +337,7 @@ async fn h2c_both_directions() {
     assert_eq!(s.name, "GET /grpc.Health/Check");
     assert_eq!(
         render(&s.attributes),
-        attrs("/grpc.Health/Check", &[], "2", 200)
+        attrs_end(attrs("/grpc.Health/Check", &[], "2", 200), &[])
     );
     bridge.shutdown().await;
 }
@@ -341,8 +360,7 @@ async fn app_down_failing_and_slow() {
     let spans = sink_spans(&sink, 1).await;
     let s = &spans[0];
     assert_eq!(s.status.as_ref().map(|st| st.code), Some(2));
-    let mut want = attrs("/x", &[], "1.1", 502);
-    want.push("error.type=\"502\"".into());
+    let want = attrs_end(attrs("/x", &[], "1.1", 502), &["error.type=\"502\""]);
     assert_eq!(render(&s.attributes), want);
     assert_eq!(
         wait_metric(&down, "meshtrace_bridge_upstream_errors_total", 1).await,
@@ -369,11 +387,14 @@ async fn app_down_failing_and_slow() {
     assert_eq!(r.status(), 503);
     assert_eq!(body_text(r).await, "status");
     let spans = sink_spans(&sink, 3).await;
-    let mut want = attrs("/slow", &[], "1.1", 504);
-    want.push("error.type=\"504\"".into());
+    let want = attrs_end(attrs("/slow", &[], "1.1", 504), &["error.type=\"504\""]);
     assert_eq!(render(&spans[1].attributes), want);
-    let mut want = attrs("/status/503", &[], "1.1", 503);
-    want.push("error.type=\"503\"".into());
+    let mut want = attrs_end(
+        attrs("/status/503", &[], "1.1", 503),
+        &["error.type=\"503\""],
+    );
+    // The core's route naming templates the numeric segment, as in the filter.
+    want[0] = "http.route=\"/status/{id}\"".into();
     assert_eq!(render(&spans[2].attributes), want);
     assert_eq!(
         wait_metric(&slow, "meshtrace_bridge_upstream_timeouts_total", 1).await,
@@ -388,7 +409,7 @@ async fn collector_down_retries_then_counts_drops() {
     let sink = OtlpSink::start(0).unwrap();
     sink.set_mode(SinkMode::Status(503));
     let config = format!(
-        r#"{{"collector":{{"endpoint":"http://{}/v1/traces","compression":"none","max_attempts":2}},"batch":{{"flush_interval_ms":20}}}}"#,
+        r#"{{"collector":{{"endpoint":"http://{}/v1/traces","compression":"none"}},"exporter":{{"retry":{{"max_attempts":2,"initial_ms":20,"max_ms":100}}}},"batch":{{"flush_interval_ms":20}}}}"#,
         sink.addr
     );
     let (b, _dir) = bridge(app.addr, &config, false).await;
@@ -402,10 +423,15 @@ async fn collector_down_retries_then_counts_drops() {
         wait_metric(&b, "meshtrace_spans_dropped_export_failed_total", 1).await,
         1
     );
+    // Both attempts failed retryably; giving up is not a non-retryable failure.
     assert_eq!(metric(&b, "meshtrace_export_retries_total").await, 1);
     assert_eq!(
+        metric(&b, "meshtrace_export_requests_retryable_total").await,
+        2
+    );
+    assert_eq!(
         metric(&b, "meshtrace_export_requests_failed_total").await,
-        1
+        0
     );
     assert_eq!(metric(&b, "meshtrace_spans_started_total").await, 1);
     assert_eq!(metric(&b, "meshtrace_spans_sampled_total").await, 1);
@@ -422,6 +448,10 @@ async fn collector_down_retries_then_counts_drops() {
         2
     );
     assert_eq!(metric(&b, "meshtrace_export_retries_total").await, 1);
+    assert_eq!(
+        metric(&b, "meshtrace_export_requests_failed_total").await,
+        1
+    );
     // The collector recovers: later spans go through.
     sink.set_mode(SinkMode::Ok);
     let r = http1_client()
@@ -444,7 +474,7 @@ async fn grpc_export_with_gzip() {
     let (grpc, addr) = GrpcSink::start().await;
     let app = App::start().await;
     let config = format!(
-        r#"{{"collector":{{"endpoint":"grpc://{addr}"}},"batch":{{"flush_interval_ms":20}}}}"#
+        r#"{{"collector":{{"endpoint":"grpc://{addr}","compression":"gzip"}},"batch":{{"flush_interval_ms":20}}}}"#
     );
     let (b, _dir) = bridge(app.addr, &config, false).await;
     let tp = format!("00-{TRACE}-{PARENT}-01");
@@ -459,7 +489,10 @@ async fn grpc_export_with_gzip() {
     assert_eq!(hex(&s.trace_id), TRACE);
     assert_eq!(hex(&s.parent_span_id), PARENT);
     assert_eq!(s.name, "GET /g");
-    assert_eq!(render(&s.attributes), attrs("/g", &[], "1.1", 200));
+    assert_eq!(
+        render(&s.attributes),
+        attrs_end(attrs("/g", &[], "1.1", 200), &[])
+    );
     let req = grpc.received.lock().unwrap()[0].clone();
     assert_eq!(
         render(&req.resource_spans[0].resource.as_ref().unwrap().attributes),
@@ -539,11 +572,11 @@ async fn relay_adds_mesh_resource() {
     let relayed = vec![
         "service.name=\"web-app\"".to_string(),
         "k8s.pod.name=\"own\"".into(),
-        "service.mesh=\"linkerd\"".into(),
         "k8s.namespace.name=\"shop\"".into(),
         "k8s.node.name=\"node-1\"".into(),
         "k8s.pod.label.app=\"web\"".into(),
         "k8s.pod.label.version=\"v2\"".into(),
+        "service.mesh=\"linkerd\"".into(),
     ];
     assert!(resources.contains(&relayed), "{resources:?}");
     assert!(resources.contains(&expected_resource()), "{resources:?}");
@@ -583,7 +616,10 @@ async fn websocket_upgrade_is_tunnelled() {
     let up = &app.seen()[0];
     assert_eq!(up.get("upgrade"), Some("websocket"));
     let spans = sink_spans(&sink, 1).await;
-    assert_eq!(render(&spans[0].attributes), attrs("/ws", &[], "1.1", 101));
+    assert_eq!(
+        render(&spans[0].attributes),
+        attrs_end(attrs("/ws", &[], "1.1", 101), &[])
+    );
     b.shutdown().await;
 }
 
@@ -646,7 +682,7 @@ async fn collector_unreachable_never_blocks_requests() {
         format!("grpc://{closed}"),
     ] {
         let config = format!(
-            r#"{{"collector":{{"endpoint":"{endpoint}","max_attempts":2,"timeout_ms":1000}},"batch":{{"flush_interval_ms":20}}}}"#
+            r#"{{"collector":{{"endpoint":"{endpoint}","timeout_ms":1000}},"exporter":{{"retry":{{"max_attempts":2}}}},"batch":{{"flush_interval_ms":20}}}}"#
         );
         let (b, _dir) = bridge(app.addr, &config, false).await;
         let r = http1_client()
