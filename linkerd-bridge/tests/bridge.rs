@@ -214,6 +214,100 @@ async fn b3_continued_and_unsampled_parent() {
     bridge.shutdown().await;
 }
 
+/// Linkerd 1's `l5d-ctx-trace` (the Finagle binary context) and single-header B3: both
+/// continued, and written back for the application with the bridge's span as the parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l5d_ctx_trace_and_b3_single_continued() {
+    use meshtrace::propagation::l5d;
+    let sink = OtlpSink::start(0).unwrap();
+    let app = App::start().await;
+    let (bridge, _dir) = bridge(app.addr, &http_config(&sink, ""), false).await;
+    let client = http1_client();
+    // The Finagle spec vector: span bd82828f2f2d08d2 of trace f2fd78005d756b0e, sampling left
+    // to the receiver (the default sampler records everything).
+    let l5d_in = [
+        (
+            "l5d-ctx-trace",
+            "vYKCjy8tCNLy/XgAXXVrDvL9eABddWsOAAAAAAAAAAA=",
+        ),
+        ("l5d-reqid", "f2fd78005d756b0e"),
+    ];
+    let r = client
+        .request(get(bridge.listen, "/l5d", &l5d_in))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let spans = sink_spans(&sink, 1).await;
+    let s = &spans[0];
+    assert_eq!(s.name, "GET /l5d");
+    assert_eq!(hex(&s.trace_id), "0000000000000000f2fd78005d756b0e");
+    assert_eq!(hex(&s.parent_span_id), "bd82828f2f2d08d2");
+    assert_eq!(s.flags, 0x01 | 0x300);
+    let seen = app.seen();
+    let up = &seen[0];
+    let ctx = up.get("l5d-ctx-trace").unwrap();
+    let parsed = l5d::parse(ctx.as_bytes()).unwrap();
+    assert_eq!(parsed.span_id.to_string(), hex(&s.span_id));
+    assert_eq!(parsed.parent_id.to_string(), "bd82828f2f2d08d2");
+    assert_eq!(
+        parsed.trace_id.to_string(),
+        "0000000000000000f2fd78005d756b0e"
+    );
+    // Sampling known and sampled; the 32-byte layout the caller sent.
+    assert_eq!(parsed.flags, l5d::FLAG_SAMPLING_KNOWN | l5d::FLAG_SAMPLED);
+    assert!(parsed.narrow);
+    let mut canonical = Vec::new();
+    l5d::write(&parsed, &mut canonical);
+    assert_eq!(ctx.as_bytes(), canonical.as_slice());
+    assert_eq!(up.get("l5d-reqid"), Some("f2fd78005d756b0e"));
+    assert_eq!(
+        up.get("traceparent"),
+        Some(format!("00-0000000000000000f2fd78005d756b0e-{}-01", hex(&s.span_id)).as_str())
+    );
+    assert_eq!(
+        render(&s.attributes),
+        attrs_end(
+            attrs(
+                "/l5d",
+                &["linkerd.request_id=\"f2fd78005d756b0e\""],
+                "1.1",
+                200
+            ),
+            &[]
+        )
+    );
+
+    let r = client
+        .request(get(
+            bridge.listen,
+            "/b3single",
+            &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let spans = sink_spans(&sink, 2).await;
+    let s = &spans[1];
+    assert_eq!(s.name, "GET /b3single");
+    assert_eq!(hex(&s.trace_id), "80f198ee56343ba864fe8b2a57d3eff7");
+    assert_eq!(hex(&s.parent_span_id), "e457b5a2e4d86bd1");
+    let seen = app.seen();
+    let up = &seen[1];
+    assert_eq!(
+        up.get("b3"),
+        Some(format!("80f198ee56343ba864fe8b2a57d3eff7-{}-1", hex(&s.span_id)).as_str())
+    );
+    assert_eq!(
+        up.get("traceparent"),
+        Some(format!("00-80f198ee56343ba864fe8b2a57d3eff7-{}-01", hex(&s.span_id)).as_str())
+    );
+    assert_eq!(
+        render(&s.attributes),
+        attrs_end(attrs("/b3single", &[], "1.1", 200), &[])
+    );
+    bridge.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_bodies_and_span_at_body_end() {
     let sink = OtlpSink::start(0).unwrap();
