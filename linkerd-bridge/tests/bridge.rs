@@ -563,6 +563,57 @@ async fn collector_down_retries_then_counts_drops() {
     b.shutdown().await;
 }
 
+/// A 503 with `Retry-After` is retried by the core's rules: after the collector's delay (not
+/// the much shorter backoff), and never later than `exporter.retry.max_ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_503_follows_core_rules() {
+    let app = App::start().await;
+    for (retry_after_s, max_ms, lo_ms, hi_ms) in
+        [(1, 5_000, 1_000, 3_000), (60, 1_500, 1_500, 4_000)]
+    {
+        let sink = OtlpSink::start(0).unwrap();
+        sink.set_mode(SinkMode::Throttle {
+            status: 503,
+            retry_after_s,
+        });
+        let config = format!(
+            r#"{{"collector":{{"endpoint":"http://{}/v1/traces","compression":"none"}},"exporter":{{"retry":{{"max_attempts":3,"initial_ms":20,"max_ms":{max_ms}}}}},"batch":{{"flush_interval_ms":20}}}}"#,
+            sink.addr
+        );
+        let (b, _dir) = bridge(app.addr, &config, false).await;
+        let t0 = std::time::Instant::now();
+        let r = http1_client()
+            .request(get(b.listen, "/throttled", &[]))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            wait_metric(&b, "meshtrace_export_requests_retryable_total", 1).await,
+            1
+        );
+        sink.set_mode(SinkMode::Ok);
+        let spans = sink_spans(&sink, 1).await;
+        let waited = t0.elapsed().as_millis() as u64;
+        assert_eq!(spans.len(), 1);
+        assert_eq!(spans[0].name, "GET /throttled");
+        assert!(
+            (lo_ms..hi_ms).contains(&waited),
+            "Retry-After {retry_after_s}s, max_ms {max_ms}: exported after {waited} ms"
+        );
+        // One retry of the same batch, then accepted.
+        assert_eq!(metric(&b, "meshtrace_export_retries_total").await, 1);
+        assert_eq!(
+            wait_metric(&b, "meshtrace_spans_exported_total", 1).await,
+            1
+        );
+        assert_eq!(
+            metric(&b, "meshtrace_spans_dropped_export_failed_total").await,
+            0
+        );
+        b.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_export_with_gzip() {
     let (grpc, addr) = GrpcSink::start().await;
