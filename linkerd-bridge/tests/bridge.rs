@@ -308,6 +308,79 @@ async fn l5d_ctx_trace_and_b3_single_continued() {
     bridge.shutdown().await;
 }
 
+/// Unsampled requests go through the core's always-keep rules when the response is known: an
+/// error is exported with its unsampled flags and `mesh.sampling.kept_by`, a success is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_keep_exports_unsampled_errors() {
+    let sink = OtlpSink::start(0).unwrap();
+    let app = App::start().await;
+    let (bridge, _dir) = bridge(
+        app.addr,
+        &http_config(&sink, r#","sampling":{"ratio":0,"always_keep":["error"]}"#),
+        false,
+    )
+    .await;
+    let client = http1_client();
+    let tp = format!("00-{TRACE}-{PARENT}-00");
+    let ok = client
+        .request(get(bridge.listen, "/fine", &[("traceparent", &tp)]))
+        .await
+        .unwrap();
+    assert_eq!(body_text(ok).await, "ok");
+    let failed = client
+        .request(get(
+            bridge.listen,
+            "/status/503",
+            &[
+                ("traceparent", &tp),
+                (
+                    "l5d-client-id",
+                    "checkout.shop.serviceaccount.identity.linkerd.cluster.local",
+                ),
+            ],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 503);
+    assert_eq!(body_text(failed).await, "status");
+    let spans = sink_spans(&sink, 1).await;
+    assert_eq!(spans.len(), 1, "only the error is kept");
+    let s = &spans[0];
+    assert_eq!(s.name, "GET /status/{id}");
+    assert_eq!(hex(&s.trace_id), TRACE);
+    assert_eq!(hex(&s.parent_span_id), PARENT);
+    // The span keeps the unsampled flag the application was sent.
+    let seen = app.seen();
+    assert_eq!(
+        seen[1].get("traceparent"),
+        Some(format!("00-{TRACE}-{}-00", hex(&s.span_id)).as_str())
+    );
+    assert_eq!(s.flags, 0x300);
+    assert_eq!(s.status.as_ref().map(|st| st.code), Some(2));
+    let mut want = attrs_end(
+        attrs(
+            "/status/503",
+            &[
+                "mesh.sampling.kept_by=\"error\"",
+                "mesh.peer.identity=\"checkout.shop.serviceaccount.identity.linkerd.cluster.local\"",
+                "mesh.peer.service_account=\"checkout\"",
+                "mesh.peer.namespace=\"shop\"",
+            ],
+            "1.1",
+            503,
+        ),
+        &["error.type=\"503\""],
+    );
+    want[0] = "http.route=\"/status/{id}\"".into();
+    assert_eq!(render(&s.attributes), want);
+    assert_eq!(
+        wait_metric(&bridge, "meshtrace_spans_kept_total", 1).await,
+        1
+    );
+    assert_eq!(metric(&bridge, "meshtrace_spans_sampled_total").await, 0);
+    bridge.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_bodies_and_span_at_body_end() {
     let sink = OtlpSink::start(0).unwrap();
