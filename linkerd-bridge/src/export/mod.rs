@@ -169,3 +169,32 @@ pub async fn run(shared: Arc<Shared>, transport: Transport, mut stop: watch::Rec
     // unreported.
     t.log(u64::MAX);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn config(collector: &str) -> Config {
+        Config::from_json(format!(r#"{{"collector":{{"cluster":"c"{collector}}}}}"#).as_bytes())
+            .unwrap()
+    }
+
+    #[test]
+    fn relayed_spans_are_framed_like_core_batches() {
+        let raw = b"\x0a\x03abc".repeat(20);
+        assert_eq!(frame_relayed(&config(""), &raw), Bytes::from(raw.clone()));
+        let grpc = frame_relayed(&config(r#","protocol":"grpc""#), &raw);
+        assert_eq!(grpc[0], 0);
+        assert_eq!(&grpc[1..5], &(raw.len() as u32).to_be_bytes());
+        assert_eq!(&grpc[5..], raw.as_slice());
+        let gz = frame_relayed(&config(r#","protocol":"grpc","compression":"gzip""#), &raw);
+        assert_eq!(gz[0], 1);
+        assert_eq!(&gz[1..5], &((gz.len() - 5) as u32).to_be_bytes());
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&gz[5..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, raw);
+    }
+}
