@@ -13,6 +13,7 @@ pub mod hex;
 pub mod ids;
 pub mod otlp;
 pub mod propagation;
+pub mod simd;
 pub mod span;
 pub mod tracer;
 
