@@ -141,6 +141,40 @@ pub fn find_any3(a: u8, b: u8, c: u8, hay: &[u8]) -> Option<usize> {
     find_any([a, b, c], hay)
 }
 
+/// The x86_64 kernels by name, so the benchmarks can time SSE2 against AVX2 on one machine
+/// (the public functions above pick one). Not for use outside benchmarks.
+#[cfg(target_arch = "x86_64")]
+#[doc(hidden)]
+pub mod x86_variants {
+    use super::{scalar, x86_64};
+
+    pub fn traceparent_shape_sse2(v: &[u8; 55]) -> bool {
+        x86_64::sse2::traceparent_shape(v)
+    }
+
+    /// `None` when the CPU lacks AVX2.
+    pub fn traceparent_shape_avx2(v: &[u8; 55]) -> Option<bool> {
+        // Safety: AVX2 is checked first.
+        x86_64::has_avx2().then(|| unsafe { x86_64::avx2::traceparent_shape(v) })
+    }
+
+    pub fn find_any3_sse2(a: u8, b: u8, c: u8, hay: &[u8]) -> Option<usize> {
+        if hay.len() < 16 {
+            return scalar::find_any3(a, b, c, hay);
+        }
+        x86_64::sse2::find_any([a, b, c], hay)
+    }
+
+    /// Falls back to SSE2 below 32 bytes or without AVX2, as the dispatch does.
+    pub fn find_any3_avx2(a: u8, b: u8, c: u8, hay: &[u8]) -> Option<usize> {
+        if hay.len() < 32 || !x86_64::has_avx2() {
+            return find_any3_sse2(a, b, c, hay);
+        }
+        // Safety: AVX2 was just detected and the haystack is at least one vector long.
+        unsafe { x86_64::avx2::find_any([a, b, c], hay) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
