@@ -151,8 +151,11 @@ impl CorePath {
     }
 }
 
-/// Every operation the wasm table shows, by name, as `fn(iters) -> checksum`.
-pub const OPS: &[(&str, fn(u64) -> u64)] = &[
+/// One timed operation: `iters` runs in, a checksum out.
+pub type Op = fn(u64) -> u64;
+
+/// Every operation the wasm table shows, by name.
+pub const OPS: &[(&str, Op)] = &[
     ("hex encode trace id (scalar)", hex_encode_scalar),
     ("hex encode trace id", hex_encode),
     ("hex decode trace id (scalar)", hex_decode_scalar),
