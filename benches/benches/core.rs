@@ -154,6 +154,7 @@ mod proto {
         KeyValue {
             key: key.into(),
             value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
         }
     }
 

@@ -7,7 +7,6 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use wasmtime::{Config, Engine, Instance, Linker, Module, Store, TypedFunc};
 use wasmtime_wasi::p1::{self, WasiP1Ctx};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
@@ -15,7 +14,7 @@ use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 fn engine() -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.cranelift_opt_level(wasmtime::OptLevel::Speed);
-    Engine::new(&config)
+    Ok(Engine::new(&config)?)
 }
 
 fn instantiate(
@@ -23,8 +22,8 @@ fn instantiate(
     path: &Path,
     wasi: WasiP1Ctx,
 ) -> anyhow::Result<(Store<WasiP1Ctx>, Instance)> {
-    let module =
-        Module::from_file(engine, path).with_context(|| format!("compiling {}", path.display()))?;
+    let module = Module::from_file(engine, path)
+        .map_err(|e| anyhow::anyhow!("compiling {}: {e:?}", path.display()))?;
     let mut linker: Linker<WasiP1Ctx> = Linker::new(engine);
     p1::add_to_linker_sync(&mut linker, |s| s)?;
     linker.define_unknown_imports_as_traps(&module)?;
@@ -41,19 +40,14 @@ pub fn run_command(path: &Path, args: &[String]) -> anyhow::Result<i32> {
     b.inherit_stdio().inherit_env().args(args);
     // Test harnesses look for files relative to the working directory; failures of this are
     // not fatal for the tests, so a directory we cannot open is simply not offered.
-    let _ = b.preopened_dir(
-        ".",
-        ".",
-        wasmtime_wasi::DirPerms::all(),
-        wasmtime_wasi::FilePerms::all(),
-    );
+    let _ = b.preopened_dir(".", ".", wasmtime_wasi::FsPerms::ReadWrite);
     let (mut store, instance) = instantiate(&engine, path, b.build_p1())?;
     let start: TypedFunc<(), ()> = instance.get_typed_func(&mut store, "_start")?;
     match start.call(&mut store, ()) {
         Ok(()) => Ok(0),
         Err(e) => match e.downcast_ref::<I32Exit>() {
             Some(exit) => Ok(exit.0),
-            None => Err(e),
+            None => Err(e.into()),
         },
     }
 }
@@ -81,6 +75,6 @@ impl BenchModule {
 
     /// Runs op `op` `iters` times inside the module; returns its checksum.
     pub fn run(&mut self, op: u32, iters: u64) -> anyhow::Result<u64> {
-        self.run.call(&mut self.store, (op, iters))
+        Ok(self.run.call(&mut self.store, (op, iters))?)
     }
 }
