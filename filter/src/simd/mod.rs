@@ -1,8 +1,8 @@
 //! SIMD kernels for the byte work on the request path, with one portable algorithm per kernel
 //! ([`vector`]) instantiated per architecture, and a scalar twin for each ([`scalar`]).
 //!
-//! - x86_64: SSE2 is part of the baseline and used directly; AVX2, where it helps (inputs over
-//!   32 bytes), is chosen at run time.
+//! - x86_64: SSE2 is part of the baseline and used directly; AVX2 is chosen at run time for the
+//!   one kernel where it measured faster (the 55-byte `traceparent` shape).
 //! - wasm32: SIMD128 when the module is built with `+simd128` (ours is); otherwise scalar.
 //! - aarch64: NEON, which every aarch64 target has.
 //! - anything else: the scalar twins.
@@ -111,11 +111,6 @@ pub fn traceparent_shape(v: &[u8; 55]) -> bool {
 
 #[inline]
 fn find_any<const N: usize>(needles: [u8; N], hay: &[u8]) -> Option<usize> {
-    #[cfg(target_arch = "x86_64")]
-    if hay.len() >= 32 && x86_64::has_avx2() {
-        // Safety: AVX2 was just detected, and the haystack is at least one vector long.
-        return unsafe { x86_64::avx2::find_any(needles, hay) };
-    }
     if hay.len() >= 16 {
         return k::find_any(needles, hay);
     }
@@ -163,15 +158,6 @@ pub mod x86_variants {
             return scalar::find_any3(a, b, c, hay);
         }
         x86_64::sse2::find_any([a, b, c], hay)
-    }
-
-    /// Falls back to SSE2 below 32 bytes or without AVX2, as the dispatch does.
-    pub fn find_any3_avx2(a: u8, b: u8, c: u8, hay: &[u8]) -> Option<usize> {
-        if hay.len() < 32 || !x86_64::has_avx2() {
-            return find_any3_sse2(a, b, c, hay);
-        }
-        // Safety: AVX2 was just detected and the haystack is at least one vector long.
-        unsafe { x86_64::avx2::find_any([a, b, c], hay) }
     }
 }
 

@@ -1,5 +1,8 @@
 //! AVX2 kernels for the operations that span more than 16 bytes. Callers check
 //! [`super::has_avx2`] first; each entry point is a `#[target_feature]` function.
+//!
+//! Only the `traceparent` shape check is here: an AVX2 delimiter search was measured and
+//! removed, because it lost to SSE2 at every realistic header size (`make bench`, delims_*).
 
 use core::arch::x86_64::*;
 
@@ -62,14 +65,4 @@ impl Vector for V {
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn traceparent_shape(v: &[u8; 55]) -> bool {
     unsafe { vector::traceparent_shape::<V>(v.as_ptr()) }
-}
-
-/// For `hay.len() >= 32`.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[target_feature(enable = "avx2")]
-pub(crate) unsafe fn find_any<const N: usize>(needles: [u8; N], hay: &[u8]) -> Option<usize> {
-    debug_assert!(hay.len() >= 32);
-    unsafe { vector::find_any::<V, N>(needles, hay) }
 }
