@@ -48,7 +48,7 @@ fmt-check:
 
 lint: wasm-target
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p meshtrace --target $(WASM_TARGET) -- -D warnings
+	$(CARGO) clippy -p meshtrace -p meshtrace-wasm-kernels -p meshtrace-noop-filter --target $(WASM_TARGET) -- -D warnings
 
 unit:
 	$(CARGO) test --workspace --exclude meshtrace-host-test

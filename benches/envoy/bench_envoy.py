@@ -105,7 +105,7 @@ class Envoy:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise SystemExit(f"{self.name}: Envoy exited; see {self.log}")
+                raise SystemExit(f"{self.name}: Envoy exited:\n{self.tail()}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/ready", timeout=1) as r:
                     if r.status == 200:
@@ -113,7 +113,14 @@ class Envoy:
             except OSError:
                 pass
             time.sleep(0.2)
-        raise SystemExit(f"{self.name}: Envoy not ready after {timeout}s; see {self.log}")
+        raise SystemExit(f"{self.name}: Envoy not ready after {timeout}s:\n{self.tail()}")
+
+    def tail(self, lines=20):
+        try:
+            with open(self.log) as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError as e:
+            return f"(no log: {e})"
 
     def stop(self):
         self.proc.terminate()
@@ -159,10 +166,12 @@ def main():
 
     workdir = tempfile.mkdtemp(prefix="meshtrace-bench-envoy-")
     collector_port = free_port()
+    sink_log = open(os.path.join(workdir, "sink.log"), "w")
     sink = subprocess.Popen(
         ["taskset", "-c", str(load_cpu), args.sink, "--port", str(collector_port), "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=sink_log, stderr=subprocess.STDOUT,
     )
+    sink_summary = "?"
     envoys = []
     try:
         for name, filters, tracing in modes(args, collector_port):
@@ -180,6 +189,11 @@ def main():
                 results[e.name].append(wrk(e.port, args.seconds, args.connections, load_cpu))
                 rps = results[e.name][-1][0]
                 print(f"  round {r + 1}: {e.name:<32} {rps:>9.0f} req/s", file=sys.stderr)
+        # The sink prints a running count each second: its last line proves both tracers exported.
+        time.sleep(2)
+        with open(os.path.join(workdir, "sink.log")) as f:
+            lines = f.read().splitlines()
+        sink_summary = lines[-1] if lines else "nothing"
     finally:
         for e in envoys:
             e.stop()
@@ -198,6 +212,7 @@ def main():
     for name, (rps, p50, p99) in med.items():
         print(f"{name:<32} {rps:>9.0f} {p50:>8.0f} {p99:>8.0f} {rps / base:>8.2f} {rps / floor:>9.2f} "
               f"{rps / tracer:>8.2f} {1e6 / rps:>7.1f}")
+    print(f"otlp-sink received: {sink_summary}")
     m = med["meshtrace"][0]
     print(f"\ngoals: meshtrace/no-op floor = {m / floor:.2f} (goal >= 0.85); "
           f"meshtrace/envoy otel = {m / tracer:.2f} (goal >= 1.6)")
