@@ -14,8 +14,8 @@ WASM         := dist/meshtrace.wasm
 export MESHTRACE_ENVOY ?= $(ENVOY_BIN)
 export MESHTRACE_WASM  ?= $(CURDIR)/$(WASM)
 
-.PHONY: build-wasm envoy demo test fmt fmt-check lint unit e2e wasm-target bench bench-envoy \
-	cross-tools test-aarch64 test-wasm
+.PHONY: build-wasm envoy demo test fmt fmt-check lint unit e2e wasm-target bench bench-bridge \
+	bench-faults fuzz fuzz-tool bench-envoy cross-tools test-aarch64 test-wasm
 
 ## The wasm32-wasip1 target, added once.
 wasm-target:
@@ -91,7 +91,7 @@ bench: wasm-target
 	RUSTFLAGS="-C target-feature=-simd128" $(CARGO) build -p meshtrace-wasm-kernels \
 		--target $(WASM_TARGET) --release --target-dir target/wasm-scalar
 	$(CARGO) build --profile wasm-host -p meshtrace-wasm-host --bin wasm-bench
-	$(CARGO) bench -p meshtrace-benches --bench core -- --warm-up-time 1 --measurement-time 2 $(BENCH_FILTER)
+	$(CARGO) bench -p meshtrace-benches -- --warm-up-time 1 --measurement-time 2 $(BENCH_FILTER)
 	$(WASM_HOST_DIR)/wasm-bench --simd $(KERNELS_WASM) --scalar $(KERNELS_WASM_SCALAR) \
 		--out target/bench-wasm.json
 	$(CARGO) run -q --release -p meshtrace-benches --bin bench-table -- target/criterion target/bench-wasm.json
@@ -105,3 +105,34 @@ bench-envoy: build-wasm $(if $(wildcard $(MESHTRACE_ENVOY)),,envoy)
 	$(CARGO) build --profile wasm-host -p meshtrace-host-test --bin otlp-sink
 	$(PYTHON) benches/envoy/bench_envoy.py --envoy $(MESHTRACE_ENVOY) --wasm $(WASM) \
 		--noop $(NOOP_WASM) --sink $(WASM_HOST_DIR)/otlp-sink $(BENCH_ENVOY_ARGS)
+
+## Collector faults under load, longer than the tests: client p50/p99 per fault beside healthy.
+## BENCH_SECONDS / BENCH_CLIENTS tune the run.
+BENCH_SECONDS ?= 20
+BENCH_CLIENTS ?= 4
+bench-faults: build-wasm envoy
+	$(CARGO) run -q -p meshtrace-host-test --bin bench-faults -- --seconds $(BENCH_SECONDS) --clients $(BENCH_CLIENTS)
+
+## Every parser's fuzz target for FUZZ_SECONDS each (cargo-fuzz on nightly; installed if missing).
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS := traceparent tracestate baggage b3 b3multi l5d xray gcp grpc_trace_bin base64 request
+
+fuzz-tool:
+	@cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+
+fuzz: fuzz-tool
+	@set -eo pipefail; for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$t for $(FUZZ_SECONDS)s"; \
+		cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) 2>&1 | grep -E "^(Done|SUMMARY)|panicked|Test unit written"; \
+	done
+
+BRIDGE_BENCH_SECONDS ?= 5
+BRIDGE_BENCH_RATE    ?= 1000
+BRIDGE_BENCH_CONNS   ?= 16
+
+## linkerd-bridge overhead: load on the app directly and through the bridge in one run;
+## prints req/s and the added p50/p99 (goals: +p50 < 100 µs at 1,000 req/s, >= 0.7x req/s).
+bench-bridge:
+	$(CARGO) build --release -p linkerd-bridge --bins
+	target/release/bridge-load --seconds $(BRIDGE_BENCH_SECONDS) --rate $(BRIDGE_BENCH_RATE) \
+		--connections $(BRIDGE_BENCH_CONNS)

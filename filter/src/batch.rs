@@ -59,17 +59,33 @@ impl SpanQueue {
         Ok(())
     }
 
-    /// Appends spans that were encoded elsewhere (another worker's, via a shared queue).
-    /// `spans` must be whole [`encode_span`] outputs; `lens` their lengths.
-    pub fn push_encoded(&mut self, spans: &[u8], lens: &[u32]) -> Result<(), DropReason> {
-        if self.lens.len() + lens.len() > self.max_spans
-            || self.buf.len() + spans.len() > self.max_bytes
-        {
+    /// Appends one span encoded elsewhere (another worker's, via the shared queue).
+    pub fn push_encoded(&mut self, span: &[u8]) -> Result<(), DropReason> {
+        if span.len() > self.max_bytes || span.len() > u32::MAX as usize {
+            return Err(DropReason::TooLarge);
+        }
+        if self.lens.len() >= self.max_spans || self.buf.len() + span.len() > self.max_bytes {
             return Err(DropReason::QueueFull);
         }
-        self.buf.extend_from_slice(spans);
-        self.lens.extend(lens.iter().copied());
+        self.buf.extend_from_slice(span);
+        self.lens.push_back(span.len() as u32);
         Ok(())
+    }
+
+    /// Moves every queued span into a hand-off chunk in `out` (replacing its contents):
+    /// `u32 count`, `count` little-endian `u32` lengths, then the spans back to back. Returns
+    /// the span count.
+    pub fn take_chunk(&mut self, out: &mut Vec<u8>) -> usize {
+        out.clear();
+        let n = self.lens.len();
+        out.reserve(4 + 4 * n + self.buf.len());
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+        for len in self.lens.drain(..) {
+            out.extend_from_slice(&len.to_le_bytes());
+        }
+        out.extend_from_slice(&self.buf);
+        self.buf.clear();
+        n
     }
 
     pub fn len(&self) -> usize {
@@ -98,6 +114,27 @@ impl SpanQueue {
         self.buf.drain(..bytes);
         n
     }
+}
+
+/// The spans of a [`SpanQueue::take_chunk`] chunk; `None` when it is malformed (truncated,
+/// lengths that do not add up), so a corrupt chunk is rejected whole.
+pub fn chunk_spans(chunk: &[u8]) -> Option<impl Iterator<Item = &[u8]>> {
+    let n = u32::from_le_bytes(chunk.get(..4)?.try_into().ok()?) as usize;
+    let lens = chunk.get(4..4usize.checked_add(n.checked_mul(4)?)?)?;
+    let mut body = &chunk[4 + lens.len()..];
+    let total: u64 = lens
+        .chunks_exact(4)
+        .map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as u64)
+        .sum();
+    if total != body.len() as u64 {
+        return None;
+    }
+    Some(lens.chunks_exact(4).map(move |l| {
+        let len = u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize;
+        let (span, rest) = body.split_at(len);
+        body = rest;
+        span
+    }))
 }
 
 #[cfg(test)]
@@ -138,6 +175,29 @@ mod tests {
         assert_eq!(q.len(), 1);
         assert_eq!(q.take_batch(&header, &mut out), 1);
         assert!(q.is_empty() && q.bytes() == 0);
+    }
+
+    #[test]
+    fn chunks_round_trip_and_reject_garbage() {
+        let mut q = SpanQueue::new(10, 1 << 20, 10);
+        q.push(&span(1)).unwrap();
+        q.push(&span(2)).unwrap();
+        let mut chunk = Vec::new();
+        assert_eq!(q.take_chunk(&mut chunk), 2);
+        assert!(q.is_empty() && q.bytes() == 0);
+        let spans: Vec<&[u8]> = chunk_spans(&chunk).unwrap().collect();
+        let mut one = Vec::new();
+        encode_span(&span(1), &mut one);
+        assert_eq!(spans[0], &one[..]);
+        let mut other = SpanQueue::new(1, 1 << 20, 10);
+        assert_eq!(other.push_encoded(spans[0]), Ok(()));
+        assert_eq!(other.push_encoded(spans[1]), Err(DropReason::QueueFull));
+        assert!(chunk_spans(&chunk[..chunk.len() - 1]).is_none());
+        assert!(chunk_spans(&[]).is_none());
+        assert!(chunk_spans(&[255, 255, 255, 255]).is_none());
+        let mut empty = Vec::new();
+        assert_eq!(SpanQueue::new(1, 1, 1).take_chunk(&mut empty), 0);
+        assert_eq!(chunk_spans(&empty).unwrap().count(), 0);
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! production incident waiting for a postmortem.
 
 use serde::Deserialize;
+use smallvec::SmallVec;
+
+use crate::propagation::Format;
 
 /// Default `service.name` until workload detection fills it in.
 pub const DEFAULT_SERVICE_NAME: &str = "unknown_service:envoy";
@@ -35,6 +38,35 @@ pub struct Collector {
     pub path: String,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// OTLP/HTTP protobuf or OTLP/gRPC.
+    #[serde(default)]
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub compression: Compression,
+    /// Extra request headers (HTTP) or metadata (gRPC), e.g. API keys. Values are secrets:
+    /// never logged, never echoed in errors.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// The OTLP transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// `POST {path}` with `application/x-protobuf`; the cluster may be HTTP/1.1 or HTTP/2.
+    #[default]
+    Http,
+    /// `TraceService/Export` framed as gRPC; the cluster must speak HTTP/2.
+    Grpc,
+}
+
+/// Export body compression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
 }
 
 fn default_path() -> String {
@@ -61,6 +93,8 @@ pub struct Batch {
     pub max_batch: u32,
     /// Export at least this often while spans are queued.
     pub flush_interval_ms: u64,
+    /// Encoded bytes held while waiting for export; the second bound beside `max_queue`.
+    pub max_queue_bytes: u64,
 }
 
 impl Default for Batch {
@@ -69,9 +103,69 @@ impl Default for Batch {
             max_queue: 8192,
             max_batch: 2048,
             flush_interval_ms: 1000,
+            max_queue_bytes: 8 << 20,
         }
     }
 }
+
+/// Where this VM's spans go, and how hard the exporter tries.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExporterConfig {
+    pub mode: ExportMode,
+    /// `vm_id` of the singleton that registered the shared queue (mode `shared_queue`).
+    pub singleton_vm_id: String,
+    /// Export requests outstanding at once, retries included.
+    pub max_in_flight: u32,
+    pub retry: Retry,
+}
+
+/// The deployment shape: see `filter/envoy/README.md`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportMode {
+    /// Each worker VM exports its own batches.
+    #[default]
+    PerWorker,
+    /// HTTP filter: hand encoded spans to the singleton's shared queue; never export.
+    SharedQueue,
+    /// The `envoy.bootstrap.wasm` singleton: drain the shared queue and export for everyone.
+    Singleton,
+}
+
+/// Exponential backoff with full jitter between `initial_ms` and `max_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retry {
+    pub initial_ms: u64,
+    pub max_ms: u64,
+    /// Sends of one batch, the first included; 1 disables retries.
+    pub max_attempts: u32,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            initial_ms: 500,
+            max_ms: 30_000,
+            max_attempts: 5,
+        }
+    }
+}
+
+impl Default for ExporterConfig {
+    fn default() -> Self {
+        Self {
+            mode: ExportMode::PerWorker,
+            singleton_vm_id: "meshtrace_exporter".into(),
+            max_in_flight: 2,
+            retry: Retry::default(),
+        }
+    }
+}
+
+/// The shared queue's name, registered by the singleton under its `vm_id`.
+pub const SHARED_QUEUE_NAME: &str = "meshtrace.spans";
 
 /// The validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -84,6 +178,12 @@ pub struct Config {
     pub collector: Collector,
     #[serde(default)]
     pub batch: Batch,
+    #[serde(default)]
+    pub exporter: ExporterConfig,
+    #[serde(default)]
+    pub propagators: Propagators,
+    #[serde(default)]
+    pub baggage: BaggageConfig,
 }
 
 /// A configuration error: the dotted field and what is wrong with it.
@@ -168,6 +268,7 @@ impl Config {
                 ),
             ));
         }
+        self.validate_export()?;
         if let Some(s) = &self.service_name {
             if s.trim().is_empty() {
                 return Err(err("service_name", "must be a non-empty string when set"));
@@ -192,12 +293,205 @@ impl Config {
                 format!("must be between 1 and 3600000, got {}", b.flush_interval_ms),
             ));
         }
+        self.propagators.validate()?;
+        self.baggage.validate()?;
+        Ok(())
+    }
+
+    fn validate_export(&self) -> Result<(), ConfigError> {
+        for name in self.collector.headers.keys() {
+            let ok = !name.is_empty()
+                && !name.starts_with(':')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+            if !ok {
+                // The name is not secret; the value never appears in an error.
+                return Err(err(
+                    "collector.headers",
+                    format!("header names must be lowercase token characters, got {name:?}"),
+                ));
+            }
+        }
+        let b = &self.batch;
+        if b.max_queue_bytes < 1024 {
+            return Err(err(
+                "batch.max_queue_bytes",
+                format!("must be at least 1024, got {}", b.max_queue_bytes),
+            ));
+        }
+        let e = &self.exporter;
+        if e.singleton_vm_id.trim().is_empty() {
+            return Err(err(
+                "exporter.singleton_vm_id",
+                "must be a non-empty string",
+            ));
+        }
+        if e.max_in_flight == 0 || e.max_in_flight > 64 {
+            return Err(err(
+                "exporter.max_in_flight",
+                format!("must be between 1 and 64, got {}", e.max_in_flight),
+            ));
+        }
+        let r = &e.retry;
+        if r.initial_ms == 0 || r.initial_ms > r.max_ms {
+            return Err(err(
+                "exporter.retry.initial_ms",
+                format!(
+                    "must be between 1 and exporter.retry.max_ms ({}), got {}",
+                    r.max_ms, r.initial_ms
+                ),
+            ));
+        }
+        if r.max_ms > 3_600_000 {
+            return Err(err(
+                "exporter.retry.max_ms",
+                format!("must be at most 3600000, got {}", r.max_ms),
+            ));
+        }
+        if r.max_attempts == 0 || r.max_attempts > 100 {
+            return Err(err(
+                "exporter.retry.max_attempts",
+                format!("must be between 1 and 100, got {}", r.max_attempts),
+            ));
+        }
         Ok(())
     }
 
     /// The resource's `service.name`.
     pub fn service_name(&self) -> &str {
         self.service_name.as_deref().unwrap_or(DEFAULT_SERVICE_NAME)
+    }
+}
+
+// ---- propagation settings --------------------------------------------------------------
+
+/// Which trace-context formats are read and written, and how far incoming contexts are trusted.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Propagators {
+    /// Formats tried in order on the way in; the first that yields a valid context wins.
+    pub extract: Vec<String>,
+    /// Formats always written upstream, besides the one the request arrived with.
+    pub inject: Vec<String>,
+    /// Continue incoming contexts. False at an internet-facing edge: each request starts a new
+    /// trace and the incoming context becomes a span link, so clients cannot force sampling.
+    pub trust_incoming: bool,
+    /// Honour Linkerd 1's `l5d-sample` rate as a sampling override.
+    pub trust_l5d_sample: bool,
+}
+
+impl Default for Propagators {
+    fn default() -> Self {
+        let names = |f: &[Format]| f.iter().map(|f| f.name().to_string()).collect();
+        Self {
+            extract: names(&[
+                Format::TraceContext,
+                Format::B3,
+                Format::B3Multi,
+                Format::L5d,
+                Format::XRay,
+                Format::Gcp,
+                Format::GrpcTraceBin,
+            ]),
+            inject: names(&[Format::TraceContext, Format::Baggage]),
+            trust_incoming: true,
+            trust_l5d_sample: false,
+        }
+    }
+}
+
+/// The format names a list may use, for error messages.
+fn format_names(context_only: bool) -> String {
+    Format::ALL
+        .iter()
+        .filter(|f| !context_only || f.carries_context())
+        .map(|f| f.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Resolves a list of format names, refusing unknown names and repeats; `context_only` also
+/// refuses `baggage`, which carries no trace context to extract.
+fn resolve_formats(
+    field: &str,
+    names: &[String],
+    context_only: bool,
+) -> Result<SmallVec<[Format; 8]>, ConfigError> {
+    let mut out = SmallVec::new();
+    for (i, name) in names.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let format = Format::from_name(name).ok_or_else(|| {
+            err(
+                &at,
+                format!(
+                    "unknown format {name:?}; expected one of {}",
+                    format_names(context_only)
+                ),
+            )
+        })?;
+        if context_only && !format.carries_context() {
+            return Err(err(
+                &at,
+                format!(
+                    "{name:?} carries no trace context to extract; expected one of {}",
+                    format_names(true)
+                ),
+            ));
+        }
+        if out.contains(&format) {
+            return Err(err(&at, format!("format {name:?} is listed twice")));
+        }
+        out.push(format);
+    }
+    Ok(out)
+}
+
+impl Propagators {
+    /// The extraction order.
+    pub fn extract_formats(&self) -> SmallVec<[Format; 8]> {
+        // Validated when the configuration was loaded; an error cannot reach here.
+        resolve_formats("propagators.extract", &self.extract, true).unwrap_or_default()
+    }
+
+    /// The formats always injected.
+    pub fn inject_formats(&self) -> SmallVec<[Format; 8]> {
+        resolve_formats("propagators.inject", &self.inject, false).unwrap_or_default()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        resolve_formats("propagators.extract", &self.extract, true)?;
+        resolve_formats("propagators.inject", &self.inject, false)?;
+        Ok(())
+    }
+}
+
+/// What may be read from W3C baggage.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BaggageConfig {
+    /// Baggage keys copied into span attributes as `baggage.<key>`; nothing else is, because
+    /// baggage is set by callers and may carry what must not reach a trace backend.
+    pub attribute_keys: Vec<String>,
+}
+
+impl BaggageConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (i, key) in self.attribute_keys.iter().enumerate() {
+            let token = !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c));
+            if !token {
+                return Err(err(
+                    &format!("baggage.attribute_keys[{i}]"),
+                    format!(
+                        "{key:?} is not a valid baggage key (an HTTP token such as \"tenant_id\")"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -222,6 +516,75 @@ mod tests {
         assert_eq!(c.service_name(), "checkout");
         assert_eq!(c.direction, Direction::Outbound);
         assert_eq!(c.collector.authority(), "otel:4318");
+    }
+
+    #[test]
+    fn export_keys_and_defaults() {
+        let c = Config::from_json(br#"{"collector": {"cluster": "c"}}"#).unwrap();
+        assert_eq!(c.collector.protocol, Protocol::Http);
+        assert_eq!(c.collector.compression, Compression::None);
+        assert!(c.collector.headers.is_empty());
+        assert_eq!(c.batch.max_queue_bytes, 8 << 20);
+        assert_eq!(c.exporter, ExporterConfig::default());
+        assert_eq!(c.exporter.mode, ExportMode::PerWorker);
+        assert_eq!(c.exporter.singleton_vm_id, "meshtrace_exporter");
+        assert_eq!(c.exporter.max_in_flight, 2);
+        assert_eq!(
+            c.exporter.retry,
+            Retry {
+                initial_ms: 500,
+                max_ms: 30_000,
+                max_attempts: 5
+            }
+        );
+        let c = Config::from_json(
+            br#"{"collector": {"cluster": "c", "protocol": "grpc", "compression": "gzip",
+                 "headers": {"x-api-key": "k"}},
+                 "batch": {"max_queue_bytes": 4096},
+                 "exporter": {"mode": "shared_queue", "singleton_vm_id": "exp", "max_in_flight": 4,
+                              "retry": {"initial_ms": 10, "max_ms": 20, "max_attempts": 1}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.collector.protocol, Protocol::Grpc);
+        assert_eq!(c.collector.compression, Compression::Gzip);
+        assert_eq!(c.collector.headers["x-api-key"], "k");
+        assert_eq!(c.exporter.mode, ExportMode::SharedQueue);
+        assert_eq!(c.exporter.max_in_flight, 4);
+    }
+
+    #[test]
+    fn export_errors_name_the_field_and_hide_header_values() {
+        let cfg = |s: &str| format!(r#"{{"collector": {{"cluster": "c"}}, {s}}}"#);
+        assert!(bad(&cfg(r#""exporter": {"mode": "both"}"#))
+            .starts_with("exporter.mode: unknown variant `both`"));
+        assert_eq!(
+            bad(&cfg(r#""exporter": {"max_in_flight": 0}"#)),
+            "exporter.max_in_flight: must be between 1 and 64, got 0"
+        );
+        assert_eq!(
+            bad(&cfg(r#""exporter": {"retry": {"initial_ms": 5000, "max_ms": 100}}"#)),
+            "exporter.retry.initial_ms: must be between 1 and exporter.retry.max_ms (100), got 5000"
+        );
+        assert_eq!(
+            bad(&cfg(r#""exporter": {"retry": {"max_attempts": 0}}"#)),
+            "exporter.retry.max_attempts: must be between 1 and 100, got 0"
+        );
+        assert_eq!(
+            bad(&cfg(r#""batch": {"max_queue_bytes": 10}"#)),
+            "batch.max_queue_bytes: must be at least 1024, got 10"
+        );
+        assert!(
+            bad(r#"{"collector": {"cluster": "c", "protocol": "thrift"}}"#)
+                .starts_with("collector.protocol: unknown variant `thrift`")
+        );
+        let e = bad(r#"{"collector": {"cluster": "c", "headers": {"X-Key": "hunter2"}}}"#);
+        assert_eq!(
+            e,
+            "collector.headers: header names must be lowercase token characters, got \"X-Key\""
+        );
+        assert!(!e.contains("hunter2"));
+        let e = bad(r#"{"collector": {"cluster": "c", "headers": {"k": 5}}}"#);
+        assert!(e.starts_with("collector.headers.k: invalid type"), "{e}");
     }
 
     #[test]
@@ -260,5 +623,66 @@ mod tests {
         );
         assert!(bad("{").starts_with("invalid JSON"), "{}", bad("{"));
         assert!(bad("").starts_with("configuration is empty"));
+    }
+
+    #[test]
+    fn propagator_defaults() {
+        let c = Config::from_json(br#"{"collector": {"cluster": "c"}}"#).unwrap();
+        assert_eq!(
+            c.propagators.extract,
+            [
+                "tracecontext",
+                "b3",
+                "b3multi",
+                "l5d",
+                "xray",
+                "gcp",
+                "grpc-trace-bin"
+            ]
+        );
+        assert_eq!(c.propagators.inject, ["tracecontext", "baggage"]);
+        assert!(c.propagators.trust_incoming);
+        assert!(!c.propagators.trust_l5d_sample);
+        assert!(c.baggage.attribute_keys.is_empty());
+        assert_eq!(c.propagators.extract_formats().len(), 7);
+        assert_eq!(
+            c.propagators.inject_formats().as_slice(),
+            &[Format::TraceContext, Format::Baggage]
+        );
+        let c = Config::from_json(
+            br#"{"collector": {"cluster": "c"}, "propagators": {"extract": ["b3"], "trust_incoming": false}, "baggage": {"attribute_keys": ["tenant"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.propagators.extract_formats().as_slice(), &[Format::B3]);
+        assert_eq!(c.propagators.inject, ["tracecontext", "baggage"]);
+        assert!(!c.propagators.trust_incoming);
+        assert_eq!(c.baggage.attribute_keys, ["tenant"]);
+    }
+
+    #[test]
+    fn propagator_errors_name_field_and_index() {
+        let with = |p: &str| bad(&format!(r#"{{"collector": {{"cluster": "c"}}, {p}}}"#));
+        assert_eq!(
+            with(r#""propagators": {"extract": ["tracecontext", "b3", "b4"]}"#),
+            "propagators.extract[2]: unknown format \"b4\"; expected one of tracecontext, b3, b3multi, l5d, xray, gcp, grpc-trace-bin"
+        );
+        assert_eq!(
+            with(r#""propagators": {"extract": ["baggage"]}"#),
+            "propagators.extract[0]: \"baggage\" carries no trace context to extract; expected one of tracecontext, b3, b3multi, l5d, xray, gcp, grpc-trace-bin"
+        );
+        assert_eq!(
+            with(r#""propagators": {"inject": ["b3", "B3"]}"#),
+            "propagators.inject[1]: unknown format \"B3\"; expected one of tracecontext, baggage, b3, b3multi, l5d, xray, gcp, grpc-trace-bin"
+        );
+        assert_eq!(
+            with(r#""propagators": {"inject": ["b3", "xray", "b3"]}"#),
+            "propagators.inject[2]: format \"b3\" is listed twice"
+        );
+        assert!(with(r#""propagators": {"trust": true}"#)
+            .starts_with("propagators.trust: unknown field `trust`"));
+        assert_eq!(
+            with(r#""baggage": {"attribute_keys": ["ok", "not ok"]}"#),
+            "baggage.attribute_keys[1]: \"not ok\" is not a valid baggage key (an HTTP token such as \"tenant_id\")"
+        );
     }
 }

@@ -1,47 +1,104 @@
-//! Export scheduling, host-independent: when to send a batch, what the result means, and what
-//! to log about failures (one line per kind per interval, never one per span).
+//! Export scheduling, host-independent: when to send a batch, when to send it again, when to
+//! give up, what to count, and what to log (one line per failure kind per interval).
 //!
-//! The adapter owns the transport (`dispatch_http_call` in Envoy, hyper natively); this module
-//! owns the decisions so both adapters behave the same and the rules are unit-tested.
+//! The adapter owns the transport (`dispatch_http_call` in Envoy, hyper natively): it asks
+//! [`Exporter::poll`] for the next request, sends it, and reports the classified reply with
+//! [`Exporter::on_result`]. Time is passed in, so every rule is unit-tested on virtual time.
+//!
+//! Memory is bounded by the queue's bounds plus `max_in_flight` batches: a batch waiting for a
+//! retry keeps its slot, so a collector outage fills the queue and then drops the newest spans
+//! (counted) instead of growing.
 
-use crate::batch::{DropReason, SpanQueue};
-use crate::config::Config;
+use crate::batch::{chunk_spans, DropReason, SpanQueue};
+use crate::config::{Compression, Config, ExportMode, Protocol, Retry};
 use crate::otlp::BatchHeader;
 use crate::span::SpanRecord;
-
-/// How one export request ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExportResult {
-    /// 2xx from the collector.
-    Ok,
-    /// A non-2xx HTTP status.
-    Status(u32),
-    /// No response: reset, refused, or timed out before headers.
-    NoResponse,
-    /// The host refused to send it (unknown cluster, bad headers).
-    DispatchFailed,
-}
+use crate::transport::{ExportResult, Failure};
 
 /// Counters the adapter exposes as metrics; monotonic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
-    pub spans_queued: u64,
     pub spans_exported: u64,
+    /// Spans the collector refused in a partial success (also counted as exported: delivered).
+    pub spans_rejected: u64,
     pub spans_dropped_queue_full: u64,
     pub spans_dropped_too_large: u64,
     pub spans_dropped_export_failed: u64,
-    pub export_ok: u64,
-    pub export_failed: u64,
+    /// Attempts by result: accepted, failed but retryable, failed for good.
+    pub requests_ok: u64,
+    pub requests_retryable: u64,
+    pub requests_failed: u64,
+    /// Sends of a batch after its first.
+    pub retries: u64,
+    /// Request bodies sent (every attempt), before and after compression.
+    pub bytes_uncompressed: u64,
     pub bytes_sent: u64,
 }
 
-/// Failures since the last log line.
-#[derive(Clone, Copy, Debug, Default)]
+/// A batch's place in its slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotState {
+    Free,
+    /// Built, waiting until `at` (ms) to be sent (again).
+    Waiting {
+        at: u64,
+    },
+    /// Sent at `since` (ms); the reply has not come yet.
+    InFlight {
+        since: u64,
+    },
+}
+
+/// One batch being exported; its body buffer is reused by the next batch.
+#[derive(Debug)]
+struct Slot {
+    state: SlotState,
+    id: u64,
+    body: Vec<u8>,
+    spans: u64,
+    raw_bytes: u64,
+    attempts: u32,
+}
+
+/// What became of a failed attempt's batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    WillRetry,
+    GaveUp,
+    NotRetryable,
+}
+
+/// Failures of one kind since the last log line.
+#[derive(Clone, Copy, Debug)]
+struct FailureCount {
+    failure: Failure,
+    fate: Fate,
+    requests: u64,
+    spans: u64,
+}
+
+/// At most this many distinct failure kinds per log line; beyond it they are summed as "other".
+const LOG_KINDS: usize = 8;
+/// One summary line per this many ms at most: an outage is a few lines a minute, not a flood.
+pub const LOG_INTERVAL_MS: u64 = 5000;
+
+#[derive(Clone, Debug, Default)]
 struct Pending {
+    kinds: Vec<FailureCount>,
+    other: u64,
     queue_full: u64,
-    failed_requests: u64,
-    failed_spans: u64,
-    last_failure: Option<ExportResult>,
+    too_large: u64,
+    rejected: u64,
+    bad_chunks: u64,
+    handoff_lost: u64,
+}
+
+/// A request the adapter must send now.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// Hand back to [`Exporter::on_result`] with the reply.
+    pub id: u64,
+    pub body: &'a [u8],
 }
 
 /// Per-VM export state.
@@ -49,157 +106,694 @@ struct Pending {
 pub struct Exporter {
     queue: SpanQueue,
     header: BatchHeader,
+    protocol: Protocol,
+    compression: Compression,
+    /// Shared-queue filters hand spans off instead of exporting.
+    hand_off: bool,
     flush_interval_ms: u64,
+    /// An unanswered request older than this is written off (the host should have answered).
+    lost_after_ms: u64,
+    retry: Retry,
+    slots: Vec<Slot>,
+    next_id: u64,
+    /// Consecutive retryable failures, driving the backoff.
+    failures: u32,
+    /// No request goes out before this (ms): the collector asked for quiet, or is down.
+    quiet_until: u64,
     last_flush_ms: u64,
     last_log_ms: u64,
+    scratch: Vec<u8>,
+    rng: fastrand::Rng,
     pending: Pending,
     pub counters: Counters,
 }
 
 impl Exporter {
-    pub fn new(config: &Config, header: BatchHeader, now_ms: u64) -> Self {
+    pub fn new(config: &Config, header: BatchHeader, now_ms: u64, seed: u64) -> Self {
         let b = &config.batch;
+        let e = &config.exporter;
         Self {
-            // The byte bound protects memory: 64 KiB per queued span on average is far above
-            // any real span, and the issue's queue-bytes setting refines it.
-            queue: SpanQueue::new(b.max_queue, b.max_queue as u64 * 64 * 1024, b.max_batch),
+            queue: SpanQueue::new(b.max_queue, b.max_queue_bytes, b.max_batch),
             header,
+            protocol: config.collector.protocol,
+            compression: config.collector.compression,
+            hand_off: e.mode == ExportMode::SharedQueue,
             flush_interval_ms: b.flush_interval_ms,
+            lost_after_ms: config.collector.timeout_ms.saturating_mul(2) + 10_000,
+            retry: e.retry.clone(),
+            slots: (0..e.max_in_flight)
+                .map(|_| Slot {
+                    state: SlotState::Free,
+                    id: 0,
+                    body: Vec::new(),
+                    spans: 0,
+                    raw_bytes: 0,
+                    attempts: 0,
+                })
+                .collect(),
+            next_id: 1,
+            failures: 0,
+            quiet_until: 0,
             last_flush_ms: now_ms,
             last_log_ms: now_ms,
+            scratch: Vec::new(),
+            rng: fastrand::Rng::with_seed(seed),
             pending: Pending::default(),
             counters: Counters::default(),
+        }
+    }
+
+    fn count_drop(&mut self, reason: DropReason, spans: u64) {
+        match reason {
+            DropReason::QueueFull => {
+                self.counters.spans_dropped_queue_full += spans;
+                self.pending.queue_full += spans;
+            }
+            DropReason::TooLarge => {
+                self.counters.spans_dropped_too_large += spans;
+                self.pending.too_large += spans;
+            }
         }
     }
 
     /// Encodes a finished span into the queue; a full queue drops it and counts it.
     pub fn push(&mut self, span: &SpanRecord) -> Result<(), DropReason> {
         let r = self.queue.push(span);
-        match r {
-            Ok(()) => self.counters.spans_queued += 1,
-            Err(DropReason::QueueFull) => {
-                self.counters.spans_dropped_queue_full += 1;
-                self.pending.queue_full += 1;
-            }
-            Err(DropReason::TooLarge) => self.counters.spans_dropped_too_large += 1,
+        if let Err(reason) = r {
+            self.count_drop(reason, 1);
         }
         r
     }
 
-    /// Spans waiting in the queue.
-    pub fn queued(&self) -> usize {
-        self.queue.len()
+    /// Takes a worker's hand-off chunk into the queue, dropping (and counting) what does not
+    /// fit. A malformed chunk is dropped whole and logged; its span count is unknowable.
+    pub fn push_chunk(&mut self, chunk: &[u8]) {
+        let Some(spans) = chunk_spans(chunk) else {
+            self.pending.bad_chunks += 1;
+            return;
+        };
+        for span in spans {
+            if let Err(reason) = self.queue.push_encoded(span) {
+                self.count_drop(reason, 1);
+            }
+        }
     }
 
-    /// True when a batch should go out now: a full batch, or spans older than the interval.
+    /// Spans held: queued, waiting for a retry, or in flight. The queue-depth gauge.
+    pub fn held(&self) -> u64 {
+        self.queue.len() as u64
+            + self
+                .slots
+                .iter()
+                .filter(|s| s.state != SlotState::Free)
+                .map(|s| s.spans)
+                .sum::<u64>()
+    }
+
+    /// Bytes held in the queue (batches in slots are bounded by `max_in_flight`).
+    pub fn queued_bytes(&self) -> u64 {
+        self.queue.bytes() as u64
+    }
+
+    fn interval_elapsed(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.last_flush_ms) >= self.flush_interval_ms
+    }
+
+    /// True when a new batch (or hand-off chunk) should be cut now: a full batch, or spans
+    /// older than the interval, and (when exporting) a free slot outside a backoff.
     pub fn due(&self, now_ms: u64) -> bool {
-        !self.queue.is_empty()
-            && (self.queue.batch_ready()
-                || now_ms.saturating_sub(self.last_flush_ms) >= self.flush_interval_ms)
+        if self.queue.is_empty() || !(self.queue.batch_ready() || self.interval_elapsed(now_ms)) {
+            return false;
+        }
+        self.hand_off
+            || (now_ms >= self.quiet_until && self.slots.iter().any(|s| s.state == SlotState::Free))
     }
 
-    /// Cuts the next batch into `body`; returns its span count, or `None` when nothing is due.
-    pub fn next_batch(&mut self, now_ms: u64, body: &mut Vec<u8>) -> Option<usize> {
+    /// Shared-queue filters: moves everything queued into a hand-off chunk in `out` when due.
+    pub fn next_chunk(&mut self, now_ms: u64, out: &mut Vec<u8>) -> Option<usize> {
         if !self.due(now_ms) {
             return None;
         }
         self.last_flush_ms = now_ms;
-        Some(self.queue.take_batch(&self.header, body))
+        Some(self.queue.take_chunk(out))
     }
 
-    /// Records how a batch of `spans` spans (and `bytes` bytes) ended.
-    pub fn on_result(&mut self, spans: usize, bytes: usize, result: ExportResult) {
-        let spans = spans as u64;
-        if result == ExportResult::Ok {
-            self.counters.export_ok += 1;
-            self.counters.spans_exported += spans;
-            self.counters.bytes_sent += bytes as u64;
-        } else {
-            self.counters.export_failed += 1;
-            self.counters.spans_dropped_export_failed += spans;
-            self.pending.failed_requests += 1;
-            self.pending.failed_spans += spans;
-            self.pending.last_failure = Some(result);
-        }
+    /// A hand-off chunk of `spans` spans could not be enqueued (no singleton): they are lost.
+    pub fn on_handoff_failed(&mut self, spans: usize) {
+        self.counters.spans_dropped_export_failed += spans as u64;
+        self.pending.handoff_lost += spans as u64;
     }
 
-    /// At most once per flush interval, a summary of what failed since the last summary.
-    pub fn take_log(&mut self, now_ms: u64) -> Option<String> {
-        if now_ms.saturating_sub(self.last_log_ms) < self.flush_interval_ms {
+    /// The next request to send, if any: a batch whose retry time has come, else a new batch
+    /// when one is due and a slot is free. Call until `None`.
+    pub fn poll(&mut self, now_ms: u64) -> Option<Request<'_>> {
+        self.expire_lost(now_ms);
+        if self.hand_off || now_ms < self.quiet_until {
             return None;
         }
-        let p = core::mem::take(&mut self.pending);
+        let i = match self
+            .slots
+            .iter()
+            .position(|s| matches!(s.state, SlotState::Waiting { at } if at <= now_ms))
+        {
+            Some(i) => {
+                self.counters.retries += 1;
+                i
+            }
+            None => {
+                if !self.due(now_ms) {
+                    return None;
+                }
+                let i = self.slots.iter().position(|s| s.state == SlotState::Free)?;
+                self.last_flush_ms = now_ms;
+                self.fill(i);
+                i
+            }
+        };
+        let slot = &mut self.slots[i];
+        slot.state = SlotState::InFlight { since: now_ms };
+        slot.attempts += 1;
+        self.counters.bytes_uncompressed += slot.raw_bytes;
+        self.counters.bytes_sent += slot.body.len() as u64;
+        Some(Request {
+            id: slot.id,
+            body: &slot.body,
+        })
+    }
+
+    /// Cuts the next batch into slot `i`, framed and compressed for the wire.
+    fn fill(&mut self, i: usize) {
+        let spans = self.queue.take_batch(&self.header, &mut self.scratch) as u64;
+        let slot = &mut self.slots[i];
+        slot.id = self.next_id;
+        self.next_id += 1;
+        slot.spans = spans;
+        slot.raw_bytes = self.scratch.len() as u64;
+        slot.attempts = 0;
+        let body = &mut slot.body;
+        body.clear();
+        let gzip = self.compression == Compression::Gzip;
+        if self.protocol == Protocol::Grpc {
+            // Length-prefixed message: compressed flag, then the length patched in below.
+            body.extend_from_slice(&[gzip as u8, 0, 0, 0, 0]);
+        }
+        let start = body.len();
+        if gzip {
+            crate::gzip::compress(&self.scratch, body);
+        } else {
+            body.extend_from_slice(&self.scratch);
+        }
+        if self.protocol == Protocol::Grpc {
+            let len = (body.len() - start) as u32;
+            body[1..5].copy_from_slice(&len.to_be_bytes());
+        }
+    }
+
+    /// Writes off requests the host never answered, so a lost callback cannot pin a slot.
+    fn expire_lost(&mut self, now_ms: u64) {
+        for i in 0..self.slots.len() {
+            if let SlotState::InFlight { since } = self.slots[i].state {
+                if now_ms.saturating_sub(since) >= self.lost_after_ms {
+                    let id = self.slots[i].id;
+                    self.on_result(id, ExportResult::Fail(Failure::Lost), now_ms);
+                }
+            }
+        }
+    }
+
+    /// Records how the request `id` ended. Unknown or stale ids are ignored.
+    pub fn on_result(&mut self, id: u64, result: ExportResult, now_ms: u64) {
+        let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.id == id && matches!(s.state, SlotState::InFlight { .. }))
+        else {
+            return;
+        };
+        let (spans, attempts) = (self.slots[i].spans, self.slots[i].attempts);
+        match result {
+            ExportResult::Ok { rejected } => {
+                self.counters.requests_ok += 1;
+                self.counters.spans_exported += spans;
+                self.counters.spans_rejected += rejected;
+                self.pending.rejected += rejected;
+                self.failures = 0;
+                self.slots[i].state = SlotState::Free;
+            }
+            ExportResult::Retry { failure, delay_ms } => {
+                self.counters.requests_retryable += 1;
+                self.failures = self.failures.saturating_add(1);
+                let delay = self.backoff_ms(delay_ms);
+                self.quiet_until = self.quiet_until.max(now_ms + delay);
+                if attempts >= self.retry.max_attempts {
+                    self.give_up(i, failure, Fate::GaveUp);
+                } else {
+                    self.slots[i].state = SlotState::Waiting { at: now_ms + delay };
+                    self.note(failure, Fate::WillRetry, 0);
+                }
+            }
+            ExportResult::Fail(failure) => {
+                self.counters.requests_failed += 1;
+                self.give_up(i, failure, Fate::NotRetryable);
+            }
+        }
+    }
+
+    fn give_up(&mut self, i: usize, failure: Failure, fate: Fate) {
+        let spans = self.slots[i].spans;
+        self.counters.spans_dropped_export_failed += spans;
+        self.slots[i].state = SlotState::Free;
+        self.note(failure, fate, spans);
+    }
+
+    /// The wait before the next attempt: the collector's own delay when it gave one (capped,
+    /// so a hostile or confused collector cannot park the exporter for hours), else full-jitter
+    /// exponential backoff.
+    fn backoff_ms(&mut self, hint: Option<u64>) -> u64 {
+        if let Some(d) = hint {
+            return d.min(self.retry.max_ms);
+        }
+        let exp = self.failures.saturating_sub(1).min(32);
+        let ceiling = self
+            .retry
+            .initial_ms
+            .saturating_mul(1u64 << exp)
+            .min(self.retry.max_ms);
+        // Half fixed, half random: spreads many proxies apart but never retries instantly.
+        ceiling / 2 + self.rng.u64(0..=ceiling - ceiling / 2)
+    }
+
+    fn note(&mut self, failure: Failure, fate: Fate, spans: u64) {
+        let p = &mut self.pending;
+        if let Some(k) = p
+            .kinds
+            .iter_mut()
+            .find(|k| k.failure == failure && k.fate == fate)
+        {
+            k.requests += 1;
+            k.spans += spans;
+        } else if p.kinds.len() < LOG_KINDS {
+            p.kinds.push(FailureCount {
+                failure,
+                fate,
+                requests: 1,
+                spans,
+            });
+        } else {
+            p.other += 1;
+        }
+    }
+
+    /// When the adapter should next wake to make progress (ms), if earlier than the interval:
+    /// a retry coming due or the end of a quiet period.
+    pub fn next_wake(&self) -> Option<u64> {
+        self.slots
+            .iter()
+            .filter_map(|s| match s.state {
+                SlotState::Waiting { at } => Some(at.max(self.quiet_until)),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// At most once per [`LOG_INTERVAL_MS`], what went wrong since the last summary: one line
+    /// per failure kind, with counts. Never mentions header values.
+    pub fn take_log(&mut self, now_ms: u64) -> Vec<String> {
+        if now_ms.saturating_sub(self.last_log_ms) < LOG_INTERVAL_MS {
+            return Vec::new();
+        }
         self.last_log_ms = now_ms;
+        let p = core::mem::take(&mut self.pending);
         let mut parts = Vec::new();
-        if p.failed_requests > 0 {
-            let why = match p.last_failure {
-                Some(ExportResult::Status(s)) => format!("last: HTTP {s}"),
-                Some(ExportResult::NoResponse) => {
-                    "last: no response (reset, refused or timed out)".into()
-                }
-                Some(ExportResult::DispatchFailed) => {
-                    "last: the host refused the call; is collector.cluster a defined cluster?"
-                        .into()
-                }
-                _ => String::new(),
-            };
-            parts.push(format!(
-                "{} export request(s) failed, {} span(s) dropped ({why})",
-                p.failed_requests, p.failed_spans
-            ));
+        for k in &p.kinds {
+            parts.push(match k.fate {
+                Fate::WillRetry => format!(
+                    "{} export attempt(s) failed with {}, will retry",
+                    k.requests, k.failure
+                ),
+                Fate::GaveUp => format!(
+                    "{} batch(es) failed with {} after {} attempt(s), {} span(s) dropped",
+                    k.requests, k.failure, self.retry.max_attempts, k.spans
+                ),
+                Fate::NotRetryable => format!(
+                    "{} export request(s) failed with {} (not retryable), {} span(s) dropped",
+                    k.requests, k.failure, k.spans
+                ),
+            });
+        }
+        if p.other > 0 {
+            parts.push(format!("{} export failure(s) of other kinds", p.other));
         }
         if p.queue_full > 0 {
             parts.push(format!("{} span(s) dropped: queue full", p.queue_full));
         }
-        (!parts.is_empty()).then(|| format!("meshtrace: {}", parts.join("; ")))
+        if p.too_large > 0 {
+            parts.push(format!(
+                "{} span(s) dropped: larger than batch.max_queue_bytes",
+                p.too_large
+            ));
+        }
+        if p.rejected > 0 {
+            parts.push(format!(
+                "the collector rejected {} span(s) in partial successes",
+                p.rejected
+            ));
+        }
+        if p.bad_chunks > 0 {
+            parts.push(format!(
+                "{} malformed hand-off chunk(s) ignored",
+                p.bad_chunks
+            ));
+        }
+        if p.handoff_lost > 0 {
+            parts.push(format!(
+                "{} span(s) dropped: no exporter singleton's shared queue to hand them to",
+                p.handoff_lost
+            ));
+        }
+        parts
+            .into_iter()
+            .map(|p| format!("meshtrace: {p}"))
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::SpanId;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
 
-    fn exporter() -> Exporter {
-        let cfg = Config::from_json(
-            br#"{"collector":{"cluster":"c"},"batch":{"max_queue":4,"max_batch":2,"flush_interval_ms":1000}}"#,
+    const OK: ExportResult = ExportResult::Ok { rejected: 0 };
+
+    /// An exporter from the default test config with top-level sections replaced by `extra`.
+    fn exporter(extra: &str) -> Exporter {
+        let mut json: serde_json::Value = serde_json::from_str(
+            r#"{"collector":{"cluster":"c"},"batch":{"max_queue":4,"max_batch":2,"flush_interval_ms":1000}}"#,
         )
         .unwrap();
-        Exporter::new(&cfg, BatchHeader::new(&[]), 0)
+        let extra: serde_json::Value =
+            serde_json::from_str(&format!("{{{}}}", &extra[1.min(extra.len())..])).unwrap();
+        for (k, v) in extra.as_object().unwrap() {
+            json[k] = v.clone();
+        }
+        let cfg = Config::from_json(json.to_string().as_bytes()).unwrap();
+        Exporter::new(&cfg, BatchHeader::new(&[]), 0, 7)
+    }
+
+    fn span(i: u8) -> SpanRecord {
+        let mut s = SpanRecord::default();
+        s.span_id = SpanId([i; 8]);
+        s
+    }
+
+    fn ids(body: &[u8]) -> Vec<u8> {
+        let req = ExportTraceServiceRequest::decode(body).unwrap();
+        req.resource_spans[0].scope_spans[0]
+            .spans
+            .iter()
+            .map(|s| s.span_id[0])
+            .collect()
+    }
+
+    fn retry(delay_ms: Option<u64>) -> ExportResult {
+        ExportResult::Retry {
+            failure: Failure::Http(503),
+            delay_ms,
+        }
+    }
+
+    /// The accounting invariant: every span pushed is exported, dropped, or still held.
+    fn balanced(e: &Exporter, pushed: u64) {
+        let c = &e.counters;
+        assert_eq!(
+            c.spans_exported
+                + c.spans_dropped_queue_full
+                + c.spans_dropped_too_large
+                + c.spans_dropped_export_failed
+                + e.held(),
+            pushed
+        );
     }
 
     #[test]
     fn interval_and_full_batch() {
-        let mut e = exporter();
-        let mut body = Vec::new();
-        let span = SpanRecord::default();
-        e.push(&span).unwrap();
-        assert_eq!(e.next_batch(999, &mut body), None);
-        assert_eq!(e.next_batch(1000, &mut body), Some(1));
-        e.push(&span).unwrap();
-        e.push(&span).unwrap();
+        let mut e = exporter("");
+        e.push(&span(1)).unwrap();
+        assert!(e.poll(999).is_none());
+        let s = e.poll(1000).unwrap();
+        assert_eq!((s.id, ids(s.body)), (1, vec![1]));
+        e.push(&span(2)).unwrap();
+        e.push(&span(3)).unwrap();
         // A full batch goes out before the interval.
-        assert_eq!(e.next_batch(1001, &mut body), Some(2));
-        for _ in 0..4 {
-            e.push(&span).unwrap();
-        }
-        assert_eq!(e.push(&span), Err(DropReason::QueueFull));
-        assert_eq!(e.counters.spans_dropped_queue_full, 1);
+        let s = e.poll(1001).unwrap();
+        assert_eq!((s.id, ids(s.body)), (2, vec![2, 3]));
+        e.push(&span(4)).unwrap();
+        e.push(&span(5)).unwrap();
+        assert!(
+            e.poll(1002).is_none(),
+            "both slots in flight: the batch waits"
+        );
+        assert!(!e.due(1002));
+        e.push(&span(6)).unwrap();
+        e.push(&span(7)).unwrap();
+        assert_eq!(e.push(&span(8)), Err(DropReason::QueueFull));
+        assert_eq!(e.held(), 7);
+        e.on_result(1, OK, 1003);
+        assert_eq!(ids(e.poll(1003).unwrap().body), vec![4, 5]);
+        e.on_result(2, OK, 1004);
+        e.on_result(3, OK, 1004);
+        e.on_result(3, OK, 1004); // a duplicate reply is ignored
+        assert_eq!(e.counters.spans_exported, 5);
+        assert_eq!(e.counters.requests_ok, 3);
+        balanced(&e, 8);
     }
 
     #[test]
-    fn failures_logged_once_per_interval() {
-        let mut e = exporter();
-        e.on_result(3, 100, ExportResult::Status(503));
-        e.on_result(2, 100, ExportResult::NoResponse);
-        assert_eq!(e.take_log(500), None);
-        let line = e.take_log(1000).unwrap();
+    fn retries_with_backoff_then_succeeds() {
+        let mut e = exporter(r#","exporter":{"retry":{"initial_ms":100,"max_ms":1000}}"#);
+        e.push(&span(1)).unwrap();
+        let id = e.poll(1000).unwrap().id;
+        e.on_result(id, retry(None), 1000);
+        // First backoff: in [50, 100] ms.
+        let wake = e.next_wake().unwrap();
+        assert!((1050..=1100).contains(&wake), "{wake}");
+        assert!(e.poll(wake - 1).is_none());
+        e.push(&span(2)).unwrap();
+        e.push(&span(3)).unwrap();
+        assert!(!e.due(wake - 1), "no new batch during a backoff");
+        let s = e.poll(wake).unwrap();
+        assert_eq!((s.id, ids(s.body)), (id, vec![1]), "the same batch again");
+        e.on_result(id, OK, wake);
+        assert_eq!(e.counters.retries, 1);
+        assert_eq!(e.counters.requests_retryable, 1);
+        assert_eq!(ids(e.poll(wake).unwrap().body), vec![2, 3]);
+        balanced(&e, 3);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let mut e =
+            exporter(r#","exporter":{"retry":{"initial_ms":100,"max_ms":400,"max_attempts":10}}"#);
+        e.push(&span(1)).unwrap();
+        let mut now = 1000;
+        let id = e.poll(now).unwrap().id;
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            e.on_result(id, retry(None), now);
+            let at = e.next_wake().unwrap();
+            waits.push(at - now);
+            now = at;
+            assert_eq!(e.poll(now).unwrap().id, id);
+        }
+        let ceilings = [100, 200, 400, 400, 400];
+        for (w, c) in waits.iter().zip(ceilings) {
+            assert!((c / 2..=c).contains(w), "{waits:?}");
+        }
+    }
+
+    #[test]
+    fn honours_retry_after_and_caps_it() {
+        let mut e = exporter(r#","exporter":{"retry":{"initial_ms":100,"max_ms":5000}}"#);
+        e.push(&span(1)).unwrap();
+        let id = e.poll(1000).unwrap().id;
+        e.on_result(id, retry(Some(3000)), 1000);
+        assert_eq!(e.next_wake(), Some(4000));
+        assert!(e.poll(3999).is_none());
+        assert_eq!(e.poll(4000).unwrap().id, id);
+        e.on_result(id, retry(Some(3_600_000)), 4000);
+        assert_eq!(e.next_wake(), Some(9000), "capped at retry.max_ms");
+    }
+
+    #[test]
+    fn gives_up_after_max_attempts_and_drops_non_retryable() {
+        let mut e =
+            exporter(r#","exporter":{"retry":{"initial_ms":10,"max_ms":10,"max_attempts":2}}"#);
+        e.push(&span(1)).unwrap();
+        let id = e.poll(1000).unwrap().id;
+        e.on_result(id, retry(None), 1000);
+        assert_eq!(e.poll(1010).unwrap().id, id);
+        e.on_result(id, retry(None), 1010);
+        assert_eq!(e.counters.spans_dropped_export_failed, 1);
+        assert_eq!(e.held(), 0);
+        e.push(&span(2)).unwrap();
+        let id = e.poll(2020).unwrap().id;
+        e.on_result(id, ExportResult::Fail(Failure::Http(400)), 2020);
+        assert_eq!(e.counters.spans_dropped_export_failed, 2);
+        assert_eq!(e.counters.requests_failed, 1);
+        assert_eq!(e.counters.requests_retryable, 2);
+        balanced(&e, 2);
+        assert!(e.take_log(4999).is_empty());
         assert_eq!(
-            line,
-            "meshtrace: 2 export request(s) failed, 5 span(s) dropped (last: no response (reset, refused or timed out))"
+            e.take_log(5000),
+            [
+                "meshtrace: 1 export attempt(s) failed with HTTP 503, will retry",
+                "meshtrace: 1 batch(es) failed with HTTP 503 after 2 attempt(s), 1 span(s) dropped",
+                "meshtrace: 1 export request(s) failed with HTTP 400 (not retryable), 1 span(s) dropped"
+            ]
         );
-        assert_eq!(e.take_log(2000), None);
-        assert_eq!(e.counters.spans_dropped_export_failed, 5);
-        e.on_result(1, 10, ExportResult::Ok);
-        assert_eq!((e.counters.spans_exported, e.counters.bytes_sent), (1, 10));
+        e.on_result(99, ExportResult::Fail(Failure::Http(400)), 6000);
+        assert!(e.take_log(9999).is_empty(), "once per interval");
+        assert!(e.take_log(10_000).is_empty(), "nothing new");
+    }
+
+    #[test]
+    fn one_log_line_per_kind_with_counts() {
+        let mut e = exporter(
+            r#","batch":{"max_queue":1000,"max_batch":1,"flush_interval_ms":1000},"exporter":{"max_in_flight":64,"retry":{"max_attempts":1}}"#,
+        );
+        for i in 0..50 {
+            e.push(&span(i)).unwrap();
+        }
+        for _ in 0..50 {
+            let id = e.poll(0).unwrap().id;
+            e.on_result(id, ExportResult::Fail(Failure::NoResponse), 0);
+        }
+        // Final failures do not back off: the next batch goes out on schedule.
+        assert_eq!(e.counters.spans_dropped_export_failed, 50);
+        assert_eq!(e.held(), 0);
+        assert_eq!(
+            e.take_log(5000),
+            ["meshtrace: 50 export request(s) failed with no response (reset, refused or timed out) (not retryable), 50 span(s) dropped"]
+        );
+    }
+
+    #[test]
+    fn partial_success_is_counted_not_retried() {
+        let mut e = exporter("");
+        e.push(&span(1)).unwrap();
+        e.push(&span(2)).unwrap();
+        let id = e.poll(0).unwrap().id;
+        e.on_result(id, ExportResult::Ok { rejected: 1 }, 0);
+        assert_eq!(
+            (e.counters.spans_exported, e.counters.spans_rejected),
+            (2, 1)
+        );
+        assert!(e.poll(5000).is_none());
+        assert_eq!(
+            e.take_log(5000),
+            ["meshtrace: the collector rejected 1 span(s) in partial successes"]
+        );
+    }
+
+    #[test]
+    fn lost_callbacks_free_their_slot() {
+        let mut e = exporter(r#","collector":{"cluster":"c","timeout_ms":1000}"#);
+        e.push(&span(1)).unwrap();
+        let id = e.poll(1000).unwrap().id;
+        e.push(&span(2)).unwrap();
+        e.push(&span(3)).unwrap();
+        let id2 = e.poll(1000).unwrap().id;
+        assert!(e.poll(1000 + 11_999).is_none());
+        // 2 × timeout + 10 s later both are written off, and the queue moves again.
+        e.push(&span(4)).unwrap();
+        e.push(&span(5)).unwrap();
+        let s = e.poll(1000 + 12_000).unwrap();
+        assert_eq!(ids(s.body), vec![4, 5]);
+        assert_eq!(e.counters.spans_dropped_export_failed, 3);
+        e.on_result(id, OK, 13_001);
+        e.on_result(id2, OK, 13_001);
+        assert_eq!(e.counters.spans_exported, 0, "late replies are ignored");
+        balanced(&e, 5);
+    }
+
+    #[test]
+    fn grpc_framing_and_gzip() {
+        use std::io::Read;
+        for (extra, gzip, grpc) in [
+            (
+                r#","collector":{"cluster":"c","protocol":"grpc"}"#,
+                false,
+                true,
+            ),
+            (
+                r#","collector":{"cluster":"c","protocol":"grpc","compression":"gzip"}"#,
+                true,
+                true,
+            ),
+            (
+                r#","collector":{"cluster":"c","compression":"gzip"}"#,
+                true,
+                false,
+            ),
+        ] {
+            let mut e = exporter(extra);
+            e.push(&span(9)).unwrap();
+            let body = e.poll(1000).unwrap().body.to_vec();
+            let payload = if grpc {
+                assert_eq!(body[0], gzip as u8);
+                let len = u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize;
+                assert_eq!(len, body.len() - 5);
+                body[5..].to_vec()
+            } else {
+                body.clone()
+            };
+            let raw = if gzip {
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(&payload[..])
+                    .read_to_end(&mut out)
+                    .unwrap();
+                out
+            } else {
+                payload
+            };
+            assert_eq!(ids(&raw), vec![9]);
+            assert_eq!(e.counters.bytes_uncompressed, raw.len() as u64);
+            assert_eq!(e.counters.bytes_sent, body.len() as u64);
+        }
+    }
+
+    #[test]
+    fn hand_off_chunks_feed_a_singleton() {
+        let mut worker = exporter(r#","exporter":{"mode":"shared_queue"}"#);
+        worker.push(&span(1)).unwrap();
+        assert!(worker.poll(5000).is_none(), "filters never export");
+        let mut chunk = Vec::new();
+        assert_eq!(worker.next_chunk(999, &mut chunk), None);
+        assert_eq!(worker.next_chunk(1000, &mut chunk), Some(1));
+        assert_eq!(worker.held(), 0);
+        let mut single = exporter(r#","exporter":{"mode":"singleton"}"#);
+        single.push_chunk(&chunk);
+        single.push_chunk(&chunk);
+        single.push_chunk(b"garbage");
+        let s = single.poll(1000).unwrap();
+        assert_eq!(ids(s.body), vec![1, 1]);
+        for _ in 0..3 {
+            single.push_chunk(&chunk);
+        }
+        assert_eq!(single.counters.spans_dropped_queue_full, 0);
+        single.push_chunk(&chunk);
+        single.push_chunk(&chunk);
+        assert_eq!(single.counters.spans_dropped_queue_full, 1);
+        worker.on_handoff_failed(3);
+        assert_eq!(worker.counters.spans_dropped_export_failed, 3);
+        assert_eq!(
+            single.take_log(5000),
+            [
+                "meshtrace: 1 span(s) dropped: queue full",
+                "meshtrace: 1 malformed hand-off chunk(s) ignored"
+            ]
+        );
     }
 }

@@ -5,9 +5,11 @@
 //! compiled only for wasm32; the native build of the same core serves `linkerd-bridge`, the
 //! benchmarks and the unit tests.
 
+pub mod base64;
 pub mod batch;
 pub mod config;
 pub mod exporter;
+pub mod gzip;
 pub mod headers;
 pub mod hex;
 pub mod ids;
@@ -16,6 +18,7 @@ pub mod propagation;
 pub mod simd;
 pub mod span;
 pub mod tracer;
+pub mod transport;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;

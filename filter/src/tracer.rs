@@ -10,13 +10,15 @@ use crate::config::Config;
 use crate::headers::RequestHeaders;
 use crate::ids::{IdGenerator, SpanId, TraceId};
 use crate::otlp::{BatchHeader, ResourceValue};
+use crate::propagation::baggage::{self, Baggage};
 use crate::propagation::{
-    self, tracecontext, Extraction, Format, Incoming, FLAG_RANDOM, FLAG_SAMPLED,
+    self, b3, gcp, grpc_trace_bin, l5d, tracecontext, xray, Dialect, Extraction, Format, Incoming,
+    Sampling, SpanContext, FLAG_RANDOM, FLAG_SAMPLED,
 };
 use crate::span::{SpanKind, SpanRecord, StatusCode};
 
 /// The decision for one request: the new span's context and its parent.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Decision<'a> {
     pub trace_id: TraceId,
     /// The id of the span this proxy creates; sent upstream as the parent.
@@ -27,11 +29,38 @@ pub struct Decision<'a> {
     pub incoming: Option<Incoming<'a>>,
     /// Formats whose headers were malformed (bit per `Format as usize`).
     pub malformed: u16,
+    /// The format the request's context arrived in, continued or not: always written back, so
+    /// a service keeps receiving the format it speaks.
+    pub arrival: Option<Format>,
+    /// How the arrival format was written (B3 width, X-Ray extra fields, base64 padding).
+    pub dialect: Dialect<'a>,
+    /// B3 / Finagle debug: sampled, and written as debug where a format can say so. Never in
+    /// `flags`, whose bit 1 W3C Level 2 uses for "random".
+    pub debug: bool,
+    /// An incoming context not continued (`propagators.trust_incoming` false): a span link.
+    pub link: Option<SpanContext>,
+    /// The request's baggage and what forwarding it within the limits drops.
+    pub baggage: Baggage<'a>,
 }
 
 impl Decision<'_> {
     pub fn sampled(&self) -> bool {
         self.flags & FLAG_SAMPLED != 0
+    }
+
+    /// The formats whose headers were present but malformed, for per-format counters.
+    pub fn malformed_formats(&self) -> impl Iterator<Item = Format> {
+        let mask = self.malformed;
+        Format::ALL.into_iter().filter(move |f| mask & f.bit() != 0)
+    }
+
+    /// The decision as the richer formats spell it.
+    fn sampling(&self) -> Sampling {
+        match (self.sampled(), self.debug) {
+            (true, true) => Sampling::Debug,
+            (true, false) => Sampling::Accept,
+            (false, _) => Sampling::Deny,
+        }
     }
 }
 
@@ -39,8 +68,8 @@ impl Decision<'_> {
 #[derive(Clone, Debug, Default)]
 pub struct Injection {
     buf: Vec<u8>,
-    set: SmallVec<[(&'static str, core::ops::Range<usize>); 4]>,
-    pub remove: SmallVec<[&'static str; 4]>,
+    set: SmallVec<[(&'static str, core::ops::Range<usize>); 8]>,
+    pub remove: SmallVec<[&'static str; 8]>,
 }
 
 impl Injection {
@@ -87,6 +116,10 @@ pub struct Tracer {
     ids: IdGenerator,
     pub batch_header: BatchHeader,
     extract_order: SmallVec<[Format; 8]>,
+    /// Formats always injected (bit per format).
+    inject_mask: u16,
+    /// Formats the configuration names at all; only their stale headers are removed.
+    known_mask: u16,
 }
 
 /// Methods the HTTP semantic conventions know; anything else is `_OTHER`.
@@ -113,11 +146,17 @@ impl Tracer {
                 ResourceValue::Str(crate::VERSION.into()),
             ),
         ]);
+        let extract_order = config.propagators.extract_formats();
+        let mask = |formats: &[Format]| formats.iter().fold(0u16, |m, f| m | f.bit());
+        let inject_mask = mask(&config.propagators.inject_formats());
+        let known_mask = inject_mask | mask(&extract_order);
         Self {
             config,
             ids: IdGenerator::from_seed(seed),
             batch_header,
-            extract_order: SmallVec::from_slice(&[Format::TraceContext]),
+            extract_order,
+            inject_mask,
+            known_mask,
         }
     }
 
@@ -126,49 +165,252 @@ impl Tracer {
         let Extraction {
             incoming,
             malformed,
+            sampling_only,
         } = propagation::extract(headers, &self.extract_order);
         let span_id = self.ids.span_id();
-        match incoming {
-            // Parent-based: a valid parent's sampled flag is kept, sampled or not.
-            Some(inc) => Decision {
-                trace_id: inc.ctx.trace_id,
-                span_id,
-                parent: Some(inc.ctx.span_id),
-                flags: inc.ctx.flags,
-                incoming: Some(inc),
-                malformed,
-            },
-            // A new trace: always-on root sampler, and every id byte is random.
-            None => Decision {
-                trace_id: self.ids.trace_id(),
-                span_id,
-                parent: None,
-                flags: FLAG_SAMPLED | FLAG_RANDOM,
-                incoming: None,
-                malformed,
-            },
+        let trusted = self.config.propagators.trust_incoming;
+        let arrival = incoming
+            .as_ref()
+            .map(|i| i.format)
+            .or(sampling_only.map(|(f, _)| f));
+        let dialect = match (&incoming, sampling_only) {
+            (Some(inc), _) => inc.dialect,
+            (None, Some(_)) => Dialect::B3 { narrow: false },
+            (None, None) => Dialect::Plain,
+        };
+        let baggage = Baggage::parse(&headers.baggage);
+        let mut d = match incoming {
+            Some(inc) if trusted => {
+                let (sampled, debug) = self.resolve(inc.sampling);
+                Decision {
+                    trace_id: inc.ctx.trace_id,
+                    span_id,
+                    parent: Some(inc.ctx.span_id).filter(SpanId::is_valid),
+                    // The random bit describes the trace id, which is kept, so it is kept too.
+                    flags: (inc.ctx.flags & FLAG_RANDOM) | if sampled { FLAG_SAMPLED } else { 0 },
+                    incoming: Some(inc),
+                    malformed,
+                    arrival,
+                    dialect,
+                    debug,
+                    link: None,
+                    baggage,
+                }
+            }
+            untrusted => {
+                // Only a trusted caller may decide for a trace that starts here.
+                let hint = sampling_only.filter(|_| trusted).map(|(_, s)| s);
+                let (sampled, debug) = self.resolve(hint.unwrap_or_default());
+                Decision {
+                    trace_id: self.ids.trace_id(),
+                    span_id,
+                    parent: None,
+                    // Every id byte is random.
+                    flags: FLAG_RANDOM | if sampled { FLAG_SAMPLED } else { 0 },
+                    incoming: None,
+                    malformed,
+                    arrival,
+                    dialect,
+                    debug,
+                    link: untrusted.map(|i| i.ctx).filter(|c| c.span_id.is_valid()),
+                    baggage,
+                }
+            }
+        };
+        self.apply_l5d_sample(headers, &mut d);
+        d
+    }
+
+    /// A caller's decision as (sampled, debug); a deferred one is ours to take.
+    fn resolve(&self, s: Sampling) -> (bool, bool) {
+        match s {
+            Sampling::Accept => (true, false),
+            Sampling::Deny => (false, false),
+            Sampling::Debug => (true, true),
+            Sampling::Defer => (self.root_sampled(), false),
         }
     }
 
-    /// Fills `out` with the headers the upstream must receive; `h` tells which stale headers
-    /// exist and must go.
+    /// The root sampler: always on until a configurable sampler replaces it.
+    fn root_sampled(&self) -> bool {
+        true
+    }
+
+    /// Linkerd 1's `l5d-sample` rate overrides the decision, when configured to trust it.
+    fn apply_l5d_sample(&self, h: &RequestHeaders<'_>, d: &mut Decision<'_>) {
+        if !self.config.propagators.trust_l5d_sample {
+            return;
+        }
+        let Some(rate) = h.l5d_sample.and_then(l5d::parse_sample_rate) else {
+            return;
+        };
+        if l5d::sample_by_rate(&d.trace_id, rate) {
+            d.flags |= FLAG_SAMPLED;
+        } else {
+            d.flags &= !FLAG_SAMPLED;
+            d.debug = false;
+        }
+    }
+
+    /// Fills `out` with the headers the upstream must receive: every configured inject format
+    /// and the arrival format, written for the new span. Headers of other known context formats
+    /// the request carried are removed: they name the caller's span, never ours, so the upstream
+    /// would see two contradicting parents.
     pub fn inject(&self, d: &Decision<'_>, h: &RequestHeaders<'_>, out: &mut Injection) {
         out.clear();
-        let ctx = propagation::SpanContext {
+        let written = self.inject_mask | d.arrival.map_or(0, Format::bit);
+        for format in Format::ALL {
+            if written & format.bit() != 0 {
+                self.write_format(format, d, h, out);
+            } else if self.known_mask & format.bit() != 0 {
+                remove_format(format, h, out);
+            }
+        }
+    }
+
+    /// Writes one format's headers for the decision.
+    fn write_format(
+        &self,
+        f: Format,
+        d: &Decision<'_>,
+        h: &RequestHeaders<'_>,
+        out: &mut Injection,
+    ) {
+        let ctx = SpanContext {
             trace_id: d.trace_id,
             span_id: d.span_id,
             flags: d.flags,
         };
-        out.put("traceparent", |b| {
-            let mut tp = [0u8; tracecontext::TRACEPARENT_LEN];
-            tracecontext::write_traceparent(&ctx, &mut tp);
-            b.extend_from_slice(&tp);
-        });
-        match d.incoming.as_ref().map(|i| &i.tracestate) {
-            Some(ts) if !ts.is_empty() => out.put("tracestate", |b| ts.write_to(b)),
-            // A restarted trace or an invalid tracestate: the old one must not reach upstream.
-            _ if !h.tracestate.is_empty() => out.remove.push("tracestate"),
-            _ => {}
+        let narrow = matches!(
+            d.dialect,
+            Dialect::B3 { narrow: true } | Dialect::L5d { narrow: true }
+        );
+        match f {
+            Format::TraceContext => {
+                out.put("traceparent", |b| {
+                    let mut tp = [0u8; tracecontext::TRACEPARENT_LEN];
+                    tracecontext::write_traceparent(&ctx, &mut tp);
+                    b.extend_from_slice(&tp);
+                });
+                match d.incoming.as_ref().map(|i| &i.tracestate) {
+                    Some(ts) if !ts.is_empty() => out.put("tracestate", |b| ts.write_to(b)),
+                    // A restarted trace or an invalid tracestate: the old one must not reach upstream.
+                    _ if !h.tracestate.is_empty() => out.remove.push("tracestate"),
+                    _ => {}
+                }
+            }
+            Format::Baggage => {
+                let bg = &d.baggage;
+                if bg.is_absent() || bg.unchanged() {
+                    // Valid baggage is forwarded as it came, without a host call.
+                } else if bg.stats.kept > 0 {
+                    out.put(baggage::HEADER, |b| bg.write_to(b));
+                } else {
+                    out.remove.push(baggage::HEADER);
+                }
+            }
+            Format::B3 | Format::B3Multi => {
+                let ctx = b3::B3 {
+                    trace_id: d.trace_id,
+                    span_id: d.span_id,
+                    // OpenTelemetry: B3 injection must not propagate a parent span id.
+                    parent_span_id: None,
+                    sampling: d.sampling(),
+                    narrow,
+                };
+                if f == Format::B3 {
+                    out.put(b3::SINGLE, |b| b3::write_single(&ctx, b));
+                } else {
+                    let Injection { buf, set, remove } = out;
+                    b3::write_multi(
+                        &ctx,
+                        buf,
+                        |name, range| set.push((name, range)),
+                        |name| {
+                            if b3_multi_present(h, name) {
+                                remove.push(name);
+                            }
+                        },
+                    );
+                }
+            }
+            Format::L5d => {
+                let t = l5d::L5dTrace {
+                    span_id: d.span_id,
+                    // Finagle marks a root by a parent equal to the span itself.
+                    parent_id: d.parent.unwrap_or(d.span_id),
+                    trace_id: d.trace_id,
+                    flags: l5d::L5dTrace::flags_for(d.sampling()),
+                    narrow,
+                };
+                out.put(l5d::CTX_TRACE, |b| l5d::write(&t, b));
+                out.put(l5d::REQID, |b| l5d::write_reqid(&d.trace_id, b));
+            }
+            Format::XRay => {
+                let header = match d.dialect {
+                    Dialect::XRay { header } => header,
+                    _ => &[],
+                };
+                out.put(xray::HEADER, |b| {
+                    xray::write(
+                        &d.trace_id,
+                        Some(&d.span_id),
+                        d.sampling(),
+                        xray::extra_fields(header),
+                        b,
+                    )
+                });
+            }
+            Format::Gcp => {
+                let c = gcp::CloudTrace {
+                    trace_id: d.trace_id,
+                    span_id: d.span_id,
+                    options: Some(u8::from(d.sampled())),
+                };
+                out.put(gcp::HEADER, |b| gcp::write(&c, b));
+            }
+            Format::GrpcTraceBin => {
+                let padded = match d.dialect {
+                    Dialect::GrpcTraceBin { padded } => padded,
+                    // Padded is what every decoder accepts (linkerd2-proxy requires it).
+                    _ => true,
+                };
+                let c = grpc_trace_bin::OcContext {
+                    trace_id: d.trace_id,
+                    span_id: d.span_id,
+                    options: u8::from(d.sampled()),
+                };
+                out.put(grpc_trace_bin::HEADER, |b| {
+                    grpc_trace_bin::write(&c, padded, b)
+                });
+            }
+        }
+    }
+
+    /// Records on the span what propagation learnt: the untrusted link, Linkerd's request id,
+    /// and the allowlisted baggage entries.
+    fn record_propagation(&self, d: &Decision<'_>, h: &RequestHeaders<'_>, rec: &mut SpanRecord) {
+        if let Some(link) = d.link {
+            rec.links.push(crate::span::Link {
+                trace_id: link.trace_id,
+                span_id: link.span_id,
+                flags: link.flags,
+            });
+        }
+        if let Some(reqid) = h.l5d_reqid.map(propagation::trim_ows) {
+            // Linkerd writes 16 hex digits; anything not printable ASCII is not a request id.
+            if !reqid.is_empty() && reqid.len() <= 64 && reqid.iter().all(u8::is_ascii_graphic) {
+                rec.str("linkerd.request_id", reqid);
+            }
+        }
+        for key in &self.config.baggage.attribute_keys {
+            if let Some(value) = d.baggage.get(key.as_bytes()) {
+                let mut raw = [0u8; BAGGAGE_ATTRIBUTE_MAX];
+                let n = baggage::percent_decode(value, &mut raw);
+                let mut text = [0u8; BAGGAGE_ATTRIBUTE_MAX];
+                let m = baggage::to_utf8_lossy(&raw[..n], &mut text);
+                rec.str_dyn(&[b"baggage.", key.as_bytes()], &text[..m]);
+            }
         }
     }
 
@@ -220,6 +462,7 @@ impl Tracer {
             let first = xff.split(|&b| b == b',').next().unwrap_or(xff);
             rec.str("client.address", trim(first));
         }
+        self.record_propagation(d, h, rec);
     }
 
     /// Completes `rec` with what is known at the end of the request.
@@ -248,6 +491,54 @@ impl Tracer {
     /// Generates a fresh id (for adapters that need one outside a request, e.g. tests).
     pub fn ids(&mut self) -> &mut IdGenerator {
         &mut self.ids
+    }
+}
+
+/// Decoded bytes of one baggage value copied into an attribute; longer values are cut.
+const BAGGAGE_ATTRIBUTE_MAX: usize = 1024;
+
+/// Whether the request carried the `X-B3-*` header `name`.
+fn b3_multi_present(h: &RequestHeaders<'_>, name: &str) -> bool {
+    match name {
+        b3::TRACE_ID => h.x_b3_traceid.is_some(),
+        b3::SPAN_ID => h.x_b3_spanid.is_some(),
+        b3::PARENT_SPAN_ID => h.x_b3_parentspanid.is_some(),
+        b3::SAMPLED => h.x_b3_sampled.is_some(),
+        b3::FLAGS => h.x_b3_flags.is_some(),
+        _ => false,
+    }
+}
+
+/// Queues the removal of every header of `f` the request carried.
+fn remove_format(f: Format, h: &RequestHeaders<'_>, out: &mut Injection) {
+    let mut drop_if = |present: bool, name: &'static str| {
+        if present {
+            out.remove.push(name);
+        }
+    };
+    match f {
+        Format::TraceContext => {
+            drop_if(h.traceparent.is_some(), "traceparent");
+            drop_if(!h.tracestate.is_empty(), "tracestate");
+        }
+        Format::Baggage => drop_if(!h.baggage.is_empty(), baggage::HEADER),
+        Format::B3 => drop_if(h.b3.is_some(), b3::SINGLE),
+        Format::B3Multi => {
+            for name in [
+                b3::TRACE_ID,
+                b3::SPAN_ID,
+                b3::PARENT_SPAN_ID,
+                b3::SAMPLED,
+                b3::FLAGS,
+            ] {
+                drop_if(b3_multi_present(h, name), name);
+            }
+        }
+        // `l5d-reqid` names a request for log correlation, not a parent span: it stays.
+        Format::L5d => drop_if(h.l5d_ctx_trace.is_some(), l5d::CTX_TRACE),
+        Format::XRay => drop_if(h.x_amzn_trace_id.is_some(), xray::HEADER),
+        Format::Gcp => drop_if(h.x_cloud_trace_context.is_some(), gcp::HEADER),
+        Format::GrpcTraceBin => drop_if(h.grpc_trace_bin.is_some(), grpc_trace_bin::HEADER),
     }
 }
 
@@ -317,6 +608,9 @@ fn itoa(mut v: i64, buf: &mut [u8; 20]) -> &[u8] {
     }
     &buf[i..]
 }
+
+#[cfg(test)]
+mod propagation_tests;
 
 #[cfg(test)]
 mod tests {

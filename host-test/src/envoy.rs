@@ -69,6 +69,12 @@ pub struct EnvoyVars {
     pub plugin_config: String,
     /// `INBOUND` or `OUTBOUND` (the listener's `traffic_direction`).
     pub direction: &'static str,
+    /// Envoy worker threads (`--concurrency`).
+    pub concurrency: u32,
+    /// The collector cluster speaks HTTP/2 (needed for OTLP/gRPC).
+    pub collector_http2: bool,
+    /// The bootstrap singleton's plugin configuration (`singleton.yaml`).
+    pub exporter_config: String,
 }
 
 impl EnvoyVars {
@@ -86,6 +92,9 @@ impl EnvoyVars {
             wasm,
             plugin_config: plugin_config.to_string(),
             direction: "INBOUND",
+            concurrency: 1,
+            collector_http2: false,
+            exporter_config: String::new(),
         }
     }
 
@@ -96,7 +105,15 @@ impl EnvoyVars {
             .with_context(|| format!("reading {}", path.display()))?;
         // The plugin config sits in a single-quoted YAML scalar.
         let cfg = self.plugin_config.replace('\'', "''");
+        let exporter_cfg = self.exporter_config.replace('\'', "''");
+        let http2 = if self.collector_http2 {
+            "typed_extension_protocol_options: { envoy.extensions.upstreams.http.v3.HttpProtocolOptions: { \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions, explicit_http_config: { http2_protocol_options: {} } } }"
+        } else {
+            "# HTTP/1.1 (OTLP/gRPC needs http2_protocol_options here)"
+        };
         Ok(text
+            .replace("{{COLLECTOR_HTTP2}}", http2)
+            .replace("{{EXPORTER_CONFIG}}", &exporter_cfg)
             .replace("{{LISTEN_PORT}}", &self.listen_port.to_string())
             .replace("{{ADMIN_PORT}}", &self.admin_port.to_string())
             .replace("{{UPSTREAM_PORT}}", &self.upstream_port.to_string())
@@ -153,7 +170,9 @@ impl Envoy {
         let child = Command::new(binary)
             .arg("-c")
             .arg(&cfg_path)
-            .args(["--concurrency", "1", "--disable-hot-restart", "-l", "info"])
+            .arg("--concurrency")
+            .arg(vars.concurrency.to_string())
+            .args(["--disable-hot-restart", "-l", "info"])
             .arg("--log-path")
             .arg(dir.path().join("envoy.log"))
             .stdin(Stdio::null())

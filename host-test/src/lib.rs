@@ -1,4 +1,8 @@
-//! Test support for meshtrace: OTLP receivers, process helpers, and (soon) a wasmtime host.
+//! Test support for meshtrace: a wasmtime proxy-wasm host that runs the compiled filter the way
+//! Envoy does, an OTLP sink and recording upstream, and a runner for real Envoy.
 
 pub mod envoy;
+pub mod faults;
+pub mod grpc_sink;
+pub mod host;
 pub mod sink;

@@ -31,6 +31,20 @@ pub struct Received {
 pub enum SinkMode {
     Ok,
     Status(u16),
+    /// This status with `Retry-After: <seconds>`.
+    Throttle {
+        status: u16,
+        retry_after_s: u32,
+    },
+    /// Reads the request and never answers.
+    Hang,
+    /// Accepts (records) the request and answers 200 with a partial success rejecting this many.
+    Partial {
+        rejected: i64,
+    },
+    /// Accepts (records) the request and answers 200 with a body that is not protobuf and
+    /// nonsense headers.
+    Garbage,
 }
 
 #[derive(Default)]
@@ -116,7 +130,7 @@ pub fn spans_of(req: &ExportTraceServiceRequest) -> Vec<Span> {
         .collect()
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -128,12 +142,37 @@ async fn sink_handle(req: Request<Incoming>, st: Arc<Mutex<SinkState>>) -> Respo
         Err(_) => return reply(400, Bytes::new()),
     };
     let mode = lock(&st).mode.unwrap_or(SinkMode::Ok);
-    if let SinkMode::Status(code) = mode {
-        return reply(code, Bytes::new());
+    match mode {
+        SinkMode::Ok => {}
+        SinkMode::Status(code) => return reply(code, Bytes::new()),
+        SinkMode::Throttle {
+            status,
+            retry_after_s,
+        } => {
+            let mut r = reply(status, Bytes::new());
+            r.headers_mut().insert(
+                "retry-after",
+                hyper::header::HeaderValue::from(retry_after_s),
+            );
+            return r;
+        }
+        SinkMode::Hang => std::future::pending::<()>().await,
+        SinkMode::Partial { .. } | SinkMode::Garbage => {}
     }
     if path != "/v1/traces" {
         return reply(404, Bytes::new());
     }
+    let gzip = headers
+        .iter()
+        .any(|(k, v)| k == "content-encoding" && v == "gzip");
+    let body = if gzip {
+        match gunzip(&body) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => return reply(400, Bytes::from(format!("bad gzip body: {e}"))),
+        }
+    } else {
+        body
+    };
     match ExportTraceServiceRequest::decode(body) {
         Ok(request) => {
             let mut st = lock(&st);
@@ -147,11 +186,51 @@ async fn sink_handle(req: Request<Incoming>, st: Arc<Mutex<SinkState>>) -> Respo
                 });
             }
             drop(st);
-            let resp = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::default();
-            reply(200, Bytes::from(resp.encode_to_vec()))
+            use opentelemetry_proto::tonic::collector::trace::v1::{
+                ExportTracePartialSuccess, ExportTraceServiceResponse,
+            };
+            match mode {
+                SinkMode::Partial { rejected } => {
+                    let resp = ExportTraceServiceResponse {
+                        partial_success: Some(ExportTracePartialSuccess {
+                            rejected_spans: rejected,
+                            error_message: "spans too old".into(),
+                        }),
+                    };
+                    reply(200, Bytes::from(resp.encode_to_vec()))
+                }
+                SinkMode::Garbage => {
+                    let mut r = reply(
+                        200,
+                        Bytes::from_static(b"\xff\xff\xff\xff\x0a\xff\x01<html>"),
+                    );
+                    let h = r.headers_mut();
+                    h.insert(
+                        "retry-after",
+                        hyper::header::HeaderValue::from_static("tomorrow"),
+                    );
+                    h.insert(
+                        "grpc-status",
+                        hyper::header::HeaderValue::from_static("banana"),
+                    );
+                    r
+                }
+                _ => reply(
+                    200,
+                    Bytes::from(ExportTraceServiceResponse::default().encode_to_vec()),
+                ),
+            }
         }
         Err(e) => reply(400, Bytes::from(format!("undecodable OTLP body: {e}"))),
     }
+}
+
+/// Decompresses a gzip body.
+pub fn gunzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data).read_to_end(&mut out)?;
+    Ok(out)
 }
 
 fn reply(status: u16, body: Bytes) -> Response<Full<Bytes>> {
@@ -165,7 +244,7 @@ fn reply(status: u16, body: Bytes) -> Response<Full<Bytes>> {
     r
 }
 
-fn header_list(h: &hyper::HeaderMap) -> Vec<(String, String)> {
+pub(crate) fn header_list(h: &hyper::HeaderMap) -> Vec<(String, String)> {
     h.iter()
         .map(|(k, v)| {
             (
@@ -240,20 +319,21 @@ impl Upstream {
     }
 }
 
-/// A hyper HTTP/1.1 + h2c server on a dedicated runtime thread; stopped on drop.
-struct Server {
-    addr: SocketAddr,
+/// A hyper HTTP/1.1 + h2c server on a dedicated runtime thread; stopped on drop, which also
+/// drops every open connection (the runtime goes with the thread).
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
-    fn start<F, Fut>(port: u16, handler: F) -> anyhow::Result<Self>
+    pub(crate) fn start<F, Fut, B>(port: u16, handler: F) -> anyhow::Result<Self>
     where
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
-        Fut: std::future::Future<Output = Result<Response<Full<Bytes>>, Infallible>>
-            + Send
-            + 'static,
+        Fut: std::future::Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let std_listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
         std_listener.set_nonblocking(true)?;

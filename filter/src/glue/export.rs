@@ -1,56 +1,215 @@
-//! Sending batches to the collector and reading the collector's answer.
+//! Moving batches out of the VM: dispatching the exporter's requests to the collector and
+//! reporting the replies, or (shared-queue filters) handing spans to the singleton. Every
+//! decision (what to send, when, whether to retry) is the core exporter's.
 
 use std::time::Duration;
 
 use proxy_wasm::traits::Context;
+use proxy_wasm::types::BufferType;
 
-use super::Worker;
-use crate::exporter::ExportResult;
+use super::{host, log, now_ms, Worker};
+use crate::config::{Compression, Protocol, SHARED_QUEUE_NAME};
+use crate::headers::pairs;
+use crate::transport::{classify, ExportResult, Failure, Reply, GRPC_PATH};
 
-/// Sends every due batch to the collector. `ctx` must be the root context: Envoy attributes
-/// calls to the root, and only the root outlives the collector's reply.
-pub fn flush(ctx: &dyn Context, w: &mut Worker, now: u64) {
+/// `MapType::HttpCallResponseHeaders` / `HttpCallResponseTrailers`.
+const CALL_RESPONSE_HEADERS: u32 = 6;
+const CALL_RESPONSE_TRAILERS: u32 = 7;
+/// Collector replies are tiny (a partial success at most); a larger body is not read whole.
+const MAX_REPLY_BODY: usize = 64 * 1024;
+
+/// Export calls outstanding (and a few written off that may still answer): token → request id.
+#[derive(Default)]
+pub struct Calls(Vec<(u32, u64)>);
+
+impl Calls {
+    fn insert(&mut self, token: u32, id: u64, cap: usize) {
+        // Tokens of requests the exporter wrote off never come back; keep the list bounded.
+        if self.0.len() >= cap {
+            self.0.remove(0);
+        }
+        self.0.push((token, id));
+    }
+
+    fn take(&mut self, token: u32) -> Option<u64> {
+        let i = self.0.iter().position(|(t, _)| *t == token)?;
+        Some(self.0.swap_remove(i).1)
+    }
+}
+
+/// The request headers for every export call, built once per VM: pseudo-headers, content
+/// type and encoding for the protocol, then the configured extra headers (secrets, never
+/// logged).
+pub fn request_headers(w: &Worker) -> Vec<(String, String)> {
     let c = &w.tracer.config.collector;
-    let headers = [
-        (":method", "POST"),
-        (":path", c.path.as_str()),
-        (":authority", c.authority()),
-        ("content-type", "application/x-protobuf"),
+    let mut h = vec![
+        (":method".to_string(), "POST".to_string()),
+        (":authority".to_string(), c.authority().to_string()),
         (
-            "user-agent",
-            concat!("meshtrace/", env!("CARGO_PKG_VERSION")),
+            "user-agent".to_string(),
+            concat!("meshtrace/", env!("CARGO_PKG_VERSION")).to_string(),
         ),
     ];
-    let timeout = Duration::from_millis(c.timeout_ms);
-    while let Some(spans) = w.exporter.next_batch(now, &mut w.body) {
-        let bytes = w.body.len();
-        match ctx.dispatch_http_call(&c.cluster, headers.to_vec(), Some(&w.body), vec![], timeout) {
-            Ok(token) => {
-                w.in_flight.insert(token, (spans, bytes));
+    let gzip = c.compression == Compression::Gzip;
+    match c.protocol {
+        Protocol::Http => {
+            h.push((":path".into(), c.path.clone()));
+            h.push(("content-type".into(), "application/x-protobuf".into()));
+            if gzip {
+                h.push(("content-encoding".into(), "gzip".into()));
             }
-            Err(_) => w
-                .exporter
-                .on_result(spans, bytes, ExportResult::DispatchFailed),
+        }
+        Protocol::Grpc => {
+            h.push((":path".into(), GRPC_PATH.into()));
+            h.push(("content-type".into(), "application/grpc".into()));
+            h.push(("te".into(), "trailers".into()));
+            h.push(("grpc-timeout".into(), format!("{}m", c.timeout_ms)));
+            if gzip {
+                h.push(("grpc-encoding".into(), "gzip".into()));
+            }
+        }
+    }
+    for (k, v) in &c.headers {
+        h.push((k.clone(), v.clone()));
+    }
+    h
+}
+
+/// Sends every request the exporter has ready. `ctx` must be the root context: Envoy
+/// attributes calls to the root, and only the root outlives the collector's reply.
+pub fn flush(ctx: &dyn Context, w: &mut Worker, now: u64) {
+    let Worker {
+        tracer,
+        exporter,
+        calls,
+        export_headers,
+        ..
+    } = w;
+    let c = &tracer.config.collector;
+    let timeout = Duration::from_millis(c.timeout_ms);
+    let cap = 4 * tracer.config.exporter.max_in_flight as usize;
+    let headers: Vec<(&str, &str)> = export_headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    while let Some(send) = exporter.poll(now) {
+        let id = send.id;
+        match ctx.dispatch_http_call(
+            &c.cluster,
+            headers.clone(),
+            Some(send.body),
+            vec![],
+            timeout,
+        ) {
+            Ok(token) => calls.insert(token, id, cap),
+            Err(_) => exporter.on_result(id, ExportResult::Fail(Failure::DispatchFailed), now),
         }
     }
 }
 
-/// Classifies the collector's reply to call `token` and records it.
-pub fn on_response(ctx: &dyn Context, w: &mut Worker, token: u32, num_headers: usize) {
-    let result = if num_headers == 0 {
-        ExportResult::NoResponse
-    } else {
-        let status = ctx
-            .get_http_call_response_header(":status")
-            .and_then(|s| s.parse::<u32>().ok())
-            .unwrap_or(0);
-        if (200..300).contains(&status) {
-            ExportResult::Ok
-        } else {
-            ExportResult::Status(status)
-        }
+fn header<'a>(map: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    pairs(map).find(|(k, _)| *k == name).map(|(_, v)| v)
+}
+
+/// Classifies the collector's reply to call `token` and hands it to the exporter.
+pub fn on_response(w: &mut Worker, token: u32, num_headers: usize, body_size: usize) {
+    let Some(id) = w.calls.take(token) else {
+        return;
     };
-    if let Some((spans, bytes)) = w.in_flight.remove(&token) {
-        w.exporter.on_result(spans, bytes, result);
+    let headers = if num_headers == 0 {
+        Vec::new()
+    } else {
+        host::header_map(CALL_RESPONSE_HEADERS).unwrap_or_default()
+    };
+    let trailers = host::header_map(CALL_RESPONSE_TRAILERS).unwrap_or_default();
+    let body = if body_size == 0 {
+        None
+    } else {
+        proxy_wasm::hostcalls::get_buffer(
+            BufferType::HttpCallResponseBody,
+            0,
+            body_size.min(MAX_REPLY_BODY),
+        )
+        .ok()
+        .flatten()
+    };
+    let status = header(&headers, b":status").and_then(|s| {
+        core::str::from_utf8(s)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+    });
+    // A trailers-only gRPC reply carries its status in the headers.
+    let grpc = |name: &[u8]| header(&trailers, name).or_else(|| header(&headers, name));
+    let reply = Reply {
+        status: if num_headers == 0 {
+            None
+        } else {
+            Some(status.unwrap_or(0))
+        },
+        retry_after: header(&headers, b"retry-after"),
+        grpc_status: grpc(b"grpc-status"),
+        grpc_details: grpc(b"grpc-status-details-bin"),
+        body: body.as_deref().unwrap_or_default(),
+    };
+    let now = now_ms();
+    let result = classify(
+        w.tracer.config.collector.protocol,
+        &reply,
+        host::now_ns() / 1_000_000,
+    );
+    w.exporter.on_result(id, result, now);
+}
+
+/// Shared-queue filters: hands due spans to the singleton in one chunk (one host call for many
+/// spans). Without the singleton's queue the spans are dropped and counted.
+pub fn hand_off(w: &mut Worker, now: u64) {
+    if w.queue.is_none() {
+        let vm_id = &w.tracer.config.exporter.singleton_vm_id;
+        w.queue = proxy_wasm::hostcalls::resolve_shared_queue(vm_id, SHARED_QUEUE_NAME)
+            .ok()
+            .flatten();
     }
+    let Worker {
+        exporter,
+        body,
+        queue,
+        ..
+    } = w;
+    while let Some(spans) = exporter.next_chunk(now, body) {
+        let sent = queue
+            .is_some_and(|q| proxy_wasm::hostcalls::enqueue_shared_queue(q, Some(body)).is_ok());
+        if !sent {
+            // A queue that vanished (the singleton restarted) is resolved again next time.
+            *queue = None;
+            exporter.on_handoff_failed(spans);
+        }
+    }
+}
+
+/// The singleton: registers the queue every filter hands its spans to.
+pub fn register_queue() -> Option<u32> {
+    match proxy_wasm::hostcalls::register_shared_queue(SHARED_QUEUE_NAME) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            log(
+                proxy_wasm::types::LogLevel::Error,
+                &format!("meshtrace: registering shared queue {SHARED_QUEUE_NAME:?} failed: {e:?}"),
+            );
+            None
+        }
+    }
+}
+
+/// The singleton: takes every waiting chunk into the exporter's queue, then exports what is
+/// due.
+pub fn drain(ctx: &dyn Context, w: &mut Worker, queue_id: u32) {
+    // Bounded per wake-up so a flood cannot hold the main thread; the rest stays queued and the
+    // host wakes us again on the next enqueue or tick.
+    for _ in 0..4096 {
+        match proxy_wasm::hostcalls::dequeue_shared_queue(queue_id) {
+            Ok(Some(chunk)) => w.exporter.push_chunk(&chunk),
+            _ => break,
+        }
+    }
+    flush(ctx, w, now_ms());
 }

@@ -10,61 +10,99 @@ use crate::exporter::Counters;
 pub struct Stats {
     pub started: u64,
     pub sampled: u64,
+    /// Unsampled requests exported anyway by always-keep sampling rules.
+    pub kept: u64,
 }
 
-/// Envoy stat ids (by position in [`METRICS`]) and the values last pushed, so the tick sends
-/// deltas.
-#[derive(Default)]
-pub struct Metrics {
-    ids: Vec<Option<u32>>,
-    pushed: [u64; METRICS.len()],
-}
-
-pub const METRICS: [&str; 9] = [
-    "meshtrace.spans_started",
-    "meshtrace.spans_sampled",
-    "meshtrace.spans_exported",
-    "meshtrace.spans_dropped.queue_full",
-    "meshtrace.spans_dropped.too_large",
-    "meshtrace.spans_dropped.export_failed",
-    "meshtrace.export_requests.ok",
-    "meshtrace.export_requests.failed",
-    "meshtrace.export_bytes",
+/// Every stat, its kind, and (by position) its value in [`metric_values`].
+pub const METRICS: [(&str, MetricType); 17] = [
+    ("meshtrace.spans_started", MetricType::Counter),
+    ("meshtrace.spans_sampled", MetricType::Counter),
+    ("meshtrace.spans_kept", MetricType::Counter),
+    ("meshtrace.spans_exported", MetricType::Counter),
+    ("meshtrace.spans_rejected", MetricType::Counter),
+    ("meshtrace.spans_dropped.queue_full", MetricType::Counter),
+    ("meshtrace.spans_dropped.too_large", MetricType::Counter),
+    ("meshtrace.spans_dropped.export_failed", MetricType::Counter),
+    ("meshtrace.export_requests.ok", MetricType::Counter),
+    ("meshtrace.export_requests.retryable", MetricType::Counter),
+    ("meshtrace.export_requests.failed", MetricType::Counter),
+    ("meshtrace.export_retries", MetricType::Counter),
+    ("meshtrace.export_bytes.uncompressed", MetricType::Counter),
+    ("meshtrace.export_bytes.sent", MetricType::Counter),
+    ("meshtrace.queue_spans", MetricType::Gauge),
+    ("meshtrace.queue_bytes", MetricType::Gauge),
+    ("meshtrace.export_vms", MetricType::Gauge),
 ];
 
-fn metric_values(s: &Stats, c: &Counters) -> [u64; METRICS.len()] {
+/// This VM's current values, in [`METRICS`] order.
+pub struct Values<'a> {
+    pub stats: &'a Stats,
+    pub counters: &'a Counters,
+    pub queue_spans: u64,
+    pub queue_bytes: u64,
+    /// 1 when this VM exports (per-worker or singleton), 0 for a shared-queue filter.
+    pub exports: bool,
+}
+
+pub fn metric_values(v: &Values<'_>) -> [u64; METRICS.len()] {
+    let (s, c) = (v.stats, v.counters);
     [
         s.started,
         s.sampled,
+        s.kept,
         c.spans_exported,
+        c.spans_rejected,
         c.spans_dropped_queue_full,
         c.spans_dropped_too_large,
         c.spans_dropped_export_failed,
-        c.export_ok,
-        c.export_failed,
+        c.requests_ok,
+        c.requests_retryable,
+        c.requests_failed,
+        c.retries,
+        c.bytes_uncompressed,
         c.bytes_sent,
+        v.queue_spans,
+        v.queue_bytes,
+        v.exports as u64,
     ]
 }
 
-impl Metrics {
-    /// Defines every stat once per root context.
-    pub fn define(&mut self) {
+/// A set of Envoy stats defined once per root context and pushed as deltas, so a failed or
+/// late push loses nothing. Gauges are pushed as (possibly negative) deltas too: each VM adds
+/// its own share, so the stat is the process total rather than whichever VM wrote last.
+#[derive(Default)]
+pub struct CounterSet {
+    ids: Vec<Option<u32>>,
+    pushed: Vec<u64>,
+}
+
+impl CounterSet {
+    /// Defines counters (once; later calls are no-ops).
+    pub fn define(&mut self, names: &[&str]) {
+        let typed: Vec<(&str, MetricType)> =
+            names.iter().map(|n| (*n, MetricType::Counter)).collect();
+        self.define_typed(&typed);
+    }
+
+    /// Defines stats of the given kinds (once; later calls are no-ops).
+    pub fn define_typed(&mut self, defs: &[(&str, MetricType)]) {
         if self.ids.is_empty() {
-            self.ids = METRICS
+            self.ids = defs
                 .iter()
-                .map(|name| proxy_wasm::hostcalls::define_metric(MetricType::Counter, name).ok())
+                .map(|(name, kind)| proxy_wasm::hostcalls::define_metric(*kind, name).ok())
                 .collect();
+            self.pushed = vec![0; defs.len()];
         }
     }
 
-    /// Pushes what changed since the last push.
-    pub fn push(&mut self, stats: &Stats, counters: &Counters) {
-        let values = metric_values(stats, counters);
-        for (i, id) in self.ids.iter().enumerate() {
+    /// Pushes what changed since the last push; `values` are totals in definition order.
+    pub fn push(&mut self, values: impl IntoIterator<Item = u64>) {
+        for ((id, pushed), value) in self.ids.iter().zip(self.pushed.iter_mut()).zip(values) {
             let Some(id) = id else { continue };
-            let delta = values[i].saturating_sub(self.pushed[i]);
-            if delta > 0 && proxy_wasm::hostcalls::increment_metric(*id, delta as i64).is_ok() {
-                self.pushed[i] = values[i];
+            let delta = value as i64 - *pushed as i64;
+            if delta != 0 && proxy_wasm::hostcalls::increment_metric(*id, delta).is_ok() {
+                *pushed = value;
             }
         }
     }

@@ -10,19 +10,19 @@ mod host;
 mod metrics;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
-use crate::config::{Config, Direction};
+use crate::config::{Config, Direction, ExportMode};
 use crate::exporter::Exporter;
 use crate::headers::{pairs, RequestHeaders};
+use crate::propagation::counters;
 use crate::span::{SpanKind, SpanRecord};
 use crate::tracer::{Finish, Injection, Tracer};
-use metrics::{Metrics, Stats};
+use metrics::{metric_values, CounterSet, Stats, Values, METRICS};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -36,18 +36,28 @@ struct Worker {
     /// Span records returned by finished requests, reused by new ones.
     pool: Vec<SpanRecord>,
     injection: Injection,
+    /// Hand-off chunk buffer (shared-queue filters), reused.
     body: Vec<u8>,
-    /// Export calls in flight: token → (spans, bytes).
-    in_flight: HashMap<u32, (usize, usize)>,
+    calls: export::Calls,
+    /// Built once: every export request's headers.
+    export_headers: Vec<(String, String)>,
+    /// Shared-queue filters: the singleton's queue; the singleton: its own.
+    queue: Option<u32>,
     stats: Stats,
     /// The tick was shortened to flush a full batch; restore the interval after it.
     fast_tick: bool,
+    /// The tick period in force, ms.
+    tick_ms: u64,
+    /// Malformed headers per format and baggage drops.
+    propagation: counters::Counters,
 }
 
 #[derive(Default)]
 struct Root {
     worker: Option<Rc<RefCell<Worker>>>,
-    metrics: Metrics,
+    metrics: CounterSet,
+    /// The counters of [`counters::NAMES`].
+    propagation_metrics: CounterSet,
 }
 
 fn log(level: LogLevel, msg: &str) {
@@ -65,33 +75,92 @@ fn seed() -> u64 {
     std::collections::hash_map::RandomState::new().hash_one(host::now_ns())
 }
 
+/// Stats reach Envoy at least this often, even with a long flush interval.
+const REPORT_MS: u64 = 1000;
+
+/// The regular tick: the flush interval, but often enough to report stats.
+fn tick_interval(config: &Config) -> u64 {
+    config.batch.flush_interval_ms.min(REPORT_MS)
+}
+
 impl Root {
     fn configure(&mut self, raw: &[u8]) -> Result<(), String> {
         let config = Config::from_json(raw).map_err(|e| e.to_string())?;
+        let mode = config.exporter.mode;
         let tracer = Tracer::new(config, seed());
-        let exporter = Exporter::new(&tracer.config, tracer.batch_header.clone(), now_ms());
-        let interval = tracer.config.batch.flush_interval_ms;
-        self.worker = Some(Rc::new(RefCell::new(Worker {
+        let exporter = Exporter::new(
+            &tracer.config,
+            tracer.batch_header.clone(),
+            now_ms(),
+            seed(),
+        );
+        let interval = tick_interval(&tracer.config);
+        let mut worker = Worker {
             tracer,
             exporter,
             pool: Vec::new(),
             injection: Injection::default(),
             body: Vec::new(),
-            in_flight: HashMap::new(),
+            calls: export::Calls::default(),
+            export_headers: Vec::new(),
+            queue: None,
             stats: Stats::default(),
             fast_tick: false,
-        })));
-        self.metrics.define();
+            tick_ms: interval,
+            propagation: counters::Counters::default(),
+        };
+        worker.export_headers = export::request_headers(&worker);
+        if mode == ExportMode::Singleton {
+            worker.queue = export::register_queue();
+        }
+        self.worker = Some(Rc::new(RefCell::new(worker)));
+        self.metrics.define_typed(&METRICS);
+        self.propagation_metrics.define(&counters::NAMES);
         self.set_tick_period(Duration::from_millis(interval));
         Ok(())
+    }
+
+    /// Exports (or hands off) whatever is due, per the configured mode.
+    fn export(&self, w: &mut Worker, now: u64) {
+        match w.tracer.config.exporter.mode {
+            ExportMode::PerWorker => export::flush(self, w, now),
+            ExportMode::SharedQueue => export::hand_off(w, now),
+            ExportMode::Singleton => match w.queue {
+                Some(q) => export::drain(self, w, q),
+                None => export::flush(self, w, now),
+            },
+        }
+    }
+
+    /// The tick period: the flush interval, shortened to wake for a retry that comes due
+    /// sooner; changed only when it differs, to spare host calls.
+    fn retune_tick(&self, w: &mut Worker, now: u64) {
+        let interval = tick_interval(&w.tracer.config);
+        let want = match w.exporter.next_wake() {
+            Some(at) if at < now + interval => at.saturating_sub(now).max(1),
+            _ => interval,
+        };
+        if want != w.tick_ms
+            && proxy_wasm::hostcalls::set_tick_period(Duration::from_millis(want)).is_ok()
+        {
+            w.tick_ms = want;
+        }
     }
 
     /// Pushes counter deltas to Envoy's stats and logs any failure summary.
     fn report(&mut self, now: u64) {
         let Some(w) = &self.worker else { return };
         let mut w = w.borrow_mut();
-        self.metrics.push(&w.stats, &w.exporter.counters);
-        if let Some(line) = w.exporter.take_log(now) {
+        self.metrics.push(metric_values(&Values {
+            stats: &w.stats,
+            counters: &w.exporter.counters,
+            queue_spans: w.exporter.held(),
+            queue_bytes: w.exporter.queued_bytes(),
+            exports: w.tracer.config.exporter.mode != ExportMode::SharedQueue,
+        }));
+        self.propagation_metrics
+            .push(w.propagation.values().map(|(_, v)| v));
+        for line in w.exporter.take_log(now) {
             log(LogLevel::Warn, &line);
         }
     }
@@ -102,11 +171,16 @@ impl Context for Root {
         &mut self,
         token: u32,
         num_headers: usize,
-        _body: usize,
+        body_size: usize,
         _trailers: usize,
     ) {
         if let Some(w) = &self.worker {
-            export::on_response(self, &mut w.borrow_mut(), token, num_headers);
+            let mut w = w.borrow_mut();
+            export::on_response(&mut w, token, num_headers, body_size);
+            // A freed slot or a retry may let the next batch go now rather than next tick.
+            let now = now_ms();
+            self.export(&mut w, now);
+            self.retune_tick(&mut w, now);
         }
     }
 }
@@ -129,17 +203,23 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         let now = now_ms();
         if let Some(w) = &self.worker {
-            export::flush(self, &mut w.borrow_mut(), now);
+            self.export(&mut w.borrow_mut(), now);
         }
         self.report(now);
         if let Some(w) = &self.worker {
             let mut w = w.borrow_mut();
             if w.fast_tick {
+                // The 1 ms tick set from a stream context is in force; retune from it.
                 w.fast_tick = false;
-                self.set_tick_period(Duration::from_millis(
-                    w.tracer.config.batch.flush_interval_ms,
-                ));
+                w.tick_ms = 1;
             }
+            self.retune_tick(&mut w, now);
+        }
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        if let Some(w) = &self.worker {
+            export::drain(self, &mut w.borrow_mut(), queue_id);
         }
     }
 
@@ -170,6 +250,11 @@ impl HttpContext for Http {
         let w = &mut *w;
         w.stats.started += 1;
         let decision = w.tracer.start(&headers);
+        w.propagation.record(
+            decision.malformed,
+            &decision.baggage.stats,
+            decision.link.is_some(),
+        );
         w.tracer.inject(&decision, &headers, &mut w.injection);
         for (name, value) in w.injection.headers() {
             host::replace_header(host::REQUEST_HEADERS, name, value);

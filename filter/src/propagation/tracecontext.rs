@@ -6,7 +6,7 @@
 
 use smallvec::SmallVec;
 
-use super::{Parsed, SpanContext, FLAG_RANDOM, FLAG_SAMPLED};
+use super::{trim_ows, Parsed, SpanContext, FLAG_RANDOM, FLAG_SAMPLED};
 use crate::headers::RequestHeaders;
 use crate::hex;
 use crate::ids::{SpanId, TraceId};
@@ -18,6 +18,10 @@ pub const TRACEPARENT_LEN: usize = 55;
 pub const MAX_TRACESTATE_MEMBERS: usize = 32;
 const MAX_KEY: usize = 256;
 const MAX_VALUE: usize = 256;
+/// Combined length every vendor should propagate; truncation aims below it.
+pub const TRACESTATE_PROPAGATE_LEN: usize = 512;
+/// Entries longer than this are the first to go when truncating.
+pub const TRACESTATE_LONG_ENTRY: usize = 128;
 
 /// Why a `traceparent` was rejected (for debug logs and tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,16 +39,6 @@ pub enum TraceParentError {
     Flags,
     /// More than one `traceparent` field.
     Duplicate,
-}
-
-fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
 }
 
 /// Parses one `traceparent` value with every rule of the spec.
@@ -181,6 +175,92 @@ impl<'a> TraceState<'a> {
     }
 }
 
+impl TraceState<'_> {
+    /// The number of non-empty members.
+    pub fn len(&self) -> usize {
+        self.members().count()
+    }
+
+    /// The value of `key`, if a member has it (the first one: producers must not duplicate).
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.members()
+            .find_map(|m| split_member(m).filter(|(k, _)| *k == key).map(|(_, v)| v))
+    }
+
+    /// Writes the list with `key=value` set by the spec's mutation rule: the modified entry moves
+    /// to the left, every other member keeps its order, an older entry of the same key goes, and
+    /// beyond 32 members the right-most are dropped. Returns false, writing nothing, when `key`
+    /// or `value` break the grammar.
+    pub fn write_with(&self, key: &[u8], value: &[u8], out: &mut Vec<u8>) -> bool {
+        if !valid_key(key) || !valid_value(value) {
+            return false;
+        }
+        out.extend_from_slice(key);
+        out.push(b'=');
+        out.extend_from_slice(value);
+        let others = self
+            .members()
+            .filter(|m| split_member(m).map(|(k, _)| k) != Some(key))
+            .take(MAX_TRACESTATE_MEMBERS - 1);
+        for m in others {
+            out.push(b',');
+            out.extend_from_slice(m);
+        }
+        true
+    }
+
+    /// Writes the list without `key` (for a sampler erasing its own entry).
+    pub fn write_without(&self, key: &[u8], out: &mut Vec<u8>) {
+        let kept = self
+            .members()
+            .filter(|m| split_member(m).map(|(k, _)| k) != Some(key));
+        for (i, m) in kept.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(m);
+        }
+    }
+
+    /// Writes the list cut to at most `max_len` bytes by the spec's rule: whole entries only,
+    /// entries longer than 128 characters first, then from the right end.
+    pub fn write_truncated(&self, max_len: usize, out: &mut Vec<u8>) {
+        let joined_len = |keep: &dyn Fn(usize, &[u8]) -> bool| {
+            let (mut n, mut count) = (0usize, 0usize);
+            for (i, m) in self.members().enumerate() {
+                if keep(i, m) {
+                    n += m.len();
+                    count += 1;
+                }
+            }
+            n + count.saturating_sub(1)
+        };
+        let drop_long = joined_len(&|_, _| true) > max_len;
+        let short = |m: &[u8]| !drop_long || m.len() <= TRACESTATE_LONG_ENTRY;
+        // The longest prefix of the surviving entries that fits.
+        let mut keep_first = self.len();
+        while keep_first > 0 && joined_len(&|i, m| i < keep_first && short(m)) > max_len {
+            keep_first -= 1;
+        }
+        let kept = self
+            .members()
+            .enumerate()
+            .filter(|(i, m)| *i < keep_first && short(m));
+        for (n, (_, m)) in kept.enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(m);
+        }
+    }
+}
+
+/// Splits a trimmed `key=value` member at its first `=`.
+fn split_member(m: &[u8]) -> Option<(&[u8], &[u8])> {
+    let eq = m.iter().position(|&b| b == b'=')?;
+    Some((m.get(..eq)?, m.get(eq + 1..)?))
+}
+
 /// Validates the combined `tracestate` fields. `None` means drop it whole.
 pub fn parse_tracestate<'a>(fields: &[&'a [u8]]) -> Option<TraceState<'a>> {
     let state = TraceState {
@@ -197,10 +277,7 @@ pub fn parse_tracestate<'a>(fields: &[&'a [u8]]) -> Option<TraceState<'a>> {
 }
 
 fn valid_member(m: &[u8]) -> bool {
-    let Some(eq) = m.iter().position(|&b| b == b'=') else {
-        return false;
-    };
-    valid_key(&m[..eq]) && valid_value(&m[eq + 1..])
+    split_member(m).is_some_and(|(k, v)| valid_key(k) && valid_value(v))
 }
 
 /// `key = ( lcalpha / DIGIT ) 0*255 ( keychar )`.
@@ -420,5 +497,90 @@ mod tests {
         assert!(ts(&[&format!("{}=1", "k".repeat(256))]).is_some());
         assert_eq!(ts(&[&format!("{}=1", "k".repeat(257))]), None);
         assert!(ts(&[&format!("{}@{}=1", "t".repeat(241), "v".repeat(14))]).is_some());
+    }
+
+    fn state(s: &str) -> TraceState<'_> {
+        parse_tracestate(&[s.as_bytes()]).unwrap()
+    }
+
+    fn written(f: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut out = Vec::new();
+        f(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn mutation_moves_left() {
+        // The spec's own chain: rojo adds itself, then congo updates and moves left.
+        let s = state("congo=t61rcWkgMzE");
+        let step1 = written(|o| assert!(s.write_with(b"rojo", b"00f067aa0ba902b7", o)));
+        assert_eq!(step1, "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE");
+        let s = state(&step1);
+        let step2 = written(|o| assert!(s.write_with(b"congo", b"ucfJifl5GOE", o)));
+        assert_eq!(step2, "congo=ucfJifl5GOE,rojo=00f067aa0ba902b7");
+        let s = state(&step2);
+        assert_eq!(s.get(b"rojo"), Some(&b"00f067aa0ba902b7"[..]));
+        assert_eq!(s.get(b"ot"), None);
+        assert_eq!(
+            written(|o| s.write_without(b"congo", o)),
+            "rojo=00f067aa0ba902b7"
+        );
+        assert!(!s.write_with(b"OT", b"th:8", &mut Vec::new()));
+        assert!(!s.write_with(b"ot", b"a,b", &mut Vec::new()));
+    }
+
+    #[test]
+    fn adding_beyond_32_drops_the_rightmost() {
+        let full: Vec<String> = (0..32).map(|i| format!("k{i}=v")).collect();
+        let s = full.join(",");
+        let s = state(&s);
+        let out = written(|o| assert!(s.write_with(b"ot", b"th:8", o)));
+        let members: Vec<&str> = out.split(',').collect();
+        assert_eq!(members.len(), 32);
+        assert_eq!(members[0], "ot=th:8");
+        assert_eq!(members[31], "k30=v");
+        // Updating an existing key keeps the count.
+        let out = written(|o| assert!(s.write_with(b"k5", b"w", o)));
+        assert_eq!(out.split(',').count(), 32);
+        assert!(out.starts_with("k5=w,k0=v,k1=v,k2=v,k3=v,k4=v,k6=v"));
+    }
+
+    #[test]
+    fn truncation_drops_long_entries_first_then_from_the_right() {
+        let long = format!("big={}", "x".repeat(130));
+        let s = format!("a=1,{long},b=2,c=3");
+        let s = state(&s);
+        assert_eq!(
+            written(|o| s.write_truncated(1000, o)),
+            format!("a=1,{long},b=2,c=3")
+        );
+        assert_eq!(written(|o| s.write_truncated(100, o)), "a=1,b=2,c=3");
+        assert_eq!(written(|o| s.write_truncated(7, o)), "a=1,b=2");
+        assert_eq!(written(|o| s.write_truncated(2, o)), "");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn traceparent_round_trip(t: [u8; 16], sp: [u8; 8], flags in 0u8..4) {
+            let ctx = SpanContext { trace_id: TraceId(t), span_id: SpanId(sp), flags };
+            let mut out = [0u8; TRACEPARENT_LEN];
+            write_traceparent(&ctx, &mut out);
+            match parse_traceparent(&out) {
+                Ok(back) => proptest::prop_assert_eq!(back, ctx),
+                Err(_) => proptest::prop_assert!(!ctx.trace_id.is_valid() || !ctx.span_id.is_valid()),
+            }
+        }
+
+        #[test]
+        fn write_with_keeps_the_grammar(n in 0usize..40, v in "[a-z0-9]{1,8}") {
+            let list: Vec<String> = (0..n.min(32)).map(|i| format!("k{i}={v}")).collect();
+            let joined = list.join(",");
+            let s = parse_tracestate(&[joined.as_bytes()]).unwrap();
+            let mut out = Vec::new();
+            proptest::prop_assert!(s.write_with(b"ot", v.as_bytes(), &mut out));
+            let back = parse_tracestate(&[&out[..]]).unwrap();
+            proptest::prop_assert_eq!(back.get(b"ot"), Some(v.as_bytes()));
+            proptest::prop_assert!(back.len() <= MAX_TRACESTATE_MEMBERS);
+        }
     }
 }

@@ -1,0 +1,582 @@
+//! What an OTLP collector's reply means, host-independent: success (maybe partial), a failure
+//! worth retrying (maybe with the delay the collector asked for), or a failure that drops the
+//! batch. The rules are OTLP's (see the exporter README section); the adapter only reads the
+//! reply's status, a few headers and the body, and hands them over as [`Reply`].
+//!
+//! Everything here reads untrusted bytes: any malformed input yields a classification, never a
+//! panic.
+
+use crate::config::Protocol;
+
+/// `:path` of OTLP/gRPC trace export.
+pub const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// The parts of a collector's reply that decide its meaning. `None` status: no reply at all
+/// (reset, refused, or the host gave up).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reply<'a> {
+    pub status: Option<u32>,
+    pub retry_after: Option<&'a [u8]>,
+    /// `grpc-status`, from the trailers or (trailers-only replies) the headers.
+    pub grpc_status: Option<&'a [u8]>,
+    /// `grpc-status-details-bin`: a base64 `google.rpc.Status`.
+    pub grpc_details: Option<&'a [u8]>,
+    pub body: &'a [u8],
+}
+
+/// Why an export attempt failed, as logged and counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// A non-2xx HTTP status.
+    Http(u32),
+    /// A non-OK gRPC status code.
+    Grpc(u32),
+    /// No reply: reset, refused, or timed out before headers.
+    NoResponse,
+    /// The host refused to send the request (unknown cluster, bad header).
+    DispatchFailed,
+    /// A gRPC reply without a status.
+    NoGrpcStatus,
+    /// The request was still unanswered long after its timeout; the host lost it.
+    Lost,
+}
+
+impl core::fmt::Display for Failure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Failure::Http(s) => write!(f, "HTTP {s}"),
+            Failure::Grpc(c) => write!(f, "gRPC status {c} ({})", grpc_code_name(*c)),
+            Failure::NoResponse => f.write_str("no response (reset, refused or timed out)"),
+            Failure::DispatchFailed => {
+                f.write_str("the host refused the call; is collector.cluster a defined cluster?")
+            }
+            Failure::NoGrpcStatus => f.write_str("gRPC reply without grpc-status"),
+            Failure::Lost => f.write_str("no callback long after the timeout"),
+        }
+    }
+}
+
+fn grpc_code_name(code: u32) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    NAMES.get(code as usize).copied().unwrap_or("unknown code")
+}
+
+/// How one export attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportResult {
+    /// Accepted; `rejected` spans of it were refused by a partial success (not retried).
+    Ok { rejected: u64 },
+    /// Worth sending again, after `delay_ms` when the collector said so.
+    Retry {
+        failure: Failure,
+        delay_ms: Option<u64>,
+    },
+    /// Final: the batch is dropped.
+    Fail(Failure),
+}
+
+/// Classifies a reply. `now_unix_ms` resolves an HTTP-date `Retry-After`.
+pub fn classify(protocol: Protocol, reply: &Reply<'_>, now_unix_ms: u64) -> ExportResult {
+    let Some(status) = reply.status else {
+        return ExportResult::Retry {
+            failure: Failure::NoResponse,
+            delay_ms: None,
+        };
+    };
+    if !(200..300).contains(&status) {
+        // gRPC maps these HTTP statuses to UNAVAILABLE, so one rule serves both protocols.
+        let failure = Failure::Http(status);
+        return match status {
+            429 | 502 | 503 | 504 => ExportResult::Retry {
+                failure,
+                delay_ms: reply
+                    .retry_after
+                    .and_then(|v| retry_after_ms(v, now_unix_ms)),
+            },
+            _ => ExportResult::Fail(failure),
+        };
+    }
+    match protocol {
+        Protocol::Http => ExportResult::Ok {
+            rejected: rejected_spans(reply.body),
+        },
+        Protocol::Grpc => classify_grpc(reply),
+    }
+}
+
+fn classify_grpc(reply: &Reply<'_>) -> ExportResult {
+    let Some(code) = reply.grpc_status.and_then(parse_u64) else {
+        return ExportResult::Fail(Failure::NoGrpcStatus);
+    };
+    let code = code.min(u32::MAX as u64) as u32;
+    let delay_ms = reply.grpc_details.and_then(retry_info_ms);
+    let failure = Failure::Grpc(code);
+    match code {
+        0 => ExportResult::Ok {
+            rejected: grpc_message(reply.body).map_or(0, rejected_spans),
+        },
+        // CANCELLED, DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS.
+        1 | 4 | 10 | 11 | 14 | 15 => ExportResult::Retry { failure, delay_ms },
+        // RESOURCE_EXHAUSTED is a throttle only when the server says when to come back.
+        8 if delay_ms.is_some() => ExportResult::Retry { failure, delay_ms },
+        _ => ExportResult::Fail(failure),
+    }
+}
+
+fn parse_u64(v: &[u8]) -> Option<u64> {
+    let v = v.trim_ascii();
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u64, |n, d| n * 10 + (d - b'0') as u64))
+}
+
+/// `Retry-After` as a delay: delta-seconds, or an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37
+/// GMT`) relative to now. Other date forms are obsolete and fall back to backoff.
+pub fn retry_after_ms(v: &[u8], now_unix_ms: u64) -> Option<u64> {
+    if let Some(s) = parse_u64(v) {
+        return Some(s.saturating_mul(1000));
+    }
+    let at = imf_fixdate_unix_s(v.trim_ascii())?;
+    Some(at.saturating_mul(1000).saturating_sub(now_unix_ms))
+}
+
+fn imf_fixdate_unix_s(v: &[u8]) -> Option<u64> {
+    let s = core::str::from_utf8(v).ok()?;
+    let mut it = s.split(' ');
+    let (_wday, day, mon, year, time, gmt) = (
+        it.next()?,
+        it.next()?,
+        it.next()?,
+        it.next()?,
+        it.next()?,
+        it.next()?,
+    );
+    if gmt != "GMT" || it.next().is_some() || day.len() != 2 || year.len() != 4 {
+        return None;
+    }
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| *m == mon)? as u64 + 1;
+    let day = parse_u64(day.as_bytes())?;
+    let year = parse_u64(year.as_bytes())?;
+    let mut t = time.split(':');
+    let (h, m, sec) = (
+        parse_u64(t.next()?.as_bytes())?,
+        parse_u64(t.next()?.as_bytes())?,
+        parse_u64(t.next()?.as_bytes())?,
+    );
+    if t.next().is_some() || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    if year < 1970 {
+        return Some(0);
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (year >= 1970).
+fn days_from_civil(y: u64, m: u64, d: u64) -> u64 {
+    // Count years from March so the leap day is the last day of the counted year.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (era * 146_097 + doe).saturating_sub(719_468)
+}
+
+/// Protobuf fields of `buf`, stopping (silently) at the first malformed one.
+struct Fields<'a> {
+    buf: &'a [u8],
+}
+
+enum Field<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    Fixed,
+}
+
+fn varint(buf: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let (&b, rest) = buf.split_first()?;
+        *buf = rest;
+        v |= ((b & 0x7f) as u64) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = (u64, Field<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let parsed = (|| {
+            let key = varint(&mut self.buf)?;
+            let field = match key & 7 {
+                0 => Field::Varint(varint(&mut self.buf)?),
+                1 | 5 => {
+                    let n = if key & 7 == 1 { 8 } else { 4 };
+                    self.buf = self.buf.get(n..)?;
+                    Field::Fixed
+                }
+                2 => {
+                    let n = usize::try_from(varint(&mut self.buf)?).ok()?;
+                    let bytes = self.buf.get(..n)?;
+                    self.buf = &self.buf[n..];
+                    Field::Bytes(bytes)
+                }
+                _ => return None,
+            };
+            Some((key >> 3, field))
+        })();
+        if parsed.is_none() {
+            self.buf = &[];
+        }
+        parsed
+    }
+}
+
+fn fields(buf: &[u8]) -> Fields<'_> {
+    Fields { buf }
+}
+
+/// `ExportTraceServiceResponse.partial_success.rejected_spans`; 0 when absent or unreadable.
+pub fn rejected_spans(body: &[u8]) -> u64 {
+    fields(body)
+        .filter_map(|(n, f)| match (n, f) {
+            (1, Field::Bytes(partial)) => Some(partial),
+            _ => None,
+        })
+        .flat_map(fields)
+        .filter_map(|(n, f)| match (n, f) {
+            (1, Field::Varint(v)) => Some(v),
+            _ => None,
+        })
+        .last()
+        .unwrap_or(0)
+}
+
+/// The message of a single uncompressed gRPC frame.
+fn grpc_message(body: &[u8]) -> Option<&[u8]> {
+    let (&flag, rest) = body.split_first()?;
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    (flag == 0).then_some(())?;
+    rest.get(4..4 + len)
+}
+
+/// The delay of a `google.rpc.RetryInfo` inside a base64 `google.rpc.Status`.
+pub fn retry_info_ms(details_b64: &[u8]) -> Option<u64> {
+    const RETRY_INFO: &[u8] = b"type.googleapis.com/google.rpc.RetryInfo";
+    let status = base64_decode(details_b64)?;
+    for (n, f) in fields(&status) {
+        let (3, Field::Bytes(any)) = (n, f) else {
+            continue;
+        };
+        let mut type_url: &[u8] = &[];
+        let mut value: &[u8] = &[];
+        for (n, f) in fields(any) {
+            match (n, f) {
+                (1, Field::Bytes(b)) => type_url = b,
+                (2, Field::Bytes(b)) => value = b,
+                _ => {}
+            }
+        }
+        if type_url != RETRY_INFO {
+            continue;
+        }
+        let mut ms = 0u64;
+        for (n, f) in fields(value) {
+            let (1, Field::Bytes(duration)) = (n, f) else {
+                continue;
+            };
+            for (n, f) in fields(duration) {
+                match (n, f) {
+                    // Negative durations arrive as huge varints; the exporter caps delays.
+                    (1, Field::Varint(s)) => ms = ms.saturating_add(s.saturating_mul(1000)),
+                    (2, Field::Varint(nanos)) => {
+                        ms = ms.saturating_add((nanos & 0xffff_ffff) / 1_000_000)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        return Some(ms);
+    }
+    None
+}
+
+/// Standard or URL-safe base64, padding optional (gRPC sends it unpadded).
+fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
+    let s = s.trim_ascii();
+    let s = s.strip_suffix(b"==").or(s.strip_suffix(b"=")).unwrap_or(s);
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for &c in s {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn http(status: u32) -> Reply<'static> {
+        Reply {
+            status: Some(status),
+            ..Reply::default()
+        }
+    }
+
+    fn retry(failure: Failure, delay_ms: Option<u64>) -> ExportResult {
+        ExportResult::Retry { failure, delay_ms }
+    }
+
+    #[test]
+    fn http_statuses() {
+        let c = |r: &Reply<'_>| classify(Protocol::Http, r, 0);
+        assert_eq!(c(&http(200)), ExportResult::Ok { rejected: 0 });
+        for s in [429, 502, 503, 504] {
+            assert_eq!(c(&http(s)), retry(Failure::Http(s), None));
+        }
+        for s in [400, 401, 404, 413, 500, 501, 0, 999] {
+            assert_eq!(c(&http(s)), ExportResult::Fail(Failure::Http(s)));
+        }
+        assert_eq!(
+            c(&Reply::default()),
+            retry(Failure::NoResponse, None),
+            "no reply is retried"
+        );
+        let r = Reply {
+            retry_after: Some(b" 7 "),
+            ..http(503)
+        };
+        assert_eq!(c(&r), retry(Failure::Http(503), Some(7000)));
+        let r = Reply {
+            retry_after: Some(b"soon"),
+            ..http(429)
+        };
+        assert_eq!(c(&r), retry(Failure::Http(429), None));
+    }
+
+    #[test]
+    fn retry_after_dates() {
+        // 1994-11-06T08:49:37Z is 784111777.
+        let now = 784_111_770_000;
+        assert_eq!(
+            retry_after_ms(b"Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(7000)
+        );
+        assert_eq!(
+            retry_after_ms(b"Sun, 06 Nov 1994 08:49:37 GMT", now + 60_000),
+            Some(0),
+            "a date in the past means now"
+        );
+        assert_eq!(
+            retry_after_ms(b"Thu, 29 Feb 2024 00:00:00 GMT", 0),
+            Some(1_709_164_800_000)
+        );
+        for bad in [
+            &b"Sunday, 06-Nov-94 08:49:37 GMT"[..],
+            b"Sun Nov  6 08:49:37 1994",
+            b"Sun, 06 Nov 1994 08:49:37 UTC",
+            b"Sun, 06 Foo 1994 08:49:37 GMT",
+            b"Sun, 06 Nov 1994 25:49:37 GMT",
+            b"",
+            b"-1",
+            b"\xff\xfe",
+            b"99999999999999999999999",
+        ] {
+            assert_eq!(retry_after_ms(bad, now), None, "{bad:?}");
+        }
+    }
+
+    fn partial(rejected: i64) -> Vec<u8> {
+        use opentelemetry_proto::tonic::collector::trace::v1::*;
+        ExportTraceServiceResponse {
+            partial_success: Some(ExportTracePartialSuccess {
+                rejected_spans: rejected,
+                error_message: "too old".into(),
+            }),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn partial_success_is_ok_and_counted() {
+        let body = partial(3);
+        let r = Reply {
+            body: &body,
+            ..http(200)
+        };
+        assert_eq!(
+            classify(Protocol::Http, &r, 0),
+            ExportResult::Ok { rejected: 3 }
+        );
+        assert_eq!(
+            rejected_spans(b"\xff\xff\xff"),
+            0,
+            "garbage is no rejection"
+        );
+        assert_eq!(rejected_spans(&body[..body.len() - 2]), 0);
+    }
+
+    fn grpc<'a>(code: &'a [u8], details: Option<&'a [u8]>, body: &'a [u8]) -> Reply<'a> {
+        Reply {
+            status: Some(200),
+            grpc_status: Some(code),
+            grpc_details: details,
+            body,
+            ..Reply::default()
+        }
+    }
+
+    fn status_with_retry_info(seconds: i64, nanos: i32) -> String {
+        // google.rpc.Status{code=8, details=[Any{RetryInfo{retry_delay}}]} built by hand.
+        let mut duration = Vec::new();
+        prost::encoding::int64::encode(1, &seconds, &mut duration);
+        prost::encoding::int32::encode(2, &nanos, &mut duration);
+        let mut info = Vec::new();
+        prost::encoding::bytes::encode(1, &duration, &mut info);
+        let mut any = Vec::new();
+        prost::encoding::string::encode(
+            1,
+            &"type.googleapis.com/google.rpc.RetryInfo".to_string(),
+            &mut any,
+        );
+        prost::encoding::bytes::encode(2, &info, &mut any);
+        let mut status = Vec::new();
+        prost::encoding::int32::encode(1, &8, &mut status);
+        prost::encoding::bytes::encode(3, &any, &mut status);
+        b64(&status)
+    }
+
+    fn b64(data: &[u8]) -> String {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in data.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+            for i in 0..=chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn grpc_codes() {
+        let c = |r: &Reply<'_>| classify(Protocol::Grpc, r, 0);
+        let mut framed = vec![0, 0, 0, 0, 0];
+        let msg = partial(2);
+        framed[1..5].copy_from_slice(&(msg.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&msg);
+        assert_eq!(
+            c(&grpc(b"0", None, &framed)),
+            ExportResult::Ok { rejected: 2 }
+        );
+        assert_eq!(c(&grpc(b"0", None, b"")), ExportResult::Ok { rejected: 0 });
+        for code in [1u32, 4, 10, 11, 14, 15] {
+            let s = code.to_string();
+            assert_eq!(
+                c(&grpc(s.as_bytes(), None, b"")),
+                retry(Failure::Grpc(code), None)
+            );
+        }
+        for code in [2u32, 3, 5, 6, 7, 8, 9, 12, 13, 16, 17] {
+            let s = code.to_string();
+            assert_eq!(
+                c(&grpc(s.as_bytes(), None, b"")),
+                ExportResult::Fail(Failure::Grpc(code))
+            );
+        }
+        let details = status_with_retry_info(2, 500_000_000);
+        assert_eq!(
+            c(&grpc(b"8", Some(details.as_bytes()), b"")),
+            retry(Failure::Grpc(8), Some(2500)),
+            "RESOURCE_EXHAUSTED with RetryInfo is a throttle"
+        );
+        assert_eq!(
+            c(&grpc(b"14", Some(details.as_bytes()), b"")),
+            retry(Failure::Grpc(14), Some(2500))
+        );
+        assert_eq!(
+            c(&grpc(b"8", Some(b"!!not base64"), b"")),
+            ExportResult::Fail(Failure::Grpc(8))
+        );
+        assert_eq!(
+            c(&Reply {
+                status: Some(200),
+                ..Reply::default()
+            }),
+            ExportResult::Fail(Failure::NoGrpcStatus)
+        );
+        assert_eq!(
+            c(&grpc(b"x", None, b"")),
+            ExportResult::Fail(Failure::NoGrpcStatus)
+        );
+        assert_eq!(c(&http(503)), retry(Failure::Http(503), None));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_garbage(body: Vec<u8>, details: Vec<u8>, ra: Vec<u8>, st: Vec<u8>) {
+            for p in [Protocol::Http, Protocol::Grpc] {
+                let r = Reply {
+                    status: Some(200),
+                    retry_after: Some(&ra),
+                    grpc_status: Some(&st),
+                    grpc_details: Some(&details),
+                    body: &body,
+                };
+                let _ = classify(p, &r, u64::MAX);
+                let _ = classify(p, &Reply { status: Some(503), ..r }, 0);
+            }
+            let _ = retry_info_ms(&details);
+        }
+    }
+}

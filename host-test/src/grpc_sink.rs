@@ -1,0 +1,164 @@
+//! An in-process OTLP/gRPC receiver: tonic's generated `TraceService` server (from
+//! `opentelemetry-proto`), accepting gzip, served over h2c. An independent gRPC implementation
+//! checks the filter's own framing: a wrong length prefix, compressed flag, content type or
+//! encoding header is refused by tonic, not by code written alongside the filter.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use tonic::codec::CompressionEncoding;
+use tower_service::Service;
+
+use crate::sink::{lock, spans_of, Received, Server};
+
+/// How the receiver answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrpcMode {
+    Ok,
+    /// A gRPC status code, with a `google.rpc.RetryInfo` delay when set.
+    Status {
+        code: u32,
+        retry_delay_ms: Option<u64>,
+    },
+}
+
+#[derive(Default)]
+struct State {
+    received: Vec<Received>,
+    mode: Option<GrpcMode>,
+}
+
+/// The service tonic calls.
+#[derive(Clone)]
+struct Receiver(Arc<Mutex<State>>);
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let headers = request
+            .metadata()
+            .clone()
+            .into_headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut st = lock(&self.0);
+        if let Some(GrpcMode::Status {
+            code,
+            retry_delay_ms,
+        }) = st.mode
+        {
+            let code = tonic::Code::from_i32(code as i32);
+            return Err(match retry_delay_ms {
+                Some(d) => tonic::Status::with_details(
+                    code,
+                    "collector says no",
+                    retry_info(code as u32, d).into(),
+                ),
+                None => tonic::Status::new(code, "collector says no"),
+            });
+        }
+        st.received.push(Received {
+            path: "/opentelemetry.proto.collector.trace.v1.TraceService/Export".into(),
+            headers,
+            request: request.into_inner(),
+        });
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// A running OTLP/gRPC receiver.
+pub struct GrpcSink {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    _server: Server,
+}
+
+impl GrpcSink {
+    /// Starts on `127.0.0.1:port` (0 picks a free port).
+    pub fn start(port: u16) -> anyhow::Result<Self> {
+        let state = Arc::new(Mutex::new(State::default()));
+        let svc = TraceServiceServer::new(Receiver(state.clone()))
+            .accept_compressed(CompressionEncoding::Gzip);
+        let server = Server::start(port, move |req| {
+            let mut svc = svc.clone();
+            async move {
+                let r = svc.call(req).await;
+                Ok::<_, Infallible>(match r {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                })
+            }
+        })?;
+        Ok(Self {
+            addr: server.addr,
+            state,
+            _server: server,
+        })
+    }
+
+    pub fn set_mode(&self, mode: GrpcMode) {
+        lock(&self.state).mode = Some(mode);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        lock(&self.state).received.clone()
+    }
+
+    pub fn spans(&self) -> Vec<Span> {
+        self.received()
+            .iter()
+            .flat_map(|r| spans_of(&r.request))
+            .collect()
+    }
+
+    /// Waits until at least `n` spans arrived (or `timeout` passes) and returns them.
+    pub fn wait_spans(&self, n: usize, timeout: Duration) -> Vec<Span> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let spans = self.spans();
+            if spans.len() >= n || Instant::now() >= deadline {
+                return spans;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// `google.rpc.Status{code, details: [RetryInfo{retry_delay}]}`, encoded (tonic base64s it
+/// into `grpc-status-details-bin`).
+fn retry_info(code: u32, delay_ms: u64) -> Vec<u8> {
+    let mut duration = Vec::new();
+    prost::encoding::int64::encode(1, &((delay_ms / 1000) as i64), &mut duration);
+    prost::encoding::int32::encode(2, &(((delay_ms % 1000) * 1_000_000) as i32), &mut duration);
+    let mut info = Vec::new();
+    prost::encoding::bytes::encode(1, &duration, &mut info);
+    let mut any = Vec::new();
+    prost::encoding::string::encode(
+        1,
+        &"type.googleapis.com/google.rpc.RetryInfo".to_string(),
+        &mut any,
+    );
+    prost::encoding::bytes::encode(2, &info, &mut any);
+    let mut status = Vec::new();
+    prost::encoding::int32::encode(1, &(code as i32), &mut status);
+    prost::encoding::bytes::encode(3, &any, &mut status);
+    status
+}

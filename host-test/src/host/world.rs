@@ -1,0 +1,134 @@
+//! State shared by every VM of one host, as Envoy shares it across worker threads: the clock,
+//! stats, shared data, shared queues, logs and outgoing calls.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use super::abi::LogLevel;
+use super::headers::HeaderMap;
+
+/// The virtual clock starts here (2026-01-01T00:00:00Z) so timestamps are realistic and fixed.
+pub const START_REALTIME_NS: u64 = 1_767_225_600_000_000_000;
+
+/// One line the guest logged (through `proxy_log`, or `fd_write` to stdout/stderr).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The worker VM that logged it.
+    pub worker: usize,
+    pub level: LogLevel,
+    pub message: String,
+}
+
+/// A stat, shared by name across VMs like Envoy's stats store.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetricValue {
+    Counter(u64),
+    Gauge(i64),
+    Histogram(Vec<u64>),
+}
+
+/// An outgoing `proxy_http_call` waiting for the test to answer it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpCall {
+    pub token: u32,
+    pub worker: usize,
+    /// The root context the call belongs to (Envoy attributes calls to the root).
+    pub root_context: u32,
+    pub cluster: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+    pub trailers: HeaderMap,
+    pub timeout_ms: u32,
+    /// Virtual monotonic time of the dispatch, ns.
+    pub sent_at_ns: u64,
+}
+
+impl HttpCall {
+    /// A request header of the call (`:path`, `:authority`, `content-type`, ...).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)
+    }
+}
+
+/// An outgoing unary `proxy_grpc_call`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GrpcCall {
+    pub token: u32,
+    pub worker: usize,
+    pub root_context: u32,
+    pub upstream: Vec<u8>,
+    pub service: String,
+    pub method: String,
+    pub initial_metadata: HeaderMap,
+    pub message: Vec<u8>,
+    pub timeout_ms: u32,
+}
+
+/// A shared queue, keyed by `(vm_id, name)`; `proxy_on_queue_ready` goes to its owner.
+#[derive(Debug)]
+pub struct Queue {
+    pub vm_id: String,
+    pub name: String,
+    pub owner_worker: usize,
+    pub owner_root: u32,
+    pub items: VecDeque<Vec<u8>>,
+}
+
+/// Everything shared between the host's VMs.
+#[derive(Debug)]
+pub struct World {
+    /// Virtual monotonic time, ns; realtime is `START_REALTIME_NS` plus this.
+    pub monotonic_ns: u64,
+    pub logs: Vec<LogEntry>,
+    pub metrics: BTreeMap<String, MetricValue>,
+    pub shared_data: HashMap<(String, Vec<u8>), (Vec<u8>, u32)>,
+    pub next_cas: u32,
+    /// Queue id `i + 1` is `queues[i]`.
+    pub queues: Vec<Queue>,
+    /// `(worker, root, queue_id)` notifications posted but not yet delivered.
+    pub queue_ready: VecDeque<(usize, u32, u32)>,
+    pub http_calls: BTreeMap<u32, HttpCall>,
+    pub grpc_calls: BTreeMap<u32, GrpcCall>,
+    /// Every http call ever dispatched, answered or not, in order.
+    pub http_call_log: Vec<HttpCall>,
+    pub next_token: u32,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        Self {
+            // Envoy's monotonic clock is never zero at start; a non-zero origin catches guests
+            // that confuse "unset" with "time zero".
+            monotonic_ns: 1_000_000_000,
+            logs: Vec::new(),
+            metrics: BTreeMap::new(),
+            shared_data: HashMap::new(),
+            next_cas: 1,
+            queues: Vec::new(),
+            queue_ready: VecDeque::new(),
+            http_calls: BTreeMap::new(),
+            grpc_calls: BTreeMap::new(),
+            http_call_log: Vec::new(),
+            next_token: 1,
+        }
+    }
+}
+
+impl World {
+    pub fn realtime_ns(&self) -> u64 {
+        START_REALTIME_NS + self.monotonic_ns - 1_000_000_000
+    }
+
+    pub fn token(&mut self) -> u32 {
+        let t = self.next_token;
+        self.next_token += 1;
+        t
+    }
+
+    pub fn log(&mut self, worker: usize, level: LogLevel, message: String) {
+        self.logs.push(LogEntry {
+            worker,
+            level,
+            message,
+        });
+    }
+}

@@ -1,0 +1,100 @@
+//! The response body handed to the client, which finishes the request's span when the body
+//! ends, fails, or is dropped unfinished (client gone, stream reset, shutdown).
+//!
+//! Frames pass through one by one; nothing is buffered.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::Version;
+use hyper::body::{Body, Frame, SizeHint};
+use meshtrace::span::SpanRecord;
+
+use crate::adapter::{self, End};
+use crate::shared::Shared;
+
+/// Error type of every body the bridge returns.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A boxed response body.
+pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// A sampled request's span, finished exactly once: when dropped.
+pub struct SpanGuard {
+    shared: Arc<Shared>,
+    rec: Option<SpanRecord>,
+    pub status: Option<u16>,
+    version: Version,
+    peer: Arc<str>,
+}
+
+impl SpanGuard {
+    pub fn new(shared: Arc<Shared>, rec: SpanRecord, version: Version, peer: Arc<str>) -> Self {
+        Self {
+            shared,
+            rec: Some(rec),
+            status: None,
+            version,
+            peer,
+        }
+    }
+}
+
+impl Drop for SpanGuard {
+    fn drop(&mut self) {
+        let Some(rec) = self.rec.take() else { return };
+        let end = End {
+            status: self.status,
+            version: self.version,
+            peer: &self.peer,
+        };
+        if adapter::finish_request(&self.shared, rec, &end) {
+            self.shared.export_wake.notify_one();
+        }
+    }
+}
+
+/// `inner` with the span attached.
+pub struct TracedBody<B> {
+    inner: B,
+    guard: Option<SpanGuard>,
+}
+
+impl<B> TracedBody<B> {
+    pub fn new(inner: B, guard: Option<SpanGuard>) -> Self {
+        Self { inner, guard }
+    }
+}
+
+impl<B> Body for TracedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            // The end of the body, or a failure that ends it: the request is over.
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => drop(this.guard.take()),
+            _ => {}
+        }
+        polled.map(|f| f.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,332 @@
+//! The bridge's configuration: the filter's JSON format, plus the keys only a native process
+//! needs. Bridge-only keys are validated and removed here, and the rest goes to
+//! [`meshtrace::config::Config::from_json`] unchanged, so both deployments share one format.
+//!
+//! Bridge-only keys:
+//! - `collector.endpoint` (required): `http://host:4318/v1/traces` or `grpc://host:4317`.
+//! - `collector.protocol`: `http` (OTLP/HTTP protobuf) or `grpc`; defaults from the scheme.
+//! - `collector.compression`: `gzip` (default) or `none`.
+//! - `collector.max_attempts`: export attempts per batch, retries included (default 5).
+//! - `bridge.upstream_timeout_ms`: how long the application may take to answer (default 15000).
+//! - `bridge.relay_max_bytes`: bound on relayed OTLP waiting for export (default 4 MiB).
+//!
+//! `collector.cluster` is an Envoy notion; when absent it is filled with the endpoint's
+//! authority, which the core then uses as the default `:authority`.
+
+use std::time::Duration;
+
+use meshtrace::config::{Config, ConfigError};
+use serde_json::{Map, Value};
+
+/// How spans travel to the collector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP/HTTP with a protobuf body.
+    Http,
+    /// OTLP/gRPC over h2c.
+    Grpc,
+}
+
+/// Where the collector is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub protocol: Protocol,
+    /// `host:port`.
+    pub authority: String,
+    /// The request path for OTLP/HTTP (`/v1/traces` when the URL has none).
+    pub path: String,
+    pub gzip: bool,
+    pub max_attempts: u32,
+    pub timeout: Duration,
+}
+
+impl Endpoint {
+    /// The URL a client connects to.
+    pub fn url(&self) -> String {
+        format!("http://{}{}", self.authority, self.path)
+    }
+}
+
+/// Everything the bridge runs with.
+#[derive(Clone, Debug)]
+pub struct BridgeConfig {
+    /// The shared core configuration.
+    pub core: Config,
+    pub endpoint: Endpoint,
+    pub upstream_timeout: Duration,
+    pub relay_max_bytes: usize,
+}
+
+const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 15_000;
+const DEFAULT_RELAY_MAX_BYTES: u64 = 4 << 20;
+const DEFAULT_MAX_ATTEMPTS: u64 = 5;
+
+fn err(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+impl BridgeConfig {
+    /// Parses the JSON configuration; errors name the dotted field and the offending value.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let mut root: Value =
+            serde_json::from_slice(bytes).map_err(|e| err("", format!("invalid JSON: {e}")))?;
+        let Some(obj) = root.as_object_mut() else {
+            return Err(err("", format!("must be a JSON object, got {root}")));
+        };
+        let bridge = match obj.remove("bridge") {
+            None => Map::new(),
+            Some(Value::Object(m)) => m,
+            Some(other) => return Err(err("bridge", format!("must be an object, got {other}"))),
+        };
+        let (upstream_timeout, relay_max_bytes) = bridge_section(bridge)?;
+        let Some(collector) = obj.get_mut("collector").and_then(Value::as_object_mut) else {
+            return Err(err(
+                "collector",
+                "missing; the smallest bridge config is {\"collector\": {\"endpoint\": \"http://otel-collector:4318/v1/traces\"}}",
+            ));
+        };
+        let mut endpoint = collector_section(collector)?;
+        let core = Config::from_json(root.to_string().as_bytes())?;
+        endpoint.timeout = Duration::from_millis(core.collector.timeout_ms);
+        Ok(Self {
+            core,
+            endpoint,
+            upstream_timeout,
+            relay_max_bytes,
+        })
+    }
+}
+
+/// Reads a positive integer key, or its default when absent.
+fn positive(
+    m: &mut Map<String, Value>,
+    section: &str,
+    key: &str,
+    default: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    match m.remove(key) {
+        None => Ok(default),
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(err(
+                &format!("{section}.{key}"),
+                format!("must be an integer between 1 and {max}, got {v}"),
+            )),
+        },
+    }
+}
+
+fn bridge_section(mut m: Map<String, Value>) -> Result<(Duration, usize), ConfigError> {
+    let timeout = positive(
+        &mut m,
+        "bridge",
+        "upstream_timeout_ms",
+        DEFAULT_UPSTREAM_TIMEOUT_MS,
+        3_600_000,
+    )?;
+    let relay = positive(
+        &mut m,
+        "bridge",
+        "relay_max_bytes",
+        DEFAULT_RELAY_MAX_BYTES,
+        1 << 30,
+    )?;
+    if let Some(k) = m.keys().next() {
+        return Err(err(
+            &format!("bridge.{k}"),
+            "unknown field, expected one of `upstream_timeout_ms`, `relay_max_bytes`",
+        ));
+    }
+    Ok((Duration::from_millis(timeout), relay as usize))
+}
+
+/// Takes the bridge-only collector keys out of `c` and fills `cluster` for the core.
+fn collector_section(c: &mut Map<String, Value>) -> Result<Endpoint, ConfigError> {
+    let url =
+        match c.remove("endpoint") {
+            Some(Value::String(s)) => s,
+            None => return Err(err(
+                "collector.endpoint",
+                "missing; the bridge needs a URL such as \"http://otel-collector:4318/v1/traces\"",
+            )),
+            Some(other) => {
+                return Err(err(
+                    "collector.endpoint",
+                    format!("must be a URL string, got {other}"),
+                ))
+            }
+        };
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+        err(
+            "collector.endpoint",
+            format!("must be an http:// or grpc:// URL, got {url:?}"),
+        )
+    })?;
+    let scheme_protocol = match scheme {
+        "http" => Protocol::Http,
+        "grpc" => Protocol::Grpc,
+        _ => {
+            return Err(err(
+                "collector.endpoint",
+                format!("scheme {scheme:?} is not supported (use http:// or grpc://; in a Linkerd pod the proxy provides mTLS), got {url:?}"),
+            ))
+        }
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if authority.is_empty()
+        || authority.contains('@')
+        || authority.parse::<http::uri::Authority>().is_err()
+    {
+        return Err(err(
+            "collector.endpoint",
+            format!("must name a host (and port), got {url:?}"),
+        ));
+    }
+    let protocol = match c.remove("protocol") {
+        None => scheme_protocol,
+        Some(Value::String(p)) if p == "http" || p == "http/protobuf" => Protocol::Http,
+        Some(Value::String(p)) if p == "grpc" => Protocol::Grpc,
+        Some(other) => {
+            return Err(err(
+                "collector.protocol",
+                format!("must be \"http\" or \"grpc\", got {other}"),
+            ))
+        }
+    };
+    let gzip = match c.remove("compression") {
+        None => true,
+        Some(Value::String(s)) if s == "gzip" => true,
+        Some(Value::String(s)) if s == "none" => false,
+        Some(other) => {
+            return Err(err(
+                "collector.compression",
+                format!("must be \"gzip\" or \"none\", got {other}"),
+            ))
+        }
+    };
+    let max_attempts = positive(c, "collector", "max_attempts", DEFAULT_MAX_ATTEMPTS, 100)? as u32;
+    let path = if path.is_empty() || path == "/" {
+        // A bare host means the standard path, the way SDKs treat a base endpoint.
+        "/v1/traces".to_string()
+    } else {
+        path.to_string()
+    };
+    c.entry("cluster")
+        .or_insert_with(|| Value::String(authority.to_string()));
+    if protocol == Protocol::Http {
+        c.entry("path")
+            .or_insert_with(|| Value::String(path.clone()));
+    }
+    Ok(Endpoint {
+        protocol,
+        authority: authority.to_string(),
+        path,
+        gzip,
+        max_attempts,
+        timeout: Duration::from_millis(5000),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad(json: &str) -> String {
+        BridgeConfig::from_json(json.as_bytes())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn http_endpoint_with_defaults() {
+        let c = BridgeConfig::from_json(
+            br#"{"collector":{"endpoint":"http://otel-collector:4318/v1/traces"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.endpoint,
+            Endpoint {
+                protocol: Protocol::Http,
+                authority: "otel-collector:4318".into(),
+                path: "/v1/traces".into(),
+                gzip: true,
+                max_attempts: 5,
+                timeout: Duration::from_millis(5000),
+            }
+        );
+        assert_eq!(c.core.collector.cluster, "otel-collector:4318");
+        assert_eq!(c.core.collector.authority(), "otel-collector:4318");
+        assert_eq!(c.upstream_timeout, Duration::from_millis(15_000));
+        assert_eq!(c.relay_max_bytes, 4 << 20);
+    }
+
+    #[test]
+    fn grpc_endpoint_and_bridge_section() {
+        let c = BridgeConfig::from_json(
+            br#"{"service_name":"web","collector":{"endpoint":"grpc://otel:4317","compression":"none","timeout_ms":800,"max_attempts":2},
+                 "batch":{"max_batch":10,"max_queue":100},"bridge":{"upstream_timeout_ms":250}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.endpoint.protocol, Protocol::Grpc);
+        assert_eq!(c.endpoint.authority, "otel:4317");
+        assert!(!c.endpoint.gzip);
+        assert_eq!(c.endpoint.max_attempts, 2);
+        assert_eq!(c.endpoint.timeout, Duration::from_millis(800));
+        assert_eq!(c.upstream_timeout, Duration::from_millis(250));
+        assert_eq!(c.core.batch.max_batch, 10);
+        assert_eq!(c.core.service_name(), "web");
+        let c = BridgeConfig::from_json(
+            br#"{"collector":{"endpoint":"http://otel:4317","protocol":"grpc"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.endpoint.protocol, Protocol::Grpc);
+        let c =
+            BridgeConfig::from_json(br#"{"collector":{"endpoint":"http://otel:4318"}}"#).unwrap();
+        assert_eq!(c.endpoint.url(), "http://otel:4318/v1/traces");
+    }
+
+    #[test]
+    fn errors_name_field_and_value() {
+        assert_eq!(
+            bad(r#"{"collector":{"cluster":"c"}}"#),
+            "collector.endpoint: missing; the bridge needs a URL such as \"http://otel-collector:4318/v1/traces\""
+        );
+        assert_eq!(
+            bad(r#"{"collector":{"endpoint":"otel:4318"}}"#),
+            "collector.endpoint: must be an http:// or grpc:// URL, got \"otel:4318\""
+        );
+        assert!(bad(r#"{"collector":{"endpoint":"https://otel:4318"}}"#)
+            .starts_with("collector.endpoint: scheme \"https\" is not supported"));
+        assert_eq!(
+            bad(r#"{"collector":{"endpoint":"http://otel:4318","protocol":"udp"}}"#),
+            "collector.protocol: must be \"http\" or \"grpc\", got \"udp\""
+        );
+        assert_eq!(
+            bad(r#"{"collector":{"endpoint":"http://otel:4318","compression":"br"}}"#),
+            "collector.compression: must be \"gzip\" or \"none\", got \"br\""
+        );
+        assert_eq!(
+            bad(
+                r#"{"collector":{"endpoint":"http://otel:4318"},"bridge":{"upstream_timeout_ms":0}}"#
+            ),
+            "bridge.upstream_timeout_ms: must be an integer between 1 and 3600000, got 0"
+        );
+        assert_eq!(
+            bad(r#"{"collector":{"endpoint":"http://otel:4318"},"bridge":{"upstream_timeout":5}}"#),
+            "bridge.upstream_timeout: unknown field, expected one of `upstream_timeout_ms`, `relay_max_bytes`"
+        );
+        // Core keys are still validated by the core.
+        assert_eq!(
+            bad(r#"{"collector":{"endpoint":"http://otel:4318"},"batch":{"max_queue":0}}"#),
+            "batch.max_queue: must be at least 1, got 0"
+        );
+        assert_eq!(bad(r#"[1]"#), "must be a JSON object, got [1]");
+    }
+}

@@ -1,0 +1,32 @@
+//! `linkerd-bridge`: see the crate docs and `linkerd-bridge/README.md`.
+
+use clap::Parser;
+use linkerd_bridge::{server, Args, Bridge};
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let bridge = match Bridge::from_args(args) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("linkerd-bridge: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("linkerd-bridge: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::run_until_signal(bridge)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("linkerd-bridge: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Forwarding one request to the application and its response back, with the span around it.
+//!
+//! Bodies stream through in both directions. The application gets a pooled keep-alive
+//! connection in the HTTP version chosen by `--upstream-protocol`. Upgrades (websockets) are
+//! tunnelled once both sides agree on `101 Switching Protocols`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::adapter;
+use crate::body::{BoxError, ResponseBody, SpanGuard, TracedBody};
+use crate::cli::UpstreamProtocol;
+use crate::shared::{Shared, Stats};
+
+/// A connector that always dials the application, whatever the request's authority: the
+/// authority is kept for the application to see, and pools stay per authority.
+#[derive(Clone)]
+pub struct AppConnector {
+    inner: HttpConnector,
+    target: Uri,
+}
+
+impl AppConnector {
+    fn new(addr: SocketAddr) -> Self {
+        let mut inner = HttpConnector::new();
+        inner.set_nodelay(true);
+        inner.set_keepalive(Some(Duration::from_secs(60)));
+        let target = Uri::builder()
+            .scheme("http")
+            .authority(addr.to_string())
+            .path_and_query("/")
+            .build()
+            .unwrap_or_default();
+        Self { inner, target }
+    }
+}
+
+impl tower_service::Service<Uri> for AppConnector {
+    type Response = <HttpConnector as tower_service::Service<Uri>>::Response;
+    type Error = <HttpConnector as tower_service::Service<Uri>>::Error;
+    type Future = <HttpConnector as tower_service::Service<Uri>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, _authority: Uri) -> Self::Future {
+        self.inner.call(self.target.clone())
+    }
+}
+
+type AppClient = Client<AppConnector, Incoming>;
+
+/// Everything a request handler needs.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    http1: AppClient,
+    h2c: AppClient,
+    upstream: SocketAddr,
+    protocol: UpstreamProtocol,
+    timeout: Duration,
+}
+
+/// Why the application gave no response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    Timeout,
+    Unreachable,
+}
+
+impl Proxy {
+    pub fn new(
+        shared: Arc<Shared>,
+        upstream: SocketAddr,
+        protocol: UpstreamProtocol,
+        timeout: Duration,
+    ) -> Self {
+        let connector = AppConnector::new(upstream);
+        let http1 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector.clone());
+        let h2c = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build(connector);
+        Self {
+            shared,
+            http1,
+            h2c,
+            upstream,
+            protocol,
+            timeout,
+        }
+    }
+
+    /// Handles one request from the Linkerd proxy; never fails, errors become 502 or 504.
+    pub fn handle(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        peer: Arc<str>,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static {
+        let upgrade = is_upgrade(req.headers()) && req.version() != Version::HTTP_2;
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        let version = parts.version;
+        let rec = adapter::start_request(&self.shared, &mut parts);
+        let mut guard = rec.map(|r| SpanGuard::new(self.shared.clone(), r, version, peer));
+        let to_h2 = !upgrade
+            && match self.protocol {
+                UpstreamProtocol::Auto => version == Version::HTTP_2,
+                UpstreamProtocol::Http1 => false,
+                UpstreamProtocol::H2c => true,
+            };
+        let out = self.outgoing(parts, body, upgrade, to_h2);
+        async move {
+            let client = if to_h2 { &self.h2c } else { &self.http1 };
+            let sent = tokio::time::timeout(self.timeout, client.request(out)).await;
+            let result = match sent {
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(_)) => Err(Failure::Unreachable),
+                Err(_) => Err(Failure::Timeout),
+            };
+            let resp = match result {
+                Ok(mut resp) => {
+                    if let (Some(client_side), StatusCode::SWITCHING_PROTOCOLS) =
+                        (client_upgrade, resp.status())
+                    {
+                        tunnel(client_side, hyper::upgrade::on(&mut resp));
+                    } else {
+                        strip_hop_by_hop(resp.headers_mut(), false);
+                    }
+                    if let Some(g) = guard.as_mut() {
+                        g.status = Some(resp.status().as_u16());
+                    }
+                    resp.map(|b| TracedBody::new(b, guard).boxed())
+                }
+                Err(failure) => {
+                    let (status, text, counter) = match failure {
+                        Failure::Timeout => (
+                            StatusCode::GATEWAY_TIMEOUT,
+                            "upstream timed out\n",
+                            &self.shared.stats.upstream_timeouts,
+                        ),
+                        Failure::Unreachable => (
+                            StatusCode::BAD_GATEWAY,
+                            "upstream unavailable\n",
+                            &self.shared.stats.upstream_errors,
+                        ),
+                    };
+                    Stats::add(counter, 1);
+                    if let Some(g) = guard.as_mut() {
+                        g.status = Some(status.as_u16());
+                    }
+                    let body = Full::new(Bytes::from_static(text.as_bytes()))
+                        .map_err(|never: Infallible| -> BoxError { match never {} });
+                    let mut r = Response::new(TracedBody::new(body, guard).boxed());
+                    *r.status_mut() = status;
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; charset=utf-8"),
+                    );
+                    r
+                }
+            };
+            Ok(resp)
+        }
+    }
+
+    /// The request as the application receives it.
+    fn outgoing(
+        &self,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        upgrade: bool,
+        to_h2: bool,
+    ) -> Request<Incoming> {
+        strip_hop_by_hop(&mut parts.headers, upgrade);
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| self.upstream.to_string());
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        parts.uri = Uri::builder()
+            .scheme("http")
+            .authority(authority.as_str())
+            .path_and_query(path.as_str())
+            .build()
+            // An authority the URI grammar refuses still reaches the app by its address.
+            .or_else(|_| {
+                Uri::builder()
+                    .scheme("http")
+                    .authority(self.upstream.to_string())
+                    .path_and_query(path.as_str())
+                    .build()
+            })
+            .unwrap_or_default();
+        if to_h2 {
+            parts.version = Version::HTTP_2;
+            // HTTP/2 carries the authority as a pseudo-header.
+            parts.headers.remove(header::HOST);
+        } else {
+            parts.version = Version::HTTP_11;
+        }
+        Request::from_parts(parts, body)
+    }
+}
+
+/// True when the request asks to switch protocols (websockets and the like).
+fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
+/// Headers that describe one connection, not the message; a proxy must not forward them.
+/// An upgrade keeps `connection` and `upgrade`, which carry the handshake.
+fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
+    let listed: Vec<header::HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|t| header::HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(upgrade && n == header::UPGRADE))
+        .collect();
+    for name in listed {
+        h.remove(name);
+    }
+    for name in ["keep-alive", "proxy-connection", "transfer-encoding"] {
+        h.remove(name);
+    }
+    if !upgrade {
+        h.remove(header::CONNECTION);
+        h.remove(header::UPGRADE);
+    }
+    // Only `te: trailers` has end-to-end meaning (gRPC needs it).
+    if h.get(header::TE)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        h.remove(header::TE);
+    }
+}
+
+/// Joins the client's and the application's upgraded connections until either side closes.
+fn tunnel(client: hyper::upgrade::OnUpgrade, app: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        let (Ok(client), Ok(app)) = tokio::join!(client, app) else {
+            return;
+        };
+        let mut client = TokioIo::new(client);
+        let mut app = TokioIo::new(app);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut app).await;
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("gzip"));
+        h.insert("traceparent", HeaderValue::from_static("x"));
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["traceparent"]);
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Upgrade"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["connection", "upgrade", "te"]);
+    }
+}

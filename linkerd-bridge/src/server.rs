@@ -1,0 +1,263 @@
+//! Process wiring: listeners, the exporter task, and graceful shutdown.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::adapter::Core;
+use crate::admin;
+use crate::cli::Args;
+use crate::config::BridgeConfig;
+use crate::export::{self, Transport};
+use crate::proxy::Proxy;
+use crate::relay::{self, RelayBuffer};
+use crate::resource;
+use crate::shared::Shared;
+
+/// A configured, not yet started bridge.
+pub struct Bridge {
+    pub args: Args,
+    pub config: BridgeConfig,
+    pub resource: Vec<(String, meshtrace::otlp::ResourceValue)>,
+}
+
+impl Bridge {
+    /// Reads the config file and the pod's downward-API facts from the process environment.
+    pub fn from_args(args: Args) -> Result<Self, String> {
+        Self::with_env(args, &|k| std::env::var(k).ok())
+    }
+
+    /// As [`Bridge::from_args`], with the environment supplied (tests).
+    pub fn with_env(args: Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let raw = std::fs::read(&args.config)
+            .map_err(|e| format!("--config {}: {e}", args.config.display()))?;
+        let config = BridgeConfig::from_json(&raw)
+            .map_err(|e| format!("--config {}: {e}", args.config.display()))?;
+        let labels = match &args.podinfo_labels {
+            // A missing labels file is not fatal: the bridge still traces, with less context.
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => resource::parse_labels(&text),
+                Err(e) => {
+                    eprintln!(
+                        "linkerd-bridge: --podinfo-labels {}: {e}; continuing without pod labels",
+                        path.display()
+                    );
+                    BTreeMap::new()
+                }
+            },
+            None => BTreeMap::new(),
+        };
+        let resource = resource::mesh_resource(config.core.service_name.as_deref(), env, &labels);
+        Ok(Self {
+            args,
+            config,
+            resource,
+        })
+    }
+
+    /// Binds every listener and starts serving.
+    pub async fn start(self) -> io::Result<Running> {
+        let transport = Transport::new(&self.config.endpoint)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let shared = Arc::new(Shared {
+            core: Mutex::new(Core::new(&self.config, &self.resource, fastrand::u64(..))),
+            relay: Mutex::new(RelayBuffer::new(self.config.relay_max_bytes)),
+            stats: Default::default(),
+            export_wake: Notify::new(),
+            ready: AtomicBool::new(false),
+        });
+        // Two phases: the listeners stop and drain first, the exporter (and admin) after, so
+        // the spans of drained requests are still sent.
+        let (stop_serving, stop_rx) = watch::channel(false);
+        let (stop_export, export_rx) = watch::channel(false);
+
+        let listener = TcpListener::bind(self.args.listen).await?;
+        let listen = listener.local_addr()?;
+        let admin_listener = TcpListener::bind(self.args.admin).await?;
+        let admin = admin_listener.local_addr()?;
+        let relay_listener = match self.args.otlp_relay {
+            Some(a) => Some(TcpListener::bind(a).await?),
+            None => None,
+        };
+        let relay = relay_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
+
+        let exporter = tokio::spawn(export::run(
+            shared.clone(),
+            transport,
+            self.config.endpoint.max_attempts,
+            export_rx.clone(),
+        ));
+
+        let proxy = Arc::new(Proxy::new(
+            shared.clone(),
+            self.args.upstream,
+            self.args.upstream_protocol,
+            self.config.upstream_timeout,
+        ));
+        let drain = Duration::from_millis(self.args.drain_timeout_ms);
+        let proxy_task = tokio::spawn(serve(listener, stop_rx.clone(), drain, move |req, peer| {
+            proxy.clone().handle(req, peer)
+        }));
+
+        let s = shared.clone();
+        let admin_task = tokio::spawn(serve(
+            admin_listener,
+            export_rx,
+            Duration::ZERO,
+            move |req, _| {
+                let r = admin::handle(&req, &s);
+                async move { Ok::<_, Infallible>(r) }
+            },
+        ));
+
+        let relay_task = relay_listener.map(|l| {
+            let s = shared.clone();
+            let attrs = Arc::new(relay::key_values(&resource::relay_attributes(
+                &self.resource,
+            )));
+            tokio::spawn(serve(l, stop_rx.clone(), drain, move |req, _| {
+                let (s, attrs) = (s.clone(), attrs.clone());
+                async move { Ok::<_, Infallible>(relay::handle(req, s, attrs).await) }
+            }))
+        });
+
+        shared.ready.store(true, Ordering::Relaxed);
+        Ok(Running {
+            listen,
+            admin,
+            relay,
+            shared,
+            stop_serving,
+            stop_export,
+            proxy_task,
+            admin_task,
+            relay_task,
+            exporter,
+        })
+    }
+}
+
+/// A started bridge.
+pub struct Running {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub relay: Option<SocketAddr>,
+    pub shared: Arc<Shared>,
+    stop_serving: watch::Sender<bool>,
+    stop_export: watch::Sender<bool>,
+    proxy_task: JoinHandle<()>,
+    admin_task: JoinHandle<()>,
+    relay_task: Option<JoinHandle<()>>,
+    exporter: JoinHandle<()>,
+}
+
+impl Running {
+    /// Graceful shutdown: fail `/ready`, stop accepting, let in-flight requests finish (up to
+    /// the drain timeout), then flush every queued span.
+    pub async fn shutdown(self) {
+        self.shared.ready.store(false, Ordering::Relaxed);
+        let _ = self.stop_serving.send(true);
+        let _ = self.proxy_task.await;
+        if let Some(t) = self.relay_task {
+            let _ = t.await;
+        }
+        let _ = self.stop_export.send(true);
+        let _ = self.exporter.await;
+        let _ = self.admin_task.await;
+    }
+}
+
+/// Serves `listener` until `stop`, then drains open connections for at most `drain`.
+async fn serve<F, Fut, B>(
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    drain: Duration,
+    handler: F,
+) where
+    F: Fn(Request<Incoming>, Arc<str>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<hyper::Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, peer)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let peer: Arc<str> = peer.to_string().into();
+                let h = handler.clone();
+                let svc = service_fn(move |req| h(req, peer.clone()));
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+}
+
+/// Runs until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn run_until_signal(bridge: Bridge) -> io::Result<()> {
+    let running = bridge.start().await?;
+    eprintln!(
+        "linkerd-bridge: listening on {} (admin {}{})",
+        running.listen,
+        running.admin,
+        running
+            .relay
+            .map(|r| format!(", OTLP relay {r}"))
+            .unwrap_or_default()
+    );
+    wait_for_signal().await;
+    eprintln!("linkerd-bridge: draining");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
