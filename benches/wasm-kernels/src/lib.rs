@@ -8,7 +8,7 @@
 use core::hint::black_box;
 
 use meshtrace::config::Config;
-use meshtrace::exporter::{ExportResult, Exporter};
+use meshtrace::exporter::Exporter;
 use meshtrace::headers::{pairs, serialize_pairs, RequestHeaders};
 use meshtrace::ids::{IdGenerator, SpanId, TraceId};
 use meshtrace::otlp::{encode_span, BatchHeader, ResourceValue};
@@ -16,6 +16,7 @@ use meshtrace::propagation::tracecontext::parse_traceparent;
 use meshtrace::simd::{self, scalar};
 use meshtrace::span::{SpanKind, SpanRecord};
 use meshtrace::tracer::{Finish, Injection, Tracer};
+use meshtrace::transport::ExportResult;
 
 /// A sampled W3C parent, as most requests inside a traced mesh carry it.
 pub const TRACEPARENT: &[u8; 55] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -90,7 +91,8 @@ pub struct CorePath {
     record: SpanRecord,
     /// The request headers in the proxy-wasm serialized form the host hands over.
     map: Vec<u8>,
-    body: Vec<u8>,
+    /// Bytes handed to the (imaginary) transport.
+    sent: u64,
     now_ns: u64,
 }
 
@@ -106,7 +108,7 @@ impl CorePath {
         let config = Config::from_json(br#"{"collector":{"cluster":"otel_collector"}}"#)
             .unwrap_or_else(|e| panic!("bench config: {e:?}"));
         let tracer = Tracer::new(config.clone(), 42);
-        let exporter = Exporter::new(&config, tracer.batch_header.clone(), 0);
+        let exporter = Exporter::new(&config, tracer.batch_header.clone(), 0, 42);
         let mut map = Vec::new();
         serialize_pairs(request_headers(), &mut map);
         Self {
@@ -115,7 +117,7 @@ impl CorePath {
             injection: Injection::default(),
             record: SpanRecord::default(),
             map,
-            body: Vec::new(),
+            sent: 0,
             now_ns: 1_700_000_000_000_000_000,
         }
     }
@@ -142,10 +144,13 @@ impl CorePath {
             );
             let _ = self.exporter.push(&self.record);
         }
+        // Send whatever is due, and the collector accepts it at once.
         let now_ms = self.now_ns / 1_000_000;
-        if let Some(n) = self.exporter.next_batch(now_ms, &mut self.body) {
+        while let Some(req) = self.exporter.poll(now_ms) {
+            let id = req.id;
+            self.sent = self.sent.wrapping_add(req.body.len() as u64);
             self.exporter
-                .on_result(n, self.body.len(), ExportResult::Ok);
+                .on_result(id, ExportResult::Ok { rejected: 0 }, now_ms);
         }
         self.injection.headers().count()
     }
