@@ -91,7 +91,7 @@ bench: wasm-target
 	RUSTFLAGS="-C target-feature=-simd128" $(CARGO) build -p meshtrace-wasm-kernels \
 		--target $(WASM_TARGET) --release --target-dir target/wasm-scalar
 	$(CARGO) build --profile wasm-host -p meshtrace-wasm-host --bin wasm-bench
-	$(CARGO) bench -p meshtrace-benches -- --warm-up-time 1 --measurement-time 2 $(BENCH_FILTER)
+	$(CARGO) bench -p meshtrace-benches --benches -- --warm-up-time 1 --measurement-time 2 $(BENCH_FILTER)
 	$(WASM_HOST_DIR)/wasm-bench --simd $(KERNELS_WASM) --scalar $(KERNELS_WASM_SCALAR) \
 		--out target/bench-wasm.json
 	$(CARGO) run -q --release -p meshtrace-benches --bin bench-table -- target/criterion target/bench-wasm.json
