@@ -15,7 +15,7 @@ export MESHTRACE_ENVOY ?= $(ENVOY_BIN)
 export MESHTRACE_WASM  ?= $(CURDIR)/$(WASM)
 
 .PHONY: build-wasm envoy demo test fmt fmt-check lint unit e2e wasm-target bench bench-bridge \
-	bench-faults fuzz fuzz-tool bench-envoy cross-tools test-aarch64 test-wasm
+	bench-faults fuzz fuzz-tool oci istio istio-check bench-envoy cross-tools test-aarch64 test-wasm
 
 ## The wasm32-wasip1 target, added once.
 wasm-target:
@@ -54,8 +54,9 @@ unit:
 	$(CARGO) test --workspace --exclude meshtrace-host-test
 	$(CARGO) test -p meshtrace-host-test --lib --bins
 
-## End-to-end tests: the compiled filter inside real Envoy (and the wasmtime host).
-e2e: build-wasm envoy
+## End-to-end tests: the compiled filter inside real Envoy (and the wasmtime host), and the
+## Istio manifests and OCI image against this build.
+e2e: oci envoy
 	$(CARGO) test -p meshtrace-host-test --tests -- --test-threads=2
 
 ## The core's unit tests, SIMD128 kernels and their proptests included, inside wasmtime
@@ -65,6 +66,21 @@ test-wasm: wasm-target
 	$(CARGO) build --profile wasm-host -p meshtrace-wasm-host --bin wasm-run
 	CARGO_TARGET_WASM32_WASIP1_RUNNER=$(CURDIR)/$(WASM_HOST_DIR)/wasm-run \
 		$(CARGO) test -p meshtrace --target $(WASM_TARGET) --lib
+
+## dist/oci (OCI image layout) and dist/meshtrace-oci.tar: the filter as an image Istio pulls.
+oci: build-wasm
+	$(CARGO) run -q -p meshtrace-host-test --bin meshtrace-oci -- build \
+		--wasm $(WASM) --layout dist/oci --tar dist/meshtrace-oci.tar
+
+## Rewrites the image tag and sha256 pins in istio/ for the current build (commit the result).
+istio: oci
+	$(CARGO) run -q -p meshtrace-host-test --bin meshtrace-oci -- pin --wasm $(WASM) --manifests istio
+
+## istio/ against Istio's CRD schemas (../shared/istio, or MESHTRACE_ISTIO_CRDS), the filter's
+## config parser, the current build's digests, and each other.
+istio-check: oci
+	$(CARGO) test -p meshtrace-host-test --test istio_check
+
 
 ## qemu-user and the aarch64 cross linker from Debian, and the Rust target, when missing.
 AARCH64_TARGET := aarch64-unknown-linux-gnu
@@ -79,7 +95,7 @@ cross-tools:
 test-aarch64: cross-tools
 	$(CARGO) test -p meshtrace --target $(AARCH64_TARGET) --lib
 
-test: fmt-check lint unit test-wasm test-aarch64 e2e
+test: fmt-check lint unit test-wasm test-aarch64 e2e istio-check
 
 ## Criterion benchmarks of the core (short runs: the machines are shared), then the same kernels
 ## as wasm in wasmtime, SIMD128 build against scalar build, then one table of everything.
@@ -91,7 +107,7 @@ bench: wasm-target
 	RUSTFLAGS="-C target-feature=-simd128" $(CARGO) build -p meshtrace-wasm-kernels \
 		--target $(WASM_TARGET) --release --target-dir target/wasm-scalar
 	$(CARGO) build --profile wasm-host -p meshtrace-wasm-host --bin wasm-bench
-	$(CARGO) bench -p meshtrace-benches --benches -- --warm-up-time 1 --measurement-time 2 $(BENCH_FILTER)
+	$(CARGO) bench -p meshtrace-benches --bench '*' -- --warm-up-time 1 --measurement-time 2 $(BENCH_FILTER)
 	$(WASM_HOST_DIR)/wasm-bench --simd $(KERNELS_WASM) --scalar $(KERNELS_WASM_SCALAR) \
 		--out target/bench-wasm.json
 	$(CARGO) run -q --release -p meshtrace-benches --bin bench-table -- target/criterion target/bench-wasm.json

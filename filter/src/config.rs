@@ -4,10 +4,17 @@
 //! has a default. Unknown keys are errors, because a misspelt key silently ignored is a
 //! production incident waiting for a postmortem.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use smallvec::SmallVec;
 
+use crate::capture::{CaptureConfig, Limits};
+use crate::mesh::identity::IdentityMode;
+use crate::mesh::route::SpanNameStyle;
+use crate::mesh::traffic::TrafficConfig;
 use crate::propagation::Format;
+use crate::sampling::SamplingConfig;
 
 /// Default `service.name` until workload detection fills it in.
 pub const DEFAULT_SERVICE_NAME: &str = "unknown_service:envoy";
@@ -168,7 +175,7 @@ impl Default for ExporterConfig {
 pub const SHARED_QUEUE_NAME: &str = "meshtrace.spans";
 
 /// The validated configuration.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -184,6 +191,41 @@ pub struct Config {
     pub propagators: Propagators,
     #[serde(default)]
     pub baggage: BaggageConfig,
+
+    // Mesh semantics, sampling and privacy (issue 5); each section is owned and validated by
+    // its module, see `Config::validate_mesh`.
+    /// Root sampler, rate limit and always-keep rules.
+    #[serde(default)]
+    pub sampling: SamplingConfig,
+    /// Canary / A/B rules and subset weights.
+    #[serde(default)]
+    pub traffic: TrafficConfig,
+    /// Route templates for `http.route`, tried in order (`/api/users/{id}`).
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// `semconv` (`GET /users/{id}`) or `legacy` (`HTTP GET /users/{id}`).
+    #[serde(default)]
+    pub span_name: SpanNameStyle,
+    /// Header capture allowlists, redaction, `url.query`.
+    #[serde(default)]
+    pub capture: CaptureConfig,
+    /// Attribute size and count caps.
+    #[serde(default)]
+    pub limits: Limits,
+    /// When to read the peer's mTLS identity.
+    #[serde(default)]
+    pub identity: IdentityMode,
+    /// Resource attributes that override what the node metadata says.
+    #[serde(default)]
+    pub resource: BTreeMap<String, String>,
+    /// Read `xds.route_metadata` (one host call per recorded span) for the Istio
+    /// VirtualService that routed the request.
+    #[serde(default = "default_true")]
+    pub route_metadata: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// A configuration error: the dotted field and what is wrong with it.
@@ -204,6 +246,13 @@ impl core::fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    /// An error about `field` (dotted, with list indexes: `traffic.rules[1].match`).
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
+        err(field, message)
+    }
+}
 
 fn err(field: &str, message: impl Into<String>) -> ConfigError {
     ConfigError {
@@ -295,6 +344,7 @@ impl Config {
         }
         self.propagators.validate()?;
         self.baggage.validate()?;
+        self.validate_mesh()?;
         Ok(())
     }
 
@@ -495,6 +545,24 @@ impl BaggageConfig {
     }
 }
 
+/// Validation of the mesh, sampling and privacy sections (issue 5).
+impl Config {
+    fn validate_mesh(&self) -> Result<(), ConfigError> {
+        self.sampling.validate()?;
+        self.limits.validate()?;
+        crate::mesh::Tables::compile(self)?;
+        for (k, v) in &self.resource {
+            if k.trim().is_empty() {
+                return Err(err("resource", "attribute names must be non-empty"));
+            }
+            if v.is_empty() {
+                return Err(err(&format!("resource.{k}"), "must be a non-empty string"));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -683,6 +751,124 @@ mod tests {
         assert_eq!(
             with(r#""baggage": {"attribute_keys": ["ok", "not ok"]}"#),
             "baggage.attribute_keys[1]: \"not ok\" is not a valid baggage key (an HTTP token such as \"tenant_id\")"
+        );
+    }
+}
+
+/// The mesh, sampling and privacy sections (issue 5).
+#[cfg(test)]
+mod mesh_config_tests {
+    use super::*;
+    use crate::mesh::identity::IdentityMode;
+    use crate::mesh::route::SpanNameStyle;
+    use crate::sampling::KeepReason;
+
+    fn bad(json: &str) -> String {
+        Config::from_json(json.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_json(br#"{"collector": {"cluster": "c"}}"#).unwrap();
+        assert_eq!(c.sampling.ratio, 1.0);
+        assert_eq!(c.sampling.max_per_second, None);
+        assert!(c.sampling.always_keep.is_empty());
+        assert_eq!(c.sampling.slow_ms, 0);
+        assert_eq!(c.limits.max_attribute_value_bytes, 256);
+        assert_eq!(c.limits.max_attributes, 64);
+        assert!(!c.capture.query);
+        assert!(c.capture.request_headers.is_empty());
+        assert!(c.traffic.rules.is_empty());
+        assert!(c.routes.is_empty());
+        assert_eq!(c.span_name, SpanNameStyle::Semconv);
+        assert_eq!(c.identity, IdentityMode::Inbound);
+        assert!(c.resource.is_empty());
+        assert!(c.route_metadata);
+    }
+
+    #[test]
+    fn a_full_sidecar_config() {
+        let c = Config::from_json(
+            br#"{
+              "collector": {"cluster": "outbound|4318||otel-collector.observability.svc.cluster.local"},
+              "sampling": {"ratio": 0.01, "max_per_second": 200, "always_keep": ["error", "fault", "slow"], "slow_ms": 1500},
+              "traffic": {
+                "rules": [
+                  {"match": "subset", "value": "v2", "release": "canary", "canary": true},
+                  {"match": "header", "name": "x-ab-group", "value": "b", "ab_group": "B"}
+                ],
+                "weights": {"v1": 90, "v2": 10}
+              },
+              "routes": ["/api/users/{id}"],
+              "span_name": "legacy",
+              "capture": {"request_headers": ["x-tenant"], "response_headers": ["x-cache"], "redact": ["x-api-key"], "query": true},
+              "limits": {"max_attribute_value_bytes": 512, "max_attributes": 96},
+              "identity": "always",
+              "resource": {"deployment.environment.name": "prod"}
+            }"#,
+        )
+        .unwrap();
+        assert_eq!(c.sampling.ratio, 0.01);
+        assert_eq!(c.sampling.max_per_second, Some(200.0));
+        assert_eq!(
+            c.sampling.always_keep,
+            vec![KeepReason::Error, KeepReason::Fault, KeepReason::Slow]
+        );
+        assert_eq!(c.traffic.rules.len(), 2);
+        assert_eq!(c.traffic.weights.get("v2"), Some(&10));
+        assert_eq!(c.span_name, SpanNameStyle::Legacy);
+        assert_eq!(c.identity, IdentityMode::Always);
+        assert_eq!(c.limits.max_attributes, 96);
+    }
+
+    #[test]
+    fn errors_name_the_field_and_value() {
+        let base = r#""collector": {"cluster": "c"}"#;
+        assert_eq!(
+            bad(&format!(
+                r#"{{{base}, "traffic": {{"rules": [{{"match":"subset","value":"v1","release":"a"}}, {{"match":"path","value":"/x","release":"b"}}]}}}}"#
+            )),
+            "traffic.rules[1].match: expected one of subset, header, cookie, route, got \"path\""
+        );
+        assert!(bad(&format!(r#"{{{base}, "sampling": {{"ratoi": 1}}}}"#))
+            .starts_with("sampling.ratoi: unknown field `ratoi`"));
+        assert_eq!(
+            bad(&format!(r#"{{{base}, "sampling": {{"ratio": 2}}}}"#)),
+            "sampling.ratio: must be between 0 and 1, got 2"
+        );
+        assert!(
+            bad(&format!(
+                r#"{{{base}, "sampling": {{"always_keep": ["errors"]}}}}"#
+            ))
+            .starts_with("sampling.always_keep[0]: unknown variant `errors`"),
+            "{}",
+            bad(&format!(
+                r#"{{{base}, "sampling": {{"always_keep": ["errors"]}}}}"#
+            ))
+        );
+        assert_eq!(
+            bad(&format!(r#"{{{base}, "routes": ["users/{{id}}"]}}"#)),
+            "routes[0]: expected a path starting with '/', got \"users/{id}\""
+        );
+        assert_eq!(
+            bad(&format!(
+                r#"{{{base}, "capture": {{"request_headers": ["a b"]}}}}"#
+            )),
+            "capture.request_headers[0]: expected a header name, got \"a b\""
+        );
+        assert_eq!(
+            bad(&format!(r#"{{{base}, "limits": {{"max_attributes": 1}}}}"#)),
+            "limits.max_attributes: must be between 8 and 1024, got 1"
+        );
+        assert!(bad(&format!(r#"{{{base}, "span_name": "fancy"}}"#))
+            .starts_with("span_name: unknown variant `fancy`"));
+        assert!(bad(&format!(r#"{{{base}, "identity": "sometimes"}}"#))
+            .starts_with("identity: unknown variant `sometimes`"));
+        assert_eq!(
+            bad(&format!(
+                r#"{{{base}, "resource": {{"service.name": ""}}}}"#
+            )),
+            "resource.service.name: must be a non-empty string"
         );
     }
 }

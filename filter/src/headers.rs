@@ -117,6 +117,19 @@ impl<'a> RequestHeaders<'a> {
     }
 }
 
+/// A numeric header value (`x-envoy-attempt-count`, `x-envoy-fault-delay-request`): a plain
+/// non-negative decimal, surrounding whitespace allowed, at most 18 digits so it cannot overflow.
+pub fn parse_u64(s: &[u8]) -> Option<u64> {
+    let s = s.trim_ascii();
+    if s.is_empty() || s.len() > 18 || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        s.iter()
+            .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0')),
+    )
+}
+
 /// Keeps at most 64 fields of a multi-valued header: more is an attack, not a trace.
 fn push_capped<'a>(v: &mut SmallVec<[&'a [u8]; 2]>, value: &'a [u8]) {
     if v.len() < 64 {
@@ -139,7 +152,8 @@ pub fn pairs(buf: &[u8]) -> PairsIter<'_> {
     }
 }
 
-/// Iterator returned by [`pairs`].
+/// Iterator returned by [`pairs`]; cloning it restarts nothing, it copies the position.
+#[derive(Clone)]
 pub struct PairsIter<'a> {
     buf: &'a [u8],
     n: usize,
@@ -216,6 +230,28 @@ mod tests {
         assert_eq!(h.traceparent_count, 2);
         assert_eq!(h.tracestate.as_slice(), &[&b"a=1"[..], &b"b=2"[..]]);
         assert_eq!(h.count, 5);
+    }
+
+    #[test]
+    fn numeric_values() {
+        assert_eq!(parse_u64(b"3"), Some(3));
+        assert_eq!(parse_u64(b" 12 "), Some(12));
+        assert_eq!(
+            parse_u64(b"999999999999999999"),
+            Some(999_999_999_999_999_999)
+        );
+        for bad in [
+            &b""[..],
+            b" ",
+            b"-1",
+            b"+1",
+            b"1.5",
+            b"0x10",
+            b"1 2",
+            b"9999999999999999999",
+        ] {
+            assert_eq!(parse_u64(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

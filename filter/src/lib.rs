@@ -7,14 +7,17 @@
 
 pub mod base64;
 pub mod batch;
+pub mod capture;
 pub mod config;
 pub mod exporter;
 pub mod gzip;
 pub mod headers;
 pub mod hex;
 pub mod ids;
+pub mod mesh;
 pub mod otlp;
 pub mod propagation;
+pub mod sampling;
 pub mod simd;
 pub mod span;
 pub mod tracer;

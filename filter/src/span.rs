@@ -251,6 +251,29 @@ impl SpanRecord {
         self.push_attr(Key::Static(key), Value::StrArray(first..last));
     }
 
+    /// A string-array attribute whose key is built from parts (captured header values).
+    pub fn str_array_dyn<'s>(
+        &mut self,
+        key_parts: &[&[u8]],
+        values: impl IntoIterator<Item = &'s [u8]>,
+    ) {
+        if self.full() {
+            return;
+        }
+        let start = self.text.len() as u32;
+        for p in key_parts {
+            self.text.extend_from_slice(p);
+        }
+        let key = start..self.text.len() as u32;
+        let first = self.lists.len() as u16;
+        for v in values {
+            let r = self.push_text(v, true);
+            self.lists.push(r);
+        }
+        let last = self.lists.len() as u16;
+        self.push_attr(Key::Text(key), Value::StrArray(first..last));
+    }
+
     /// The elements of a string array.
     pub fn list(&self, r: &Range<u16>) -> impl Iterator<Item = &[u8]> + Clone {
         self.lists[r.start as usize..r.end as usize]

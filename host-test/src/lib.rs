@@ -5,4 +5,6 @@ pub mod envoy;
 pub mod faults;
 pub mod grpc_sink;
 pub mod host;
+pub mod istio;
+pub mod oci;
 pub mod sink;

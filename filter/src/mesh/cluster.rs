@@ -1,0 +1,147 @@
+//! Istio cluster names: which way the request went, to which port, subset and service.
+//!
+//! Istio names clusters `direction|port|subset|host` (`outbound|9080|v2|reviews.default.svc.cluster.local`,
+//! `inbound|8080||`), and the same key with `_.` separators in its DNS-SRV form
+//! (`outbound_.9080_.v2_.reviews.default.svc.cluster.local`). Anything else is a plain Envoy
+//! cluster: it is still recorded by name, but nothing is inferred from it.
+
+/// Which listener side Istio built the cluster for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterDirection {
+    Inbound,
+    /// `inbound-vip`: inbound traffic addressed to a service VIP (ambient waypoints).
+    InboundVip,
+    Outbound,
+}
+
+/// The parts of an Istio subset key, borrowed from the cluster name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IstioCluster<'a> {
+    pub direction: ClusterDirection,
+    pub port: u16,
+    /// Empty when the cluster has no subset (the whole service).
+    pub subset: &'a [u8],
+    /// The service host (FQDN); empty on inbound clusters.
+    pub host: &'a [u8],
+}
+
+impl IstioCluster<'_> {
+    /// The span kind a cluster implies: outbound clusters carry client traffic.
+    pub fn is_outbound(&self) -> bool {
+        self.direction == ClusterDirection::Outbound
+    }
+}
+
+/// Parses an Istio cluster name in either separator form; `None` for any other name.
+pub fn parse(name: &[u8]) -> Option<IstioCluster<'_>> {
+    let mut parts: [&[u8]; 4] = [&[]; 4];
+    if !split4(name, b"|", &mut parts) && !split4(name, b"_.", &mut parts) {
+        return None;
+    }
+    let direction = match parts[0] {
+        b"inbound" => ClusterDirection::Inbound,
+        b"inbound-vip" => ClusterDirection::InboundVip,
+        b"outbound" => ClusterDirection::Outbound,
+        _ => return None,
+    };
+    Some(IstioCluster {
+        direction,
+        port: parse_port(parts[1])?,
+        subset: parts[2],
+        host: parts[3],
+    })
+}
+
+/// Splits `s` into four parts at the first three `sep`s; the rest is the host. A `|` key with
+/// a fifth part is not Istio's; a `_.` host is left whole (only three separators count).
+fn split4<'a>(s: &'a [u8], sep: &[u8], out: &mut [&'a [u8]; 4]) -> bool {
+    let mut rest = s;
+    for slot in out.iter_mut().take(3) {
+        match find(rest, sep) {
+            Some(i) => {
+                *slot = &rest[..i];
+                rest = &rest[i + sep.len()..];
+            }
+            None => return false,
+        }
+    }
+    // A fifth `|` part means this is not a subset key.
+    if sep == b"|" && rest.contains(&b'|') {
+        return false;
+    }
+    out[3] = rest;
+    true
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn parse_port(s: &[u8]) -> Option<u16> {
+    if s.is_empty() || s.len() > 5 || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let v = s
+        .iter()
+        .fold(0u32, |acc, &d| acc * 10 + u32::from(d - b'0'));
+    u16::try_from(v).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipe_form_outbound_with_subset() {
+        let c = parse(b"outbound|9080|v2|reviews.default.svc.cluster.local").unwrap();
+        assert_eq!(c.direction, ClusterDirection::Outbound);
+        assert_eq!(c.port, 9080);
+        assert_eq!(c.subset, b"v2");
+        assert_eq!(c.host, b"reviews.default.svc.cluster.local");
+        assert!(c.is_outbound());
+    }
+
+    #[test]
+    fn pipe_form_inbound_and_no_subset() {
+        let c = parse(b"inbound|8080||").unwrap();
+        assert_eq!(c.direction, ClusterDirection::Inbound);
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.subset, b"");
+        assert_eq!(c.host, b"");
+        assert!(!c.is_outbound());
+        let c = parse(b"outbound|443||api.example.com").unwrap();
+        assert_eq!(c.subset, b"");
+        assert_eq!(c.host, b"api.example.com");
+        let c = parse(b"inbound-vip|80|http|reviews.default.svc.cluster.local").unwrap();
+        assert_eq!(c.direction, ClusterDirection::InboundVip);
+    }
+
+    #[test]
+    fn dns_srv_form() {
+        let c = parse(b"outbound_.9080_.v2_.reviews.default.svc.cluster.local").unwrap();
+        assert_eq!(c.direction, ClusterDirection::Outbound);
+        assert_eq!(c.port, 9080);
+        assert_eq!(c.subset, b"v2");
+        assert_eq!(c.host, b"reviews.default.svc.cluster.local");
+        let c = parse(b"outbound_.9080_._.reviews.default.svc.cluster.local").unwrap();
+        assert_eq!(c.subset, b"");
+        assert_eq!(c.host, b"reviews.default.svc.cluster.local");
+    }
+
+    #[test]
+    fn other_names_are_not_istio() {
+        for name in [
+            &b"otel_collector"[..],
+            b"",
+            b"outbound|x|v2|h",
+            b"outbound|99999|v2|h",
+            b"sideways|80|v1|h",
+            b"outbound|80|v1",
+            b"outbound|80|v1|h|extra",
+            b"BlackHoleCluster",
+            b"PassthroughCluster",
+        ] {
+            assert_eq!(parse(name), None, "{}", String::from_utf8_lossy(name));
+        }
+    }
+}

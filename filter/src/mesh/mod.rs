@@ -1,0 +1,159 @@
+//! What the mesh did to a request, as span attributes: which cluster, subset and release served
+//! it, what route it took, which faults were injected, how it failed, and who the peer was.
+//!
+//! Each concept has its own module; every function here takes plain data the glue gathered
+//! (properties, header slices) and writes into a [`crate::span::SpanRecord`].
+
+pub mod cluster;
+pub mod fault;
+pub mod flags;
+pub mod identity;
+pub mod metadata;
+pub mod proto;
+pub mod resource;
+pub mod route;
+pub mod traffic;
+
+use crate::capture::Capture;
+use crate::config::{Config, ConfigError};
+
+/// Per-VM tables compiled from the configuration, so requests only look things up.
+#[derive(Clone, Debug, Default)]
+pub struct Tables {
+    pub traffic: traffic::Traffic,
+    pub routes: route::Routes,
+    pub capture: Capture,
+    pub span_name: route::SpanNameStyle,
+    pub identity: identity::IdentityMode,
+}
+
+impl Tables {
+    pub fn compile(c: &Config) -> Result<Self, ConfigError> {
+        Ok(Self {
+            traffic: traffic::Traffic::compile(&c.traffic)?,
+            routes: route::Routes::compile(&c.routes)?,
+            capture: Capture::compile(&c.capture)?,
+            span_name: c.span_name,
+            identity: c.identity,
+        })
+    }
+}
+
+/// What the request carried that the end of the request needs, kept by the glue between
+/// the request headers and the log phase (the headers themselves are gone by then).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestFacts {
+    /// Header and cookie traffic rules that matched.
+    pub hits: traffic::RuleHits,
+    pub fault: fault::FaultHeaders,
+    /// `x-envoy-attempt-count` as the request arrived (set by the calling sidecar's router).
+    pub attempt_count: Option<u64>,
+}
+
+/// What the host knows about the mesh when the request is over; every field is optional so an
+/// adapter fills only what it has (the Linkerd bridge has no Envoy flags).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndFacts<'a> {
+    /// `response.flags`.
+    pub response_flags: u64,
+    /// `response.code_details` (read only when flags are set).
+    pub code_details: Option<&'a [u8]>,
+    /// `xds.cluster_name`.
+    pub cluster_name: Option<&'a [u8]>,
+    /// `xds.route_name`.
+    pub route_name: Option<&'a [u8]>,
+    /// `xds.route_metadata`, a serialized `envoy.config.core.v3.Metadata`.
+    pub route_metadata: Option<&'a [u8]>,
+    /// `upstream.address` (`ip:port` of the upstream host).
+    pub upstream_address: Option<&'a [u8]>,
+    /// `upstream.request_attempt_count`: attempts this proxy made (client spans).
+    pub upstream_attempts: Option<i64>,
+    /// `response.backend_latency` in nanoseconds: the upstream's service time.
+    pub backend_latency_ns: Option<i64>,
+    /// The peer's TLS identity.
+    pub tls: identity::TlsFacts<'a>,
+}
+
+/// The span kind an Istio cluster name implies, so `direction: auto` needs no extra host call
+/// for Istio traffic; `None` for other clusters.
+pub fn kind_from_cluster(name: &[u8]) -> Option<crate::span::SpanKind> {
+    cluster::parse(name).map(|c| {
+        if c.is_outbound() {
+            crate::span::SpanKind::Client
+        } else {
+            crate::span::SpanKind::Server
+        }
+    })
+}
+
+/// Every parser here reads data from the network or the host: none may panic, whatever arrives.
+#[cfg(test)]
+mod never_panic {
+    use super::*;
+    use crate::span::SpanRecord;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn parsers_accept_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = cluster::parse(&bytes);
+            let _ = kind_from_cluster(&bytes);
+            let _ = identity::parse_spiffe(&bytes);
+            let _ = traffic::cookie_value(&bytes, b"ab");
+            let _ = resource::NodeInfo::from_node_proto(&bytes);
+            let mut rec = SpanRecord::default();
+            metadata::record(&bytes, &mut rec);
+            let _ = metadata::parse_config_path(&bytes);
+            let _ = fault::FaultHeaders::parse(Some(&bytes), Some(&bytes));
+            let mut out = route::RouteBuf::new();
+            route::template_path(&bytes, &mut out);
+            let mut rec = SpanRecord::default();
+            identity::TlsFacts {
+                mtls: Some(true),
+                version: Some(&bytes),
+                peer_uri_san: Some(&bytes),
+                peer_subject: Some(&bytes),
+            }
+            .record(identity::PeerRole::Client, &mut rec);
+        }
+
+        #[test]
+        fn any_flags_decode(bits in any::<u64>()) {
+            let codes: Vec<_> = flags::codes(bits).collect();
+            prop_assert!(codes.len() <= 30);
+            if flags::error_type(bits).is_some() {
+                prop_assert!(!codes.is_empty());
+            }
+        }
+
+        #[test]
+        fn templating_is_idempotent(path in "(/[a-z0-9-]{0,40}){0,6}") {
+            let mut once = route::RouteBuf::new();
+            route::template_path(path.as_bytes(), &mut once);
+            let mut twice = route::RouteBuf::new();
+            route::template_path(&once, &mut twice);
+            prop_assert_eq!(once, twice);
+        }
+
+        #[test]
+        fn istio_names_round_trip(
+            outbound in any::<bool>(),
+            port in any::<u16>(),
+            subset in "[a-z0-9-]{0,12}",
+            host in "[a-z0-9-]{1,12}(\\.[a-z0-9-]{1,12}){0,4}",
+            dns_form in any::<bool>(),
+        ) {
+            let dir = if outbound { "outbound" } else { "inbound" };
+            let name = if dns_form {
+                format!("{dir}_.{port}_.{subset}_.{host}")
+            } else {
+                format!("{dir}|{port}|{subset}|{host}")
+            };
+            let c = cluster::parse(name.as_bytes()).unwrap();
+            prop_assert_eq!(c.port, port);
+            prop_assert_eq!(c.subset, subset.as_bytes());
+            prop_assert_eq!(c.host, host.as_bytes());
+            prop_assert_eq!(c.is_outbound(), outbound);
+        }
+    }
+}

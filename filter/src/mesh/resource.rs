@@ -1,0 +1,361 @@
+//! The workload resource from Envoy's node: who is emitting these spans.
+//!
+//! Istio puts the workload's identity in the node metadata (`WORKLOAD_NAME`, `NAMESPACE`,
+//! `CLUSTER_ID`, `MESH_ID`, `LABELS`, `ISTIO_VERSION`, ...). The glue reads the `xds.node`
+//! property once per VM, as a serialized `envoy.config.core.v3.Node`; this module decodes the
+//! few fields it needs with prost's wire primitives and maps them to OpenTelemetry resource
+//! attributes, which the OTLP batch header encodes once. Configuration overrides win.
+
+use std::collections::BTreeMap;
+
+use crate::mesh::proto::{fields, struct_entries, value_struct, Wire};
+
+use crate::otlp::ResourceValue;
+
+/// The node facts that become resource attributes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// `Node.id`, e.g. `sidecar~10.1.2.3~reviews-v2-7f9.default~default.svc.cluster.local`.
+    pub id: String,
+    /// `NAME`: the pod name.
+    pub pod_name: Option<String>,
+    pub workload_name: Option<String>,
+    pub namespace: Option<String>,
+    pub cluster_id: Option<String>,
+    pub mesh_id: Option<String>,
+    pub istio_version: Option<String>,
+    /// `OWNER`, e.g. `kubernetes://apis/apps/v1/namespaces/default/deployments/reviews-v2`.
+    pub owner: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+fn string(b: &[u8]) -> Option<String> {
+    core::str::from_utf8(b).ok().map(str::to_owned)
+}
+
+/// A `google.protobuf.Value` as a string: string values as they are, numbers and booleans
+/// spelled out; lists, structs and nulls are not strings.
+fn value_string(v: &[u8]) -> Option<String> {
+    fields(v).find_map(|(tag, w)| match (tag, w) {
+        (3, Wire::Bytes(s)) => string(s),
+        (2, Wire::Fixed64(bits)) => Some(format!("{}", f64::from_bits(bits))),
+        (4, Wire::Varint(b)) => Some((b != 0).to_string()),
+        _ => None,
+    })
+}
+
+impl NodeInfo {
+    /// Decodes a serialized `envoy.config.core.v3.Node` (the `xds.node` property). Unknown and
+    /// malformed parts are skipped: a node we cannot read still gives a resource.
+    pub fn from_node_proto(buf: &[u8]) -> Self {
+        let mut n = Self::default();
+        for (tag, w) in fields(buf) {
+            match (tag, w) {
+                (1, Wire::Bytes(id)) => n.id = string(id).unwrap_or_default(),
+                (3, Wire::Bytes(meta)) => n.read_metadata(meta),
+                _ => {}
+            }
+        }
+        n
+    }
+
+    fn read_metadata(&mut self, meta: &[u8]) {
+        for (key, value) in struct_entries(meta) {
+            let slot = match key {
+                b"NAME" => &mut self.pod_name,
+                b"WORKLOAD_NAME" => &mut self.workload_name,
+                b"NAMESPACE" => &mut self.namespace,
+                b"CLUSTER_ID" => &mut self.cluster_id,
+                b"MESH_ID" => &mut self.mesh_id,
+                b"ISTIO_VERSION" => &mut self.istio_version,
+                b"OWNER" => &mut self.owner,
+                b"LABELS" => {
+                    if let Some(labels) = value_struct(value) {
+                        for (k, v) in struct_entries(labels) {
+                            if let (Some(k), Some(v)) = (string(k), value_string(v)) {
+                                self.labels.insert(k, v);
+                            }
+                        }
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            *slot = value_string(value).filter(|s| !s.is_empty());
+        }
+    }
+
+    fn label(&self, k: &str) -> Option<&str> {
+        self.labels
+            .get(k)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The pod name: `NAME`, else the pod part of an Istio node id
+    /// (`sidecar~<ip>~<pod>.<namespace>~<domain>`).
+    fn pod(&self) -> Option<&str> {
+        self.pod_name.as_deref().or_else(|| {
+            let pod_ns = self.id.split('~').nth(2)?;
+            pod_ns.split('.').next().filter(|p| !p.is_empty())
+        })
+    }
+
+    /// The deployment behind this workload: `WORKLOAD_NAME` unless `OWNER` says the workload
+    /// is something else (a StatefulSet, a bare pod).
+    fn deployment(&self) -> Option<&str> {
+        match &self.owner {
+            Some(o) if !o.contains("/deployments/") => None,
+            _ => self.workload_name.as_deref(),
+        }
+    }
+
+    /// Whether the node looks like an Istio proxy.
+    fn is_istio(&self) -> bool {
+        self.istio_version.is_some() || self.mesh_id.is_some()
+    }
+
+    /// Resource attributes in their final order: node facts, then the configured
+    /// `service_name`, then the configured `resource` map (each later one wins).
+    pub fn resource(
+        &self,
+        service_name: Option<&str>,
+        overrides: &BTreeMap<String, String>,
+    ) -> Vec<(String, ResourceValue)> {
+        let mut out: Vec<(String, ResourceValue)> = Vec::new();
+        let mut set = |k: &str, v: &str| {
+            let v = ResourceValue::Str(v.to_owned());
+            match out.iter_mut().find(|(key, _)| key == k) {
+                Some(slot) => slot.1 = v,
+                None => out.push((k.to_owned(), v)),
+            }
+        };
+        let name = self
+            .label("service.istio.io/canonical-name")
+            .or_else(|| self.label("app.kubernetes.io/name"))
+            .or_else(|| self.label("app"))
+            .or(self.workload_name.as_deref())
+            .unwrap_or(crate::config::DEFAULT_SERVICE_NAME);
+        set("service.name", name);
+        let version = self
+            .label("service.istio.io/canonical-revision")
+            .or_else(|| self.label("app.kubernetes.io/version"))
+            .or_else(|| self.label("version"));
+        if let Some(v) = version {
+            set("service.version", v);
+        }
+        if let Some(ns) = &self.namespace {
+            set("service.namespace", ns);
+            set("k8s.namespace.name", ns);
+        }
+        if let Some(p) = self.pod() {
+            set("k8s.pod.name", p);
+        }
+        if let Some(d) = self.deployment() {
+            set("k8s.deployment.name", d);
+        }
+        if let Some(c) = &self.cluster_id {
+            set("k8s.cluster.name", c);
+        }
+        if self.is_istio() {
+            set("service.mesh", "istio");
+        }
+        if let Some(m) = &self.mesh_id {
+            set("istio.mesh_id", m);
+        }
+        if let Some(v) = &self.istio_version {
+            set("istio.version", v);
+        }
+        if let Some(s) = service_name {
+            set("service.name", s);
+        }
+        for (k, v) in overrides {
+            set(k, v);
+        }
+        out.push((
+            "telemetry.sdk.name".into(),
+            ResourceValue::Str(crate::SCOPE_NAME.into()),
+        ));
+        out.push((
+            "telemetry.sdk.language".into(),
+            ResourceValue::Str("rust".into()),
+        ));
+        out.push((
+            "telemetry.sdk.version".into(),
+            ResourceValue::Str(crate::VERSION.into()),
+        ));
+        out
+    }
+}
+
+/// Protobuf encoders for tests (and the host harness): a Node as Istio's bootstrap builds it.
+#[cfg(test)]
+pub(crate) mod encode {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+
+    pub fn bytes(tag: u32, b: &[u8], out: &mut Vec<u8>) {
+        encode_key(tag, WireType::LengthDelimited, out);
+        encode_varint(b.len() as u64, out);
+        out.extend_from_slice(b);
+    }
+
+    pub fn string_value(s: &str) -> Vec<u8> {
+        let mut v = Vec::new();
+        bytes(3, s.as_bytes(), &mut v);
+        v
+    }
+
+    pub fn struct_value(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        let mut st = Vec::new();
+        for (k, v) in entries {
+            let mut e = Vec::new();
+            bytes(1, k.as_bytes(), &mut e);
+            bytes(2, v, &mut e);
+            bytes(1, &e, &mut st);
+        }
+        st
+    }
+
+    pub fn node(id: &str, metadata: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        let mut n = Vec::new();
+        bytes(1, id.as_bytes(), &mut n);
+        bytes(2, b"reviews.default", &mut n);
+        bytes(3, &struct_value(metadata), &mut n);
+        // A field after the metadata (user_agent_name) must not disturb decoding.
+        bytes(6, b"envoy", &mut n);
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode::*;
+    use super::*;
+
+    fn istio_node() -> Vec<u8> {
+        let labels = struct_value(&[
+            ("app", string_value("reviews")),
+            ("version", string_value("v2")),
+            (
+                "service.istio.io/canonical-name",
+                string_value("reviews-svc"),
+            ),
+            (
+                "service.istio.io/canonical-revision",
+                string_value("v2-rc1"),
+            ),
+        ]);
+        let mut labels_value = Vec::new();
+        bytes(5, &labels, &mut labels_value);
+        let mut number = Vec::new();
+        prost::encoding::encode_key(2, prost::encoding::WireType::SixtyFourBit, &mut number);
+        number.extend_from_slice(&15021f64.to_le_bytes());
+        node(
+            "sidecar~10.1.2.3~reviews-v2-7f9c.default~default.svc.cluster.local",
+            &[
+                ("NAME", string_value("reviews-v2-7f9c")),
+                ("WORKLOAD_NAME", string_value("reviews-v2")),
+                ("NAMESPACE", string_value("default")),
+                ("CLUSTER_ID", string_value("Kubernetes")),
+                ("MESH_ID", string_value("cluster.local")),
+                ("ISTIO_VERSION", string_value("1.28.0")),
+                (
+                    "OWNER",
+                    string_value(
+                        "kubernetes://apis/apps/v1/namespaces/default/deployments/reviews-v2",
+                    ),
+                ),
+                ("ENVOY_STATUS_PORT", number),
+                ("LABELS", labels_value),
+            ],
+        )
+    }
+
+    fn get<'a>(r: &'a [(String, ResourceValue)], k: &str) -> Option<&'a str> {
+        r.iter().find(|(key, _)| key == k).map(|(_, v)| match v {
+            ResourceValue::Str(s) => s.as_str(),
+            _ => "<non-string>",
+        })
+    }
+
+    #[test]
+    fn decodes_istio_node_metadata() {
+        let n = NodeInfo::from_node_proto(&istio_node());
+        assert_eq!(n.workload_name.as_deref(), Some("reviews-v2"));
+        assert_eq!(n.namespace.as_deref(), Some("default"));
+        assert_eq!(n.labels.get("app").map(String::as_str), Some("reviews"));
+        assert_eq!(n.labels.len(), 4);
+        let r = n.resource(None, &BTreeMap::new());
+        assert_eq!(get(&r, "service.name"), Some("reviews-svc"));
+        assert_eq!(get(&r, "service.version"), Some("v2-rc1"));
+        assert_eq!(get(&r, "service.namespace"), Some("default"));
+        assert_eq!(get(&r, "k8s.namespace.name"), Some("default"));
+        assert_eq!(get(&r, "k8s.pod.name"), Some("reviews-v2-7f9c"));
+        assert_eq!(get(&r, "k8s.deployment.name"), Some("reviews-v2"));
+        assert_eq!(get(&r, "k8s.cluster.name"), Some("Kubernetes"));
+        assert_eq!(get(&r, "service.mesh"), Some("istio"));
+        assert_eq!(get(&r, "istio.mesh_id"), Some("cluster.local"));
+        assert_eq!(get(&r, "istio.version"), Some("1.28.0"));
+        assert_eq!(get(&r, "telemetry.sdk.name"), Some("meshtrace"));
+    }
+
+    #[test]
+    fn label_fallbacks_and_node_id_pod() {
+        let labels = struct_value(&[
+            ("app", string_value("ratings")),
+            ("version", string_value("v1")),
+        ]);
+        let mut lv = Vec::new();
+        bytes(5, &labels, &mut lv);
+        let buf = node(
+            "sidecar~10.0.0.9~ratings-v1-abc.bookinfo~bookinfo.svc.cluster.local",
+            &[
+                ("WORKLOAD_NAME", string_value("ratings-v1")),
+                (
+                    "OWNER",
+                    string_value(
+                        "kubernetes://apis/apps/v1/namespaces/bookinfo/statefulsets/ratings",
+                    ),
+                ),
+                ("LABELS", lv),
+            ],
+        );
+        let r = NodeInfo::from_node_proto(&buf).resource(None, &BTreeMap::new());
+        assert_eq!(get(&r, "service.name"), Some("ratings"));
+        assert_eq!(get(&r, "service.version"), Some("v1"));
+        assert_eq!(get(&r, "k8s.pod.name"), Some("ratings-v1-abc"));
+        // A StatefulSet is not a deployment.
+        assert_eq!(get(&r, "k8s.deployment.name"), None);
+        // No Istio markers: no service.mesh claim.
+        assert_eq!(get(&r, "service.mesh"), None);
+    }
+
+    #[test]
+    fn config_overrides_win() {
+        let n = NodeInfo::from_node_proto(&istio_node());
+        let mut o = BTreeMap::new();
+        o.insert("service.version".to_string(), "pinned".to_string());
+        o.insert(
+            "deployment.environment.name".to_string(),
+            "prod".to_string(),
+        );
+        let r = n.resource(Some("checkout"), &o);
+        assert_eq!(get(&r, "service.name"), Some("checkout"));
+        assert_eq!(get(&r, "service.version"), Some("pinned"));
+        assert_eq!(get(&r, "deployment.environment.name"), Some("prod"));
+        assert_eq!(r.iter().filter(|(k, _)| k == "service.name").count(), 1);
+    }
+
+    #[test]
+    fn empty_or_garbage_node_gives_a_default_resource() {
+        for buf in [&[][..], &[0xff, 0xff, 0xff], &[0x0a, 0x7f, 0x41], &[0x0b]] {
+            let r = NodeInfo::from_node_proto(buf).resource(None, &BTreeMap::new());
+            assert_eq!(get(&r, "service.name"), Some("unknown_service:envoy"));
+        }
+        // Every truncation of a real node decodes without panicking.
+        let full = istio_node();
+        for cut in 0..full.len() {
+            let _ = NodeInfo::from_node_proto(&full[..cut]);
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! `http.route` and the span name: low-cardinality templates, never the raw path.
+//!
+//! A path matching a configured template (`/api/users/{id}`) takes that template; any other
+//! path is templated here by replacing segments that look like identifiers (all digits, a UUID,
+//! a long hex string) with `{id}`, so `/orders/8812/items` and `/orders/9001/items` name the
+//! same span.
+
+use serde::Deserialize;
+use smallvec::SmallVec;
+
+use crate::config::ConfigError;
+
+/// The span-name style (`span_name` in the configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SpanNameStyle {
+    /// `{method} {http.route}`, as the HTTP semantic conventions name server spans.
+    #[default]
+    Semconv,
+    /// `HTTP {METHOD} {ROUTE}`, the form older dashboards were built on.
+    Legacy,
+}
+
+/// One segment of a compiled template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Segment {
+    Literal(Box<[u8]>),
+    /// `{name}`: exactly one non-empty path segment.
+    Param,
+}
+
+/// A configured route template, compiled once per VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Template {
+    text: Box<[u8]>,
+    segments: Box<[Segment]>,
+}
+
+/// The configured templates, tried in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Routes {
+    templates: Vec<Template>,
+}
+
+/// Route text is built on the stack for ordinary paths.
+pub type RouteBuf = SmallVec<[u8; 192]>;
+
+impl Routes {
+    /// Compiles `routes` from the configuration; errors name the entry (`routes[2]`).
+    pub fn compile(templates: &[String]) -> Result<Self, ConfigError> {
+        let mut out = Vec::with_capacity(templates.len());
+        for (i, t) in templates.iter().enumerate() {
+            let field = format!("routes[{i}]");
+            let Some(rest) = t.strip_prefix('/') else {
+                return Err(ConfigError::new(
+                    &field,
+                    format!("expected a path starting with '/', got {t:?}"),
+                ));
+            };
+            let mut segments = Vec::new();
+            for seg in rest.split('/') {
+                if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    if name.is_empty() || name.contains(['{', '}']) {
+                        return Err(ConfigError::new(
+                            &field,
+                            format!("expected a parameter name inside {{}}, got {seg:?} in {t:?}"),
+                        ));
+                    }
+                    segments.push(Segment::Param);
+                } else if seg.contains(['{', '}']) {
+                    return Err(ConfigError::new(
+                        &field,
+                        format!(
+                            "a parameter must be a whole segment like {{id}}, got {seg:?} in {t:?}"
+                        ),
+                    ));
+                } else {
+                    segments.push(Segment::Literal(seg.as_bytes().into()));
+                }
+            }
+            out.push(Template {
+                text: t.as_bytes().into(),
+                segments: segments.into(),
+            });
+        }
+        Ok(Self { templates: out })
+    }
+
+    /// The first configured template matching `path` (without its query).
+    pub fn matching(&self, path: &[u8]) -> Option<&[u8]> {
+        let rest = path.strip_prefix(b"/")?;
+        self.templates
+            .iter()
+            .find(|t| {
+                let mut segs = rest.split(|&b| b == b'/');
+                t.segments.iter().all(|s| match (s, segs.next()) {
+                    (Segment::Literal(l), Some(p)) => **l == *p,
+                    (Segment::Param, Some(p)) => !p.is_empty(),
+                    (_, None) => false,
+                }) && segs.next().is_none()
+            })
+            .map(|t| &*t.text)
+    }
+
+    /// `http.route` for `path`: a configured template, else the templated path.
+    pub fn route(&self, path: &[u8], out: &mut RouteBuf) {
+        out.clear();
+        match self.matching(path) {
+            Some(t) => out.extend_from_slice(t),
+            None => template_path(path, out),
+        }
+    }
+}
+
+/// Replaces identifier-like segments of `path` with `{id}`.
+pub fn template_path(path: &[u8], out: &mut RouteBuf) {
+    out.clear();
+    if path.is_empty() {
+        out.push(b'/');
+        return;
+    }
+    for (i, seg) in path.split(|&b| b == b'/').enumerate() {
+        if i > 0 {
+            out.push(b'/');
+        }
+        if is_identifier(seg) {
+            out.extend_from_slice(b"{id}");
+        } else {
+            out.extend_from_slice(seg);
+        }
+    }
+}
+
+/// Shortest run of hex digits treated as an identifier (a 64-bit id printed in hex).
+const MIN_HEX_ID: usize = 16;
+
+/// All digits, a UUID, or a long hex string.
+fn is_identifier(seg: &[u8]) -> bool {
+    if seg.is_empty() {
+        return false;
+    }
+    if seg.iter().all(u8::is_ascii_digit) {
+        return true;
+    }
+    if is_uuid(seg) {
+        return true;
+    }
+    seg.len() >= MIN_HEX_ID && seg.iter().all(u8::is_ascii_hexdigit)
+}
+
+/// `8-4-4-4-12` hex digits.
+fn is_uuid(s: &[u8]) -> bool {
+    s.len() == 36
+        && s.iter().enumerate().all(|(i, &c)| match i {
+            8 | 13 | 18 | 23 => c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// The span name's parts in the configured style; `known` says whether `method` is one the
+/// HTTP conventions know (an unknown one is `HTTP` in the semconv form).
+pub fn span_name<'a>(
+    style: SpanNameStyle,
+    method: &'a [u8],
+    known: bool,
+    route: &'a [u8],
+) -> [&'a [u8]; 4] {
+    match style {
+        SpanNameStyle::Semconv => [if known { method } else { b"HTTP" }, b" ", route, b""],
+        SpanNameStyle::Legacy => [b"HTTP ", method, b" ", route],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(r: &Routes, path: &str) -> String {
+        let mut out = RouteBuf::new();
+        r.route(path.as_bytes(), &mut out);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn templater_replaces_identifiers() {
+        let r = Routes::default();
+        assert_eq!(route(&r, "/api/users/12345"), "/api/users/{id}");
+        assert_eq!(
+            route(&r, "/orders/550e8400-e29b-41d4-a716-446655440000/items"),
+            "/orders/{id}/items"
+        );
+        assert_eq!(
+            route(&r, "/blobs/4bf92f3577b34da6a3ce929d0e0e4736"),
+            "/blobs/{id}"
+        );
+        assert_eq!(
+            route(&r, "/v2/reviews/0/ratings"),
+            "/v2/reviews/{id}/ratings"
+        );
+        // Words, short hex and versions stay: they are the route, not an id.
+        assert_eq!(route(&r, "/api/v1/cafe/beef"), "/api/v1/cafe/beef");
+        assert_eq!(route(&r, "/static/app.js"), "/static/app.js");
+        assert_eq!(route(&r, "/"), "/");
+        assert_eq!(route(&r, ""), "/");
+        assert_eq!(route(&r, "/a//1/"), "/a//{id}/");
+    }
+
+    #[test]
+    fn configured_templates_win_in_order() {
+        let r = Routes::compile(&[
+            "/api/users/{id}".into(),
+            "/api/users/{id}/orders/{order}".into(),
+            "/api/{section}/list".into(),
+        ])
+        .unwrap();
+        assert_eq!(route(&r, "/api/users/alice"), "/api/users/{id}");
+        assert_eq!(
+            route(&r, "/api/users/alice/orders/77"),
+            "/api/users/{id}/orders/{order}"
+        );
+        assert_eq!(route(&r, "/api/books/list"), "/api/{section}/list");
+        // No template matches: the templater takes over.
+        assert_eq!(route(&r, "/api/users/alice/x"), "/api/users/alice/x");
+        assert_eq!(route(&r, "/api/users/"), "/api/users/");
+        assert_eq!(
+            route(&r, "/api/users/42/carts/9"),
+            "/api/users/{id}/carts/{id}"
+        );
+        assert_eq!(r.matching(b"no-slash"), None);
+    }
+
+    #[test]
+    fn template_errors_name_the_entry() {
+        let e = Routes::compile(&["/ok".into(), "api/x".into()]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "routes[1]: expected a path starting with '/', got \"api/x\""
+        );
+        let e = Routes::compile(&["/a/{}".into()]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "routes[0]: expected a parameter name inside {}, got \"{}\" in \"/a/{}\""
+        );
+        let e = Routes::compile(&["/a/x{id}".into()]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "routes[0]: a parameter must be a whole segment like {id}, got \"x{id}\" in \"/a/x{id}\""
+        );
+    }
+
+    #[test]
+    fn span_name_styles() {
+        let join = |p: [&[u8]; 4]| String::from_utf8(p.concat()).unwrap();
+        assert_eq!(
+            join(span_name(SpanNameStyle::Semconv, b"GET", true, b"/u/{id}")),
+            "GET /u/{id}"
+        );
+        assert_eq!(
+            join(span_name(SpanNameStyle::Semconv, b"PURGE", false, b"/c")),
+            "HTTP /c"
+        );
+        assert_eq!(
+            join(span_name(SpanNameStyle::Legacy, b"GET", true, b"/u/{id}")),
+            "HTTP GET /u/{id}"
+        );
+    }
+}
