@@ -11,6 +11,7 @@ use meshtrace::config::Config;
 use meshtrace::exporter::Exporter;
 use meshtrace::headers::{pairs, serialize_pairs, RequestHeaders};
 use meshtrace::ids::{IdGenerator, SpanId, TraceId};
+use meshtrace::mesh::EndFacts;
 use meshtrace::otlp::{encode_span, BatchHeader, ResourceValue};
 use meshtrace::propagation::tracecontext::parse_traceparent;
 use meshtrace::simd::{self, scalar};
@@ -132,6 +133,9 @@ impl CorePath {
         if d.sampled() {
             self.tracer
                 .begin_span(&d, &h, self.now_ns, &mut self.record);
+            let request = self
+                .tracer
+                .record_request(&h, pairs(&self.map), &mut self.record);
             self.tracer.finish_span(
                 &mut self.record,
                 &Finish {
@@ -140,6 +144,13 @@ impl CorePath {
                     protocol: Some(b"HTTP/1.1"),
                     source_address: Some(b"10.0.0.7:51234"),
                     kind: SpanKind::Server,
+                    request,
+                    mesh: EndFacts {
+                        cluster_name: Some(b"inbound|9080||reviews.default.svc.cluster.local"),
+                        route_name: Some(b"default"),
+                        upstream_address: Some(b"10.0.3.4:9080"),
+                        ..Default::default()
+                    },
                 },
             );
             let _ = self.exporter.push(&self.record);
