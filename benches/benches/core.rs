@@ -74,18 +74,6 @@ fn traceparent(c: &mut Criterion) {
     g.bench_function("simd", |b| {
         b.iter(|| simd::traceparent_shape(black_box(k::TRACEPARENT)))
     });
-    #[cfg(target_arch = "x86_64")]
-    {
-        use meshtrace::simd::x86_variants as x;
-        g.bench_function("sse2", |b| {
-            b.iter(|| x::traceparent_shape_sse2(black_box(k::TRACEPARENT)))
-        });
-        if x::traceparent_shape_avx2(k::TRACEPARENT).is_some() {
-            g.bench_function("avx2", |b| {
-                b.iter(|| x::traceparent_shape_avx2(black_box(k::TRACEPARENT)))
-            });
-        }
-    }
     g.finish();
 }
 
@@ -112,13 +100,6 @@ fn delimiters(c: &mut Criterion) {
         g.bench_function("simd", |b| {
             b.iter(|| walk(black_box(hay), |h| simd::find_any3(b',', b';', b'=', h)))
         });
-        #[cfg(target_arch = "x86_64")]
-        {
-            use meshtrace::simd::x86_variants as x;
-            g.bench_function("sse2", |b| {
-                b.iter(|| walk(black_box(hay), |h| x::find_any3_sse2(b',', b';', b'=', h)))
-            });
-        }
         g.bench_function("crate", |b| {
             b.iter(|| walk(black_box(hay), |h| memchr::memchr3(b',', b';', b'=', h)))
         });

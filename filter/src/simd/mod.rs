@@ -1,8 +1,8 @@
 //! SIMD kernels for the byte work on the request path, with one portable algorithm per kernel
 //! ([`vector`]) instantiated per architecture, and a scalar twin for each ([`scalar`]).
 //!
-//! - x86_64: SSE2 is part of the baseline and used directly; AVX2 is chosen at run time for the
-//!   one kernel where it measured faster (the 55-byte `traceparent` shape).
+//! - x86_64: SSE2, part of the baseline, so chosen at compile time (AVX2 was measured and removed,
+//!   see `x86_64/mod.rs`).
 //! - wasm32: SIMD128 when the module is built with `+simd128` (ours is); otherwise scalar.
 //! - aarch64: NEON, which every aarch64 target has.
 //! - anything else: the scalar twins.
@@ -48,11 +48,7 @@ mod k {
 pub fn active() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
-        if x86_64::has_avx2() {
-            "sse2+avx2"
-        } else {
-            "sse2"
-        }
+        "sse2"
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     {
@@ -101,11 +97,6 @@ pub fn decode_hex16(src: &[u8; 16], out: &mut [u8; 8]) -> bool {
 /// and 52 and lowercase hex everywhere else. Values (`ff`, all-zero ids) are not judged here.
 #[inline]
 pub fn traceparent_shape(v: &[u8; 55]) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if x86_64::has_avx2() {
-        // Safety: AVX2 was just detected.
-        return unsafe { x86_64::avx2::traceparent_shape(v) };
-    }
     k::traceparent_shape(v)
 }
 
@@ -134,31 +125,6 @@ pub fn find_any2(a: u8, b: u8, hay: &[u8]) -> Option<usize> {
 #[inline]
 pub fn find_any3(a: u8, b: u8, c: u8, hay: &[u8]) -> Option<usize> {
     find_any([a, b, c], hay)
-}
-
-/// The x86_64 kernels by name, so the benchmarks can time SSE2 against AVX2 on one machine
-/// (the public functions above pick one). Not for use outside benchmarks.
-#[cfg(target_arch = "x86_64")]
-#[doc(hidden)]
-pub mod x86_variants {
-    use super::{scalar, x86_64};
-
-    pub fn traceparent_shape_sse2(v: &[u8; 55]) -> bool {
-        x86_64::sse2::traceparent_shape(v)
-    }
-
-    /// `None` when the CPU lacks AVX2.
-    pub fn traceparent_shape_avx2(v: &[u8; 55]) -> Option<bool> {
-        // Safety: AVX2 is checked first.
-        x86_64::has_avx2().then(|| unsafe { x86_64::avx2::traceparent_shape(v) })
-    }
-
-    pub fn find_any3_sse2(a: u8, b: u8, c: u8, hay: &[u8]) -> Option<usize> {
-        if hay.len() < 16 {
-            return scalar::find_any3(a, b, c, hay);
-        }
-        x86_64::sse2::find_any([a, b, c], hay)
-    }
 }
 
 #[cfg(test)]
@@ -252,25 +218,6 @@ mod tests {
             prop_assert_eq!(find_byte(b',', h), scalar::find_byte(b',', h));
             prop_assert_eq!(find_any2(b',', b'=', h), scalar::find_any2(b',', b'=', h));
             prop_assert_eq!(find_any3(b',', b';', b'=', h), scalar::find_any3(b',', b';', b'=', h));
-        }
-    }
-
-    /// The SSE2 kernels are also checked on machines where the dispatch picks AVX2.
-    #[cfg(target_arch = "x86_64")]
-    mod sse2_on_avx2_machines {
-        use super::*;
-
-        proptest! {
-            #[test]
-            fn traceparent_shape_sse2(v in traceparentish()) {
-                prop_assert_eq!(x86_64::sse2::traceparent_shape(&v), scalar::traceparent_shape(&v));
-            }
-
-            #[test]
-            fn find_sse2(h in prop::collection::vec(prop_oneof![9 => b'a'..=b'z', 1 => Just(b',')], 16..200)) {
-                prop_assert_eq!(x86_64::sse2::find_any([b','], &h), scalar::find_byte(b',', &h));
-                prop_assert_eq!(x86_64::sse2::find_any([b',', b'a'], &h), scalar::find_any2(b',', b'a', &h));
-            }
         }
     }
 
