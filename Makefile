@@ -14,7 +14,8 @@ WASM         := dist/meshtrace.wasm
 export MESHTRACE_ENVOY ?= $(ENVOY_BIN)
 export MESHTRACE_WASM  ?= $(CURDIR)/$(WASM)
 
-.PHONY: build-wasm envoy demo test fmt fmt-check lint unit e2e wasm-target bench bench-bridge bench-faults fuzz fuzz-tool oci istio istio-check
+.PHONY: build-wasm envoy demo test fmt fmt-check lint unit e2e wasm-target bench bench-bridge \
+	bench-faults fuzz fuzz-tool oci istio istio-check bench-envoy cross-tools test-aarch64 test-wasm
 
 ## The wasm32-wasip1 target, added once.
 wasm-target:
@@ -47,7 +48,7 @@ fmt-check:
 
 lint: wasm-target
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p meshtrace --target $(WASM_TARGET) -- -D warnings
+	$(CARGO) clippy -p meshtrace -p meshtrace-wasm-kernels -p meshtrace-noop-filter --target $(WASM_TARGET) -- -D warnings
 
 unit:
 	$(CARGO) test --workspace --exclude meshtrace-host-test
@@ -57,6 +58,14 @@ unit:
 ## Istio manifests and OCI image against this build.
 e2e: oci envoy
 	$(CARGO) test -p meshtrace-host-test --tests -- --test-threads=2
+
+## The core's unit tests, SIMD128 kernels and their proptests included, inside wasmtime
+## (benches/wasm-host's `wasm-run` is the cargo runner).
+WASM_HOST_DIR := target/wasm-host
+test-wasm: wasm-target
+	$(CARGO) build --profile wasm-host -p meshtrace-wasm-host --bin wasm-run
+	CARGO_TARGET_WASM32_WASIP1_RUNNER=$(CURDIR)/$(WASM_HOST_DIR)/wasm-run \
+		$(CARGO) test -p meshtrace --target $(WASM_TARGET) --lib
 
 ## dist/oci (OCI image layout) and dist/meshtrace-oci.tar: the filter as an image Istio pulls.
 oci: build-wasm
@@ -72,10 +81,46 @@ istio: oci
 istio-check: oci
 	$(CARGO) test -p meshtrace-host-test --test istio_check
 
-test: fmt-check lint unit e2e istio-check
 
-bench:
-	$(CARGO) bench -p meshtrace-benches
+## qemu-user and the aarch64 cross linker from Debian, and the Rust target, when missing.
+AARCH64_TARGET := aarch64-unknown-linux-gnu
+cross-tools:
+	@command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross; }
+	@rustup target list --installed | grep -qx $(AARCH64_TARGET) || rustup target add $(AARCH64_TARGET)
+
+## The core's unit tests, NEON kernels and their proptests included, on aarch64 under qemu-user
+## (linker and runner in .cargo/config.toml).
+test-aarch64: cross-tools
+	$(CARGO) test -p meshtrace --target $(AARCH64_TARGET) --lib
+
+test: fmt-check lint unit test-wasm test-aarch64 e2e istio-check
+
+## Criterion benchmarks of the core (short runs: the machines are shared), then the same kernels
+## as wasm in wasmtime, SIMD128 build against scalar build, then one table of everything.
+## BENCH_FILTER narrows the criterion groups (e.g. BENCH_FILTER=hex).
+KERNELS_WASM := target/$(WASM_TARGET)/release/meshtrace_wasm_kernels.wasm
+KERNELS_WASM_SCALAR := target/wasm-scalar/$(WASM_TARGET)/release/meshtrace_wasm_kernels.wasm
+bench: wasm-target
+	$(CARGO) build -p meshtrace-wasm-kernels --target $(WASM_TARGET) --release
+	RUSTFLAGS="-C target-feature=-simd128" $(CARGO) build -p meshtrace-wasm-kernels \
+		--target $(WASM_TARGET) --release --target-dir target/wasm-scalar
+	$(CARGO) build --profile wasm-host -p meshtrace-wasm-host --bin wasm-bench
+	$(CARGO) bench -p meshtrace-benches --bench '*' -- --warm-up-time 1 --measurement-time 2 $(BENCH_FILTER)
+	$(WASM_HOST_DIR)/wasm-bench --simd $(KERNELS_WASM) --scalar $(KERNELS_WASM_SCALAR) \
+		--out target/bench-wasm.json
+	$(CARGO) run -q --release -p meshtrace-benches --bin bench-table -- target/criterion target/bench-wasm.json
+
+## Real Envoy in four modes (no filter, no-op wasm floor, meshtrace, Envoy's OTel tracer),
+## interleaved and repeated; BENCH_ENVOY_ARGS passes e.g. `--rounds 5 --seconds 10`.
+NOOP_WASM := target/$(WASM_TARGET)/release/meshtrace_noop_filter.wasm
+bench-envoy: build-wasm $(if $(wildcard $(MESHTRACE_ENVOY)),,envoy)
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+	$(CARGO) build -p meshtrace-noop-filter --target $(WASM_TARGET) --release
+	$(CARGO) build --profile wasm-host -p meshtrace-host-test --bin otlp-sink
+	$(PYTHON) benches/envoy/bench_envoy.py --envoy $(MESHTRACE_ENVOY) --wasm $(WASM) \
+		--noop $(NOOP_WASM) --sink $(WASM_HOST_DIR)/otlp-sink $(BENCH_ENVOY_ARGS)
 
 ## Collector faults under load, longer than the tests: client p50/p99 per fault beside healthy.
 ## BENCH_SECONDS / BENCH_CLIENTS tune the run.

@@ -1,64 +1,250 @@
-//! Criterion benchmarks of the core hot path.
+//! Criterion benchmarks of the core: each group is one operation, each function in it one way
+//! of doing it (`scalar`, `simd`, and the crate a user would otherwise reach for). Group and
+//! function names are what `bench-table` looks up, so keep them in step.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 
-use meshtrace::ids::{SpanId, TraceId};
-use meshtrace::otlp::{encode_span, BatchHeader, ResourceValue};
+use meshtrace::headers::{pairs, serialize_pairs, RequestHeaders};
+use meshtrace::ids::IdGenerator;
 use meshtrace::propagation::tracecontext::parse_traceparent;
-use meshtrace::span::{SpanKind, SpanRecord};
+use meshtrace::simd::{self, scalar};
+use meshtrace_wasm_kernels as k;
+
+fn hex(c: &mut Criterion) {
+    let mut g = c.benchmark_group("hex_encode");
+    let mut out = [0u8; 32];
+    g.bench_function("scalar", |b| {
+        b.iter(|| scalar::encode_hex16(black_box(&k::TRACE_ID), &mut out))
+    });
+    g.bench_function("simd", |b| {
+        b.iter(|| simd::encode_hex16(black_box(&k::TRACE_ID), &mut out))
+    });
+    g.bench_function("crate", |b| {
+        b.iter(|| faster_hex::hex_encode(black_box(&k::TRACE_ID), &mut out).map(|s| s.len()))
+    });
+    g.finish();
+
+    let src: &[u8; 32] = k::TRACEPARENT[3..35].first_chunk().unwrap();
+    let mut g = c.benchmark_group("hex_decode");
+    let mut out = [0u8; 16];
+    g.bench_function("scalar", |b| {
+        b.iter(|| scalar::decode_hex32(black_box(src), &mut out))
+    });
+    g.bench_function("simd", |b| {
+        b.iter(|| simd::decode_hex32(black_box(src), &mut out))
+    });
+    g.bench_function("crate", |b| {
+        b.iter(|| faster_hex::hex_decode(black_box(src), &mut out).is_ok())
+    });
+    g.finish();
+}
+
+/// The fast path of `parse_traceparent` with the scalar twins in place of the kernels.
+fn traceparent_scalar(v: &[u8; 55]) -> Option<(u64, u64, u8)> {
+    if !scalar::traceparent_shape(v) {
+        return None;
+    }
+    let version = scalar::DECODE[v[0] as usize] << 4 | scalar::DECODE[v[1] as usize];
+    let flags = scalar::DECODE[v[53] as usize] << 4 | scalar::DECODE[v[54] as usize];
+    let (mut t, mut s) = ([0u8; 16], [0u8; 8]);
+    let ok = scalar::decode_hex(&v[3..35], &mut t) & scalar::decode_hex(&v[36..52], &mut s);
+    let (hi, lo) = (
+        u64::from_be_bytes(t[..8].try_into().ok()?),
+        u64::from_be_bytes(t[8..].try_into().ok()?),
+    );
+    let span = u64::from_be_bytes(s);
+    (ok && version != 0xff && (hi | lo) != 0 && span != 0).then_some((lo, span, flags & 3))
+}
 
 fn traceparent(c: &mut Criterion) {
-    let tp = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    c.bench_function("traceparent parse+validate", |b| {
-        b.iter(|| parse_traceparent(black_box(tp)))
+    let mut g = c.benchmark_group("traceparent");
+    g.bench_function("scalar", |b| {
+        b.iter(|| traceparent_scalar(black_box(k::TRACEPARENT)))
     });
+    g.bench_function("simd", |b| {
+        b.iter(|| parse_traceparent(black_box(&k::TRACEPARENT[..])))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("traceparent_shape");
+    g.bench_function("scalar", |b| {
+        b.iter(|| scalar::traceparent_shape(black_box(k::TRACEPARENT)))
+    });
+    g.bench_function("simd", |b| {
+        b.iter(|| simd::traceparent_shape(black_box(k::TRACEPARENT)))
+    });
+    g.finish();
 }
 
-/// A typical mesh span: a name and 14 attributes.
-fn typical_span() -> SpanRecord {
-    let mut s = SpanRecord::default();
-    s.trace_id = TraceId([7; 16]);
-    s.span_id = SpanId([8; 8]);
-    s.parent_span_id = Some(SpanId([9; 8]));
-    s.kind = SpanKind::Server;
-    s.start_ns = 1_700_000_000_000_000_000;
-    s.end_ns = 1_700_000_000_001_000_000;
-    s.set_name(&[b"GET /api/users/{id}"]);
-    s.str("http.request.method", b"GET");
-    s.str("url.path", b"/api/users/42");
-    s.str("url.scheme", b"http");
-    s.str("server.address", b"reviews.default.svc.cluster.local");
-    s.int("server.port", 9080);
-    s.str("network.protocol.version", b"1.1");
-    s.str("user_agent.original", b"Mozilla/5.0 (X11; Linux x86_64)");
-    s.str("client.address", b"10.0.0.7");
-    s.int("http.response.status_code", 200);
-    s.str("http.route", b"/api/users/{id}");
-    s.str(
-        "mesh.upstream.cluster",
-        b"outbound|9080|v2|reviews.default.svc.cluster.local",
-    );
-    s.str("mesh.upstream.subset", b"v2");
-    s.bool("mesh.canary", true);
-    s.str("mesh.release", b"canary");
-    s
+/// Walks every `,` `;` `=` of a value, as a list parser does.
+fn walk(hay: &[u8], find: impl Fn(&[u8]) -> Option<usize>) -> usize {
+    let (mut at, mut n) = (0, 0);
+    while let Some(i) = find(&hay[at..]) {
+        n += 1;
+        at += i + 1;
+    }
+    n
 }
 
-fn encode(c: &mut Criterion) {
-    let span = typical_span();
-    let header = BatchHeader::new(&[("service.name", ResourceValue::Str("checkout".into()))]);
-    let mut spans = Vec::with_capacity(1 << 16);
-    let mut out = Vec::with_capacity(1 << 16);
-    c.bench_function("encode one span into a batch", |b| {
+fn delimiters(c: &mut Criterion) {
+    // A realistic tracestate (80 bytes, 9 delimiters) and a long baggage (~400 bytes, sparse).
+    let long: Vec<u8> = (0..12)
+        .flat_map(|i| format!("key{i}=value-number-{i}-abcdefgh,").into_bytes())
+        .collect();
+    for (name, hay) in [("delims_80b", k::TRACESTATE), ("delims_400b", &long[..])] {
+        let mut g = c.benchmark_group(name);
+        g.bench_function("scalar", |b| {
+            b.iter(|| walk(black_box(hay), |h| scalar::find_any3(b',', b';', b'=', h)))
+        });
+        g.bench_function("simd", |b| {
+            b.iter(|| walk(black_box(hay), |h| simd::find_any3(b',', b';', b'=', h)))
+        });
+        g.bench_function("crate", |b| {
+            b.iter(|| walk(black_box(hay), |h| memchr::memchr3(b',', b';', b'=', h)))
+        });
+        g.finish();
+    }
+}
+
+fn headers(c: &mut Criterion) {
+    let mut map = Vec::new();
+    serialize_pairs(k::request_headers(), &mut map);
+    let mut g = c.benchmark_group("header_index");
+    g.bench_function("scalar", |b| {
+        b.iter(|| RequestHeaders::from_pairs(pairs(black_box(&map))).count)
+    });
+    g.finish();
+}
+
+/// The same span built as `opentelemetry-proto` prost messages and encoded, as an exporter built
+/// on the generated types does it.
+mod proto {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{
+        any_value::Value, AnyValue, InstrumentationScope, KeyValue,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+
+    fn kv(key: &str, v: Value) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    fn s(key: &str, v: &str) -> KeyValue {
+        kv(key, Value::StringValue(v.into()))
+    }
+
+    pub fn encode(trace_id: &[u8; 16], out: &mut Vec<u8>) -> usize {
+        let span = Span {
+            trace_id: trace_id.to_vec(),
+            span_id: vec![8; 8],
+            parent_span_id: vec![9; 8],
+            name: "GET /api/users/{id}".into(),
+            kind: SpanKind::Server as i32,
+            start_time_unix_nano: 1_700_000_000_000_000_000,
+            end_time_unix_nano: 1_700_000_000_001_000_000,
+            attributes: vec![
+                s("http.request.method", "GET"),
+                s("url.path", "/api/users/42"),
+                s("url.scheme", "http"),
+                s("server.address", "reviews.default.svc.cluster.local"),
+                kv("server.port", Value::IntValue(9080)),
+                s("network.protocol.version", "1.1"),
+                s("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64)"),
+                s("client.address", "10.0.0.7"),
+                kv("http.response.status_code", Value::IntValue(200)),
+                s("http.route", "/api/users/{id}"),
+                s(
+                    "mesh.upstream.cluster",
+                    "outbound|9080|v2|reviews.default.svc.cluster.local",
+                ),
+                s("mesh.upstream.subset", "v2"),
+                kv("mesh.canary", Value::BoolValue(true)),
+                s("mesh.release", "canary"),
+            ],
+            ..Default::default()
+        };
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![s("service.name", "checkout")],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "meshtrace".into(),
+                        version: "0.1.0".into(),
+                        ..Default::default()
+                    }),
+                    spans: vec![span],
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        };
+        out.clear();
+        // Encoding into a Vec only fails when it cannot grow, which aborts anyway.
+        let _ = req.encode(out);
+        out.len()
+    }
+}
+
+fn span_encode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("span_encode");
+    let span = k::typical_span();
+    let header = k::batch_header();
+    let (mut spans, mut batch) = (Vec::with_capacity(4096), Vec::with_capacity(4096));
+    g.bench_function("simd", |b| {
         b.iter(|| {
             spans.clear();
-            encode_span(black_box(&span), &mut spans);
-            header.encode_request(&spans, &mut out);
-            black_box(out.len())
+            meshtrace::otlp::encode_span(black_box(&span), &mut spans);
+            header.encode_request(&spans, &mut batch);
+            batch.len()
         })
     });
+    let mut out = Vec::with_capacity(4096);
+    g.bench_function("crate", |b| {
+        b.iter(|| proto::encode(black_box(&k::TRACE_ID), &mut out))
+    });
+    g.finish();
 }
 
-criterion_group!(benches, traceparent, encode);
+fn ids(c: &mut Criterion) {
+    use opentelemetry_sdk::trace::{IdGenerator as _, RandomIdGenerator};
+    let mut g = c.benchmark_group("id_generation");
+    let mut ours = IdGenerator::from_seed(7);
+    g.bench_function("simd", |b| b.iter(|| (ours.trace_id(), ours.span_id())));
+    let sdk = RandomIdGenerator::default();
+    g.bench_function("crate", |b| {
+        b.iter(|| (sdk.new_trace_id(), sdk.new_span_id()))
+    });
+    g.finish();
+}
+
+fn core_path(c: &mut Criterion) {
+    let mut g = c.benchmark_group("core_path");
+    let mut p = k::CorePath::new();
+    for _ in 0..64 {
+        p.request();
+    }
+    g.bench_function("simd", |b| b.iter(|| p.request()));
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    hex,
+    traceparent,
+    delimiters,
+    headers,
+    span_encode,
+    ids,
+    core_path
+);
 criterion_main!(benches);

@@ -18,6 +18,7 @@ pub mod mesh;
 pub mod otlp;
 pub mod propagation;
 pub mod sampling;
+pub mod simd;
 pub mod span;
 pub mod tracer;
 pub mod transport;

@@ -1,5 +1,6 @@
-//! The one place the bridge uses the meshtrace core, the native twin of the wasm glue: gather
-//! borrowed headers, `Tracer::start`, `inject`, `begin_span`, and at the end `finish_span` and
+//! The one place the bridge uses the meshtrace core, the native twin of the wasm glue: the
+//! same call sequence (`start`, `sample`, `inject`, `begin_span`, `record_request`, and at the
+//! end `finish_span` with the mesh facts, or the always-keep rules for unsampled requests) and
 //! the core's export queue. Keeping every call here lets core API changes land in one file.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -7,11 +8,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::header::{HeaderName, HeaderValue};
 use http::request::Parts;
 use http::Version;
-use meshtrace::exporter::{Counters, ExportResult, Exporter};
+use meshtrace::exporter::{Counters, Exporter, Request};
 use meshtrace::headers::RequestHeaders;
-use meshtrace::otlp::{BatchHeader, ResourceValue};
+use meshtrace::mesh::resource::NodeInfo;
+use meshtrace::mesh::{EndFacts, RequestFacts};
 use meshtrace::span::{SpanKind, SpanRecord};
-use meshtrace::tracer::{Finish, Injection, Tracer};
+use meshtrace::tracer::{Finish, Injection, SpanIds, Tracer};
+use meshtrace::transport::ExportResult;
 
 use crate::config::BridgeConfig;
 use crate::linkerd;
@@ -20,7 +23,7 @@ use crate::shared::{lock, Shared, Stats};
 /// The core's per-process state: one tracer and one export queue behind one lock, held only
 /// for the few microseconds a request needs them.
 pub struct Core {
-    tracer: Tracer,
+    pub tracer: Tracer,
     exporter: Exporter,
     /// Finished records, reused so a sampled request allocates nothing in steady state.
     pool: Vec<SpanRecord>,
@@ -37,19 +40,22 @@ pub fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// Wall-clock milliseconds, the exporter's clock.
+pub fn now_ms() -> u64 {
+    now_ns() / 1_000_000
+}
+
 impl Core {
-    /// Builds the tracer from the shared config, and an exporter whose every batch carries
-    /// `resource` (the mesh and Kubernetes attributes) instead of the core's default resource.
-    pub fn new(config: &BridgeConfig, resource: &[(String, ResourceValue)], seed: u64) -> Self {
-        let tracer = Tracer::new(config.core.clone(), seed);
-        let pairs: Vec<(&str, ResourceValue)> = resource
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.clone()))
-            .collect();
+    /// Builds the tracer with the pod's facts as the node, so the resource comes from the
+    /// core's one resource mechanism (node facts, then `service_name`, then `resource`).
+    pub fn new(config: &BridgeConfig, node: &NodeInfo, seed: u64) -> Self {
+        let tracer = Tracer::with_node(config.core.clone(), seed, node);
+        // A different stream for the exporter's jitter than for the span ids.
         let exporter = Exporter::new(
             &tracer.config,
-            BatchHeader::new(&pairs),
-            now_ns() / 1_000_000,
+            tracer.batch_header.clone(),
+            now_ms(),
+            seed.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15,
         );
         Self {
             tracer,
@@ -64,28 +70,30 @@ impl Core {
         self.exporter.counters
     }
 
-    /// Cuts the next due batch into `body`; with `force`, whatever is queued goes out now
-    /// (shutdown flush). Returns its span count.
-    pub fn next_batch(&mut self, now_ms: u64, force: bool, body: &mut Vec<u8>) -> Option<usize> {
-        let now = if force && self.exporter.queued() > 0 {
-            u64::MAX
-        } else {
-            now_ms
-        };
-        self.exporter.next_batch(now, body)
+    /// Spans held by the exporter (queued, waiting for a retry, or in flight).
+    pub fn held(&self) -> u64 {
+        self.exporter.held()
     }
 
-    pub fn queued(&self) -> usize {
-        self.exporter.queued()
+    /// The next request the core wants sent, as an owned body for the tokio transport.
+    pub fn poll(&mut self, now_ms: u64) -> Option<(u64, bytes::Bytes)> {
+        self.exporter
+            .poll(now_ms)
+            .map(|Request { id, body }| (id, bytes::Bytes::copy_from_slice(body)))
     }
 
-    /// Records how an export ended.
-    pub fn on_result(&mut self, spans: usize, bytes: usize, result: ExportResult) {
-        self.exporter.on_result(spans, bytes, result);
+    /// Records how request `id` ended.
+    pub fn on_result(&mut self, id: u64, result: ExportResult, now_ms: u64) {
+        self.exporter.on_result(id, result, now_ms);
     }
 
-    /// A summary of export failures, at most once per flush interval.
-    pub fn take_log(&mut self, now_ms: u64) -> Option<String> {
+    /// When the exporter next needs a poll for a retry, if it does.
+    pub fn next_wake(&self) -> Option<u64> {
+        self.exporter.next_wake()
+    }
+
+    /// Export failure summaries, at most once per log interval.
+    pub fn take_log(&mut self, now_ms: u64) -> Vec<String> {
         self.exporter.take_log(now_ms)
     }
 
@@ -94,46 +102,92 @@ impl Core {
     }
 }
 
+/// What a request left for its end: a recorded span, or (unsampled, with always-keep rules
+/// configured) the ids and request headers a kept span would be built from.
+// The record lives inline, once per request in its guard, as it did before this enum: boxing
+// it would cost every sampled request an allocation the record pool exists to avoid.
+#[allow(clippy::large_enum_variant)]
+pub enum Started {
+    Sampled {
+        rec: SpanRecord,
+        facts: RequestFacts,
+    },
+    Candidate {
+        ids: SpanIds,
+        /// The request headers as sent to the application (pseudo-headers first); owned
+        /// because the request is gone when the rules are applied.
+        headers: Vec<(Vec<u8>, Vec<u8>)>,
+        start_ns: u64,
+    },
+}
+
+/// The request's headers as the core reads them: HTTP/2 carries the pseudo-headers, which
+/// hyper keeps in the URI; HTTP/1 has only the path there and `host` among the headers, which
+/// the core reads as the authority.
+fn header_pairs(parts: &Parts) -> Vec<(&[u8], &[u8])> {
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let pseudo = [
+        (":method", Some(parts.method.as_str())),
+        (":path", Some(path)),
+        (":authority", parts.uri.authority().map(|a| a.as_str())),
+        (":scheme", parts.uri.scheme_str()),
+    ];
+    pseudo
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k.as_bytes(), v.as_bytes())))
+        .chain(
+            parts
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())),
+        )
+        .collect()
+}
+
 /// Runs the core on an incoming request: extracts and decides, rewrites the propagation
-/// headers in `parts` for the application, and returns the started span when sampled.
-pub fn start_request(shared: &Shared, parts: &mut Parts) -> Option<SpanRecord> {
+/// headers in `parts` for the application, and returns what the end of the request needs.
+pub fn start_request(shared: &Shared, parts: &mut Parts) -> Option<Started> {
     let start_ns = now_ns();
     Stats::add(&shared.stats.started, 1);
     let mut guard = lock(&shared.core);
     let core = &mut *guard;
-    let rec = {
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        // HTTP/2 carries these as pseudo-headers, which hyper keeps in the URI; HTTP/1 has only
-        // the path there and `host` among the headers, which the core reads as the authority.
-        let pseudo = [
-            (":method", Some(parts.method.as_str())),
-            (":path", Some(path)),
-            (":authority", parts.uri.authority().map(|a| a.as_str())),
-            (":scheme", parts.uri.scheme_str()),
-        ];
-        let pseudo = pseudo
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k.as_bytes(), v.as_bytes())));
-        let fields = parts
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()));
-        let headers = RequestHeaders::from_pairs(pseudo.chain(fields));
-        let decision = core.tracer.start(&headers);
+    let (started, keep_ids) = {
+        let pairs = header_pairs(parts);
+        let headers = RequestHeaders::from_pairs(pairs.iter().copied());
+        let mut decision = core.tracer.start(&headers);
+        core.tracer.sample(&mut decision, now_ns);
         core.tracer.inject(&decision, &headers, &mut core.injection);
-        decision.sampled().then(|| {
+        if decision.record {
             let mut rec = core.pool.pop().unwrap_or_default();
             core.tracer
                 .begin_span(&decision, &headers, start_ns, &mut rec);
-            rec
-        })
+            let facts = core
+                .tracer
+                .record_request(&headers, pairs.iter().copied(), &mut rec);
+            (Some(Started::Sampled { rec, facts }), None)
+        } else {
+            (None, core.tracer.may_keep().then(|| decision.ids()))
+        }
     };
     apply(&core.injection, &mut parts.headers);
     drop(guard);
-    let mut rec = rec?;
-    Stats::add(&shared.stats.sampled, 1);
-    linkerd_attributes(&parts.headers, &mut rec);
-    Some(rec)
+    match started {
+        Some(Started::Sampled { mut rec, facts }) => {
+            Stats::add(&shared.stats.sampled, 1);
+            header_attributes(&parts.headers, &mut rec);
+            Some(Started::Sampled { rec, facts })
+        }
+        _ => keep_ids.map(|ids| Started::Candidate {
+            ids,
+            // Taken after injection: a kept span shows the context the application received,
+            // as the filter's log-phase headers do.
+            headers: header_pairs(parts)
+                .into_iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect(),
+            start_ns,
+        }),
+    }
 }
 
 /// Writes the core's injection into the request headers going to the application.
@@ -150,12 +204,10 @@ fn apply(injection: &Injection, headers: &mut http::HeaderMap) {
     }
 }
 
-/// Linkerd's facts about the peer and the protocol, as span attributes.
-fn linkerd_attributes(headers: &http::HeaderMap, rec: &mut SpanRecord) {
-    if let Some(id) = headers
-        .get("l5d-client-id")
-        .and_then(|v| linkerd::parse_identity(v.as_bytes()))
-    {
+/// Linkerd's facts about the peer and the protocol, as span attributes: `client_id` is
+/// `l5d-client-id`, `orig_proto` is `l5d-orig-proto`.
+fn linkerd_attributes(client_id: Option<&[u8]>, orig_proto: Option<&[u8]>, rec: &mut SpanRecord) {
+    if let Some(id) = client_id.and_then(linkerd::parse_identity) {
         rec.str("mesh.peer.identity", id.full);
         if let Some(sa) = id.service_account {
             rec.str("mesh.peer.service_account", sa);
@@ -164,10 +216,18 @@ fn linkerd_attributes(headers: &http::HeaderMap, rec: &mut SpanRecord) {
             rec.str("mesh.peer.namespace", ns);
         }
     }
-    if let Some(p) = headers.get("l5d-orig-proto") {
+    if let Some(p) = orig_proto {
         // The semconv form for a captured request header is a string array.
-        rec.str_array("http.request.header.l5d-orig-proto", [p.as_bytes()]);
+        rec.str_array("http.request.header.l5d-orig-proto", [p]);
     }
+}
+
+fn header_attributes(headers: &http::HeaderMap, rec: &mut SpanRecord) {
+    linkerd_attributes(
+        headers.get("l5d-client-id").map(HeaderValue::as_bytes),
+        headers.get("l5d-orig-proto").map(HeaderValue::as_bytes),
+        rec,
+    );
 }
 
 /// What the bridge knows when the response is over.
@@ -180,8 +240,37 @@ pub struct End<'a> {
     pub peer: &'a str,
 }
 
-/// Finishes a sampled span and queues it for export; true when a full batch is waiting.
-pub fn finish_request(shared: &Shared, mut rec: SpanRecord, end: &End<'_>) -> bool {
+/// Finishes a request: a sampled span is completed, an unsampled one goes through the
+/// always-keep rules. Returns true when a full batch is waiting.
+pub fn finish_request(shared: &Shared, started: Started, end: &End<'_>) -> bool {
+    let end_ns = now_ns();
+    let mut guard = lock(&shared.core);
+    let core = &mut *guard;
+    let status = end.status.map(i64::from);
+    let (mut rec, facts) = match started {
+        Started::Sampled { rec, facts } => (rec, facts),
+        Started::Candidate {
+            ids,
+            headers,
+            start_ns,
+        } => {
+            let duration = end_ns.saturating_sub(start_ns);
+            // The bridge has no Envoy response flags: no fault is ever injected here.
+            let Some(reason) = core.tracer.keep(status, 0, Some(duration), now_ns) else {
+                return false;
+            };
+            Stats::add(&shared.stats.kept, 1);
+            let pairs = || headers.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
+            let h = RequestHeaders::from_pairs(pairs());
+            let mut rec = core.pool.pop().unwrap_or_default();
+            core.tracer
+                .begin_kept_span(&ids, &h, start_ns, reason, &mut rec);
+            let facts = core.tracer.record_request(&h, pairs(), &mut rec);
+            let get = |name: &[u8]| pairs().find(|(k, _)| *k == name).map(|(_, v)| v);
+            linkerd_attributes(get(b"l5d-client-id"), get(b"l5d-orig-proto"), &mut rec);
+            (rec, facts)
+        }
+    };
     let protocol: &[u8] = match end.version {
         Version::HTTP_09 => b"HTTP/0.9",
         Version::HTTP_10 => b"HTTP/1.0",
@@ -190,17 +279,19 @@ pub fn finish_request(shared: &Shared, mut rec: SpanRecord, end: &End<'_>) -> bo
         _ => b"HTTP/1.1",
     };
     let finish = Finish {
-        end_ns: now_ns(),
-        status_code: end.status.map(i64::from),
+        end_ns,
+        status_code: status,
         protocol: Some(protocol),
         source_address: Some(end.peer.as_bytes()),
         // The bridge only ever sees inbound traffic.
         kind: SpanKind::Server,
+        request: facts,
+        // No Envoy cluster, route or flags: the Linkerd facts are request attributes.
+        mesh: EndFacts::default(),
     };
-    let mut core = lock(&shared.core);
     core.tracer.finish_span(&mut rec, &finish);
     let _ = core.exporter.push(&rec);
-    let due = core.exporter.due(finish.end_ns / 1_000_000);
+    let due = core.exporter.due(end_ns / 1_000_000);
     if core.pool.len() < POOL_MAX {
         core.pool.push(rec);
     }

@@ -16,10 +16,10 @@ use crate::shared::{lock, Shared, Stats};
 pub fn metrics_text(shared: &Shared) -> String {
     let (c, queued) = {
         let core = lock(&shared.core);
-        (core.counters(), core.queued())
+        (core.counters(), core.held())
     };
     let s = &shared.stats;
-    let counters: [(&str, &str, u64); 16] = [
+    let counters: [(&str, &str, u64); 19] = [
         (
             "meshtrace_spans_started_total",
             "Requests seen.",
@@ -31,9 +31,19 @@ pub fn metrics_text(shared: &Shared) -> String {
             Stats::get(&s.sampled),
         ),
         (
+            "meshtrace_spans_kept_total",
+            "Unsampled requests exported by the always-keep rules.",
+            Stats::get(&s.kept),
+        ),
+        (
             "meshtrace_spans_exported_total",
             "Spans the collector accepted.",
             c.spans_exported,
+        ),
+        (
+            "meshtrace_spans_rejected_total",
+            "Spans the collector refused in a partial success.",
+            c.spans_rejected,
         ),
         (
             "meshtrace_spans_dropped_queue_full_total",
@@ -52,28 +62,33 @@ pub fn metrics_text(shared: &Shared) -> String {
         ),
         (
             "meshtrace_export_requests_ok_total",
-            "Export requests accepted.",
-            c.export_ok,
+            "Export attempts accepted.",
+            c.requests_ok,
+        ),
+        (
+            "meshtrace_export_requests_retryable_total",
+            "Export attempts failed with a retryable outcome.",
+            c.requests_retryable,
         ),
         (
             "meshtrace_export_requests_failed_total",
-            "Export requests failed after retries.",
-            c.export_failed,
-        ),
-        (
-            "meshtrace_export_bytes_total",
-            "Bytes of accepted export requests (before compression).",
-            c.bytes_sent,
-        ),
-        (
-            "meshtrace_spans_queued_total",
-            "Spans that entered the export queue.",
-            c.spans_queued,
+            "Export attempts failed for good.",
+            c.requests_failed,
         ),
         (
             "meshtrace_export_retries_total",
-            "Export attempts repeated after a retryable failure.",
-            Stats::get(&s.export_retries),
+            "Sends of a batch after its first.",
+            c.retries,
+        ),
+        (
+            "meshtrace_export_bytes_uncompressed_total",
+            "Export request bytes before compression (every attempt).",
+            c.bytes_uncompressed,
+        ),
+        (
+            "meshtrace_export_bytes_sent_total",
+            "Export request bytes sent (every attempt).",
+            c.bytes_sent,
         ),
         (
             "meshtrace_bridge_upstream_errors_total",
@@ -110,7 +125,7 @@ pub fn metrics_text(shared: &Shared) -> String {
     }
     let _ = writeln!(
         out,
-        "# HELP meshtrace_export_queue_spans Spans waiting for export.\n# TYPE meshtrace_export_queue_spans gauge\nmeshtrace_export_queue_spans {queued}"
+        "# HELP meshtrace_export_queue_spans Spans held for export: queued, waiting for a retry, or in flight.\n# TYPE meshtrace_export_queue_spans gauge\nmeshtrace_export_queue_spans {queued}"
     );
     out
 }

@@ -7,13 +7,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::adapter::{self, End, Started};
+use crate::shared::Shared;
 use bytes::Bytes;
 use http::Version;
 use hyper::body::{Body, Frame, SizeHint};
-use meshtrace::span::SpanRecord;
-
-use crate::adapter::{self, End};
-use crate::shared::Shared;
 
 /// Error type of every body the bridge returns.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -21,20 +19,20 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A boxed response body.
 pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
-/// A sampled request's span, finished exactly once: when dropped.
+/// A request's span (or always-keep candidate), finished exactly once: when dropped.
 pub struct SpanGuard {
     shared: Arc<Shared>,
-    rec: Option<SpanRecord>,
+    started: Option<Started>,
     pub status: Option<u16>,
     version: Version,
     peer: Arc<str>,
 }
 
 impl SpanGuard {
-    pub fn new(shared: Arc<Shared>, rec: SpanRecord, version: Version, peer: Arc<str>) -> Self {
+    pub fn new(shared: Arc<Shared>, started: Started, version: Version, peer: Arc<str>) -> Self {
         Self {
             shared,
-            rec: Some(rec),
+            started: Some(started),
             status: None,
             version,
             peer,
@@ -44,13 +42,15 @@ impl SpanGuard {
 
 impl Drop for SpanGuard {
     fn drop(&mut self) {
-        let Some(rec) = self.rec.take() else { return };
+        let Some(started) = self.started.take() else {
+            return;
+        };
         let end = End {
             status: self.status,
             version: self.version,
             peer: &self.peer,
         };
-        if adapter::finish_request(&self.shared, rec, &end) {
+        if adapter::finish_request(&self.shared, started, &end) {
             self.shared.export_wake.notify_one();
         }
     }

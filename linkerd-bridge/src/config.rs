@@ -3,10 +3,8 @@
 //! [`meshtrace::config::Config::from_json`] unchanged, so both deployments share one format.
 //!
 //! Bridge-only keys:
-//! - `collector.endpoint` (required): `http://host:4318/v1/traces` or `grpc://host:4317`.
-//! - `collector.protocol`: `http` (OTLP/HTTP protobuf) or `grpc`; defaults from the scheme.
-//! - `collector.compression`: `gzip` (default) or `none`.
-//! - `collector.max_attempts`: export attempts per batch, retries included (default 5).
+//! - `collector.endpoint` (required): `http://host:4318/v1/traces` or `grpc://host:4317`; a
+//!   `grpc://` URL sets the core's `collector.protocol` to `grpc` unless it is given.
 //! - `bridge.upstream_timeout_ms`: how long the application may take to answer (default 15000).
 //! - `bridge.relay_max_bytes`: bound on relayed OTLP waiting for export (default 4 MiB).
 //!
@@ -15,19 +13,11 @@
 
 use std::time::Duration;
 
-use meshtrace::config::{Config, ConfigError};
+use meshtrace::config::{Config, ConfigError, Protocol};
 use serde_json::{Map, Value};
 
-/// How spans travel to the collector.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    /// OTLP/HTTP with a protobuf body.
-    Http,
-    /// OTLP/gRPC over h2c.
-    Grpc,
-}
-
-/// Where the collector is.
+/// Where the collector is. Protocol, compression, headers, timeout and the retry rules are
+/// the core's `collector` and `exporter` keys, read by the core.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
     pub protocol: Protocol,
@@ -35,8 +25,6 @@ pub struct Endpoint {
     pub authority: String,
     /// The request path for OTLP/HTTP (`/v1/traces` when the URL has none).
     pub path: String,
-    pub gzip: bool,
-    pub max_attempts: u32,
     pub timeout: Duration,
 }
 
@@ -59,7 +47,6 @@ pub struct BridgeConfig {
 
 const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 15_000;
 const DEFAULT_RELAY_MAX_BYTES: u64 = 4 << 20;
-const DEFAULT_MAX_ATTEMPTS: u64 = 5;
 
 fn err(field: &str, message: impl Into<String>) -> ConfigError {
     ConfigError {
@@ -91,6 +78,8 @@ impl BridgeConfig {
         let mut endpoint = collector_section(collector)?;
         let core = Config::from_json(root.to_string().as_bytes())?;
         endpoint.timeout = Duration::from_millis(core.collector.timeout_ms);
+        endpoint.protocol = core.collector.protocol;
+        endpoint.path = core.collector.path.clone();
         Ok(Self {
             core,
             endpoint,
@@ -189,29 +178,17 @@ fn collector_section(c: &mut Map<String, Value>) -> Result<Endpoint, ConfigError
             format!("must name a host (and port), got {url:?}"),
         ));
     }
-    let protocol = match c.remove("protocol") {
-        None => scheme_protocol,
-        Some(Value::String(p)) if p == "http" || p == "http/protobuf" => Protocol::Http,
-        Some(Value::String(p)) if p == "grpc" => Protocol::Grpc,
-        Some(other) => {
-            return Err(err(
-                "collector.protocol",
-                format!("must be \"http\" or \"grpc\", got {other}"),
-            ))
-        }
-    };
-    let gzip = match c.remove("compression") {
-        None => true,
-        Some(Value::String(s)) if s == "gzip" => true,
-        Some(Value::String(s)) if s == "none" => false,
-        Some(other) => {
-            return Err(err(
-                "collector.compression",
-                format!("must be \"gzip\" or \"none\", got {other}"),
-            ))
-        }
-    };
-    let max_attempts = positive(c, "collector", "max_attempts", DEFAULT_MAX_ATTEMPTS, 100)? as u32;
+    // Early bridge configs had their own attempt count; the core's retry rules own it now.
+    if let Some(v) = c.get("max_attempts") {
+        return Err(err(
+            "collector.max_attempts",
+            format!("is now exporter.retry.max_attempts (the filter's key), got {v}"),
+        ));
+    }
+    if scheme_protocol == Protocol::Grpc {
+        c.entry("protocol")
+            .or_insert_with(|| Value::String("grpc".into()));
+    }
     let path = if path.is_empty() || path == "/" {
         // A bare host means the standard path, the way SDKs treat a base endpoint.
         "/v1/traces".to_string()
@@ -220,16 +197,12 @@ fn collector_section(c: &mut Map<String, Value>) -> Result<Endpoint, ConfigError
     };
     c.entry("cluster")
         .or_insert_with(|| Value::String(authority.to_string()));
-    if protocol == Protocol::Http {
-        c.entry("path")
-            .or_insert_with(|| Value::String(path.clone()));
-    }
+    c.entry("path")
+        .or_insert_with(|| Value::String(path.clone()));
     Ok(Endpoint {
-        protocol,
+        protocol: scheme_protocol,
         authority: authority.to_string(),
         path,
-        gzip,
-        max_attempts,
         timeout: Duration::from_millis(5000),
     })
 }
@@ -256,13 +229,13 @@ mod tests {
                 protocol: Protocol::Http,
                 authority: "otel-collector:4318".into(),
                 path: "/v1/traces".into(),
-                gzip: true,
-                max_attempts: 5,
                 timeout: Duration::from_millis(5000),
             }
         );
         assert_eq!(c.core.collector.cluster, "otel-collector:4318");
         assert_eq!(c.core.collector.authority(), "otel-collector:4318");
+        assert_eq!(c.core.collector.protocol, Protocol::Http);
+        assert_eq!(c.core.exporter.retry.max_attempts, 5);
         assert_eq!(c.upstream_timeout, Duration::from_millis(15_000));
         assert_eq!(c.relay_max_bytes, 4 << 20);
     }
@@ -270,14 +243,19 @@ mod tests {
     #[test]
     fn grpc_endpoint_and_bridge_section() {
         let c = BridgeConfig::from_json(
-            br#"{"service_name":"web","collector":{"endpoint":"grpc://otel:4317","compression":"none","timeout_ms":800,"max_attempts":2},
+            br#"{"service_name":"web","collector":{"endpoint":"grpc://otel:4317","compression":"gzip","timeout_ms":800},
+                 "exporter":{"retry":{"max_attempts":2}},
                  "batch":{"max_batch":10,"max_queue":100},"bridge":{"upstream_timeout_ms":250}}"#,
         )
         .unwrap();
         assert_eq!(c.endpoint.protocol, Protocol::Grpc);
         assert_eq!(c.endpoint.authority, "otel:4317");
-        assert!(!c.endpoint.gzip);
-        assert_eq!(c.endpoint.max_attempts, 2);
+        assert_eq!(c.core.collector.protocol, Protocol::Grpc);
+        assert_eq!(
+            c.core.collector.compression,
+            meshtrace::config::Compression::Gzip
+        );
+        assert_eq!(c.core.exporter.retry.max_attempts, 2);
         assert_eq!(c.endpoint.timeout, Duration::from_millis(800));
         assert_eq!(c.upstream_timeout, Duration::from_millis(250));
         assert_eq!(c.core.batch.max_batch, 10);
@@ -306,11 +284,11 @@ mod tests {
             .starts_with("collector.endpoint: scheme \"https\" is not supported"));
         assert_eq!(
             bad(r#"{"collector":{"endpoint":"http://otel:4318","protocol":"udp"}}"#),
-            "collector.protocol: must be \"http\" or \"grpc\", got \"udp\""
+            "collector.protocol: unknown variant `udp`, expected `http` or `grpc`"
         );
         assert_eq!(
             bad(r#"{"collector":{"endpoint":"http://otel:4318","compression":"br"}}"#),
-            "collector.compression: must be \"gzip\" or \"none\", got \"br\""
+            "collector.compression: unknown variant `br`, expected `none` or `gzip`"
         );
         assert_eq!(
             bad(
@@ -328,5 +306,20 @@ mod tests {
             "batch.max_queue: must be at least 1, got 0"
         );
         assert_eq!(bad(r#"[1]"#), "must be a JSON object, got [1]");
+        // The export keys are the core's now; its errors name them too.
+        assert_eq!(
+            bad(r#"{"collector":{"endpoint":"http://otel:4318","max_attempts":3}}"#),
+            "collector.max_attempts: is now exporter.retry.max_attempts (the filter's key), got 3"
+        );
+        assert_eq!(
+            bad(
+                r#"{"collector":{"endpoint":"http://otel:4318"},"exporter":{"retry":{"max_attempts":0}}}"#
+            ),
+            "exporter.retry.max_attempts: must be between 1 and 100, got 0"
+        );
+        assert_eq!(
+            bad(r#"{"collector":{"endpoint":"http://otel:4318"},"exporter":{"max_in_flight":0}}"#),
+            "exporter.max_in_flight: must be between 1 and 64, got 0"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! linkerd-bridge: a native sidecar between the Linkerd proxy and the application that turns
 //! inbound traffic into the same spans the meshtrace filter creates inside Envoy.
 //!
-//! Only [`adapter`] talks to the meshtrace tracer; everything else is transport (hyper, tonic),
+//! Only [`adapter`] talks to the meshtrace tracer; everything else is transport (hyper),
 //! Kubernetes facts and process plumbing, so core changes land in one place.
 
 pub mod adapter;

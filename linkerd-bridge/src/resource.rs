@@ -6,18 +6,13 @@
 
 use std::collections::BTreeMap;
 
+use meshtrace::config::Config;
+use meshtrace::mesh::resource::NodeInfo;
 use meshtrace::otlp::ResourceValue;
 
-/// `service.name` when neither the config nor the labels name the service.
-pub const DEFAULT_SERVICE_NAME: &str = "unknown_service:linkerd-bridge";
-
-/// Downward-API environment variables and the resource keys they fill.
-const ENV_KEYS: [(&str, &str); 4] = [
-    ("POD_NAMESPACE", "k8s.namespace.name"),
-    ("POD_NAME", "k8s.pod.name"),
-    ("POD_UID", "k8s.pod.uid"),
-    ("NODE_NAME", "k8s.node.name"),
-];
+/// Downward-API environment variables the core's node facts have no field for, and the
+/// resource keys they fill.
+const ENV_KEYS: [(&str, &str); 2] = [("POD_UID", "k8s.pod.uid"), ("NODE_NAME", "k8s.node.name")];
 
 /// Parses a downward-API labels file: one `key="value"` per line, values quoted the way Go's
 /// `%q` quotes them. Lines that do not parse are skipped: a label we cannot read must not keep
@@ -52,44 +47,39 @@ fn unquote(v: &str) -> String {
     out
 }
 
-/// The bridge's resource attributes, in a stable order.
-pub fn mesh_resource(
-    configured_service_name: Option<&str>,
+/// Hands the pod's facts to the core's one resource mechanism: pod name, namespace and labels
+/// become the node (from which the core derives `service.*` and `k8s.*` exactly as for an
+/// Envoy node), and what a node has no field for (`service.mesh = linkerd`, the pod uid, the
+/// node name, `k8s.pod.label.*`) is added to the config's `resource` map. Keys the config
+/// already sets are left alone: the operator's word wins, as it does in the filter.
+pub fn pod_node(
+    config: &mut Config,
     env: &dyn Fn(&str) -> Option<String>,
     labels: &BTreeMap<String, String>,
-) -> Vec<(String, ResourceValue)> {
-    let label = |k: &str| labels.get(k).filter(|v| !v.is_empty()).cloned();
-    let service_name = configured_service_name
-        .map(str::to_string)
-        .or_else(|| label("app.kubernetes.io/name"))
-        .or_else(|| label("app"))
-        .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_string());
-    let mut out = vec![("service.name".to_string(), ResourceValue::Str(service_name))];
-    if let Some(v) = label("version").or_else(|| label("app.kubernetes.io/version")) {
-        out.push(("service.version".into(), ResourceValue::Str(v)));
-    }
-    out.push(("service.mesh".into(), ResourceValue::Str("linkerd".into())));
-    for (var, key) in ENV_KEYS {
-        if let Some(v) = env(var).filter(|v| !v.is_empty()) {
-            out.push((key.into(), ResourceValue::Str(v)));
+) -> NodeInfo {
+    let var = |k: &str| env(k).filter(|v| !v.is_empty());
+    let mut extra: Vec<(String, String)> = vec![("service.mesh".into(), "linkerd".into())];
+    for (name, key) in ENV_KEYS {
+        if let Some(v) = var(name) {
+            extra.push((key.into(), v));
         }
     }
     for (k, v) in labels {
-        out.push((format!("k8s.pod.label.{k}"), ResourceValue::Str(v.clone())));
+        extra.push((format!("k8s.pod.label.{k}"), v.clone()));
     }
-    out.push((
-        "telemetry.sdk.name".into(),
-        ResourceValue::Str(meshtrace::SCOPE_NAME.into()),
-    ));
-    out.push((
-        "telemetry.sdk.language".into(),
-        ResourceValue::Str("rust".into()),
-    ));
-    out.push((
-        "telemetry.sdk.version".into(),
-        ResourceValue::Str(meshtrace::VERSION.into()),
-    ));
-    out
+    for (k, v) in extra {
+        config.resource.entry(k).or_insert(v);
+    }
+    NodeInfo {
+        pod_name: var("POD_NAME"),
+        namespace: var("POD_NAMESPACE"),
+        labels: labels
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        ..NodeInfo::default()
+    }
 }
 
 /// The attributes added to an application's relayed spans: where they ran, not who made them,
@@ -129,9 +119,12 @@ mod tests {
         let env = |k: &str| match k {
             "POD_NAME" => Some("web-7d4b9-x2x".to_string()),
             "POD_NAMESPACE" => Some("shop".to_string()),
+            "NODE_NAME" => Some("node-1".to_string()),
             _ => None,
         };
-        let r = mesh_resource(None, &env, &labels);
+        let mut config = Config::from_json(br#"{"collector":{"cluster":"c"}}"#).unwrap();
+        let node = pod_node(&mut config, &env, &labels);
+        let r = node.resource(config.service_name.as_deref(), &config.resource);
         let s: Vec<String> = r
             .iter()
             .map(|(k, v)| match v {
@@ -144,11 +137,13 @@ mod tests {
             [
                 "service.name=web",
                 "service.version=v2",
-                "service.mesh=linkerd",
+                "service.namespace=shop",
                 "k8s.namespace.name=shop",
                 "k8s.pod.name=web-7d4b9-x2x",
+                "k8s.node.name=node-1",
                 "k8s.pod.label.app=web",
                 "k8s.pod.label.version=v2",
+                "service.mesh=linkerd",
                 "telemetry.sdk.name=meshtrace",
                 "telemetry.sdk.language=rust",
                 &format!("telemetry.sdk.version={}", meshtrace::VERSION),
@@ -158,15 +153,22 @@ mod tests {
         assert_eq!(
             relay,
             [
-                "service.mesh",
                 "k8s.namespace.name",
                 "k8s.pod.name",
+                "k8s.node.name",
                 "k8s.pod.label.app",
-                "k8s.pod.label.version"
+                "k8s.pod.label.version",
+                "service.mesh",
             ]
         );
-        let named = mesh_resource(Some("checkout"), &|_| None, &BTreeMap::new());
-        assert_eq!(named[0].1, ResourceValue::Str("checkout".into()));
-        assert_eq!(named[1].0, "service.mesh");
+        // The config's own `service_name` and `resource` win over the pod's facts.
+        let mut config = Config::from_json(
+            br#"{"service_name":"checkout","collector":{"cluster":"c"},"resource":{"service.mesh":"both"}}"#,
+        )
+        .unwrap();
+        let node = pod_node(&mut config, &env, &labels);
+        let r = node.resource(config.service_name.as_deref(), &config.resource);
+        assert_eq!(r[0].1, ResourceValue::Str("checkout".into()));
+        assert!(r.contains(&("service.mesh".into(), ResourceValue::Str("both".into()))));
     }
 }

@@ -33,6 +33,9 @@ use crate::shared::Shared;
 pub struct Bridge {
     pub args: Args,
     pub config: BridgeConfig,
+    /// The pod's facts, the tracer's node.
+    pub node: meshtrace::mesh::resource::NodeInfo,
+    /// The resource the core builds from them, for the relay's annotations.
     pub resource: Vec<(String, meshtrace::otlp::ResourceValue)>,
 }
 
@@ -46,7 +49,7 @@ impl Bridge {
     pub fn with_env(args: Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
         let raw = std::fs::read(&args.config)
             .map_err(|e| format!("--config {}: {e}", args.config.display()))?;
-        let config = BridgeConfig::from_json(&raw)
+        let mut config = BridgeConfig::from_json(&raw)
             .map_err(|e| format!("--config {}: {e}", args.config.display()))?;
         let labels = match &args.podinfo_labels {
             // A missing labels file is not fatal: the bridge still traces, with less context.
@@ -62,20 +65,22 @@ impl Bridge {
             },
             None => BTreeMap::new(),
         };
-        let resource = resource::mesh_resource(config.core.service_name.as_deref(), env, &labels);
+        let node = resource::pod_node(&mut config.core, env, &labels);
+        let resource = node.resource(config.core.service_name.as_deref(), &config.core.resource);
         Ok(Self {
             args,
             config,
+            node,
             resource,
         })
     }
 
     /// Binds every listener and starts serving.
     pub async fn start(self) -> io::Result<Running> {
-        let transport = Transport::new(&self.config.endpoint)
+        let transport = Transport::new(&self.config.endpoint, &self.config.core)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let shared = Arc::new(Shared {
-            core: Mutex::new(Core::new(&self.config, &self.resource, fastrand::u64(..))),
+            core: Mutex::new(Core::new(&self.config, &self.node, fastrand::u64(..))),
             relay: Mutex::new(RelayBuffer::new(self.config.relay_max_bytes)),
             stats: Default::default(),
             export_wake: Notify::new(),
@@ -99,12 +104,7 @@ impl Bridge {
             .map(|l| l.local_addr())
             .transpose()?;
 
-        let exporter = tokio::spawn(export::run(
-            shared.clone(),
-            transport,
-            self.config.endpoint.max_attempts,
-            export_rx.clone(),
-        ));
+        let exporter = tokio::spawn(export::run(shared.clone(), transport, export_rx.clone()));
 
         let proxy = Arc::new(Proxy::new(
             shared.clone(),

@@ -13,9 +13,10 @@ use crate::relay::RelayBuffer;
 pub struct Stats {
     pub started: AtomicU64,
     pub sampled: AtomicU64,
+    /// Unsampled requests exported by the always-keep rules.
+    pub kept: AtomicU64,
     pub upstream_errors: AtomicU64,
     pub upstream_timeouts: AtomicU64,
-    pub export_retries: AtomicU64,
     pub relay_spans_accepted: AtomicU64,
     pub relay_spans_dropped: AtomicU64,
     pub relay_spans_exported: AtomicU64,

@@ -31,9 +31,11 @@ fn url(addr: std::net::SocketAddr, path: &str) -> http::Uri {
     format!("http://{addr}{path}").parse().unwrap()
 }
 
-/// The attributes every span of a plain request to `path` carries, around `extra`.
+/// The attributes every span of a plain request to `path` carries, around `extra`: the same
+/// order as the filter's (route, request, `extra`, response, then the peer).
 fn attrs(path: &str, extra: &[&str], version: &str, status: u16) -> Vec<String> {
     let mut v = vec![
+        format!("http.route={path:?}"),
         "http.request.method=\"GET\"".to_string(),
         format!("url.path={path:?}"),
         "url.scheme=\"http\"".into(),
@@ -44,6 +46,14 @@ fn attrs(path: &str, extra: &[&str], version: &str, status: u16) -> Vec<String> 
     v.push(format!("network.protocol.version={version:?}"));
     v.push("client.address=\"127.0.0.1\"".into());
     v.push(format!("http.response.status_code={status}"));
+    v
+}
+
+/// `attrs` with the span's final attributes: `error` ones, then the downstream peer.
+fn attrs_end(mut v: Vec<String>, error: &[&str]) -> Vec<String> {
+    v.extend(error.iter().map(|s| s.to_string()));
+    v.push("network.peer.address=\"127.0.0.1\"".into());
+    v.push("network.peer.port=<client port>".into());
     v
 }
 
@@ -128,6 +138,9 @@ async fn w3c_parent_linkerd_identity_and_resource() {
             "1.1",
             200
         )
+        .into_iter()
+        .chain(attrs_end(Vec::new(), &[]))
+        .collect::<Vec<_>>()
     );
     let req = &sink.received()[0];
     assert_eq!(req.path, "/v1/traces");
@@ -194,7 +207,177 @@ async fn b3_continued_and_unsampled_parent() {
     );
     assert_eq!(s.flags, 0x01 | 0x300);
     assert_eq!(s.name, "GET /b3");
-    assert_eq!(render(&s.attributes), attrs("/b3", &[], "1.1", 200));
+    assert_eq!(
+        render(&s.attributes),
+        attrs_end(attrs("/b3", &[], "1.1", 200), &[])
+    );
+    bridge.shutdown().await;
+}
+
+/// Linkerd 1's `l5d-ctx-trace` (the Finagle binary context) and single-header B3: both
+/// continued, and written back for the application with the bridge's span as the parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l5d_ctx_trace_and_b3_single_continued() {
+    use meshtrace::propagation::l5d;
+    let sink = OtlpSink::start(0).unwrap();
+    let app = App::start().await;
+    let (bridge, _dir) = bridge(app.addr, &http_config(&sink, ""), false).await;
+    let client = http1_client();
+    // The Finagle spec vector: span bd82828f2f2d08d2 of trace f2fd78005d756b0e, sampling left
+    // to the receiver (the default sampler records everything).
+    let l5d_in = [
+        (
+            "l5d-ctx-trace",
+            "vYKCjy8tCNLy/XgAXXVrDvL9eABddWsOAAAAAAAAAAA=",
+        ),
+        ("l5d-reqid", "f2fd78005d756b0e"),
+    ];
+    let r = client
+        .request(get(bridge.listen, "/l5d", &l5d_in))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let spans = sink_spans(&sink, 1).await;
+    let s = &spans[0];
+    assert_eq!(s.name, "GET /l5d");
+    assert_eq!(hex(&s.trace_id), "0000000000000000f2fd78005d756b0e");
+    assert_eq!(hex(&s.parent_span_id), "bd82828f2f2d08d2");
+    assert_eq!(s.flags, 0x01 | 0x300);
+    let seen = app.seen();
+    let up = &seen[0];
+    let ctx = up.get("l5d-ctx-trace").unwrap();
+    let parsed = l5d::parse(ctx.as_bytes()).unwrap();
+    assert_eq!(parsed.span_id.to_string(), hex(&s.span_id));
+    assert_eq!(parsed.parent_id.to_string(), "bd82828f2f2d08d2");
+    assert_eq!(
+        parsed.trace_id.to_string(),
+        "0000000000000000f2fd78005d756b0e"
+    );
+    // Sampling known and sampled; the 32-byte layout the caller sent.
+    assert_eq!(parsed.flags, l5d::FLAG_SAMPLING_KNOWN | l5d::FLAG_SAMPLED);
+    assert!(parsed.narrow);
+    let mut canonical = Vec::new();
+    l5d::write(&parsed, &mut canonical);
+    assert_eq!(ctx.as_bytes(), canonical.as_slice());
+    assert_eq!(up.get("l5d-reqid"), Some("f2fd78005d756b0e"));
+    assert_eq!(
+        up.get("traceparent"),
+        Some(format!("00-0000000000000000f2fd78005d756b0e-{}-01", hex(&s.span_id)).as_str())
+    );
+    assert_eq!(
+        render(&s.attributes),
+        attrs_end(
+            attrs(
+                "/l5d",
+                &["linkerd.request_id=\"f2fd78005d756b0e\""],
+                "1.1",
+                200
+            ),
+            &[]
+        )
+    );
+
+    let r = client
+        .request(get(
+            bridge.listen,
+            "/b3single",
+            &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let spans = sink_spans(&sink, 2).await;
+    let s = &spans[1];
+    assert_eq!(s.name, "GET /b3single");
+    assert_eq!(hex(&s.trace_id), "80f198ee56343ba864fe8b2a57d3eff7");
+    assert_eq!(hex(&s.parent_span_id), "e457b5a2e4d86bd1");
+    let seen = app.seen();
+    let up = &seen[1];
+    assert_eq!(
+        up.get("b3"),
+        Some(format!("80f198ee56343ba864fe8b2a57d3eff7-{}-1", hex(&s.span_id)).as_str())
+    );
+    assert_eq!(
+        up.get("traceparent"),
+        Some(format!("00-80f198ee56343ba864fe8b2a57d3eff7-{}-01", hex(&s.span_id)).as_str())
+    );
+    assert_eq!(
+        render(&s.attributes),
+        attrs_end(attrs("/b3single", &[], "1.1", 200), &[])
+    );
+    bridge.shutdown().await;
+}
+
+/// Unsampled requests go through the core's always-keep rules when the response is known: an
+/// error is exported with its unsampled flags and `mesh.sampling.kept_by`, a success is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_keep_exports_unsampled_errors() {
+    let sink = OtlpSink::start(0).unwrap();
+    let app = App::start().await;
+    let (bridge, _dir) = bridge(
+        app.addr,
+        &http_config(&sink, r#","sampling":{"ratio":0,"always_keep":["error"]}"#),
+        false,
+    )
+    .await;
+    let client = http1_client();
+    let tp = format!("00-{TRACE}-{PARENT}-00");
+    let ok = client
+        .request(get(bridge.listen, "/fine", &[("traceparent", &tp)]))
+        .await
+        .unwrap();
+    assert_eq!(body_text(ok).await, "ok");
+    let failed = client
+        .request(get(
+            bridge.listen,
+            "/status/503",
+            &[
+                ("traceparent", &tp),
+                (
+                    "l5d-client-id",
+                    "checkout.shop.serviceaccount.identity.linkerd.cluster.local",
+                ),
+            ],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 503);
+    assert_eq!(body_text(failed).await, "status");
+    let spans = sink_spans(&sink, 1).await;
+    assert_eq!(spans.len(), 1, "only the error is kept");
+    let s = &spans[0];
+    assert_eq!(s.name, "GET /status/{id}");
+    assert_eq!(hex(&s.trace_id), TRACE);
+    assert_eq!(hex(&s.parent_span_id), PARENT);
+    // The span keeps the unsampled flag the application was sent.
+    let seen = app.seen();
+    assert_eq!(
+        seen[1].get("traceparent"),
+        Some(format!("00-{TRACE}-{}-00", hex(&s.span_id)).as_str())
+    );
+    assert_eq!(s.flags, 0x300);
+    assert_eq!(s.status.as_ref().map(|st| st.code), Some(2));
+    let mut want = attrs_end(
+        attrs(
+            "/status/503",
+            &[
+                "mesh.sampling.kept_by=\"error\"",
+                "mesh.peer.identity=\"checkout.shop.serviceaccount.identity.linkerd.cluster.local\"",
+                "mesh.peer.service_account=\"checkout\"",
+                "mesh.peer.namespace=\"shop\"",
+            ],
+            "1.1",
+            503,
+        ),
+        &["error.type=\"503\""],
+    );
+    want[0] = "http.route=\"/status/{id}\"".into();
+    assert_eq!(render(&s.attributes), want);
+    assert_eq!(
+        wait_metric(&bridge, "meshtrace_spans_kept_total", 1).await,
+        1
+    );
+    assert_eq!(metric(&bridge, "meshtrace_spans_sampled_total").await, 0);
     bridge.shutdown().await;
 }
 
@@ -238,7 +421,7 @@ async fn streamed_bodies_and_span_at_body_end() {
     {
         let core = bridge.shared.core.lock().unwrap();
         assert_eq!(
-            core.counters().spans_queued,
+            core.counters().spans_exported + core.held(),
             1,
             "only the upload's span is finished"
         );
@@ -253,7 +436,10 @@ async fn streamed_bodies_and_span_at_body_end() {
     let s = &spans[1];
     assert_eq!(s.name, "GET /stream");
     assert!(s.end_time_unix_nano >= before_end);
-    assert_eq!(render(&s.attributes), attrs("/stream", &[], "1.1", 200));
+    assert_eq!(
+        render(&s.attributes),
+        attrs_end(attrs("/stream", &[], "1.1", 200), &[])
+    );
 
     // A response the client abandons mid-body still ends its span.
     let (tx, rx) = mpsc::channel(1);
@@ -270,7 +456,7 @@ async fn streamed_bodies_and_span_at_body_end() {
     assert_eq!(spans[2].name, "GET /stream");
     assert_eq!(
         render(&spans[2].attributes),
-        attrs("/stream", &[], "1.1", 200)
+        attrs_end(attrs("/stream", &[], "1.1", 200), &[])
     );
     drop(tx);
     bridge.shutdown().await;
@@ -318,7 +504,7 @@ async fn h2c_both_directions() {
     assert_eq!(s.name, "GET /grpc.Health/Check");
     assert_eq!(
         render(&s.attributes),
-        attrs("/grpc.Health/Check", &[], "2", 200)
+        attrs_end(attrs("/grpc.Health/Check", &[], "2", 200), &[])
     );
     bridge.shutdown().await;
 }
@@ -341,8 +527,7 @@ async fn app_down_failing_and_slow() {
     let spans = sink_spans(&sink, 1).await;
     let s = &spans[0];
     assert_eq!(s.status.as_ref().map(|st| st.code), Some(2));
-    let mut want = attrs("/x", &[], "1.1", 502);
-    want.push("error.type=\"502\"".into());
+    let want = attrs_end(attrs("/x", &[], "1.1", 502), &["error.type=\"502\""]);
     assert_eq!(render(&s.attributes), want);
     assert_eq!(
         wait_metric(&down, "meshtrace_bridge_upstream_errors_total", 1).await,
@@ -369,11 +554,14 @@ async fn app_down_failing_and_slow() {
     assert_eq!(r.status(), 503);
     assert_eq!(body_text(r).await, "status");
     let spans = sink_spans(&sink, 3).await;
-    let mut want = attrs("/slow", &[], "1.1", 504);
-    want.push("error.type=\"504\"".into());
+    let want = attrs_end(attrs("/slow", &[], "1.1", 504), &["error.type=\"504\""]);
     assert_eq!(render(&spans[1].attributes), want);
-    let mut want = attrs("/status/503", &[], "1.1", 503);
-    want.push("error.type=\"503\"".into());
+    let mut want = attrs_end(
+        attrs("/status/503", &[], "1.1", 503),
+        &["error.type=\"503\""],
+    );
+    // The core's route naming templates the numeric segment, as in the filter.
+    want[0] = "http.route=\"/status/{id}\"".into();
     assert_eq!(render(&spans[2].attributes), want);
     assert_eq!(
         wait_metric(&slow, "meshtrace_bridge_upstream_timeouts_total", 1).await,
@@ -388,7 +576,7 @@ async fn collector_down_retries_then_counts_drops() {
     let sink = OtlpSink::start(0).unwrap();
     sink.set_mode(SinkMode::Status(503));
     let config = format!(
-        r#"{{"collector":{{"endpoint":"http://{}/v1/traces","compression":"none","max_attempts":2}},"batch":{{"flush_interval_ms":20}}}}"#,
+        r#"{{"collector":{{"endpoint":"http://{}/v1/traces","compression":"none"}},"exporter":{{"retry":{{"max_attempts":2,"initial_ms":20,"max_ms":100}}}},"batch":{{"flush_interval_ms":20}}}}"#,
         sink.addr
     );
     let (b, _dir) = bridge(app.addr, &config, false).await;
@@ -402,10 +590,15 @@ async fn collector_down_retries_then_counts_drops() {
         wait_metric(&b, "meshtrace_spans_dropped_export_failed_total", 1).await,
         1
     );
+    // Both attempts failed retryably; giving up is not a non-retryable failure.
     assert_eq!(metric(&b, "meshtrace_export_retries_total").await, 1);
     assert_eq!(
+        metric(&b, "meshtrace_export_requests_retryable_total").await,
+        2
+    );
+    assert_eq!(
         metric(&b, "meshtrace_export_requests_failed_total").await,
-        1
+        0
     );
     assert_eq!(metric(&b, "meshtrace_spans_started_total").await, 1);
     assert_eq!(metric(&b, "meshtrace_spans_sampled_total").await, 1);
@@ -422,6 +615,10 @@ async fn collector_down_retries_then_counts_drops() {
         2
     );
     assert_eq!(metric(&b, "meshtrace_export_retries_total").await, 1);
+    assert_eq!(
+        metric(&b, "meshtrace_export_requests_failed_total").await,
+        1
+    );
     // The collector recovers: later spans go through.
     sink.set_mode(SinkMode::Ok);
     let r = http1_client()
@@ -439,12 +636,63 @@ async fn collector_down_retries_then_counts_drops() {
     b.shutdown().await;
 }
 
+/// A 503 with `Retry-After` is retried by the core's rules: after the collector's delay (not
+/// the much shorter backoff), and never later than `exporter.retry.max_ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_503_follows_core_rules() {
+    let app = App::start().await;
+    for (retry_after_s, max_ms, lo_ms, hi_ms) in
+        [(1, 5_000, 1_000, 3_000), (60, 1_500, 1_500, 4_000)]
+    {
+        let sink = OtlpSink::start(0).unwrap();
+        sink.set_mode(SinkMode::Throttle {
+            status: 503,
+            retry_after_s,
+        });
+        let config = format!(
+            r#"{{"collector":{{"endpoint":"http://{}/v1/traces","compression":"none"}},"exporter":{{"retry":{{"max_attempts":3,"initial_ms":20,"max_ms":{max_ms}}}}},"batch":{{"flush_interval_ms":20}}}}"#,
+            sink.addr
+        );
+        let (b, _dir) = bridge(app.addr, &config, false).await;
+        let t0 = std::time::Instant::now();
+        let r = http1_client()
+            .request(get(b.listen, "/throttled", &[]))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            wait_metric(&b, "meshtrace_export_requests_retryable_total", 1).await,
+            1
+        );
+        sink.set_mode(SinkMode::Ok);
+        let spans = sink_spans(&sink, 1).await;
+        let waited = t0.elapsed().as_millis() as u64;
+        assert_eq!(spans.len(), 1);
+        assert_eq!(spans[0].name, "GET /throttled");
+        assert!(
+            (lo_ms..hi_ms).contains(&waited),
+            "Retry-After {retry_after_s}s, max_ms {max_ms}: exported after {waited} ms"
+        );
+        // One retry of the same batch, then accepted.
+        assert_eq!(metric(&b, "meshtrace_export_retries_total").await, 1);
+        assert_eq!(
+            wait_metric(&b, "meshtrace_spans_exported_total", 1).await,
+            1
+        );
+        assert_eq!(
+            metric(&b, "meshtrace_spans_dropped_export_failed_total").await,
+            0
+        );
+        b.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_export_with_gzip() {
     let (grpc, addr) = GrpcSink::start().await;
     let app = App::start().await;
     let config = format!(
-        r#"{{"collector":{{"endpoint":"grpc://{addr}"}},"batch":{{"flush_interval_ms":20}}}}"#
+        r#"{{"collector":{{"endpoint":"grpc://{addr}","compression":"gzip"}},"batch":{{"flush_interval_ms":20}}}}"#
     );
     let (b, _dir) = bridge(app.addr, &config, false).await;
     let tp = format!("00-{TRACE}-{PARENT}-01");
@@ -459,7 +707,10 @@ async fn grpc_export_with_gzip() {
     assert_eq!(hex(&s.trace_id), TRACE);
     assert_eq!(hex(&s.parent_span_id), PARENT);
     assert_eq!(s.name, "GET /g");
-    assert_eq!(render(&s.attributes), attrs("/g", &[], "1.1", 200));
+    assert_eq!(
+        render(&s.attributes),
+        attrs_end(attrs("/g", &[], "1.1", 200), &[])
+    );
     let req = grpc.received.lock().unwrap()[0].clone();
     assert_eq!(
         render(&req.resource_spans[0].resource.as_ref().unwrap().attributes),
@@ -539,11 +790,11 @@ async fn relay_adds_mesh_resource() {
     let relayed = vec![
         "service.name=\"web-app\"".to_string(),
         "k8s.pod.name=\"own\"".into(),
-        "service.mesh=\"linkerd\"".into(),
         "k8s.namespace.name=\"shop\"".into(),
         "k8s.node.name=\"node-1\"".into(),
         "k8s.pod.label.app=\"web\"".into(),
         "k8s.pod.label.version=\"v2\"".into(),
+        "service.mesh=\"linkerd\"".into(),
     ];
     assert!(resources.contains(&relayed), "{resources:?}");
     assert!(resources.contains(&expected_resource()), "{resources:?}");
@@ -583,7 +834,10 @@ async fn websocket_upgrade_is_tunnelled() {
     let up = &app.seen()[0];
     assert_eq!(up.get("upgrade"), Some("websocket"));
     let spans = sink_spans(&sink, 1).await;
-    assert_eq!(render(&spans[0].attributes), attrs("/ws", &[], "1.1", 101));
+    assert_eq!(
+        render(&spans[0].attributes),
+        attrs_end(attrs("/ws", &[], "1.1", 101), &[])
+    );
     b.shutdown().await;
 }
 
@@ -646,7 +900,7 @@ async fn collector_unreachable_never_blocks_requests() {
         format!("grpc://{closed}"),
     ] {
         let config = format!(
-            r#"{{"collector":{{"endpoint":"{endpoint}","max_attempts":2,"timeout_ms":1000}},"batch":{{"flush_interval_ms":20}}}}"#
+            r#"{{"collector":{{"endpoint":"{endpoint}","timeout_ms":1000}},"exporter":{{"retry":{{"max_attempts":2}}}},"batch":{{"flush_interval_ms":20}}}}"#
         );
         let (b, _dir) = bridge(app.addr, &config, false).await;
         let r = http1_client()

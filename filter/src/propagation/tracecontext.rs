@@ -10,6 +10,7 @@ use super::{trim_ows, Parsed, SpanContext, FLAG_RANDOM, FLAG_SAMPLED};
 use crate::headers::RequestHeaders;
 use crate::hex;
 use crate::ids::{SpanId, TraceId};
+use crate::simd::{self, scalar};
 
 /// Length of a version-00 `traceparent`: `2+1+32+1+16+1+2`.
 pub const TRACEPARENT_LEN: usize = 55;
@@ -43,6 +44,19 @@ pub enum TraceParentError {
 /// Parses one `traceparent` value with every rule of the spec.
 pub fn parse_traceparent(value: &[u8]) -> Result<SpanContext, TraceParentError> {
     let v = trim_ows(value);
+    // Fast path for the common case, a 55-byte value: one SIMD pass checks every dash and hex
+    // class, then only the value rules remain. Anything it rejects takes the rule-by-rule path
+    // below, which names the error.
+    if let Ok(fixed) = <&[u8; TRACEPARENT_LEN]>::try_from(v) {
+        if let Some(ctx) = parse_well_shaped(fixed) {
+            return Ok(ctx);
+        }
+    }
+    parse_rules(v)
+}
+
+/// Every rule in spec order, on a trimmed value: the reference the fast path must agree with.
+fn parse_rules(v: &[u8]) -> Result<SpanContext, TraceParentError> {
     if v.len() < 3 || v[2] != b'-' {
         return Err(TraceParentError::Version);
     }
@@ -74,6 +88,38 @@ pub fn parse_traceparent(value: &[u8]) -> Result<SpanContext, TraceParentError> 
         span_id,
         // Unknown flags must not be propagated: keep only the bits Level 2 defines.
         flags: flags[0] & (FLAG_SAMPLED | FLAG_RANDOM),
+    })
+}
+
+/// The fast path of [`parse_traceparent`]: `None` sends the value to the full checks.
+#[inline]
+fn parse_well_shaped(v: &[u8; TRACEPARENT_LEN]) -> Option<SpanContext> {
+    if !simd::traceparent_shape(v) {
+        return None;
+    }
+    let (version, trace, span, flags) = (
+        scalar::DECODE[v[0] as usize] << 4 | scalar::DECODE[v[1] as usize],
+        v[3..35].first_chunk::<32>()?,
+        v[36..52].first_chunk::<16>()?,
+        scalar::DECODE[v[53] as usize] << 4 | scalar::DECODE[v[54] as usize],
+    );
+    // Version ff is forbidden; every other version may be 55 bytes long.
+    if version == 0xff {
+        return None;
+    }
+    let mut trace_id = TraceId::INVALID;
+    let mut span_id = SpanId::INVALID;
+    // The shape check already proved these are hex; decoding them cannot fail.
+    let decoded =
+        simd::decode_hex32(trace, &mut trace_id.0) & simd::decode_hex16(span, &mut span_id.0);
+    if !decoded || !trace_id.is_valid() || !span_id.is_valid() {
+        return None;
+    }
+    Some(SpanContext {
+        trace_id,
+        span_id,
+        // Unknown flags must not be propagated: keep only the bits Level 2 defines.
+        flags: flags & (FLAG_SAMPLED | FLAG_RANDOM),
     })
 }
 
@@ -277,6 +323,31 @@ mod tests {
     use super::*;
 
     const VALID: &[u8] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    proptest::proptest! {
+        /// The one-pass fast path agrees with the rule-by-rule parser, errors included.
+        #[test]
+        fn fast_path_matches_rules(
+            v in proptest::collection::vec(proptest::sample::select(&b"0123456789abcdef"[..]), 55..=55),
+            dashes in proptest::arbitrary::any::<[bool; 3]>(),
+            edits in proptest::collection::vec((0usize..55, proptest::prop_oneof![
+                proptest::sample::select(&b"-AFfg0 "[..]),
+                proptest::arbitrary::any::<u8>(),
+            ]), 0..3),
+        ) {
+            // Mostly valid values with zero to two edits, so both paths see plenty of traffic.
+            let mut v = v;
+            for (at, d) in [2, 35, 52].into_iter().zip(dashes) {
+                if d || edits.is_empty() {
+                    v[at] = b'-';
+                }
+            }
+            for (at, b) in edits {
+                v[at] = b;
+            }
+            proptest::prop_assert_eq!(parse_traceparent(&v), parse_rules(&v));
+        }
+    }
 
     fn err(s: &str) -> TraceParentError {
         parse_traceparent(s.as_bytes()).unwrap_err()

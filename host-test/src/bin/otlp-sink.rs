@@ -42,15 +42,13 @@ fn main() -> anyhow::Result<()> {
     let mut printed = 0usize;
     loop {
         std::thread::sleep(Duration::from_millis(if quiet { 1000 } else { 100 }));
-        let spans = sink.spans();
         if quiet {
-            println!(
-                "{} spans in {} requests",
-                spans.len(),
-                sink.received().len()
-            );
+            // Count-only mode keeps no requests, so report the running counters.
+            let (requests, spans) = sink.counts();
+            println!("{spans} spans in {requests} requests");
             continue;
         }
+        let spans = sink.spans();
         for s in &spans[printed..] {
             let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
             println!(

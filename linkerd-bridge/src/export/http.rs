@@ -1,126 +1,132 @@
-//! OTLP/HTTP export: a protobuf body POSTed with hyper over a pooled connection.
-
-use std::io::Write;
-use std::time::Duration;
+//! The wire to the collector: one hyper client sending the core's already-framed (and, when
+//! configured, compressed) request bodies, OTLP/HTTP over HTTP/1.1 or OTLP/gRPC over h2c. The
+//! reply is handed back as the core's [`Reply`]; what it means is the core's to decide.
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request};
+use http::{header, HeaderName, HeaderValue, Request};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use meshtrace::config::{Compression, Config, Protocol};
+use meshtrace::transport::{classify, ExportResult, Reply, GRPC_PATH};
 
-use super::retry::{self, Attempt};
+use crate::adapter::now_ms;
 use crate::config::Endpoint;
-use meshtrace::exporter::ExportResult;
 
-/// Largest collector response read; OTLP's response limit.
-const MAX_RESPONSE: usize = 4 << 20;
+/// Collector replies are tiny (a partial success at most); a larger body is not read whole.
+const MAX_REPLY_BODY: usize = 64 * 1024;
 
-pub struct HttpExport {
+pub struct Transport {
     client: Client<HttpConnector, Full<Bytes>>,
     url: http::Uri,
-    gzip: bool,
-    timeout: Duration,
+    protocol: Protocol,
+    headers: http::HeaderMap,
+    timeout: std::time::Duration,
 }
 
-impl HttpExport {
-    pub fn new(endpoint: &Endpoint) -> Result<Self, String> {
-        let url: http::Uri = endpoint.url().parse().map_err(|e| {
-            format!(
-                "collector.endpoint: {:?} is not a valid URL: {e}",
-                endpoint.url()
-            )
-        })?;
+impl Transport {
+    pub fn new(endpoint: &Endpoint, core: &Config) -> Result<Self, String> {
+        let c = &core.collector;
+        let path = match c.protocol {
+            Protocol::Http => endpoint.path.as_str(),
+            Protocol::Grpc => GRPC_PATH,
+        };
+        let url = format!("http://{}{path}", endpoint.authority);
+        let url: http::Uri = url
+            .parse()
+            .map_err(|e| format!("collector.endpoint: {url:?} is not a valid URL: {e}"))?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(endpoint.timeout));
+        let mut builder = Client::builder(TokioExecutor::new());
+        // gRPC is HTTP/2 only; without TLS there is no ALPN, so h2 with prior knowledge.
+        builder.http2_only(c.protocol == Protocol::Grpc);
+        let mut headers = http::HeaderMap::new();
+        let mut put = |k: &str, v: &str| -> Result<(), String> {
+            // Header values are secrets: the error names the header, never the value.
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("collector.headers.{k}: not a valid header name"))?;
+            let value = HeaderValue::from_str(v)
+                .map_err(|_| format!("collector.headers.{k}: not a valid header value"))?;
+            headers.insert(name, value);
+            Ok(())
+        };
+        put(
+            "user-agent",
+            concat!("meshtrace-linkerd-bridge/", env!("CARGO_PKG_VERSION")),
+        )?;
+        let gzip = c.compression == Compression::Gzip;
+        match c.protocol {
+            Protocol::Http => {
+                put("content-type", "application/x-protobuf")?;
+                if gzip {
+                    put("content-encoding", "gzip")?;
+                }
+            }
+            Protocol::Grpc => {
+                put("content-type", "application/grpc")?;
+                put("te", "trailers")?;
+                put("grpc-timeout", &format!("{}m", c.timeout_ms))?;
+                if gzip {
+                    put("grpc-encoding", "gzip")?;
+                }
+            }
+        }
+        for (k, v) in &c.headers {
+            put(k, v)?;
+        }
         Ok(Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: builder.build(connector),
             url,
-            gzip: endpoint.gzip,
+            protocol: c.protocol,
+            headers,
             timeout: endpoint.timeout,
         })
     }
 
-    /// The body as sent: gzip-compressed when configured.
-    pub fn encode(&self, body: &[u8]) -> Bytes {
-        if !self.gzip {
-            return Bytes::copy_from_slice(body);
-        }
-        let mut enc = flate2::write::GzEncoder::new(
-            Vec::with_capacity(body.len() / 4),
-            flate2::Compression::fast(),
-        );
-        // Writing into a Vec cannot fail.
-        let _ = enc.write_all(body);
-        Bytes::from(enc.finish().unwrap_or_default())
-    }
-
-    /// One attempt.
-    pub async fn send(&self, body: Bytes) -> Attempt {
+    /// One attempt, classified by the core's OTLP rules.
+    pub async fn send(&self, body: Bytes) -> ExportResult {
         let mut req = Request::post(self.url.clone());
-        let h = req.headers_mut();
-        if let Some(h) = h {
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/x-protobuf"),
-            );
-            h.insert(
-                header::USER_AGENT,
-                HeaderValue::from_static(concat!(
-                    "meshtrace-linkerd-bridge/",
-                    env!("CARGO_PKG_VERSION")
-                )),
-            );
-            if self.gzip {
-                h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-            }
+        if let Some(h) = req.headers_mut() {
+            h.clone_from(&self.headers);
         }
         let Ok(req) = req.body(Full::new(body)) else {
-            return Attempt::Fail(ExportResult::DispatchFailed);
+            return classify(self.protocol, &Reply::default(), now_ms());
         };
         let exchange = async {
             let resp = self.client.request(req).await.ok()?;
-            let status = resp.status().as_u16();
-            let after = resp
-                .headers()
-                .get(header::RETRY_AFTER)
-                .and_then(|v| retry::parse_retry_after(v.as_bytes()));
-            // Reading the body lets the connection go back to the pool; its content (a
-            // partial-success message or an error status) changes nothing we do.
-            let _ = Limited::new(resp.into_body(), MAX_RESPONSE).collect().await;
-            Some((status, after))
+            let (parts, body) = resp.into_parts();
+            // Reading the body lets the connection go back to the pool, and carries the
+            // partial success (and, for gRPC, the trailers with the status).
+            let collected = Limited::new(body, MAX_REPLY_BODY).collect().await.ok();
+            Some((parts, collected))
         };
-        match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(Some((status, after))) => retry::http_status(status, after),
-            _ => Attempt::Retry {
-                result: ExportResult::NoResponse,
-                after: None,
-            },
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Read;
-
-    #[test]
-    fn gzip_body_round_trips() {
-        let config = crate::config::BridgeConfig::from_json(
-            br#"{"collector":{"endpoint":"http://otel:4318"}}"#,
-        )
-        .unwrap();
-        let export = HttpExport::new(&config.endpoint).unwrap();
-        let body = b"resource spans resource spans resource spans".repeat(10);
-        let sent = export.encode(&body);
-        assert_eq!(&sent[..2], &[0x1f, 0x8b]);
-        let mut back = Vec::new();
-        flate2::read::GzDecoder::new(&sent[..])
-            .read_to_end(&mut back)
-            .unwrap();
-        assert_eq!(back, body);
+        let Ok(Some((parts, collected))) = tokio::time::timeout(self.timeout, exchange).await
+        else {
+            // No reply: reset, refused or timed out.
+            return classify(self.protocol, &Reply::default(), now_ms());
+        };
+        let trailers = collected.as_ref().and_then(|c| c.trailers().cloned());
+        let body = collected.map(|c| c.to_bytes()).unwrap_or_default();
+        let get = |name: &str| {
+            trailers
+                .as_ref()
+                .and_then(|t| t.get(name))
+                // A trailers-only gRPC reply carries its status in the headers.
+                .or_else(|| parts.headers.get(name))
+                .map(HeaderValue::as_bytes)
+        };
+        let reply = Reply {
+            status: Some(u32::from(parts.status.as_u16())),
+            retry_after: parts
+                .headers
+                .get(header::RETRY_AFTER)
+                .map(HeaderValue::as_bytes),
+            grpc_status: get("grpc-status"),
+            grpc_details: get("grpc-status-details-bin"),
+            body: &body,
+        };
+        classify(self.protocol, &reply, now_ms())
     }
 }

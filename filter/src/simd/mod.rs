@@ -1,0 +1,255 @@
+//! SIMD kernels for the byte work on the request path, with one portable algorithm per kernel
+//! ([`vector`]) instantiated per architecture, and a scalar twin for each ([`scalar`]).
+//!
+//! - x86_64: SSE2, part of the baseline, so chosen at compile time (AVX2 was measured and removed,
+//!   see `x86_64/mod.rs`).
+//! - wasm32: SIMD128 when the module is built with `+simd128` (ours is); otherwise scalar.
+//! - aarch64: NEON, which every aarch64 target has.
+//! - anything else: the scalar twins.
+//!
+//! The public functions take fixed-size arrays where the wire format fixes the size, so a kernel
+//! can never read or write out of bounds whatever the input.
+
+pub mod scalar;
+mod vector;
+
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+mod aarch64;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm32;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+use aarch64::neon as k;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+use wasm32::simd128 as k;
+#[cfg(target_arch = "x86_64")]
+use x86_64::sse2 as k;
+
+/// The scalar twins under the kernels' names, for targets without a kernel.
+#[cfg(not(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    all(target_arch = "aarch64", target_feature = "neon")
+)))]
+mod k {
+    pub(crate) use super::scalar::{
+        decode_hex16 as decode16, decode_hex32 as decode32, encode_hex16 as encode16,
+        encode_hex8 as encode8, traceparent_shape,
+    };
+
+    pub(crate) fn find_any<const N: usize>(needles: [u8; N], hay: &[u8]) -> Option<usize> {
+        hay.iter().position(|b| needles.contains(b))
+    }
+}
+
+/// Which kernels this build and CPU use, for benchmark reports.
+pub fn active() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        "sse2"
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        "simd128"
+    }
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    {
+        "neon"
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128"),
+        all(target_arch = "aarch64", target_feature = "neon")
+    )))]
+    {
+        "scalar"
+    }
+}
+
+/// A trace id's 16 bytes as 32 lowercase hex digits.
+#[inline]
+pub fn encode_hex16(src: &[u8; 16], out: &mut [u8; 32]) {
+    k::encode16(src, out)
+}
+
+/// A span id's 8 bytes as 16 lowercase hex digits.
+#[inline]
+pub fn encode_hex8(src: &[u8; 8], out: &mut [u8; 16]) {
+    k::encode8(src, out)
+}
+
+/// 32 lowercase hex digits to 16 bytes. False on any other byte (uppercase included); `out` is
+/// then unspecified.
+#[inline]
+pub fn decode_hex32(src: &[u8; 32], out: &mut [u8; 16]) -> bool {
+    k::decode32(src, out)
+}
+
+/// 16 lowercase hex digits to 8 bytes. False on any other byte; `out` is then unspecified.
+#[inline]
+pub fn decode_hex16(src: &[u8; 16], out: &mut [u8; 8]) -> bool {
+    k::decode16(src, out)
+}
+
+/// True when a 55-byte value has the shape of a version-00 `traceparent`: `-` at offsets 2, 35
+/// and 52 and lowercase hex everywhere else. Values (`ff`, all-zero ids) are not judged here.
+#[inline]
+pub fn traceparent_shape(v: &[u8; 55]) -> bool {
+    k::traceparent_shape(v)
+}
+
+#[inline]
+fn find_any<const N: usize>(needles: [u8; N], hay: &[u8]) -> Option<usize> {
+    if hay.len() >= 16 {
+        return k::find_any(needles, hay);
+    }
+    // Shorter than one vector: a byte loop beats building the masks.
+    hay.iter().position(|b| needles.contains(b))
+}
+
+/// The index of the first `n` in `hay`.
+#[inline]
+pub fn find_byte(n: u8, hay: &[u8]) -> Option<usize> {
+    find_any([n], hay)
+}
+
+/// The index of the first byte of `hay` that is `a` or `b` (e.g. `,` and `=` in `tracestate`).
+#[inline]
+pub fn find_any2(a: u8, b: u8, hay: &[u8]) -> Option<usize> {
+    find_any([a, b], hay)
+}
+
+/// The index of the first byte of `hay` that is `a`, `b` or `c` (e.g. `,` `;` `=` in `baggage`).
+#[inline]
+pub fn find_any3(a: u8, b: u8, c: u8, hay: &[u8]) -> Option<usize> {
+    find_any([a, b, c], hay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Bytes that are mostly hex digits, with the near misses a validator must reject.
+    fn hexish() -> impl Strategy<Value = u8> {
+        prop_oneof![
+            8 => prop::sample::select(&b"0123456789abcdef"[..]),
+            1 => prop::sample::select(&b"ABCDEFG/:`g-\x00\x80\xff"[..]),
+            1 => any::<u8>(),
+        ]
+    }
+
+    /// A valid `traceparent` shape with zero to two bytes replaced.
+    fn traceparentish() -> impl Strategy<Value = [u8; 55]> {
+        (
+            prop::collection::vec(prop::sample::select(&b"0123456789abcdef"[..]), 55),
+            prop::collection::vec((0usize..55, hexish()), 0..3),
+        )
+            .prop_map(|(hex, edits)| {
+                let mut v = [0u8; 55];
+                v.copy_from_slice(&hex);
+                for at in [2, 35, 52] {
+                    v[at] = b'-';
+                }
+                for (at, b) in edits {
+                    v[at] = b;
+                }
+                v
+            })
+    }
+
+    /// Haystacks of every length around the vector widths, with sparse delimiters.
+    fn hay() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop_oneof![20 => b'a'..=b'z', 1 => Just(b','), 1 => Just(b';'), 1 => Just(b'='), 1 => any::<u8>()],
+            0..200,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn encode_matches_scalar(src in prop::array::uniform16(any::<u8>())) {
+            let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+            encode_hex16(&src, &mut a);
+            scalar::encode_hex16(&src, &mut b);
+            prop_assert_eq!(a, b);
+            let half: [u8; 8] = src[..8].try_into().unwrap();
+            let (mut a, mut b) = ([0u8; 16], [0u8; 16]);
+            encode_hex8(&half, &mut a);
+            scalar::encode_hex8(&half, &mut b);
+            prop_assert_eq!(a, b);
+        }
+
+        #[test]
+        fn decode_matches_scalar(
+            hex in prop::array::uniform32(prop::sample::select(&b"0123456789abcdef"[..])),
+            edits in prop::collection::vec((0usize..32, hexish()), 0..3),
+        ) {
+            // Valid digits with zero to two bytes replaced: both outcomes stay common.
+            let mut src = hex;
+            for (at, b) in edits {
+                src[at] = b;
+            }
+            let (mut a, mut b) = ([0u8; 16], [0u8; 16]);
+            let ok = decode_hex32(&src, &mut a);
+            prop_assert_eq!(ok, scalar::decode_hex32(&src, &mut b));
+            if ok {
+                prop_assert_eq!(a, b);
+            }
+            let half: [u8; 16] = src[..16].try_into().unwrap();
+            let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
+            let ok = decode_hex16(&half, &mut a);
+            prop_assert_eq!(ok, scalar::decode_hex16(&half, &mut b));
+            if ok {
+                prop_assert_eq!(a, b);
+            }
+        }
+
+        #[test]
+        fn traceparent_shape_matches_scalar(v in traceparentish()) {
+            prop_assert_eq!(traceparent_shape(&v), scalar::traceparent_shape(&v));
+        }
+
+        #[test]
+        fn find_matches_scalar(h in hay(), start in 0usize..200) {
+            let h = &h[start.min(h.len())..];
+            prop_assert_eq!(find_byte(b',', h), scalar::find_byte(b',', h));
+            prop_assert_eq!(find_any2(b',', b'=', h), scalar::find_any2(b',', b'=', h));
+            prop_assert_eq!(find_any3(b',', b';', b'=', h), scalar::find_any3(b',', b';', b'=', h));
+        }
+    }
+
+    #[test]
+    fn every_byte_value_through_hex() {
+        let mut out = [0u8; 32];
+        let mut back = [0u8; 16];
+        for chunk in (0..=255u8).collect::<Vec<_>>().chunks_exact(16) {
+            let src: [u8; 16] = chunk.try_into().unwrap();
+            encode_hex16(&src, &mut out);
+            assert!(decode_hex32(&out, &mut back));
+            assert_eq!(back, src);
+        }
+        // Every byte that is not lowercase hex is rejected in every lane.
+        for bad in (0..=255u8).filter(|b| scalar::DECODE[*b as usize] == 0xff) {
+            for lane in 0..32 {
+                let mut s = *b"0123456789abcdef0123456789abcdef";
+                s[lane] = bad;
+                assert!(!decode_hex32(&s, &mut back), "byte {bad:#x} in lane {lane}");
+            }
+        }
+    }
+
+    #[test]
+    fn find_edges() {
+        assert_eq!(find_byte(b',', b""), None);
+        let mut h = vec![b'x'; 100];
+        for at in 0..100 {
+            h[at] = b',';
+            assert_eq!(find_byte(b',', &h), Some(at));
+            h[at] = b'x';
+        }
+        assert_eq!(find_any2(b',', b'=', &h), None);
+    }
+}

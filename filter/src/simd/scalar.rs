@@ -1,0 +1,84 @@
+//! The scalar twins of every kernel: the reference the differential tests compare against, and
+//! what runs on targets without a kernel (or on inputs too short for one).
+
+const LOWER: &[u8; 16] = b"0123456789abcdef";
+
+/// Maps an ASCII byte to its nibble, or 0xff when it is not lowercase hex.
+const fn build_decode_table() -> [u8; 256] {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+}
+
+/// Nibble value of each byte, `0xff` for anything but `0-9a-f`.
+pub static DECODE: [u8; 256] = build_decode_table();
+
+/// Writes `src` as lowercase hex into `out[..2 * src.len()]` (stops early if `out` is short).
+pub fn encode_hex(src: &[u8], out: &mut [u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(src) {
+        pair[0] = LOWER[(b >> 4) as usize];
+        pair[1] = LOWER[(b & 0x0f) as usize];
+    }
+}
+
+/// Decodes `src` (lowercase hex) into `out`, one byte per digit pair; false if any byte of
+/// `src` is not lowercase hex. The caller checks lengths.
+pub fn decode_hex(src: &[u8], out: &mut [u8]) -> bool {
+    // Accumulate the validity check with OR instead of branching per byte.
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(src.chunks_exact(2)) {
+        let hi = DECODE[pair[0] as usize];
+        let lo = DECODE[pair[1] as usize];
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 0x0f);
+    }
+    bad & 0xf0 == 0
+}
+
+pub fn encode_hex16(src: &[u8; 16], out: &mut [u8; 32]) {
+    encode_hex(src, out)
+}
+
+pub fn encode_hex8(src: &[u8; 8], out: &mut [u8; 16]) {
+    encode_hex(src, out)
+}
+
+pub fn decode_hex32(src: &[u8; 32], out: &mut [u8; 16]) -> bool {
+    decode_hex(src, out)
+}
+
+pub fn decode_hex16(src: &[u8; 16], out: &mut [u8; 8]) -> bool {
+    decode_hex(src, out)
+}
+
+/// `-` at 2, 35 and 52, lowercase hex everywhere else.
+pub fn traceparent_shape(v: &[u8; 55]) -> bool {
+    v.iter().enumerate().all(|(i, &b)| {
+        if matches!(i, 2 | 35 | 52) {
+            b == b'-'
+        } else {
+            DECODE[b as usize] != 0xff
+        }
+    })
+}
+
+pub fn find_byte(n: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == n)
+}
+
+pub fn find_any2(a: u8, b: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&c| c == a || c == b)
+}
+
+pub fn find_any3(a: u8, b: u8, c: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&x| x == a || x == b || x == c)
+}

@@ -1,0 +1,167 @@
+//! The portable half of every kernel: algorithms written once against a small vector trait,
+//! then instantiated by each architecture module inside its own `#[target_feature]` functions.
+//!
+//! All functions here are `#[inline(always)]` so that each instantiation is compiled with the
+//! target features of the wrapper that calls it; none of them is ever called on its own.
+
+/// Byte-lane vector operations the kernels need. Masks are vectors whose lanes are all-ones or
+/// all-zeros, as the comparison instructions of every supported ISA produce them.
+pub(crate) trait Vector: Copy {
+    /// Lanes (bytes) per vector.
+    const BYTES: usize;
+    unsafe fn splat(b: u8) -> Self;
+    /// Unaligned load of `BYTES` bytes.
+    unsafe fn load(p: *const u8) -> Self;
+    unsafe fn eq(self, o: Self) -> Self;
+    /// Unsigned `self <= o` per lane.
+    unsafe fn le(self, o: Self) -> Self;
+    unsafe fn and(self, o: Self) -> Self;
+    unsafe fn or(self, o: Self) -> Self;
+    unsafe fn add(self, o: Self) -> Self;
+    unsafe fn sub(self, o: Self) -> Self;
+    /// Lanes of `a` where `self` is set, else lanes of `b`.
+    unsafe fn select(self, a: Self, b: Self) -> Self;
+    /// True when any lane is non-zero.
+    unsafe fn any(self) -> bool;
+    /// Index of the first set lane of a mask.
+    unsafe fn first(self) -> Option<usize>;
+}
+
+/// The extra operations of the 16-byte vectors that the hex kernels use.
+pub(crate) trait Vector128: Vector {
+    unsafe fn store(self, p: *mut u8);
+    /// Loads 8 bytes into the low half (the high half is zero).
+    unsafe fn load8(p: *const u8) -> Self;
+    /// Stores the low 8 bytes.
+    unsafe fn store8(self, p: *mut u8);
+    /// Each byte's high nibble, as a byte.
+    unsafe fn shr4(self) -> Self;
+    /// Interleaves the low halves: `a0 b0 a1 b1 ...`.
+    unsafe fn zip_lo(self, b: Self) -> Self;
+    /// Interleaves the high halves.
+    unsafe fn zip_hi(self, b: Self) -> Self;
+    /// Joins nibble pairs (`hi, lo` in adjacent lanes) into bytes: 8 from `self`, then 8 from `b`.
+    unsafe fn pack_nibbles(self, b: Self) -> Self;
+
+    /// Nibble values 0..=15 to their lowercase hex digits. The default needs no table lookup
+    /// instruction (SSE2 has none); ISAs with a 16-entry byte shuffle override it.
+    #[inline(always)]
+    unsafe fn nibble_to_hex(self) -> Self {
+        // `'0' + n`, plus the distance from `':'` to `'a'` for the letters.
+        let letters = Self::splat(10).le(self).and(Self::splat(b'a' - b'0' - 10));
+        self.add(Self::splat(b'0')).add(letters)
+    }
+}
+
+/// Lowercase hex classes: the nibble values of `c` and a mask of lanes that were `0-9a-f`.
+#[inline(always)]
+unsafe fn hex_classes<V: Vector>(c: V) -> (V, V) {
+    // Subtraction wraps, so one unsigned compare checks both ends of each range.
+    let d = c.sub(V::splat(b'0'));
+    let is_digit = d.le(V::splat(9));
+    let a = c.sub(V::splat(b'a'));
+    let is_letter = a.le(V::splat(5));
+    let nib = is_digit.select(d, a.add(V::splat(10)));
+    (nib, is_digit.or(is_letter))
+}
+
+/// True when some lane of a mask is clear.
+#[inline(always)]
+unsafe fn any_clear<V: Vector>(mask: V) -> bool {
+    mask.eq(V::splat(0)).any()
+}
+
+/// 16 bytes to 32 lowercase hex digits.
+#[inline(always)]
+pub(crate) unsafe fn encode16<V: Vector128>(src: *const u8, out: *mut u8) {
+    let v = V::load(src);
+    let hi = v.shr4().nibble_to_hex();
+    let lo = v.and(V::splat(0x0f)).nibble_to_hex();
+    hi.zip_lo(lo).store(out);
+    hi.zip_hi(lo).store(out.add(16));
+}
+
+/// 8 bytes to 16 lowercase hex digits.
+#[inline(always)]
+pub(crate) unsafe fn encode8<V: Vector128>(src: *const u8, out: *mut u8) {
+    let v = V::load8(src);
+    let hi = v.shr4().nibble_to_hex();
+    let lo = v.and(V::splat(0x0f)).nibble_to_hex();
+    hi.zip_lo(lo).store(out);
+}
+
+/// 32 lowercase hex digits to 16 bytes; false (with `out` written anyway) on any other byte.
+#[inline(always)]
+pub(crate) unsafe fn decode32<V: Vector128>(src: *const u8, out: *mut u8) -> bool {
+    let (n0, ok0) = hex_classes(V::load(src));
+    let (n1, ok1) = hex_classes(V::load(src.add(16)));
+    n0.pack_nibbles(n1).store(out);
+    !any_clear(ok0.and(ok1))
+}
+
+/// 16 lowercase hex digits to 8 bytes; false on any other byte.
+#[inline(always)]
+pub(crate) unsafe fn decode16<V: Vector128>(src: *const u8, out: *mut u8) -> bool {
+    let (n, ok) = hex_classes(V::load(src));
+    n.pack_nibbles(n).store8(out);
+    !any_clear(ok)
+}
+
+/// `0xff` where a version-00 `traceparent` must have a `-`, zero where it must have hex.
+/// Padded to 64 so that any vector width can load it at the same offsets as the value.
+pub(crate) static TRACEPARENT_DASHES: [u8; 64] = {
+    let mut t = [0u8; 64];
+    t[2] = 0xff;
+    t[35] = 0xff;
+    t[52] = 0xff;
+    t
+};
+
+/// The whole 55-byte `traceparent` shape in one pass: `-` at 2, 35 and 52, lowercase hex
+/// everywhere else. Overlapping loads cover the tail, so no lane is read past the value.
+#[inline(always)]
+pub(crate) unsafe fn traceparent_shape<V: Vector>(v: *const u8) -> bool {
+    const LEN: usize = 55;
+    let dash = V::splat(b'-');
+    let mut ok = V::splat(0xff);
+    let mut off = 0;
+    loop {
+        let at = off.min(LEN - V::BYTES);
+        let c = V::load(v.add(at));
+        let want_dash = V::load(TRACEPARENT_DASHES.as_ptr().add(at));
+        let (_, is_hex) = hex_classes(c);
+        ok = ok.and(want_dash.select(c.eq(dash), is_hex));
+        if at == LEN - V::BYTES {
+            break;
+        }
+        off += V::BYTES;
+    }
+    !any_clear(ok)
+}
+
+/// The first byte of `hay` equal to any of `needles` (1 to 3 of them), for `hay.len() >= BYTES`.
+#[inline(always)]
+pub(crate) unsafe fn find_any<V: Vector, const N: usize>(
+    needles: [u8; N],
+    hay: &[u8],
+) -> Option<usize> {
+    let n = needles.map(|b| V::splat(b));
+    let hit = |at: usize| {
+        let c = V::load(hay.as_ptr().add(at));
+        let mut m = c.eq(n[0]);
+        for v in &n[1..] {
+            m = m.or(c.eq(*v));
+        }
+        m.first().map(|i| at + i)
+    };
+    let last = hay.len() - V::BYTES;
+    let mut at = 0;
+    while at < last {
+        if let Some(i) = hit(at) {
+            return Some(i);
+        }
+        at += V::BYTES;
+    }
+    // One overlapping load covers the tail; lanes already searched had no match.
+    hit(last)
+}
