@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -131,14 +131,7 @@ impl GrpcSink {
 
     /// Waits until at least `n` spans arrived (or `timeout` passes) and returns them.
     pub fn wait_spans(&self, n: usize, timeout: Duration) -> Vec<Span> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let spans = self.spans();
-            if spans.len() >= n || Instant::now() >= deadline {
-                return spans;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::sink::poll_spans(|| self.spans(), n, timeout)
     }
 }
 

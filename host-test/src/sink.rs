@@ -110,14 +110,19 @@ impl OtlpSink {
 
     /// Waits until at least `n` spans arrived (or `timeout` passes) and returns them.
     pub fn wait_spans(&self, n: usize, timeout: Duration) -> Vec<Span> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let spans = self.spans();
-            if spans.len() >= n || Instant::now() >= deadline {
-                return spans;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        poll_spans(|| self.spans(), n, timeout)
+    }
+}
+
+/// Polls `spans` until it holds at least `n` spans or `timeout` passes; shared by the sinks.
+pub fn poll_spans(spans: impl Fn() -> Vec<Span>, n: usize, timeout: Duration) -> Vec<Span> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = spans();
+        if got.len() >= n || Instant::now() >= deadline {
+            return got;
         }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -165,3 +165,42 @@ pub(crate) unsafe fn find_any<V: Vector, const N: usize>(
     // One overlapping load covers the tail; lanes already searched had no match.
     hit(last)
 }
+
+/// The safe, fixed-size entry points of every kernel for one architecture's vector type `$v`.
+/// Each arch module states, above its invocation, why calling the unsafe kernels is sound there.
+macro_rules! safe_kernels {
+    ($v:ty) => {
+        #[inline]
+        pub(crate) fn encode16(src: &[u8; 16], out: &mut [u8; 32]) {
+            unsafe { $crate::simd::vector::encode16::<$v>(src.as_ptr(), out.as_mut_ptr()) }
+        }
+
+        #[inline]
+        pub(crate) fn encode8(src: &[u8; 8], out: &mut [u8; 16]) {
+            unsafe { $crate::simd::vector::encode8::<$v>(src.as_ptr(), out.as_mut_ptr()) }
+        }
+
+        #[inline]
+        pub(crate) fn decode32(src: &[u8; 32], out: &mut [u8; 16]) -> bool {
+            unsafe { $crate::simd::vector::decode32::<$v>(src.as_ptr(), out.as_mut_ptr()) }
+        }
+
+        #[inline]
+        pub(crate) fn decode16(src: &[u8; 16], out: &mut [u8; 8]) -> bool {
+            unsafe { $crate::simd::vector::decode16::<$v>(src.as_ptr(), out.as_mut_ptr()) }
+        }
+
+        #[inline]
+        pub(crate) fn traceparent_shape(v: &[u8; 55]) -> bool {
+            unsafe { $crate::simd::vector::traceparent_shape::<$v>(v.as_ptr()) }
+        }
+
+        /// For `hay.len() >= 16`.
+        #[inline]
+        pub(crate) fn find_any<const N: usize>(needles: [u8; N], hay: &[u8]) -> Option<usize> {
+            debug_assert!(hay.len() >= 16);
+            unsafe { $crate::simd::vector::find_any::<$v, N>(needles, hay) }
+        }
+    };
+}
+pub(crate) use safe_kernels;

@@ -479,7 +479,7 @@ fn record_grpc(
 
 #[allow(clippy::too_many_arguments)]
 fn proxy_grpc_call(
-    mut c: Ctx<'_>,
+    c: Ctx<'_>,
     up_ptr: i32,
     up_len: i32,
     svc_ptr: i32,
@@ -494,24 +494,24 @@ fn proxy_grpc_call(
     ret_token: i32,
 ) -> Result<i32> {
     guard(&c, "proxy_grpc_call")?;
-    let target = match grpc_target(
-        &c,
+    let names = [
         (up_ptr, up_len),
         (svc_ptr, svc_len),
         (m_ptr, m_len),
         (md_ptr, md_len),
-    ) {
-        Ok(t) => t,
-        Err(s) => return Ok(st(s)),
-    };
-    let message = bytes!(c, msg_ptr, msg_len);
-    let token = record_grpc(&mut c, target, message, timeout_ms as u32);
-    Ok(status_of(write_u32(&mut c, ret_token, token)))
+    ];
+    open_grpc(
+        c,
+        names,
+        Some((msg_ptr, msg_len)),
+        timeout_ms as u32,
+        ret_token,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
 fn proxy_grpc_stream(
-    mut c: Ctx<'_>,
+    c: Ctx<'_>,
     up_ptr: i32,
     up_len: i32,
     svc_ptr: i32,
@@ -523,17 +523,33 @@ fn proxy_grpc_stream(
     ret_token: i32,
 ) -> Result<i32> {
     guard(&c, "proxy_grpc_stream")?;
-    let target = match grpc_target(
-        &c,
+    let names = [
         (up_ptr, up_len),
         (svc_ptr, svc_len),
         (m_ptr, m_len),
         (md_ptr, md_len),
-    ) {
+    ];
+    open_grpc(c, names, None, 0, ret_token)
+}
+
+/// What a unary call and a stream share: resolve the target (upstream, service, method,
+/// metadata), read the message (a stream has none), record the call and hand back its token.
+fn open_grpc(
+    mut c: Ctx<'_>,
+    [up, svc, method, md]: [(i32, i32); 4],
+    message: Option<(i32, i32)>,
+    timeout_ms: u32,
+    ret_token: i32,
+) -> Result<i32> {
+    let target = match grpc_target(&c, up, svc, method, md) {
         Ok(t) => t,
         Err(s) => return Ok(st(s)),
     };
-    let token = record_grpc(&mut c, target, Vec::new(), 0);
+    let message = match message {
+        Some((ptr, len)) => bytes!(c, ptr, len),
+        None => Vec::new(),
+    };
+    let token = record_grpc(&mut c, target, message, timeout_ms);
     Ok(status_of(write_u32(&mut c, ret_token, token)))
 }
 

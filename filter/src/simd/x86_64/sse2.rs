@@ -106,34 +106,4 @@ impl Vector128 for V {
 // Safety for every wrapper below: SSE2 is always available on x86_64, and the pointer
 // arguments come from references of the stated sizes in `simd/mod.rs`.
 
-#[inline]
-pub(crate) fn encode16(src: &[u8; 16], out: &mut [u8; 32]) {
-    unsafe { vector::encode16::<V>(src.as_ptr(), out.as_mut_ptr()) }
-}
-
-#[inline]
-pub(crate) fn encode8(src: &[u8; 8], out: &mut [u8; 16]) {
-    unsafe { vector::encode8::<V>(src.as_ptr(), out.as_mut_ptr()) }
-}
-
-#[inline]
-pub(crate) fn decode32(src: &[u8; 32], out: &mut [u8; 16]) -> bool {
-    unsafe { vector::decode32::<V>(src.as_ptr(), out.as_mut_ptr()) }
-}
-
-#[inline]
-pub(crate) fn decode16(src: &[u8; 16], out: &mut [u8; 8]) -> bool {
-    unsafe { vector::decode16::<V>(src.as_ptr(), out.as_mut_ptr()) }
-}
-
-#[inline]
-pub(crate) fn traceparent_shape(v: &[u8; 55]) -> bool {
-    unsafe { vector::traceparent_shape::<V>(v.as_ptr()) }
-}
-
-/// For `hay.len() >= 16`.
-#[inline]
-pub(crate) fn find_any<const N: usize>(needles: [u8; N], hay: &[u8]) -> Option<usize> {
-    debug_assert!(hay.len() >= 16);
-    unsafe { vector::find_any::<V, N>(needles, hay) }
-}
+vector::safe_kernels!(V);
