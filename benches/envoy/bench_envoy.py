@@ -50,33 +50,33 @@ def wasm_filter(name, path, config):
                   value: '{cfg}'"""
 
 
-def otel_tracing(collector_port):
-    return f"""          tracing:
-            random_sampling: {{ value: 100 }}
+def otel_tracing():
+    # Envoy's tracer as users deploy it (and as peers.md §6 measured it): OTLP/gRPC through
+    # Envoy's own gRPC client, with its default flush of every 5 spans.
+    return """          tracing:
+            random_sampling: { value: 100 }
             provider:
               name: envoy.tracers.opentelemetry
               typed_config:
                 "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
                 service_name: bench
-                http_service:
-                  http_uri:
-                    uri: "http://127.0.0.1:{collector_port}/v1/traces"
-                    cluster: otel_collector
-                    timeout: 1s"""
+                grpc_service:
+                  envoy_grpc: { cluster_name: otel_collector_grpc }
+                  timeout: 1s"""
 
 
-def modes(args, collector_port):
+def modes(args):
     meshtrace_cfg = '{"collector":{"cluster":"otel_collector"},"service_name":"bench"}'
     return [
         ("no filter", "", ""),
         ("no-op wasm (reads all headers)", wasm_filter("noop", args.noop, "{}"), ""),
         ("meshtrace", wasm_filter("meshtrace", args.wasm, meshtrace_cfg), ""),
-        ("envoy otel tracer", "", otel_tracing(collector_port)),
+        ("envoy otel tracer", "", otel_tracing()),
     ]
 
 
 class Envoy:
-    def __init__(self, binary, name, filters, tracing, collector_port, cpu, workdir):
+    def __init__(self, binary, name, filters, tracing, collector_ports, cpu, workdir):
         self.name = name
         self.port = free_port()
         self.admin = free_port()
@@ -85,7 +85,8 @@ class Envoy:
         text = (
             text.replace("{{ADMIN_PORT}}", str(self.admin))
             .replace("{{LISTEN_PORT}}", str(self.port))
-            .replace("{{COLLECTOR_PORT}}", str(collector_port))
+            .replace("{{COLLECTOR_PORT}}", str(collector_ports[0]))
+            .replace("{{GRPC_COLLECTOR_PORT}}", str(collector_ports[1]))
             .replace("{{HTTP_FILTERS}}", filters)
             .replace("{{TRACING}}", tracing)
         )
@@ -165,17 +166,18 @@ def main():
     envoy_cpu, load_cpu = (0, 1) if (os.cpu_count() or 1) > 1 else (0, 0)
 
     workdir = tempfile.mkdtemp(prefix="meshtrace-bench-envoy-")
-    collector_port = free_port()
+    collector_ports = (free_port(), free_port())
     sink_log = open(os.path.join(workdir, "sink.log"), "w")
     sink = subprocess.Popen(
-        ["taskset", "-c", str(load_cpu), args.sink, "--port", str(collector_port), "--quiet"],
+        ["taskset", "-c", str(load_cpu), args.sink, "--port", str(collector_ports[0]),
+         "--grpc-port", str(collector_ports[1]), "--quiet"],
         stdout=sink_log, stderr=subprocess.STDOUT,
     )
     sink_summary = "?"
     envoys = []
     try:
-        for name, filters, tracing in modes(args, collector_port):
-            envoys.append(Envoy(args.envoy, name, filters, tracing, collector_port, envoy_cpu, workdir))
+        for name, filters, tracing in modes(args):
+            envoys.append(Envoy(args.envoy, name, filters, tracing, collector_ports, envoy_cpu, workdir))
         for e in envoys:
             e.wait_ready()
         # Warm every mode once (wasm compilation, connection pools, the exporters' first flush).

@@ -63,58 +63,163 @@ impl<'a> RequestHeaders<'a> {
 
     /// Files one header under its known name, if it is one of ours.
     pub fn add(&mut self, name: &[u8], value: &'a [u8]) {
-        let mut lower = [0u8; MAX_NAME];
-        let name = if name.iter().any(u8::is_ascii_uppercase) {
-            if name.len() > MAX_NAME {
-                return;
-            }
-            let buf = &mut lower[..name.len()];
-            buf.copy_from_slice(name);
-            buf.make_ascii_lowercase();
-            &*buf
-        } else {
-            name
-        };
         // First value wins for single-valued headers (B3 says so; Envoy returns the first too).
         fn first<'v>(slot: &mut Option<&'v [u8]>, v: &'v [u8]) {
             if slot.is_none() {
                 *slot = Some(v);
             }
         }
-        match name {
-            b":method" => first(&mut self.method, value),
-            b":path" => first(&mut self.path, value),
-            b":authority" | b"host" => first(&mut self.authority, value),
-            b":scheme" => first(&mut self.scheme, value),
-            b"user-agent" => first(&mut self.user_agent, value),
-            b"x-forwarded-for" => first(&mut self.x_forwarded_for, value),
-            b"x-forwarded-proto" => first(&mut self.x_forwarded_proto, value),
-            b"x-request-id" => first(&mut self.x_request_id, value),
-            b"traceparent" => {
+        let Some(field) = lookup(name) else { return };
+        match field {
+            Field::Method => first(&mut self.method, value),
+            Field::Path => first(&mut self.path, value),
+            Field::Authority => first(&mut self.authority, value),
+            Field::Scheme => first(&mut self.scheme, value),
+            Field::UserAgent => first(&mut self.user_agent, value),
+            Field::XForwardedFor => first(&mut self.x_forwarded_for, value),
+            Field::XForwardedProto => first(&mut self.x_forwarded_proto, value),
+            Field::XRequestId => first(&mut self.x_request_id, value),
+            Field::Traceparent => {
                 first(&mut self.traceparent, value);
                 self.traceparent_count = self.traceparent_count.saturating_add(1);
             }
-            b"tracestate" => push_capped(&mut self.tracestate, value),
-            b"baggage" => push_capped(&mut self.baggage, value),
-            b"b3" => first(&mut self.b3, value),
-            b"x-b3-traceid" => first(&mut self.x_b3_traceid, value),
-            b"x-b3-spanid" => first(&mut self.x_b3_spanid, value),
-            b"x-b3-parentspanid" => first(&mut self.x_b3_parentspanid, value),
-            b"x-b3-sampled" => first(&mut self.x_b3_sampled, value),
-            b"x-b3-flags" => first(&mut self.x_b3_flags, value),
-            b"l5d-ctx-trace" => first(&mut self.l5d_ctx_trace, value),
-            b"l5d-reqid" => first(&mut self.l5d_reqid, value),
-            b"l5d-sample" => first(&mut self.l5d_sample, value),
-            b"x-amzn-trace-id" => first(&mut self.x_amzn_trace_id, value),
-            b"x-cloud-trace-context" => first(&mut self.x_cloud_trace_context, value),
-            b"grpc-trace-bin" => first(&mut self.grpc_trace_bin, value),
-            b"x-envoy-attempt-count" => first(&mut self.x_envoy_attempt_count, value),
-            b"x-envoy-fault-abort-request" => first(&mut self.x_envoy_fault_abort_request, value),
-            b"x-envoy-fault-delay-request" => first(&mut self.x_envoy_fault_delay_request, value),
-            b"cookie" => first(&mut self.cookie, value),
-            _ => {}
+            Field::Tracestate => push_capped(&mut self.tracestate, value),
+            Field::Baggage => push_capped(&mut self.baggage, value),
+            Field::B3 => first(&mut self.b3, value),
+            Field::XB3TraceId => first(&mut self.x_b3_traceid, value),
+            Field::XB3SpanId => first(&mut self.x_b3_spanid, value),
+            Field::XB3ParentSpanId => first(&mut self.x_b3_parentspanid, value),
+            Field::XB3Sampled => first(&mut self.x_b3_sampled, value),
+            Field::XB3Flags => first(&mut self.x_b3_flags, value),
+            Field::L5dCtxTrace => first(&mut self.l5d_ctx_trace, value),
+            Field::L5dReqId => first(&mut self.l5d_reqid, value),
+            Field::L5dSample => first(&mut self.l5d_sample, value),
+            Field::XAmznTraceId => first(&mut self.x_amzn_trace_id, value),
+            Field::XCloudTraceContext => first(&mut self.x_cloud_trace_context, value),
+            Field::GrpcTraceBin => first(&mut self.grpc_trace_bin, value),
+            Field::XEnvoyAttemptCount => first(&mut self.x_envoy_attempt_count, value),
+            Field::XEnvoyFaultAbort => first(&mut self.x_envoy_fault_abort_request, value),
+            Field::XEnvoyFaultDelay => first(&mut self.x_envoy_fault_delay_request, value),
+            Field::Cookie => first(&mut self.cookie, value),
         }
     }
+}
+
+/// The header fields the core indexes (`host` files under `Authority`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    Method,
+    Path,
+    Authority,
+    Scheme,
+    UserAgent,
+    XForwardedFor,
+    XForwardedProto,
+    XRequestId,
+    Traceparent,
+    Tracestate,
+    Baggage,
+    B3,
+    XB3TraceId,
+    XB3SpanId,
+    XB3ParentSpanId,
+    XB3Sampled,
+    XB3Flags,
+    L5dCtxTrace,
+    L5dReqId,
+    L5dSample,
+    XAmznTraceId,
+    XCloudTraceContext,
+    GrpcTraceBin,
+    XEnvoyAttemptCount,
+    XEnvoyFaultAbort,
+    XEnvoyFaultDelay,
+    Cookie,
+}
+
+/// Every name we look for, lowercase, with its field.
+const NAMES: [(&[u8], Field); 28] = [
+    (b":method", Field::Method),
+    (b":path", Field::Path),
+    (b":authority", Field::Authority),
+    (b"host", Field::Authority),
+    (b":scheme", Field::Scheme),
+    (b"user-agent", Field::UserAgent),
+    (b"x-forwarded-for", Field::XForwardedFor),
+    (b"x-forwarded-proto", Field::XForwardedProto),
+    (b"x-request-id", Field::XRequestId),
+    (b"traceparent", Field::Traceparent),
+    (b"tracestate", Field::Tracestate),
+    (b"baggage", Field::Baggage),
+    (b"b3", Field::B3),
+    (b"x-b3-traceid", Field::XB3TraceId),
+    (b"x-b3-spanid", Field::XB3SpanId),
+    (b"x-b3-parentspanid", Field::XB3ParentSpanId),
+    (b"x-b3-sampled", Field::XB3Sampled),
+    (b"x-b3-flags", Field::XB3Flags),
+    (b"l5d-ctx-trace", Field::L5dCtxTrace),
+    (b"l5d-reqid", Field::L5dReqId),
+    (b"l5d-sample", Field::L5dSample),
+    (b"x-amzn-trace-id", Field::XAmznTraceId),
+    (b"x-cloud-trace-context", Field::XCloudTraceContext),
+    (b"grpc-trace-bin", Field::GrpcTraceBin),
+    (b"x-envoy-attempt-count", Field::XEnvoyAttemptCount),
+    (b"x-envoy-fault-abort-request", Field::XEnvoyFaultAbort),
+    (b"x-envoy-fault-delay-request", Field::XEnvoyFaultDelay),
+    (b"cookie", Field::Cookie),
+];
+
+/// The multiplier that makes [`name_hash`] collision-free over [`NAMES`] (found by search;
+/// `table_is_perfect` checks it, since a collision would silently drop a header).
+const HASH_K: u64 = 0x1209_a614_324e_10e7;
+/// Forces ASCII letters to lowercase; other bytes of a header name may change too, but only
+/// the hash sees them, never the final comparison.
+const FOLD: u64 = 0x2020_2020_2020_2020;
+
+/// Eight bytes of `name` from `at` (zero-padded), as a word.
+const fn word(name: &[u8], at: usize) -> u64 {
+    let mut w = 0u64;
+    let mut i = 0;
+    while i < 8 && at + i < name.len() {
+        w |= (name[at + i] as u64) << (8 * i);
+        i += 1;
+    }
+    w
+}
+
+/// A case-insensitive hash of a header name from its length and three words (start, middle,
+/// end): a few ALU operations whatever the length, where a `match` on byte strings compares
+/// candidate after candidate.
+const fn name_hash(name: &[u8]) -> usize {
+    let n = name.len();
+    let (a, b, c) = if n >= 8 {
+        (word(name, 0), word(name, (n - 8) / 2), word(name, n - 8))
+    } else {
+        (word(name, 0), 0, 0)
+    };
+    let x = (a | FOLD) ^ (b | FOLD).rotate_left(21) ^ (c | FOLD).rotate_left(42) ^ n as u64;
+    (x.wrapping_mul(HASH_K) >> 58) as usize
+}
+
+/// Slot → index into [`NAMES`] + 1 (0 is empty), built at compile time.
+const TABLE: [u8; 64] = {
+    let mut t = [0u8; 64];
+    let mut i = 0;
+    while i < NAMES.len() {
+        t[name_hash(NAMES[i].0)] = i as u8 + 1;
+        i += 1;
+    }
+    t
+};
+
+/// The field a header name files under, matched case-insensitively: one hash, one compare.
+fn lookup(name: &[u8]) -> Option<Field> {
+    if name.len() > MAX_NAME {
+        return None;
+    }
+    let slot = TABLE[name_hash(name)];
+    let (known, field) = NAMES.get(usize::from(slot).checked_sub(1)?)?;
+    name.eq_ignore_ascii_case(known).then_some(*field)
 }
 
 /// A numeric header value (`x-envoy-attempt-count`, `x-envoy-fault-delay-request`): a plain
@@ -210,6 +315,48 @@ pub fn serialize_pairs<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reference: every known name tried in turn.
+    fn linear(name: &[u8]) -> Option<Field> {
+        NAMES
+            .iter()
+            .find(|(known, _)| name.eq_ignore_ascii_case(known))
+            .map(|(_, f)| *f)
+    }
+
+    #[test]
+    fn table_is_perfect() {
+        let mut slots: Vec<usize> = NAMES.iter().map(|(n, _)| name_hash(n)).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(
+            slots.len(),
+            NAMES.len(),
+            "two names share a slot: change HASH_K"
+        );
+        for (name, field) in NAMES {
+            assert_eq!(lookup(name), Some(field));
+            assert_eq!(lookup(&name.to_ascii_uppercase()), Some(field));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn lookup_matches_a_linear_search(
+            name in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            known in 0..NAMES.len(),
+            flips in proptest::collection::vec(proptest::prelude::any::<bool>(), 28),
+        ) {
+            proptest::prop_assert_eq!(lookup(&name), linear(&name));
+            // Near misses: a known name in mixed case, and with one byte changed.
+            let mixed: Vec<u8> = NAMES[known].0.iter().zip(&flips)
+                .map(|(b, f)| if *f { b.to_ascii_uppercase() } else { *b }).collect();
+            proptest::prop_assert_eq!(lookup(&mixed), Some(NAMES[known].1));
+            let mut off = mixed.clone();
+            off[0] ^= 0x01;
+            proptest::prop_assert_eq!(lookup(&off), linear(&off));
+        }
+    }
 
     #[test]
     fn pairs_round_trip_and_index() {

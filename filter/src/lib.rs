@@ -9,6 +9,7 @@ pub mod base64;
 pub mod batch;
 pub mod capture;
 pub mod config;
+pub mod connection;
 pub mod exporter;
 pub mod gzip;
 pub mod headers;

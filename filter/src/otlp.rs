@@ -3,9 +3,9 @@
 //! A span is encoded once, when it finishes, as a complete `ScopeSpans.spans` field. A batch is
 //! then the pre-encoded resource and scope (built once per VM) followed by those span fields, so
 //! export is a length header plus one copy: no tree of owned prost messages per request.
-//! prost's encoding primitives write the keys and varints.
-
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+//! Keys and varints are written by the small helpers below rather than prost's `BufMut`
+//! primitives, which pay a capacity check and a call per byte: nearly every key and length in a
+//! span is one byte, and this is the per-span hot loop.
 
 use crate::span::{Attribute, SpanRecord, StatusCode, Value};
 
@@ -13,6 +13,50 @@ use crate::span::{Attribute, SpanRecord, StatusCode, Value};
 const FLAGS_REMOTE_PARENT: u32 = 0x300;
 /// Only `SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK`: the parent is known to be local (none here).
 const FLAGS_HAS_IS_REMOTE: u32 = 0x100;
+
+/// Protobuf wire types.
+#[derive(Clone, Copy)]
+#[repr(u8)]
+enum WireType {
+    Varint = 0,
+    SixtyFourBit = 1,
+    LengthDelimited = 2,
+    ThirtyTwoBit = 5,
+}
+
+/// Bytes a varint of `v` takes.
+#[inline]
+fn encoded_len_varint(v: u64) -> usize {
+    // 1 + one more byte per started 7 bits beyond the first 7.
+    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+}
+
+#[inline]
+fn key_len(tag: u32) -> usize {
+    encoded_len_varint(u64::from(tag) << 3)
+}
+
+#[inline]
+fn encode_varint(mut v: u64, buf: &mut Vec<u8>) {
+    if v < 0x80 {
+        buf.push(v as u8);
+        return;
+    }
+    let mut tmp = [0u8; 10];
+    let mut n = 0;
+    while v >= 0x80 {
+        tmp[n] = v as u8 | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    tmp[n] = v as u8;
+    buf.extend_from_slice(&tmp[..=n]);
+}
+
+#[inline]
+fn encode_key(tag: u32, wire: WireType, buf: &mut Vec<u8>) {
+    encode_varint(u64::from(tag) << 3 | wire as u64, buf);
+}
 
 fn len_field(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
@@ -300,6 +344,23 @@ impl BatchHeader {
 mod tests {
     use super::*;
     use crate::ids::{SpanId, TraceId};
+
+    proptest::proptest! {
+        #[test]
+        fn varints_match_prost(v: u64, tag in 1u32..(1 << 29)) {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            encode_varint(v, &mut ours);
+            prost::encoding::encode_varint(v, &mut theirs);
+            proptest::prop_assert_eq!(&ours, &theirs);
+            proptest::prop_assert_eq!(encoded_len_varint(v), prost::encoding::encoded_len_varint(v));
+            proptest::prop_assert_eq!(key_len(tag), prost::encoding::key_len(tag));
+            ours.clear();
+            theirs.clear();
+            encode_key(tag, WireType::LengthDelimited, &mut ours);
+            prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, &mut theirs);
+            proptest::prop_assert_eq!(ours, theirs);
+        }
+    }
     use crate::span::SpanKind;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::any_value::Value as V;

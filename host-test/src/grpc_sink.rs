@@ -35,6 +35,10 @@ pub enum GrpcMode {
 struct State {
     received: Vec<Received>,
     mode: Option<GrpcMode>,
+    /// Benchmarks: count requests and spans, keep nothing.
+    count_only: bool,
+    requests: u64,
+    spans: u64,
 }
 
 /// The service tonic calls.
@@ -75,6 +79,17 @@ impl TraceService for Receiver {
                 None => tonic::Status::new(code, "collector says no"),
             });
         }
+        st.requests += 1;
+        st.spans += request
+            .get_ref()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len() as u64)
+            .sum::<u64>();
+        if st.count_only {
+            return Ok(tonic::Response::new(ExportTraceServiceResponse::default()));
+        }
         st.received.push(Received {
             path: "/opentelemetry.proto.collector.trace.v1.TraceService/Export".into(),
             headers,
@@ -112,6 +127,17 @@ impl GrpcSink {
             state,
             _server: server,
         })
+    }
+
+    /// Keep only counts (for long benchmark runs).
+    pub fn count_only(&self) {
+        lock(&self.state).count_only = true;
+    }
+
+    /// `(requests, spans)` received so far.
+    pub fn counts(&self) -> (u64, u64) {
+        let st = lock(&self.state);
+        (st.requests, st.spans)
     }
 
     pub fn set_mode(&self, mode: GrpcMode) {

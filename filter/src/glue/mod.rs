@@ -41,7 +41,7 @@ mod export;
 mod host;
 mod metrics;
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -49,6 +49,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use crate::config::{Config, Direction, ExportMode};
+use crate::connection::ConnectionCache;
 use crate::exporter::Exporter;
 use crate::headers::{pairs, RequestHeaders};
 use crate::mesh::identity::{IdentityMode, TlsFacts};
@@ -85,6 +86,8 @@ struct Worker {
     tick_ms: u64,
     /// Malformed headers per format and baggage drops.
     propagation: counters::Counters,
+    /// Downstream connection facts, read once per connection.
+    connections: ConnectionCache<Connection>,
 }
 
 #[derive(Default)]
@@ -147,6 +150,7 @@ impl Root {
             fast_tick: false,
             tick_ms: interval,
             propagation: counters::Counters::default(),
+            connections: ConnectionCache::default(),
         };
         worker.export_headers = export::request_headers(&worker);
         if mode == ExportMode::Singleton {
@@ -267,6 +271,7 @@ impl RootContext for Root {
         Some(Box::new(Http {
             worker,
             span: None,
+            stream: None,
             facts: RequestFacts::default(),
             candidate: None,
             seen_request: false,
@@ -283,6 +288,8 @@ struct Http {
     worker: Rc<RefCell<Worker>>,
     /// The span being built; present only for recorded requests.
     span: Option<SpanRecord>,
+    /// Routing and connection facts of a recorded request, read while its headers are.
+    stream: Option<Stream>,
     /// What the request carried that `on_log` needs (its headers are gone by then).
     facts: RequestFacts,
     /// An unsampled request the always-keep rules may still export.
@@ -344,6 +351,7 @@ impl HttpContext for Http {
                 .begin_span(&decision, &headers, clock.now(), &mut rec);
             self.facts = w.tracer.record_request(&headers, pairs(&buf), &mut rec);
             self.span = Some(rec);
+            self.stream = Some(Stream::read(w));
         } else if w.tracer.may_keep() {
             self.candidate = Some(decision.ids());
         }
@@ -355,7 +363,8 @@ impl HttpContext for Http {
         let w = &mut *w;
         let mut clock = Clock::default();
         if let Some(rec) = self.span.take() {
-            finish(w, rec, &self.facts, Known::default(), &mut clock);
+            let stream = self.stream.take().unwrap_or_else(|| Stream::read(w));
+            finish(w, rec, &self.facts, &stream, Known::default(), &mut clock);
         } else if let Some(ids) = self.candidate.take() {
             keep_unsampled(w, &ids, None, &mut clock);
         } else if !self.seen_request {
@@ -390,7 +399,8 @@ fn answered_early(w: &mut Worker, clock: &mut Clock) {
             let mut rec = w.pool.pop().unwrap_or_default();
             w.tracer.begin_span(&decision, &headers, start, &mut rec);
             let facts = w.tracer.record_request(&headers, pairs(&buf), &mut rec);
-            finish(w, rec, &facts, Known::default(), clock);
+            let stream = Stream::read(w);
+            finish(w, rec, &facts, &stream, Known::default(), clock);
             None
         } else {
             w.tracer.may_keep().then(|| decision.ids())
@@ -439,7 +449,8 @@ fn keep_unsampled(w: &mut Worker, ids: &SpanIds, logged: Option<Vec<u8>>, clock:
     w.tracer
         .begin_kept_span(ids, &headers, start, reason, &mut rec);
     let facts = w.tracer.record_request(&headers, pairs(&buf), &mut rec);
-    finish(w, rec, &facts, known, clock);
+    let stream = Stream::read(w);
+    finish(w, rec, &facts, &stream, known, clock);
 }
 
 /// The peer's TLS facts, owned until the span is finished.
@@ -499,12 +510,84 @@ impl Tls {
     }
 }
 
+/// The downstream connection's facts (see [`crate::connection`]), owned by the cache.
+#[derive(Default)]
+struct Connection {
+    protocol: Option<Vec<u8>>,
+    source: Option<Vec<u8>>,
+    /// `xds.listener_direction`, read only when `direction: auto` cannot tell from the cluster.
+    listener_direction: OnceCell<Option<i64>>,
+    /// The downstream peer's identity, read on the connection's first server span.
+    peer: OnceCell<Tls>,
+}
+
+impl Connection {
+    fn read() -> Self {
+        Self {
+            protocol: host::property(b"request\0protocol"),
+            source: host::property(b"source\0address"),
+            ..Self::default()
+        }
+    }
+}
+
+/// Where routing sent a recorded request and what its connection is, gathered once. Route and
+/// cluster are settled before the filter chain runs, so this is read in
+/// `on_http_request_headers` and is exact in `on_log` too.
+struct Stream {
+    cluster: Option<Vec<u8>>,
+    route: Option<Vec<u8>>,
+    route_metadata: Option<Vec<u8>>,
+    kind: SpanKind,
+    conn: Rc<Connection>,
+}
+
+impl Stream {
+    fn read(w: &mut Worker) -> Self {
+        let conn = match host::property_i64(b"connection\0id") {
+            Some(id) => w.connections.get_or_read(id as u64, Connection::read),
+            None => Rc::new(Connection::read()),
+        };
+        let cluster = host::property(b"xds\0cluster_name");
+        let kind = match w.tracer.config.direction {
+            Direction::Inbound => SpanKind::Server,
+            Direction::Outbound => SpanKind::Client,
+            Direction::Auto => cluster
+                .as_deref()
+                .and_then(mesh::kind_from_cluster)
+                .unwrap_or_else(|| {
+                    // core.v3.TrafficDirection: 2 is OUTBOUND; unknown and INBOUND give SERVER.
+                    let direction = conn
+                        .listener_direction
+                        .get_or_init(|| host::property_i64(b"xds\0listener_direction"));
+                    match direction {
+                        Some(2) => SpanKind::Client,
+                        _ => SpanKind::Server,
+                    }
+                }),
+        };
+        Self {
+            route: host::property(b"xds\0route_name"),
+            route_metadata: w
+                .tracer
+                .config
+                .route_metadata
+                .then(|| host::property(b"xds\0route_metadata"))
+                .flatten(),
+            cluster,
+            kind,
+            conn,
+        }
+    }
+}
+
 /// Reads the end-of-request properties (see the module doc for which and when), completes the
 /// span and queues it for export.
 fn finish(
     w: &mut Worker,
     mut rec: SpanRecord,
     facts: &RequestFacts,
+    stream: &Stream,
     known: Known,
     clock: &mut Clock,
 ) {
@@ -526,29 +609,9 @@ fn finish(
             rec.start_ns = rec.start_ns.min(t as u64);
         }
     }
-    let cluster = host::property(b"xds\0cluster_name");
-    let kind = match w.tracer.config.direction {
-        Direction::Inbound => SpanKind::Server,
-        Direction::Outbound => SpanKind::Client,
-        Direction::Auto => cluster
-            .as_deref()
-            .and_then(mesh::kind_from_cluster)
-            // core.v3.TrafficDirection: 2 is OUTBOUND; unknown and INBOUND give SERVER.
-            .unwrap_or_else(|| match host::property_i64(b"xds\0listener_direction") {
-                Some(2) => SpanKind::Client,
-                _ => SpanKind::Server,
-            }),
-    };
-    let protocol = host::property(b"request\0protocol");
-    let source = host::property(b"source\0address");
-    let route = host::property(b"xds\0route_name");
-    let route_metadata = w
-        .tracer
-        .config
-        .route_metadata
-        .then(|| host::property(b"xds\0route_metadata"))
-        .flatten();
-    let latency = cluster
+    let kind = stream.kind;
+    let latency = stream
+        .cluster
         .is_some()
         .then(|| host::property_i64(b"response\0backend_latency"))
         .flatten();
@@ -560,7 +623,15 @@ fn finish(
     } else {
         (None, None)
     };
-    let tls = Tls::read(w.tracer.config.identity, kind);
+    let mode = w.tracer.config.identity;
+    let upstream_tls;
+    let tls = match kind {
+        SpanKind::Client => {
+            upstream_tls = Tls::read(mode, kind);
+            &upstream_tls
+        }
+        _ => stream.conn.peer.get_or_init(|| Tls::read(mode, kind)),
+    };
     if w.tracer.captures_response_headers() {
         let buf = host::header_map(RESPONSE_HEADERS).unwrap_or_default();
         w.tracer.record_response_headers(pairs(&buf), &mut rec);
@@ -568,16 +639,16 @@ fn finish(
     let finish = Finish {
         end_ns,
         status_code: status,
-        protocol: protocol.as_deref(),
-        source_address: source.as_deref(),
+        protocol: stream.conn.protocol.as_deref(),
+        source_address: stream.conn.source.as_deref(),
         kind,
         request: *facts,
         mesh: EndFacts {
             response_flags: flags,
             code_details: details.as_deref(),
-            cluster_name: cluster.as_deref(),
-            route_name: route.as_deref(),
-            route_metadata: route_metadata.as_deref(),
+            cluster_name: stream.cluster.as_deref(),
+            route_name: stream.route.as_deref(),
+            route_metadata: stream.route_metadata.as_deref(),
             upstream_address: upstream.as_deref(),
             upstream_attempts: attempts,
             backend_latency_ns: latency,

@@ -1,21 +1,25 @@
 //! `otlp-sink`: a standalone OTLP/HTTP receiver that decodes every export with
 //! `opentelemetry-proto` and prints one line per span (or only counts, with `--quiet`).
 //! Useful to point a local Envoy running meshtrace at, and as the collector for benchmarks.
+//! With `--grpc-port` it also serves OTLP/gRPC (counted together with OTLP/HTTP).
 
 use std::time::Duration;
 
+use meshtrace_host_test::grpc_sink::GrpcSink;
 use meshtrace_host_test::sink::OtlpSink;
 
 const HELP: &str = "otlp-sink: print the spans an OTLP/HTTP exporter sends
 
-usage: otlp-sink [--port PORT] [--quiet]
+usage: otlp-sink [--port PORT] [--grpc-port PORT] [--quiet]
 
-  --port PORT   listen on 127.0.0.1:PORT (default 4318; 0 picks a free port)
-  --quiet       print a count of spans every second instead of each span
+  --port PORT        OTLP/HTTP on 127.0.0.1:PORT (default 4318; 0 picks a free port)
+  --grpc-port PORT   also OTLP/gRPC (h2c) on 127.0.0.1:PORT
+  --quiet            print a count of spans every second instead of each span
 ";
 
 fn main() -> anyhow::Result<()> {
     let mut port = 4318u16;
+    let mut grpc_port = None;
     let mut quiet = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -26,6 +30,12 @@ fn main() -> anyhow::Result<()> {
                     .parse()
                     .map_err(|_| anyhow::anyhow!("--port: expected a port number, got {v:?}"))?;
             }
+            "--grpc-port" => {
+                let v = args.next().unwrap_or_default();
+                grpc_port = Some(v.parse::<u16>().map_err(|_| {
+                    anyhow::anyhow!("--grpc-port: expected a port number, got {v:?}")
+                })?);
+            }
             "--quiet" => quiet = true,
             "-h" | "--help" => {
                 print!("{HELP}");
@@ -35,16 +45,27 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let sink = OtlpSink::start(port)?;
+    let grpc = grpc_port.map(GrpcSink::start).transpose()?;
     if quiet {
         sink.count_only();
     }
     println!("otlp-sink listening on http://{}/v1/traces", sink.addr);
+    if let Some(g) = &grpc {
+        // Printing each gRPC span is not needed by anything yet: it is counted in both modes.
+        g.count_only();
+        println!("otlp-sink listening for OTLP/gRPC on {}", g.addr);
+    }
     let mut printed = 0usize;
     loop {
         std::thread::sleep(Duration::from_millis(if quiet { 1000 } else { 100 }));
         if quiet {
             // Count-only mode keeps no requests, so report the running counters.
-            let (requests, spans) = sink.counts();
+            let (mut requests, mut spans) = sink.counts();
+            if let Some(g) = &grpc {
+                let (r, s) = g.counts();
+                requests += r;
+                spans += s;
+            }
             println!("{spans} spans in {requests} requests");
             continue;
         }

@@ -775,6 +775,11 @@ impl Host {
     }
 
     /// Everything logged so far, in order.
+    /// The property paths read since the last call (dotted, in order), and forgets them.
+    pub fn take_property_reads(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.world().property_reads)
+    }
+
     pub fn logs(&self) -> Vec<LogEntry> {
         self.world().logs.clone()
     }

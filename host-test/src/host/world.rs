@@ -91,6 +91,9 @@ pub struct World {
     /// Every http call ever dispatched, answered or not, in order.
     pub http_call_log: Vec<HttpCall>,
     pub next_token: u32,
+    /// Every `proxy_get_property` path asked for, dotted, in order: the per-request host-call
+    /// budget is asserted on this.
+    pub property_reads: Vec<String>,
 }
 
 impl Default for World {
@@ -106,6 +109,7 @@ impl Default for World {
             queues: Vec::new(),
             queue_ready: VecDeque::new(),
             http_calls: BTreeMap::new(),
+            property_reads: Vec::new(),
             grpc_calls: BTreeMap::new(),
             http_call_log: Vec::new(),
             next_token: 1,

@@ -1,0 +1,171 @@
+//! The per-request host-call budget, asserted on the exact property reads the compiled filter
+//! makes: each `proxy_get_property` costs ~1.4 µs inside Envoy, far more than the filter's own
+//! work, so a read that creeps in is a performance regression even when every span is right.
+
+use meshtrace_host_test::host::export::{attr, decode, spans, Attr};
+use meshtrace_host_test::host::{load_filter, Host, Req};
+use opentelemetry_proto::tonic::trace::v1::Span;
+
+const SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+const UNSAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+const PEER: &str = "spiffe://cluster.local/ns/shop/sa/frontend";
+
+fn host(extra: &str) -> Host {
+    let mut h = load_filter()
+        .configure(&format!(
+            r#"{{"collector": {{"cluster": "otel_collector"}}{extra}}}"#
+        ))
+        .unwrap();
+    // `xds.node`, once per VM at configuration.
+    assert_eq!(h.take_property_reads(), ["xds.node"]);
+    h
+}
+
+/// An inbound Istio request on downstream connection `conn` from an mTLS peer.
+fn inbound(conn: u64, peer_port: u16, traceparent: &str) -> Req {
+    Req::get("/cart")
+        .header("traceparent", traceparent)
+        .property("connection.id", conn)
+        .property(
+            "xds.cluster_name",
+            "inbound|8080||cart.shop.svc.cluster.local",
+        )
+        .property("xds.route_name", "default")
+        .property("request.protocol", "HTTP/2")
+        .property("source.address", format!("10.0.0.7:{peer_port}"))
+        .property("connection.mtls", true)
+        .property("connection.uri_san_peer_certificate", PEER)
+        .property("connection.tls_version", "TLSv1.3")
+        .property("response.code", 200i64)
+        .property("response.flags", 0i64)
+        .property("response.backend_latency", 3_000_000i64)
+}
+
+fn flush(h: &mut Host) -> Vec<Span> {
+    h.advance(1000).unwrap();
+    let calls = h.pending_http_calls();
+    assert_eq!(calls.len(), 1, "one export call");
+    h.answer(calls[0].token, 200, b"").unwrap();
+    spans(&decode(&calls[0].body).unwrap())
+}
+
+fn str_attr(s: &Span, key: &str) -> Option<String> {
+    match attr(&s.attributes, key) {
+        Some(Attr::Str(v)) => Some(v),
+        _ => None,
+    }
+}
+
+/// Reads made for routing (request time) and for the end of the request (`on_log`).
+const PER_REQUEST: [&str; 6] = [
+    "connection.id",
+    "xds.cluster_name",
+    "xds.route_name",
+    "response.code",
+    "response.flags",
+    "response.backend_latency",
+];
+
+/// Read once per downstream connection, on its first recorded request.
+const PER_CONNECTION: [&str; 5] = [
+    "request.protocol",
+    "source.address",
+    "connection.mtls",
+    "connection.uri_san_peer_certificate",
+    "connection.subject_peer_certificate",
+];
+
+#[test]
+fn connection_facts_are_read_once_per_connection() {
+    let mut h = host("");
+    h.request(inbound(41, 5001, SAMPLED)).unwrap();
+    let first = h.take_property_reads();
+    h.request(inbound(41, 5001, SAMPLED)).unwrap();
+    let second = h.take_property_reads();
+    h.request(inbound(42, 5002, SAMPLED)).unwrap();
+    let other = h.take_property_reads();
+
+    let expected_first: Vec<&str> = [
+        &PER_REQUEST[..1],
+        &PER_CONNECTION[..2],
+        &PER_REQUEST[1..],
+        &PER_CONNECTION[2..],
+        &["connection.tls_version"][..],
+    ]
+    .concat();
+    assert_eq!(first, expected_first);
+    assert_eq!(second, PER_REQUEST);
+    assert_eq!(
+        other, expected_first,
+        "a new connection reads its own facts"
+    );
+
+    // The cached facts are the connection's: the same on both of its requests, and the next
+    // connection's own.
+    let spans = flush(&mut h);
+    assert_eq!(spans.len(), 3);
+    for (s, port) in spans.iter().zip([5001, 5001, 5002]) {
+        assert_eq!(str_attr(s, "mesh.peer.spiffe_id").as_deref(), Some(PEER));
+        assert_eq!(
+            str_attr(s, "network.protocol.version").as_deref(),
+            Some("2")
+        );
+        assert_eq!(str_attr(s, "tls.protocol.version").as_deref(), Some("1.3"));
+        assert_eq!(
+            attr(&s.attributes, "network.peer.port"),
+            Some(Attr::Int(port))
+        );
+    }
+}
+
+#[test]
+fn an_unsampled_request_reads_no_property() {
+    let mut h = host("");
+    h.request(inbound(7, 5001, UNSAMPLED)).unwrap();
+    assert_eq!(h.take_property_reads(), Vec::<String>::new());
+}
+
+#[test]
+fn route_metadata_and_identity_cost_only_when_asked_for() {
+    // `route_metadata: true` adds its one read; `identity: off` drops the peer reads.
+    let mut h = host(r#", "route_metadata": true, "identity": "off""#);
+    h.request(inbound(9, 5001, SAMPLED)).unwrap();
+    assert_eq!(
+        h.take_property_reads(),
+        [
+            "connection.id",
+            "request.protocol",
+            "source.address",
+            "xds.cluster_name",
+            "xds.route_name",
+            "xds.route_metadata",
+            "response.code",
+            "response.flags",
+            "response.backend_latency",
+        ]
+    );
+}
+
+#[test]
+fn without_a_connection_id_every_request_reads_its_own_facts() {
+    // A host that does not expose `connection.id` still gets exact spans, at the full cost.
+    let mut h = host(r#", "identity": "off""#);
+    let req = || {
+        Req::get("/cart")
+            .header("traceparent", SAMPLED)
+            .property("request.protocol", "HTTP/1.1")
+            .property("source.address", "10.0.0.9:6000")
+            .property("response.code", 200i64)
+    };
+    h.request(req()).unwrap();
+    h.request(req()).unwrap();
+    let reads = h.take_property_reads();
+    assert_eq!(
+        reads.iter().filter(|p| *p == "source.address").count(),
+        2,
+        "{reads:?}"
+    );
+    for s in flush(&mut h) {
+        assert_eq!(str_attr(&s, "client.address").as_deref(), Some("10.0.0.9"));
+    }
+}
