@@ -197,8 +197,35 @@ const fn name_hash(name: &[u8]) -> usize {
     } else {
         (word(name, 0), 0, 0)
     };
+    mix(n, a, b, c)
+}
+
+/// [`name_hash`] at run time: the same words, loaded whole rather than byte by byte.
+#[inline]
+fn name_hash_fast(name: &[u8]) -> usize {
+    let n = name.len();
+    if n < 8 {
+        return mix(n, word(name, 0), 0, 0);
+    }
+    mix(
+        n,
+        load8(name, 0),
+        load8(name, (n - 8) / 2),
+        load8(name, n - 8),
+    )
+}
+
+const fn mix(n: usize, a: u64, b: u64, c: u64) -> usize {
     let x = (a | FOLD) ^ (b | FOLD).rotate_left(21) ^ (c | FOLD).rotate_left(42) ^ n as u64;
     (x.wrapping_mul(HASH_K) >> 58) as usize
+}
+
+/// Eight bytes of `s` from `at` as a little-endian word (0 past the end, which callers avoid).
+#[inline]
+fn load8(s: &[u8], at: usize) -> u64 {
+    s.get(at..)
+        .and_then(|t| t.first_chunk::<8>())
+        .map_or(0, |c| u64::from_le_bytes(*c))
 }
 
 /// Slot → index into [`NAMES`] + 1 (0 is empty), built at compile time.
@@ -217,9 +244,44 @@ fn lookup(name: &[u8]) -> Option<Field> {
     if name.len() > MAX_NAME {
         return None;
     }
-    let slot = TABLE[name_hash(name)];
+    let slot = TABLE[name_hash_fast(name)];
     let (known, field) = NAMES.get(usize::from(slot).checked_sub(1)?)?;
-    name.eq_ignore_ascii_case(known).then_some(*field)
+    eq_lowercase(name, known).then_some(*field)
+}
+
+/// ASCII-lowercases eight bytes at once (SWAR): adds 0x20 to each byte in `A..=Z` only.
+#[inline]
+fn lower8(w: u64) -> u64 {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let b = w & !HI;
+    // The high bit of each byte: `b >= 'A'` and `b > 'Z'`, computed without carries between
+    // bytes because each 7-bit byte plus at most 0x7f stays below 0x100.
+    let ge_a = b + LO * (0x80 - b'A' as u64);
+    let gt_z = b + LO * (0x80 - b'Z' as u64 - 1);
+    let upper = (ge_a & !gt_z) & !w & HI;
+    w | (upper >> 2)
+}
+
+/// Whether `name`, folded to lowercase, equals the lowercase `known`: a word at a time, with an
+/// overlapping last word, instead of byte by byte (the byte loop was a fifth of the core path).
+#[inline]
+fn eq_lowercase(name: &[u8], known: &[u8]) -> bool {
+    let n = name.len();
+    if n != known.len() {
+        return false;
+    }
+    if n < 8 {
+        return lower8(word(name, 0)) == word(known, 0);
+    }
+    let mut at = 0;
+    while at + 8 < n {
+        if lower8(load8(name, at)) != load8(known, at) {
+            return false;
+        }
+        at += 8;
+    }
+    lower8(load8(name, n - 8)) == load8(known, n - 8)
 }
 
 /// A numeric header value (`x-envoy-attempt-count`, `x-envoy-fault-delay-request`): a plain
@@ -324,6 +386,16 @@ mod tests {
             .map(|(_, f)| *f)
     }
 
+    proptest::proptest! {
+        #[test]
+        fn lower8_is_ascii_lowercase(bytes: [u8; 8]) {
+            let w = u64::from_le_bytes(bytes);
+            let mut lower = bytes;
+            lower.make_ascii_lowercase();
+            proptest::prop_assert_eq!(lower8(w), u64::from_le_bytes(lower));
+        }
+    }
+
     #[test]
     fn table_is_perfect() {
         let mut slots: Vec<usize> = NAMES.iter().map(|(n, _)| name_hash(n)).collect();
@@ -335,6 +407,7 @@ mod tests {
             "two names share a slot: change HASH_K"
         );
         for (name, field) in NAMES {
+            assert_eq!(name_hash_fast(name), name_hash(name));
             assert_eq!(lookup(name), Some(field));
             assert_eq!(lookup(&name.to_ascii_uppercase()), Some(field));
         }

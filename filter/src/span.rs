@@ -110,32 +110,53 @@ pub struct SpanRecord {
 }
 
 impl SpanRecord {
-    /// Resets the record for reuse, keeping every buffer's capacity.
+    /// Resets the record for reuse, keeping every buffer's capacity. Field by field, in place:
+    /// rebuilding `Self` moved the inline attribute storage (a kilobyte) several times per span.
     pub fn clear(&mut self) {
-        let (max_attributes, max_value_len) = (self.max_attributes, self.max_value_len);
-        let mut text = core::mem::take(&mut self.text);
-        let mut attrs = core::mem::take(&mut self.attrs);
-        let mut event_attrs = core::mem::take(&mut self.event_attrs);
-        let mut events = core::mem::take(&mut self.events);
-        let mut lists = core::mem::take(&mut self.lists);
-        let mut links = core::mem::take(&mut self.links);
-        text.clear();
-        attrs.clear();
-        event_attrs.clear();
-        events.clear();
-        lists.clear();
-        links.clear();
-        *self = Self {
-            text,
+        let Self {
+            trace_id,
+            span_id,
+            parent_span_id,
+            flags,
+            parent_is_remote,
+            kind,
+            start_ns,
+            end_ns,
+            status,
+            status_message,
+            name,
+            trace_state,
             attrs,
             event_attrs,
             events,
-            lists,
             links,
-            max_attributes,
-            max_value_len,
-            ..Self::default()
-        };
+            lists,
+            dropped_attributes,
+            text,
+            // The caps are configuration, kept across reuse.
+            max_attributes: _,
+            max_value_len: _,
+        } = self;
+        let fresh = Self::default();
+        *trace_id = fresh.trace_id;
+        *span_id = fresh.span_id;
+        *parent_span_id = fresh.parent_span_id;
+        *flags = fresh.flags;
+        *parent_is_remote = fresh.parent_is_remote;
+        *kind = fresh.kind;
+        *start_ns = fresh.start_ns;
+        *end_ns = fresh.end_ns;
+        *status = fresh.status;
+        *status_message = fresh.status_message;
+        *name = fresh.name;
+        *trace_state = fresh.trace_state;
+        *dropped_attributes = fresh.dropped_attributes;
+        attrs.clear();
+        event_attrs.clear();
+        events.clear();
+        links.clear();
+        lists.clear();
+        text.clear();
     }
 
     /// Copies `s` into the arena, cut to `max_value_len` at a UTF-8 character boundary.
