@@ -10,6 +10,7 @@ pub mod batch;
 pub mod capture;
 pub mod config;
 pub mod connection;
+pub mod copy;
 pub mod exporter;
 pub mod gzip;
 pub mod headers;

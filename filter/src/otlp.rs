@@ -27,8 +27,8 @@ enum WireType {
 /// Bytes a varint of `v` takes.
 #[inline]
 fn encoded_len_varint(v: u64) -> usize {
-    // 1 + one more byte per started 7 bits beyond the first 7.
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    // One byte per started group of 7 significant bits (at least one).
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 #[inline]
@@ -50,7 +50,7 @@ fn encode_varint(mut v: u64, buf: &mut Vec<u8>) {
         n += 1;
     }
     tmp[n] = v as u8;
-    buf.extend_from_slice(&tmp[..=n]);
+    crate::copy::append_prefix(&tmp, n + 1, buf);
 }
 
 #[inline(always)]
@@ -58,64 +58,36 @@ fn encode_key(tag: u32, wire: WireType, buf: &mut Vec<u8>) {
     encode_varint(u64::from(tag) << 3 | wire as u64, buf);
 }
 
+#[inline]
 fn len_field(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
+#[inline]
 fn put_len(tag: u32, len: usize, buf: &mut Vec<u8>) {
     encode_key(tag, WireType::LengthDelimited, buf);
     encode_varint(len as u64, buf);
 }
 
+#[inline]
 fn put_bytes(tag: u32, bytes: &[u8], buf: &mut Vec<u8>) {
     put_len(tag, bytes.len(), buf);
-    put_raw(bytes, buf);
+    crate::copy::append(bytes, buf);
 }
 
-/// Appends `src` like `extend_from_slice`, but copies the short strings a span is made of
-/// (keys, methods, hosts: almost all ≤ 32 bytes) with two overlapping fixed-size moves instead
-/// of a call into `memcpy`, which was a sixth of the core path's time.
 #[inline]
-fn put_raw(src: &[u8], buf: &mut Vec<u8>) {
-    /// Copies `N` bytes from the start and `N` from the end of `src` (`N <= src.len() <= 2N`).
-    #[inline(always)]
-    fn two<const N: usize>(src: &[u8], dst: &mut [core::mem::MaybeUninit<u8>]) {
-        let n = src.len();
-        debug_assert!(N <= n && n <= 2 * N && dst.len() >= n);
-        // SAFETY: `dst` has room for `n` bytes and `src` has `n`; both moves stay within the
-        // first `n` bytes of each (`n - N + N == n`), and the slices do not overlap.
-        unsafe {
-            let d = dst.as_mut_ptr().cast::<u8>();
-            core::ptr::copy_nonoverlapping(src.as_ptr(), d, N);
-            core::ptr::copy_nonoverlapping(src.as_ptr().add(n - N), d.add(n - N), N);
-        }
-    }
-    let n = src.len();
-    if n > 32 || n < 4 {
-        buf.extend_from_slice(src);
-        return;
-    }
-    buf.reserve(n);
-    let spare = buf.spare_capacity_mut();
-    match n {
-        4..=7 => two::<4>(src, spare),
-        8..=15 => two::<8>(src, spare),
-        _ => two::<16>(src, spare),
-    }
-    // SAFETY: the first `n` spare bytes were just initialised.
-    unsafe { buf.set_len(buf.len() + n) };
-}
-
 fn put_fixed64(tag: u32, v: u64, buf: &mut Vec<u8>) {
     encode_key(tag, WireType::SixtyFourBit, buf);
     buf.extend_from_slice(&v.to_le_bytes());
 }
 
+#[inline]
 fn put_fixed32(tag: u32, v: u32, buf: &mut Vec<u8>) {
     encode_key(tag, WireType::ThirtyTwoBit, buf);
     buf.extend_from_slice(&v.to_le_bytes());
 }
 
+#[inline]
 fn put_varint(tag: u32, v: u64, buf: &mut Vec<u8>) {
     encode_key(tag, WireType::Varint, buf);
     encode_varint(v, buf);
@@ -131,6 +103,7 @@ pub enum AnyValue<'a, L> {
     StrArray(L),
 }
 
+#[inline]
 fn any_len<'a, L: Iterator<Item = &'a [u8]> + Clone>(v: &AnyValue<'a, L>) -> usize {
     match v {
         AnyValue::Str(s) => len_field(1, s.len()),
@@ -145,6 +118,7 @@ fn array_len<'a>(items: impl Iterator<Item = &'a [u8]>) -> usize {
     items.map(|s| len_field(1, len_field(1, s.len()))).sum()
 }
 
+#[inline]
 fn put_any<'a, L: Iterator<Item = &'a [u8]> + Clone>(v: &AnyValue<'a, L>, buf: &mut Vec<u8>) {
     match v {
         AnyValue::Str(s) => put_bytes(1, s, buf),
@@ -164,24 +138,29 @@ fn put_any<'a, L: Iterator<Item = &'a [u8]> + Clone>(v: &AnyValue<'a, L>, buf: &
     }
 }
 
+#[inline]
 fn kv_len<'a, L: Iterator<Item = &'a [u8]> + Clone>(key: &[u8], v: &AnyValue<'a, L>) -> usize {
     len_field(1, key.len()) + len_field(2, any_len(v))
 }
 
 /// Writes one `KeyValue` as field `tag` of the enclosing message.
+#[inline]
 pub fn put_kv<'a, L: Iterator<Item = &'a [u8]> + Clone>(
     tag: u32,
     key: &[u8],
     v: &AnyValue<'a, L>,
     buf: &mut Vec<u8>,
 ) {
-    put_len(tag, kv_len(key, v), buf);
+    // The value's length is needed twice (in the pair's length and its own): compute it once.
+    let value_len = any_len(v);
+    put_len(tag, len_field(1, key.len()) + len_field(2, value_len), buf);
     put_bytes(1, key, buf);
-    put_len(2, any_len(v), buf);
+    put_len(2, value_len, buf);
     put_any(v, buf);
 }
 
 /// Views a span attribute as an `AnyValue`.
+#[inline]
 fn attr_value<'s>(
     span: &'s SpanRecord,
     a: &'s Attribute,
@@ -395,15 +374,6 @@ mod tests {
             proptest::prop_assert_eq!(ours, theirs);
         }
 
-        #[test]
-        fn put_raw_appends_exactly(
-            head in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..5),
-            src in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..70),
-        ) {
-            let mut buf = head.clone();
-            put_raw(&src, &mut buf);
-            proptest::prop_assert_eq!(buf, [head, src].concat());
-        }
     }
     use crate::span::SpanKind;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

@@ -171,7 +171,7 @@ impl SpanRecord {
             s = &s[..cut];
         }
         let start = self.text.len() as u32;
-        self.text.extend_from_slice(s);
+        crate::copy::append(s, &mut self.text);
         start..self.text.len() as u32
     }
 

@@ -11,25 +11,27 @@
 //!   (`response.code` for errors, `response.flags` for faults, `request.duration` for slow).
 //!   A kept request then pays the sampled `on_log` cost below, plus the logged request header
 //!   map and `request.time`.
-//! - **Sampled**: request time, +1 clock read (span start). In `on_log`, in this order:
+//! - **Sampled**: at request time, +1 clock read (span start) and the routing facts, which
+//!   Envoy settles before the filter chain runs: `connection.id`, `xds.cluster_name` (an Istio
+//!   name also gives the span kind for `direction: auto`), `xds.route_name`, and
+//!   `xds.route_metadata` only with `route_metadata: true`. On a connection's first recorded
+//!   request only (see [`crate::connection`]): `request.protocol`, `source.address`,
+//!   `xds.listener_direction` (only for `auto` with a non-Istio cluster) and, for server spans
+//!   with `identity` on, `connection.mtls`, then only if it is true
+//!   `connection.uri_san_peer_certificate`, `connection.subject_peer_certificate`,
+//!   `connection.tls_version`. In `on_log`:
 //!   1. clock (span end);
 //!   2. `response.code`, `response.flags`; `response.code_details` only when flags ≠ 0;
 //!      `request.time` only when the flags say a delay was injected (the span then starts
 //!      when Envoy received the request, before a fault filter placed ahead of this one);
-//!   3. `xds.cluster_name` (an Istio name also gives the span kind for `direction: auto`);
-//!      `xds.listener_direction` only for `auto` with a non-Istio cluster;
-//!   4. `request.protocol`, `source.address`, `xds.route_name`, and `xds.route_metadata`
-//!      unless `route_metadata: false`;
-//!   5. `response.backend_latency` when an upstream cluster was chosen;
-//!   6. client spans only: `upstream.address`, `upstream.request_attempt_count`;
-//!   7. identity (`identity: inbound` default: server spans only): `connection.mtls`, then
-//!      only if it is true `connection.uri_san_peer_certificate`,
-//!      `connection.subject_peer_certificate`, `connection.tls_version`; client spans with
-//!      `identity: always` read `upstream.tls_version` and, if present, the upstream peer's
-//!      URI SAN and subject;
-//!   8. the response header map only when `capture.response_headers` is set.
+//!   3. `response.backend_latency` when an upstream cluster was chosen;
+//!   4. client spans only: `upstream.address`, `upstream.request_attempt_count`, and with
+//!      `identity: always` `upstream.tls_version` and, if present, the upstream peer's URI SAN
+//!      and subject;
+//!   5. the response header map only when `capture.response_headers` is set.
 //!
-//!   A typical sampled inbound Istio request: 2 + 1 at request time, 10 + 3 (mTLS) in `on_log`.
+//!   A typical sampled inbound Istio request on a reused connection: 2 + 1 + 3 at request
+//!   time, 1 + 3 in `on_log` (`host-test/tests/harness_host_calls.rs` asserts the list).
 //! - **Answered by an earlier filter** (fault abort, RBAC, ext_authz, rate limit before this
 //!   filter): only `on_log` runs; it reads the logged request header map, decides, and then
 //!   pays the sampled or always-keep cost above (+ `request.time` for the start).
