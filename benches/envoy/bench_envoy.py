@@ -218,6 +218,12 @@ def main():
     m = med["meshtrace"][0]
     print(f"\ngoals: meshtrace/no-op floor = {m / floor:.2f} (goal >= 0.85); "
           f"meshtrace/envoy otel = {m / tracer:.2f} (goal >= 1.6)")
+    # Machine drift moves all modes of a round together, so the ratio within each round is the
+    # steadier statistic; its median and range show how much of a gap is noise.
+    for other in ("no-op wasm (reads all headers)", "envoy otel tracer"):
+        paired = sorted(a[0] / b[0] for a, b in zip(results["meshtrace"], results[other]))
+        print(f"meshtrace/{other}, per round: median {statistics.median(paired):.2f} "
+              f"(range {paired[0]:.2f} to {paired[-1]:.2f})")
 
 
 if __name__ == "__main__":

@@ -533,9 +533,11 @@ impl Connection {
     }
 }
 
-/// Where routing sent a recorded request and what its connection is, gathered once. Route and
-/// cluster are settled before the filter chain runs, so this is read in
-/// `on_http_request_headers` and is exact in `on_log` too.
+/// Where routing sent a recorded request and what its connection is, gathered once. Envoy
+/// picks the route and cluster (weighted subsets included) before the filter chain runs, so
+/// this is read in `on_http_request_headers` (or in `on_log` for a request decided there). A
+/// filter after this one that clears the route cache and re-routes is not seen: the span names
+/// the route the request arrived on.
 struct Stream {
     cluster: Option<Vec<u8>>,
     route: Option<Vec<u8>>,
