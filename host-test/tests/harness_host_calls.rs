@@ -2,7 +2,7 @@
 //! makes: each `proxy_get_property` costs ~1.4 µs inside Envoy, far more than the filter's own
 //! work, so a read that creeps in is a performance regression even when every span is right.
 
-use meshtrace_host_test::host::export::{attr, decode, spans, Attr};
+use meshtrace_host_test::host::export::{attr, flush_one, Attr};
 use meshtrace_host_test::host::{load_filter, Host, Req};
 use opentelemetry_proto::tonic::trace::v1::Span;
 
@@ -39,14 +39,6 @@ fn inbound(conn: u64, peer_port: u16, traceparent: &str) -> Req {
         .property("response.code", 200i64)
         .property("response.flags", 0i64)
         .property("response.backend_latency", 3_000_000i64)
-}
-
-fn flush(h: &mut Host) -> Vec<Span> {
-    h.advance(1000).unwrap();
-    let calls = h.pending_http_calls();
-    assert_eq!(calls.len(), 1, "one export call");
-    h.answer(calls[0].token, 200, b"").unwrap();
-    spans(&decode(&calls[0].body).unwrap())
 }
 
 fn str_attr(s: &Span, key: &str) -> Option<String> {
@@ -102,8 +94,11 @@ fn connection_facts_are_read_once_per_connection() {
 
     // The cached facts are the connection's: the same on both of its requests, and the next
     // connection's own.
-    let spans = flush(&mut h);
+    let spans = flush_one(&mut h);
     assert_eq!(spans.len(), 3);
+    // The cache's effect is visible in Envoy's stats.
+    assert_eq!(h.metric("meshtrace.connection_facts.cached"), Some(1));
+    assert_eq!(h.metric("meshtrace.connection_facts.read"), Some(2));
     for (s, port) in spans.iter().zip([5001, 5001, 5002]) {
         assert_eq!(str_attr(s, "mesh.peer.spiffe_id").as_deref(), Some(PEER));
         assert_eq!(
@@ -165,7 +160,7 @@ fn without_a_connection_id_every_request_reads_its_own_facts() {
         2,
         "{reads:?}"
     );
-    for s in flush(&mut h) {
+    for s in flush_one(&mut h) {
         assert_eq!(str_attr(&s, "client.address").as_deref(), Some("10.0.0.9"));
     }
 }

@@ -1,9 +1,9 @@
 //! Requests through the compiled filter: injected headers, span kind per direction, and the
 //! exported span fields decoded with opentelemetry-proto.
 
-use meshtrace_host_test::host::export::{attr, decode, hex, spans, Attr};
+use meshtrace_host_test::host::export::{attr, decode, flush_one, hex, spans, Attr};
 use meshtrace_host_test::host::{load_filter, Host, Req, Resp};
-use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Span};
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
 
 fn host(direction: &str) -> Host {
     load_filter()
@@ -11,15 +11,6 @@ fn host(direction: &str) -> Host {
             r#"{{"service_name": "checkout", "direction": "{direction}", "collector": {{"cluster": "otel_collector"}}}}"#
         ))
         .unwrap()
-}
-
-/// Flushes on the interval and returns the spans of the single export call.
-fn flush(host: &mut Host) -> Vec<Span> {
-    host.advance(1000).unwrap();
-    let calls = host.pending_http_calls();
-    assert_eq!(calls.len(), 1, "one export call");
-    host.answer(calls[0].token, 200, b"").unwrap();
-    spans(&decode(&calls[0].body).unwrap())
 }
 
 fn traceparent(trace: &[u8], span: &[u8]) -> String {
@@ -44,7 +35,7 @@ fn server_span_for_a_new_trace() {
     assert_eq!(ex.local_response, None);
     assert_eq!(ex.downstream_headers.get(":status"), Some("200"));
 
-    let spans = flush(&mut h);
+    let spans = flush_one(&mut h);
     assert_eq!(spans.len(), 1);
     let s = &spans[0];
     // The injected traceparent carries exactly the exported span's ids; a new trace is
@@ -111,7 +102,7 @@ fn continues_an_incoming_trace_and_marks_server_errors() {
     assert!(tp.ends_with("-01"), "{tp}");
     assert_eq!(ex.upstream_header("tracestate"), Some("vendor=1"));
 
-    let s = &flush(&mut h)[0];
+    let s = &flush_one(&mut h)[0];
     assert_eq!(hex(&s.trace_id), "0af7651916cd43dd8448eb211c80319c");
     assert_eq!(hex(&s.parent_span_id), "b7ad6b7169203331");
     assert_eq!(
@@ -146,7 +137,7 @@ fn client_span_for_outbound() {
     let mut h = host("outbound");
     h.request(Req::get("/x").property("response.code", 404i64))
         .unwrap();
-    let s = &flush(&mut h)[0];
+    let s = &flush_one(&mut h)[0];
     assert_eq!(s.kind, SpanKind::Client as i32);
     // A 4xx is an error on the client side only.
     assert_eq!(s.status.as_ref().unwrap().code, StatusCode::Error as i32);
@@ -163,7 +154,7 @@ fn auto_direction_reads_the_listener_direction() {
         h.request(Req::get("/x").property("xds.listener_direction", direction))
             .unwrap();
         assert_eq!(
-            flush(&mut h)[0].kind,
+            flush_one(&mut h)[0].kind,
             kind as i32,
             "listener_direction {direction}"
         );
@@ -174,7 +165,7 @@ fn auto_direction_reads_the_listener_direction() {
         .configure(r#"{"collector": {"cluster": "otel_collector"}}"#)
         .unwrap();
     h.request(Req::get("/x")).unwrap();
-    assert_eq!(flush(&mut h)[0].kind, SpanKind::Client as i32);
+    assert_eq!(flush_one(&mut h)[0].kind, SpanKind::Client as i32);
 }
 
 #[test]

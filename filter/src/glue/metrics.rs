@@ -15,7 +15,7 @@ pub struct Stats {
 }
 
 /// Every stat, its kind, and (by position) its value in [`metric_values`].
-pub const METRICS: [(&str, MetricType); 17] = [
+pub const METRICS: [(&str, MetricType); 19] = [
     ("meshtrace.spans_started", MetricType::Counter),
     ("meshtrace.spans_sampled", MetricType::Counter),
     ("meshtrace.spans_kept", MetricType::Counter),
@@ -33,6 +33,8 @@ pub const METRICS: [(&str, MetricType); 17] = [
     ("meshtrace.queue_spans", MetricType::Gauge),
     ("meshtrace.queue_bytes", MetricType::Gauge),
     ("meshtrace.export_vms", MetricType::Gauge),
+    ("meshtrace.connection_facts.cached", MetricType::Counter),
+    ("meshtrace.connection_facts.read", MetricType::Counter),
 ];
 
 /// This VM's current values, in [`METRICS`] order.
@@ -43,6 +45,9 @@ pub struct Values<'a> {
     pub queue_bytes: u64,
     /// 1 when this VM exports (per-worker or singleton), 0 for a shared-queue filter.
     pub exports: bool,
+    /// Recorded requests whose connection facts came from the cache, and those that read them.
+    pub connections_cached: u64,
+    pub connections_read: u64,
 }
 
 pub fn metric_values(v: &Values<'_>) -> [u64; METRICS.len()] {
@@ -65,6 +70,8 @@ pub fn metric_values(v: &Values<'_>) -> [u64; METRICS.len()] {
         v.queue_spans,
         v.queue_bytes,
         v.exports as u64,
+        v.connections_cached,
+        v.connections_read,
     ]
 }
 

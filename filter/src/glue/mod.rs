@@ -202,6 +202,8 @@ impl Root {
             queue_spans: w.exporter.held(),
             queue_bytes: w.exporter.queued_bytes(),
             exports: w.tracer.config.exporter.mode != ExportMode::SharedQueue,
+            connections_cached: w.connections.hits,
+            connections_read: w.connections.misses,
         }));
         self.propagation_metrics
             .push(w.propagation.values().map(|(_, v)| v));

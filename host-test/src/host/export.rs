@@ -22,6 +22,17 @@ pub fn spans(req: &ExportTraceServiceRequest) -> Vec<Span> {
         .collect()
 }
 
+/// Test helper: runs the flush interval, expects exactly one export call, answers it 200 and
+/// returns its spans. Panics (failing the test) when the filter did anything else.
+pub fn flush_one(host: &mut super::Host) -> Vec<Span> {
+    host.advance(1000).expect("advance the flush interval");
+    let calls = host.pending_http_calls();
+    assert_eq!(calls.len(), 1, "one export call");
+    host.answer(calls[0].token, 200, b"")
+        .expect("answer the export call");
+    spans(&decode(&calls[0].body).expect("decode the export body"))
+}
+
 /// The OTLP/JSON encoding of an export request.
 pub fn to_json(req: &ExportTraceServiceRequest) -> serde_json::Value {
     serde_json::to_value(req).unwrap_or(serde_json::Value::Null)
