@@ -20,7 +20,7 @@ pub fn append_prefix<const N: usize>(src: &[u8; N], n: usize, buf: &mut Vec<u8>)
 }
 
 /// Appends `src` to `buf` like `extend_from_slice`.
-#[inline]
+#[inline(always)]
 pub fn append(src: &[u8], buf: &mut Vec<u8>) {
     /// Copies `N` bytes from the start and `N` from the end of `src` (`N <= src.len() <= 2N`).
     #[inline(always)]

@@ -174,16 +174,57 @@ fn attr_value<'s>(
     }
 }
 
+/// A string attribute small enough that every length in its `KeyValue` fits one varint byte
+/// (nearly all of them): its encoded size and the 4-byte prefixes around key and value.
+/// Written directly, the common case skips the general `AnyValue` path.
+struct ShortStr<'s> {
+    key: &'s [u8],
+    value: &'s [u8],
+    /// `KeyValue` body length: `0x0a klen key 0x12 alen 0x0a vlen value`.
+    kv: usize,
+}
+
+impl<'s> ShortStr<'s> {
+    #[inline]
+    fn of(span: &'s SpanRecord, a: &'s Attribute, tag: u32) -> Option<Self> {
+        let Value::Str(r) = &a.value else { return None };
+        let (key, value) = (span.key_bytes(&a.key), span.text(r));
+        let kv = 2 + key.len() + 2 + 2 + value.len();
+        (tag < 16 && kv < 128).then_some(Self { key, value, kv })
+    }
+
+    #[inline]
+    fn put(&self, tag: u32, buf: &mut Vec<u8>) {
+        buf.reserve(2 + self.kv);
+        let any = 2 + self.value.len();
+        buf.extend_from_slice(&[
+            (tag << 3) as u8 | WireType::LengthDelimited as u8,
+            self.kv as u8,
+            0x0a,
+            self.key.len() as u8,
+        ]);
+        crate::copy::append(self.key, buf);
+        buf.extend_from_slice(&[0x12, any as u8, 0x0a, self.value.len() as u8]);
+        crate::copy::append(self.value, buf);
+    }
+}
+
 fn attrs_len(span: &SpanRecord, attrs: &[Attribute], tag: u32) -> usize {
     attrs
         .iter()
-        .map(|a| len_field(tag, kv_len(span.key_bytes(&a.key), &attr_value(span, a))))
+        .map(|a| match ShortStr::of(span, a, tag) {
+            Some(s) => 2 + s.kv,
+            None => len_field(tag, kv_len(span.key_bytes(&a.key), &attr_value(span, a))),
+        })
         .sum()
 }
 
 fn put_attrs(span: &SpanRecord, attrs: &[Attribute], tag: u32, buf: &mut Vec<u8>) {
     for a in attrs {
-        put_kv(tag, span.key_bytes(&a.key), &attr_value(span, a), buf);
+        match ShortStr::of(span, a, tag) {
+            Some(s) => s.put(tag, buf),
+            None => put_kv(tag, span.key_bytes(&a.key), &attr_value(span, a), buf),
+        }
     }
 }
 
@@ -359,6 +400,23 @@ mod tests {
     use crate::ids::{SpanId, TraceId};
 
     proptest::proptest! {
+        #[test]
+        fn short_string_attributes_encode_like_the_general_path(
+            key in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..150),
+            tag in 1u32..20,
+        ) {
+            let mut span = SpanRecord::default();
+            span.str_dyn(&[&key], &value);
+            let (mut fast, mut general) = (Vec::new(), Vec::new());
+            put_attrs(&span, &span.attrs, tag, &mut fast);
+            for a in &span.attrs {
+                put_kv(tag, span.key_bytes(&a.key), &attr_value(&span, a), &mut general);
+            }
+            proptest::prop_assert_eq!(&fast, &general);
+            proptest::prop_assert_eq!(attrs_len(&span, &span.attrs, tag), general.len());
+        }
+
         #[test]
         fn varints_match_prost(v: u64, tag in 1u32..(1 << 29)) {
             let (mut ours, mut theirs) = (Vec::new(), Vec::new());

@@ -216,9 +216,9 @@ pub enum OtUpdate {
 /// front (W3C's rule for mutated keys); the other members keep their order, and the list stays
 /// within 32 members by dropping from the right.
 pub fn write_tracestate(ts: &TraceState<'_>, update: OtUpdate, out: &mut Vec<u8>) {
-    let old = OtEntry::find(ts);
     let mut ot: smallvec::SmallVec<[u8; 64]> = smallvec::SmallVec::new();
     match update {
+        // Forwarding (the common case) needs no look at the `ot` entry.
         OtUpdate::Forward => return ts.write_to(out),
         OtUpdate::Set(t) => {
             ot.extend_from_slice(b"th:");
@@ -227,6 +227,7 @@ pub fn write_tracestate(ts: &TraceState<'_>, update: OtUpdate, out: &mut Vec<u8>
         }
         OtUpdate::EraseTh => {}
     }
+    let old = OtEntry::find(ts);
     if let Some(old) = &old {
         for sub in old.value.split(|&b| b == b';') {
             if sub.is_empty() || sub.starts_with(b"th:") {

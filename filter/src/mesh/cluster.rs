@@ -73,8 +73,19 @@ fn split4<'a>(s: &'a [u8], sep: &[u8], out: &mut [&'a [u8]; 4]) -> bool {
     true
 }
 
+/// The first `needle` in `hay`: a byte scan for its first byte, then a check of the rest
+/// (a window-by-window slice compare made cluster parsing a visible cost per span).
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    let (&first, rest) = needle.split_first()?;
+    let mut at = 0;
+    while let Some(i) = hay.get(at..)?.iter().position(|&b| b == first) {
+        let p = at + i;
+        if hay[p + 1..].starts_with(rest) {
+            return Some(p);
+        }
+        at = p + 1;
+    }
+    None
 }
 
 fn parse_port(s: &[u8]) -> Option<u16> {
