@@ -7,10 +7,7 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(10_000);
-    let mut p = meshtrace_wasm_kernels::CorePath::new();
-    for _ in 0..64 {
-        p.request();
-    }
-    let injected: usize = (0..n).map(|_| p.request()).sum();
+    // The same loop as the `core request path` row of `make bench` (warm-up included).
+    let injected = meshtrace_wasm_kernels::core_path(n);
     println!("{n} requests, {injected} headers injected");
 }

@@ -6,9 +6,6 @@
 
 use smallvec::SmallVec;
 
-/// Longest header name we bother lowercasing; longer names are none of ours.
-const MAX_NAME: usize = 64;
-
 /// Borrowed slices of every request header the core may use.
 #[derive(Debug, Default, Clone)]
 pub struct RequestHeaders<'a> {
@@ -63,125 +60,90 @@ impl<'a> RequestHeaders<'a> {
 
     /// Files one header under its known name, if it is one of ours.
     pub fn add(&mut self, name: &[u8], value: &'a [u8]) {
-        // First value wins for single-valued headers (B3 says so; Envoy returns the first too).
-        fn first<'v>(slot: &mut Option<&'v [u8]>, v: &'v [u8]) {
-            if slot.is_none() {
-                *slot = Some(v);
-            }
-        }
-        let Some(field) = lookup(name) else { return };
-        match field {
-            Field::Method => first(&mut self.method, value),
-            Field::Path => first(&mut self.path, value),
-            Field::Authority => first(&mut self.authority, value),
-            Field::Scheme => first(&mut self.scheme, value),
-            Field::UserAgent => first(&mut self.user_agent, value),
-            Field::XForwardedFor => first(&mut self.x_forwarded_for, value),
-            Field::XForwardedProto => first(&mut self.x_forwarded_proto, value),
-            Field::XRequestId => first(&mut self.x_request_id, value),
-            Field::Traceparent => {
-                first(&mut self.traceparent, value);
-                self.traceparent_count = self.traceparent_count.saturating_add(1);
-            }
-            Field::Tracestate => push_capped(&mut self.tracestate, value),
-            Field::Baggage => push_capped(&mut self.baggage, value),
-            Field::B3 => first(&mut self.b3, value),
-            Field::XB3TraceId => first(&mut self.x_b3_traceid, value),
-            Field::XB3SpanId => first(&mut self.x_b3_spanid, value),
-            Field::XB3ParentSpanId => first(&mut self.x_b3_parentspanid, value),
-            Field::XB3Sampled => first(&mut self.x_b3_sampled, value),
-            Field::XB3Flags => first(&mut self.x_b3_flags, value),
-            Field::L5dCtxTrace => first(&mut self.l5d_ctx_trace, value),
-            Field::L5dReqId => first(&mut self.l5d_reqid, value),
-            Field::L5dSample => first(&mut self.l5d_sample, value),
-            Field::XAmznTraceId => first(&mut self.x_amzn_trace_id, value),
-            Field::XCloudTraceContext => first(&mut self.x_cloud_trace_context, value),
-            Field::GrpcTraceBin => first(&mut self.grpc_trace_bin, value),
-            Field::XEnvoyAttemptCount => first(&mut self.x_envoy_attempt_count, value),
-            Field::XEnvoyFaultAbort => first(&mut self.x_envoy_fault_abort_request, value),
-            Field::XEnvoyFaultDelay => first(&mut self.x_envoy_fault_delay_request, value),
-            Field::Cookie => first(&mut self.cookie, value),
+        if let Some(i) = lookup(name) {
+            (NAMES[i].1)(self, value);
         }
     }
 }
 
-/// The header fields the core indexes (`host` files under `Authority`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Field {
-    Method,
-    Path,
-    Authority,
-    Scheme,
-    UserAgent,
-    XForwardedFor,
-    XForwardedProto,
-    XRequestId,
-    Traceparent,
-    Tracestate,
-    Baggage,
-    B3,
-    XB3TraceId,
-    XB3SpanId,
-    XB3ParentSpanId,
-    XB3Sampled,
-    XB3Flags,
-    L5dCtxTrace,
-    L5dReqId,
-    L5dSample,
-    XAmznTraceId,
-    XCloudTraceContext,
-    GrpcTraceBin,
-    XEnvoyAttemptCount,
-    XEnvoyFaultAbort,
-    XEnvoyFaultDelay,
-    Cookie,
+/// First value wins for single-valued headers (B3 says so; Envoy returns the first too).
+fn first<'v>(slot: &mut Option<&'v [u8]>, v: &'v [u8]) {
+    if slot.is_none() {
+        *slot = Some(v);
+    }
 }
 
-/// Every name we look for, lowercase, with its field.
-const NAMES: [(&[u8], Field); 28] = [
-    (b":method", Field::Method),
-    (b":path", Field::Path),
-    (b":authority", Field::Authority),
-    (b"host", Field::Authority),
-    (b":scheme", Field::Scheme),
-    (b"user-agent", Field::UserAgent),
-    (b"x-forwarded-for", Field::XForwardedFor),
-    (b"x-forwarded-proto", Field::XForwardedProto),
-    (b"x-request-id", Field::XRequestId),
-    (b"traceparent", Field::Traceparent),
-    (b"tracestate", Field::Tracestate),
-    (b"baggage", Field::Baggage),
-    (b"b3", Field::B3),
-    (b"x-b3-traceid", Field::XB3TraceId),
-    (b"x-b3-spanid", Field::XB3SpanId),
-    (b"x-b3-parentspanid", Field::XB3ParentSpanId),
-    (b"x-b3-sampled", Field::XB3Sampled),
-    (b"x-b3-flags", Field::XB3Flags),
-    (b"l5d-ctx-trace", Field::L5dCtxTrace),
-    (b"l5d-reqid", Field::L5dReqId),
-    (b"l5d-sample", Field::L5dSample),
-    (b"x-amzn-trace-id", Field::XAmznTraceId),
-    (b"x-cloud-trace-context", Field::XCloudTraceContext),
-    (b"grpc-trace-bin", Field::GrpcTraceBin),
-    (b"x-envoy-attempt-count", Field::XEnvoyAttemptCount),
-    (b"x-envoy-fault-abort-request", Field::XEnvoyFaultAbort),
-    (b"x-envoy-fault-delay-request", Field::XEnvoyFaultDelay),
-    (b"cookie", Field::Cookie),
+/// Files a header's value in its field of [`RequestHeaders`].
+type Setter = for<'a> fn(&mut RequestHeaders<'a>, &'a [u8]);
+
+/// Every name we look for, lowercase, with where its value goes.
+const NAMES: [(&[u8], Setter); 28] = [
+    (b":method", |h, v| first(&mut h.method, v)),
+    (b":path", |h, v| first(&mut h.path, v)),
+    (b":authority", |h, v| first(&mut h.authority, v)),
+    (b"host", |h, v| first(&mut h.authority, v)),
+    (b":scheme", |h, v| first(&mut h.scheme, v)),
+    (b"user-agent", |h, v| first(&mut h.user_agent, v)),
+    (b"x-forwarded-for", |h, v| first(&mut h.x_forwarded_for, v)),
+    (b"x-forwarded-proto", |h, v| {
+        first(&mut h.x_forwarded_proto, v)
+    }),
+    (b"x-request-id", |h, v| first(&mut h.x_request_id, v)),
+    (b"traceparent", |h, v| {
+        first(&mut h.traceparent, v);
+        h.traceparent_count = h.traceparent_count.saturating_add(1);
+    }),
+    (b"tracestate", |h, v| push_capped(&mut h.tracestate, v)),
+    (b"baggage", |h, v| push_capped(&mut h.baggage, v)),
+    (b"b3", |h, v| first(&mut h.b3, v)),
+    (b"x-b3-traceid", |h, v| first(&mut h.x_b3_traceid, v)),
+    (b"x-b3-spanid", |h, v| first(&mut h.x_b3_spanid, v)),
+    (b"x-b3-parentspanid", |h, v| {
+        first(&mut h.x_b3_parentspanid, v)
+    }),
+    (b"x-b3-sampled", |h, v| first(&mut h.x_b3_sampled, v)),
+    (b"x-b3-flags", |h, v| first(&mut h.x_b3_flags, v)),
+    (b"l5d-ctx-trace", |h, v| first(&mut h.l5d_ctx_trace, v)),
+    (b"l5d-reqid", |h, v| first(&mut h.l5d_reqid, v)),
+    (b"l5d-sample", |h, v| first(&mut h.l5d_sample, v)),
+    (b"x-amzn-trace-id", |h, v| first(&mut h.x_amzn_trace_id, v)),
+    (b"x-cloud-trace-context", |h, v| {
+        first(&mut h.x_cloud_trace_context, v)
+    }),
+    (b"grpc-trace-bin", |h, v| first(&mut h.grpc_trace_bin, v)),
+    (b"x-envoy-attempt-count", |h, v| {
+        first(&mut h.x_envoy_attempt_count, v)
+    }),
+    (b"x-envoy-fault-abort-request", |h, v| {
+        first(&mut h.x_envoy_fault_abort_request, v)
+    }),
+    (b"x-envoy-fault-delay-request", |h, v| {
+        first(&mut h.x_envoy_fault_delay_request, v)
+    }),
+    (b"cookie", |h, v| first(&mut h.cookie, v)),
 ];
 
 /// The multiplier that makes [`name_hash`] collision-free over [`NAMES`] (found by search;
-/// `table_is_perfect` checks it, since a collision would silently drop a header).
+/// [`TABLE`] refuses to compile if a name list change makes two names share a slot).
 const HASH_K: u64 = 0x1209_a614_324e_10e7;
 /// Forces ASCII letters to lowercase; other bytes of a header name may change too, but only
 /// the hash sees them, never the final comparison.
 const FOLD: u64 = 0x2020_2020_2020_2020;
 
-/// Eight bytes of `name` from `at` (zero-padded), as a word.
-const fn word(name: &[u8], at: usize) -> u64 {
+/// Eight bytes of `s` from `at` as a little-endian word, zero-padded past the end. Whole-word
+/// loads when all eight are there (the run-time case that matters), byte by byte otherwise.
+#[inline]
+const fn word(s: &[u8], at: usize) -> u64 {
+    if at + 8 <= s.len() {
+        let (_, rest) = s.split_at(at);
+        if let Some(w) = rest.first_chunk::<8>() {
+            return u64::from_le_bytes(*w);
+        }
+    }
     let mut w = 0u64;
     let mut i = 0;
-    while i < 8 && at + i < name.len() {
-        w |= (name[at + i] as u64) << (8 * i);
+    while i < 8 && at + i < s.len() {
+        w |= (s[at + i] as u64) << (8 * i);
         i += 1;
     }
     w
@@ -189,7 +151,8 @@ const fn word(name: &[u8], at: usize) -> u64 {
 
 /// A case-insensitive hash of a header name from its length and three words (start, middle,
 /// end): a few ALU operations whatever the length, where a `match` on byte strings compares
-/// candidate after candidate.
+/// candidate after candidate. The same function builds [`TABLE`] at compile time.
+#[inline]
 const fn name_hash(name: &[u8]) -> usize {
     let n = name.len();
     let (a, b, c) = if n >= 8 {
@@ -197,35 +160,8 @@ const fn name_hash(name: &[u8]) -> usize {
     } else {
         (word(name, 0), 0, 0)
     };
-    mix(n, a, b, c)
-}
-
-/// [`name_hash`] at run time: the same words, loaded whole rather than byte by byte.
-#[inline]
-fn name_hash_fast(name: &[u8]) -> usize {
-    let n = name.len();
-    if n < 8 {
-        return mix(n, word(name, 0), 0, 0);
-    }
-    mix(
-        n,
-        load8(name, 0),
-        load8(name, (n - 8) / 2),
-        load8(name, n - 8),
-    )
-}
-
-const fn mix(n: usize, a: u64, b: u64, c: u64) -> usize {
     let x = (a | FOLD) ^ (b | FOLD).rotate_left(21) ^ (c | FOLD).rotate_left(42) ^ n as u64;
     (x.wrapping_mul(HASH_K) >> 58) as usize
-}
-
-/// Eight bytes of `s` from `at` as a little-endian word (0 past the end, which callers avoid).
-#[inline]
-fn load8(s: &[u8], at: usize) -> u64 {
-    s.get(at..)
-        .and_then(|t| t.first_chunk::<8>())
-        .map_or(0, |c| u64::from_le_bytes(*c))
 }
 
 /// Slot → index into [`NAMES`] + 1 (0 is empty), built at compile time.
@@ -233,20 +169,18 @@ const TABLE: [u8; 64] = {
     let mut t = [0u8; 64];
     let mut i = 0;
     while i < NAMES.len() {
-        t[name_hash(NAMES[i].0)] = i as u8 + 1;
+        let slot = name_hash(NAMES[i].0);
+        assert!(t[slot] == 0, "two header names share a slot: change HASH_K");
+        t[slot] = i as u8 + 1;
         i += 1;
     }
     t
 };
 
-/// The field a header name files under, matched case-insensitively: one hash, one compare.
-fn lookup(name: &[u8]) -> Option<Field> {
-    if name.len() > MAX_NAME {
-        return None;
-    }
-    let slot = TABLE[name_hash_fast(name)];
-    let (known, field) = NAMES.get(usize::from(slot).checked_sub(1)?)?;
-    eq_lowercase(name, known).then_some(*field)
+/// The index in [`NAMES`] of a header name, matched case-insensitively: one hash, one compare.
+fn lookup(name: &[u8]) -> Option<usize> {
+    let i = usize::from(TABLE[name_hash(name)]).checked_sub(1)?;
+    eq_lowercase(name, NAMES.get(i)?.0).then_some(i)
 }
 
 /// ASCII-lowercases eight bytes at once (SWAR): adds 0x20 to each byte in `A..=Z` only.
@@ -276,12 +210,12 @@ fn eq_lowercase(name: &[u8], known: &[u8]) -> bool {
     }
     let mut at = 0;
     while at + 8 < n {
-        if lower8(load8(name, at)) != load8(known, at) {
+        if lower8(word(name, at)) != word(known, at) {
             return false;
         }
         at += 8;
     }
-    lower8(load8(name, n - 8)) == load8(known, n - 8)
+    lower8(word(name, n - 8)) == word(known, n - 8)
 }
 
 /// A numeric header value (`x-envoy-attempt-count`, `x-envoy-fault-delay-request`): a plain
@@ -379,11 +313,10 @@ mod tests {
     use super::*;
 
     /// The reference: every known name tried in turn.
-    fn linear(name: &[u8]) -> Option<Field> {
+    fn linear(name: &[u8]) -> Option<usize> {
         NAMES
             .iter()
-            .find(|(known, _)| name.eq_ignore_ascii_case(known))
-            .map(|(_, f)| *f)
+            .position(|(known, _)| name.eq_ignore_ascii_case(known))
     }
 
     proptest::proptest! {
@@ -397,20 +330,53 @@ mod tests {
     }
 
     #[test]
-    fn table_is_perfect() {
-        let mut slots: Vec<usize> = NAMES.iter().map(|(n, _)| name_hash(n)).collect();
-        slots.sort_unstable();
-        slots.dedup();
-        assert_eq!(
-            slots.len(),
-            NAMES.len(),
-            "two names share a slot: change HASH_K"
-        );
-        for (name, field) in NAMES {
-            assert_eq!(name_hash_fast(name), name_hash(name));
-            assert_eq!(lookup(name), Some(field));
-            assert_eq!(lookup(&name.to_ascii_uppercase()), Some(field));
+    fn every_name_is_found_in_any_case() {
+        for (i, (name, _)) in NAMES.iter().enumerate() {
+            assert_eq!(lookup(name), Some(i));
+            assert_eq!(lookup(&name.to_ascii_uppercase()), Some(i));
         }
+    }
+
+    #[test]
+    fn every_name_files_under_its_own_field() {
+        // Each name's value lands where the core reads it; `host` is `:authority`'s fallback.
+        let names: Vec<&[u8]> = NAMES.iter().map(|(n, _)| *n).collect();
+        let pairs: Vec<(&[u8], &[u8])> = names.iter().map(|n| (*n, *n)).collect();
+        let h = RequestHeaders::from_pairs(pairs.iter().copied());
+        let single = [
+            (h.method, ":method"),
+            (h.path, ":path"),
+            (h.authority, ":authority"),
+            (h.scheme, ":scheme"),
+            (h.user_agent, "user-agent"),
+            (h.x_forwarded_for, "x-forwarded-for"),
+            (h.x_forwarded_proto, "x-forwarded-proto"),
+            (h.x_request_id, "x-request-id"),
+            (h.traceparent, "traceparent"),
+            (h.b3, "b3"),
+            (h.x_b3_traceid, "x-b3-traceid"),
+            (h.x_b3_spanid, "x-b3-spanid"),
+            (h.x_b3_parentspanid, "x-b3-parentspanid"),
+            (h.x_b3_sampled, "x-b3-sampled"),
+            (h.x_b3_flags, "x-b3-flags"),
+            (h.l5d_ctx_trace, "l5d-ctx-trace"),
+            (h.l5d_reqid, "l5d-reqid"),
+            (h.l5d_sample, "l5d-sample"),
+            (h.x_amzn_trace_id, "x-amzn-trace-id"),
+            (h.x_cloud_trace_context, "x-cloud-trace-context"),
+            (h.grpc_trace_bin, "grpc-trace-bin"),
+            (h.x_envoy_attempt_count, "x-envoy-attempt-count"),
+            (h.x_envoy_fault_abort_request, "x-envoy-fault-abort-request"),
+            (h.x_envoy_fault_delay_request, "x-envoy-fault-delay-request"),
+            (h.cookie, "cookie"),
+        ];
+        for (got, name) in single {
+            assert_eq!(got, Some(name.as_bytes()), "{name}");
+        }
+        assert_eq!(h.traceparent_count, 1);
+        assert_eq!(&h.tracestate[..], [&b"tracestate"[..]]);
+        assert_eq!(&h.baggage[..], [&b"baggage"[..]]);
+        assert_eq!(h.count, NAMES.len() as u32);
     }
 
     proptest::proptest! {
@@ -424,7 +390,7 @@ mod tests {
             // Near misses: a known name in mixed case, and with one byte changed.
             let mixed: Vec<u8> = NAMES[known].0.iter().zip(&flips)
                 .map(|(b, f)| if *f { b.to_ascii_uppercase() } else { *b }).collect();
-            proptest::prop_assert_eq!(lookup(&mixed), Some(NAMES[known].1));
+            proptest::prop_assert_eq!(lookup(&mixed), Some(known));
             let mut off = mixed.clone();
             off[0] ^= 0x01;
             proptest::prop_assert_eq!(lookup(&off), linear(&off));

@@ -53,6 +53,12 @@ fn encode_varint(mut v: u64, buf: &mut Vec<u8>) {
     crate::copy::append_prefix(&tmp, n + 1, buf);
 }
 
+/// A field key that fits one byte (`tag` < 16).
+#[inline(always)]
+const fn key_byte(tag: u32, wire: WireType) -> u8 {
+    (tag << 3) as u8 | wire as u8
+}
+
 #[inline(always)]
 fn encode_key(tag: u32, wire: WireType, buf: &mut Vec<u8>) {
     encode_varint(u64::from(tag) << 3 | wire as u64, buf);
@@ -138,9 +144,10 @@ fn put_any<'a, L: Iterator<Item = &'a [u8]> + Clone>(v: &AnyValue<'a, L>, buf: &
     }
 }
 
+/// A `KeyValue`'s body length, for a value whose `AnyValue` encodes in `value_len` bytes.
 #[inline]
-fn kv_len<'a, L: Iterator<Item = &'a [u8]> + Clone>(key: &[u8], v: &AnyValue<'a, L>) -> usize {
-    len_field(1, key.len()) + len_field(2, any_len(v))
+fn kv_len(key: &[u8], value_len: usize) -> usize {
+    len_field(1, key.len()) + len_field(2, value_len)
 }
 
 /// Writes one `KeyValue` as field `tag` of the enclosing message.
@@ -153,7 +160,7 @@ pub fn put_kv<'a, L: Iterator<Item = &'a [u8]> + Clone>(
 ) {
     // The value's length is needed twice (in the pair's length and its own): compute it once.
     let value_len = any_len(v);
-    put_len(tag, len_field(1, key.len()) + len_field(2, value_len), buf);
+    put_len(tag, kv_len(key, value_len), buf);
     put_bytes(1, key, buf);
     put_len(2, value_len, buf);
     put_any(v, buf);
@@ -180,7 +187,7 @@ fn attr_value<'s>(
 struct ShortStr<'s> {
     key: &'s [u8],
     value: &'s [u8],
-    /// `KeyValue` body length: `0x0a klen key 0x12 alen 0x0a vlen value`.
+    /// `KeyValue` body length: `key(1) klen key key(2) alen key(1) vlen value`.
     kv: usize,
 }
 
@@ -196,15 +203,21 @@ impl<'s> ShortStr<'s> {
     #[inline]
     fn put(&self, tag: u32, buf: &mut Vec<u8>) {
         buf.reserve(2 + self.kv);
+        const LEN: WireType = WireType::LengthDelimited;
         let any = 2 + self.value.len();
         buf.extend_from_slice(&[
-            (tag << 3) as u8 | WireType::LengthDelimited as u8,
+            key_byte(tag, LEN),
             self.kv as u8,
-            0x0a,
+            key_byte(1, LEN),
             self.key.len() as u8,
         ]);
         crate::copy::append(self.key, buf);
-        buf.extend_from_slice(&[0x12, any as u8, 0x0a, self.value.len() as u8]);
+        buf.extend_from_slice(&[
+            key_byte(2, LEN),
+            any as u8,
+            key_byte(1, LEN),
+            self.value.len() as u8,
+        ]);
         crate::copy::append(self.value, buf);
     }
 }
@@ -214,7 +227,10 @@ fn attrs_len(span: &SpanRecord, attrs: &[Attribute], tag: u32) -> usize {
         .iter()
         .map(|a| match ShortStr::of(span, a, tag) {
             Some(s) => 2 + s.kv,
-            None => len_field(tag, kv_len(span.key_bytes(&a.key), &attr_value(span, a))),
+            None => {
+                let value_len = any_len(&attr_value(span, a));
+                len_field(tag, kv_len(span.key_bytes(&a.key), value_len))
+            }
         })
         .sum()
 }
@@ -398,23 +414,34 @@ impl BatchHeader {
 mod tests {
     use super::*;
     use crate::ids::{SpanId, TraceId};
+    use crate::span::SpanKind;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    use prost::Message;
 
     proptest::proptest! {
         #[test]
-        fn short_string_attributes_encode_like_the_general_path(
-            key in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
-            value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..150),
+        fn attributes_encode_like_prost_on_both_length_paths(
+            key in "[a-z._]{1,80}",
+            value in "[ -~é]{0,150}",
+            int: i64,
             tag in 1u32..20,
         ) {
+            // Short string pairs take `ShortStr`, long ones (and tags ≥ 16) and the int `put_kv`;
+            // both must be exactly what prost writes for the same `KeyValue`s.
+            use opentelemetry_proto::tonic::common::v1::{AnyValue as Pv, KeyValue};
             let mut span = SpanRecord::default();
-            span.str_dyn(&[&key], &value);
-            let (mut fast, mut general) = (Vec::new(), Vec::new());
-            put_attrs(&span, &span.attrs, tag, &mut fast);
-            for a in &span.attrs {
-                put_kv(tag, span.key_bytes(&a.key), &attr_value(&span, a), &mut general);
+            span.str_dyn(&[key.as_bytes()], value.as_bytes());
+            span.int("n", int);
+            let mut ours = Vec::new();
+            put_attrs(&span, &span.attrs, tag, &mut ours);
+            let mut theirs = Vec::new();
+            for (k, v) in [(key, V::StringValue(value)), ("n".to_string(), V::IntValue(int))] {
+                let kv = KeyValue { key: k, value: Some(Pv { value: Some(v) }), ..Default::default() };
+                prost::encoding::message::encode(tag, &kv, &mut theirs);
             }
-            proptest::prop_assert_eq!(&fast, &general);
-            proptest::prop_assert_eq!(attrs_len(&span, &span.attrs, tag), general.len());
+            proptest::prop_assert_eq!(&ours, &theirs);
+            proptest::prop_assert_eq!(attrs_len(&span, &span.attrs, tag), ours.len());
         }
 
         #[test]
@@ -433,10 +460,6 @@ mod tests {
         }
 
     }
-    use crate::span::SpanKind;
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
-    use prost::Message;
 
     fn sample_span() -> SpanRecord {
         let mut s = SpanRecord::default();

@@ -137,20 +137,21 @@ impl SpanRecord {
             max_attributes: _,
             max_value_len: _,
         } = self;
-        let fresh = Self::default();
-        *trace_id = fresh.trace_id;
-        *span_id = fresh.span_id;
-        *parent_span_id = fresh.parent_span_id;
-        *flags = fresh.flags;
-        *parent_is_remote = fresh.parent_is_remote;
-        *kind = fresh.kind;
-        *start_ns = fresh.start_ns;
-        *end_ns = fresh.end_ns;
-        *status = fresh.status;
-        *status_message = fresh.status_message;
-        *name = fresh.name;
-        *trace_state = fresh.trace_state;
-        *dropped_attributes = fresh.dropped_attributes;
+        // Every field the destructuring names is reset to its type's default, as
+        // `#[derive(Default)]` builds it, without building a whole record.
+        *trace_id = Default::default();
+        *span_id = Default::default();
+        *parent_span_id = None;
+        *flags = 0;
+        *parent_is_remote = false;
+        *kind = Default::default();
+        *start_ns = 0;
+        *end_ns = 0;
+        *status = Default::default();
+        *status_message = None;
+        *name = Default::default();
+        *trace_state = Default::default();
+        *dropped_attributes = 0;
         attrs.clear();
         event_attrs.clear();
         events.clear();
@@ -378,5 +379,39 @@ mod tests {
         s.clear();
         assert!(s.attrs.is_empty());
         assert_eq!(s.max_attributes, 2);
+    }
+
+    #[test]
+    fn clear_leaves_a_fresh_record_with_the_caps() {
+        let caps = || SpanRecord {
+            max_attributes: 8,
+            max_value_len: 16,
+            ..Default::default()
+        };
+        let mut s = caps();
+        s.trace_id = crate::ids::TraceId([1; 16]);
+        s.span_id = crate::ids::SpanId([2; 8]);
+        s.parent_span_id = Some(crate::ids::SpanId([3; 8]));
+        s.flags = 1;
+        s.parent_is_remote = true;
+        s.kind = SpanKind::Client;
+        s.start_ns = 5;
+        s.end_ns = 6;
+        s.status = StatusCode::Error;
+        s.set_status_message(b"boom");
+        s.set_name(&[b"GET ", b"/x"]);
+        s.set_trace_state(|b| b.extend_from_slice(b"k=v"));
+        s.str("a", b"b");
+        s.str_array("list", [&b"x"[..], b"y"]);
+        s.event("exception", 7, |e| e.str("k", b"v"));
+        s.links.push(Link {
+            trace_id: crate::ids::TraceId([4; 16]),
+            span_id: crate::ids::SpanId([5; 8]),
+            flags: 1,
+        });
+        s.dropped_attributes = 3;
+        s.clear();
+        // Every field, the arena's contents included, is what a new record with these caps has.
+        assert_eq!(format!("{s:?}"), format!("{:?}", caps()));
     }
 }

@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use tonic::codec::CompressionEncoding;
 use tower_service::Service;
 
-use crate::sink::{lock, spans_of, Received, Server};
+use crate::sink::{lock, spans_of, Received, Server, Tally};
 
 /// How the receiver answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,10 +35,7 @@ pub enum GrpcMode {
 struct State {
     received: Vec<Received>,
     mode: Option<GrpcMode>,
-    /// Benchmarks: count requests and spans, keep nothing.
-    count_only: bool,
-    requests: u64,
-    spans: u64,
+    tally: Tally,
 }
 
 /// The service tonic calls.
@@ -79,15 +76,7 @@ impl TraceService for Receiver {
                 None => tonic::Status::new(code, "collector says no"),
             });
         }
-        st.requests += 1;
-        st.spans += request
-            .get_ref()
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len() as u64)
-            .sum::<u64>();
-        if st.count_only {
+        if !st.tally.record(request.get_ref()) {
             return Ok(tonic::Response::new(ExportTraceServiceResponse::default()));
         }
         st.received.push(Received {
@@ -131,13 +120,12 @@ impl GrpcSink {
 
     /// Keep only counts (for long benchmark runs).
     pub fn count_only(&self) {
-        lock(&self.state).count_only = true;
+        lock(&self.state).tally.count_only = true;
     }
 
     /// `(requests, spans)` received so far.
     pub fn counts(&self) -> (u64, u64) {
-        let st = lock(&self.state);
-        (st.requests, st.spans)
+        lock(&self.state).tally.counts()
     }
 
     pub fn set_mode(&self, mode: GrpcMode) {

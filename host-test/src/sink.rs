@@ -47,14 +47,40 @@ pub enum SinkMode {
     Garbage,
 }
 
+/// What a sink has received, counted, and whether it keeps the requests too: shared by the
+/// OTLP/HTTP and OTLP/gRPC sinks.
+#[derive(Default)]
+pub(crate) struct Tally {
+    /// Count only, keep nothing: for long benchmark runs.
+    pub count_only: bool,
+    pub requests: u64,
+    pub spans: u64,
+}
+
+impl Tally {
+    /// Counts one export request; true when the sink should keep it as well.
+    pub fn record(&mut self, req: &ExportTraceServiceRequest) -> bool {
+        self.requests += 1;
+        self.spans += req
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len() as u64)
+            .sum::<u64>();
+        !self.count_only
+    }
+
+    /// `(requests, spans)`.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.requests, self.spans)
+    }
+}
+
 #[derive(Default)]
 struct SinkState {
     received: Vec<Received>,
     mode: Option<SinkMode>,
-    /// Count only, keep nothing: for long benchmark runs.
-    count_only: bool,
-    requests: u64,
-    spans: u64,
+    tally: Tally,
 }
 
 /// A running OTLP/HTTP receiver.
@@ -82,13 +108,12 @@ impl OtlpSink {
 
     /// Stops keeping requests (only counting them), so long runs use constant memory.
     pub fn count_only(&self) {
-        lock(&self.state).count_only = true;
+        lock(&self.state).tally.count_only = true;
     }
 
     /// `(requests, spans)` received so far.
     pub fn counts(&self) -> (u64, u64) {
-        let st = lock(&self.state);
-        (st.requests, st.spans)
+        lock(&self.state).tally.counts()
     }
 
     pub fn set_mode(&self, mode: SinkMode) {
@@ -181,9 +206,7 @@ async fn sink_handle(req: Request<Incoming>, st: Arc<Mutex<SinkState>>) -> Respo
     match ExportTraceServiceRequest::decode(body) {
         Ok(request) => {
             let mut st = lock(&st);
-            st.requests += 1;
-            st.spans += spans_of(&request).len() as u64;
-            if !st.count_only {
+            if st.tally.record(&request) {
                 st.received.push(Received {
                     path,
                     headers,

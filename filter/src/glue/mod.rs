@@ -275,7 +275,6 @@ impl RootContext for Root {
         Some(Box::new(Http {
             worker,
             span: None,
-            stream: None,
             facts: RequestFacts::default(),
             candidate: None,
             seen_request: false,
@@ -290,10 +289,9 @@ impl RootContext for Root {
 /// One HTTP stream.
 struct Http {
     worker: Rc<RefCell<Worker>>,
-    /// The span being built; present only for recorded requests.
-    span: Option<SpanRecord>,
-    /// Routing and connection facts of a recorded request, read while its headers are.
-    stream: Option<Stream>,
+    /// The span being built, with the routing and connection facts read while the request
+    /// headers were; present only for recorded requests.
+    span: Option<(SpanRecord, Stream)>,
     /// What the request carried that `on_log` needs (its headers are gone by then).
     facts: RequestFacts,
     /// An unsampled request the always-keep rules may still export.
@@ -354,8 +352,7 @@ impl HttpContext for Http {
             w.tracer
                 .begin_span(&decision, &headers, clock.now(), &mut rec);
             self.facts = w.tracer.record_request(&headers, pairs(&buf), &mut rec);
-            self.span = Some(rec);
-            self.stream = Some(Stream::read(w));
+            self.span = Some((rec, Stream::read(w)));
         } else if w.tracer.may_keep() {
             self.candidate = Some(decision.ids());
         }
@@ -366,8 +363,7 @@ impl HttpContext for Http {
         let mut w = self.worker.borrow_mut();
         let w = &mut *w;
         let mut clock = Clock::default();
-        if let Some(rec) = self.span.take() {
-            let stream = self.stream.take().unwrap_or_else(|| Stream::read(w));
+        if let Some((rec, stream)) = self.span.take() {
             finish(w, rec, &self.facts, &stream, Known::default(), &mut clock);
         } else if let Some(ids) = self.candidate.take() {
             keep_unsampled(w, &ids, None, &mut clock);

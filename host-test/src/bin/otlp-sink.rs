@@ -1,12 +1,13 @@
 //! `otlp-sink`: a standalone OTLP/HTTP receiver that decodes every export with
 //! `opentelemetry-proto` and prints one line per span (or only counts, with `--quiet`).
 //! Useful to point a local Envoy running meshtrace at, and as the collector for benchmarks.
-//! With `--grpc-port` it also serves OTLP/gRPC (counted together with OTLP/HTTP).
+//! With `--grpc-port` it also serves OTLP/gRPC, printed and counted the same way.
 
 use std::time::Duration;
 
 use meshtrace_host_test::grpc_sink::GrpcSink;
 use meshtrace_host_test::sink::OtlpSink;
+use opentelemetry_proto::tonic::trace::v1::Span;
 
 const HELP: &str = "otlp-sink: print the spans an OTLP/HTTP exporter sends
 
@@ -48,14 +49,16 @@ fn main() -> anyhow::Result<()> {
     let grpc = grpc_port.map(GrpcSink::start).transpose()?;
     if quiet {
         sink.count_only();
+        if let Some(g) = &grpc {
+            g.count_only();
+        }
     }
     println!("otlp-sink listening on http://{}/v1/traces", sink.addr);
     if let Some(g) = &grpc {
-        // Printing each gRPC span is not needed by anything yet: it is counted in both modes.
-        g.count_only();
         println!("otlp-sink listening for OTLP/gRPC on {}", g.addr);
     }
-    let mut printed = 0usize;
+    // Spans printed so far, per protocol.
+    let (mut printed, mut printed_grpc) = (0usize, 0usize);
     loop {
         std::thread::sleep(Duration::from_millis(if quiet { 1000 } else { 100 }));
         if quiet {
@@ -69,18 +72,25 @@ fn main() -> anyhow::Result<()> {
             println!("{spans} spans in {requests} requests");
             continue;
         }
-        let spans = sink.spans();
-        for s in &spans[printed..] {
-            let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-            println!(
-                "{} {} parent={} kind={} {}",
-                hex(&s.trace_id),
-                hex(&s.span_id),
-                hex(&s.parent_span_id),
-                s.kind,
-                s.name
-            );
+        print_new(&sink.spans(), &mut printed);
+        if let Some(g) = &grpc {
+            print_new(&g.spans(), &mut printed_grpc);
         }
-        printed = spans.len();
     }
+}
+
+/// Prints the spans after the first `printed`, one line each, and advances `printed`.
+fn print_new(spans: &[Span], printed: &mut usize) {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    for s in spans.get(*printed..).unwrap_or_default() {
+        println!(
+            "{} {} parent={} kind={} {}",
+            hex(&s.trace_id),
+            hex(&s.span_id),
+            hex(&s.parent_span_id),
+            s.kind,
+            s.name
+        );
+    }
+    *printed = spans.len();
 }

@@ -281,8 +281,10 @@ fn proxy_get_property(
 ) -> Result<i32> {
     guard(&c, "proxy_get_property")?;
     let path = bytes!(c, path_ptr, path_len);
-    let dotted = String::from_utf8_lossy(&path).replace('\0', ".");
-    c.data().world().property_reads.push(dotted);
+    if c.data().settings.record_property_reads {
+        let dotted = String::from_utf8_lossy(&path).replace('\0', ".");
+        c.data().world().property_reads.push(dotted);
+    }
     match c.data().property(&path) {
         Ok(v) => return_buffer(&mut c, &v, ret_ptr, ret_len),
         Err(s) => Ok(st(s)),

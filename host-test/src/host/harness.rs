@@ -93,6 +93,7 @@ impl HostBuilder {
                 clusters: None,
                 properties: PropertyTree::default(),
                 seed: 0x6d65_7368_7472_6163,
+                record_property_reads: false,
             },
             plugins: Vec::new(),
         }
@@ -138,6 +139,12 @@ impl HostBuilder {
     /// `xds.node` are also visible to root contexts, as in Envoy.
     pub fn property(mut self, path: &str, value: impl Into<PropValue>) -> Self {
         self.settings.properties.set_dotted(path, value.into());
+        self
+    }
+
+    /// Logs every property path the guest reads, for [`Host::take_property_reads`].
+    pub fn record_property_reads(mut self) -> Self {
+        self.settings.record_property_reads = true;
         self
     }
 
@@ -775,7 +782,8 @@ impl Host {
     }
 
     /// Everything logged so far, in order.
-    /// The property paths read since the last call (dotted, in order), and forgets them.
+    /// The property paths read since the last call (dotted, in order), and forgets them; empty
+    /// unless the host was built with [`HostBuilder::record_property_reads`].
     pub fn take_property_reads(&mut self) -> Vec<String> {
         std::mem::take(&mut self.world().property_reads)
     }

@@ -24,6 +24,9 @@ pub struct Settings {
     /// Properties every stream sees (listener, cluster, node); overridden per request.
     pub properties: PropertyTree,
     pub seed: u64,
+    /// Log every `proxy_get_property` path in `World::property_reads` (off: long runs would
+    /// grow the log without bound).
+    pub record_property_reads: bool,
 }
 
 /// One plugin (an Envoy filter config): its root context in every VM.

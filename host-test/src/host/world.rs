@@ -91,8 +91,8 @@ pub struct World {
     /// Every http call ever dispatched, answered or not, in order.
     pub http_call_log: Vec<HttpCall>,
     pub next_token: u32,
-    /// Every `proxy_get_property` path asked for, dotted, in order: the per-request host-call
-    /// budget is asserted on this.
+    /// Every `proxy_get_property` path asked for, dotted, in order, when the settings ask for
+    /// it: the per-request host-call budget is asserted on this.
     pub property_reads: Vec<String>,
 }
 
