@@ -12,6 +12,7 @@ pub mod config;
 pub mod connection;
 pub mod copy;
 pub mod exporter;
+pub mod grpc;
 pub mod gzip;
 pub mod headers;
 pub mod hex;

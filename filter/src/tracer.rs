@@ -12,6 +12,7 @@ use smallvec::SmallVec;
 
 use crate::capture::Side;
 use crate::config::Config;
+use crate::grpc;
 use crate::headers::RequestHeaders;
 use crate::ids::{IdGenerator, SpanId, TraceId};
 use crate::mesh::{self, fault, flags, identity, resource::NodeInfo, route, RequestFacts};
@@ -153,6 +154,9 @@ pub struct Finish<'a> {
     pub request: RequestFacts,
     /// What the mesh did (cluster, route, flags, identity).
     pub mesh: mesh::EndFacts<'a>,
+    /// The `grpc-status` the response carried (trailers, else headers), parsed with
+    /// [`grpc::Code::parse`]; read only for gRPC requests (`request.grpc`).
+    pub grpc_status: Option<grpc::Code>,
 }
 
 /// Per-VM tracing state built from a validated [`Config`].
@@ -548,15 +552,22 @@ impl Tracer {
             Some(i) => (&path[..i], Some(&path[i + 1..])),
             None => (path, None),
         };
-        let mut http_route = route::RouteBuf::new();
-        self.mesh.routes.route(url_path, &mut http_route);
-        rec.set_name(&route::span_name(
-            self.mesh.span_name,
-            method,
-            known,
-            &http_route,
-        ));
-        rec.str("http.route", &http_route);
+        if h.content_type
+            .is_some_and(|ct| grpc::protocol(ct).is_some())
+        {
+            // A gRPC call is named by its method; the path is the method, so no route.
+            grpc::record_call(path, rec);
+        } else {
+            let mut http_route = route::RouteBuf::new();
+            self.mesh.routes.route(url_path, &mut http_route);
+            rec.set_name(&route::span_name(
+                self.mesh.span_name,
+                method,
+                known,
+                &http_route,
+            ));
+            rec.str("http.route", &http_route);
+        }
         if known {
             rec.str("http.request.method", method);
         } else {
@@ -611,6 +622,7 @@ impl Tracer {
                 h.x_envoy_fault_delay_request,
             ),
             attempt_count: h.x_envoy_attempt_count.and_then(crate::headers::parse_u64),
+            grpc: h.content_type.and_then(grpc::protocol),
         }
     }
 
@@ -643,8 +655,27 @@ impl Tracer {
         duration_ns: Option<u64>,
         now: impl FnOnce() -> u64,
     ) -> Option<KeepReason> {
+        self.keep_call(status, response_flags, duration_ns, None, now)
+    }
+
+    /// [`Tracer::keep`] for a request that may be a gRPC call: with `grpc` set, "error" means
+    /// what it means on the span ([`grpc::Code::is_error`] for the call's status, see
+    /// [`grpc::call_status`]), since a failed call is usually an HTTP 200.
+    pub fn keep_call(
+        &mut self,
+        status: Option<i64>,
+        response_flags: u64,
+        duration_ns: Option<u64>,
+        grpc: Option<grpc::GrpcEnd>,
+        now: impl FnOnce() -> u64,
+    ) -> Option<KeepReason> {
         let fault = response_flags & (flags::FAULT_INJECTED | flags::DELAY_INJECTED) != 0;
-        let reason = self.sampler.keep.check(status, fault, duration_ns)?;
+        let error = match grpc {
+            Some(g) => grpc::call_status(g.protocol, g.sent, status, response_flags)
+                .is_some_and(|c| c.is_error(g.kind)),
+            None => sampling::is_keep_error(status),
+        };
+        let reason = self.sampler.keep.check_error(error, fault, duration_ns)?;
         self.sampler.take(now).then_some(reason)
     }
 
@@ -683,6 +714,23 @@ impl Tracer {
         if let Some(code) = code {
             rec.int("http.response.status_code", code);
         }
+        let rpc = f
+            .request
+            .grpc
+            .and_then(|p| grpc::call_status(p, f.grpc_status, code, bits));
+        if let Some(rpc) = rpc {
+            // A gRPC call's status decides, whatever the HTTP code (usually 200) says.
+            rec.str("rpc.response.status_code", rpc.name().as_bytes());
+            if rpc.is_error(f.kind) {
+                rec.status = StatusCode::Error;
+                rec.str("error.type", rpc.name().as_bytes());
+            }
+            if rpc == grpc::Code::UNIMPLEMENTED {
+                grpc::unrecognised_method(rec);
+            }
+            self.record_flags(rec, f);
+            return;
+        }
         let error = match code {
             Some(code) => code >= 500 || (code >= 400 && f.kind == SpanKind::Client),
             None => flag_error.is_some() && !flags::downstream_only(bits),
@@ -696,6 +744,12 @@ impl Tracer {
             (None, Some(c)) if error => rec.str("error.type", itoa(c, &mut digits)),
             _ => {}
         }
+        self.record_flags(rec, f);
+    }
+
+    /// `envoy.response_flags` and `envoy.response.code_details`, when Envoy set any flag.
+    fn record_flags(&self, rec: &mut SpanRecord, f: &Finish<'_>) {
+        let bits = f.mesh.response_flags;
         if bits != 0 {
             rec.str_array(
                 "envoy.response_flags",
@@ -912,6 +966,9 @@ fn itoa(mut v: i64, buf: &mut [u8; 20]) -> &[u8] {
 
 #[cfg(test)]
 mod propagation_tests;
+
+#[cfg(test)]
+mod grpc_tests;
 
 #[cfg(test)]
 mod tests {

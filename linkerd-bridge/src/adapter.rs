@@ -9,6 +9,8 @@ use http::header::{HeaderName, HeaderValue};
 use http::request::Parts;
 use http::Version;
 use meshtrace::exporter::{Counters, Exporter, Request};
+use meshtrace::grpc;
+use meshtrace::grpc::GrpcEnd;
 use meshtrace::headers::RequestHeaders;
 use meshtrace::mesh::resource::NodeInfo;
 use meshtrace::mesh::{EndFacts, RequestFacts};
@@ -118,7 +120,19 @@ pub enum Started {
         /// because the request is gone when the rules are applied.
         headers: Vec<(Vec<u8>, Vec<u8>)>,
         start_ns: u64,
+        /// The request's gRPC framing (`content-type`), for the always-keep error rule.
+        grpc: Option<grpc::Protocol>,
     },
+}
+
+impl Started {
+    /// Whether the request is a gRPC call, whose `grpc-status` the response must be watched for.
+    pub fn is_grpc(&self) -> bool {
+        match self {
+            Started::Sampled { facts, .. } => facts.grpc.is_some(),
+            Started::Candidate { grpc, .. } => grpc.is_some(),
+        }
+    }
 }
 
 /// The request's headers as the core reads them: HTTP/2 carries the pseudo-headers, which
@@ -151,7 +165,7 @@ pub fn start_request(shared: &Shared, parts: &mut Parts) -> Option<Started> {
     Stats::add(&shared.stats.started, 1);
     let mut guard = lock(&shared.core);
     let core = &mut *guard;
-    let (started, keep_ids) = {
+    let (started, keep_ids, call) = {
         let pairs = header_pairs(parts);
         let headers = RequestHeaders::from_pairs(pairs.iter().copied());
         let mut decision = core.tracer.start(&headers);
@@ -164,9 +178,10 @@ pub fn start_request(shared: &Shared, parts: &mut Parts) -> Option<Started> {
             let facts = core
                 .tracer
                 .record_request(&headers, pairs.iter().copied(), &mut rec);
-            (Some(Started::Sampled { rec, facts }), None)
+            (Some(Started::Sampled { rec, facts }), None, None)
         } else {
-            (None, core.tracer.may_keep().then(|| decision.ids()))
+            let call = headers.content_type.and_then(grpc::protocol);
+            (None, core.tracer.may_keep().then(|| decision.ids()), call)
         }
     };
     apply(&core.injection, &mut parts.headers);
@@ -186,6 +201,7 @@ pub fn start_request(shared: &Shared, parts: &mut Parts) -> Option<Started> {
                 .map(|(k, v)| (k.to_vec(), v.to_vec()))
                 .collect(),
             start_ns,
+            grpc: call,
         }),
     }
 }
@@ -238,6 +254,9 @@ pub struct End<'a> {
     pub version: Version,
     /// The downstream peer, `ip:port` (the Linkerd proxy, usually).
     pub peer: &'a str,
+    /// A gRPC call's `grpc-status`, from the response trailers or, for a Trailers-Only reply,
+    /// its headers (parsed with [`grpc::Code::parse`]).
+    pub grpc_status: Option<grpc::Code>,
 }
 
 /// Finishes a request: a sampled span is completed, an unsampled one goes through the
@@ -253,10 +272,20 @@ pub fn finish_request(shared: &Shared, started: Started, end: &End<'_>) -> bool 
             ids,
             headers,
             start_ns,
+            grpc,
         } => {
             let duration = end_ns.saturating_sub(start_ns);
+            // The bridge only ever makes server spans.
+            let call = grpc.map(|protocol| GrpcEnd {
+                protocol,
+                sent: end.grpc_status,
+                kind: SpanKind::Server,
+            });
             // The bridge has no Envoy response flags: no fault is ever injected here.
-            let Some(reason) = core.tracer.keep(status, 0, Some(duration), now_ns) else {
+            let Some(reason) = core
+                .tracer
+                .keep_call(status, 0, Some(duration), call, now_ns)
+            else {
                 return false;
             };
             Stats::add(&shared.stats.kept, 1);
@@ -288,6 +317,7 @@ pub fn finish_request(shared: &Shared, started: Started, end: &End<'_>) -> bool 
         request: facts,
         // No Envoy cluster, route or flags: the Linkerd facts are request attributes.
         mesh: EndFacts::default(),
+        grpc_status: end.grpc_status,
     };
     core.tracer.finish_span(&mut rec, &finish);
     let _ = core.exporter.push(&rec);
