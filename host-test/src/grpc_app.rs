@@ -35,6 +35,8 @@ pub struct HelloReply {
 
 /// The method every test calls.
 pub const SAY_HELLO: &str = "/pkg.v1.Greeter/SayHello";
+/// A plain HTTP endpoint beside the service: 200, `ok`, no gRPC framing.
+pub const PLAIN: &str = "/healthz";
 
 /// The reply stream of one call: tonic writes each item as a message, and the first error as
 /// the trailers' status.
@@ -94,14 +96,17 @@ pub struct GreeterServer {
 }
 
 impl GreeterServer {
-    /// Starts on a free loopback port. Any path other than [`SAY_HELLO`] is answered
-    /// `UNIMPLEMENTED`, as a generated server does.
+    /// Starts on a free loopback port. [`PLAIN`] answers plain HTTP; any other path than
+    /// [`SAY_HELLO`] is answered `UNIMPLEMENTED`, as a generated server does.
     pub fn start() -> anyhow::Result<Self> {
         let server = Server::start(0, |req: http::Request<hyper::body::Incoming>| async move {
             let resp = if req.uri().path() == SAY_HELLO {
                 let mut grpc =
                     tonic::server::Grpc::new(ProstCodec::<HelloReply, HelloRequest>::default());
                 grpc.server_streaming(Greeter, req).await
+            } else if req.uri().path() == PLAIN {
+                // Not gRPC at all: a plain 200 with no `grpc-status`.
+                http::Response::new(tonic::body::Body::new(Full::new(Bytes::from_static(b"ok"))))
             } else {
                 Status::unimplemented("").into_http()
             };

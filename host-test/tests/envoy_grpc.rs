@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use meshtrace_host_test::envoy::{envoy_binary, wasm_path, Envoy, EnvoyVars};
-use meshtrace_host_test::grpc_app::{call, call_web, GreeterServer, SAY_HELLO};
+use meshtrace_host_test::grpc_app::{call, call_web, GreeterServer, PLAIN, SAY_HELLO};
 use meshtrace_host_test::sink::OtlpSink;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
@@ -21,6 +21,8 @@ struct Stack {
     sink: OtlpSink,
     _app: GreeterServer,
     envoy: Envoy,
+    /// Envoy's access log: each request's path, response code and `response.grpc_status`.
+    access_log: std::path::PathBuf,
 }
 
 /// The sink, the greeter and Envoy on `grpc.yaml`; `None` when Envoy is not installed (outside
@@ -39,12 +41,27 @@ fn stack(config: &str, direction: &'static str) -> Option<Stack> {
         config,
     );
     vars.direction = direction;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let access_log = std::env::temp_dir().join(format!(
+        "meshtrace-grpc-access-{}-{nanos}.log",
+        std::process::id()
+    ));
+    vars.set("ACCESS_LOG", access_log.display());
     let envoy = Envoy::start(&binary, "grpc.yaml", vars).expect("start Envoy");
     Some(Stack {
         sink,
         _app: app,
         envoy,
+        access_log,
     })
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.access_log);
+    }
 }
 
 fn config(extra: &str) -> String {
@@ -389,4 +406,63 @@ fn always_keep_error_keeps_failed_calls_by_the_span_rule() {
     assert_eq!(s.envoy.stat("meshtrace.spans_sampled"), 0);
     assert_eq!(s.envoy.stat("meshtrace.spans_kept"), 3);
     assert_eq!(s.envoy.stat("meshtrace.spans_exported"), 3);
+}
+
+/// Why meshtrace reads `grpc-status` itself: what Envoy's `response.grpc_status` attribute (the
+/// property a Wasm filter could read in `on_log`) says for each kind of answer, next to what
+/// was actually sent. It is right for gRPC over HTTP/2, but a gRPC-Web call reads `UNKNOWN` (2)
+/// whatever its status, because `grpc_web` has emptied the trailers, and a plain HTTP 200 reads
+/// 2 as well: it never means "not gRPC".
+#[test]
+fn envoys_grpc_status_attribute_guesses_where_meshtrace_reads() {
+    let Some(s) = stack(&config(""), "INBOUND") else {
+        return;
+    };
+    let port = s.envoy.vars.listen_port;
+    assert_eq!(call(port, SAY_HELLO, "ok", &[]).code(), tonic::Code::Ok);
+    assert_eq!(
+        call(port, SAY_HELLO, "internal", &[]).code(),
+        tonic::Code::Internal
+    );
+    let web_ok = call_web(port, "ok", &[]).unwrap();
+    let web_internal = call_web(port, "internal", &[]).unwrap();
+    assert_eq!(
+        web_ok.trailers,
+        [("grpc-status".to_string(), "0".to_string())]
+    );
+    assert_eq!(
+        web_internal.trailers[0],
+        ("grpc-status".to_string(), "13".to_string())
+    );
+    let plain = s.envoy.request("GET", PLAIN, &[]).unwrap();
+    assert_eq!((plain.status, plain.body.as_str()), (200, "ok"));
+    let spans = s.sink.wait_spans(5, WAIT);
+    assert_eq!(spans.len(), 5);
+    // meshtrace's view: the status sent, for gRPC and gRPC-Web alike; nothing for plain HTTP.
+    let mut ours: Vec<_> = spans
+        .iter()
+        .map(|sp| str_attr(sp, "rpc.response.status_code").unwrap_or_else(|| "-".into()))
+        .collect();
+    ours.sort();
+    assert_eq!(ours, ["-", "INTERNAL", "INTERNAL", "OK", "OK"]);
+    // Envoy's view, from its access log (written when each stream ends, as `on_log` runs).
+    let deadline = std::time::Instant::now() + WAIT;
+    let lines = loop {
+        let text = std::fs::read_to_string(&s.access_log).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        if lines.len() >= 5 || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        lines,
+        [
+            "/pkg.v1.Greeter/SayHello 200 response.grpc_status=0",
+            "/pkg.v1.Greeter/SayHello 200 response.grpc_status=13",
+            "/pkg.v1.Greeter/SayHello 200 response.grpc_status=2",
+            "/pkg.v1.Greeter/SayHello 200 response.grpc_status=2",
+            "/healthz 200 response.grpc_status=2",
+        ]
+    );
 }
