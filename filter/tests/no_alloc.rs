@@ -1,6 +1,6 @@
 //! The core request path allocates nothing once warm: extract, sample, inject, build and tag a
-//! span, finish it, and encode it into the export batch, 10,000 times under a counting global
-//! allocator. Allocations on this path are per-request costs inside every Envoy worker.
+//! span, finish it, and encode it into the export batch, 10,000 times (for an HTTP request and
+//! a gRPC call each) under a counting global allocator. Allocations on this path are per-request costs inside every Envoy worker.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -106,6 +106,7 @@ fn request(
             backend_latency_ns: Some(1_200_000),
             tls: TlsFacts::default(),
         },
+        grpc_status: facts.grpc.map(|_| meshtrace::grpc::Code::INTERNAL),
     };
     tracer.finish_span(rec, &finish);
     exporter.push(rec).expect("queue has room");
@@ -152,33 +153,52 @@ fn whole_request_path_allocates_nothing_once_warm() {
         (b"x-envoy-attempt-count", b"1"),
     ];
     serialize_pairs(hdrs.iter().copied(), &mut buf);
+    // A gRPC call beside it: method name, `rpc.*` attributes, a failed status.
+    let mut grpc_buf = Vec::new();
+    let grpc_hdrs: Vec<(&[u8], &[u8])> = vec![
+        (b":method", b"POST"),
+        (b":path", b"/reviews.v1.Reviews/GetReview"),
+        (b":authority", b"reviews.default.svc.cluster.local:9080"),
+        (b":scheme", b"http"),
+        (b"content-type", b"application/grpc"),
+        (b"te", b"trailers"),
+        (
+            b"traceparent",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+    ];
+    serialize_pairs(grpc_hdrs.iter().copied(), &mut grpc_buf);
     let mut rec = SpanRecord::default();
     let mut injection = Injection::default();
 
     // Warm up: buffers, the record's arena and the queue reach their steady sizes.
     for i in 0..2_000u64 {
-        request(
-            &mut tracer,
-            &mut exporter,
-            &buf,
-            &mut rec,
-            &mut injection,
-            1_000 + i,
-        );
+        for b in [&buf, &grpc_buf] {
+            request(
+                &mut tracer,
+                &mut exporter,
+                b,
+                &mut rec,
+                &mut injection,
+                1_000 + i,
+            );
+        }
         export_due(&mut exporter, i);
     }
 
     MEASURED.with(|m| m.set(true));
     COUNTING.store(true, Ordering::SeqCst);
     for i in 0..10_000u64 {
-        request(
-            &mut tracer,
-            &mut exporter,
-            &buf,
-            &mut rec,
-            &mut injection,
-            10_000 + i,
-        );
+        for b in [&buf, &grpc_buf] {
+            request(
+                &mut tracer,
+                &mut exporter,
+                b,
+                &mut rec,
+                &mut injection,
+                10_000 + i,
+            );
+        }
         export_due(&mut exporter, i);
     }
     let allocs = ALLOCS.load(Ordering::SeqCst);
