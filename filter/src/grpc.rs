@@ -102,17 +102,18 @@ impl Code {
     /// `UNKNOWN`, as gRPC clients treat it: the call still failed, and the attribute keeps the
     /// 17 standard values only.
     pub fn parse(raw: &[u8]) -> Code {
-        let v = raw.trim_ascii();
-        let n = match v {
+        Code::parse_canonical(raw).unwrap_or(Code::UNKNOWN)
+    }
+
+    /// [`Code::parse`] without the fallback: `None` for a value that is not a canonical code
+    /// (for counting upstreams that send them).
+    pub fn parse_canonical(raw: &[u8]) -> Option<Code> {
+        let n = match raw.trim_ascii() {
             [d] if d.is_ascii_digit() => d - b'0',
             [b'1', d] if d.is_ascii_digit() => 10 + (d - b'0'),
-            _ => return Code::UNKNOWN,
+            _ => return None,
         };
-        if usize::from(n) < NAMES.len() {
-            Code(n)
-        } else {
-            Code::UNKNOWN
-        }
+        Code::from_u8(n)
     }
 
     /// The code for a number 0 to 16; `None` otherwise.

@@ -235,6 +235,11 @@ fn server_spans_take_the_status_the_upstream_sent() {
     assert_eq!(s.envoy.stat("meshtrace.spans_started"), 6);
     assert_eq!(s.envoy.stat("meshtrace.spans_sampled"), 6);
     assert_eq!(s.envoy.stat("meshtrace.spans_kept"), 0);
+    // Every status was sent (trailers, Trailers-Only headers, Envoy's local reply): none
+    // inferred, none malformed.
+    assert_eq!(s.envoy.stat("meshtrace.grpc.calls"), 6);
+    assert_eq!(s.envoy.stat("meshtrace.grpc.status_missing"), 0);
+    assert_eq!(s.envoy.stat("meshtrace.grpc.status_invalid"), 0);
 }
 
 #[test]
@@ -254,6 +259,7 @@ fn client_spans_count_every_failed_call() {
     }
     let spans = s.sink.wait_spans(4, WAIT);
     assert_eq!(spans.len(), 4);
+    assert_eq!(s.envoy.wait_stat("meshtrace.grpc.calls", 4, WAIT), 4);
     let hello = "pkg.v1.Greeter/SayHello";
     for (n, error, status) in [
         (1, false, "OK"),
@@ -327,6 +333,9 @@ fn grpc_web_calls_take_the_status_before_the_filter_moves_it() {
             Some("1.1")
         );
     }
+    // Each status was read before grpc_web moved it: none had to be inferred.
+    assert_eq!(s.envoy.wait_stat("meshtrace.grpc.calls", 3, WAIT), 3);
+    assert_eq!(s.envoy.stat("meshtrace.grpc.status_missing"), 0);
 }
 
 #[test]
@@ -406,6 +415,7 @@ fn always_keep_error_keeps_failed_calls_by_the_span_rule() {
     assert_eq!(s.envoy.stat("meshtrace.spans_sampled"), 0);
     assert_eq!(s.envoy.stat("meshtrace.spans_kept"), 3);
     assert_eq!(s.envoy.stat("meshtrace.spans_exported"), 3);
+    assert_eq!(s.envoy.stat("meshtrace.grpc.calls"), 3);
 }
 
 /// Why meshtrace reads `grpc-status` itself: what Envoy's `response.grpc_status` attribute (the

@@ -305,3 +305,23 @@ fn a_grpc_web_status_is_read_from_the_body_trailer_frame() {
     );
     assert_eq!(spans[0].name, "pkg.v1.Greeter/SayHello");
 }
+
+#[test]
+fn a_malformed_grpc_status_is_unknown_and_counted() {
+    let mut h = host("");
+    let reply = grpc_reply().trailer("grpc-status", "abc");
+    h.request(grpc_call(SAMPLED, reply)).unwrap();
+    // No status at all: inferred from the HTTP 200, and counted as missing.
+    h.request(grpc_call(SAMPLED, grpc_reply())).unwrap();
+    let spans = flush_one(&mut h);
+    for s in &spans {
+        assert_eq!(
+            str_attr(s, "rpc.response.status_code").as_deref(),
+            Some("UNKNOWN")
+        );
+        assert_eq!(str_attr(s, "error.type").as_deref(), Some("UNKNOWN"));
+    }
+    assert_eq!(h.metric("meshtrace.grpc.calls"), Some(2));
+    assert_eq!(h.metric("meshtrace.grpc.status_invalid"), Some(1));
+    assert_eq!(h.metric("meshtrace.grpc.status_missing"), Some(1));
+}

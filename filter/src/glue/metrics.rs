@@ -12,10 +12,16 @@ pub struct Stats {
     pub sampled: u64,
     /// Unsampled requests exported anyway by always-keep sampling rules.
     pub kept: u64,
+    /// Exported spans of gRPC calls.
+    pub grpc_calls: u64,
+    /// gRPC calls whose response carried no `grpc-status` (the status was inferred).
+    pub grpc_status_missing: u64,
+    /// `grpc-status` values that are not a canonical code (recorded as `UNKNOWN`).
+    pub grpc_status_invalid: u64,
 }
 
 /// Every stat, its kind, and (by position) its value in [`metric_values`].
-pub const METRICS: [(&str, MetricType); 19] = [
+pub const METRICS: [(&str, MetricType); 22] = [
     ("meshtrace.spans_started", MetricType::Counter),
     ("meshtrace.spans_sampled", MetricType::Counter),
     ("meshtrace.spans_kept", MetricType::Counter),
@@ -35,6 +41,9 @@ pub const METRICS: [(&str, MetricType); 19] = [
     ("meshtrace.export_vms", MetricType::Gauge),
     ("meshtrace.connection_facts.cached", MetricType::Counter),
     ("meshtrace.connection_facts.read", MetricType::Counter),
+    ("meshtrace.grpc.calls", MetricType::Counter),
+    ("meshtrace.grpc.status_missing", MetricType::Counter),
+    ("meshtrace.grpc.status_invalid", MetricType::Counter),
 ];
 
 /// This VM's current values, in [`METRICS`] order.
@@ -72,6 +81,9 @@ pub fn metric_values(v: &Values<'_>) -> [u64; METRICS.len()] {
         v.exports as u64,
         v.connections_cached,
         v.connections_read,
+        s.grpc_calls,
+        s.grpc_status_missing,
+        s.grpc_status_invalid,
     ]
 }
 

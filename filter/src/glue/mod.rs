@@ -349,8 +349,16 @@ impl Known {
 /// The `grpc-status` of a Trailers-Only reply, or of Envoy's local reply to a gRPC request
 /// (both carry it in the headers). Read in `on_log`, where the response headers are the ones
 /// the client got.
-fn grpc_status_in_headers() -> Option<grpc::Code> {
-    host::header_value(host::RESPONSE_HEADERS, "grpc-status").map(|v| grpc::Code::parse(&v))
+fn grpc_status_in_headers(w: &mut Worker) -> Option<grpc::Code> {
+    host::header_value(host::RESPONSE_HEADERS, "grpc-status").map(|v| parse_grpc_status(w, &v))
+}
+
+/// A `grpc-status` value as the core reads it, counting the ones that are not a canonical code.
+fn parse_grpc_status(w: &mut Worker, raw: &[u8]) -> grpc::Code {
+    grpc::Code::parse_canonical(raw).unwrap_or_else(|| {
+        w.stats.grpc_status_invalid += 1;
+        grpc::Code::UNKNOWN
+    })
 }
 
 impl Context for Http {}
@@ -407,8 +415,9 @@ impl HttpContext for Http {
     /// read, only for gRPC requests that are recorded or that `always_keep: error` may keep.
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
         if self.grpc.is_some() && self.wants_grpc_status() {
+            let mut w = self.worker.borrow_mut();
             self.grpc_status = host::header_value(host::RESPONSE_TRAILERS, "grpc-status")
-                .map(|v| grpc::Code::parse(&v));
+                .map(|v| parse_grpc_status(&mut w, &v));
         }
         Action::Continue
     }
@@ -512,7 +521,7 @@ fn keep_unsampled(
 ) {
     let rules = w.tracer.sampler.keep;
     let call = call.filter(|_| rules.errors);
-    let grpc_status = call.map(|(_, sent)| sent.or_else(grpc_status_in_headers));
+    let grpc_status = call.map(|(_, sent)| sent.or_else(|| grpc_status_in_headers(w)));
     // Without a sent status, the flags tell a cancelled call from a failed one.
     let need_flags = rules.faults || grpc_status.is_some_and(|s| s.is_none());
     let known = Known {
@@ -729,7 +738,14 @@ fn finish(
     // A gRPC call whose trailers carried no status: a Trailers-Only or local reply has it in
     // the headers.
     let grpc_status = match facts.grpc {
-        Some(_) => known.grpc_status.unwrap_or_else(grpc_status_in_headers),
+        Some(_) => {
+            let status = known
+                .grpc_status
+                .unwrap_or_else(|| grpc_status_in_headers(w));
+            w.stats.grpc_calls += 1;
+            w.stats.grpc_status_missing += u64::from(status.is_none());
+            status
+        }
         None => None,
     };
     // A fault filter placed before this one (Istio's order) delays the request before
