@@ -15,7 +15,7 @@ pub struct Stats {
 }
 
 /// Every stat, its kind, and (by position) its value in [`metric_values`].
-pub const METRICS: [(&str, MetricType); 19] = [
+pub const METRICS: [(&str, MetricType); 20] = [
     ("meshtrace.spans_started", MetricType::Counter),
     ("meshtrace.spans_sampled", MetricType::Counter),
     ("meshtrace.spans_kept", MetricType::Counter),
@@ -35,6 +35,7 @@ pub const METRICS: [(&str, MetricType); 19] = [
     ("meshtrace.export_vms", MetricType::Gauge),
     ("meshtrace.connection_facts.cached", MetricType::Counter),
     ("meshtrace.connection_facts.read", MetricType::Counter),
+    ("meshtrace.span_names.overflow", MetricType::Counter),
 ];
 
 /// This VM's current values, in [`METRICS`] order.
@@ -48,6 +49,8 @@ pub struct Values<'a> {
     /// Recorded requests whose connection facts came from the cache, and those that read them.
     pub connections_cached: u64,
     pub connections_read: u64,
+    /// Span names that fell back to `{method}`: the VM's set of distinct names was full.
+    pub span_names_overflow: u64,
 }
 
 pub fn metric_values(v: &Values<'_>) -> [u64; METRICS.len()] {
@@ -72,6 +75,7 @@ pub fn metric_values(v: &Values<'_>) -> [u64; METRICS.len()] {
         v.exports as u64,
         v.connections_cached,
         v.connections_read,
+        v.span_names_overflow,
     ]
 }
 
