@@ -114,12 +114,8 @@ impl SpanNames {
         let Some(target) = target else {
             return method_only;
         };
-        let prefix: usize = self
-            .parts(method, known, Some(&[]))
-            .parts
-            .iter()
-            .map(|p| p.len())
-            .sum();
+        // The name is the method-only name, a space and the target.
+        let prefix = method_only.parts.iter().map(|p| p.len()).sum::<usize>() + 1;
         let room = self
             .max_name_bytes
             .saturating_sub(prefix)
@@ -128,11 +124,11 @@ impl SpanNames {
         if target.is_empty() {
             return method_only;
         }
-        let named = self.parts(method, known, Some(target));
-        if limited && !self.admit(&named.parts) {
+        // Within one style the method's spelling and the target make the name.
+        if limited && !self.admit(&[method_only.parts[0], method_only.parts[1], target]) {
             return method_only;
         }
-        named
+        self.parts(method, known, Some(target))
     }
 
     /// Admits a name guessed from request data (made of `parts`, already capped) into the
@@ -221,16 +217,40 @@ impl NameSet {
     }
 }
 
-/// A keyed 64-bit hash of the concatenated parts: FNV-1a over the bytes, started from the
-/// seed, then a final avalanche (from SplitMix64) so the low bits that pick a slot depend on
-/// every byte. Names are short and hashed once per recorded span.
+/// A keyed 64-bit hash of a name's parts, eight bytes at a time: each word (a part's last
+/// few bytes read as one overlapping word, then the part's length, so parts cannot run into
+/// each other) is folded in by a 64x64->128-bit multiply whose halves are xored, as wyhash
+/// does; a final avalanche (from SplitMix64) makes the low bits that pick a slot depend on
+/// every byte. A name is identified by its parts: the same name must always be given as the
+/// same parts.
 fn hash(seed: u64, parts: &[&[u8]]) -> u64 {
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = 0xcbf2_9ce4_8422_2325 ^ seed;
+    #[inline(always)]
+    fn fold(h: u64, w: u64) -> u64 {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let m = u128::from(h ^ w) * u128::from(K);
+        (m as u64) ^ ((m >> 64) as u64)
+    }
+    #[inline(always)]
+    fn u32_at(b: &[u8], i: usize) -> u64 {
+        u64::from(u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]))
+    }
+    let mut h = seed ^ 0xa076_1d64_78bd_642f;
     for p in parts {
-        for &b in *p {
-            h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+        let mut words = p.chunks_exact(8);
+        for w in &mut words {
+            h = fold(h, u32_at(w, 0) | u32_at(w, 4) << 32);
         }
+        // 1 to 7 bytes, without a copy: two overlapping 4-byte reads, or the first, middle
+        // and last byte (for a given length either determines every byte).
+        let rest = words.remainder();
+        let n = rest.len();
+        if n >= 4 {
+            h = fold(h, u32_at(rest, 0) | u32_at(rest, n - 4) << 32);
+        } else if n > 0 {
+            let w = u64::from(rest[0]) << 16 | u64::from(rest[n / 2]) << 8 | u64::from(rest[n - 1]);
+            h = fold(h, w);
+        }
+        h = fold(h, p.len() as u64);
     }
     h ^= h >> 30;
     h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
