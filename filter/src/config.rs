@@ -203,13 +203,15 @@ pub struct Config {
     /// Route templates for `http.route`, tried in order (`/api/users/{id}`).
     #[serde(default)]
     pub routes: Vec<String>,
-    /// `semconv` (`GET /users/{id}`) or `legacy` (`HTTP GET /users/{id}`).
+    /// `semconv` (`GET /users/{id}`), `legacy` (`HTTP GET /users/{id}`) or `strict`
+    /// (`{method} {route}` for configured `routes` only, else `{method}`); see
+    /// [`crate::span_name`].
     #[serde(default)]
     pub span_name: SpanNameStyle,
     /// Header capture allowlists, redaction, `url.query`.
     #[serde(default)]
     pub capture: CaptureConfig,
-    /// Attribute size and count caps.
+    /// Attribute size and count caps, span-name length and cardinality caps.
     #[serde(default)]
     pub limits: Limits,
     /// When to read the peer's mTLS identity.
@@ -526,6 +528,7 @@ impl BaggageConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         for (i, key) in self.attribute_keys.iter().enumerate() {
             let token = !key.is_empty()
+                && key.len() <= crate::limits::MAX_CONFIGURED_KEY_BYTES
                 && key
                     .bytes()
                     .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c));
@@ -551,6 +554,15 @@ impl Config {
         for (k, v) in &self.resource {
             if k.trim().is_empty() {
                 return Err(err("resource", "attribute names must be non-empty"));
+            }
+            if k.len() > crate::limits::MAX_CONFIGURED_KEY_BYTES {
+                return Err(err(
+                    "resource",
+                    format!(
+                        "attribute names must be at most {} bytes, got {k:?}",
+                        crate::limits::MAX_CONFIGURED_KEY_BYTES
+                    ),
+                ));
             }
             if v.is_empty() {
                 return Err(err(&format!("resource.{k}"), "must be a non-empty string"));
@@ -773,6 +785,8 @@ mod mesh_config_tests {
         assert_eq!(c.sampling.slow_ms, 0);
         assert_eq!(c.limits.max_attribute_value_bytes, 256);
         assert_eq!(c.limits.max_attributes, 64);
+        assert_eq!(c.limits.max_span_name_bytes, 256);
+        assert_eq!(c.limits.max_span_names, 1000);
         assert!(!c.capture.query);
         assert!(c.capture.request_headers.is_empty());
         assert!(c.traffic.rules.is_empty());
@@ -859,6 +873,37 @@ mod mesh_config_tests {
         );
         assert!(bad(&format!(r#"{{{base}, "span_name": "fancy"}}"#))
             .starts_with("span_name: unknown variant `fancy`"));
+        assert_eq!(
+            bad(&format!(
+                r#"{{{base}, "limits": {{"max_span_name_bytes": 65537}}}}"#
+            )),
+            "limits.max_span_name_bytes: must be between 16 and 65536, got 65537"
+        );
+        assert_eq!(
+            bad(&format!(r#"{{{base}, "limits": {{"max_span_names": 0}}}}"#)),
+            "limits.max_span_names: must be between 1 and 100000, got 0"
+        );
+        let long = "k".repeat(129);
+        assert_eq!(
+            bad(&format!(r#"{{{base}, "resource": {{"{long}": "v"}}}}"#)),
+            format!("resource: attribute names must be at most 128 bytes, got {long:?}")
+        );
+        assert_eq!(
+            bad(&format!(
+                r#"{{{base}, "baggage": {{"attribute_keys": ["{long}"]}}}}"#
+            )),
+            format!("baggage.attribute_keys[0]: {long:?} is not a valid baggage key (an HTTP token such as \"tenant_id\")")
+        );
+        let c = Config::from_json(
+            format!(r#"{{{base}, "span_name": "strict", "limits": {{"max_span_name_bytes": 64, "max_span_names": 5}}}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(c.span_name, SpanNameStyle::Strict);
+        assert_eq!(
+            (c.limits.max_span_name_bytes, c.limits.max_span_names),
+            (64, 5)
+        );
         assert!(bad(&format!(r#"{{{base}, "identity": "sometimes"}}"#))
             .starts_with("identity: unknown variant `sometimes`"));
         assert_eq!(

@@ -282,11 +282,12 @@ pub fn call_status(
     )
 }
 
-/// Names a gRPC span and records `rpc.system.name` and `rpc.method` (or `_OTHER` with
-/// `rpc.method_original` when the path is not a gRPC method: see [`method`]).
-pub fn record_call(path: &[u8], rec: &mut SpanRecord) {
+/// Names a gRPC span and records `rpc.system.name` and `rpc.method`, or `_OTHER` with
+/// `rpc.method_original` when the path is not a gRPC method (see [`method`]) or `admit`
+/// refuses the method (the per-VM bound on distinct span names, or strict naming).
+pub fn record_call(path: &[u8], rec: &mut SpanRecord, admit: impl FnOnce(&[u8]) -> bool) {
     rec.str("rpc.system.name", b"grpc");
-    match method(path) {
+    match method(path).filter(|m| admit(m)) {
         Some(m) => {
             rec.set_name(&[m]);
             rec.str("rpc.method", m);

@@ -17,12 +17,14 @@ pub mod gzip;
 pub mod headers;
 pub mod hex;
 pub mod ids;
+pub mod limits;
 pub mod mesh;
 pub mod otlp;
 pub mod propagation;
 pub mod sampling;
 pub mod simd;
 pub mod span;
+pub mod span_name;
 pub mod tracer;
 pub mod transport;
 

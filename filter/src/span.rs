@@ -107,6 +107,9 @@ pub struct SpanRecord {
     pub max_attributes: u32,
     /// Cap on each string value in bytes (0 = no cap); longer values are cut at a UTF-8 boundary.
     pub max_value_len: u32,
+    /// Cap on the name in bytes (0 = no cap), cut at a UTF-8 boundary. The tracer's names
+    /// already fit (see [`crate::span_name`]); this holds for any other caller.
+    pub max_name_len: u32,
 }
 
 impl SpanRecord {
@@ -136,6 +139,7 @@ impl SpanRecord {
             // The caps are configuration, kept across reuse.
             max_attributes: _,
             max_value_len: _,
+            max_name_len: _,
         } = self;
         // Every field the destructuring names is reset to its type's default, as
         // `#[derive(Default)]` builds it, without building a whole record.
@@ -183,22 +187,32 @@ impl SpanRecord {
             .unwrap_or(&[])
     }
 
+    /// Sets the name from parts, cut to `max_name_len`.
     pub fn set_name(&mut self, parts: &[&[u8]]) {
-        let start = self.text.len() as u32;
+        let start = self.text.len();
         for p in parts {
             self.text.extend_from_slice(p);
         }
-        self.name = start..self.text.len() as u32;
+        let mut end = self.text.len();
+        if self.max_name_len > 0 {
+            let cap = self.max_name_len as usize;
+            end = start + crate::limits::cut_at_char_boundary(&self.text[start..], cap).len();
+        }
+        self.name = start as u32..end as u32;
     }
 
     pub fn name(&self) -> &[u8] {
         self.text(&self.name)
     }
 
+    /// Sets the W3C `tracestate` from what `write` appends, cut at a list-member boundary to
+    /// [`crate::limits::MAX_TRACE_STATE_BYTES`] (a valid list may hold 32 members of 513 bytes).
     pub fn set_trace_state(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
-        let start = self.text.len() as u32;
+        let start = self.text.len();
         write(&mut self.text);
-        self.trace_state = start..self.text.len() as u32;
+        let max = crate::limits::MAX_TRACE_STATE_BYTES;
+        let end = start + crate::limits::cut_list_members(&self.text[start..], max).len();
+        self.trace_state = start as u32..end as u32;
     }
 
     pub fn trace_state(&self) -> &[u8] {
@@ -382,10 +396,31 @@ mod tests {
     }
 
     #[test]
+    fn name_and_trace_state_are_capped() {
+        let mut s = SpanRecord {
+            max_name_len: 6,
+            ..Default::default()
+        };
+        s.set_name(&[b"GET ", "/é".as_bytes()]);
+        // 7 bytes: the cut backs off the two-byte character.
+        assert_eq!(s.name(), b"GET /");
+        s.set_name(&[b"GET"]);
+        assert_eq!(s.name(), b"GET");
+        // 32 members of 17 bytes: 575 bytes, cut to the 28 members that fit in 512.
+        let member = |i: usize| format!("vendor{i:02}=abcdefgh");
+        let list: Vec<String> = (0..32).map(member).collect();
+        s.set_trace_state(|b| b.extend_from_slice(list.join(",").as_bytes()));
+        assert_eq!(s.trace_state(), list[..28].join(",").as_bytes());
+        s.set_trace_state(|b| b.extend_from_slice(b"congo=t61"));
+        assert_eq!(s.trace_state(), b"congo=t61");
+    }
+
+    #[test]
     fn clear_leaves_a_fresh_record_with_the_caps() {
         let caps = || SpanRecord {
             max_attributes: 8,
             max_value_len: 16,
+            max_name_len: 32,
             ..Default::default()
         };
         let mut s = caps();

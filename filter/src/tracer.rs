@@ -24,6 +24,7 @@ use crate::propagation::{
 };
 use crate::sampling::{self, KeepReason, OtUpdate, Sampler};
 use crate::span::{Key, SpanKind, SpanRecord, StatusCode};
+use crate::span_name::{Route, SpanNames};
 
 /// The decision for one request: the new span's context and its parent.
 #[derive(Clone, Debug, Default)]
@@ -173,10 +174,12 @@ pub struct Tracer {
     pub sampler: Sampler,
     /// Traffic rules, route templates and capture lists, compiled once.
     pub mesh: mesh::Tables,
+    /// Span names: their cap and the per-VM bound on how many distinct ones are handed out.
+    pub names: SpanNames,
 }
 
 /// Methods the HTTP semantic conventions know; anything else is `_OTHER`.
-const KNOWN_METHODS: [&[u8]; 10] = [
+pub const KNOWN_METHODS: [&[u8]; 10] = [
     b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE",
     b"QUERY",
 ];
@@ -191,9 +194,18 @@ impl Tracer {
     /// from `xds.node`); configured `service_name` and `resource` override it.
     pub fn with_node(config: Config, seed: u64, node: &NodeInfo) -> Self {
         let resource = node.resource(config.service_name.as_deref(), &config.resource);
+        // Node metadata and configured values are capped like span attributes; keys are
+        // conventional names or configured ones, which validation bounds.
+        let cap = config.limits.max_attribute_value_bytes as usize;
         let resource: Vec<(&str, ResourceValue)> = resource
             .iter()
-            .map(|(k, v)| (k.as_str(), v.clone()))
+            .map(|(k, v)| match v {
+                ResourceValue::Str(s) => {
+                    let kept = crate::limits::cut_at_char_boundary(s.as_bytes(), cap).len();
+                    (k.as_str(), ResourceValue::Str(s[..kept].to_owned()))
+                }
+                other => (k.as_str(), other.clone()),
+            })
             .collect();
         let batch_header = BatchHeader::new(&resource);
         // A validated config always compiles; a hand-built invalid one gets empty tables
@@ -203,7 +215,17 @@ impl Tracer {
         let mask = |formats: &[Format]| formats.iter().fold(0u16, |m, f| m | f.bit());
         let inject_mask = mask(&config.propagators.inject_formats());
         let known_mask = inject_mask | mask(&extract_order);
+        let limits = &config.limits;
+        let names = SpanNames::new(
+            config.span_name,
+            limits.max_span_name_bytes,
+            limits.max_attribute_value_bytes,
+            limits.max_span_names,
+            // Keyed apart from the id generator's stream.
+            seed ^ 0x6e61_6d65_7365_6564,
+        );
         Self {
+            names,
             sampler: Sampler::new(&config.sampling),
             mesh,
             config,
@@ -496,7 +518,7 @@ impl Tracer {
 
     /// Records what the request carried into `rec` (called only for recorded requests).
     pub fn begin_span(
-        &self,
+        &mut self,
         d: &Decision<'_>,
         h: &RequestHeaders<'_>,
         start_ns: u64,
@@ -512,7 +534,7 @@ impl Tracer {
     /// headers as they were logged (they carry the `tracestate` this hop sent). The span keeps
     /// its unsampled flags: that is what the trace carried downstream.
     pub fn begin_kept_span(
-        &self,
+        &mut self,
         ids: &SpanIds,
         h: &RequestHeaders<'_>,
         start_ns: u64,
@@ -536,6 +558,7 @@ impl Tracer {
         rec.clear();
         rec.max_attributes = self.config.limits.max_attributes;
         rec.max_value_len = self.config.limits.max_attribute_value_bytes;
+        rec.max_name_len = self.config.limits.max_span_name_bytes;
         rec.trace_id = ids.trace_id;
         rec.span_id = ids.span_id;
         rec.parent_span_id = ids.parent;
@@ -544,7 +567,7 @@ impl Tracer {
         rec.start_ns = start_ns;
     }
 
-    fn begin_request(&self, h: &RequestHeaders<'_>, rec: &mut SpanRecord) {
+    fn begin_request(&mut self, h: &RequestHeaders<'_>, rec: &mut SpanRecord) {
         let method = h.method.unwrap_or(b"GET");
         let known = KNOWN_METHODS.contains(&method);
         let path = h.path.unwrap_or(b"/");
@@ -555,18 +578,22 @@ impl Tracer {
         if h.content_type
             .is_some_and(|ct| grpc::protocol(ct).is_some())
         {
-            // A gRPC call is named by its method; the path is the method, so no route.
-            grpc::record_call(path, rec);
+            // A gRPC call is named by its method; the path is the method, so no route. The
+            // method is client-chosen, so it joins the same bounded set of names.
+            let names = &mut self.names;
+            grpc::record_call(path, rec, |m| names.admit_rpc_method(m));
         } else {
             let mut http_route = route::RouteBuf::new();
-            self.mesh.routes.route(url_path, &mut http_route);
-            rec.set_name(&route::span_name(
-                self.mesh.span_name,
-                method,
-                known,
-                &http_route,
-            ));
-            rec.str("http.route", &http_route);
+            let route = match self.mesh.routes.route(url_path, &mut http_route) {
+                true => Route::Configured(&http_route),
+                false => Route::Templated(&http_route),
+            };
+            // The name and `http.route` are decided together: same route, same cut.
+            let named = self.names.name(method, known, route);
+            rec.set_name(&named.parts);
+            if let Some(r) = named.route {
+                rec.str("http.route", r);
+            }
         }
         if known {
             rec.str("http.request.method", method);
@@ -969,6 +996,9 @@ mod propagation_tests;
 
 #[cfg(test)]
 mod grpc_tests;
+
+#[cfg(test)]
+mod naming_tests;
 
 #[cfg(test)]
 mod tests {

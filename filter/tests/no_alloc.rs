@@ -122,8 +122,94 @@ fn export_due(exporter: &mut meshtrace::exporter::Exporter, now_ms: u64) {
     }
 }
 
+/// Runs `measured` with the counting allocator on and returns the allocations it made.
+fn allocations(measured: impl FnOnce()) -> u64 {
+    let before = ALLOCS.load(Ordering::SeqCst);
+    MEASURED.with(|m| m.set(true));
+    COUNTING.store(true, Ordering::SeqCst);
+    measured();
+    let allocs = ALLOCS.load(Ordering::SeqCst);
+    // The counter itself works: one deliberate allocation is seen.
+    std::hint::black_box(Vec::<u8>::with_capacity(64));
+    let after = ALLOCS.load(Ordering::SeqCst);
+    COUNTING.store(false, Ordering::SeqCst);
+    MEASURED.with(|m| m.set(false));
+    assert_eq!(after, allocs + 1, "the counting allocator is not counting");
+    allocs - before
+}
+
+/// The counters are process-wide: the measuring tests take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn naming_past_the_span_name_limit_allocates_nothing() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // 500 distinct paths against a limit of 100: once warm, every request either finds its
+    // name in the set or falls back to `{method}`, and neither allocates.
+    let config = Config::from_json(
+        br#"{"collector": {"cluster": "c"}, "batch": {"max_queue": 4096, "max_batch": 512},
+             "routes": ["/api/reviews/{id}"], "limits": {"max_span_names": 100}}"#,
+    )
+    .unwrap();
+    let mut tracer = Tracer::new(config, 42);
+    let header = tracer.batch_header.clone();
+    let mut exporter = meshtrace::exporter::Exporter::new(&tracer.config, header, 0, 7);
+    let buffers: Vec<Vec<u8>> = (0..500u32)
+        .map(|i| {
+            let user: String = (0..3)
+                .map(|k| (b'a' + (i / 26u32.pow(k) % 26) as u8) as char)
+                .collect();
+            let path = format!("/users/{user}/orders/{i}");
+            let mut buf = Vec::new();
+            let hdrs: [(&[u8], &[u8]); 3] = [
+                (b":method", b"GET"),
+                (b":path", path.as_bytes()),
+                (b":authority", b"reviews:9080"),
+            ];
+            serialize_pairs(hdrs.iter().copied(), &mut buf);
+            buf
+        })
+        .collect();
+    let mut rec = SpanRecord::default();
+    let mut injection = Injection::default();
+    for i in 0..2_000u64 {
+        let buf = &buffers[i as usize % buffers.len()];
+        request(
+            &mut tracer,
+            &mut exporter,
+            buf,
+            &mut rec,
+            &mut injection,
+            1_000 + i,
+        );
+        export_due(&mut exporter, i);
+    }
+    // Each pass over the 500 paths admits nothing new after the first 100 names.
+    assert_eq!(tracer.names.overflow(), 4 * 400);
+    let allocs = allocations(|| {
+        for i in 0..10_000u64 {
+            let buf = &buffers[i as usize % buffers.len()];
+            request(
+                &mut tracer,
+                &mut exporter,
+                buf,
+                &mut rec,
+                &mut injection,
+                10_000 + i,
+            );
+            export_due(&mut exporter, i);
+        }
+    });
+    assert_eq!(
+        allocs, 0,
+        "allocations naming spans on the warm request path"
+    );
+    assert_eq!(tracer.names.overflow(), 24 * 400);
+}
+
 #[test]
 fn whole_request_path_allocates_nothing_once_warm() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let config = Config::from_json(CONFIG.as_bytes()).unwrap();
     let mut tracer = Tracer::new(config, 42);
     let header: BatchHeader = tracer.batch_header.clone();
@@ -186,27 +272,20 @@ fn whole_request_path_allocates_nothing_once_warm() {
         export_due(&mut exporter, i);
     }
 
-    MEASURED.with(|m| m.set(true));
-    COUNTING.store(true, Ordering::SeqCst);
-    for i in 0..10_000u64 {
-        for b in [&buf, &grpc_buf] {
-            request(
-                &mut tracer,
-                &mut exporter,
-                b,
-                &mut rec,
-                &mut injection,
-                10_000 + i,
-            );
+    let allocs = allocations(|| {
+        for i in 0..10_000u64 {
+            for b in [&buf, &grpc_buf] {
+                request(
+                    &mut tracer,
+                    &mut exporter,
+                    b,
+                    &mut rec,
+                    &mut injection,
+                    10_000 + i,
+                );
+            }
+            export_due(&mut exporter, i);
         }
-        export_due(&mut exporter, i);
-    }
-    let allocs = ALLOCS.load(Ordering::SeqCst);
-    // The counter itself works: one deliberate allocation is seen.
-    std::hint::black_box(Vec::<u8>::with_capacity(64));
-    let after = ALLOCS.load(Ordering::SeqCst);
-    COUNTING.store(false, Ordering::SeqCst);
-    MEASURED.with(|m| m.set(false));
-    assert_eq!(after, allocs + 1, "the counting allocator is not counting");
+    });
     assert_eq!(allocs, 0, "allocations on the warm request path");
 }

@@ -14,12 +14,12 @@ use crate::shared::{lock, Shared, Stats};
 
 /// Renders every counter in the Prometheus text exposition format.
 pub fn metrics_text(shared: &Shared) -> String {
-    let (c, queued) = {
+    let (c, queued, overflow) = {
         let core = lock(&shared.core);
-        (core.counters(), core.held())
+        (core.counters(), core.held(), core.tracer.names.overflow())
     };
     let s = &shared.stats;
-    let counters: [(&str, &str, u64); 19] = [
+    let counters: [(&str, &str, u64); 20] = [
         (
             "meshtrace_spans_started_total",
             "Requests seen.",
@@ -114,6 +114,11 @@ pub fn metrics_text(shared: &Shared) -> String {
             "meshtrace_relay_spans_dropped_total",
             "Relayed spans dropped (buffer full or export failed).",
             Stats::get(&s.relay_spans_dropped),
+        ),
+        (
+            "meshtrace_span_names_overflow_total",
+            "Span names that fell back to {method}: the set of distinct names was full.",
+            overflow,
         ),
     ];
     let mut out = String::new();

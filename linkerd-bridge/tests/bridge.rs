@@ -1034,3 +1034,44 @@ async fn always_keep_error_keeps_failed_grpc_calls() {
     assert_eq!(metric(&bridge, "meshtrace_spans_sampled_total").await, 0);
     bridge.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn span_names_past_the_limit_fall_back_to_the_method() {
+    let sink = OtlpSink::start(0).unwrap();
+    let app = App::start().await;
+    let config = http_config(&sink, r#","limits":{"max_span_names":2}"#);
+    let (bridge, _dir) = bridge(app.addr, &config, false).await;
+    let paths = ["/users/alice", "/users/bob", "/users/carol", "/users/alice"];
+    for path in paths {
+        let resp = http1_client()
+            .request(get(bridge.listen, path, &[]))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let spans = sink_spans(&sink, paths.len()).await;
+    let names: Vec<(&str, Option<String>)> = spans
+        .iter()
+        .map(|s| {
+            let route = render(&s.attributes)
+                .into_iter()
+                .find(|a| a.starts_with("http.route="));
+            (s.name.as_str(), route)
+        })
+        .collect();
+    let route = |r: &str| Some(format!("http.route={r:?}"));
+    assert_eq!(
+        names,
+        [
+            ("GET /users/alice", route("/users/alice")),
+            ("GET /users/bob", route("/users/bob")),
+            ("GET", None),
+            ("GET /users/alice", route("/users/alice")),
+        ]
+    );
+    assert_eq!(
+        wait_metric(&bridge, "meshtrace_span_names_overflow_total", 1).await,
+        1
+    );
+    bridge.shutdown().await;
+}

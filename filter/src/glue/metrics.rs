@@ -21,7 +21,7 @@ pub struct Stats {
 }
 
 /// Every stat, its kind, and (by position) its value in [`metric_values`].
-pub const METRICS: [(&str, MetricType); 22] = [
+pub const METRICS: [(&str, MetricType); 23] = [
     ("meshtrace.spans_started", MetricType::Counter),
     ("meshtrace.spans_sampled", MetricType::Counter),
     ("meshtrace.spans_kept", MetricType::Counter),
@@ -44,6 +44,7 @@ pub const METRICS: [(&str, MetricType); 22] = [
     ("meshtrace.grpc.calls", MetricType::Counter),
     ("meshtrace.grpc.status_missing", MetricType::Counter),
     ("meshtrace.grpc.status_invalid", MetricType::Counter),
+    ("meshtrace.span_names.overflow", MetricType::Counter),
 ];
 
 /// This VM's current values, in [`METRICS`] order.
@@ -57,6 +58,8 @@ pub struct Values<'a> {
     /// Recorded requests whose connection facts came from the cache, and those that read them.
     pub connections_cached: u64,
     pub connections_read: u64,
+    /// Span names that fell back to `{method}`: the VM's set of distinct names was full.
+    pub span_names_overflow: u64,
 }
 
 pub fn metric_values(v: &Values<'_>) -> [u64; METRICS.len()] {
@@ -84,6 +87,7 @@ pub fn metric_values(v: &Values<'_>) -> [u64; METRICS.len()] {
         s.grpc_calls,
         s.grpc_status_missing,
         s.grpc_status_invalid,
+        v.span_names_overflow,
     ]
 }
 

@@ -213,6 +213,7 @@ impl Root {
             exports: w.tracer.config.exporter.mode != ExportMode::SharedQueue,
             connections_cached: w.connections.hits,
             connections_read: w.connections.misses,
+            span_names_overflow: w.tracer.names.overflow(),
         }));
         self.propagation_metrics
             .push(w.propagation.values().map(|(_, v)| v));

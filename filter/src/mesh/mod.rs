@@ -23,7 +23,6 @@ pub struct Tables {
     pub traffic: traffic::Traffic,
     pub routes: route::Routes,
     pub capture: Capture,
-    pub span_name: route::SpanNameStyle,
     pub identity: identity::IdentityMode,
 }
 
@@ -33,7 +32,6 @@ impl Tables {
             traffic: traffic::Traffic::compile(&c.traffic)?,
             routes: route::Routes::compile(&c.routes)?,
             capture: Capture::compile(&c.capture)?,
-            span_name: c.span_name,
             identity: c.identity,
         })
     }
