@@ -19,9 +19,11 @@ pub mod ids;
 pub mod mesh;
 pub mod otlp;
 pub mod propagation;
+pub mod rejection;
 pub mod sampling;
 pub mod simd;
 pub mod span;
+pub mod text;
 pub mod tracer;
 pub mod transport;
 

@@ -101,8 +101,10 @@ pub struct SpanRecord {
     lists: SmallVec<[Range<u32>; 8]>,
     /// Attributes refused by the per-span cap.
     pub dropped_attributes: u32,
-    /// The arena every string of this span lives in.
+    /// The arena every string of this span lives in: valid UTF-8 in every range.
     text: Vec<u8>,
+    /// Raw bytes being repaired into `text` (rarely used; keeps its capacity).
+    scratch: Vec<u8>,
     /// Cap on attributes per span (0 = no cap).
     pub max_attributes: u32,
     /// Cap on each string value in bytes (0 = no cap); longer values are cut at a UTF-8 boundary.
@@ -133,6 +135,8 @@ impl SpanRecord {
             lists,
             dropped_attributes,
             text,
+            // Holds nothing between calls; its capacity is kept.
+            scratch: _,
             // The caps are configuration, kept across reuse.
             max_attributes: _,
             max_value_len: _,
@@ -160,19 +164,29 @@ impl SpanRecord {
         text.clear();
     }
 
-    /// Copies `s` into the arena, cut to `max_value_len` at a UTF-8 character boundary.
+    /// Copies `s` into the arena as valid UTF-8 ([`crate::text::append`]: invalid sequences
+    /// become U+FFFD), cut to `max_value_len` on a character boundary when `capped`. Every
+    /// string a span holds enters the arena here (or through [`Self::set_trace_state`], which
+    /// repairs what its writer wrote), so no attribute, key or name can carry invalid UTF-8
+    /// into a protobuf `string` field.
     fn push_text(&mut self, s: &[u8], capped: bool) -> Range<u32> {
-        let mut s = s;
-        if capped && self.max_value_len > 0 && s.len() > self.max_value_len as usize {
-            let mut cut = self.max_value_len as usize;
-            // Back off continuation bytes so the value stays valid UTF-8 where it was.
-            while cut > 0 && (s[cut] & 0xc0) == 0x80 {
-                cut -= 1;
-            }
-            s = &s[..cut];
-        }
+        let cap = if capped && self.max_value_len > 0 {
+            self.max_value_len as usize
+        } else {
+            usize::MAX
+        };
         let start = self.text.len() as u32;
-        crate::copy::append(s, &mut self.text);
+        crate::text::append(s, cap, &mut self.text);
+        start..self.text.len() as u32
+    }
+
+    /// Copies `parts` into the arena one after another, each as valid UTF-8 (uncapped), as one
+    /// range: span names and built attribute keys.
+    fn push_parts(&mut self, parts: &[&[u8]]) -> Range<u32> {
+        let start = self.text.len() as u32;
+        for p in parts {
+            crate::text::append(p, usize::MAX, &mut self.text);
+        }
         start..self.text.len() as u32
     }
 
@@ -184,21 +198,20 @@ impl SpanRecord {
     }
 
     pub fn set_name(&mut self, parts: &[&[u8]]) {
-        let start = self.text.len() as u32;
-        for p in parts {
-            self.text.extend_from_slice(p);
-        }
-        self.name = start..self.text.len() as u32;
+        self.name = self.push_parts(parts);
     }
 
     pub fn name(&self) -> &[u8] {
         self.text(&self.name)
     }
 
+    /// Sets the W3C `tracestate` from what `write` appends. What it wrote is checked (one SIMD
+    /// scan when it is ASCII, as a valid `tracestate` is) and repaired if it is not UTF-8.
     pub fn set_trace_state(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
-        let start = self.text.len() as u32;
+        let start = self.text.len();
         write(&mut self.text);
-        self.trace_state = start..self.text.len() as u32;
+        crate::text::repair_tail(&mut self.text, start, &mut self.scratch);
+        self.trace_state = start as u32..self.text.len() as u32;
     }
 
     pub fn trace_state(&self) -> &[u8] {
@@ -238,11 +251,7 @@ impl SpanRecord {
         if self.full() {
             return;
         }
-        let start = self.text.len() as u32;
-        for p in key_parts {
-            self.text.extend_from_slice(p);
-        }
-        let key = start..self.text.len() as u32;
+        let key = self.push_parts(key_parts);
         let r = self.push_text(value, true);
         self.push_attr(Key::Text(key), Value::Str(r));
     }
@@ -282,11 +291,7 @@ impl SpanRecord {
         if self.full() {
             return;
         }
-        let start = self.text.len() as u32;
-        for p in key_parts {
-            self.text.extend_from_slice(p);
-        }
-        let key = start..self.text.len() as u32;
+        let key = self.push_parts(key_parts);
         let first = self.lists.len() as u16;
         for v in values {
             let r = self.push_text(v, true);

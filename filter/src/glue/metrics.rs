@@ -15,7 +15,7 @@ pub struct Stats {
 }
 
 /// Every stat, its kind, and (by position) its value in [`metric_values`].
-pub const METRICS: [(&str, MetricType); 19] = [
+pub const METRICS: [(&str, MetricType); 20] = [
     ("meshtrace.spans_started", MetricType::Counter),
     ("meshtrace.spans_sampled", MetricType::Counter),
     ("meshtrace.spans_kept", MetricType::Counter),
@@ -35,6 +35,7 @@ pub const METRICS: [(&str, MetricType); 19] = [
     ("meshtrace.export_vms", MetricType::Gauge),
     ("meshtrace.connection_facts.cached", MetricType::Counter),
     ("meshtrace.connection_facts.read", MetricType::Counter),
+    ("meshtrace.export_requests.rejected", MetricType::Counter),
 ];
 
 /// This VM's current values, in [`METRICS`] order.
@@ -72,6 +73,7 @@ pub fn metric_values(v: &Values<'_>) -> [u64; METRICS.len()] {
         v.exports as u64,
         v.connections_cached,
         v.connections_read,
+        c.requests_rejected,
     ]
 }
 

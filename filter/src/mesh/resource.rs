@@ -29,8 +29,10 @@ pub struct NodeInfo {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A protobuf `string` from outside input (the node is the control plane's): invalid UTF-8
+/// becomes U+FFFD, as everywhere text reaches a span or resource.
 fn string(b: &[u8]) -> Option<String> {
-    core::str::from_utf8(b).ok().map(str::to_owned)
+    Some(String::from_utf8_lossy(b).into_owned())
 }
 
 /// A `google.protobuf.Value` as a string: string values as they are, numbers and booleans

@@ -36,7 +36,7 @@ use x86_64::sse2 as k;
 mod k {
     pub(crate) use super::scalar::{
         decode_hex16 as decode16, decode_hex32 as decode32, encode_hex16 as encode16,
-        encode_hex8 as encode8, traceparent_shape,
+        encode_hex8 as encode8, find_non_ascii, traceparent_shape,
     };
 
     pub(crate) fn find_any<const N: usize>(needles: [u8; N], hay: &[u8]) -> Option<usize> {
@@ -125,6 +125,16 @@ pub fn find_any2(a: u8, b: u8, hay: &[u8]) -> Option<usize> {
 #[inline]
 pub fn find_any3(a: u8, b: u8, c: u8, hay: &[u8]) -> Option<usize> {
     find_any([a, b, c], hay)
+}
+
+/// The index of the first byte of `hay` that is not ASCII (`>= 0x80`): `None` when `hay` is
+/// ASCII, and so already valid UTF-8.
+#[inline]
+pub fn find_non_ascii(hay: &[u8]) -> Option<usize> {
+    if hay.len() >= 16 {
+        return k::find_non_ascii(hay);
+    }
+    hay.iter().position(|&b| b >= 0x80)
 }
 
 #[cfg(test)]
@@ -219,6 +229,15 @@ mod tests {
             prop_assert_eq!(find_any2(b',', b'=', h), scalar::find_any2(b',', b'=', h));
             prop_assert_eq!(find_any3(b',', b';', b'=', h), scalar::find_any3(b',', b';', b'=', h));
         }
+
+        #[test]
+        fn find_non_ascii_matches_scalar(
+            h in prop::collection::vec(prop_oneof![30 => 0u8..0x80, 1 => 0x80u8..=0xff], 0..200),
+            start in 0usize..200,
+        ) {
+            let h = &h[start.min(h.len())..];
+            prop_assert_eq!(find_non_ascii(h), scalar::find_non_ascii(h));
+        }
     }
 
     #[test]
@@ -251,5 +270,16 @@ mod tests {
             h[at] = b'x';
         }
         assert_eq!(find_any2(b',', b'=', &h), None);
+        // Every non-ASCII byte value, in every position of a vector and of the tail.
+        assert_eq!(find_non_ascii(&h), None);
+        for bad in 0x80..=0xffu8 {
+            for at in [0, 1, 15, 16, 17, 31, 50, 83, 84, 98, 99] {
+                h[at] = bad;
+                assert_eq!(find_non_ascii(&h), Some(at), "byte {bad:#x} at {at}");
+                assert_eq!(find_non_ascii(&h[at..]), Some(0));
+                h[at] = b'x';
+            }
+        }
+        assert_eq!(find_non_ascii(&[0x7f; 40]), None);
     }
 }
