@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use meshtrace_host_test::envoy::{envoy_binary, wasm_path, Envoy, EnvoyVars};
 use meshtrace_host_test::faults;
+use meshtrace_host_test::grpc_sink::{GrpcMode, GrpcSink};
 use meshtrace_host_test::sink::{OtlpSink, SinkMode, Upstream};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -18,12 +19,14 @@ const WAIT: Duration = Duration::from_secs(15);
 fn envoy(collector_port: u16, cfg: &str) -> Option<(Envoy, Upstream)> {
     let binary = envoy_binary().expect("locating Envoy")?;
     let upstream = Upstream::start().unwrap();
-    let vars = EnvoyVars::new(
+    let mut vars = EnvoyVars::new(
         wasm_path().unwrap(),
         upstream.addr.port(),
         collector_port,
         cfg,
     );
+    // OTLP/gRPC needs HTTP/2 to the collector.
+    vars.collector_http2 = cfg.contains(r#""protocol":"grpc""#);
     let e = Envoy::start(&binary, "per-worker.yaml", vars).expect("start Envoy");
     Some((e, upstream))
 }
@@ -197,16 +200,48 @@ fn a_refused_batch_is_counted_and_its_reason_logged() {
         "meshtrace: the collector rejected {refused} export request(s); first reason: \
          \"proto: ExportTraceServiceRequest: invalid \"span\"\\n\\u{{1b}}[31m\""
     );
+    wait_log(&e, &line);
+    assert_eq!(e.log().matches("first reason").count(), 1);
+    let (stats, ok) = faults::settle(&e, WAIT);
+    assert!(ok, "accounting invariant does not hold: {stats:?}");
+}
+
+/// Polls Envoy's log for `needle` (failure summaries come once per 5 s).
+fn wait_log(e: &Envoy, needle: &str) {
     let deadline = std::time::Instant::now() + WAIT;
-    while !e.log().contains(&line) {
+    while !e.log().contains(needle) {
         assert!(
             std::time::Instant::now() < deadline,
-            "log never contained {line:?}:\n{}",
+            "log never contained {needle:?}:\n{}",
             e.log()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(e.log().matches("first reason").count(), 1);
+}
+
+#[test]
+fn a_grpc_refusal_logs_its_grpc_message() {
+    let sink = GrpcSink::start(0).unwrap();
+    let cfg = r#"{"collector":{"cluster":"otel_collector","protocol":"grpc"},"batch":{"flush_interval_ms":100}}"#;
+    let Some((e, _up)) = envoy(sink.addr.port(), cfg) else {
+        return;
+    };
+    // INVALID_ARGUMENT is final: the batch is dropped, counted, and the reason logged.
+    sink.set_mode(GrpcMode::Status {
+        code: 3,
+        retry_delay_ms: None,
+    });
+    assert_eq!(request(e.vars.listen_port, b"/g", &[]), 200);
+    assert_eq!(
+        e.wait_stat("meshtrace.spans_dropped.export_failed", 1, WAIT),
+        1
+    );
+    assert_eq!(e.stat("meshtrace.export_requests.rejected"), 1);
+    assert_eq!(e.stat("meshtrace.export_requests.failed"), 1);
+    wait_log(
+        &e,
+        "meshtrace: the collector rejected 1 export request(s); first reason: \"collector says no\"",
+    );
     let (stats, ok) = faults::settle(&e, WAIT);
     assert!(ok, "accounting invariant does not hold: {stats:?}");
 }
