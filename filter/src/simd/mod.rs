@@ -134,7 +134,29 @@ pub fn find_non_ascii(hay: &[u8]) -> Option<usize> {
     if hay.len() >= 16 {
         return k::find_non_ascii(hay);
     }
+    // Shorter than one vector (methods, ports, most hosts): the high bits of two overlapping
+    // words say "all ASCII" without a byte loop; only a value that is not looks for where.
+    if !short_has_non_ascii(hay) {
+        return None;
+    }
     hay.iter().position(|&b| b >= 0x80)
+}
+
+/// Whether any byte of `h` (shorter than 16 bytes) has its high bit set, from overlapping
+/// loads that cover every byte: two 8-byte words, two 4-byte words, or the first, middle and
+/// last byte.
+#[inline(always)]
+fn short_has_non_ascii(h: &[u8]) -> bool {
+    let n = h.len();
+    let word = |at: usize| u64::from_le_bytes(h[at..at + 8].try_into().unwrap_or([0; 8]));
+    let half = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().unwrap_or([0; 4]));
+    let bits = match n {
+        0 => 0,
+        1..=3 => u64::from(h[0] | h[n / 2] | h[n - 1]),
+        4..=7 => u64::from(half(0) | half(n - 4)),
+        _ => word(0) | word(n - 8),
+    };
+    bits & 0x8080_8080_8080_8080 != 0
 }
 
 #[cfg(test)]
