@@ -303,5 +303,15 @@ mod tests {
             }
         }
         assert_eq!(find_non_ascii(&[0x7f; 40]), None);
+        // Shorter than a vector: every length, every position.
+        for len in 0..16 {
+            let mut v = vec![0x7fu8; len];
+            assert_eq!(find_non_ascii(&v), None);
+            for at in 0..len {
+                v[at] = 0x80;
+                assert_eq!(find_non_ascii(&v), Some(at), "len {len} at {at}");
+                v[at] = 0x7f;
+            }
+        }
     }
 }
