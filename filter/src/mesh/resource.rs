@@ -349,6 +349,27 @@ mod tests {
     }
 
     #[test]
+    fn node_strings_that_are_not_utf8_are_replaced_not_dropped() {
+        let mut bad_ns = Vec::new();
+        bytes(3, b"shop\xff", &mut bad_ns);
+        let mut bad_label = Vec::new();
+        bytes(3, b"v\xe2\x82", &mut bad_label);
+        let labels = struct_value(&[("version", bad_label)]);
+        let mut labels_value = Vec::new();
+        bytes(5, &labels, &mut labels_value);
+        let node = node(
+            "sidecar~10.0.0.1~web-1.shop~shop.svc.cluster.local",
+            &[("NAMESPACE", bad_ns), ("LABELS", labels_value)],
+        );
+        let n = NodeInfo::from_node_proto(&node);
+        assert_eq!(n.namespace.as_deref(), Some("shop\u{FFFD}"));
+        assert_eq!(
+            n.labels.get("version").map(String::as_str),
+            Some("v\u{FFFD}")
+        );
+    }
+
+    #[test]
     fn empty_or_garbage_node_gives_a_default_resource() {
         for buf in [&[][..], &[0xff, 0xff, 0xff], &[0x0a, 0x7f, 0x41], &[0x0b]] {
             let r = NodeInfo::from_node_proto(buf).resource(None, &BTreeMap::new());
