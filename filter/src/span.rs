@@ -387,6 +387,53 @@ mod tests {
     }
 
     #[test]
+    fn every_setter_stores_valid_utf8_within_the_cap() {
+        let mut s = SpanRecord {
+            max_value_len: 6,
+            ..Default::default()
+        };
+        let bad = b"ab\xffcd\xfe";
+        s.set_name(&[b"G\xffT", b" ", b"/\xe2\x82"]);
+        s.set_trace_state(|b| b.extend_from_slice(b"k=\xff"));
+        s.set_status_message(bad);
+        s.str("v", bad);
+        s.str_dyn(&[b"k.", b"\xff"], bad);
+        s.str_array("a", [&bad[..], b"\xc3"]);
+        s.str_array_dyn(&[b"d.\xfe"], [&bad[..]]);
+        s.event("e", 0, |e| e.str("ev", bad));
+        let fffd = "\u{FFFD}";
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+        assert_eq!(text(s.name()), format!("G{fffd}T /{fffd}"));
+        assert_eq!(text(s.trace_state()), format!("k={fffd}"));
+        // "ab" + U+FFFD is 5 bytes; "c" makes 6; the cap leaves out the rest.
+        let capped = format!("ab{fffd}c");
+        assert_eq!(text(s.text(s.status_message.as_ref().unwrap())), capped);
+        let strs: Vec<(String, Vec<String>)> = s
+            .attrs
+            .iter()
+            .chain(&s.event_attrs)
+            .map(|a| {
+                let values = match &a.value {
+                    Value::Str(r) => vec![text(s.text(r))],
+                    Value::StrArray(r) => s.list(r).map(text).collect(),
+                    other => panic!("{other:?}"),
+                };
+                (text(s.key_bytes(&a.key)), values)
+            })
+            .collect();
+        assert_eq!(
+            strs,
+            [
+                ("v".to_string(), vec![capped.clone()]),
+                (format!("k.{fffd}"), vec![capped.clone()]),
+                ("a".into(), vec![capped.clone(), fffd.into()]),
+                (format!("d.{fffd}"), vec![capped.clone()]),
+                ("ev".into(), vec![capped.clone()]),
+            ]
+        );
+    }
+
+    #[test]
     fn clear_leaves_a_fresh_record_with_the_caps() {
         let caps = || SpanRecord {
             max_attributes: 8,
