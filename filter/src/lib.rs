@@ -21,10 +21,12 @@ pub mod limits;
 pub mod mesh;
 pub mod otlp;
 pub mod propagation;
+pub mod rejection;
 pub mod sampling;
 pub mod simd;
 pub mod span;
 pub mod span_name;
+pub mod text;
 pub mod tracer;
 pub mod transport;
 

@@ -21,6 +21,8 @@ pub struct Reply<'a> {
     pub grpc_status: Option<&'a [u8]>,
     /// `grpc-status-details-bin`: a base64 `google.rpc.Status`.
     pub grpc_details: Option<&'a [u8]>,
+    /// `grpc-message`: the status message, percent-encoded.
+    pub grpc_message: Option<&'a [u8]>,
     pub body: &'a [u8],
 }
 
@@ -207,11 +209,11 @@ fn days_from_civil(y: u64, m: u64, d: u64) -> u64 {
 }
 
 /// Protobuf fields of `buf`, stopping (silently) at the first malformed one.
-struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     buf: &'a [u8],
 }
 
-enum Field<'a> {
+pub(crate) enum Field<'a> {
     Varint(u64),
     Bytes(&'a [u8]),
     Fixed,
@@ -263,7 +265,7 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
-fn fields(buf: &[u8]) -> Fields<'_> {
+pub(crate) fn fields(buf: &[u8]) -> Fields<'_> {
     Fields { buf }
 }
 
@@ -571,10 +573,18 @@ mod tests {
                     retry_after: Some(&ra),
                     grpc_status: Some(&st),
                     grpc_details: Some(&details),
+                    grpc_message: Some(&ra),
                     body: &body,
                 };
                 let _ = classify(p, &r, u64::MAX);
                 let _ = classify(p, &Reply { status: Some(503), ..r }, 0);
+                // The reason of a refusal is printable text whatever the reply held.
+                for status in [400, 200] {
+                    let r = Reply { status: Some(status), ..r };
+                    if let Some(why) = crate::rejection::reason(&classify(p, &r, 0), &r) {
+                        proptest::prop_assert!(!why.chars().any(char::is_control));
+                    }
+                }
             }
             let _ = retry_info_ms(&details);
         }

@@ -254,12 +254,27 @@ fn whole_request_path_allocates_nothing_once_warm() {
         ),
     ];
     serialize_pairs(grpc_hdrs.iter().copied(), &mut grpc_buf);
+    // Every other request carries bytes that are not UTF-8 (replaced with U+FFFD on the way
+    // into the span): the repair path must not allocate either.
+    let mut bad = Vec::new();
+    let bad_hdrs: Vec<(&[u8], &[u8])> = hdrs
+        .iter()
+        .map(|&(k, v)| match k {
+            b":path" => (k, &b"/api/reviews/12\xff45?lang=\xfe"[..]),
+            b"user-agent" => (k, &b"probe/1.0 \xff\xfe"[..]),
+            b"x-tenant" => (k, &b"acme\xe2\x82"[..]),
+            _ => (k, v),
+        })
+        .collect();
+    serialize_pairs(bad_hdrs.iter().copied(), &mut bad);
+    // The three alternate: plain HTTP, HTTP with bad bytes, a failed gRPC call.
+    let bufs = [&buf, &bad, &grpc_buf];
     let mut rec = SpanRecord::default();
     let mut injection = Injection::default();
 
     // Warm up: buffers, the record's arena and the queue reach their steady sizes.
     for i in 0..2_000u64 {
-        for b in [&buf, &grpc_buf] {
+        for b in bufs {
             request(
                 &mut tracer,
                 &mut exporter,
@@ -274,7 +289,7 @@ fn whole_request_path_allocates_nothing_once_warm() {
 
     let allocs = allocations(|| {
         for i in 0..10_000u64 {
-            for b in [&buf, &grpc_buf] {
+            for b in bufs {
                 request(
                     &mut tracer,
                     &mut exporter,

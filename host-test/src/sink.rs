@@ -45,6 +45,12 @@ pub enum SinkMode {
     /// Accepts (records) the request and answers 200 with a body that is not protobuf and
     /// nonsense headers.
     Garbage,
+    /// Refuses the request with this status and a `google.rpc.Status` (code 3,
+    /// `INVALID_ARGUMENT`) carrying this message, as the OpenTelemetry Collector refuses one.
+    Refuse {
+        status: u16,
+        message: &'static str,
+    },
 }
 
 /// What a sink has received, counted, and whether it keeps the requests too: shared by the
@@ -187,6 +193,9 @@ async fn sink_handle(req: Request<Incoming>, st: Arc<Mutex<SinkState>>) -> Respo
             return r;
         }
         SinkMode::Hang => std::future::pending::<()>().await,
+        SinkMode::Refuse { status, message } => {
+            return reply(status, rpc_status(3, message.as_bytes()))
+        }
         SinkMode::Partial { .. } | SinkMode::Garbage => {}
     }
     if path != "/v1/traces" {
@@ -249,8 +258,22 @@ async fn sink_handle(req: Request<Incoming>, st: Arc<Mutex<SinkState>>) -> Respo
                 ),
             }
         }
-        Err(e) => reply(400, Bytes::from(format!("undecodable OTLP body: {e}"))),
+        // A collector refuses what it cannot decode (invalid UTF-8 in a `string` field
+        // included: prost's `String` is strict) with 400 and a `google.rpc.Status`.
+        Err(e) => reply(
+            400,
+            rpc_status(3, format!("undecodable OTLP body: {e}").as_bytes()),
+        ),
     }
+}
+
+/// A `google.rpc.Status` `{code, message}`, encoded by hand (two fields) rather than pulling in
+/// the googleapis types for it.
+pub fn rpc_status(code: u8, message: &[u8]) -> Bytes {
+    let mut b = vec![0x08, code, 0x12];
+    prost::encoding::encode_varint(message.len() as u64, &mut b);
+    b.extend_from_slice(message);
+    Bytes::from(b)
 }
 
 /// Decompresses a gzip body.

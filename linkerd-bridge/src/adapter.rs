@@ -89,6 +89,11 @@ impl Core {
         self.exporter.on_result(id, result, now_ms);
     }
 
+    /// Counts a request the collector refused, keeping its reason for the log.
+    pub fn note_rejection(&mut self, reason: String) {
+        self.exporter.note_rejection(reason);
+    }
+
     /// When the exporter next needs a poll for a retry, if it does.
     pub fn next_wake(&self) -> Option<u64> {
         self.exporter.next_wake()

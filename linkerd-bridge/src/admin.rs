@@ -19,7 +19,7 @@ pub fn metrics_text(shared: &Shared) -> String {
         (core.counters(), core.held(), core.tracer.names.overflow())
     };
     let s = &shared.stats;
-    let counters: [(&str, &str, u64); 20] = [
+    let counters: [(&str, &str, u64); 21] = [
         (
             "meshtrace_spans_started_total",
             "Requests seen.",
@@ -74,6 +74,11 @@ pub fn metrics_text(shared: &Shared) -> String {
             "meshtrace_export_requests_failed_total",
             "Export attempts failed for good.",
             c.requests_failed,
+        ),
+        (
+            "meshtrace_export_requests_rejected_total",
+            "Export attempts the collector refused (final 4xx or gRPC status), with a reason.",
+            c.requests_rejected,
         ),
         (
             "meshtrace_export_retries_total",

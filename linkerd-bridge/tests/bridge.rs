@@ -1075,3 +1075,48 @@ async fn span_names_past_the_limit_fall_back_to_the_method() {
     );
     bridge.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_utf8_header_bytes_and_linkerd_facts_lose_no_span() {
+    // Header values may carry obs-text (RFC 9110 §5.5): the bytes that are not UTF-8 become
+    // U+FFFD, and the strict sink accepts the batch. An `l5d-client-id` that is not a DNS-like
+    // name is no identity (`linkerd::parse_identity`), so it records nothing.
+    let sink = OtlpSink::start(0).unwrap();
+    let app = App::start().await;
+    let (bridge, _dir) = bridge(app.addr, &http_config(&sink, ""), false).await;
+    let value = |b: &'static [u8]| http::HeaderValue::from_bytes(b).unwrap();
+    let mut req = get(bridge.listen, "/bad", &[]);
+    let h = req.headers_mut();
+    h.insert("user-agent", value(b"probe/1.0 \xff\xfe"));
+    h.insert(
+        "l5d-client-id",
+        value(b"checkout.sh\xffp.serviceaccount.identity.linkerd.cluster.local"),
+    );
+    h.insert("l5d-orig-proto", value(b"HTTP/1.1\xe2\x82"));
+    let resp = http1_client().request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = http1_client()
+        .request(get(bridge.listen, "/clean", &[]))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let spans = sink_spans(&sink, 2).await;
+    let bad = spans.iter().find(|s| s.name == "GET /bad").unwrap();
+    assert_eq!(
+        render(&bad.attributes),
+        attrs(
+            "/bad",
+            &[
+                "user_agent.original=\"probe/1.0 \u{FFFD}\u{FFFD}\"",
+                "http.request.header.l5d-orig-proto=[\"HTTP/1.1\u{FFFD}\"]",
+            ],
+            "1.1",
+            200
+        )
+        .into_iter()
+        .chain(attrs_end(Vec::new(), &[]))
+        .collect::<Vec<_>>()
+    );
+    assert!(spans.iter().any(|s| s.name == "GET /clean"));
+    bridge.shutdown().await;
+}

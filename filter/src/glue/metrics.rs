@@ -21,7 +21,7 @@ pub struct Stats {
 }
 
 /// Every stat, its kind, and (by position) its value in [`metric_values`].
-pub const METRICS: [(&str, MetricType); 23] = [
+pub const METRICS: [(&str, MetricType); 24] = [
     ("meshtrace.spans_started", MetricType::Counter),
     ("meshtrace.spans_sampled", MetricType::Counter),
     ("meshtrace.spans_kept", MetricType::Counter),
@@ -45,6 +45,7 @@ pub const METRICS: [(&str, MetricType); 23] = [
     ("meshtrace.grpc.status_missing", MetricType::Counter),
     ("meshtrace.grpc.status_invalid", MetricType::Counter),
     ("meshtrace.span_names.overflow", MetricType::Counter),
+    ("meshtrace.export_requests.rejected", MetricType::Counter),
 ];
 
 /// This VM's current values, in [`METRICS`] order.
@@ -88,6 +89,7 @@ pub fn metric_values(v: &Values<'_>) -> [u64; METRICS.len()] {
         s.grpc_status_missing,
         s.grpc_status_invalid,
         v.span_names_overflow,
+        c.requests_rejected,
     ]
 }
 

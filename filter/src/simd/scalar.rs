@@ -82,3 +82,7 @@ pub fn find_any2(a: u8, b: u8, hay: &[u8]) -> Option<usize> {
 pub fn find_any3(a: u8, b: u8, c: u8, hay: &[u8]) -> Option<usize> {
     hay.iter().position(|&x| x == a || x == b || x == c)
 }
+
+pub fn find_non_ascii(hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b >= 0x80)
+}

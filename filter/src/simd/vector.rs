@@ -166,6 +166,28 @@ pub(crate) unsafe fn find_any<V: Vector, const N: usize>(
     hit(last)
 }
 
+/// The first byte of `hay` that is not ASCII (`>= 0x80`), for `hay.len() >= BYTES`. Text on the
+/// request path is nearly always ASCII, so this decides whether a value can be copied as is.
+#[inline(always)]
+pub(crate) unsafe fn find_non_ascii<V: Vector>(hay: &[u8]) -> Option<usize> {
+    let high = V::splat(0x80);
+    let hit = |at: usize| {
+        high.le(V::load(hay.as_ptr().add(at)))
+            .first()
+            .map(|i| at + i)
+    };
+    let last = hay.len() - V::BYTES;
+    let mut at = 0;
+    while at < last {
+        if let Some(i) = hit(at) {
+            return Some(i);
+        }
+        at += V::BYTES;
+    }
+    // One overlapping load covers the tail; lanes already searched were ASCII.
+    hit(last)
+}
+
 /// The safe, fixed-size entry points of every kernel for one architecture's vector type `$v`.
 /// Each arch module states, above its invocation, why calling the unsafe kernels is sound there.
 macro_rules! safe_kernels {
@@ -200,6 +222,13 @@ macro_rules! safe_kernels {
         pub(crate) fn find_any<const N: usize>(needles: [u8; N], hay: &[u8]) -> Option<usize> {
             debug_assert!(hay.len() >= 16);
             unsafe { $crate::simd::vector::find_any::<$v, N>(needles, hay) }
+        }
+
+        /// For `hay.len() >= 16`.
+        #[inline]
+        pub(crate) fn find_non_ascii(hay: &[u8]) -> Option<usize> {
+            debug_assert!(hay.len() >= 16);
+            unsafe { $crate::simd::vector::find_non_ascii::<$v>(hay) }
         }
     };
 }

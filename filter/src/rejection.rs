@@ -1,0 +1,139 @@
+//! Why a collector refused an export request, for the log line an operator needs to fix it.
+//!
+//! A collector that refuses a batch as such (OTLP/HTTP 4xx, or a final gRPC status) says why:
+//! OTLP/HTTP puts a `google.rpc.Status` in the body (protobuf for protobuf requests; some
+//! collectors and proxies answer plain text), gRPC a percent-encoded `grpc-message`
+//! ([gRPC over HTTP/2](https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md)). The
+//! exporter counts the refusal (`export_requests.rejected`) and logs the first reason of each
+//! log interval. The text is the remote party's, so it is cut to [`MAX_REASON_BYTES`] and made
+//! printable before it reaches a log.
+
+use crate::transport::{fields, ExportResult, Failure, Field, Reply};
+
+/// The most of a collector's reason that is logged, in bytes of its text.
+pub const MAX_REASON_BYTES: usize = 200;
+
+/// When `result` is the collector refusing the request (a final HTTP 4xx, or a final gRPC
+/// status), what it said: at most [`MAX_REASON_BYTES`] bytes of printable UTF-8, empty when it
+/// gave no reason. `None` for every other result (success, retries, no reply).
+pub fn reason(result: &ExportResult, reply: &Reply<'_>) -> Option<String> {
+    let raw = match result {
+        ExportResult::Fail(Failure::Http(status)) if (400..500).contains(status) => {
+            status_message(reply.body).unwrap_or(reply.body).to_vec()
+        }
+        ExportResult::Fail(Failure::Grpc(_)) => match reply.grpc_message {
+            Some(m) => percent_decode(m),
+            None => Vec::new(),
+        },
+        _ => return None,
+    };
+    Some(crate::text::printable(&raw, MAX_REASON_BYTES))
+}
+
+/// `google.rpc.Status.message` (field 2) when `body` reads as a `Status`: a `code` (field 1)
+/// and a message, and no field a `Status` does not have. A plain-text body fails this.
+fn status_message(body: &[u8]) -> Option<&[u8]> {
+    let (mut code, mut message) = (false, None);
+    for (n, f) in fields(body) {
+        match (n, f) {
+            (1, Field::Varint(_)) => code = true,
+            (2, Field::Bytes(m)) => message = Some(m),
+            (3, Field::Bytes(_)) => {}
+            _ => return None,
+        }
+    }
+    message.filter(|_| code)
+}
+
+/// `grpc-message` is percent-encoded UTF-8; a malformed escape is kept as it is.
+fn percent_decode(v: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(v.len().min(3 * MAX_REASON_BYTES));
+    let mut i = 0;
+    while i < v.len() && out.len() < 4 * MAX_REASON_BYTES {
+        match (
+            v[i],
+            v.get(i + 1).copied().and_then(hex),
+            v.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(status: u32, body: &[u8]) -> Option<String> {
+        let reply = Reply {
+            status: Some(status),
+            body,
+            ..Reply::default()
+        };
+        let r = crate::transport::classify(crate::config::Protocol::Http, &reply, 0);
+        reason(&r, &reply)
+    }
+
+    #[test]
+    fn http_bodies() {
+        // What the OpenTelemetry Collector answers a protobuf request with invalid UTF-8: a
+        // `google.rpc.Status` with code 3 (INVALID_ARGUMENT).
+        let msg = b"proto: ExportTraceServiceRequest: not UTF-8 encoded";
+        let mut status = vec![0x08, 3, 0x12, msg.len() as u8];
+        status.extend_from_slice(msg);
+        assert_eq!(
+            http(400, &status).as_deref(),
+            Some("proto: ExportTraceServiceRequest: not UTF-8 encoded")
+        );
+        // Plain text, cut to 200 bytes, made printable.
+        assert_eq!(
+            http(400, b"bad request\r\n\xff").as_deref(),
+            Some("bad request\\r\\n\u{FFFD}")
+        );
+        let long = [b'a'; 500];
+        assert_eq!(http(413, &long).unwrap().len(), MAX_REASON_BYTES);
+        assert_eq!(http(401, b"").as_deref(), Some(""));
+        // Not refusals of the request: a server error, a retryable status, a success.
+        assert_eq!(http(500, b"boom"), None);
+        assert_eq!(http(503, b"busy"), None);
+        assert_eq!(http(200, b""), None);
+    }
+
+    #[test]
+    fn grpc_messages() {
+        let reply = |msg: Option<&'static [u8]>, code: &'static [u8]| Reply {
+            status: Some(200),
+            grpc_status: Some(code),
+            grpc_message: msg,
+            ..Reply::default()
+        };
+        let of = |r: &Reply<'_>| {
+            let c = crate::transport::classify(crate::config::Protocol::Grpc, r, 0);
+            reason(&c, r)
+        };
+        assert_eq!(
+            of(&reply(
+                Some(b"grpc: error unmarshalling request: string field contains invalid UTF-8"),
+                b"13"
+            ))
+            .as_deref(),
+            Some("grpc: error unmarshalling request: string field contains invalid UTF-8")
+        );
+        assert_eq!(
+            of(&reply(Some(b"caf%C3%A9 %E2%82 100%"), b"3")).as_deref(),
+            Some("café \u{FFFD} 100%")
+        );
+        assert_eq!(of(&reply(None, b"3")).as_deref(), Some(""));
+        // UNAVAILABLE is retried: not a refusal.
+        assert_eq!(of(&reply(Some(b"down"), b"14")), None);
+    }
+}
