@@ -168,6 +168,6 @@ lambda-layer:
 		$(if $(filter host,$(LAMBDA_TARGET)),,--target $(LAMBDA_TARGET))
 	rm -rf dist/lambda-layer $(LAMBDA_LAYER)
 	mkdir -p dist/lambda-layer/extensions
-	install -m 0755 $(LAMBDA_BIN) dist/lambda-layer/extensions/meshtrace-relay
+	install -s -m 0755 $(LAMBDA_BIN) dist/lambda-layer/extensions/meshtrace-relay
 	cd dist/lambda-layer && $(PYTHON) -m zipfile -c ../$(notdir $(LAMBDA_LAYER)) extensions
 	@echo "built $(LAMBDA_LAYER) ($$(stat -c %s $(LAMBDA_LAYER)) bytes): extensions/meshtrace-relay"

@@ -550,6 +550,17 @@ async fn invokes_then_shutdown_every_span_reaches_the_collector_before_next() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_flush_gives_up_at_the_deadline() {
+    shutdown_with_a_hanging_collector(false).await;
+}
+
+/// SHUTDOWN while an early send hangs: the early send gives its spans back at once, and the
+/// shutdown flush tries them within SHUTDOWN's deadline, not the invocation's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_during_an_early_send_keeps_its_deadline() {
+    shutdown_with_a_hanging_collector(true).await;
+}
+
+async fn shutdown_with_a_hanging_collector(early: bool) {
     // A collector that accepts connections and never answers.
     let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hang_addr = hang.local_addr().unwrap();
@@ -565,10 +576,16 @@ async fn shutdown_flush_gives_up_at_the_deadline() {
     let mut api = LambdaApi::start(sent.clone(), Arc::default()).await;
     let dir = TempDir::new();
     // The collector timeout is far beyond the deadline: only the deadline can end the flush.
+    // With `early`, the function's first request fills half the buffer and is sent at once.
+    let bound = if early {
+        2 * Function::request(1, 1).encoded_len()
+    } else {
+        1 << 20
+    };
     let config = dir.write(
         "relay.json",
         &format!(
-            r#"{{"collector":{{"endpoint":"http://{hang_addr}/v1/traces","timeout_ms":60000}}}}"#
+            r#"{{"collector":{{"endpoint":"http://{hang_addr}/v1/traces","timeout_ms":60000}},"bridge":{{"relay_max_bytes":{bound}}}}}"#
         ),
     );
     let margin = Duration::from_millis(300);
@@ -585,6 +602,12 @@ async fn shutdown_flush_gives_up_at_the_deadline() {
     api.deliver(invoke_event(1));
     api.wait_next(2).await;
     function.invoke(1).await;
+    if early {
+        tokio::time::timeout(Duration::from_secs(30), conns.recv())
+            .await
+            .expect("the early send connected")
+            .unwrap();
+    }
 
     let budget = Duration::from_millis(1500);
     let delivered = Instant::now();
@@ -608,12 +631,14 @@ async fn shutdown_flush_gives_up_at_the_deadline() {
             dropped: 4,
         }
     );
-    // It tried, waited for the answer until the deadline less the margin, and was done
-    // before Lambda's deadline.
-    conns
-        .recv()
-        .await
-        .expect("the flush connected to the collector");
+    // It tried (the early send, else the shutdown flush), waited for the answer until the
+    // deadline less the margin, and was done before Lambda's deadline.
+    if !early {
+        tokio::time::timeout(Duration::from_secs(30), conns.recv())
+            .await
+            .expect("the flush connected to the collector")
+            .unwrap();
+    }
     assert!(took < budget, "returned {took:?} after SHUTDOWN");
     assert!(
         took >= budget - margin - Duration::from_millis(100),

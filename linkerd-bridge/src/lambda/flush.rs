@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use meshtrace::config::{Config, Retry};
 use meshtrace::transport::ExportResult;
+use tokio::sync::watch;
 
 use crate::export::{frame_relayed, Transport};
 use crate::shared::{lock, Shared, Stats};
@@ -39,11 +40,21 @@ pub struct Flusher {
     rng: fastrand::Rng,
     /// An early send failed: no more until the next flush, which retries by the rules.
     early_paused: bool,
+    /// Set when SHUTDOWN comes, to its deadline (less the margin): an early send in flight
+    /// then ends by that deadline rather than the invocation's, which may be far later.
+    shutdown: watch::Receiver<Option<Instant>>,
 }
 
 impl Flusher {
-    pub fn new(shared: Arc<Shared>, transport: Transport, config: Config, seed: u64) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        transport: Transport,
+        config: Config,
+        seed: u64,
+        shutdown: watch::Receiver<Option<Instant>>,
+    ) -> Self {
         Self {
+            shutdown,
             shared,
             transport,
             config,
@@ -69,8 +80,19 @@ impl Flusher {
         out.attempts = 1;
         let body = frame_relayed(&self.config, &raw);
         let left = until.saturating_duration_since(Instant::now());
-        let sent = tokio::time::timeout(left, self.transport.send(body)).await;
-        if matches!(sent, Ok(ExportResult::Ok { .. })) {
+        let mut shutdown = self.shutdown.clone();
+        let shutdown_deadline = async move {
+            match shutdown.wait_for(Option::is_some).await.map(|at| *at) {
+                Ok(Some(at)) => tokio::time::sleep_until(at.into()).await,
+                // No extension left to shut down: only the invocation's deadline counts.
+                _ => std::future::pending().await,
+            }
+        };
+        let sent = tokio::select! {
+            sent = tokio::time::timeout(left, self.transport.send(body)) => sent.ok(),
+            _ = shutdown_deadline => None,
+        };
+        if matches!(sent, Some(ExportResult::Ok { .. })) {
             Stats::add(&self.shared.stats.relay_spans_exported, spans as u64);
             out.exported = spans as u64;
         } else {

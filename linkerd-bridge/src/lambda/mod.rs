@@ -78,7 +78,7 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_millis(100);
 
 /// meshtrace-relay: the linkerd-bridge OTLP relay as an AWS Lambda extension.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "meshtrace-relay", version, about)]
+#[command(name = "meshtrace-relay", version)]
 pub struct LambdaArgs {
     /// Run as a Lambda extension (implied when AWS_LAMBDA_RUNTIME_API is set).
     #[arg(long)]
@@ -237,6 +237,8 @@ pub struct Extension {
     early: JoinHandle<()>,
     margin: Duration,
     stop: watch::Sender<bool>,
+    /// SHUTDOWN's deadline, for an early send in flight.
+    shutdown_at: watch::Sender<Option<Instant>>,
     listeners: Vec<JoinHandle<()>>,
 }
 
@@ -303,6 +305,7 @@ pub async fn start(
     });
     let attrs = Arc::new(relay::key_values(&lambda_attributes(env, &registration)));
     let (stop, stop_rx) = watch::channel(false);
+    let (shutdown_at, shutdown_at_rx) = watch::channel(None);
     let (s, a) = (shared.clone(), attrs.clone());
     let http_task = tokio::spawn(crate::server::serve(
         http,
@@ -326,6 +329,7 @@ pub async fn start(
         transport,
         config.core.clone(),
         seed.rotate_left(17),
+        shutdown_at_rx,
     )));
     let deadline = Arc::new(Mutex::new(Instant::now() + INIT_FLUSH));
     let early = tokio::spawn(send_early(
@@ -345,6 +349,7 @@ pub async fn start(
         early,
         margin: Duration::from_millis(args.deadline_margin_ms),
         stop,
+        shutdown_at,
         listeners: vec![http_task, grpc_task],
     })
 }
@@ -390,6 +395,9 @@ impl Extension {
                     deadline_ms,
                 } => {
                     let until = instant_at(deadline_ms, self.margin);
+                    // An early send in flight may finish, by this deadline; what it does not
+                    // deliver it hands back to the flush below.
+                    self.shutdown_at.send_replace(Some(until));
                     // Requests still being read get their chance to land in the buffer.
                     self.stop_listeners(until.min(Instant::now() + SHUTDOWN_DRAIN))
                         .await;
