@@ -202,10 +202,15 @@ pub fn lambda_attributes(
     out
 }
 
-/// When `deadline_unix_ms`, less `margin`, comes on the monotonic clock.
+/// The longest a Lambda function may run (its timeout is at most 900 s): no deadline an
+/// event gives is further off, and a larger value is not taken at its word.
+const MAX_DEADLINE: Duration = Duration::from_secs(900);
+
+/// When `deadline_unix_ms`, less `margin`, comes on the monotonic clock; at most
+/// [`MAX_DEADLINE`] from now, and now when it has passed.
 fn instant_at(deadline_unix_ms: u64, margin: Duration) -> Instant {
     let left = Duration::from_millis(deadline_unix_ms.saturating_sub(now_ms()));
-    Instant::now() + left.saturating_sub(margin)
+    Instant::now() + left.min(MAX_DEADLINE).saturating_sub(margin)
 }
 
 /// How the extension ended.
@@ -537,6 +542,21 @@ mod tests {
                 "--config {p}: collector.endpoint: scheme \"https\" is not supported"
             )));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn deadlines_are_bounded() {
+        let margin = Duration::from_millis(100);
+        let before = Instant::now();
+        let soon = instant_at(now_ms() + 2000, margin);
+        assert!(
+            soon >= before + Duration::from_millis(1800),
+            "{:?}",
+            soon - before
+        );
+        assert!(soon <= Instant::now() + Duration::from_millis(1900));
+        assert!(instant_at(0, margin) <= Instant::now());
+        assert!(instant_at(u64::MAX, margin) <= Instant::now() + MAX_DEADLINE);
     }
 
     #[test]
