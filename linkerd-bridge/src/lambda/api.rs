@@ -87,6 +87,18 @@ pub struct Registration {
     pub account_id: Option<String>,
 }
 
+/// `error: cause: cause...`: hyper's own message ("client error (Connect)") does not say why.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// The Extensions API at one `AWS_LAMBDA_RUNTIME_API` address.
 pub struct ExtensionsApi {
     client: Client<HttpConnector, Full<Bytes>>,
@@ -135,7 +147,7 @@ impl ExtensionsApi {
             .client
             .request(req)
             .await
-            .map_err(|e| format!("{what}: {e}"))?;
+            .map_err(|e| format!("{what}: {}", with_causes(&e)))?;
         let (parts, body) = resp.into_parts();
         let body = Limited::new(body, MAX_REPLY)
             .collect()
