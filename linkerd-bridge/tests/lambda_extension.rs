@@ -816,3 +816,48 @@ async fn a_filling_buffer_is_sent_while_the_invocation_runs() {
     assert_eq!(collected, *sent.lock().unwrap());
     assert_eq!(collector.state.spans.lock().unwrap().len(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_grpc_collector_with_gzip() {
+    let (sink, sink_addr) = support::GrpcSink::start().await;
+    let sent: Shared<BTreeSet<String>> = Arc::default();
+    let mut api = LambdaApi::start(sent.clone(), Arc::default()).await;
+    let dir = TempDir::new();
+    let config = dir.write(
+        "relay.json",
+        &format!(r#"{{"collector":{{"endpoint":"grpc://{sink_addr}","compression":"gzip"}}}}"#),
+    );
+    let ext = lambda::start(args(api.addr, config, 100), "meshtrace-relay", &lambda_env)
+        .await
+        .unwrap();
+    let mut function = Function::new(ext.otlp_http, ext.otlp_grpc, sent.clone()).await;
+    let run = tokio::spawn(ext.run());
+    api.wait_next(1).await;
+    api.deliver(invoke_event(1));
+    api.wait_next(2).await;
+    function.invoke(1).await;
+    api.deliver(invoke_event(2));
+    api.wait_next(3).await;
+    // Invocation 1's spans were flushed before that `next`.
+    let ids: BTreeSet<String> = sink.spans().iter().map(|s| hex(&s.span_id)).collect();
+    assert_eq!(ids, *sent.lock().unwrap());
+    function.invoke(2).await;
+    api.deliver(serde_json::json!({
+        "eventType": "SHUTDOWN", "shutdownReason": "SPINDOWN", "deadlineMs": unix_ms_in(Duration::from_secs(10)),
+    }));
+    let outcome = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (outcome.invokes, outcome.exported, outcome.dropped),
+        (2, 8, 0)
+    );
+    let spans = sink.spans();
+    assert_eq!(spans.len(), 8);
+    let ids: BTreeSet<String> = spans.iter().map(|s| hex(&s.span_id)).collect();
+    assert_eq!(ids, *sent.lock().unwrap());
+    // One export request per flush, each with both of the function's requests' resources.
+    assert_eq!(sink.received.lock().unwrap().len(), 2);
+}
