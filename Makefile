@@ -15,7 +15,8 @@ export MESHTRACE_ENVOY ?= $(ENVOY_BIN)
 export MESHTRACE_WASM  ?= $(CURDIR)/$(WASM)
 
 .PHONY: build-wasm envoy demo test fmt fmt-check lint unit e2e wasm-target bench bench-bridge \
-	bench-faults fuzz fuzz-tool oci istio istio-check bench-envoy cross-tools test-aarch64 test-wasm
+	bench-faults fuzz fuzz-tool oci istio istio-check bench-envoy cross-tools test-aarch64 test-wasm \
+	lambda-layer
 
 ## The wasm32-wasip1 target, added once.
 wasm-target:
@@ -152,3 +153,21 @@ bench-bridge:
 	$(CARGO) build --release -p linkerd-bridge --bins
 	target/release/bridge-load --seconds $(BRIDGE_BENCH_SECONDS) --rate $(BRIDGE_BENCH_RATE) \
 		--connections $(BRIDGE_BENCH_CONNS)
+
+## dist/meshtrace-relay-layer.zip: linkerd-bridge as an AWS Lambda extension layer, the binary
+## at extensions/meshtrace-relay (Lambda runs every file in /opt/extensions). By default a static
+## x86_64-unknown-linux-musl build, which runs on every Lambda runtime whatever its glibc;
+## LAMBDA_TARGET=host builds for this machine's glibc instead (the runtime's glibc must be as new).
+LAMBDA_TARGET ?= x86_64-unknown-linux-musl
+LAMBDA_LAYER  := dist/meshtrace-relay-layer.zip
+LAMBDA_BIN    := target/$(if $(filter host,$(LAMBDA_TARGET)),,$(LAMBDA_TARGET)/)release/linkerd-bridge
+lambda-layer:
+	@[ "$(LAMBDA_TARGET)" = host ] || rustup target list --installed | grep -qx $(LAMBDA_TARGET) || \
+		rustup target add $(LAMBDA_TARGET)
+	$(CARGO) build --release -p linkerd-bridge --bin linkerd-bridge \
+		$(if $(filter host,$(LAMBDA_TARGET)),,--target $(LAMBDA_TARGET))
+	rm -rf dist/lambda-layer $(LAMBDA_LAYER)
+	mkdir -p dist/lambda-layer/extensions
+	install -s -m 0755 $(LAMBDA_BIN) dist/lambda-layer/extensions/meshtrace-relay
+	cd dist/lambda-layer && $(PYTHON) -m zipfile -c ../$(notdir $(LAMBDA_LAYER)) extensions
+	@echo "built $(LAMBDA_LAYER) ($$(stat -c %s $(LAMBDA_LAYER)) bytes): extensions/meshtrace-relay"

@@ -10,6 +10,7 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod export;
+pub mod lambda;
 pub mod linkerd;
 pub mod proxy;
 pub mod relay;

@@ -4,6 +4,10 @@ use clap::Parser;
 use linkerd_bridge::{server, Args, Bridge};
 
 fn main() -> std::process::ExitCode {
+    // Inside AWS Lambda (or with `--lambda-extension`) the binary is the relay extension.
+    if linkerd_bridge::lambda::requested(std::env::args_os(), &|k| std::env::var(k).ok()) {
+        return linkerd_bridge::lambda::main();
+    }
     let args = Args::parse();
     let bridge = match Bridge::from_args(args) {
         Ok(b) => b,

@@ -61,6 +61,24 @@ impl RelayBuffer {
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
+
+    /// Bytes waiting.
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The bound on [`RelayBuffer::bytes`] for new requests.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// Puts back spans taken by [`RelayBuffer::take`] that could not be delivered, ahead of
+    /// what arrived since and whatever the bound: they were acknowledged already.
+    pub fn put_back(&mut self, mut raw: Vec<u8>, spans: usize) {
+        raw.extend_from_slice(&self.buf);
+        self.buf = raw;
+        self.spans += spans;
+    }
 }
 
 /// Adds each of `attrs` to every resource in `req` that lacks the key: the application's own
@@ -94,8 +112,35 @@ pub fn key_values(attrs: &[(String, ResourceValue)]) -> Vec<KeyValue> {
         .collect()
 }
 
+/// Takes one decoded export request into the relay buffer: adds `attrs` where the
+/// application's resources lack them, counts its spans as accepted and wakes the exporter.
+/// `Err(spans)` when the buffer has no room; nothing is kept and the spans are counted as
+/// dropped, so the caller answers with a retryable status (HTTP 503, gRPC `UNAVAILABLE`).
+/// Shared by the OTLP/HTTP listener and the Lambda extension's OTLP/gRPC one.
+pub fn accept(
+    shared: &Shared,
+    attrs: &[KeyValue],
+    export: &mut ExportTraceServiceRequest,
+) -> Result<usize, usize> {
+    let spans: usize = export
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len())
+        .sum();
+    annotate(export, attrs);
+    let encoded = export.encode_to_vec();
+    if !lock(&shared.relay).push(&encoded, spans) {
+        Stats::add(&shared.stats.relay_spans_dropped, spans as u64);
+        return Err(spans);
+    }
+    Stats::add(&shared.stats.relay_spans_accepted, spans as u64);
+    shared.export_wake.notify_one();
+    Ok(spans)
+}
+
 /// Largest relayed request accepted, compressed or not (OTLP's own request limit).
-const MAX_REQUEST: usize = 64 << 20;
+pub const MAX_REQUEST: usize = 64 << 20;
 
 fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body));
@@ -172,24 +217,13 @@ pub async fn handle(
             )
         }
     };
-    let spans: usize = export
-        .resource_spans
-        .iter()
-        .flat_map(|rs| &rs.scope_spans)
-        .map(|ss| ss.spans.len())
-        .sum();
-    annotate(&mut export, &attrs);
-    let encoded = export.encode_to_vec();
-    if !lock(&shared.relay).push(&encoded, spans) {
-        Stats::add(&shared.stats.relay_spans_dropped, spans as u64);
+    if accept(&shared, &attrs, &mut export).is_err() {
         // 503 is retryable under OTLP: the application's exporter tries again later.
         let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "relay buffer full");
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
     }
-    Stats::add(&shared.stats.relay_spans_accepted, spans as u64);
-    shared.export_wake.notify_one();
     reply(
         StatusCode::OK,
         "application/x-protobuf",
@@ -232,5 +266,9 @@ mod tests {
         assert!(!b.push(b"de", 1));
         assert_eq!(b.take(), (b"abc".to_vec(), 1));
         assert!(b.is_empty());
+        assert!(b.push(b"de", 2));
+        b.put_back(b"abc".to_vec(), 1);
+        assert_eq!((b.bytes(), b.max_bytes()), (5, 4));
+        assert_eq!(b.take(), (b"abcde".to_vec(), 3));
     }
 }

@@ -186,7 +186,7 @@ impl Running {
 }
 
 /// Serves `listener` until `stop`, then drains open connections for at most `drain`.
-async fn serve<F, Fut, B>(
+pub(crate) async fn serve<F, Fut, B>(
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
     drain: Duration,

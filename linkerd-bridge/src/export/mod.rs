@@ -28,7 +28,7 @@ type Done = (Option<u64>, usize, ExportResult, Option<String>);
 /// Frames relayed spans the way the core frames its batches: gzip when configured, and the
 /// gRPC length prefix. Relayed bytes are whole `ResourceSpans` fields, which already make an
 /// `ExportTraceServiceRequest`.
-fn frame_relayed(config: &Config, raw: &[u8]) -> Bytes {
+pub(crate) fn frame_relayed(config: &Config, raw: &[u8]) -> Bytes {
     let gzip = config.collector.compression == Compression::Gzip;
     let grpc = config.collector.protocol == Protocol::Grpc;
     let mut body = Vec::with_capacity(raw.len() + 5);
