@@ -89,7 +89,7 @@ impl Flusher {
             }
         };
         let sent = tokio::select! {
-            sent = tokio::time::timeout(left, self.transport.send(body)) => sent.ok(),
+            sent = tokio::time::timeout(left, self.transport.send(body)) => sent.ok().map(|(r, _)| r),
             _ = shutdown_deadline => None,
         };
         if matches!(sent, Some(ExportResult::Ok { .. })) {
@@ -123,12 +123,17 @@ impl Flusher {
                 return self.drop_all(out, spans, "the Lambda deadline came before an answer");
             }
             out.attempts += 1;
-            let result = match tokio::time::timeout(left, self.transport.send(body.clone())).await {
-                Ok(r) => r,
-                Err(_) => {
-                    return self.drop_all(out, spans, "the Lambda deadline came before an answer")
-                }
-            };
+            let (result, reason) =
+                match tokio::time::timeout(left, self.transport.send(body.clone())).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        return self.drop_all(
+                            out,
+                            spans,
+                            "the Lambda deadline came before an answer",
+                        )
+                    }
+                };
             let (failure, hint) = match result {
                 ExportResult::Ok { .. } => {
                     Stats::add(&self.shared.stats.relay_spans_exported, spans);
@@ -136,7 +141,9 @@ impl Flusher {
                     return out;
                 }
                 ExportResult::Fail(f) => {
-                    return self.drop_all(out, spans, &format!("{f} (not retryable)"));
+                    // The collector's own words (first 200 bytes, printable) say why it refused.
+                    let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
+                    return self.drop_all(out, spans, &format!("{f} (not retryable){why}"));
                 }
                 ExportResult::Retry { failure, delay_ms } => (failure, delay_ms),
             };
