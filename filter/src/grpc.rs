@@ -19,7 +19,7 @@
 //! knows, so it turns `rpc.method` into `_OTHER` too: a scanner's made-up methods do not become
 //! span names.
 
-use crate::span::{Key, SpanKind, SpanRecord, Value};
+use crate::span::{GuessedName, Key, SpanKind, SpanRecord, Value};
 
 /// How the request framed its gRPC messages (from `content-type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -283,14 +283,18 @@ pub fn call_status(
 }
 
 /// Names a gRPC span and records `rpc.system.name` and `rpc.method`, or `_OTHER` with
-/// `rpc.method_original` when the path is not a gRPC method (see [`method`]) or `admit`
-/// refuses the method (the per-VM bound on distinct span names, or strict naming).
-pub fn record_call(path: &[u8], rec: &mut SpanRecord, admit: impl FnOnce(&[u8]) -> bool) {
+/// `rpc.method_original` when the path is not a gRPC method (see [`method`]) or `may_name`
+/// refuses it (strict naming, or a method longer than the caps). A method that may name the
+/// span does so provisionally ([`GuessedName::RpcMethod`]): the span's finish admits it into
+/// the per-VM set of names only once the response shows the server knows the method, and
+/// otherwise calls [`unrecognised_method`].
+pub fn record_call(path: &[u8], rec: &mut SpanRecord, may_name: impl FnOnce(&[u8]) -> bool) {
     rec.str("rpc.system.name", b"grpc");
-    match method(path).filter(|m| admit(m)) {
+    match method(path).filter(|m| may_name(m)) {
         Some(m) => {
             rec.set_name(&[m]);
             rec.str("rpc.method", m);
+            rec.guessed_name = GuessedName::RpcMethod;
         }
         None => {
             // The conventions name the span after the system when the method is `_OTHER`.
@@ -301,8 +305,9 @@ pub fn record_call(path: &[u8], rec: &mut SpanRecord, admit: impl FnOnce(&[u8]) 
     }
 }
 
-/// The server said it does not know the method (`UNIMPLEMENTED`): `rpc.method` becomes
-/// `_OTHER` and the span is named `grpc`, so made-up methods cannot grow the set of names.
+/// The method is not one to name the span by (the server answered `UNIMPLEMENTED`, the call
+/// got no answer from it, or the per-VM set of names is full): `rpc.method` becomes
+/// `rpc.method_original`, `rpc.method` is `_OTHER`, and the span is named `grpc`.
 pub fn unrecognised_method(rec: &mut SpanRecord) {
     let Some(i) = rec
         .attrs

@@ -71,6 +71,21 @@ pub struct Link {
     pub flags: u8,
 }
 
+/// A span name guessed from what the client sent, which stands only if the response shows
+/// that what it names exists (see [`crate::span_name`]): settled by
+/// [`crate::tracer::Tracer::finish_span`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum GuessedName {
+    /// The name is final (a configured route, the method alone, `grpc`).
+    #[default]
+    None,
+    /// `{method} {http.route}` from the path templater; without the route, the name is its
+    /// first `method_len` bytes.
+    Route { method_len: u32 },
+    /// A gRPC `rpc.method` taken from the `:path`.
+    RpcMethod,
+}
+
 /// Typical span sizes: 24 inline attributes cover the semantic conventions plus mesh tags.
 pub type Attributes = SmallVec<[Attribute; 24]>;
 
@@ -101,6 +116,8 @@ pub struct SpanRecord {
     lists: SmallVec<[Range<u32>; 8]>,
     /// Attributes refused by the per-span cap.
     pub dropped_attributes: u32,
+    /// Whether the name is still a guess to settle when the span finishes.
+    pub guessed_name: GuessedName,
     /// The arena every string of this span lives in: valid UTF-8 in every range.
     text: Vec<u8>,
     /// Raw bytes being repaired into `text` (rarely used; keeps its capacity).
@@ -137,6 +154,7 @@ impl SpanRecord {
             links,
             lists,
             dropped_attributes,
+            guessed_name,
             text,
             // Holds nothing between calls; its capacity is kept.
             scratch: _,
@@ -160,6 +178,7 @@ impl SpanRecord {
         *name = Default::default();
         *trace_state = Default::default();
         *dropped_attributes = 0;
+        *guessed_name = GuessedName::None;
         attrs.clear();
         event_attrs.clear();
         events.clear();
@@ -222,6 +241,18 @@ impl SpanRecord {
 
     pub fn name(&self) -> &[u8] {
         self.text(&self.name)
+    }
+
+    /// Keeps the first `len` bytes of the name, which must end on a character boundary (a
+    /// name's `{method}` prefix does); a longer `len` changes nothing.
+    pub fn truncate_name(&mut self, len: u32) {
+        let end = self.name.start.saturating_add(len).min(self.name.end);
+        self.name.end = end;
+    }
+
+    /// Removes every attribute with the static key `key`, keeping the others in order.
+    pub fn remove(&mut self, key: &'static str) {
+        self.attrs.retain(|a| a.key != Key::Static(key));
     }
 
     /// Sets the W3C `tracestate` from what `write` appends. What it wrote is checked (one SIMD

@@ -10,19 +10,24 @@
 //!    bounds how many there are;
 //! 2. otherwise the templater of [`crate::mesh::route`], which replaces segments that are
 //!    clearly identifiers (numbers, UUIDs, long hex, long generated tokens) with `{id}`. Its
-//!    output is only a guess at the route (`/users/alice` stays as it is), so each distinct name
-//!    it yields is admitted into a per-VM set of at most `limits.max_span_names` names; once the
-//!    set is full, a name not in it falls back to `{method}` with no `http.route`, and
-//!    [`SpanNames::overflow`] counts how often (`meshtrace.span_names.overflow`).
+//!    output is only a guess at the route (`/users/alice` stays as it is), so the name it gives
+//!    is provisional ([`Named::guessed`]): when the request is over, [`SpanNames::admit`] lets
+//!    it stand only if the response showed the route exists (the caller decides that: not a
+//!    404, say) and the per-VM set of at most `limits.max_span_names` names has it or room for
+//!    it. Otherwise the span falls back to `{method}` with no `http.route`; only a full set is
+//!    counted, in [`SpanNames::overflow`] (`meshtrace.span_names.overflow`). A scanner whose
+//!    guesses are answered 404 therefore never uses up the set.
 //!
 //! `span_name: strict` skips step 2: names are `{method} {template}` for configured templates
 //! and `{method}` for everything else, as the conventions prescribe when no route is known.
 //!
-//! The name and `http.route` always agree: the route in the name is the attribute's value,
-//! cut by the same cap, so that `{method} {route}` fits `limits.max_span_name_bytes` and the
-//! route fits `limits.max_attribute_value_bytes`, both at a UTF-8 character boundary.
+//! The name and `http.route` always agree: the route is made valid UTF-8 (invalid sequences
+//! become U+FFFD, [`crate::text::append`]) and cut once, into a buffer the naming state owns,
+//! so that `{method} {route}` fits `limits.max_span_name_bytes` and the route fits
+//! `limits.max_attribute_value_bytes`, both at a character boundary. The name, the attribute
+//! and the admitted set are all made from that one result: two paths that render alike are
+//! one name.
 
-use crate::limits::cut_at_char_boundary;
 use crate::mesh::route::SpanNameStyle;
 
 /// What the request says about its route.
@@ -37,15 +42,30 @@ pub enum Route<'a> {
 /// A span's name as parts to concatenate, and the `http.route` that goes with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Named<'a> {
+    /// The name's parts, valid UTF-8 each, at most `limits.max_span_name_bytes` together.
     pub parts: [&'a [u8]; 4],
     /// `http.route` (`url.template` on client spans), or `None` when the name is `{method}`.
     pub route: Option<&'a [u8]>,
+    /// The route is the templater's guess: the name is provisional until [`SpanNames::admit`]
+    /// accepts it at the end of the request; if it does not, the name is its first
+    /// [`Named::method_len`] bytes and there is no `http.route`.
+    pub guessed: bool,
 }
 
 impl Named<'_> {
     /// The whole name, for tests and logs.
     pub fn to_vec(&self) -> Vec<u8> {
         self.parts.concat()
+    }
+
+    /// The length of the `{method}` name this one falls back to (a prefix of it), in bytes.
+    pub fn method_len(&self) -> usize {
+        let all: usize = self.parts.iter().map(|p| p.len()).sum();
+        match self.route {
+            // The name is the method-only name, a space and the route.
+            Some(r) => all - r.len() - 1,
+            None => all,
+        }
     }
 }
 
@@ -58,6 +78,9 @@ pub struct SpanNames {
     seen: NameSet,
     /// Names that fell back to `{method}` because the set was full.
     overflow: u64,
+    /// The route of the name being made, as valid UTF-8 and cut; reserved at its largest when
+    /// the VM is configured, so naming never allocates.
+    route: Vec<u8>,
 }
 
 impl Default for SpanNames {
@@ -88,6 +111,7 @@ impl SpanNames {
             max_route_bytes: max_route_bytes as usize,
             seen: NameSet::with_limit(max_names as usize, seed),
             overflow: 0,
+            route: Vec::with_capacity(max_name_bytes.min(max_route_bytes) as usize),
         }
     }
 
@@ -103,14 +127,17 @@ impl SpanNames {
 
     /// Names a request. `method` is the request's method and `known` whether the conventions
     /// know it (an unknown one never reaches the name: it is `HTTP`, or `_OTHER` in the legacy
-    /// form). No allocation: the parts borrow `method`, `route` and constants.
-    pub fn name<'a>(&mut self, method: &'a [u8], known: bool, route: Route<'a>) -> Named<'a> {
-        let (target, limited) = match route {
+    /// form). `route` may hold any bytes: it is converted to valid UTF-8 and cut to the room the
+    /// caps leave in one pass, and the name and `http.route` both borrow that result. A
+    /// templated name comes back [`Named::guessed`]: nothing is admitted here, since whether
+    /// the route exists is known only from the response. No allocation.
+    pub fn name<'a>(&'a mut self, method: &'a [u8], known: bool, route: Route<'_>) -> Named<'a> {
+        let (target, guessed) = match route {
             Route::Configured(t) => (Some(t), false),
             Route::Templated(_) if self.style == SpanNameStyle::Strict => (None, false),
             Route::Templated(t) => (Some(t), true),
         };
-        let method_only = self.parts(method, known, None);
+        let method_only = parts(self.style, method, known, None);
         let Some(target) = target else {
             return method_only;
         };
@@ -120,61 +147,73 @@ impl SpanNames {
             .max_name_bytes
             .saturating_sub(prefix)
             .min(self.max_route_bytes);
-        let target = cut_at_char_boundary(target, room);
-        if target.is_empty() {
+        self.route.clear();
+        crate::text::append(target, room, &mut self.route);
+        if self.route.is_empty() {
             return method_only;
         }
-        // Within one style the method's spelling and the target make the name.
-        if limited && !self.admit(&[method_only.parts[0], method_only.parts[1], target]) {
-            return method_only;
+        Named {
+            guessed,
+            ..parts(self.style, method, known, Some(&self.route))
         }
-        self.parts(method, known, Some(target))
     }
 
-    /// Admits a name guessed from request data (made of `parts`, already capped) into the
-    /// per-VM set. `false` when the set is full and the name is not in it: the caller names
-    /// the span by its low-cardinality fallback, and [`SpanNames::overflow`] counts one more.
-    /// Other name shapes guessed from a path (an RPC's `{service}/{method}`) go through here.
-    pub fn admit(&mut self, parts: &[&[u8]]) -> bool {
-        let admitted = self.seen.admit(parts);
+    /// Admits a name guessed from request data (a [`Named::guessed`] HTTP name, or a gRPC
+    /// method), as the span carries it, into the per-VM set. Call it only once the response
+    /// showed that what the name stands for exists. `false` when the set is full and the name
+    /// is not in it: the caller names the span by its low-cardinality fallback, and
+    /// [`SpanNames::overflow`] counts one more.
+    pub fn admit(&mut self, name: &[u8]) -> bool {
+        let admitted = self.seen.admit(&[name]);
         if !admitted {
             self.overflow += 1;
         }
         admitted
     }
 
-    /// Admits a gRPC method (`{service}/{method}`, taken from the client's `:path`) as a span
-    /// name. The conventions allow the real name only for methods the instrumentation
-    /// recognises; a proxy knows no method set, so under `span_name: strict` every method is
-    /// `_OTHER` (`false`, not counted as overflow), and otherwise methods share the per-VM set
-    /// of guessed names with the templated HTTP routes.
-    pub fn admit_rpc_method(&mut self, method: &[u8]) -> bool {
-        self.style != SpanNameStyle::Strict && self.admit(&[method])
+    /// Whether a gRPC method (`{service}/{method}`, taken from the client's `:path`) may name
+    /// the span, provisionally (it is [`SpanNames::admit`]ted at the end like a guessed
+    /// route). The conventions allow the real name only for methods the instrumentation
+    /// recognises; a proxy knows no method set, so under `span_name: strict` no method is
+    /// (`rpc.method` is `_OTHER`). Nor is a method longer than the name cap or the value cap:
+    /// cut, two methods would share one name.
+    pub fn may_name_rpc_method(&self, method: &[u8]) -> bool {
+        self.style != SpanNameStyle::Strict
+            && method.len() <= self.max_name_bytes.min(self.max_route_bytes)
     }
 
     /// The cap on a whole name, in bytes (`limits.max_span_name_bytes`).
     pub fn max_name_bytes(&self) -> usize {
         self.max_name_bytes
     }
+}
 
-    /// The name's parts in the configured style, with `route` as the target if any.
-    fn parts<'a>(&self, method: &'a [u8], known: bool, route: Option<&'a [u8]>) -> Named<'a> {
-        let (sep, target): (&'a [u8], &'a [u8]) = match route {
-            Some(r) => (b" ", r),
-            None => (b"", b""),
-        };
-        let parts: [&'a [u8]; 4] = match self.style {
-            SpanNameStyle::Semconv | SpanNameStyle::Strict => {
-                [if known { method } else { OTHER_NAME }, sep, target, b""]
-            }
-            SpanNameStyle::Legacy => [
-                b"HTTP ",
-                if known { method } else { OTHER_METHOD },
-                sep,
-                target,
-            ],
-        };
-        Named { parts, route }
+/// The name's parts in `style`, with `route` as the target if any.
+fn parts<'a>(
+    style: SpanNameStyle,
+    method: &'a [u8],
+    known: bool,
+    route: Option<&'a [u8]>,
+) -> Named<'a> {
+    let (sep, target): (&'a [u8], &'a [u8]) = match route {
+        Some(r) => (b" ", r),
+        None => (b"", b""),
+    };
+    let parts: [&'a [u8]; 4] = match style {
+        SpanNameStyle::Semconv | SpanNameStyle::Strict => {
+            [if known { method } else { OTHER_NAME }, sep, target, b""]
+        }
+        SpanNameStyle::Legacy => [
+            b"HTTP ",
+            if known { method } else { OTHER_METHOD },
+            sep,
+            target,
+        ],
+    };
+    Named {
+        parts,
+        route,
+        guessed: false,
     }
 }
 
@@ -273,6 +312,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Names a request and settles the name as a span's finish does when the response showed
+    /// the route exists.
     fn name(
         n: &mut SpanNames,
         method: &str,
@@ -280,9 +321,18 @@ mod tests {
         route: Route<'_>,
     ) -> (String, Option<String>) {
         let named = n.name(method.as_bytes(), known, route);
+        let (full, r, guessed, method_len) = (
+            named.to_vec(),
+            named.route.map(<[u8]>::to_vec),
+            named.guessed,
+            named.method_len(),
+        );
+        if guessed && !n.admit(&full) {
+            return (String::from_utf8(full[..method_len].to_vec()).unwrap(), None);
+        }
         (
-            String::from_utf8(named.to_vec()).unwrap(),
-            named.route.map(|r| String::from_utf8(r.to_vec()).unwrap()),
+            String::from_utf8(full).unwrap(),
+            r.map(|r| String::from_utf8(r).unwrap()),
         )
     }
 
@@ -355,6 +405,57 @@ mod tests {
     }
 
     #[test]
+    fn invalid_utf8_is_converted_once_so_the_name_and_the_route_agree() {
+        // `/` and 300 bytes 0xFF: each becomes U+FFFD (3 bytes), so 84 of them fill the
+        // 252 bytes that `GET ` leaves of 256, and the route is exactly the name's tail.
+        let mut path = b"/".to_vec();
+        path.extend([0xff; 300]);
+        let mut n = SpanNames::default();
+        let (nm, route) = name(&mut n, "GET", true, Route::Templated(&path));
+        let want = format!("/{}", "\u{FFFD}".repeat(83));
+        assert_eq!(nm, format!("GET {want}"));
+        assert_eq!(nm.len(), 254);
+        assert_eq!(route, Some(want));
+        // Three paths that render alike are one name, and take one place in the set.
+        let mut n = SpanNames::new(SpanNameStyle::Semconv, 256, 256, 1, 0);
+        for p in [&b"/x\xff"[..], b"/x\xfe", b"/x\xfd"] {
+            assert_eq!(
+                name(&mut n, "GET", true, Route::Templated(p)),
+                s("GET /x\u{FFFD}|/x\u{FFFD}")
+            );
+        }
+        assert_eq!((n.distinct(), n.overflow()), (1, 0));
+    }
+
+    #[test]
+    fn a_guess_is_admitted_only_when_settled() {
+        let mut n = SpanNames::new(SpanNameStyle::Semconv, 256, 256, 1, 0);
+        // Naming alone takes no place in the set.
+        for p in [&b"/a"[..], b"/b", b"/c"] {
+            let named = n.name(b"GET", true, Route::Templated(p));
+            assert!(named.guessed);
+            assert_eq!(named.method_len(), 3);
+        }
+        assert_eq!((n.distinct(), n.overflow()), (0, 0));
+        assert!(n.admit(b"GET /real"));
+        assert!(!n.admit(b"GET /other"));
+        assert_eq!((n.distinct(), n.overflow()), (1, 1));
+        // A configured route is never a guess.
+        assert!(!n.name(b"GET", true, Route::Configured(b"/u/{id}")).guessed);
+    }
+
+    #[test]
+    fn rpc_methods_longer_than_a_cap_never_name_a_span() {
+        let n = SpanNames::new(SpanNameStyle::Semconv, 16, 20, 10, 0);
+        assert!(n.may_name_rpc_method(b"pkg.v1.G/SayHell"));
+        assert!(!n.may_name_rpc_method(b"pkg.v1.Greeter/SayHello"));
+        let n = SpanNames::new(SpanNameStyle::Semconv, 256, 16, 10, 0);
+        assert!(!n.may_name_rpc_method(b"pkg.v1.G/SayHello"));
+        let n = SpanNames::new(SpanNameStyle::Strict, 256, 256, 10, 0);
+        assert!(!n.may_name_rpc_method(b"a.B/C"));
+    }
+
+    #[test]
     fn ten_thousand_user_names_stay_within_the_limit() {
         let mut n = SpanNames::default();
         let mut distinct = std::collections::HashSet::new();
@@ -409,7 +510,11 @@ mod tests {
     proptest! {
         #[test]
         fn any_path_gives_a_capped_name_that_agrees_with_its_route(
-            path in proptest::collection::vec(any::<char>(), 0..400).prop_map(|c| c.into_iter().collect::<String>()),
+            // Any bytes, mostly ASCII with valid and invalid UTF-8 mixed in.
+            path in proptest::collection::vec(
+                prop_oneof![4 => 0x20u8..0x7f, 1 => any::<u8>(), 1 => Just(0xffu8), 1 => proptest::sample::select(&[0xc3u8, 0xa9, 0xe2, 0x82, 0xac][..])],
+                0..400,
+            ),
             method in prop_oneof![
                 proptest::sample::select(&crate::tracer::KNOWN_METHODS[..]).prop_map(|m| (m.to_vec(), true)),
                 "[A-Za-z_]{1,40}".prop_map(|m| (m.into_bytes(), false)),
@@ -420,7 +525,7 @@ mod tests {
             style in prop_oneof![Just(SpanNameStyle::Semconv), Just(SpanNameStyle::Legacy), Just(SpanNameStyle::Strict)],
         ) {
             let mut n = SpanNames::new(style, max_name, max_route, 4, 7);
-            let route = if configured { Route::Configured(path.as_bytes()) } else { Route::Templated(path.as_bytes()) };
+            let route = if configured { Route::Configured(&path) } else { Route::Templated(&path) };
             let (method, known) = method;
             let named = n.name(&method, known, route);
             let full = named.to_vec();
@@ -438,13 +543,26 @@ mod tests {
             } else {
                 token.to_vec()
             };
+            prop_assert_eq!(named.method_len(), prefix.len());
+            prop_assert_eq!(named.guessed, named.route.is_some() && !configured);
+            // The route is the longest prefix of the path's lossy decoding that fits.
+            let lossy = String::from_utf8_lossy(&path);
+            let room = (max_name as usize).saturating_sub(prefix.len() + 1).min(max_route as usize);
+            let mut cut = room.min(lossy.len());
+            while !lossy.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let want = &lossy.as_bytes()[..cut];
             match named.route {
                 Some(r) => {
-                    prop_assert!(r.len() <= max_route as usize);
-                    prop_assert!(path.as_bytes().starts_with(r));
+                    prop_assert!(style != SpanNameStyle::Strict || configured);
+                    prop_assert_eq!(r, want);
                     prop_assert_eq!(full, [&prefix[..], &b" "[..], r].concat());
                 }
-                None => prop_assert_eq!(full, prefix),
+                None => {
+                    prop_assert!(want.is_empty() || (style == SpanNameStyle::Strict && !configured));
+                    prop_assert_eq!(full, prefix);
+                }
             }
         }
     }

@@ -23,7 +23,7 @@ use crate::propagation::{
     Sampling, SpanContext, FLAG_RANDOM, FLAG_SAMPLED,
 };
 use crate::sampling::{self, KeepReason, OtUpdate, Sampler};
-use crate::span::{Key, SpanKind, SpanRecord, StatusCode};
+use crate::span::{GuessedName, Key, SpanKind, SpanRecord, StatusCode};
 use crate::span_name::{Route, SpanNames};
 
 /// The decision for one request: the new span's context and its parent.
@@ -579,20 +579,25 @@ impl Tracer {
             .is_some_and(|ct| grpc::protocol(ct).is_some())
         {
             // A gRPC call is named by its method; the path is the method, so no route. The
-            // method is client-chosen, so it joins the same bounded set of names.
-            let names = &mut self.names;
-            grpc::record_call(path, rec, |m| names.admit_rpc_method(m));
+            // method is client-chosen, so it is settled at the end like a guessed route.
+            let names = &self.names;
+            grpc::record_call(path, rec, |m| names.may_name_rpc_method(m));
         } else {
             let mut http_route = route::RouteBuf::new();
             let route = match self.mesh.routes.route(url_path, &mut http_route) {
                 true => Route::Configured(&http_route),
                 false => Route::Templated(&http_route),
             };
-            // The name and `http.route` are decided together: same route, same cut.
+            // The name and `http.route` are made from one valid, cut route.
             let named = self.names.name(method, known, route);
             rec.set_name(&named.parts);
             if let Some(r) = named.route {
                 rec.str("http.route", r);
+                if named.guessed {
+                    rec.guessed_name = GuessedName::Route {
+                        method_len: named.method_len() as u32,
+                    };
+                }
             }
         }
         if known {
@@ -706,10 +711,12 @@ impl Tracer {
         self.sampler.take(now).then_some(reason)
     }
 
-    /// Completes `rec` with what is known at the end of the request.
-    pub fn finish_span(&self, rec: &mut SpanRecord, f: &Finish<'_>) {
+    /// Completes `rec` with what is known at the end of the request, settling a name guessed
+    /// from the request ([`Tracer::settle_name`]).
+    pub fn finish_span(&mut self, rec: &mut SpanRecord, f: &Finish<'_>) {
         rec.end_ns = f.end_ns.max(rec.start_ns);
         rec.kind = f.kind;
+        self.settle_name(rec, f);
         if f.kind == SpanKind::Client {
             // The conventions call a client's path template `url.template`; `http.route` is
             // the server's. The kind is only known now (`direction: auto`).
@@ -729,6 +736,29 @@ impl Tracer {
         }
         self.finish_status(rec, f);
         self.finish_mesh(rec, f);
+    }
+
+    /// Keeps a name guessed from the request (a templated route, a gRPC method) only when the
+    /// response shows that what it names exists and the per-VM set of names admits it;
+    /// otherwise the span is named `{method}` without `http.route` (`grpc` with `rpc.method`
+    /// `_OTHER` for a call). Only a full set counts as overflow: a guess the response refutes
+    /// never takes a place, so a scanner cannot use up the names.
+    fn settle_name(&mut self, rec: &mut SpanRecord, f: &Finish<'_>) {
+        let guess = core::mem::take(&mut rec.guessed_name);
+        if guess == GuessedName::None {
+            return;
+        }
+        if target_exists(f) && self.names.admit(rec.name()) {
+            return;
+        }
+        match guess {
+            GuessedName::Route { method_len } => {
+                rec.truncate_name(method_len);
+                rec.remove("http.route");
+            }
+            GuessedName::RpcMethod => grpc::unrecognised_method(rec),
+            GuessedName::None => {}
+        }
     }
 
     /// Status code, span status and `error.type`: a response flag names the failure better
@@ -751,9 +781,6 @@ impl Tracer {
             if rpc.is_error(f.kind) {
                 rec.status = StatusCode::Error;
                 rec.str("error.type", rpc.name().as_bytes());
-            }
-            if rpc == grpc::Code::UNIMPLEMENTED {
-                grpc::unrecognised_method(rec);
             }
             self.record_flags(rec, f);
             return;
@@ -853,6 +880,28 @@ impl Tracer {
     /// Generates a fresh id (for adapters that need one outside a request, e.g. tests).
     pub fn ids(&mut self) -> &mut IdGenerator {
         &mut self.ids
+    }
+}
+
+/// Whether the response shows that the route or gRPC method a request named exists, so that
+/// a name guessed from the request may be admitted: the upstream answered (a status code, and
+/// no response flag saying Envoy failed the request itself, such as no healthy upstream or an
+/// injected abort; a caller that went away after the answer does not count against it), and
+/// the answer is not "no such thing": HTTP 404 (Not Found), 405 (Method Not Allowed: the name
+/// carries the method) and 501 (Not Implemented: the method is not known at all), or for a
+/// gRPC call the status `UNIMPLEMENTED` (which an HTTP 404 without `grpc-status` also gives).
+fn target_exists(f: &Finish<'_>) -> bool {
+    let bits = f.mesh.response_flags;
+    let Some(code) = f.status_code.filter(|c| *c > 0) else {
+        return false;
+    };
+    if flags::error_type(bits).is_some() && !flags::downstream_only(bits) {
+        return false;
+    }
+    match f.request.grpc {
+        Some(p) => grpc::call_status(p, f.grpc_status, Some(code), bits)
+            != Some(grpc::Code::UNIMPLEMENTED),
+        None => !matches!(code, 404 | 405 | 501),
     }
 }
 
@@ -1113,7 +1162,10 @@ mod tests {
             Some(Value::Str(r)) => String::from_utf8(rec.text(r).to_vec()).unwrap(),
             other => format!("{other:?}"),
         };
-        assert_eq!(rec.name(), b"HTTP /cache/{id}");
+        // A 404 says the guessed route does not exist: the name is the method's alone.
+        assert_eq!(rec.name(), b"HTTP");
+        assert_eq!(rec.get("url.template"), None);
+        assert_eq!(s("url.path"), "/cache/1");
         assert_eq!(s("http.request.method"), "_OTHER");
         assert_eq!(s("http.request.method_original"), "PURGE");
         assert_eq!(s("server.address"), "shop.example");

@@ -10,22 +10,37 @@ fn tracer(extra: &str) -> Tracer {
     Tracer::new(Config::from_json(json.as_bytes()).unwrap(), 5)
 }
 
-/// One recorded request through every step, finished as `kind`.
+/// One recorded request through every step, finished as `kind` with HTTP 200.
 fn span(t: &mut Tracer, req: &[(&str, &str)], kind: SpanKind) -> SpanRecord {
-    let pairs = || req.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()));
-    let h = RequestHeaders::from_pairs(pairs());
+    let req: Vec<(&[u8], &[u8])> = req
+        .iter()
+        .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+        .collect();
+    answered(t, &req, kind, 200, None)
+}
+
+/// One recorded request of raw header bytes, answered with `status` (and a `grpc-status`).
+fn answered(
+    t: &mut Tracer,
+    req: &[(&[u8], &[u8])],
+    kind: SpanKind,
+    status: i64,
+    grpc_status: Option<&[u8]>,
+) -> SpanRecord {
+    let h = RequestHeaders::from_pairs(req.iter().copied());
     let mut d = t.start(&h);
     t.sample(&mut d, || 1_000);
     let mut rec = SpanRecord::default();
     t.begin_span(&d, &h, 1_000, &mut rec);
-    let request = t.record_request(&h, pairs(), &mut rec);
+    let request = t.record_request(&h, req.iter().copied(), &mut rec);
     t.finish_span(
         &mut rec,
         &Finish {
             end_ns: 2_000,
-            status_code: Some(200),
+            status_code: Some(status),
             kind,
             request,
+            grpc_status: grpc_status.map(grpc::Code::parse),
             ..Default::default()
         },
     );
@@ -189,23 +204,33 @@ fn resource_values_are_capped() {
 }
 
 proptest! {
+    /// Any path bytes (valid UTF-8 or not), any caps, any style and any answer: the finished
+    /// span's name is exactly `{method} {http.route}`, or the method's name alone.
     #[test]
     fn any_path_gives_a_capped_name_that_agrees_with_http_route(
         path in proptest::collection::vec(
-            prop_oneof![Just('/'), Just('é'), Just('€'), any::<char>(), proptest::char::range('a', 'z'), proptest::char::range('0', '9')],
+            prop_oneof![
+                4 => proptest::sample::select(&b"/abz09-"[..]),
+                1 => any::<u8>(),
+                1 => Just(0xffu8),
+                1 => proptest::sample::select(&[0xc3u8, 0xa9, 0xe2, 0x82, 0xac, 0xf0, 0x9f][..]),
+            ],
             0..600,
-        ).prop_map(|c| c.into_iter().collect::<String>()),
+        ),
         method in proptest::sample::select(vec!["GET", "POST", "OPTIONS", "BREW", "get"]),
         max_name in 16u32..400,
         max_value in 16u32..400,
         style in proptest::sample::select(vec!["semconv", "legacy", "strict"]),
+        status in proptest::sample::select(vec![200i64, 404, 500]),
     ) {
         let mut t = tracer(&format!(
             r#","span_name":"{style}","routes":["/api/{{x}}"],
                "limits":{{"max_span_name_bytes":{max_name},"max_attribute_value_bytes":{max_value},"max_span_names":3}}"#
         ));
-        let path = format!("/{path}");
-        let rec = get(&mut t, method, &path);
+        let mut full = b"/".to_vec();
+        full.extend_from_slice(&path);
+        let req: [(&[u8], &[u8]); 2] = [(b":method", method.as_bytes()), (b":path", &full)];
+        let rec = answered(&mut t, &req, SpanKind::Server, status, None);
         let n = rec.name();
         prop_assert!(n.len() <= max_name as usize);
         prop_assert!(core::str::from_utf8(n).is_ok());
@@ -224,6 +249,156 @@ proptest! {
             None => prop_assert_eq!(n, token.as_bytes()),
         }
     }
+}
+
+#[test]
+fn a_path_of_invalid_bytes_gives_a_name_that_agrees_with_http_route() {
+    let mut t = tracer("");
+    let mut path = b"/".to_vec();
+    path.extend([0xff; 300]);
+    let rec = answered(
+        &mut t,
+        &[(b":method", b"GET"), (b":path", &path)],
+        SpanKind::Server,
+        200,
+        None,
+    );
+    let route = format!("/{}", "\u{FFFD}".repeat(83));
+    assert_eq!(name(&rec), format!("GET {route}"));
+    assert_eq!(rec.name().len(), 254);
+    assert_eq!(text(&rec, "http.route"), Some(route));
+    // Paths that render alike are one name: one place in the set.
+    let mut t = tracer(r#","limits":{"max_span_names":1}"#);
+    for p in [&b"/x\xff"[..], b"/x\xfe", b"/x\xfd"] {
+        let rec = answered(
+            &mut t,
+            &[(b":method", b"GET"), (b":path", p)],
+            SpanKind::Server,
+            200,
+            None,
+        );
+        assert_eq!(name(&rec), "GET /x\u{FFFD}");
+        assert_eq!(text(&rec, "http.route").as_deref(), Some("/x\u{FFFD}"));
+    }
+    assert_eq!((t.names.distinct(), t.names.overflow()), (1, 0));
+}
+
+/// A gRPC call to `path`, answered with `grpc-status`.
+fn grpc_answered(t: &mut Tracer, path: &str, grpc_status: &str) -> SpanRecord {
+    answered(
+        t,
+        &[
+            (b":method", b"POST"),
+            (b":path", path.as_bytes()),
+            (b"content-type", b"application/grpc"),
+        ],
+        SpanKind::Server,
+        200,
+        Some(grpc_status.as_bytes()),
+    )
+}
+
+#[test]
+fn methods_answered_unimplemented_and_routes_answered_404_take_no_name() {
+    let mut t = tracer(r#","limits":{"max_span_names":3}"#);
+    for i in 0..5 {
+        let path = format!("/scan.S/M{i}");
+        let rec = grpc_answered(&mut t, &path, "12");
+        assert_eq!(name(&rec), "grpc");
+        assert_eq!(text(&rec, "rpc.method").as_deref(), Some("_OTHER"));
+        assert_eq!(text(&rec, "rpc.method_original"), Some(path[1..].to_string()));
+    }
+    let rec = grpc_answered(&mut t, "/pkg.v1.Greeter/SayHello", "0");
+    assert_eq!(name(&rec), "pkg.v1.Greeter/SayHello");
+    assert_eq!(
+        text(&rec, "rpc.method").as_deref(),
+        Some("pkg.v1.Greeter/SayHello")
+    );
+    assert_eq!(rec.get("rpc.method_original"), None);
+    let rec = get(&mut t, "GET", "/users/alice");
+    assert_eq!(name(&rec), "GET /users/alice");
+    assert_eq!(text(&rec, "http.route").as_deref(), Some("/users/alice"));
+    assert_eq!((t.names.distinct(), t.names.overflow()), (2, 0));
+
+    // The HTTP scanner: guessed routes answered 404 (or 405, 501) leave the set alone.
+    let mut t = tracer(r#","limits":{"max_span_names":3}"#);
+    for (i, status) in [404, 404, 405, 501, 404].into_iter().enumerate() {
+        let path = format!("/admin{i}.php");
+        let rec = answered(
+            &mut t,
+            &[(b":method", b"GET"), (b":path", path.as_bytes())],
+            SpanKind::Server,
+            status,
+            None,
+        );
+        assert_eq!(name(&rec), "GET");
+        assert_eq!(rec.get("http.route"), None);
+        assert_eq!(text(&rec, "url.path"), Some(path));
+    }
+    let rec = get(&mut t, "GET", "/users/alice");
+    assert_eq!(name(&rec), "GET /users/alice");
+    assert_eq!(text(&rec, "http.route").as_deref(), Some("/users/alice"));
+    assert_eq!((t.names.distinct(), t.names.overflow()), (1, 0));
+    // A configured route names a 404 all the same: the configuration bounds it.
+    let mut t = tracer(r#","routes":["/api/{x}"]"#);
+    let rec = answered(
+        &mut t,
+        &[(b":method", b"GET"), (b":path", b"/api/nope")],
+        SpanKind::Server,
+        404,
+        None,
+    );
+    assert_eq!(name(&rec), "GET /api/{x}");
+    assert_eq!(text(&rec, "http.route").as_deref(), Some("/api/{x}"));
+    assert_eq!(t.names.distinct(), 0);
+}
+
+#[test]
+fn a_request_envoy_failed_itself_takes_no_name() {
+    let mut t = tracer("");
+    let req: [(&[u8], &[u8]); 2] = [(b":method", b"GET"), (b":path", b"/users/alice")];
+    let h = RequestHeaders::from_pairs(req.iter().copied());
+    let mut d = t.start(&h);
+    t.sample(&mut d, || 1_000);
+    let mut rec = SpanRecord::default();
+    t.begin_span(&d, &h, 1_000, &mut rec);
+    let request = t.record_request(&h, req.iter().copied(), &mut rec);
+    // No healthy upstream: Envoy's own 503 says nothing about the route.
+    t.finish_span(
+        &mut rec,
+        &Finish {
+            status_code: Some(503),
+            kind: SpanKind::Server,
+            request,
+            mesh: crate::mesh::EndFacts {
+                response_flags: 0x2,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    );
+    assert_eq!(name(&rec), "GET");
+    assert_eq!(rec.get("http.route"), None);
+    assert_eq!((t.names.distinct(), t.names.overflow()), (0, 0));
+}
+
+#[test]
+fn a_grpc_method_longer_than_a_cap_is_other() {
+    let mut t = tracer(r#","limits":{"max_span_name_bytes":16,"max_attribute_value_bytes":16}"#);
+    for (path, original) in [
+        ("/pkg.v1.Greeter/SayHello", "pkg.v1.Greeter/S"),
+        ("/pkg.v1.Greeter/SayGoodbye", "pkg.v1.Greeter/S"),
+    ] {
+        let rec = grpc_answered(&mut t, path, "0");
+        assert_eq!(name(&rec), "grpc");
+        assert_eq!(text(&rec, "rpc.method").as_deref(), Some("_OTHER"));
+        assert_eq!(text(&rec, "rpc.method_original").as_deref(), Some(original));
+    }
+    // Exactly at the cap, a method names the span.
+    let rec = grpc_answered(&mut t, "/pkg.v1.G/SayHel", "0");
+    assert_eq!(name(&rec), "pkg.v1.G/SayHel");
+    assert_eq!(text(&rec, "rpc.method").as_deref(), Some("pkg.v1.G/SayHel"));
+    assert_eq!(t.names.overflow(), 0);
 }
 
 /// A gRPC call to `path`: named by its method when the per-VM set admits it.
