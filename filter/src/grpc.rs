@@ -190,16 +190,22 @@ pub fn status(
     Some(Code::from_http(http))
 }
 
-/// How much of the end of a gRPC-Web response body is searched for its trailer frame.
+/// How much of the end of a gRPC-Web response body is read first for its trailer frame: an
+/// `OK` trailer frame is tens of bytes.
 pub const WEB_TRAILER_TAIL: usize = 512;
 
-/// The `grpc-status` in a gRPC-Web trailer frame at the very end of `tail` (the last bytes of
-/// the response body): a frame whose flag byte is `0x80` and whose 4-byte big-endian length
-/// reaches exactly to the end, holding HTTP/1-style `key: value\r\n` lines (grpc
-/// `PROTOCOL-WEB.md`). `None` when there is no such frame, it is compressed (`0x81`), or it has
-/// no `grpc-status`. A frame longer than `tail` is not found: real trailer frames are tens of
-/// bytes.
-pub fn web_trailer_status(tail: &[u8]) -> Option<Code> {
+/// How much of the end of the body a second read covers when the first found no trailer frame:
+/// error trailers carry `grpc-message` and `grpc-status-details-bin` (a base64 `google.rpc.Status`
+/// with its details), which can run to kilobytes. A trailer frame longer than this gives no
+/// status.
+pub const WEB_TRAILER_MAX: usize = 16 * 1024;
+
+/// The raw `grpc-status` value in a gRPC-Web trailer frame at the very end of `tail` (the last
+/// bytes of the response body): a frame whose flag byte is `0x80` and whose 4-byte big-endian
+/// length reaches exactly to the end, holding HTTP/1-style `key: value\r\n` lines (grpc
+/// `PROTOCOL-WEB.md`). `None` when there is no such frame within `tail`, it is compressed
+/// (`0x81`), or it has no `grpc-status`. Parse the value with [`Code::parse_canonical`].
+pub fn web_trailer_value(tail: &[u8]) -> Option<&[u8]> {
     let n = tail.len();
     (0..n.saturating_sub(4)).rev().find_map(|i| {
         let len = u32::from_be_bytes(tail.get(i + 1..i + 5)?.try_into().ok()?) as usize;
@@ -213,10 +219,15 @@ pub fn web_trailer_status(tail: &[u8]) -> Option<Code> {
                 let (k, v) = (&line[..colon], &line[colon + 1..]);
                 k.trim_ascii()
                     .eq_ignore_ascii_case(b"grpc-status")
-                    .then(|| Code::parse(v))
+                    .then_some(v)
             })
             .next()
     })
+}
+
+/// [`web_trailer_value`] parsed with [`Code::parse`].
+pub fn web_trailer_status(tail: &[u8]) -> Option<Code> {
+    web_trailer_value(tail).map(Code::parse)
 }
 
 /// The longest `/service/method` path recorded as `rpc.method` (bytes, leading `/` excluded).
@@ -227,7 +238,10 @@ pub const OTHER: &[u8] = b"_OTHER";
 
 /// The `rpc.method` a gRPC `:path` gives: `pkg.Service/Method` without the leading `/`, when
 /// the path has that shape, else `None` (record [`OTHER`]). A query is ignored; the service is
-/// dot-separated identifiers (`[A-Za-z0-9_]`, non-empty parts), the method one identifier.
+/// a protobuf `fullIdent` (dot-separated identifiers) and the method an `ident`, by the
+/// grammar of the protobuf language specification: `ident = letter { letter | decimalDigit |
+/// "_" }` with `letter` an ASCII letter. So `/1.2/3` and `/_/_` are not methods (protoc's
+/// tokenizer also takes a leading `_`, which the grammar does not).
 pub fn method(path: &[u8]) -> Option<&[u8]> {
     let path = match path.iter().position(|&b| b == b'?') {
         Some(i) => &path[..i],
@@ -239,8 +253,13 @@ pub fn method(path: &[u8]) -> Option<&[u8]> {
     }
     let slash = full.iter().position(|&b| b == b'/')?;
     let (service, method) = (&full[..slash], &full[slash + 1..]);
-    let ident =
-        |s: &[u8]| !s.is_empty() && s.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_');
+    let ident = |s: &[u8]| match s.split_first() {
+        Some((first, rest)) => {
+            first.is_ascii_alphabetic()
+                && rest.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        }
+        None => false,
+    };
     (service.split(|&b| b == b'.').all(ident) && ident(method)).then_some(full)
 }
 
@@ -436,9 +455,16 @@ mod tests {
             b"/Greeter/Say-Hello",
             b"/Gr\xc3\xa9eter/SayHello",
             b"/api/users/42",
+            // Identifiers start with a letter (protobuf language specification).
+            b"/1.2/3",
+            b"/_/_",
+            b"/pkg._v1.Greeter/SayHello",
+            b"/pkg.v1.Greeter/_SayHello",
+            b"/pkg.v1.Greeter/9Lives",
         ] {
             assert_eq!(method(bad), None, "{}", String::from_utf8_lossy(bad));
         }
+        assert_eq!(method(b"/a_1.B2_/c_d_"), Some(&b"a_1.B2_/c_d_"[..]));
         let long = format!("/{}/M", "s".repeat(MAX_METHOD_LEN - 2));
         assert_eq!(
             method(long.as_bytes()).map(<[u8]>::len),
@@ -477,6 +503,10 @@ mod tests {
         );
         assert_eq!(web_trailer_status(b""), None);
         assert_eq!(web_trailer_status(&[0x80, 0, 0, 0, 0]), None);
+        // The raw value, for counting non-canonical codes.
+        let odd = web_frame(0x80, b"grpc-status: 42\r\n");
+        assert_eq!(web_trailer_value(&odd), Some(&b" 42\r"[..]));
+        assert_eq!(web_trailer_status(&odd), Some(Code::UNKNOWN));
     }
 
     proptest::proptest! {
@@ -497,6 +527,10 @@ mod tests {
                 proptest::prop_assert!(m.len() <= MAX_METHOD_LEN);
                 proptest::prop_assert_eq!(m.iter().filter(|&&b| b == b'/').count(), 1);
                 proptest::prop_assert!(m.iter().all(|b| b.is_ascii_alphanumeric() || b"_./".contains(b)));
+                // Every identifier starts with a letter.
+                for ident in m.split(|b| b"./".contains(b)) {
+                    proptest::prop_assert!(ident.first().is_some_and(u8::is_ascii_alphabetic));
+                }
                 proptest::prop_assert!(path.starts_with(b"/") && path[1..].starts_with(m));
             }
         }

@@ -328,7 +328,10 @@ mod tests {
             named.method_len(),
         );
         if guessed && !n.admit(&full) {
-            return (String::from_utf8(full[..method_len].to_vec()).unwrap(), None);
+            return (
+                String::from_utf8(full[..method_len].to_vec()).unwrap(),
+                None,
+            );
         }
         (
             String::from_utf8(full).unwrap(),

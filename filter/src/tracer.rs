@@ -899,8 +899,9 @@ fn target_exists(f: &Finish<'_>) -> bool {
         return false;
     }
     match f.request.grpc {
-        Some(p) => grpc::call_status(p, f.grpc_status, Some(code), bits)
-            != Some(grpc::Code::UNIMPLEMENTED),
+        Some(p) => {
+            grpc::call_status(p, f.grpc_status, Some(code), bits) != Some(grpc::Code::UNIMPLEMENTED)
+        }
         None => !matches!(code, 404 | 405 | 501),
     }
 }

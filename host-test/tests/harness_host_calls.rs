@@ -306,6 +306,83 @@ fn a_grpc_web_status_is_read_from_the_body_trailer_frame() {
     assert_eq!(spans[0].name, "pkg.v1.Greeter/SayHello");
 }
 
+/// A gRPC-Web call answered by an upstream that speaks gRPC-Web itself, with `body`.
+fn grpc_web_call(body: Vec<u8>) -> Req {
+    let reply = Resp::status(200)
+        .header("content-type", "application/grpc-web+proto")
+        .body(body);
+    let mut req = grpc_call(SAMPLED, reply);
+    req.headers
+        .replace(b"content-type", b"application/grpc-web+proto");
+    req
+}
+
+/// A gRPC-Web frame: flag byte, 4-byte big-endian length, payload.
+fn web_frame(flag: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![flag];
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn a_long_grpc_web_error_trailer_frame_still_gives_the_status() {
+    let mut h = host("");
+    // An error trailer frame of about 4 KB: a long message and status details.
+    let mut trailers = b"grpc-status:9\r\ngrpc-message:".to_vec();
+    trailers.extend(std::iter::repeat_n(b'm', 1500));
+    trailers.extend_from_slice(b"\r\ngrpc-status-details-bin:");
+    trailers.extend(std::iter::repeat_n(b'A', 2500));
+    trailers.extend_from_slice(b"\r\n");
+    let mut body = web_frame(0, &[7; 3000]);
+    body.extend(web_frame(0x80, &trailers));
+    h.request(grpc_web_call(body)).unwrap();
+    let reads = h.take_property_reads();
+    assert!(
+        !reads.iter().any(|r| r.contains("grpc-status")),
+        "{reads:?}"
+    );
+    let spans = flush_one(&mut h);
+    assert_eq!(
+        str_attr(&spans[0], "rpc.response.status_code").as_deref(),
+        Some("FAILED_PRECONDITION")
+    );
+    assert_eq!(h.metric("meshtrace.grpc.status_missing"), Some(0));
+}
+
+#[test]
+fn a_grpc_web_trailer_frame_with_an_invalid_status_is_counted() {
+    let mut h = host("");
+    let mut body = web_frame(0, b"\x0a\x02hi");
+    body.extend(web_frame(0x80, b"grpc-status:42\r\n"));
+    h.request(grpc_web_call(body)).unwrap();
+    let spans = flush_one(&mut h);
+    assert_eq!(
+        str_attr(&spans[0], "rpc.response.status_code").as_deref(),
+        Some("UNKNOWN")
+    );
+    assert_eq!(h.metric("meshtrace.grpc.calls"), Some(1));
+    assert_eq!(h.metric("meshtrace.grpc.status_invalid"), Some(1));
+    assert_eq!(h.metric("meshtrace.grpc.status_missing"), Some(0));
+}
+
+#[test]
+fn grpc_counters_count_the_same_spans() {
+    // Unsampled calls that `always_keep: error` judges: the rate limit keeps only the first.
+    let mut h =
+        host(r#", "sampling": {"ratio": 0, "max_per_second": 1, "always_keep": ["error"]}"#);
+    for _ in 0..3 {
+        let reply = grpc_reply().trailer("grpc-status", "abc");
+        h.request(grpc_call(UNSAMPLED, reply)).unwrap();
+    }
+    let spans = flush_one(&mut h);
+    assert_eq!(spans.len(), 1);
+    assert_eq!(h.metric("meshtrace.spans_kept"), Some(1));
+    assert_eq!(h.metric("meshtrace.grpc.calls"), Some(1));
+    assert_eq!(h.metric("meshtrace.grpc.status_invalid"), Some(1));
+    assert_eq!(h.metric("meshtrace.grpc.status_missing"), Some(0));
+}
+
 #[test]
 fn a_malformed_grpc_status_is_unknown_and_counted() {
     let mut h = host("");

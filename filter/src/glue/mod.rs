@@ -314,8 +314,8 @@ struct Http {
     /// The request's gRPC framing (from `content-type`, no host call); `None` for plain HTTP.
     grpc: Option<grpc::Protocol>,
     /// The `grpc-status` of the response trailers, read as they pass (see
-    /// `on_http_response_trailers`).
-    grpc_status: Option<grpc::Code>,
+    /// `on_http_response_trailers`), or of a gRPC-Web body's trailer frame.
+    grpc_status: Option<Sent>,
 }
 
 /// The host clock, read at most once per callback.
@@ -334,12 +334,12 @@ struct Known {
     status: Option<Option<i64>>,
     flags: Option<u64>,
     /// The `grpc-status` the response carried, once looked for.
-    grpc_status: Option<Option<grpc::Code>>,
+    grpc_status: Option<Option<Sent>>,
 }
 
 impl Known {
     /// What the response trailers said, if they carried a `grpc-status`.
-    fn trailers(grpc_status: Option<grpc::Code>) -> Self {
+    fn trailers(grpc_status: Option<Sent>) -> Self {
         Self {
             grpc_status: grpc_status.map(Some),
             ..Self::default()
@@ -350,16 +350,33 @@ impl Known {
 /// The `grpc-status` of a Trailers-Only reply, or of Envoy's local reply to a gRPC request
 /// (both carry it in the headers). Read in `on_log`, where the response headers are the ones
 /// the client got.
-fn grpc_status_in_headers(w: &mut Worker) -> Option<grpc::Code> {
-    host::header_value(host::RESPONSE_HEADERS, "grpc-status").map(|v| parse_grpc_status(w, &v))
+fn grpc_status_in_headers() -> Option<Sent> {
+    host::header_value(host::RESPONSE_HEADERS, "grpc-status").map(|v| Sent::parse(&v))
 }
 
-/// A `grpc-status` value as the core reads it, counting the ones that are not a canonical code.
-fn parse_grpc_status(w: &mut Worker, raw: &[u8]) -> grpc::Code {
-    grpc::Code::parse_canonical(raw).unwrap_or_else(|| {
-        w.stats.grpc_status_invalid += 1;
-        grpc::Code::UNKNOWN
-    })
+/// A `grpc-status` the response carried, as the core reads it. Whether it was a canonical code
+/// is kept so that `meshtrace.grpc.status_invalid` counts the spans that carry one, the same
+/// population as `meshtrace.grpc.calls`, and not the unsampled calls that are not kept.
+#[derive(Clone, Copy, Debug)]
+struct Sent {
+    code: grpc::Code,
+    /// One of the 17 codes; otherwise `code` is `UNKNOWN`.
+    canonical: bool,
+}
+
+impl Sent {
+    fn parse(raw: &[u8]) -> Self {
+        match grpc::Code::parse_canonical(raw) {
+            Some(code) => Self {
+                code,
+                canonical: true,
+            },
+            None => Self {
+                code: grpc::Code::UNKNOWN,
+                canonical: false,
+            },
+        }
+    }
 }
 
 impl Context for Http {}
@@ -416,16 +433,17 @@ impl HttpContext for Http {
     /// read, only for gRPC requests that are recorded or that `always_keep: error` may keep.
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
         if self.grpc.is_some() && self.wants_grpc_status() {
-            let mut w = self.worker.borrow_mut();
-            self.grpc_status = host::header_value(host::RESPONSE_TRAILERS, "grpc-status")
-                .map(|v| parse_grpc_status(&mut w, &v));
+            self.grpc_status =
+                host::header_value(host::RESPONSE_TRAILERS, "grpc-status").map(|v| Sent::parse(&v));
         }
         Action::Continue
     }
 
     /// A gRPC-Web call that reaches this filter still as gRPC-Web (no `grpc_web` filter ahead
     /// of it: the upstream speaks gRPC-Web itself) has its status in a trailer frame at the end
-    /// of the body. One read of the last chunk's tail, at its end, for the same calls as above.
+    /// of the body. One read of the last chunk's final [`grpc::WEB_TRAILER_TAIL`] bytes, and
+    /// only when that holds no trailer frame (long error trailers) a second read of up to
+    /// [`grpc::WEB_TRAILER_MAX`], for the same calls as above.
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if end_of_stream
             && body_size > 0
@@ -433,13 +451,18 @@ impl HttpContext for Http {
             && self.grpc_status.is_none()
             && self.wants_grpc_status()
         {
-            let n = body_size.min(grpc::WEB_TRAILER_TAIL);
-            if let Ok(Some(tail)) = proxy_wasm::hostcalls::get_buffer(
-                proxy_wasm::types::BufferType::HttpResponseBody,
-                body_size - n,
-                n,
-            ) {
-                self.grpc_status = grpc::web_trailer_status(&tail);
+            for window in [grpc::WEB_TRAILER_TAIL, grpc::WEB_TRAILER_MAX] {
+                let n = body_size.min(window);
+                if let Ok(Some(tail)) = proxy_wasm::hostcalls::get_buffer(
+                    proxy_wasm::types::BufferType::HttpResponseBody,
+                    body_size - n,
+                    n,
+                ) {
+                    self.grpc_status = grpc::web_trailer_value(&tail).map(Sent::parse);
+                }
+                if self.grpc_status.is_some() || n == body_size {
+                    break;
+                }
             }
         }
         Action::Continue
@@ -517,12 +540,12 @@ fn keep_unsampled(
     w: &mut Worker,
     ids: &SpanIds,
     logged: Option<Vec<u8>>,
-    call: Option<(grpc::Protocol, Option<grpc::Code>)>,
+    call: Option<(grpc::Protocol, Option<Sent>)>,
     clock: &mut Clock,
 ) {
     let rules = w.tracer.sampler.keep;
     let call = call.filter(|_| rules.errors);
-    let grpc_status = call.map(|(_, sent)| sent.or_else(|| grpc_status_in_headers(w)));
+    let grpc_status = call.map(|(_, sent)| sent.or_else(grpc_status_in_headers));
     // Without a sent status, the flags tell a cancelled call from a failed one.
     let need_flags = rules.faults || grpc_status.is_some_and(|s| s.is_none());
     let known = Known {
@@ -537,7 +560,7 @@ fn keep_unsampled(
     let status = known.status.flatten();
     let response_flags = known.flags.unwrap_or(0);
     let end = call.map(|(protocol, _)| {
-        let sent = grpc_status.flatten();
+        let sent = grpc_status.flatten().map(|s| s.code);
         let code = grpc::call_status(protocol, sent, status, response_flags);
         GrpcEnd {
             protocol,
@@ -740,12 +763,12 @@ fn finish(
     // the headers.
     let grpc_status = match facts.grpc {
         Some(_) => {
-            let status = known
-                .grpc_status
-                .unwrap_or_else(|| grpc_status_in_headers(w));
+            let status = known.grpc_status.unwrap_or_else(grpc_status_in_headers);
+            // These three count the same spans: the recorded ones of gRPC calls.
             w.stats.grpc_calls += 1;
             w.stats.grpc_status_missing += u64::from(status.is_none());
-            status
+            w.stats.grpc_status_invalid += u64::from(status.is_some_and(|s| !s.canonical));
+            status.map(|s| s.code)
         }
         None => None,
     };

@@ -306,7 +306,10 @@ fn methods_answered_unimplemented_and_routes_answered_404_take_no_name() {
         let rec = grpc_answered(&mut t, &path, "12");
         assert_eq!(name(&rec), "grpc");
         assert_eq!(text(&rec, "rpc.method").as_deref(), Some("_OTHER"));
-        assert_eq!(text(&rec, "rpc.method_original"), Some(path[1..].to_string()));
+        assert_eq!(
+            text(&rec, "rpc.method_original"),
+            Some(path[1..].to_string())
+        );
     }
     let rec = grpc_answered(&mut t, "/pkg.v1.Greeter/SayHello", "0");
     assert_eq!(name(&rec), "pkg.v1.Greeter/SayHello");
