@@ -1097,6 +1097,40 @@ mod tests {
     }
 
     #[test]
+    fn an_invalid_tracestate_is_dropped_and_counted_as_malformed() {
+        let mut t = tracer();
+        let members: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
+        let too_many = members.join(",");
+        let bad_byte = "a=\u{ff}".to_string();
+        for ts in [bad_byte.as_str(), "a=1,=2", too_many.as_str()] {
+            let pairs = [
+                (
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+                ("tracestate", ts),
+            ];
+            let h = headers(&pairs);
+            let d = t.start(&h);
+            // The context is continued; only the `tracestate` is dropped.
+            assert_eq!(d.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+            assert_eq!(d.malformed, Format::TraceContext.bit(), "{ts}");
+            let mut inj = Injection::default();
+            t.inject(&d, &h, &mut inj);
+            assert_eq!(inj.get("tracestate"), None);
+        }
+        // 32 members are valid: nothing is counted.
+        let pairs = [
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("tracestate", &too_many[..too_many.rfind(',').unwrap()]),
+        ];
+        assert_eq!(t.start(&headers(&pairs)).malformed, 0);
+    }
+
+    #[test]
     fn restarts_on_invalid_and_drops_tracestate() {
         let mut t = tracer();
         let pairs = [

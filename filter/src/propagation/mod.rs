@@ -229,12 +229,21 @@ pub fn extract<'a>(headers: &RequestHeaders<'a>, order: &[Format]) -> Extraction
     let mut out = Extraction::default();
     for &format in order {
         let parsed = match format {
-            Format::TraceContext => {
-                tracecontext::extract(headers).map(|(ctx, tracestate)| Incoming {
-                    tracestate,
-                    ..Incoming::new(ctx, format, Sampling::from_w3c(ctx.flags), Dialect::Plain)
-                })
-            }
+            Format::TraceContext => tracecontext::extract(headers).map(|e| {
+                // A dropped `tracestate` is a malformed header even though the context holds.
+                if e.tracestate_dropped {
+                    out.malformed |= format.bit();
+                }
+                Incoming {
+                    tracestate: e.tracestate,
+                    ..Incoming::new(
+                        e.ctx,
+                        format,
+                        Sampling::from_w3c(e.ctx.flags),
+                        Dialect::Plain,
+                    )
+                }
+            }),
             Format::B3 => b3::extract_single(headers, &mut out.sampling_only),
             Format::B3Multi => b3::extract_multi(headers, &mut out.sampling_only),
             Format::L5d => l5d::extract(headers),

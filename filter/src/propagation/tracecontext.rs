@@ -305,7 +305,7 @@ pub fn valid_value(v: &[u8]) -> bool {
 }
 
 /// The W3C half of extraction: a context and the `tracestate` to forward with it.
-pub fn extract<'a>(h: &RequestHeaders<'a>) -> Parsed<(SpanContext, TraceState<'a>)> {
+pub fn extract<'a>(h: &RequestHeaders<'a>) -> Parsed<Extracted<'a>> {
     let Some(tp) = h.traceparent else {
         return Parsed::Absent;
     };
@@ -313,9 +313,28 @@ pub fn extract<'a>(h: &RequestHeaders<'a>) -> Parsed<(SpanContext, TraceState<'a
         return Parsed::Malformed;
     }
     match parse_traceparent(tp) {
-        Ok(ctx) => Parsed::Valid((ctx, parse_tracestate(&h.tracestate).unwrap_or_default())),
+        Ok(ctx) => {
+            let parsed = parse_tracestate(&h.tracestate);
+            Parsed::Valid(Extracted {
+                ctx,
+                tracestate_dropped: parsed.is_none(),
+                tracestate: parsed.unwrap_or_default(),
+            })
+        }
         Err(_) => Parsed::Malformed,
     }
+}
+
+/// A valid `traceparent` and what became of the `tracestate` beside it.
+#[derive(Clone, Debug)]
+pub struct Extracted<'a> {
+    pub ctx: SpanContext,
+    /// The validated `tracestate`, empty when absent or dropped.
+    pub tracestate: TraceState<'a>,
+    /// A `tracestate` was present but invalid (a bad member, more than 32 members) and was
+    /// dropped whole, as W3C Trace Context says: the context is still continued, and the
+    /// header counts as malformed (`meshtrace.propagation.malformed.tracecontext`).
+    pub tracestate_dropped: bool,
 }
 
 #[cfg(test)]
