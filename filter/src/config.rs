@@ -260,6 +260,55 @@ fn err(field: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// serde's message without its "at line 1 column 40": noise once the field is named.
+fn without_position(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// The RFC 6901 JSON pointer of a field path, to find its value in the parsed document.
+fn json_pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        out.push('/');
+        match seg {
+            Segment::Seq { index } => out.push_str(&index.to_string()),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                out.push_str(&key.replace('~', "~0").replace('/', "~1"))
+            }
+            Segment::Unknown => out.push('?'),
+        }
+    }
+    out
+}
+
+/// The message for a value of the wrong type where one of a set of names is expected, naming
+/// the names and the value: `expected one of `semconv`, `legacy`, `strict`, got 1`. The names
+/// come from deserializing the document again with a string no variant has in that place,
+/// whose error lists them.
+fn wrong_enum_value(mut doc: serde_json::Value, pointer: &str) -> String {
+    let Some(slot) = doc.pointer_mut(pointer) else {
+        return "invalid value".to_string();
+    };
+    let got = slot.to_string();
+    *slot = serde_json::Value::String(String::new());
+    let expected = match serde_path_to_error::deserialize::<_, Config>(doc) {
+        Err(e) => {
+            let s = without_position(e.inner());
+            s.find("expected").map(|i| s[i..].to_string())
+        }
+        Ok(_) => None,
+    };
+    match expected {
+        Some(expected) => format!("{expected}, got {got}"),
+        None => format!("invalid value {got}"),
+    }
+}
+
 impl Config {
     /// Parses and validates the plugin configuration bytes.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
@@ -272,16 +321,17 @@ impl Config {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
+            let pointer = json_pointer(e.path());
             let inner = e.into_inner();
             let message = if inner.is_syntax() || inner.is_eof() {
-                format!("invalid JSON: {inner}")
-            } else {
-                // serde's "at line 1 column 40" is noise once the field is named.
-                let s = inner.to_string();
-                match s.rfind(" at line ") {
-                    Some(i) => s[..i].to_string(),
-                    None => s,
+                // serde_json reports a non-string where an enum is expected (`"span_name": 1`)
+                // as a syntax error; the text is valid JSON then, and the value is wrong.
+                match serde_json::from_slice::<serde_json::Value>(bytes) {
+                    Ok(doc) => wrong_enum_value(doc, &pointer),
+                    Err(_) => format!("invalid JSON: {inner}"),
                 }
+            } else {
+                without_position(&inner)
             };
             err(&field, message)
         })?;
@@ -699,6 +749,42 @@ mod tests {
                 .starts_with("direction: unknown variant `sideways`")
         );
         assert!(bad("{").starts_with("invalid JSON"), "{}", bad("{"));
+        // Valid JSON with a value of the wrong type for a named choice: the field, the
+        // choices and the value, never "invalid JSON".
+        let base = r#""collector": {"cluster": "c"}"#;
+        for (extra, want) in [
+            (
+                r#""span_name": 1"#,
+                "span_name: expected one of `semconv`, `legacy`, `strict`, got 1",
+            ),
+            (
+                r#""direction": true"#,
+                "direction: expected one of `inbound`, `outbound`, `auto`, got true",
+            ),
+            (
+                r#""identity": null"#,
+                "identity: expected one of `inbound`, `always`, `off`, got null",
+            ),
+            (
+                r#""exporter": {"mode": ["singleton"]}"#,
+                r#"exporter.mode: expected one of `per_worker`, `shared_queue`, `singleton`, got ["singleton"]"#,
+            ),
+            (
+                r#""collector": {"cluster": "c", "compression": 9}"#,
+                "collector.compression: expected `none` or `gzip`, got 9",
+            ),
+            (
+                r#""sampling": {"always_keep": [1]}"#,
+                "sampling.always_keep[0]: expected one of `error`, `fault`, `slow`, got 1",
+            ),
+        ] {
+            let json = if extra.starts_with(r#""collector""#) {
+                format!("{{{extra}}}")
+            } else {
+                format!("{{{base}, {extra}}}")
+            };
+            assert_eq!(bad(&json), want, "{json}");
+        }
         assert!(bad("").starts_with("configuration is empty"));
     }
 
