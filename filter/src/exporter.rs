@@ -24,12 +24,14 @@ pub struct Counters {
     pub spans_dropped_queue_full: u64,
     pub spans_dropped_too_large: u64,
     pub spans_dropped_export_failed: u64,
-    /// Attempts by result: accepted, failed but retryable, failed for good.
+    /// Attempts by result: accepted, failed but retried, failed for good (not retryable, or
+    /// the last attempt of a batch).
     pub requests_ok: u64,
     pub requests_retryable: u64,
     pub requests_failed: u64,
-    /// Of `requests_failed`, those the collector refused as such (a final HTTP 4xx, or a final
-    /// gRPC status), with a reason it gave ([`Exporter::note_rejection`]).
+    /// Of `requests_failed`, those that ended on an error status from the collector (an HTTP
+    /// status outside 2xx or a gRPC status other than `OK`: a final one, or a retryable one on
+    /// the last attempt), with the reason it gave ([`Exporter::note_rejection`]).
     pub requests_rejected: u64,
     /// Sends of a batch after its first.
     pub retries: u64,
@@ -131,6 +133,8 @@ pub struct Exporter {
     scratch: Vec<u8>,
     rng: fastrand::Rng,
     pending: Pending,
+    /// The collector's reason for the reply about to be handed to [`Exporter::on_result`].
+    noted_reason: Option<String>,
     pub counters: Counters,
 }
 
@@ -165,6 +169,7 @@ impl Exporter {
             scratch: Vec::new(),
             rng: fastrand::Rng::with_seed(seed),
             pending: Pending::default(),
+            noted_reason: None,
             counters: Counters::default(),
         }
     }
@@ -327,17 +332,27 @@ impl Exporter {
         }
     }
 
-    /// Counts a request the collector refused and keeps the first reason of the log interval
-    /// (already cut and made printable: [`crate::rejection::reason`]). Call it beside
-    /// [`Self::on_result`], which does the span accounting.
+    /// Notes the collector's reason for refusing the attempt whose result comes next (already
+    /// cut and made printable: [`crate::rejection::reason`]). Call it just before
+    /// [`Self::on_result`]: when that attempt ends its request as failed (a final status, or a
+    /// retryable one with no attempts left), the request counts as rejected and the first
+    /// reason of the log interval is logged; an attempt that will be retried forgets it.
     pub fn note_rejection(&mut self, reason: String) {
-        self.counters.requests_rejected += 1;
-        self.pending.refused += 1;
-        self.pending.first_reason.get_or_insert(reason);
+        self.noted_reason = Some(reason);
+    }
+
+    /// Counts a request that ended refused, keeping the first reason of the log interval.
+    fn rejected(&mut self, reason: Option<String>) {
+        if let Some(reason) = reason {
+            self.counters.requests_rejected += 1;
+            self.pending.refused += 1;
+            self.pending.first_reason.get_or_insert(reason);
+        }
     }
 
     /// Records how the request `id` ended. Unknown or stale ids are ignored.
     pub fn on_result(&mut self, id: u64, result: ExportResult, now_ms: u64) {
+        let reason = self.noted_reason.take();
         let Some(i) = self
             .slots
             .iter()
@@ -356,13 +371,16 @@ impl Exporter {
                 self.slots[i].state = SlotState::Free;
             }
             ExportResult::Retry { failure, delay_ms } => {
-                self.counters.requests_retryable += 1;
                 self.failures = self.failures.saturating_add(1);
                 let delay = self.backoff_ms(delay_ms);
                 self.quiet_until = self.quiet_until.max(now_ms + delay);
                 if attempts >= self.retry.max_attempts {
+                    // The last attempt: the request failed for good, on this refusal.
+                    self.counters.requests_failed += 1;
                     self.give_up(i, failure, Fate::GaveUp);
+                    self.rejected(reason);
                 } else {
+                    self.counters.requests_retryable += 1;
                     self.slots[i].state = SlotState::Waiting { at: now_ms + delay };
                     self.note(failure, Fate::WillRetry, 0);
                 }
@@ -370,6 +388,7 @@ impl Exporter {
             ExportResult::Fail(failure) => {
                 self.counters.requests_failed += 1;
                 self.give_up(i, failure, Fate::NotRetryable);
+                self.rejected(reason);
             }
         }
     }
@@ -662,8 +681,9 @@ mod tests {
         let id = e.poll(2020).unwrap().id;
         e.on_result(id, ExportResult::Fail(Failure::Http(400)), 2020);
         assert_eq!(e.counters.spans_dropped_export_failed, 2);
-        assert_eq!(e.counters.requests_failed, 1);
-        assert_eq!(e.counters.requests_retryable, 2);
+        // The last attempt on 503 failed the request for good: one retried, two failed.
+        assert_eq!(e.counters.requests_failed, 2);
+        assert_eq!(e.counters.requests_retryable, 1);
         balanced(&e, 2);
         assert!(e.take_log(4999).is_empty());
         assert_eq!(
@@ -677,6 +697,64 @@ mod tests {
         e.on_result(99, ExportResult::Fail(Failure::Http(400)), 6000);
         assert!(e.take_log(9999).is_empty(), "once per interval");
         assert!(e.take_log(10_000).is_empty(), "nothing new");
+    }
+
+    #[test]
+    fn a_retryable_refusal_on_the_last_attempt_fails_the_request_with_its_reason() {
+        use crate::transport::{classify, Reply};
+        let mut e =
+            exporter(r#","exporter":{"retry":{"initial_ms":10,"max_ms":10,"max_attempts":3}}"#);
+        let answer = |e: &mut Exporter, id: u64, status: u32, body: &[u8], now: u64| {
+            let reply = Reply {
+                status: Some(status),
+                body,
+                ..Reply::default()
+            };
+            let result = classify(Protocol::Http, &reply, 0);
+            if let Some(reason) = crate::rejection::reason(&result, &reply) {
+                e.note_rejection(reason);
+            }
+            e.on_result(id, result, now);
+        };
+        e.push(&span(1)).unwrap();
+        let id = e.poll(1000).unwrap().id;
+        answer(&mut e, id, 503, b"overloaded", 1000);
+        assert_eq!(e.poll(1010).unwrap().id, id);
+        answer(&mut e, id, 429, b"quota", 1010);
+        // Retried attempts are not refusals of the request.
+        assert_eq!(
+            (e.counters.requests_retryable, e.counters.requests_failed),
+            (2, 0)
+        );
+        assert_eq!(e.counters.requests_rejected, 0);
+        assert_eq!(e.poll(1030).unwrap().id, id);
+        answer(&mut e, id, 429, b"quota exceeded for tenant a", 1030);
+        assert_eq!(e.counters.requests_retryable, 2);
+        assert_eq!(e.counters.requests_failed, 1);
+        assert_eq!(e.counters.requests_rejected, 1);
+        assert_eq!(e.counters.spans_dropped_export_failed, 1);
+        balanced(&e, 1);
+        assert_eq!(
+            e.take_log(5000),
+            [
+                "meshtrace: 1 export attempt(s) failed with HTTP 503, will retry",
+                "meshtrace: 1 export attempt(s) failed with HTTP 429, will retry",
+                "meshtrace: 1 batch(es) failed with HTTP 429 after 3 attempt(s), 1 span(s) dropped",
+                "meshtrace: the collector rejected 1 export request(s); first reason: \"quota exceeded for tenant a\""
+            ]
+        );
+        // No reply on the last attempt: failed, but nothing refused it.
+        e.push(&span(2)).unwrap();
+        let id = e.poll(6000).unwrap().id;
+        for now in [6000, 6010, 6030] {
+            if now > 6000 {
+                assert_eq!(e.poll(now).unwrap().id, id);
+            }
+            e.on_result(id, classify(Protocol::Http, &Reply::default(), 0), now);
+        }
+        assert_eq!(e.counters.requests_failed, 2);
+        assert_eq!(e.counters.requests_rejected, 1);
+        balanced(&e, 2);
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! Why a collector refused an export request, for the log line an operator needs to fix it.
 //!
-//! A collector that refuses a batch as such (OTLP/HTTP 4xx, or a final gRPC status) says why:
+//! A collector that refuses a batch (an error status, final or retryable) says why:
 //! OTLP/HTTP puts a `google.rpc.Status` in the body (protobuf for protobuf requests; some
 //! collectors and proxies answer plain text), gRPC a percent-encoded `grpc-message`
-//! ([gRPC over HTTP/2](https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md)). The
-//! exporter counts the refusal (`export_requests.rejected`) and logs the first reason of each
-//! log interval. The text is the remote party's, so it is cut to [`MAX_REASON_BYTES`] and made
+//! ([gRPC over HTTP/2](https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md)). When
+//! the request ends on it (a final status, or a retryable one on the last attempt), the exporter
+//! counts the refusal (`export_requests.rejected`) and logs the first reason of each log
+//! interval. The text is the remote party's, so it is cut to [`MAX_REASON_BYTES`] and made
 //! printable before it reaches a log.
 
 use crate::transport::{fields, ExportResult, Failure, Field, Reply};
@@ -13,15 +14,20 @@ use crate::transport::{fields, ExportResult, Failure, Field, Reply};
 /// The most of a collector's reason that is logged, in bytes of its text.
 pub const MAX_REASON_BYTES: usize = 200;
 
-/// When `result` is the collector refusing the request (a final HTTP 4xx, or a final gRPC
-/// status), what it said: at most [`MAX_REASON_BYTES`] bytes of printable UTF-8, empty when it
-/// gave no reason. `None` for every other result (success, retries, no reply).
+/// When `result` is the collector answering the request with an error status (an HTTP status
+/// outside 2xx, or a gRPC status other than `OK`), final or retryable, what it said: at most
+/// [`MAX_REASON_BYTES`] bytes of printable UTF-8, empty when it gave no reason. `None` for
+/// every other result (success, no reply, a gRPC reply without a status). The exporter counts
+/// the refusal, and logs the reason, only when the request ends on it
+/// ([`crate::exporter::Exporter::note_rejection`]): a retryable one on its last attempt.
 pub fn reason(result: &ExportResult, reply: &Reply<'_>) -> Option<String> {
-    let raw = match result {
-        ExportResult::Fail(Failure::Http(status)) if (400..500).contains(status) => {
-            status_message(reply.body).unwrap_or(reply.body).to_vec()
-        }
-        ExportResult::Fail(Failure::Grpc(_)) => match reply.grpc_message {
+    let failure = match result {
+        ExportResult::Fail(f) | ExportResult::Retry { failure: f, .. } => f,
+        ExportResult::Ok { .. } => return None,
+    };
+    let raw = match failure {
+        Failure::Http(_) => status_message(reply.body).unwrap_or(reply.body).to_vec(),
+        Failure::Grpc(_) => match reply.grpc_message {
             Some(m) => percent_decode(m),
             None => Vec::new(),
         },
@@ -102,9 +108,11 @@ mod tests {
         let long = [b'a'; 500];
         assert_eq!(http(413, &long).unwrap().len(), MAX_REASON_BYTES);
         assert_eq!(http(401, b"").as_deref(), Some(""));
-        // Not refusals of the request: a server error, a retryable status, a success.
-        assert_eq!(http(500, b"boom"), None);
-        assert_eq!(http(503, b"busy"), None);
+        // A server error and a retryable status are answers too (counted only when final).
+        assert_eq!(http(500, b"boom").as_deref(), Some("boom"));
+        assert_eq!(http(503, b"busy").as_deref(), Some("busy"));
+        assert_eq!(http(429, b"slow down").as_deref(), Some("slow down"));
+        // A success is no refusal.
         assert_eq!(http(200, b""), None);
     }
 
@@ -133,7 +141,8 @@ mod tests {
             Some("café \u{FFFD} 100%")
         );
         assert_eq!(of(&reply(None, b"3")).as_deref(), Some(""));
-        // UNAVAILABLE is retried: not a refusal.
-        assert_eq!(of(&reply(Some(b"down"), b"14")), None);
+        // UNAVAILABLE is retried; its reason counts if the last attempt ends on it.
+        assert_eq!(of(&reply(Some(b"down"), b"14")).as_deref(), Some("down"));
+        assert_eq!(of(&reply(Some(b"fine"), b"0")), None);
     }
 }
