@@ -198,13 +198,17 @@ fn gives_up_after_max_attempts_with_growing_backoff() {
     h.advance(10_000).unwrap();
     assert_eq!(h.http_calls().len(), 3, "3 attempts, then dropped");
     assert_eq!(h.metric("meshtrace.spans_dropped.export_failed"), Some(2));
-    assert_eq!(h.metric("meshtrace.export_requests.retryable"), Some(3));
+    // Two attempts were retried; the last one failed the request, on the collector's 503.
+    assert_eq!(h.metric("meshtrace.export_requests.retryable"), Some(2));
+    assert_eq!(h.metric("meshtrace.export_requests.failed"), Some(1));
+    assert_eq!(h.metric("meshtrace.export_requests.rejected"), Some(1));
     assert_eq!(h.metric("meshtrace.export_retries"), Some(2));
     assert_eq!(
         warnings(&h),
         vec![
             "meshtrace: 2 export attempt(s) failed with HTTP 503, will retry",
-            "meshtrace: 1 batch(es) failed with HTTP 503 after 3 attempt(s), 2 span(s) dropped"
+            "meshtrace: 1 batch(es) failed with HTTP 503 after 3 attempt(s), 2 span(s) dropped",
+            "meshtrace: the collector rejected 1 export request(s); first reason: \"\""
         ]
     );
 }
