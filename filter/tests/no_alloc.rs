@@ -72,7 +72,8 @@ const CONFIG: &str = r#"{
   "capture": {"request_headers": ["x-tenant", "authorization"]}
 }"#;
 
-/// One request through the whole core path, as the wasm glue drives it.
+/// One request through the whole core path, as the wasm glue drives it, answered 200 (a gRPC
+/// call `INTERNAL`).
 fn request(
     tracer: &mut Tracer,
     exporter: &mut meshtrace::exporter::Exporter,
@@ -80,6 +81,20 @@ fn request(
     rec: &mut SpanRecord,
     injection: &mut Injection,
     now: u64,
+) {
+    let internal = meshtrace::grpc::Code::INTERNAL;
+    request_answered(tracer, exporter, buf, rec, injection, now, (200, internal));
+}
+
+/// [`request`] answered with `(HTTP status, gRPC status of a gRPC call)`.
+fn request_answered(
+    tracer: &mut Tracer,
+    exporter: &mut meshtrace::exporter::Exporter,
+    buf: &[u8],
+    rec: &mut SpanRecord,
+    injection: &mut Injection,
+    now: u64,
+    (status, grpc_status): (i64, meshtrace::grpc::Code),
 ) {
     let headers = RequestHeaders::from_pairs(pairs(buf));
     let mut decision = tracer.start(&headers);
@@ -90,7 +105,7 @@ fn request(
     let facts = tracer.record_request(&headers, pairs(buf), rec);
     let finish = Finish {
         end_ns: now + 1_500_000,
-        status_code: Some(200),
+        status_code: Some(status),
         protocol: Some(b"HTTP/1.1"),
         source_address: Some(b"10.1.2.3:51234"),
         kind: SpanKind::Client,
@@ -106,7 +121,7 @@ fn request(
             backend_latency_ns: Some(1_200_000),
             tls: TlsFacts::default(),
         },
-        grpc_status: facts.grpc.map(|_| meshtrace::grpc::Code::INTERNAL),
+        grpc_status: facts.grpc.map(|_| grpc_status),
     };
     tracer.finish_span(rec, &finish);
     exporter.push(rec).expect("queue has room");
@@ -205,6 +220,72 @@ fn naming_past_the_span_name_limit_allocates_nothing() {
         "allocations naming spans on the warm request path"
     );
     assert_eq!(tracer.names.overflow(), 24 * 400);
+}
+
+#[test]
+fn names_refuted_by_the_response_allocate_nothing() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // A scanner's guesses answered 404 and UNIMPLEMENTED, between real requests: settling a
+    // name back to `{method}` (or `grpc`, `_OTHER`) at the end allocates nothing.
+    let config = Config::from_json(
+        br#"{"collector": {"cluster": "c"}, "batch": {"max_queue": 4096, "max_batch": 512},
+             "limits": {"max_span_names": 10}}"#,
+    )
+    .unwrap();
+    let mut tracer = Tracer::new(config, 42);
+    let header = tracer.batch_header.clone();
+    let mut exporter = meshtrace::exporter::Exporter::new(&tracer.config, header, 0, 7);
+    let unimplemented = meshtrace::grpc::Code::UNIMPLEMENTED;
+    let ok = meshtrace::grpc::Code::OK;
+    let calls: Vec<(Vec<u8>, (i64, meshtrace::grpc::Code))> = (0..300u32)
+        .map(|i| {
+            let word: String = (0..3)
+                .map(|k| (b'a' + (i / 26u32.pow(k) % 26) as u8) as char)
+                .collect();
+            let (path, grpc, answer) = match i % 3 {
+                0 => (format!("/admin/{word}.php"), false, (404, ok)),
+                1 => (format!("/scan.S/M{word}"), true, (200, unimplemented)),
+                _ => (
+                    format!("/users/{}", (b'a' + (i % 10) as u8) as char),
+                    false,
+                    (200, ok),
+                ),
+            };
+            let mut buf = Vec::new();
+            let mut hdrs: Vec<(&[u8], &[u8])> = vec![
+                (b":method", if grpc { b"POST" } else { b"GET" }),
+                (b":path", path.as_bytes()),
+            ];
+            if grpc {
+                hdrs.push((b"content-type", b"application/grpc"));
+            }
+            serialize_pairs(hdrs.iter().copied(), &mut buf);
+            (buf, answer)
+        })
+        .collect();
+    let mut rec = SpanRecord::default();
+    let mut injection = Injection::default();
+    let mut run = |tracer: &mut Tracer, from: u64, n: u64| {
+        for i in from..from + n {
+            let (buf, answer) = &calls[i as usize % calls.len()];
+            request_answered(
+                tracer,
+                &mut exporter,
+                buf,
+                &mut rec,
+                &mut injection,
+                1_000 + i,
+                *answer,
+            );
+            export_due(&mut exporter, i);
+        }
+    };
+    run(&mut tracer, 0, 2_000);
+    let allocs = allocations(|| run(&mut tracer, 2_000, 10_000));
+    assert_eq!(allocs, 0, "allocations settling refuted names");
+    // Only the real routes took names: `/users/a` to `/users/j`, none of the guesses.
+    assert_eq!(tracer.names.distinct(), 10);
+    assert_eq!(tracer.names.overflow(), 0);
 }
 
 #[test]
