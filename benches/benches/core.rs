@@ -203,7 +203,7 @@ fn span_encode(c: &mut Criterion) {
     g.bench_function("simd", |b| {
         b.iter(|| {
             spans.clear();
-            meshtrace::otlp::encode_span(black_box(&span), &mut spans);
+            meshtrace::export::otlp::encode_span(black_box(&span), &mut spans);
             header.encode_request(&spans, &mut batch);
             batch.len()
         })

@@ -5,10 +5,10 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 
 use meshtrace::config::Config;
+use meshtrace::export::otlp::encode_span;
 use meshtrace::headers::RequestHeaders;
-use meshtrace::mesh::identity::TlsFacts;
-use meshtrace::mesh::EndFacts;
-use meshtrace::otlp::encode_span;
+use meshtrace::span::mesh::identity::TlsFacts;
+use meshtrace::span::mesh::EndFacts;
 use meshtrace::span::{SpanKind, SpanRecord};
 use meshtrace::tracer::{Finish, Injection, Tracer};
 

@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use smallvec::SmallVec;
 
-use crate::capture::{CaptureConfig, Limits};
-use crate::mesh::identity::IdentityMode;
-use crate::mesh::route::SpanNameStyle;
-use crate::mesh::traffic::TrafficConfig;
 use crate::propagation::Format;
 use crate::sampling::SamplingConfig;
+use crate::span::capture::{CaptureConfig, Limits};
+use crate::span::mesh::identity::IdentityMode;
+use crate::span::mesh::route::SpanNameStyle;
+use crate::span::mesh::traffic::TrafficConfig;
 
 /// Default `service.name` until workload detection fills it in.
 pub const DEFAULT_SERVICE_NAME: &str = "unknown_service:envoy";
@@ -547,7 +547,7 @@ impl Config {
     fn validate_mesh(&self) -> Result<(), ConfigError> {
         self.sampling.validate()?;
         self.limits.validate()?;
-        crate::mesh::Tables::compile(self)?;
+        crate::span::mesh::Tables::compile(self)?;
         for (k, v) in &self.resource {
             if k.trim().is_empty() {
                 return Err(err("resource", "attribute names must be non-empty"));
@@ -756,9 +756,9 @@ mod tests {
 #[cfg(test)]
 mod mesh_config_tests {
     use super::*;
-    use crate::mesh::identity::IdentityMode;
-    use crate::mesh::route::SpanNameStyle;
     use crate::sampling::KeepReason;
+    use crate::span::mesh::identity::IdentityMode;
+    use crate::span::mesh::route::SpanNameStyle;
 
     fn bad(json: &str) -> String {
         Config::from_json(json.as_bytes()).unwrap_err().to_string()

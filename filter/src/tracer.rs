@@ -10,18 +10,19 @@
 
 use smallvec::SmallVec;
 
-use crate::capture::Side;
 use crate::config::Config;
+use crate::export::otlp::{BatchHeader, ResourceValue};
 use crate::headers::RequestHeaders;
 use crate::ids::{IdGenerator, SpanId, TraceId};
-use crate::mesh::{self, fault, flags, identity, resource::NodeInfo, route, RequestFacts};
-use crate::otlp::{BatchHeader, ResourceValue};
 use crate::propagation::baggage::{self, Baggage};
 use crate::propagation::{
     self, b3, gcp, grpc_trace_bin, l5d, tracecontext, xray, Dialect, Extraction, Format, Incoming,
     Sampling, SpanContext, FLAG_RANDOM, FLAG_SAMPLED,
 };
+use crate::resource::NodeInfo;
 use crate::sampling::{self, KeepReason, OtUpdate, Sampler};
+use crate::span::capture::Side;
+use crate::span::mesh::{self, fault, flags, identity, route, RequestFacts};
 use crate::span::{Key, SpanKind, SpanRecord, StatusCode};
 
 /// The decision for one request: the new span's context and its parent.
@@ -1054,8 +1055,8 @@ mod tests {
 #[cfg(test)]
 mod mesh_tests {
     use super::*;
-    use crate::mesh::identity::TlsFacts;
-    use crate::mesh::EndFacts;
+    use crate::span::mesh::identity::TlsFacts;
+    use crate::span::mesh::EndFacts;
     use crate::span::Value;
 
     fn tracer(extra: &str) -> Tracer {
@@ -1611,7 +1612,7 @@ mod mesh_tests {
 
     #[test]
     fn resource_comes_from_the_node_once() {
-        use crate::mesh::resource::encode::{node, string_value};
+        use crate::resource::encode::{node, string_value};
         use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
         use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
         use prost::Message;

@@ -6,13 +6,13 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use meshtrace::config::Config;
+use meshtrace::export::otlp::BatchHeader;
+use meshtrace::export::reply::ExportResult;
 use meshtrace::headers::{pairs, serialize_pairs, RequestHeaders};
-use meshtrace::mesh::identity::TlsFacts;
-use meshtrace::mesh::EndFacts;
-use meshtrace::otlp::BatchHeader;
+use meshtrace::span::mesh::identity::TlsFacts;
+use meshtrace::span::mesh::EndFacts;
 use meshtrace::span::{SpanKind, SpanRecord};
 use meshtrace::tracer::{Finish, Injection, Tracer};
-use meshtrace::transport::ExportResult;
 
 /// Counts allocations made by this thread while `COUNTING` is set.
 struct Counting;
@@ -75,7 +75,7 @@ const CONFIG: &str = r#"{
 /// One request through the whole core path, as the wasm glue drives it.
 fn request(
     tracer: &mut Tracer,
-    exporter: &mut meshtrace::exporter::Exporter,
+    exporter: &mut meshtrace::export::span_processor::BatchSpanProcessor,
     buf: &[u8],
     rec: &mut SpanRecord,
     injection: &mut Injection,
@@ -113,7 +113,7 @@ fn request(
 
 /// Cuts and "sends" every due batch, answering OK: the batch body is encoded into the
 /// exporter's reused buffers.
-fn export_due(exporter: &mut meshtrace::exporter::Exporter, now_ms: u64) {
+fn export_due(exporter: &mut meshtrace::export::span_processor::BatchSpanProcessor, now_ms: u64) {
     while let Some(req) = exporter.poll(now_ms) {
         let id = req.id;
         assert!(!req.body.is_empty());
@@ -126,7 +126,8 @@ fn whole_request_path_allocates_nothing_once_warm() {
     let config = Config::from_json(CONFIG.as_bytes()).unwrap();
     let mut tracer = Tracer::new(config, 42);
     let header: BatchHeader = tracer.batch_header.clone();
-    let mut exporter = meshtrace::exporter::Exporter::new(&tracer.config, header, 0, 7);
+    let mut exporter =
+        meshtrace::export::span_processor::BatchSpanProcessor::new(&tracer.config, header, 0, 7);
     let mut buf = Vec::new();
     let hdrs: Vec<(&[u8], &[u8])> = vec![
         (b":method", b"GET"),

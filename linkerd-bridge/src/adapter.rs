@@ -8,13 +8,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::header::{HeaderName, HeaderValue};
 use http::request::Parts;
 use http::Version;
-use meshtrace::exporter::{Counters, Exporter, Request};
+use meshtrace::export::reply::ExportResult;
+use meshtrace::export::span_processor::{BatchSpanProcessor, Counters, Request};
 use meshtrace::headers::RequestHeaders;
-use meshtrace::mesh::resource::NodeInfo;
-use meshtrace::mesh::{EndFacts, RequestFacts};
+use meshtrace::resource::NodeInfo;
+use meshtrace::span::mesh::{EndFacts, RequestFacts};
 use meshtrace::span::{SpanKind, SpanRecord};
 use meshtrace::tracer::{Finish, Injection, SpanIds, Tracer};
-use meshtrace::transport::ExportResult;
 
 use crate::config::BridgeConfig;
 use crate::linkerd;
@@ -24,7 +24,7 @@ use crate::shared::{lock, Shared, Stats};
 /// for the few microseconds a request needs them.
 pub struct Core {
     pub tracer: Tracer,
-    exporter: Exporter,
+    exporter: BatchSpanProcessor,
     /// Finished records, reused so a sampled request allocates nothing in steady state.
     pool: Vec<SpanRecord>,
     injection: Injection,
@@ -51,7 +51,7 @@ impl Core {
     pub fn new(config: &BridgeConfig, node: &NodeInfo, seed: u64) -> Self {
         let tracer = Tracer::with_node(config.core.clone(), seed, node);
         // A different stream for the exporter's jitter than for the span ids.
-        let exporter = Exporter::new(
+        let exporter = BatchSpanProcessor::new(
             &tracer.config,
             tracer.batch_header.clone(),
             now_ms(),

@@ -34,9 +34,9 @@ pub struct Bridge {
     pub args: Args,
     pub config: BridgeConfig,
     /// The pod's facts, the tracer's node.
-    pub node: meshtrace::mesh::resource::NodeInfo,
+    pub node: meshtrace::resource::NodeInfo,
     /// The resource the core builds from them, for the relay's annotations.
-    pub resource: Vec<(String, meshtrace::otlp::ResourceValue)>,
+    pub resource: Vec<(String, meshtrace::export::otlp::ResourceValue)>,
 }
 
 impl Bridge {

@@ -8,16 +8,16 @@
 use core::hint::black_box;
 
 use meshtrace::config::Config;
-use meshtrace::exporter::Exporter;
+use meshtrace::export::otlp::{encode_span, BatchHeader, ResourceValue};
+use meshtrace::export::reply::ExportResult;
+use meshtrace::export::span_processor::BatchSpanProcessor;
 use meshtrace::headers::{pairs, serialize_pairs, RequestHeaders};
 use meshtrace::ids::{IdGenerator, SpanId, TraceId};
-use meshtrace::mesh::EndFacts;
-use meshtrace::otlp::{encode_span, BatchHeader, ResourceValue};
 use meshtrace::propagation::tracecontext::parse_traceparent;
 use meshtrace::simd::{self, scalar};
+use meshtrace::span::mesh::EndFacts;
 use meshtrace::span::{SpanKind, SpanRecord};
 use meshtrace::tracer::{Finish, Injection, Tracer};
-use meshtrace::transport::ExportResult;
 
 /// A sampled W3C parent, as most requests inside a traced mesh carry it.
 pub const TRACEPARENT: &[u8; 55] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -87,7 +87,7 @@ pub fn batch_header() -> BatchHeader {
 /// The whole core request path, with every buffer owned and reused as the filter does.
 pub struct CorePath {
     tracer: Tracer,
-    exporter: Exporter,
+    exporter: BatchSpanProcessor,
     injection: Injection,
     record: SpanRecord,
     /// The request headers in the proxy-wasm serialized form the host hands over.
@@ -109,7 +109,7 @@ impl CorePath {
         let config = Config::from_json(br#"{"collector":{"cluster":"otel_collector"}}"#)
             .unwrap_or_else(|e| panic!("bench config: {e:?}"));
         let tracer = Tracer::new(config.clone(), 42);
-        let exporter = Exporter::new(&config, tracer.batch_header.clone(), 0, 42);
+        let exporter = BatchSpanProcessor::new(&config, tracer.batch_header.clone(), 0, 42);
         let mut map = Vec::new();
         serialize_pairs(request_headers(), &mut map);
         Self {

@@ -9,8 +9,8 @@ use proxy_wasm::types::BufferType;
 
 use super::{host, log, now_ms, Worker};
 use crate::config::{Compression, Protocol, SHARED_QUEUE_NAME};
+use crate::export::reply::{classify, ExportResult, Failure, Reply, GRPC_PATH};
 use crate::headers::pairs;
-use crate::transport::{classify, ExportResult, Failure, Reply, GRPC_PATH};
 
 /// `MapType::HttpCallResponseHeaders` / `HttpCallResponseTrailers`.
 const CALL_RESPONSE_HEADERS: u32 = 6;

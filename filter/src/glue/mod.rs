@@ -52,12 +52,12 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use crate::config::{Config, Direction, ExportMode};
 use crate::connection::ConnectionCache;
-use crate::exporter::Exporter;
+use crate::export::span_processor::BatchSpanProcessor;
 use crate::headers::{pairs, RequestHeaders};
-use crate::mesh::identity::{IdentityMode, TlsFacts};
-use crate::mesh::resource::NodeInfo;
-use crate::mesh::{self, EndFacts, RequestFacts};
 use crate::propagation::counters;
+use crate::resource::NodeInfo;
+use crate::span::mesh::identity::{IdentityMode, TlsFacts};
+use crate::span::mesh::{self, EndFacts, RequestFacts};
 use crate::span::{SpanKind, SpanRecord};
 use crate::tracer::{Finish, Injection, SpanIds, Tracer};
 use metrics::{metric_values, CounterSet, Stats, Values, METRICS};
@@ -70,7 +70,7 @@ proxy_wasm::main! {{
 /// Per-VM (per Envoy worker) state shared by the root context and every HTTP context.
 struct Worker {
     tracer: Tracer,
-    exporter: Exporter,
+    exporter: BatchSpanProcessor,
     /// Span records returned by finished requests, reused by new ones.
     pool: Vec<SpanRecord>,
     injection: Injection,
@@ -132,7 +132,7 @@ impl Root {
             .map(|n| NodeInfo::from_node_proto(&n))
             .unwrap_or_default();
         let tracer = Tracer::with_node(config, seed(), &node);
-        let exporter = Exporter::new(
+        let exporter = BatchSpanProcessor::new(
             &tracer.config,
             tracer.batch_header.clone(),
             now_ms(),

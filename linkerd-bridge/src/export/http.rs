@@ -9,7 +9,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use meshtrace::config::{Compression, Config, Protocol};
-use meshtrace::transport::{classify, ExportResult, Reply, GRPC_PATH};
+use meshtrace::export::reply::{classify, ExportResult, Reply, GRPC_PATH};
 
 use crate::adapter::now_ms;
 use crate::config::Endpoint;

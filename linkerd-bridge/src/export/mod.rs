@@ -1,5 +1,5 @@
 //! The export task: drives the core's exporter on tokio. Every decision (when a batch is cut,
-//! how many are in flight, whether and when to retry) is the core's `Exporter`; this task only
+//! how many are in flight, whether and when to retry) is the core's `BatchSpanProcessor`; this task only
 //! polls it, sends what it returns, and reports each reply, the way the wasm glue does with
 //! Envoy's HTTP calls. Requests never wait on it: while the collector is slow the core's bounded
 //! queue fills and drops.
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use meshtrace::config::{Compression, Config, Protocol};
-use meshtrace::transport::ExportResult;
+use meshtrace::export::reply::ExportResult;
 use tokio::sync::{mpsc, watch};
 
 use crate::adapter::now_ms;
@@ -36,7 +36,7 @@ fn frame_relayed(config: &Config, raw: &[u8]) -> Bytes {
     }
     let start = body.len();
     if gzip {
-        meshtrace::gzip::compress(raw, &mut body);
+        meshtrace::export::gzip::compress(raw, &mut body);
     } else {
         body.extend_from_slice(raw);
     }

@@ -9,13 +9,11 @@ pub mod fault;
 pub mod flags;
 pub mod identity;
 pub mod metadata;
-pub mod proto;
-pub mod resource;
 pub mod route;
 pub mod traffic;
 
-use crate::capture::Capture;
 use crate::config::{Config, ConfigError};
+use crate::span::capture::Capture;
 
 /// Per-VM tables compiled from the configuration, so requests only look things up.
 #[derive(Clone, Debug, Default)]
@@ -100,7 +98,6 @@ mod never_panic {
             let _ = kind_from_cluster(&bytes);
             let _ = identity::parse_spiffe(&bytes);
             let _ = traffic::cookie_value(&bytes, b"ab");
-            let _ = resource::NodeInfo::from_node_proto(&bytes);
             let mut rec = SpanRecord::default();
             metadata::record(&bytes, &mut rec);
             let _ = metadata::parse_config_path(&bytes);

@@ -8,9 +8,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::mesh::proto::{fields, struct_entries, value_struct, Wire};
+use crate::protobuf::{fields, struct_entries, value_struct, Wire};
 
-use crate::otlp::ResourceValue;
+use crate::export::otlp::ResourceValue;
 
 /// The node facts that become resource attributes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -356,6 +356,20 @@ mod tests {
         let full = istio_node();
         for cut in 0..full.len() {
             let _ = NodeInfo::from_node_proto(&full[..cut]);
+        }
+    }
+}
+
+/// The node is bytes from the host: decoding it must not panic, whatever arrives.
+#[cfg(test)]
+mod never_panic {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn node_decoding_accepts_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = NodeInfo::from_node_proto(&bytes);
         }
     }
 }

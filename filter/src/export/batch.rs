@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use crate::otlp::{encode_span, BatchHeader};
+use crate::export::otlp::{encode_span, BatchHeader};
 use crate::span::SpanRecord;
 
 /// Why a span did not make it into the queue.

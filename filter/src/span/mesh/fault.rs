@@ -7,7 +7,7 @@
 //! filter may not honour headers, or the percentage may have skipped this request.
 
 use crate::headers::parse_u64;
-use crate::mesh::flags::{DELAY_INJECTED, FAULT_INJECTED};
+use crate::span::mesh::flags::{DELAY_INJECTED, FAULT_INJECTED};
 use crate::span::SpanRecord;
 
 /// The `response.code_details` Envoy's fault filter sets when it aborts.

@@ -2,18 +2,18 @@
 //! give up, what to count, and what to log (one line per failure kind per interval).
 //!
 //! The adapter owns the transport (`dispatch_http_call` in Envoy, hyper natively): it asks
-//! [`Exporter::poll`] for the next request, sends it, and reports the classified reply with
-//! [`Exporter::on_result`]. Time is passed in, so every rule is unit-tested on virtual time.
+//! [`BatchSpanProcessor::poll`] for the next request, sends it, and reports the classified reply with
+//! [`BatchSpanProcessor::on_result`]. Time is passed in, so every rule is unit-tested on virtual time.
 //!
 //! Memory is bounded by the queue's bounds plus `max_in_flight` batches: a batch waiting for a
 //! retry keeps its slot, so a collector outage fills the queue and then drops the newest spans
 //! (counted) instead of growing.
 
-use crate::batch::{chunk_spans, DropReason, SpanQueue};
 use crate::config::{Compression, Config, ExportMode, Protocol, Retry};
-use crate::otlp::BatchHeader;
+use crate::export::batch::{chunk_spans, DropReason, SpanQueue};
+use crate::export::otlp::BatchHeader;
+use crate::export::reply::{ExportResult, Failure};
 use crate::span::SpanRecord;
-use crate::transport::{ExportResult, Failure};
 
 /// Counters the adapter exposes as metrics; monotonic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -96,14 +96,14 @@ struct Pending {
 /// A request the adapter must send now.
 #[derive(Debug)]
 pub struct Request<'a> {
-    /// Hand back to [`Exporter::on_result`] with the reply.
+    /// Hand back to [`BatchSpanProcessor::on_result`] with the reply.
     pub id: u64,
     pub body: &'a [u8],
 }
 
 /// Per-VM export state.
 #[derive(Debug)]
-pub struct Exporter {
+pub struct BatchSpanProcessor {
     queue: SpanQueue,
     header: BatchHeader,
     protocol: Protocol,
@@ -128,7 +128,7 @@ pub struct Exporter {
     pub counters: Counters,
 }
 
-impl Exporter {
+impl BatchSpanProcessor {
     pub fn new(config: &Config, header: BatchHeader, now_ms: u64, seed: u64) -> Self {
         let b = &config.batch;
         let e = &config.exporter;
@@ -299,7 +299,7 @@ impl Exporter {
         }
         let start = body.len();
         if gzip {
-            crate::gzip::compress(&self.scratch, body);
+            crate::export::gzip::compress(&self.scratch, body);
         } else {
             body.extend_from_slice(&self.scratch);
         }
@@ -488,7 +488,7 @@ mod tests {
     const OK: ExportResult = ExportResult::Ok { rejected: 0 };
 
     /// An exporter from the default test config with top-level sections replaced by `extra`.
-    fn exporter(extra: &str) -> Exporter {
+    fn exporter(extra: &str) -> BatchSpanProcessor {
         let mut json: serde_json::Value = serde_json::from_str(
             r#"{"collector":{"cluster":"c"},"batch":{"max_queue":4,"max_batch":2,"flush_interval_ms":1000}}"#,
         )
@@ -499,7 +499,7 @@ mod tests {
             json[k] = v.clone();
         }
         let cfg = Config::from_json(json.to_string().as_bytes()).unwrap();
-        Exporter::new(&cfg, BatchHeader::new(&[]), 0, 7)
+        BatchSpanProcessor::new(&cfg, BatchHeader::new(&[]), 0, 7)
     }
 
     fn span(i: u8) -> SpanRecord {
@@ -525,7 +525,7 @@ mod tests {
     }
 
     /// The accounting invariant: every span pushed is exported, dropped, or still held.
-    fn balanced(e: &Exporter, pushed: u64) {
+    fn balanced(e: &BatchSpanProcessor, pushed: u64) {
         let c = &e.counters;
         assert_eq!(
             c.spans_exported

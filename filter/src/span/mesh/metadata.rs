@@ -5,7 +5,7 @@
 //! A canary split is a VirtualService, so naming it on the span says which experiment sent the
 //! request where it went.
 
-use crate::mesh::proto::{struct_entries, value_str};
+use crate::protobuf::{struct_entries, value_str};
 use crate::span::SpanRecord;
 
 /// A config object named by an Istio API path.
@@ -58,7 +58,7 @@ pub fn record(route_metadata: &[u8], rec: &mut SpanRecord) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mesh::resource::encode::{bytes, string_value, struct_value};
+    use crate::resource::encode::{bytes, string_value, struct_value};
     use crate::span::Value;
 
     /// A `Metadata` with `filter_metadata` entries of the given structs.
