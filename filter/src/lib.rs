@@ -22,32 +22,37 @@
 
 // The pipeline, in the order a request meets it.
 pub mod config;
-// ---
+
 pub mod headers;
-// ---
+
 pub mod propagation;
-// ---
+
 pub mod sampling;
-// ---
+
 pub mod tracer;
-// ---
+
 pub mod span;
-// ---
+
 pub mod resource;
-// ---
+
 pub mod export;
 
 // Helpers the pipeline uses, below it.
 pub mod base64;
 pub mod connection;
 pub mod copy;
+pub mod error;
 pub mod hex;
 pub mod ids;
 pub mod protobuf;
 pub mod simd;
+pub mod text;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;
+
+#[cfg(test)]
+mod test_support;
 
 /// The instrumentation scope name and `telemetry.sdk.name`.
 pub const SCOPE_NAME: &str = "meshtrace";

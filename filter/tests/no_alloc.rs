@@ -5,14 +5,15 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use meshtrace::config::Config;
 use meshtrace::export::otlp::BatchHeader;
 use meshtrace::export::reply::ExportResult;
 use meshtrace::headers::{pairs, serialize_pairs, RequestHeaders};
+use meshtrace::propagation::inject::Injection;
 use meshtrace::span::mesh::identity::TlsFacts;
 use meshtrace::span::mesh::EndFacts;
+use meshtrace::span::Finish;
 use meshtrace::span::{SpanKind, SpanRecord};
-use meshtrace::tracer::{Finish, Injection, Tracer};
+use meshtrace::tracer::Tracer;
 
 /// Counts allocations made by this thread while `COUNTING` is set.
 struct Counting;
@@ -82,9 +83,7 @@ fn request(
     now: u64,
 ) {
     let headers = RequestHeaders::from_pairs(pairs(buf));
-    let mut decision = tracer.start(&headers);
-    tracer.sample(&mut decision, || now);
-    tracer.inject(&decision, &headers, injection);
+    let decision = tracer.start(&headers, || now, Some(injection));
     assert!(decision.record);
     tracer.begin_span(&decision, &headers, now, rec);
     let facts = tracer.record_request(&headers, pairs(buf), rec);
@@ -123,11 +122,15 @@ fn export_due(exporter: &mut meshtrace::export::span_processor::BatchSpanProcess
 
 #[test]
 fn whole_request_path_allocates_nothing_once_warm() {
-    let config = Config::from_json(CONFIG.as_bytes()).unwrap();
+    let config = meshtrace::config::load(CONFIG.as_bytes()).unwrap();
     let mut tracer = Tracer::new(config, 42);
     let header: BatchHeader = tracer.batch_header.clone();
-    let mut exporter =
-        meshtrace::export::span_processor::BatchSpanProcessor::new(&tracer.config, header, 0, 7);
+    let mut exporter = meshtrace::export::span_processor::BatchSpanProcessor::new(
+        tracer.config.export(),
+        header,
+        0,
+        7,
+    );
     let mut buf = Vec::new();
     let hdrs: Vec<(&[u8], &[u8])> = vec![
         (b":method", b"GET"),

@@ -152,20 +152,9 @@ impl GrpcSink {
 /// `google.rpc.Status{code, details: [RetryInfo{retry_delay}]}`, encoded (tonic base64s it
 /// into `grpc-status-details-bin`).
 fn retry_info(code: u32, delay_ms: u64) -> Vec<u8> {
-    let mut duration = Vec::new();
-    prost::encoding::int64::encode(1, &((delay_ms / 1000) as i64), &mut duration);
-    prost::encoding::int32::encode(2, &(((delay_ms % 1000) * 1_000_000) as i32), &mut duration);
-    let mut info = Vec::new();
-    prost::encoding::bytes::encode(1, &duration, &mut info);
-    let mut any = Vec::new();
-    prost::encoding::string::encode(
-        1,
-        &"type.googleapis.com/google.rpc.RetryInfo".to_string(),
-        &mut any,
-    );
-    prost::encoding::bytes::encode(2, &info, &mut any);
-    let mut status = Vec::new();
-    prost::encoding::int32::encode(1, &(code as i32), &mut status);
-    prost::encoding::bytes::encode(3, &any, &mut status);
-    status
+    meshtrace::export::reply::google_rpc::status_with_retry_info(
+        code as i32,
+        (delay_ms / 1000) as i64,
+        ((delay_ms % 1000) * 1_000_000) as i32,
+    )
 }

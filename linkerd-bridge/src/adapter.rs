@@ -11,10 +11,13 @@ use http::Version;
 use meshtrace::export::reply::ExportResult;
 use meshtrace::export::span_processor::{BatchSpanProcessor, Counters, Request};
 use meshtrace::headers::RequestHeaders;
+use meshtrace::propagation::context::SpanIds;
+use meshtrace::propagation::inject::Injection;
 use meshtrace::resource::NodeInfo;
 use meshtrace::span::mesh::{EndFacts, RequestFacts};
+use meshtrace::span::Finish;
 use meshtrace::span::{SpanKind, SpanRecord};
-use meshtrace::tracer::{Finish, Injection, SpanIds, Tracer};
+use meshtrace::tracer::Tracer;
 
 use crate::config::BridgeConfig;
 use crate::linkerd;
@@ -52,7 +55,7 @@ impl Core {
         let tracer = Tracer::with_node(config.core.clone(), seed, node);
         // A different stream for the exporter's jitter than for the span ids.
         let exporter = BatchSpanProcessor::new(
-            &tracer.config,
+            tracer.config.export(),
             tracer.batch_header.clone(),
             now_ms(),
             seed.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15,
@@ -154,9 +157,9 @@ pub fn start_request(shared: &Shared, parts: &mut Parts) -> Option<Started> {
     let (started, keep_ids) = {
         let pairs = header_pairs(parts);
         let headers = RequestHeaders::from_pairs(pairs.iter().copied());
-        let mut decision = core.tracer.start(&headers);
-        core.tracer.sample(&mut decision, now_ns);
-        core.tracer.inject(&decision, &headers, &mut core.injection);
+        let decision = core
+            .tracer
+            .start(&headers, now_ns, Some(&mut core.injection));
         if decision.record {
             let mut rec = core.pool.pop().unwrap_or_default();
             core.tracer

@@ -65,8 +65,11 @@ impl Bridge {
             },
             None => BTreeMap::new(),
         };
-        let node = resource::pod_node(&mut config.core, env, &labels);
-        let resource = node.resource(config.core.service_name.as_deref(), &config.core.resource);
+        let node = resource::pod_node(&mut config.core.config, env, &labels);
+        let resource = node.resource(
+            config.core.config.service_name.as_deref(),
+            &config.core.config.resource,
+        );
         Ok(Self {
             args,
             config,
@@ -77,7 +80,7 @@ impl Bridge {
 
     /// Binds every listener and starts serving.
     pub async fn start(self) -> io::Result<Running> {
-        let transport = Transport::new(&self.config.endpoint, &self.config.core)
+        let transport = Transport::new(&self.config.endpoint, &self.config.core.config)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let shared = Arc::new(Shared {
             core: Mutex::new(Core::new(&self.config, &self.node, fastrand::u64(..))),

@@ -6,9 +6,11 @@
 //!   send a batch, when to retry, what to count; the adapter's transport is the exporter that
 //!   sends what it returns;
 //! - [`reply`]: what a collector's reply means (OTLP's retry and partial-success rules);
-//! - [`gzip`]: export body compression.
+//! - [`gzip`]: export body compression;
+//! - [`config`]: the `collector`, `batch` and `exporter` sections.
 
 pub mod batch;
+pub mod config;
 pub mod gzip;
 pub mod otlp;
 pub mod reply;

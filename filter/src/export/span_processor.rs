@@ -9,7 +9,7 @@
 //! retry keeps its slot, so a collector outage fills the queue and then drops the newest spans
 //! (counted) instead of growing.
 
-use crate::config::{Compression, Config, ExportMode, Protocol, Retry};
+use super::config::{Compression, ExportConfig, ExportMode, Protocol, Retry};
 use crate::export::batch::{chunk_spans, DropReason, SpanQueue};
 use crate::export::otlp::BatchHeader;
 use crate::export::reply::{ExportResult, Failure};
@@ -18,20 +18,27 @@ use crate::span::SpanRecord;
 /// Counters the adapter exposes as metrics; monotonic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
+    /// Spans the collector accepted.
     pub spans_exported: u64,
     /// Spans the collector refused in a partial success (also counted as exported: delivered).
     pub spans_rejected: u64,
+    /// Spans dropped because the queue was full.
     pub spans_dropped_queue_full: u64,
+    /// Spans dropped because one alone exceeds the queue's byte bound.
     pub spans_dropped_too_large: u64,
+    /// Spans dropped because their batch failed for good or ran out of attempts.
     pub spans_dropped_export_failed: u64,
     /// Attempts by result: accepted, failed but retryable, failed for good.
     pub requests_ok: u64,
+    /// Attempts that failed but will be retried.
     pub requests_retryable: u64,
+    /// Attempts that failed for good.
     pub requests_failed: u64,
     /// Sends of a batch after its first.
     pub retries: u64,
     /// Request bodies sent (every attempt), before and after compression.
     pub bytes_uncompressed: u64,
+    /// Request bytes sent, after compression.
     pub bytes_sent: u64,
 }
 
@@ -98,6 +105,7 @@ struct Pending {
 pub struct Request<'a> {
     /// Hand back to [`BatchSpanProcessor::on_result`] with the reply.
     pub id: u64,
+    /// The encoded request body, compressed as configured.
     pub body: &'a [u8],
 }
 
@@ -125,13 +133,16 @@ pub struct BatchSpanProcessor {
     scratch: Vec<u8>,
     rng: fastrand::Rng,
     pending: Pending,
+    /// What happened to spans and requests so far.
     pub counters: Counters,
 }
 
 impl BatchSpanProcessor {
-    pub fn new(config: &Config, header: BatchHeader, now_ms: u64, seed: u64) -> Self {
-        let b = &config.batch;
-        let e = &config.exporter;
+    /// A processor with an empty queue. `header` is the VM's encoded resource and scope,
+    /// `now_ms` the adapter's clock in ms, `seed` the jitter's randomness.
+    pub fn new(config: ExportConfig<'_>, header: BatchHeader, now_ms: u64, seed: u64) -> Self {
+        let b = config.batch;
+        let e = config.exporter;
         Self {
             queue: SpanQueue::new(b.max_queue, b.max_queue_bytes, b.max_batch),
             header,
@@ -481,6 +492,7 @@ impl BatchSpanProcessor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::config::{Batch, Collector, ExporterConfig};
     use crate::ids::SpanId;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use prost::Message;
@@ -498,8 +510,18 @@ mod tests {
         for (k, v) in extra.as_object().unwrap() {
             json[k] = v.clone();
         }
-        let cfg = Config::from_json(json.to_string().as_bytes()).unwrap();
-        BatchSpanProcessor::new(&cfg, BatchHeader::new(&[]), 0, 7)
+        let section = |k: &str| json.get(k).cloned().unwrap_or(serde_json::json!({}));
+        let collector: Collector = serde_json::from_value(section("collector")).unwrap();
+        let batch: Batch = serde_json::from_value(section("batch")).unwrap();
+        let exporter: ExporterConfig = serde_json::from_value(section("exporter")).unwrap();
+        let config = ExportConfig {
+            collector: &collector,
+            batch: &batch,
+            exporter: &exporter,
+        };
+        config.validate_collector().unwrap();
+        config.validate_batch().unwrap();
+        BatchSpanProcessor::new(config, BatchHeader::new(&[]), 0, 7)
     }
 
     fn span(i: u8) -> SpanRecord {

@@ -8,7 +8,7 @@ use proxy_wasm::traits::Context;
 use proxy_wasm::types::BufferType;
 
 use super::{host, log, now_ms, Worker};
-use crate::config::{Compression, Protocol, SHARED_QUEUE_NAME};
+use crate::export::config::{Compression, Protocol, SHARED_QUEUE_NAME};
 use crate::export::reply::{classify, ExportResult, Failure, Reply, GRPC_PATH};
 use crate::headers::pairs;
 

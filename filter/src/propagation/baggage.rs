@@ -9,7 +9,9 @@
 
 use smallvec::SmallVec;
 
-use super::trim_ows;
+use super::context::SpanStart;
+use super::inject::Injection;
+use crate::text::trim_ows;
 
 /// The header's name.
 pub const HEADER: &str = "baggage";
@@ -22,8 +24,11 @@ pub const MAX_BYTES: usize = 8192;
 /// the first `;` (empty when there are none).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Member<'a> {
+    /// The member's key.
     pub key: &'a [u8],
+    /// The member's value, still percent-encoded.
     pub value: &'a [u8],
+    /// Everything after the first `;`, raw.
     pub properties: &'a [u8],
 }
 
@@ -115,6 +120,7 @@ enum Verdict<'a> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Baggage<'a> {
     fields: SmallVec<[&'a [u8]; 2]>,
+    /// What forwarding within the limits keeps and drops.
     pub stats: BaggageStats,
     /// The fields can go upstream as they are.
     unchanged: bool,
@@ -276,6 +282,19 @@ pub fn to_utf8_lossy(bytes: &[u8], out: &mut [u8]) -> usize {
         }
     }
     o
+}
+
+/// Forwards the request's baggage: valid baggage as it came (no host call), baggage the limits
+/// cut re-written without the dropped members, and none at all when nothing is left.
+pub fn inject(s: &SpanStart<'_>, out: &mut Injection) {
+    let bg = &s.baggage;
+    if bg.is_absent() || bg.unchanged() {
+        // Valid baggage is forwarded as it came, without a host call.
+    } else if bg.stats.kept > 0 {
+        out.put(HEADER, |b| bg.write_to(b));
+    } else {
+        out.remove.push(HEADER);
+    }
 }
 
 #[cfg(test)]

@@ -36,10 +36,14 @@
 
 pub mod b3;
 pub mod baggage;
+pub mod config;
+pub mod context;
 pub mod counters;
 pub mod gcp;
 pub mod grpc_trace_bin;
+pub mod inject;
 pub mod l5d;
+pub mod ot;
 pub mod tracecontext;
 pub mod xray;
 
@@ -54,6 +58,7 @@ pub const FLAG_RANDOM: u8 = 0x02;
 /// The remote span context a request arrived with, in format-neutral form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SpanContext {
+    /// The trace id.
     pub trace_id: TraceId,
     /// The caller's span id: the parent of the span we create. [`SpanId::INVALID`] only when a
     /// format names a trace without a parent span (an X-Ray `Root` alone, as load balancers send).
@@ -63,15 +68,17 @@ pub struct SpanContext {
 }
 
 impl SpanContext {
+    /// Whether the caller sampled this trace.
     pub fn sampled(&self) -> bool {
         self.flags & FLAG_SAMPLED != 0
     }
 }
 
-/// A caller's sampling decision as the richer formats express it. W3C has only the sampled bit;
-/// debug and "you decide" live here so they never leak into the W3C flag byte.
+/// A caller's sampling decision as the richer formats express it: B3's "sampling state". W3C has
+/// only the sampled bit; debug and "you decide" live here so they never leak into the W3C flag
+/// byte. The sampler's own outcome is `sampling::SamplingResult`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Sampling {
+pub enum SamplingState {
     /// Sampled.
     Accept,
     /// Not sampled.
@@ -83,12 +90,12 @@ pub enum Sampling {
     Defer,
 }
 
-impl Sampling {
+impl SamplingState {
     /// The W3C sampled bit this decision implies; a deferred decision is not (yet) sampled.
     pub fn flags(self) -> u8 {
         match self {
-            Sampling::Accept | Sampling::Debug => FLAG_SAMPLED,
-            Sampling::Deny | Sampling::Defer => 0,
+            SamplingState::Accept | SamplingState::Debug => FLAG_SAMPLED,
+            SamplingState::Deny | SamplingState::Defer => 0,
         }
     }
 }
@@ -96,13 +103,21 @@ impl Sampling {
 /// Every propagation format meshtrace knows, by its `OTEL_PROPAGATORS` name where one exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Format {
+    /// W3C Trace Context: `traceparent` and `tracestate`.
     TraceContext,
+    /// W3C Baggage: `baggage`.
     Baggage,
+    /// Zipkin B3, one header: `b3`.
     B3,
+    /// Zipkin B3, several headers: `X-B3-*`.
     B3Multi,
+    /// Linkerd 1 / Finagle: `l5d-ctx-trace` (and `l5d-reqid`).
     L5d,
+    /// AWS X-Ray: `X-Amzn-Trace-Id`.
     XRay,
+    /// Google Cloud: `X-Cloud-Trace-Context`.
     Gcp,
+    /// OpenCensus binary, base64: `grpc-trace-bin`.
     GrpcTraceBin,
 }
 
@@ -111,6 +126,18 @@ impl Format {
     pub const ALL: [Format; 8] = [
         Format::TraceContext,
         Format::Baggage,
+        Format::B3,
+        Format::B3Multi,
+        Format::L5d,
+        Format::XRay,
+        Format::Gcp,
+        Format::GrpcTraceBin,
+    ];
+
+    /// The formats that carry a span context (all but baggage), in the default extraction
+    /// order and the order of their `malformed` counters.
+    pub const CONTEXTS: [Format; 7] = [
+        Format::TraceContext,
         Format::B3,
         Format::B3Multi,
         Format::L5d,
@@ -179,30 +206,50 @@ pub enum Dialect<'a> {
     #[default]
     Plain,
     /// B3 (single or multi): `narrow` when the trace id came as 64 bits.
-    B3 { narrow: bool },
+    B3 {
+        /// The trace id came as 16 hex digits.
+        narrow: bool,
+    },
     /// Linkerd 1: `narrow` for the 32-byte layout (64-bit trace id).
-    L5d { narrow: bool },
+    L5d {
+        /// The 32-byte layout.
+        narrow: bool,
+    },
     /// X-Ray: the incoming header, whose extra fields (`Self`, `Lineage`, ...) are kept.
-    XRay { header: &'a [u8] },
+    XRay {
+        /// The whole incoming header value.
+        header: &'a [u8],
+    },
     /// `grpc-trace-bin`: whether the base64 came padded.
-    GrpcTraceBin { padded: bool },
+    GrpcTraceBin {
+        /// The base64 ended in `=` padding.
+        padded: bool,
+    },
 }
 
 /// The context chosen for a request and where it came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Incoming<'a> {
+    /// The caller's span context.
     pub ctx: SpanContext,
+    /// The format it arrived in.
     pub format: Format,
     /// The combined, validated `tracestate` to forward (W3C only).
     pub tracestate: tracecontext::TraceState<'a>,
     /// The caller's decision; `ctx.flags` carries only its sampled bit.
-    pub sampling: Sampling,
+    pub sampling: SamplingState,
+    /// How the caller wrote it.
     pub dialect: Dialect<'a>,
 }
 
 impl<'a> Incoming<'a> {
     /// An incoming context without tracestate.
-    pub fn new(ctx: SpanContext, format: Format, sampling: Sampling, dialect: Dialect<'a>) -> Self {
+    pub fn new(
+        ctx: SpanContext,
+        format: Format,
+        sampling: SamplingState,
+        dialect: Dialect<'a>,
+    ) -> Self {
         Self {
             ctx,
             format,
@@ -216,12 +263,13 @@ impl<'a> Incoming<'a> {
 /// Outcome of extraction over the configured formats.
 #[derive(Clone, Debug, Default)]
 pub struct Extraction<'a> {
+    /// The context chosen: the first valid one in the configured order.
     pub incoming: Option<Incoming<'a>>,
     /// Bit per [`Format`] (see [`Format::bit`]) whose header was present but malformed.
     pub malformed: u16,
     /// A B3 header (single or multi) that carried only a sampling state (`b3: 0`): no context,
     /// but a decision for the trace that starts here, and its format as the arrival format.
-    pub sampling_only: Option<(Format, Sampling)>,
+    pub sampling_only: Option<(Format, SamplingState)>,
 }
 
 /// Tries each configured format in order; the first valid context wins.
@@ -232,7 +280,12 @@ pub fn extract<'a>(headers: &RequestHeaders<'a>, order: &[Format]) -> Extraction
             Format::TraceContext => {
                 tracecontext::extract(headers).map(|(ctx, tracestate)| Incoming {
                     tracestate,
-                    ..Incoming::new(ctx, format, Sampling::from_w3c(ctx.flags), Dialect::Plain)
+                    ..Incoming::new(
+                        ctx,
+                        format,
+                        SamplingState::from_w3c(ctx.flags),
+                        Dialect::Plain,
+                    )
                 })
             }
             Format::B3 => b3::extract_single(headers, &mut out.sampling_only),
@@ -255,45 +308,22 @@ pub fn extract<'a>(headers: &RequestHeaders<'a>, order: &[Format]) -> Extraction
     out
 }
 
-impl Sampling {
+impl SamplingState {
     /// The decision a W3C sampled bit states: W3C has no way to defer or to flag debug.
     pub fn from_w3c(flags: u8) -> Self {
         if flags & FLAG_SAMPLED != 0 {
-            Sampling::Accept
+            SamplingState::Accept
         } else {
-            Sampling::Deny
+            SamplingState::Deny
         }
     }
-}
-
-/// Strips optional whitespace (space, tab) from both ends, as HTTP field values allow.
-pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn headers<'a>(pairs: &'a [(&'a str, &'a str)]) -> RequestHeaders<'a> {
-        RequestHeaders::from_pairs(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
-    }
-
-    const ALL_CONTEXTS: [Format; 7] = [
-        Format::TraceContext,
-        Format::B3,
-        Format::B3Multi,
-        Format::L5d,
-        Format::XRay,
-        Format::Gcp,
-        Format::GrpcTraceBin,
-    ];
+    use crate::test_support::headers;
 
     #[test]
     fn first_valid_wins_and_malformed_are_counted() {
@@ -311,7 +341,7 @@ mod tests {
                 "105445aa7843bc8bf206b12000100000/1;o=1",
             ),
         ];
-        let e = extract(&headers(&pairs), &ALL_CONTEXTS);
+        let e = extract(&headers(&pairs), &Format::CONTEXTS);
         let inc = e.incoming.unwrap();
         assert_eq!(inc.format, Format::B3Multi);
         assert_eq!(
@@ -319,7 +349,7 @@ mod tests {
             "463ac35c9f6413ad48485a3953bb6124"
         );
         assert_eq!(inc.ctx.span_id.to_string(), "0020000000000001");
-        assert_eq!(inc.sampling, Sampling::Deny);
+        assert_eq!(inc.sampling, SamplingState::Deny);
         assert_eq!(e.malformed, Format::TraceContext.bit() | Format::B3.bit());
     }
 
@@ -345,9 +375,9 @@ mod tests {
     #[test]
     fn sampling_only_b3_is_not_a_context() {
         let pairs = [("b3", "0")];
-        let e = extract(&headers(&pairs), &ALL_CONTEXTS);
+        let e = extract(&headers(&pairs), &Format::CONTEXTS);
         assert!(e.incoming.is_none());
-        assert_eq!(e.sampling_only, Some((Format::B3, Sampling::Deny)));
+        assert_eq!(e.sampling_only, Some((Format::B3, SamplingState::Deny)));
         assert_eq!(e.malformed, 0);
     }
 

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::span::SpanRecord;
 
 /// Headers whose values are credentials: captured only as `REDACTED`, whatever the config says.
@@ -51,6 +51,10 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Checks both caps' ranges.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the field and its value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(16..=65_536).contains(&self.max_attribute_value_bytes) {
             return Err(ConfigError::new(
@@ -83,17 +87,24 @@ struct Captured {
 pub struct Capture {
     request: Vec<Captured>,
     response: Vec<Captured>,
+    /// Record `url.query`.
     pub query: bool,
 }
 
 /// Which message a header came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
+    /// The request headers.
     Request,
+    /// The response headers.
     Response,
 }
 
 impl Capture {
+    /// The capture lists of `c`, lowercased, with redaction resolved.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first entry that is not a header name.
     pub fn compile(c: &CaptureConfig) -> Result<Self, ConfigError> {
         let redact = names("capture.redact", &c.redact)?;
         let build = |field: &str, list: &[String]| -> Result<Vec<Captured>, ConfigError> {

@@ -8,7 +8,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use meshtrace::config::{Compression, Config, Protocol};
+use meshtrace::config::Config;
+use meshtrace::export::config::{Compression, Protocol};
 use meshtrace::export::reply::{classify, ExportResult, Reply, GRPC_PATH};
 
 use crate::adapter::now_ms;

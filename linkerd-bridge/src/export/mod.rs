@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use meshtrace::config::{Compression, Config, Protocol};
+use meshtrace::config::Config;
+use meshtrace::export::config::{Compression, Protocol};
 use meshtrace::export::reply::ExportResult;
 use tokio::sync::{mpsc, watch};
 

@@ -53,11 +53,6 @@ impl Vector for V {
     unsafe fn any(self) -> bool {
         _mm_movemask_epi8(self.0) != 0
     }
-    #[inline(always)]
-    unsafe fn first(self) -> Option<usize> {
-        let m = _mm_movemask_epi8(self.0) as u32;
-        (m != 0).then(|| m.trailing_zeros() as usize)
-    }
 }
 
 impl Vector128 for V {
@@ -103,7 +98,7 @@ impl Vector128 for V {
     }
 }
 
-// Safety for every wrapper below: SSE2 is always available on x86_64, and the pointer
+// SAFETY for every wrapper below: SSE2 is always available on x86_64, and the pointer
 // arguments come from references of the stated sizes in `simd/mod.rs`.
 
 vector::safe_kernels!(V);

@@ -13,7 +13,9 @@ use crate::span::SpanRecord;
 pub struct ConfigRef<'a> {
     /// e.g. `virtual-service`, `destination-rule`.
     pub kind: &'a [u8],
+    /// The namespace of the resource.
     pub namespace: &'a [u8],
+    /// The resource's name.
     pub name: &'a [u8],
 }
 
@@ -58,8 +60,8 @@ pub fn record(route_metadata: &[u8], rec: &mut SpanRecord) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resource::encode::{bytes, string_value, struct_value};
     use crate::span::Value;
+    use crate::test_support::protobuf::{bytes, string_value, struct_value};
 
     /// A `Metadata` with `filter_metadata` entries of the given structs.
     fn metadata(filters: &[(&str, Vec<u8>)]) -> Vec<u8> {

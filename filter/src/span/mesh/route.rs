@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use smallvec::SmallVec;
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 
 /// The span-name style (`span_name` in the configuration).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
