@@ -18,25 +18,26 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// The Envoy binary: `MESHTRACE_ENVOY`, else `.tools/envoy` as `make envoy` installs it.
-/// `None` outside CI means the caller may skip; in CI (`CI=true`) a missing Envoy is an error.
-pub fn envoy_binary() -> anyhow::Result<Option<PathBuf>> {
+///
+/// # Errors
+/// When there is none, naming the path looked at and the command that installs Envoy: a test
+/// that needs Envoy fails rather than passing without running.
+pub fn envoy_binary() -> anyhow::Result<PathBuf> {
     let candidate = std::env::var_os("MESHTRACE_ENVOY")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join(".tools/envoy/envoy/_bin/envoy"));
     if candidate.is_file() {
-        return Ok(Some(candidate));
+        return Ok(candidate);
     }
-    if std::env::var("CI")
-        .map(|v| v == "true" || v == "1")
-        .unwrap_or(false)
-    {
-        bail!(
-            "Envoy not found at {} and CI=true: run `make envoy`",
-            candidate.display()
-        );
-    }
-    Ok(None)
+    bail!(
+        "Envoy not found at {}: run `make envoy` (or set MESHTRACE_ENVOY to an Envoy {} binary)",
+        candidate.display(),
+        ENVOY_VERSION
+    )
 }
+
+/// The Envoy release the tests and `make envoy` use.
+pub const ENVOY_VERSION: &str = "1.40";
 
 /// The compiled filter: `MESHTRACE_WASM`, else `dist/meshtrace.wasm`.
 pub fn wasm_path() -> anyhow::Result<PathBuf> {
@@ -384,16 +385,17 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts everything with `plugin_config` on the `template` config, or `Ok(None)` when Envoy
-    /// is not installed outside CI.
+    /// Starts everything with `plugin_config` on the `template` config.
+    ///
+    /// # Errors
+    /// When Envoy or the filter is missing (naming the `make` target that builds it), or a
+    /// part fails to start.
     pub fn start(
         template: &str,
         plugin_config: &str,
         direction: &'static str,
-    ) -> anyhow::Result<Option<Self>> {
-        let Some(binary) = envoy_binary()? else {
-            return Ok(None);
-        };
+    ) -> anyhow::Result<Self> {
+        let binary = envoy_binary()?;
         let sink = crate::sink::OtlpSink::start(0)?;
         let upstream = crate::sink::Upstream::start()?;
         let mut vars = EnvoyVars::new(
@@ -404,10 +406,10 @@ impl Stack {
         );
         vars.direction = direction;
         let envoy = Envoy::start(&binary, template, vars)?;
-        Ok(Some(Self {
+        Ok(Self {
             sink,
             upstream,
             envoy,
-        }))
+        })
     }
 }

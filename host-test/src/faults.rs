@@ -237,17 +237,18 @@ impl Load {
     }
 }
 
-/// Runs one scenario (`deployment` exporting) for `duration` of load with `clients` client threads. `Ok(None)` when
-/// Envoy is not installed outside CI.
+/// Runs one scenario (`deployment` exporting) for `duration` of load with `clients` client
+/// threads.
+///
+/// # Errors
+/// When Envoy or the filter is missing (naming the `make` target), or a part fails to start.
 pub fn run(
     fault: Fault,
     deployment: Deployment,
     duration: Duration,
     clients: usize,
-) -> anyhow::Result<Option<Outcome>> {
-    let Some(binary) = envoy_binary()? else {
-        return Ok(None);
-    };
+) -> anyhow::Result<Outcome> {
+    let binary = envoy_binary()?;
     let upstream = Upstream::start()?;
     let port = free_port();
     let sink = Arc::new(Mutex::new(match fault {
@@ -323,7 +324,7 @@ pub fn run(
     let spans_after_recovery = sink_spans(&sink);
     let memory_after = memory(&envoy);
     let _ = upstream.take();
-    Ok(Some(Outcome {
+    Ok(Outcome {
         latencies_us,
         failed_requests,
         stats,
@@ -332,7 +333,7 @@ pub fn run(
         spans_after_recovery,
         max_queue_bytes_seen,
         balanced,
-    }))
+    })
 }
 
 fn sink_spans(sink: &Mutex<Option<OtlpSink>>) -> u64 {

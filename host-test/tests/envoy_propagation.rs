@@ -60,9 +60,7 @@ fn tp(up: &UpstreamRequest) -> (String, String, String) {
 
 #[test]
 fn every_format_is_continued_and_translated() {
-    let Some(s) = Stack::start("per-worker.yaml", &config(""), "INBOUND").unwrap() else {
-        return;
-    };
+    let s = Stack::start("per-worker.yaml", &config(""), "INBOUND").unwrap();
 
     // W3C.
     let (up, sp) = send(
@@ -311,9 +309,7 @@ fn every_format_is_continued_and_translated() {
 #[test]
 fn untrusted_edge_starts_a_new_trace_and_links_the_old_one() {
     let cfg = config(r#","propagators":{"trust_incoming":false}"#);
-    let Some(s) = Stack::start("per-worker.yaml", &cfg, "INBOUND").unwrap() else {
-        return;
-    };
+    let s = Stack::start("per-worker.yaml", &cfg, "INBOUND").unwrap();
     // An unsampled caller cannot suppress tracing, and a sampled one cannot join our trace.
     let (up, sp) = send(
         &s,
@@ -339,9 +335,7 @@ fn untrusted_edge_starts_a_new_trace_and_links_the_old_one() {
 #[test]
 fn baggage_is_forwarded_and_allowlisted_into_attributes() {
     let cfg = config(r#","baggage":{"attribute_keys":["userId"]}"#);
-    let Some(s) = Stack::start("per-worker.yaml", &cfg, "INBOUND").unwrap() else {
-        return;
-    };
+    let s = Stack::start("per-worker.yaml", &cfg, "INBOUND").unwrap();
     let (up, sp) = send(
         &s,
         "/bag",
