@@ -61,10 +61,15 @@ pub fn free_port() -> u16 {
 /// Values substituted into a config template (`{{NAME}}`).
 #[derive(Clone, Debug)]
 pub struct EnvoyVars {
+    /// `{{LISTEN_PORT}}`: where Envoy takes requests.
     pub listen_port: u16,
+    /// `{{ADMIN_PORT}}`: Envoy's admin (`/stats`, `/memory`).
     pub admin_port: u16,
+    /// `{{UPSTREAM_PORT}}`: the upstream Envoy routes to.
     pub upstream_port: u16,
+    /// `{{COLLECTOR_PORT}}`: the OTLP collector.
     pub collector_port: u16,
+    /// `{{WASM}}`: the filter.
     pub wasm: PathBuf,
     /// The plugin configuration JSON.
     pub plugin_config: String,
@@ -82,6 +87,7 @@ pub struct EnvoyVars {
 }
 
 impl EnvoyVars {
+    /// Variables for one Envoy with free listen and admin ports.
     pub fn new(
         wasm: PathBuf,
         upstream_port: u16,
@@ -142,6 +148,7 @@ impl EnvoyVars {
 /// A running Envoy, killed on drop.
 pub struct Envoy {
     child: Option<Child>,
+    /// The variables the config was built with.
     pub vars: EnvoyVars,
     dir: tempdir::Dir,
 }
@@ -327,8 +334,11 @@ impl Drop for Envoy {
 /// A parsed HTTP/1.1 response.
 #[derive(Clone, Debug)]
 pub struct HttpResponse {
+    /// The status code.
     pub status: u16,
+    /// The headers, in order, names lowercased.
     pub headers: Vec<(String, String)>,
+    /// The body, as text.
     pub body: String,
 }
 
@@ -379,8 +389,11 @@ pub fn http_request(
 /// Envoy with the filter between a recording upstream and an OTLP sink: the whole
 /// end-to-end setup one test or the demo needs.
 pub struct Stack {
+    /// The OTLP/HTTP collector.
     pub sink: crate::sink::OtlpSink,
+    /// The upstream Envoy routes to.
     pub upstream: crate::sink::Upstream,
+    /// The Envoy running the filter.
     pub envoy: Envoy,
 }
 

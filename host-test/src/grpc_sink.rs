@@ -23,10 +23,13 @@ use crate::sink::{lock, spans_of, Received, Server, Tally};
 /// How the receiver answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GrpcMode {
+    /// Accept everything.
     Ok,
     /// A gRPC status code, with a `google.rpc.RetryInfo` delay when set.
     Status {
+        /// The gRPC status code.
         code: u32,
+        /// The `RetryInfo` delay, in ms.
         retry_delay_ms: Option<u64>,
     },
 }
@@ -90,6 +93,7 @@ impl TraceService for Receiver {
 
 /// A running OTLP/gRPC receiver.
 pub struct GrpcSink {
+    /// The address it listens on.
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
     _server: Server,
@@ -128,14 +132,17 @@ impl GrpcSink {
         lock(&self.state).tally.counts()
     }
 
+    /// Sets how the receiver answers from now on.
     pub fn set_mode(&self, mode: GrpcMode) {
         lock(&self.state).mode = Some(mode);
     }
 
+    /// Every export request so far.
     pub fn received(&self) -> Vec<Received> {
         lock(&self.state).received.clone()
     }
 
+    /// Every span so far, in arrival order.
     pub fn spans(&self) -> Vec<Span> {
         self.received()
             .iter()

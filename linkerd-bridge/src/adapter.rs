@@ -26,6 +26,7 @@ use crate::shared::{lock, Shared, Stats};
 /// The core's per-process state: one tracer and one export queue behind one lock, held only
 /// for the few microseconds a request needs them.
 pub struct Core {
+    /// The core's tracer, configured once.
     pub tracer: Tracer,
     exporter: BatchSpanProcessor,
     /// Finished records, reused so a sampled request allocates nothing in steady state.
@@ -100,6 +101,7 @@ impl Core {
         self.exporter.take_log(now_ms)
     }
 
+    /// The export interval, in ms.
     pub fn flush_interval_ms(&self) -> u64 {
         self.tracer.config.batch.flush_interval_ms
     }
@@ -111,15 +113,21 @@ impl Core {
 // it would cost every sampled request an allocation the record pool exists to avoid.
 #[allow(clippy::large_enum_variant)]
 pub enum Started {
+    /// The request is recorded: its span, and what its end needs.
     Sampled {
+        /// The span being built.
         rec: SpanRecord,
+        /// What the request carried that the end needs.
         facts: RequestFacts,
     },
+    /// Unsampled, but the always-keep rules may still export it.
     Candidate {
+        /// The span's ids, as propagated.
         ids: SpanIds,
         /// The request headers as sent to the application (pseudo-headers first); owned
         /// because the request is gone when the rules are applied.
         headers: Vec<(Vec<u8>, Vec<u8>)>,
+        /// When the request started, in ns since the Unix epoch.
         start_ns: u64,
     },
 }
@@ -238,6 +246,7 @@ fn header_attributes(headers: &http::HeaderMap, rec: &mut SpanRecord) {
 pub struct End<'a> {
     /// The status sent to the client; `None` when none was sent.
     pub status: Option<u16>,
+    /// The HTTP version of the exchange.
     pub version: Version,
     /// The downstream peer, `ip:port` (the Linkerd proxy, usually).
     pub peer: &'a str,

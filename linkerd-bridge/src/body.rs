@@ -23,12 +23,14 @@ pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 pub struct SpanGuard {
     shared: Arc<Shared>,
     started: Option<Started>,
+    /// The response status, once known.
     pub status: Option<u16>,
     version: Version,
     peer: Arc<str>,
 }
 
 impl SpanGuard {
+    /// A guard that finishes `started` when dropped.
     pub fn new(shared: Arc<Shared>, started: Started, version: Version, peer: Arc<str>) -> Self {
         Self {
             shared,
@@ -63,6 +65,7 @@ pub struct TracedBody<B> {
 }
 
 impl<B> TracedBody<B> {
+    /// `inner`, finishing `guard`'s span when the body ends or is dropped.
     pub fn new(inner: B, guard: Option<SpanGuard>) -> Self {
         Self { inner, guard }
     }

@@ -22,11 +22,13 @@ use serde_json::{Map, Value};
 /// the core's `collector` and `exporter` keys, read by the core.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
+    /// OTLP/HTTP or OTLP/gRPC.
     pub protocol: Protocol,
     /// `host:port`.
     pub authority: String,
     /// The request path for OTLP/HTTP (`/v1/traces` when the URL has none).
     pub path: String,
+    /// How long one export request may take.
     pub timeout: Duration,
 }
 
@@ -42,8 +44,11 @@ impl Endpoint {
 pub struct BridgeConfig {
     /// The shared core configuration.
     pub core: Compiled,
+    /// Where the collector is.
     pub endpoint: Endpoint,
+    /// How long the application may take to answer.
     pub upstream_timeout: Duration,
+    /// Bound on relayed OTLP waiting for export, in bytes.
     pub relay_max_bytes: usize,
 }
 

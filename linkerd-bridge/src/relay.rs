@@ -32,6 +32,7 @@ pub struct RelayBuffer {
 }
 
 impl RelayBuffer {
+    /// An empty buffer holding at most `max_bytes`.
     pub fn new(max_bytes: usize) -> Self {
         Self {
             buf: Vec::new(),
@@ -58,6 +59,7 @@ impl RelayBuffer {
         )
     }
 
+    /// Whether nothing is waiting.
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }

@@ -31,7 +31,9 @@ use crate::shared::Shared;
 
 /// A configured, not yet started bridge.
 pub struct Bridge {
+    /// The command line.
     pub args: Args,
+    /// The configuration file, loaded.
     pub config: BridgeConfig,
     /// The pod's facts, the tracer's node.
     pub node: meshtrace::resource::NodeInfo,
@@ -160,9 +162,13 @@ impl Bridge {
 
 /// A started bridge.
 pub struct Running {
+    /// The address the proxy listens on.
     pub listen: SocketAddr,
+    /// The admin address (`/metrics`, `/ready`).
     pub admin: SocketAddr,
+    /// The OTLP relay's address, when enabled.
     pub relay: Option<SocketAddr>,
+    /// The state the tasks share.
     pub shared: Arc<Shared>,
     stop_serving: watch::Sender<bool>,
     stop_export: watch::Sender<bool>,

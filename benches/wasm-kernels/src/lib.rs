@@ -105,6 +105,7 @@ impl Default for CorePath {
 }
 
 impl CorePath {
+    /// A tracer, processor and header map for the typical request.
     pub fn new() -> Self {
         // Parsing a literal, known-good configuration cannot fail.
         let config = meshtrace::config::load(br#"{"collector":{"cluster":"otel_collector"}}"#)
@@ -186,6 +187,7 @@ pub const OPS: &[(&str, Op)] = &[
     ("core request path", core_path),
 ];
 
+/// `iters` trace-id hex encodes, scalar twin; returns a checksum.
 pub fn hex_encode_scalar(iters: u64) -> u64 {
     let mut out = [0u8; 32];
     let mut sum = 0u64;
@@ -196,6 +198,7 @@ pub fn hex_encode_scalar(iters: u64) -> u64 {
     sum
 }
 
+/// `iters` trace-id hex encodes, SIMD kernel; returns a checksum.
 pub fn hex_encode(iters: u64) -> u64 {
     let mut out = [0u8; 32];
     let mut sum = 0u64;
@@ -212,6 +215,7 @@ fn trace_hex() -> &'static [u8; 32] {
         .unwrap_or(&[b'0'; 32])
 }
 
+/// `iters` trace-id hex decodes, scalar twin; returns a checksum.
 pub fn hex_decode_scalar(iters: u64) -> u64 {
     let mut out = [0u8; 16];
     let mut sum = 0u64;
@@ -222,6 +226,7 @@ pub fn hex_decode_scalar(iters: u64) -> u64 {
     sum
 }
 
+/// `iters` trace-id hex decodes, SIMD kernel; returns a checksum.
 pub fn hex_decode(iters: u64) -> u64 {
     let mut out = [0u8; 16];
     let mut sum = 0u64;
@@ -232,18 +237,21 @@ pub fn hex_decode(iters: u64) -> u64 {
     sum
 }
 
+/// `iters` `traceparent` shape checks, scalar twin; returns how many passed.
 pub fn shape_scalar(iters: u64) -> u64 {
     (0..iters)
         .map(|_| scalar::traceparent_shape(black_box(TRACEPARENT)) as u64)
         .sum()
 }
 
+/// `iters` `traceparent` shape checks, SIMD kernel; returns how many passed.
 pub fn shape(iters: u64) -> u64 {
     (0..iters)
         .map(|_| simd::traceparent_shape(black_box(TRACEPARENT)) as u64)
         .sum()
 }
 
+/// `iters` `traceparent` parses; returns a checksum.
 pub fn traceparent(iters: u64) -> u64 {
     (0..iters)
         .map(|_| {
@@ -254,6 +262,7 @@ pub fn traceparent(iters: u64) -> u64 {
         .sum()
 }
 
+/// `iters` spans encoded into a batch; returns the bytes written.
 pub fn span_encode(iters: u64) -> u64 {
     let span = typical_span();
     let header = batch_header();
@@ -269,6 +278,7 @@ pub fn span_encode(iters: u64) -> u64 {
     sum
 }
 
+/// `iters` trace and span id pairs; returns a checksum.
 pub fn id_generation(iters: u64) -> u64 {
     let mut g = IdGenerator::from_seed(7);
     let mut sum = 0u64;
@@ -278,6 +288,7 @@ pub fn id_generation(iters: u64) -> u64 {
     sum
 }
 
+/// `iters` requests through the core path; returns the headers injected.
 pub fn core_path(iters: u64) -> u64 {
     let mut p = CorePath::new();
     // Warm the reused buffers so the timing is the steady state.

@@ -18,6 +18,7 @@ use crate::config::Endpoint;
 /// Collector replies are tiny (a partial success at most); a larger body is not read whole.
 const MAX_REPLY_BODY: usize = 64 * 1024;
 
+/// Sends export requests to the collector over HTTP/1.1 (OTLP/HTTP) or h2c (OTLP/gRPC).
 pub struct Transport {
     client: Client<HttpConnector, Full<Bytes>>,
     url: http::Uri,
@@ -27,6 +28,10 @@ pub struct Transport {
 }
 
 impl Transport {
+    /// A client for `endpoint` with the core's `collector` headers and compression.
+    ///
+    /// # Errors
+    /// A message naming the header or URL that is invalid.
     pub fn new(endpoint: &Endpoint, core: &Config) -> Result<Self, String> {
         let c = &core.collector;
         let path = match c.protocol {
