@@ -46,15 +46,22 @@ pub mod protobuf {
         v
     }
 
-    pub fn struct_value(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
-        let mut st = Vec::new();
+    /// A `map<string, message>` (a `Struct`'s `fields`, a `Metadata`'s `filter_metadata`):
+    /// one entry message (key 1, value 2) per pair, as field 1.
+    pub fn map_entries(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        let mut map = Vec::new();
         for (k, v) in entries {
             let mut e = Vec::new();
             bytes(1, k.as_bytes(), &mut e);
             bytes(2, v, &mut e);
-            bytes(1, &e, &mut st);
+            bytes(1, &e, &mut map);
         }
-        st
+        map
+    }
+
+    /// A `google.protobuf.Struct` of `entries` (each a `Value`).
+    pub fn struct_value(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        map_entries(entries)
     }
 
     pub fn node(id: &str, metadata: &[(&str, Vec<u8>)]) -> Vec<u8> {

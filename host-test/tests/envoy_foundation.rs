@@ -1,11 +1,13 @@
 //! The compiled filter inside real Envoy: W3C continuation and restart, injected headers,
 //! exported span fields and types, status mapping, and config rejection.
 
+mod support;
+
 use std::time::Duration;
 
 use meshtrace_host_test::envoy::{envoy_binary, wasm_path, Envoy, EnvoyVars, Stack};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::trace::v1::Span;
+use support::{attr, hex, str_attr};
 
 const CONFIG: &str = r#"{"service_name":"checkout","collector":{"cluster":"otel_collector"},"batch":{"flush_interval_ms":100}}"#;
 const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -13,24 +15,6 @@ const WAIT: Duration = Duration::from_secs(10);
 
 fn stack(config: &str, direction: &'static str) -> Stack {
     Stack::start("per-worker.yaml", config, direction).expect("start Envoy stack")
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn attr<'a>(s: &'a Span, key: &str) -> Option<&'a Value> {
-    s.attributes
-        .iter()
-        .find(|a| a.key == key)
-        .and_then(|a| a.value.as_ref()?.value.as_ref())
-}
-
-fn str_attr(s: &Span, key: &str) -> String {
-    match attr(s, key) {
-        Some(Value::StringValue(v)) => v.clone(),
-        other => panic!("{key}: expected a string, got {other:?}"),
-    }
 }
 
 /// Splits an injected traceparent into (trace id, span id, flags).

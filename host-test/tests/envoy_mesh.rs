@@ -4,14 +4,16 @@
 //! `istio/wasmplugin.yaml`, an mTLS inbound listener with a SPIFFE client certificate, Istio
 //! node metadata as the resource, and retries. Every test asserts exact span fields.
 
+mod support;
+
 use std::time::Duration;
 
 use meshtrace_host_test::envoy::{envoy_binary, free_port, wasm_path, Envoy, EnvoyVars};
 use meshtrace_host_test::sink::{OtlpSink, Upstream};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{json, Value as Json};
+use support::{attr, find, str_attr, str_attr_opt};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -253,31 +255,6 @@ impl Mesh {
 
 fn mesh() -> Mesh {
     Mesh::start(&plugin_config("meshtrace-client"))
-}
-
-fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
-    attrs
-        .iter()
-        .find(|a| a.key == key)
-        .and_then(|a| a.value.as_ref()?.value.as_ref())
-}
-
-fn attr<'a>(s: &'a Span, key: &str) -> Option<&'a Value> {
-    find(&s.attributes, key)
-}
-
-fn str_attr_opt(s: &Span, key: &str) -> Option<String> {
-    match attr(s, key) {
-        Some(Value::StringValue(v)) => Some(v.clone()),
-        _ => None,
-    }
-}
-
-fn str_attr(s: &Span, key: &str) -> String {
-    match attr(s, key) {
-        Some(Value::StringValue(v)) => v.clone(),
-        other => panic!("{key}: expected a string, got {other:?} in {s:?}"),
-    }
 }
 
 fn int(v: i64) -> Option<&'static Value> {

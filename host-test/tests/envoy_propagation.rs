@@ -2,12 +2,15 @@
 //! with the incoming span as parent, and the upstream receives the arrival format plus W3C with
 //! the exported span's id, sampled flags translated, stale headers removed.
 
+mod support;
+
 use std::time::Duration;
 
 use meshtrace_host_test::envoy::Stack;
 use meshtrace_host_test::sink::UpstreamRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
+use support::hex;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -15,10 +18,6 @@ fn config(extra: &str) -> String {
     format!(
         r#"{{"collector":{{"cluster":"otel_collector"}},"batch":{{"flush_interval_ms":100}}{extra}}}"#
     )
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// One request: returns what the upstream saw and the exported span (if sampled).

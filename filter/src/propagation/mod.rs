@@ -136,16 +136,18 @@ impl Format {
 
     /// The formats that carry a span context (all but baggage), in the default extraction
     /// order and the order of their `malformed` counters.
-    pub const CONTEXTS: [Format; 7] = [
-        Format::TraceContext,
-        Format::B3,
-        Format::B3Multi,
-        Format::L5d,
-        Format::XRay,
-        Format::Gcp,
-        Format::GrpcTraceBin,
-    ];
-
+    pub const CONTEXTS: [Format; 7] = {
+        let mut out = [Format::TraceContext; 7];
+        let (mut i, mut o) = (0, 0);
+        while i < Self::ALL.len() {
+            if !matches!(Self::ALL[i], Format::Baggage) {
+                out[o] = Self::ALL[i];
+                o += 1;
+            }
+            i += 1;
+        }
+        out
+    };
     /// The configuration name.
     pub fn name(self) -> &'static str {
         match self {

@@ -193,23 +193,13 @@ fn names(field: &str, list: &[String]) -> Result<Vec<Box<[u8]>>, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::span::Value;
 
     fn capture(json: &str) -> Result<Capture, String> {
         let c: CaptureConfig = serde_json::from_str(json).map_err(|e| e.to_string())?;
         Capture::compile(&c).map_err(|e| e.to_string())
     }
 
-    fn array(rec: &SpanRecord, k: &str) -> Option<Vec<String>> {
-        match rec.get(k) {
-            Some(Value::StrArray(r)) => Some(
-                rec.list(r)
-                    .map(|v| String::from_utf8(v.to_vec()).unwrap())
-                    .collect(),
-            ),
-            _ => None,
-        }
-    }
+    use crate::test_support::str_array_attr as array;
 
     const HEADERS: [(&[u8], &[u8]); 6] = [
         (b"x-tenant", b"acme"),

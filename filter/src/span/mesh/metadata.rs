@@ -61,18 +61,11 @@ pub fn record(route_metadata: &[u8], rec: &mut SpanRecord) {
 mod tests {
     use super::*;
     use crate::span::Value;
-    use crate::test_support::protobuf::{bytes, string_value, struct_value};
+    use crate::test_support::protobuf::{map_entries, string_value, struct_value};
 
     /// A `Metadata` with `filter_metadata` entries of the given structs.
     fn metadata(filters: &[(&str, Vec<u8>)]) -> Vec<u8> {
-        let mut m = Vec::new();
-        for (name, st) in filters {
-            let mut entry = Vec::new();
-            bytes(1, name.as_bytes(), &mut entry);
-            bytes(2, st, &mut entry);
-            bytes(1, &entry, &mut m);
-        }
-        m
+        map_entries(filters)
     }
 
     fn istio(config: &str) -> Vec<u8> {
