@@ -274,10 +274,7 @@ mod tests {
     };
 
     fn tracer() -> Tracer {
-        Tracer::new(
-            crate::config::load(br#"{"collector":{"cluster":"c"}}"#).unwrap(),
-            7,
-        )
+        crate::test_support::tracer("", 7)
     }
 
     use crate::test_support::headers;
@@ -408,8 +405,7 @@ mod mesh_tests {
     };
 
     fn tracer(extra: &str) -> Tracer {
-        let json = format!(r#"{{"collector":{{"cluster":"c"}}{extra}}}"#);
-        Tracer::new(crate::config::load(json.as_bytes()).unwrap(), 7)
+        crate::test_support::tracer(extra, 7)
     }
 
     fn pairs_of<'a>(

@@ -9,6 +9,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use support::wait_log;
+
 use meshtrace_host_test::envoy::{envoy_binary, wasm_path, Envoy, EnvoyVars};
 use meshtrace_host_test::faults;
 use meshtrace_host_test::grpc_sink::{GrpcMode, GrpcSink};
@@ -193,23 +195,10 @@ fn a_refused_batch_is_counted_and_its_reason_logged() {
         "meshtrace: the collector rejected {refused} export request(s); first reason: \
          \"proto: ExportTraceServiceRequest: invalid \"span\"\\n\\u{{1b}}[31m\""
     );
-    wait_log(&e, &line);
+    wait_log(&e, &line, WAIT);
     assert_eq!(e.log().matches("first reason").count(), 1);
     let (stats, ok) = faults::settle(&e, WAIT);
     assert!(ok, "accounting invariant does not hold: {stats:?}");
-}
-
-/// Polls Envoy's log for `needle` (failure summaries come once per 5 s).
-fn wait_log(e: &Envoy, needle: &str) {
-    let deadline = std::time::Instant::now() + WAIT;
-    while !e.log().contains(needle) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "log never contained {needle:?}:\n{}",
-            e.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -232,6 +221,7 @@ fn a_grpc_refusal_logs_its_grpc_message() {
     wait_log(
         &e,
         "meshtrace: the collector rejected 1 export request(s); first reason: \"collector says no\"",
+        WAIT,
     );
     let (stats, ok) = faults::settle(&e, WAIT);
     assert!(ok, "accounting invariant does not hold: {stats:?}");

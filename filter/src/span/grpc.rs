@@ -83,6 +83,11 @@ const NAMES: [&str; 17] = [
     "UNAUTHENTICATED",
 ];
 
+/// The canonical name of status `code`, `None` past 16.
+pub fn code_name(code: u32) -> Option<&'static str> {
+    NAMES.get(usize::try_from(code).ok()?).copied()
+}
+
 impl Code {
     /// `OK`: not an error.
     pub const OK: Code = Code(0);

@@ -12,8 +12,7 @@ use crate::{
 };
 
 fn tracer_with(extra: &str) -> Tracer {
-    let json = format!(r#"{{"collector":{{"cluster":"c"}}{extra}}}"#);
-    Tracer::new(crate::config::load(json.as_bytes()).unwrap(), 3)
+    crate::test_support::tracer(extra, 3)
 }
 
 fn s(rec: &SpanRecord, k: &str) -> Option<String> {

@@ -12,8 +12,7 @@ use crate::{
 use proptest::prelude::*;
 
 fn tracer(extra: &str) -> Tracer {
-    let json = format!(r#"{{"collector":{{"cluster":"c"}}{extra}}}"#);
-    Tracer::new(crate::config::load(json.as_bytes()).unwrap(), 5)
+    crate::test_support::tracer(extra, 5)
 }
 
 /// One recorded request through every step, finished as `kind`.
