@@ -17,6 +17,25 @@ pub fn tracer(extra: &str, seed: u64) -> crate::tracer::Tracer {
     crate::tracer::Tracer::new(crate::config::load(json.as_bytes()).unwrap(), seed)
 }
 
+/// The string resource attribute `key` of every export request `t` makes, decoded with the
+/// OTLP protobuf types.
+pub fn resource_attr(t: &crate::tracer::Tracer, key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    use prost::Message;
+    let mut out = Vec::new();
+    t.batch_header.encode_request(&[], &mut out);
+    let req = ExportTraceServiceRequest::decode(&out[..]).unwrap();
+    let attrs = &req.resource_spans[0].resource.as_ref().unwrap().attributes;
+    attrs
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| match &a.value.as_ref()?.value {
+            Some(V::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        })
+}
+
 /// The string attribute `key` of `rec`, if it is one.
 pub fn str_attr(rec: &SpanRecord, key: &str) -> Option<String> {
     match rec.get(key) {

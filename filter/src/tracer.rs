@@ -943,9 +943,6 @@ mod mesh_tests {
     #[test]
     fn resource_comes_from_the_node_once() {
         use crate::test_support::protobuf::{node, string_value};
-        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-        use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
-        use prost::Message;
         let n = NodeInfo::from_node_proto(&node(
             "sidecar~10.1.2.3~reviews-v2-7f9c.default~default.svc.cluster.local",
             &[
@@ -959,19 +956,7 @@ mod mesh_tests {
         )
         .unwrap();
         let t = Tracer::with_node(config, 1, &n);
-        let mut out = Vec::new();
-        t.batch_header.encode_request(&[], &mut out);
-        let req = ExportTraceServiceRequest::decode(&out[..]).unwrap();
-        let attrs = &req.resource_spans[0].resource.as_ref().unwrap().attributes;
-        let get = |k: &str| {
-            attrs
-                .iter()
-                .find(|a| a.key == k)
-                .and_then(|a| match &a.value.as_ref()?.value {
-                    Some(V::StringValue(s)) => Some(s.clone()),
-                    _ => None,
-                })
-        };
+        let get = |k: &str| crate::test_support::resource_attr(&t, k);
         assert_eq!(get("service.name").as_deref(), Some("reviews-v2"));
         assert_eq!(get("service.version").as_deref(), Some("7"));
         assert_eq!(get("k8s.namespace.name").as_deref(), Some("default"));

@@ -173,22 +173,7 @@ fn resource_values_are_capped() {
     )
     .unwrap();
     let t = Tracer::new(config, 1);
-    let mut out = Vec::new();
-    t.batch_header.encode_request(&[], &mut out);
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
-    use prost::Message;
-    let req = ExportTraceServiceRequest::decode(&out[..]).unwrap();
-    let attrs = &req.resource_spans[0].resource.as_ref().unwrap().attributes;
-    let value = |k: &str| {
-        attrs
-            .iter()
-            .find(|a| a.key == k)
-            .and_then(|a| match &a.value.as_ref()?.value {
-                Some(V::StringValue(s)) => Some(s.clone()),
-                _ => None,
-            })
-    };
+    let value = |k: &str| crate::test_support::resource_attr(&t, k);
     assert_eq!(value("service.name"), Some("s".repeat(16)));
     assert_eq!(value("team"), Some(format!("é{}", "t".repeat(14))));
 }
