@@ -196,7 +196,7 @@ fn a_broken_plugin_config_fails_with_the_field_named() {
     );
 }
 
-/// The agreed meshtrace config keys (issue 8). Catches a misspelt key in a manifest even
+/// The agreed meshtrace config keys. Catches a misspelt key in a manifest even
 /// before the filter's parser knows every key. Maps whose keys are the user's own
 /// (`collector.headers`, `traffic.weights`) and rule entries are not walked.
 #[test]

@@ -23,9 +23,10 @@ pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 pub struct SpanGuard {
     shared: Arc<Shared>,
     started: Option<Started>,
+    /// The response status, once known.
     pub status: Option<u16>,
     /// A gRPC call's `grpc-status`, once seen in the response headers or trailers.
-    pub grpc_status: Option<meshtrace::grpc::Code>,
+    pub grpc_status: Option<meshtrace::span::grpc::Code>,
     /// Whether the request is a gRPC call (only then is `grpc-status` looked for).
     pub grpc: bool,
     version: Version,
@@ -33,6 +34,7 @@ pub struct SpanGuard {
 }
 
 impl SpanGuard {
+    /// A guard that finishes `started` when dropped.
     pub fn new(shared: Arc<Shared>, started: Started, version: Version, peer: Arc<str>) -> Self {
         Self {
             shared,
@@ -51,7 +53,7 @@ impl SpanGuard {
             return;
         }
         if let Some(v) = headers.get("grpc-status") {
-            self.grpc_status = Some(meshtrace::grpc::Code::parse(v.as_bytes()));
+            self.grpc_status = Some(meshtrace::span::grpc::Code::parse(v.as_bytes()));
         }
     }
 }
@@ -80,6 +82,7 @@ pub struct TracedBody<B> {
 }
 
 impl<B> TracedBody<B> {
+    /// `inner`, finishing `guard`'s span when the body ends or is dropped.
     pub fn new(inner: B, guard: Option<SpanGuard>) -> Self {
         Self { inner, guard }
     }

@@ -82,6 +82,7 @@ enum Failure {
 }
 
 impl Proxy {
+    /// A proxy to the application at `upstream`, speaking `protocol`, giving up after `timeout`.
     pub fn new(
         shared: Arc<Shared>,
         upstream: SocketAddr,

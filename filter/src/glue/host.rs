@@ -45,6 +45,10 @@ pub const RESPONSE_TRAILERS: u32 = 3;
 
 /// Takes ownership of a buffer the host allocated through `proxy_on_memory_allocate`
 /// (the SDK's allocator hands out `Vec<u8>` storage of exactly `size` bytes).
+///
+/// # Safety
+/// `ptr` and `size` must describe such a buffer, returned by the host and owned by no one
+/// else; a null `ptr` or a zero `size` gives `None`.
 unsafe fn take(ptr: *mut u8, size: usize) -> Option<Vec<u8>> {
     if ptr.is_null() || size == 0 {
         return None;

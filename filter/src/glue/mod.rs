@@ -57,18 +57,21 @@ use std::time::Duration;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
-use crate::config::{Config, Direction, ExportMode};
+use crate::config::{Config, Direction};
 use crate::connection::ConnectionCache;
-use crate::exporter::Exporter;
-use crate::grpc;
-use crate::grpc::GrpcEnd;
+use crate::export::config::ExportMode;
+use crate::export::span_processor::BatchSpanProcessor;
 use crate::headers::{pairs, RequestHeaders};
-use crate::mesh::identity::{IdentityMode, TlsFacts};
-use crate::mesh::resource::NodeInfo;
-use crate::mesh::{self, EndFacts, RequestFacts};
+use crate::propagation::context::SpanIds;
 use crate::propagation::counters;
+use crate::propagation::inject::Injection;
+use crate::resource::NodeInfo;
+use crate::span::grpc::{self, GrpcEnd};
+use crate::span::mesh::identity::{IdentityMode, TlsFacts};
+use crate::span::mesh::{self, EndFacts, RequestFacts};
+use crate::span::Finish;
 use crate::span::{SpanKind, SpanRecord};
-use crate::tracer::{Finish, Injection, SpanIds, Tracer};
+use crate::tracer::Tracer;
 use metrics::{metric_values, CounterSet, Stats, Values, METRICS};
 
 proxy_wasm::main! {{
@@ -79,7 +82,7 @@ proxy_wasm::main! {{
 /// Per-VM (per Envoy worker) state shared by the root context and every HTTP context.
 struct Worker {
     tracer: Tracer,
-    exporter: Exporter,
+    exporter: BatchSpanProcessor,
     /// Span records returned by finished requests, reused by new ones.
     pool: Vec<SpanRecord>,
     injection: Injection,
@@ -134,15 +137,15 @@ fn tick_interval(config: &Config) -> u64 {
 
 impl Root {
     fn configure(&mut self, raw: &[u8]) -> Result<(), String> {
-        let config = Config::from_json(raw).map_err(|e| e.to_string())?;
-        let mode = config.exporter.mode;
+        let config = crate::config::load(raw).map_err(|e| e.to_string())?;
+        let mode = config.config.exporter.mode;
         // The node is the same for the VM's life: decoded once, encoded once into the header.
         let node = host::property(b"xds\0node")
             .map(|n| NodeInfo::from_node_proto(&n))
             .unwrap_or_default();
         let tracer = Tracer::with_node(config, seed(), &node);
-        let exporter = Exporter::new(
-            &tracer.config,
+        let exporter = BatchSpanProcessor::new(
+            tracer.config.export(),
             tracer.batch_header.clone(),
             now_ms(),
             seed(),
@@ -383,14 +386,14 @@ impl HttpContext for Http {
         self.grpc = headers.content_type.and_then(grpc::protocol);
         w.stats.started += 1;
         let mut clock = Clock::default();
-        let mut decision = w.tracer.start(&headers);
+        let decision = w
+            .tracer
+            .start(&headers, || clock.now(), Some(&mut w.injection));
         w.propagation.record(
             decision.malformed,
             &decision.baggage.stats,
             decision.link.is_some(),
         );
-        w.tracer.sample(&mut decision, || clock.now());
-        w.tracer.inject(&decision, &headers, &mut w.injection);
         for (name, value) in w.injection.headers() {
             host::replace_header(host::REQUEST_HEADERS, name, value);
         }
@@ -475,13 +478,13 @@ fn answered_early(w: &mut Worker, clock: &mut Clock) {
         }
         let call = headers.content_type.and_then(grpc::protocol);
         w.stats.started += 1;
-        let mut decision = w.tracer.start(&headers);
+        // Nothing went upstream, so nothing is injected.
+        let decision = w.tracer.start(&headers, || clock.now(), None);
         w.propagation.record(
             decision.malformed,
             &decision.baggage.stats,
             decision.link.is_some(),
         );
-        w.tracer.sample(&mut decision, || clock.now());
         if decision.record {
             w.stats.sampled += 1;
             let start = request_start(clock, None);

@@ -8,9 +8,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::mesh::proto::{fields, struct_entries, value_struct, Wire};
+/// `service.name` when neither the configuration nor the node names the service.
+pub const DEFAULT_SERVICE_NAME: &str = "unknown_service:envoy";
 
-use crate::otlp::ResourceValue;
+use crate::protobuf::{fields, struct_entries, value_struct, Wire};
+
+use crate::export::otlp::ResourceValue;
 
 /// The node facts that become resource attributes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -19,13 +22,19 @@ pub struct NodeInfo {
     pub id: String,
     /// `NAME`: the pod name.
     pub pod_name: Option<String>,
+    /// `WORKLOAD_NAME`: the deployment (or other owner) name.
     pub workload_name: Option<String>,
+    /// `NAMESPACE`.
     pub namespace: Option<String>,
+    /// `CLUSTER_ID`.
     pub cluster_id: Option<String>,
+    /// `MESH_ID`.
     pub mesh_id: Option<String>,
+    /// `ISTIO_VERSION`.
     pub istio_version: Option<String>,
     /// `OWNER`, e.g. `kubernetes://apis/apps/v1/namespaces/default/deployments/reviews-v2`.
     pub owner: Option<String>,
+    /// `LABELS`: the pod's labels.
     pub labels: BTreeMap<String, String>,
 }
 
@@ -137,7 +146,7 @@ impl NodeInfo {
             .or_else(|| self.label("app.kubernetes.io/name"))
             .or_else(|| self.label("app"))
             .or(self.workload_name.as_deref())
-            .unwrap_or(crate::config::DEFAULT_SERVICE_NAME);
+            .unwrap_or(DEFAULT_SERVICE_NAME);
         set("service.name", name);
         let version = self
             .label("service.istio.io/canonical-revision")
@@ -190,49 +199,10 @@ impl NodeInfo {
     }
 }
 
-/// Protobuf encoders for tests (and the host harness): a Node as Istio's bootstrap builds it.
-#[cfg(test)]
-pub(crate) mod encode {
-    use prost::encoding::{encode_key, encode_varint, WireType};
-
-    pub fn bytes(tag: u32, b: &[u8], out: &mut Vec<u8>) {
-        encode_key(tag, WireType::LengthDelimited, out);
-        encode_varint(b.len() as u64, out);
-        out.extend_from_slice(b);
-    }
-
-    pub fn string_value(s: &str) -> Vec<u8> {
-        let mut v = Vec::new();
-        bytes(3, s.as_bytes(), &mut v);
-        v
-    }
-
-    pub fn struct_value(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
-        let mut st = Vec::new();
-        for (k, v) in entries {
-            let mut e = Vec::new();
-            bytes(1, k.as_bytes(), &mut e);
-            bytes(2, v, &mut e);
-            bytes(1, &e, &mut st);
-        }
-        st
-    }
-
-    pub fn node(id: &str, metadata: &[(&str, Vec<u8>)]) -> Vec<u8> {
-        let mut n = Vec::new();
-        bytes(1, id.as_bytes(), &mut n);
-        bytes(2, b"reviews.default", &mut n);
-        bytes(3, &struct_value(metadata), &mut n);
-        // A field after the metadata (user_agent_name) must not disturb decoding.
-        bytes(6, b"envoy", &mut n);
-        n
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::encode::*;
     use super::*;
+    use crate::test_support::protobuf::*;
 
     fn istio_node() -> Vec<u8> {
         let labels = struct_value(&[
@@ -379,6 +349,20 @@ mod tests {
         let full = istio_node();
         for cut in 0..full.len() {
             let _ = NodeInfo::from_node_proto(&full[..cut]);
+        }
+    }
+}
+
+/// The node is bytes from the host: decoding it must not panic, whatever arrives.
+#[cfg(test)]
+mod never_panic {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn node_decoding_accepts_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = NodeInfo::from_node_proto(&bytes);
         }
     }
 }

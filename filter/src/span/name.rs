@@ -8,7 +8,7 @@
 //!
 //! 1. a configured `routes` template matching the path: always used, since the configuration
 //!    bounds how many there are;
-//! 2. otherwise the templater of [`crate::mesh::route`], which replaces segments that are
+//! 2. otherwise the templater of [`crate::span::mesh::route`], which replaces segments that are
 //!    clearly identifiers (numbers, UUIDs, long hex, long generated tokens) with `{id}`. Its
 //!    output is only a guess at the route (`/users/alice` stays as it is), so each distinct name
 //!    it yields is admitted into a per-VM set of at most `limits.max_span_names` names; once the
@@ -23,7 +23,7 @@
 //! route fits `limits.max_attribute_value_bytes`, both at a UTF-8 character boundary.
 
 use crate::limits::cut_at_char_boundary;
-use crate::mesh::route::SpanNameStyle;
+use crate::span::mesh::route::SpanNameStyle;
 
 /// What the request says about its route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +37,7 @@ pub enum Route<'a> {
 /// A span's name as parts to concatenate, and the `http.route` that goes with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Named<'a> {
+    /// The name's parts, concatenated in order (empty parts add nothing).
     pub parts: [&'a [u8]; 4],
     /// `http.route` (`url.template` on client spans), or `None` when the name is `{method}`.
     pub route: Option<&'a [u8]>,
@@ -411,7 +412,7 @@ mod tests {
         fn any_path_gives_a_capped_name_that_agrees_with_its_route(
             path in proptest::collection::vec(any::<char>(), 0..400).prop_map(|c| c.into_iter().collect::<String>()),
             method in prop_oneof![
-                proptest::sample::select(&crate::tracer::KNOWN_METHODS[..]).prop_map(|m| (m.to_vec(), true)),
+                proptest::sample::select(&crate::span::http::KNOWN_METHODS[..]).prop_map(|m| (m.to_vec(), true)),
                 "[A-Za-z_]{1,40}".prop_map(|m| (m.into_bytes(), false)),
             ],
             configured: bool,

@@ -8,16 +8,20 @@
 /// Which listener side Istio built the cluster for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClusterDirection {
+    /// `inbound|...`: the sidecar's side of a server.
     Inbound,
     /// `inbound-vip`: inbound traffic addressed to a service VIP (ambient waypoints).
     InboundVip,
+    /// `outbound|...`: a client going to a service.
     Outbound,
 }
 
 /// The parts of an Istio subset key, borrowed from the cluster name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IstioCluster<'a> {
+    /// Which listener side the cluster serves.
     pub direction: ClusterDirection,
+    /// The service port.
     pub port: u16,
     /// Empty when the cluster has no subset (the whole service).
     pub subset: &'a [u8],
