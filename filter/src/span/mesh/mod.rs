@@ -78,6 +78,16 @@ pub fn finish(traffic: &traffic::Traffic, rec: &mut SpanRecord, f: &Finish<'_>) 
     if let Some(host) = cluster.map(|c| c.host).filter(|h| !h.is_empty()) {
         rec.str("mesh.upstream.service", host);
     }
+    // The Service the request went to, in the resource's words (`service.name`,
+    // `service.namespace`): on a waypoint the Service it fronts, on a sidecar's client span
+    // the Service called. The source is the mTLS peer (`mesh.peer.*`, below).
+    if let Some(svc) = cluster
+        .as_ref()
+        .and_then(cluster::IstioCluster::kubernetes_service)
+    {
+        rec.str("mesh.destination.service.name", svc.name);
+        rec.str("mesh.destination.service.namespace", svc.namespace);
+    }
     if let Some(r) = m.route_name {
         rec.str("mesh.route.name", r);
     }
