@@ -198,6 +198,25 @@ mod never_panic {
             prop_assert_eq!(c.subset, subset.as_bytes());
             prop_assert_eq!(c.host, host.as_bytes());
             prop_assert_eq!(c.is_outbound(), outbound);
+            prop_assert_eq!(c.protocol, b"");
+        }
+
+        #[test]
+        fn waypoint_names_round_trip(
+            port in any::<u16>(),
+            protocol in "(http|tcp)",
+            subset in "[a-z0-9-]{0,12}",
+            host in "[a-z0-9-]{1,12}(\\.[a-z0-9-]{1,12}){0,4}",
+        ) {
+            let slot = if subset.is_empty() { protocol.clone() } else { format!("{protocol}/{subset}") };
+            let name = format!("inbound-vip|{port}|{slot}|{host}");
+            let c = cluster::parse(name.as_bytes()).unwrap();
+            prop_assert_eq!(c.direction, cluster::ClusterDirection::InboundVip);
+            prop_assert_eq!(c.port, port);
+            prop_assert_eq!(c.protocol, protocol.as_bytes());
+            prop_assert_eq!(c.subset, subset.as_bytes());
+            prop_assert_eq!(c.host, host.as_bytes());
+            prop_assert_eq!(kind_from_cluster(name.as_bytes()), Some(SpanKind::Server));
         }
     }
 }
