@@ -232,7 +232,7 @@ mod tests {
     use super::*;
     use crate::export::config::{Compression, ExportMode, Protocol, Retry};
     use crate::propagation::config::resolve_formats;
-    use crate::propagation::Format;
+    use crate::propagation::Propagator;
 
     fn bad(json: &str) -> String {
         Config::from_json(json.as_bytes()).unwrap_err().to_string()
@@ -389,7 +389,7 @@ mod tests {
             resolve_formats("propagators.inject", &c.propagators.inject, false)
                 .unwrap()
                 .as_slice(),
-            &[Format::TraceContext, Format::Baggage]
+            &[Propagator::TraceContext, Propagator::Baggage]
         );
         let c = Config::from_json(
             br#"{"collector": {"cluster": "c"}, "propagators": {"extract": ["b3"], "trust_incoming": false}, "baggage": {"attribute_keys": ["tenant"]}}"#,
@@ -399,7 +399,7 @@ mod tests {
             resolve_formats("propagators.extract", &c.propagators.extract, true)
                 .unwrap()
                 .as_slice(),
-            &[Format::B3]
+            &[Propagator::B3]
         );
         assert_eq!(c.propagators.inject, ["tracecontext", "baggage"]);
         assert!(!c.propagators.trust_incoming);

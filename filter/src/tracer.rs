@@ -226,7 +226,7 @@ mod tests {
     #[allow(unused_imports)]
     use crate::{
         ids::{SpanId, TraceId},
-        propagation::{baggage, Format, SamplingState},
+        propagation::{baggage, Propagator, SamplingState},
         span::{mesh, SpanKind, StatusCode},
     };
 
@@ -284,7 +284,7 @@ mod tests {
         assert!(d.parent.is_none());
         assert_ne!(d.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(d.flags, 0x03);
-        assert_eq!(d.malformed, 1 << Format::TraceContext as usize);
+        assert_eq!(d.malformed, 1 << Propagator::TraceContext as usize);
         let mut inj = Injection::default();
         t.inject(&d, &h, &mut inj);
         assert_eq!(inj.get("tracestate"), None);
@@ -360,7 +360,7 @@ mod mesh_tests {
     #[allow(unused_imports)]
     use crate::{
         ids::{SpanId, TraceId},
-        propagation::{baggage, Format, SamplingState},
+        propagation::{baggage, Propagator, SamplingState},
         span::{mesh, SpanKind, StatusCode},
     };
 

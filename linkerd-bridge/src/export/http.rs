@@ -19,7 +19,7 @@ use crate::config::Endpoint;
 const MAX_REPLY_BODY: usize = 64 * 1024;
 
 /// Sends export requests to the collector over HTTP/1.1 (OTLP/HTTP) or h2c (OTLP/gRPC).
-pub struct Transport {
+pub struct HttpExporter {
     client: Client<HttpConnector, Full<Bytes>>,
     url: http::Uri,
     protocol: Protocol,
@@ -27,7 +27,7 @@ pub struct Transport {
     timeout: std::time::Duration,
 }
 
-impl Transport {
+impl HttpExporter {
     /// A client for `endpoint` with the core's `collector` headers and compression.
     ///
     /// # Errors
