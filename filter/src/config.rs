@@ -70,13 +70,15 @@ pub struct Config {
     /// Route templates for `http.route`, tried in order (`/api/users/{id}`).
     #[serde(default)]
     pub routes: Vec<String>,
-    /// `semconv` (`GET /users/{id}`) or `legacy` (`HTTP GET /users/{id}`).
+    /// `semconv` (`GET /users/{id}`), `legacy` (`HTTP GET /users/{id}`) or `strict`
+    /// (`{method} {route}` for configured `routes` only, else `{method}`); see
+    /// [`crate::span::name`].
     #[serde(default)]
     pub span_name: SpanNameStyle,
     /// Header capture allowlists, redaction, `url.query`.
     #[serde(default)]
     pub capture: CaptureConfig,
-    /// Attribute size and count caps.
+    /// Attribute size and count caps, span-name length and cardinality caps.
     #[serde(default)]
     pub limits: Limits,
     /// When to read the peer's mTLS identity.
@@ -102,7 +104,7 @@ pub struct Compiled {
     pub propagation: Propagation,
     /// `sampling`: the sampler with its rate limit and always-keep rules.
     pub sampler: Sampler,
-    /// `traffic`, `routes`, `span_name`, `capture`, `limits`, `identity`, `baggage`.
+    /// `traffic`, `routes`, `capture`, `limits`, `identity`, `baggage`.
     pub span: Tables,
 }
 
@@ -138,7 +140,6 @@ impl Config {
             traffic: Traffic::compile(&self.traffic)?,
             routes: Routes::compile(&self.routes)?,
             capture: Capture::compile(&self.capture)?,
-            span_name: self.span_name,
             identity: self.identity,
             limits: self.limits.clone(),
             baggage_keys: self.baggage.attribute_keys.clone(),
@@ -214,6 +215,15 @@ impl Config {
                 return Err(ConfigError::new(
                     "resource",
                     "attribute names must be non-empty",
+                ));
+            }
+            if k.len() > crate::limits::MAX_CONFIGURED_KEY_BYTES {
+                return Err(ConfigError::new(
+                    "resource",
+                    format!(
+                        "attribute names must be at most {} bytes, got {k:?}",
+                        crate::limits::MAX_CONFIGURED_KEY_BYTES
+                    ),
                 ));
             }
             if v.is_empty() {
@@ -455,6 +465,8 @@ mod mesh_config_tests {
         assert_eq!(c.sampling.slow_ms, 0);
         assert_eq!(c.limits.max_attribute_value_bytes, 256);
         assert_eq!(c.limits.max_attributes, 64);
+        assert_eq!(c.limits.max_span_name_bytes, 256);
+        assert_eq!(c.limits.max_span_names, 1000);
         assert!(!c.capture.query);
         assert!(c.capture.request_headers.is_empty());
         assert!(c.traffic.rules.is_empty());
@@ -541,6 +553,37 @@ mod mesh_config_tests {
         );
         assert!(bad(&format!(r#"{{{base}, "span_name": "fancy"}}"#))
             .starts_with("span_name: unknown variant `fancy`"));
+        assert_eq!(
+            bad(&format!(
+                r#"{{{base}, "limits": {{"max_span_name_bytes": 65537}}}}"#
+            )),
+            "limits.max_span_name_bytes: must be between 16 and 65536, got 65537"
+        );
+        assert_eq!(
+            bad(&format!(r#"{{{base}, "limits": {{"max_span_names": 0}}}}"#)),
+            "limits.max_span_names: must be between 1 and 100000, got 0"
+        );
+        let long = "k".repeat(129);
+        assert_eq!(
+            bad(&format!(r#"{{{base}, "resource": {{"{long}": "v"}}}}"#)),
+            format!("resource: attribute names must be at most 128 bytes, got {long:?}")
+        );
+        assert_eq!(
+            bad(&format!(
+                r#"{{{base}, "baggage": {{"attribute_keys": ["{long}"]}}}}"#
+            )),
+            format!("baggage.attribute_keys[0]: {long:?} is not a valid baggage key (an HTTP token such as \"tenant_id\")")
+        );
+        let c = Config::from_json(
+            format!(r#"{{{base}, "span_name": "strict", "limits": {{"max_span_name_bytes": 64, "max_span_names": 5}}}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(c.span_name, SpanNameStyle::Strict);
+        assert_eq!(
+            (c.limits.max_span_name_bytes, c.limits.max_span_names),
+            (64, 5)
+        );
         assert!(bad(&format!(r#"{{{base}, "identity": "sometimes"}}"#))
             .starts_with("identity: unknown variant `sometimes`"));
         assert_eq!(

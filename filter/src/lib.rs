@@ -18,7 +18,7 @@
 //! 8. [`export`]: encoding, the batch span processor, and the collector's reply.
 //!
 //! Below the pipeline, helpers it uses: [`connection`] (per-connection facts for adapters),
-//! [`ids`], [`hex`], [`base64`], [`protobuf`], [`copy`], [`simd`].
+//! [`ids`], [`hex`], [`base64`], [`protobuf`], [`text`], [`limits`], [`copy`], [`simd`].
 
 // The pipeline, in the order a request meets it.
 pub mod config;
@@ -44,6 +44,7 @@ pub mod copy;
 pub mod error;
 pub mod hex;
 pub mod ids;
+pub mod limits;
 pub mod protobuf;
 pub mod simd;
 pub mod text;

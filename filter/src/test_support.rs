@@ -10,6 +10,13 @@ pub fn headers<'a>(pairs: &'a [(&'a str, &'a str)]) -> RequestHeaders<'a> {
     RequestHeaders::from_pairs(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
 }
 
+/// A tracer on the smallest configuration plus `extra` top-level keys (`,"key":value...`),
+/// with ids from `seed`.
+pub fn tracer(extra: &str, seed: u64) -> crate::tracer::Tracer {
+    let json = format!(r#"{{"collector":{{"cluster":"c"}}{extra}}}"#);
+    crate::tracer::Tracer::new(crate::config::load(json.as_bytes()).unwrap(), seed)
+}
+
 /// The string attribute `key` of `rec`, if it is one.
 pub fn str_attr(rec: &SpanRecord, key: &str) -> Option<String> {
     match rec.get(key) {

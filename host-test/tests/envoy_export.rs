@@ -2,7 +2,11 @@
 //! (exact spans), gRPC retry statuses, the singleton exporter batching across two workers,
 //! and collector faults under load. Every wait is a bounded poll.
 
+mod support;
+
 use std::time::Duration;
+
+use support::wait_log;
 
 use meshtrace_host_test::envoy::{envoy_binary, free_port, wasm_path, Envoy, EnvoyVars};
 use meshtrace_host_test::faults::{self, Deployment, Fault, FAULT_MAX_QUEUE_BYTES};
@@ -57,19 +61,6 @@ fn assert_balanced(e: &Envoy) {
     assert!(ok, "accounting invariant does not hold: {stats:?}");
 }
 
-/// Polls Envoy's log for `needle` (failure summaries come once per 5 s).
-fn wait_log(e: &Envoy, needle: &str) {
-    let deadline = std::time::Instant::now() + WAIT;
-    while !e.log().contains(needle) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "log never contained {needle:?}:\n{}",
-            e.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn http_gzip_with_extra_headers_exact_spans() {
     let sink = OtlpSink::start(0).unwrap();
@@ -114,7 +105,11 @@ fn partial_success_and_garbage_replies() {
     assert_eq!(e.wait_stat("meshtrace.spans_rejected", 1, WAIT), 1);
     assert_eq!(e.stat("meshtrace.spans_exported"), 1);
     assert_eq!(e.stat("meshtrace.export_retries"), 0);
-    wait_log(&e, "the collector rejected 1 span(s) in partial successes");
+    wait_log(
+        &e,
+        "the collector rejected 1 span(s) in partial successes",
+        WAIT,
+    );
     // A 200 with a body that is not protobuf and nonsense headers is still a 200.
     sink.set_mode(SinkMode::Garbage);
     get(&e, "/garbage");
@@ -200,10 +195,15 @@ fn grpc_retryable_and_final_statuses() {
     let spans = sink.wait_spans(2, WAIT);
     assert_eq!(names(&spans), ["GET /retried", "GET /throttled"]);
     assert_balanced(&e);
-    wait_log(&e, "failed with gRPC status 14 (UNAVAILABLE), will retry");
+    wait_log(
+        &e,
+        "failed with gRPC status 14 (UNAVAILABLE), will retry",
+        WAIT,
+    );
     wait_log(
         &e,
         "failed with gRPC status 8 (RESOURCE_EXHAUSTED) (not retryable), 1 span(s) dropped",
+        WAIT,
     );
 }
 

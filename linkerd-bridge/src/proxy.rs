@@ -144,6 +144,8 @@ impl Proxy {
                     }
                     if let Some(g) = guard.as_mut() {
                         g.status = Some(resp.status().as_u16());
+                        // A Trailers-Only reply carries the call's status in its headers.
+                        g.observe_grpc(resp.headers());
                     }
                     resp.map(|b| TracedBody::new(b, guard).boxed())
                 }

@@ -25,6 +25,8 @@ pub struct Reply<'a> {
     pub grpc_status: Option<&'a [u8]>,
     /// `grpc-status-details-bin`: a base64 `google.rpc.Status`.
     pub grpc_details: Option<&'a [u8]>,
+    /// `grpc-message`: the status message, percent-encoded.
+    pub grpc_message: Option<&'a [u8]>,
     /// The reply body (OTLP/HTTP: an `ExportTraceServiceResponse`; gRPC: its frame).
     pub body: &'a [u8],
 }
@@ -61,27 +63,9 @@ impl core::fmt::Display for Failure {
     }
 }
 
+/// The canonical name of a gRPC status code, as logs show it.
 fn grpc_code_name(code: u32) -> &'static str {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    NAMES.get(code as usize).copied().unwrap_or("unknown code")
+    crate::span::grpc::code_name(code).unwrap_or("unknown code")
 }
 
 /// How one export attempt ended.
@@ -345,6 +329,17 @@ pub mod google_rpc {
     /// `Any.type_url` of a `RetryInfo`.
     pub const RETRY_INFO: &str = "type.googleapis.com/google.rpc.RetryInfo";
 
+    /// The encoded `Status{code, message}`: how a collector refuses a request and says why.
+    pub fn status(code: i32, message: &str) -> Vec<u8> {
+        use prost::Message;
+        Status {
+            code,
+            message: message.into(),
+            details: Vec::new(),
+        }
+        .encode_to_vec()
+    }
+
     /// The encoded `Status{code, details: [RetryInfo{retry_delay}]}`.
     pub fn status_with_retry_info(code: i32, seconds: i64, nanos: i32) -> Vec<u8> {
         use prost::Message;
@@ -551,10 +546,18 @@ mod tests {
                     retry_after: Some(&ra),
                     grpc_status: Some(&st),
                     grpc_details: Some(&details),
+                    grpc_message: Some(&ra),
                     body: &body,
                 };
                 let _ = classify(p, &r, u64::MAX);
                 let _ = classify(p, &Reply { status: Some(503), ..r }, 0);
+                // The reason of a refusal is printable text whatever the reply held.
+                for status in [400, 200] {
+                    let r = Reply { status: Some(status), ..r };
+                    if let Some(why) = crate::export::rejection::reason(&classify(p, &r, 0), &r) {
+                        proptest::prop_assert!(!why.chars().any(char::is_control));
+                    }
+                }
             }
             let _ = retry_info_ms(&details);
         }

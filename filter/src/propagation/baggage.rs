@@ -209,39 +209,6 @@ impl<'a> Baggage<'a> {
     }
 }
 
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Percent-decodes `v` into `out` and returns the bytes written; a `%` not followed by two hex
-/// digits is kept literally. Stops when `out` is full. The result may be invalid UTF-8.
-pub fn percent_decode(v: &[u8], out: &mut [u8]) -> usize {
-    let (mut i, mut o) = (0, 0);
-    while let (Some(&c), Some(slot)) = (v.get(i), out.get_mut(o)) {
-        let escaped = match (c, v.get(i + 1), v.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) => hex_val(h).zip(hex_val(l)).map(|(h, l)| h << 4 | l),
-            _ => None,
-        };
-        match escaped {
-            Some(b) => {
-                *slot = b;
-                i += 3;
-            }
-            None => {
-                *slot = c;
-                i += 1;
-            }
-        }
-        o += 1;
-    }
-    o
-}
-
 /// Percent-encodes `v` into `out`, leaving only RFC 3986 unreserved characters as they are
 /// (more than the spec requires, and what common encoders do).
 pub fn percent_encode(v: &[u8], out: &mut Vec<u8>) {
@@ -300,6 +267,7 @@ pub fn inject(s: &SpanStart<'_>, out: &mut Injection) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::text::percent_decode;
     use proptest::prelude::*;
 
     fn member(s: &str) -> Member<'_> {

@@ -131,6 +131,7 @@ impl BaggageConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (i, key) in self.attribute_keys.iter().enumerate() {
             let token = !key.is_empty()
+                && key.len() <= crate::limits::MAX_CONFIGURED_KEY_BYTES
                 && key
                     .bytes()
                     .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c));

@@ -11,8 +11,7 @@ const TRACE: &str = "80f198ee56343ba864fe8b2a57d3eff7";
 const PARENT: &str = "e457b5a2e4d86bd1";
 
 fn tracer_with(extra: &str) -> Tracer {
-    let json = format!(r#"{{"collector":{{"cluster":"c"}}{extra}}}"#);
-    Tracer::new(crate::config::load(json.as_bytes()).unwrap(), 11)
+    crate::test_support::tracer(extra, 11)
 }
 
 use crate::test_support::headers;

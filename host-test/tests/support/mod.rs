@@ -1,7 +1,10 @@
-//! What the end-to-end tests share: reading exported spans' attributes, hex. One copy, so a
+//! What the end-to-end tests share: reading exported spans' attributes, hex, Envoy's log. One copy, so a
 //! helper fixed here is fixed for every test file (each includes it with `mod support;`).
 #![allow(dead_code)]
 
+use std::time::{Duration, Instant};
+
+use meshtrace_host_test::envoy::Envoy;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -37,6 +40,20 @@ pub fn str_attr(s: &Span, key: &str) -> String {
     match attr(s, key) {
         Some(Value::StringValue(v)) => v.clone(),
         other => panic!("{key}: expected a string, got {other:?} in {s:?}"),
+    }
+}
+
+/// Polls Envoy's log for `needle` until `within` has passed (failure summaries come once per
+/// 5 s); panics with the log when it never shows up.
+pub fn wait_log(e: &Envoy, needle: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !e.log().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "log never contained {needle:?}:\n{}",
+            e.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

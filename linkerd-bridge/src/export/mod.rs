@@ -22,8 +22,9 @@ pub use http::HttpExporter;
 /// Longest pause between polls; the core decides whether a batch is due.
 const POLL: Duration = Duration::from_millis(100);
 
-/// A finished export request: the core's id (`None` for relayed spans) and its outcome.
-type Done = (Option<u64>, usize, ExportResult);
+/// A finished export request: the core's id (`None` for relayed spans), its outcome, and the
+/// collector's reason when it refused the request.
+type Done = (Option<u64>, usize, ExportResult, Option<String>);
 
 /// Frames relayed spans the way the core frames its batches: gzip when configured, and the
 /// gRPC length prefix. Relayed bytes are whole `ResourceSpans` fields, which already make an
@@ -62,9 +63,9 @@ impl Task {
         let tx = self.done_tx.clone();
         self.in_flight += 1;
         tokio::spawn(async move {
-            let result = exporter.send(body).await;
+            let (result, reason) = exporter.send(body).await;
             // The receiver lives as long as the task that waits for every send.
-            let _ = tx.send((id, relayed, result));
+            let _ = tx.send((id, relayed, result, reason));
         });
     }
 
@@ -84,10 +85,16 @@ impl Task {
         }
     }
 
-    fn complete(&mut self, (id, relayed, result): Done, now: u64) {
+    fn complete(&mut self, (id, relayed, result, reason): Done, now: u64) {
         self.in_flight -= 1;
         match id {
-            Some(id) => lock(&self.shared.core).on_result(id, result, now),
+            Some(id) => {
+                let mut core = lock(&self.shared.core);
+                if let Some(reason) = reason {
+                    core.note_rejection(reason);
+                }
+                core.on_result(id, result, now);
+            }
             None => {
                 // Relayed spans get one attempt: the application's exporter retries on its
                 // side, and the core's queue is not theirs.
