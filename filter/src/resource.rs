@@ -121,6 +121,15 @@ impl NodeInfo {
         }
     }
 
+    /// Whether the node is an Istio ambient waypoint. `pilot-agent proxy waypoint` names its
+    /// node `waypoint~<ip>~<pod>.<namespace>~<namespace>.svc.<domain>`: the first field of an
+    /// Istio node id is the proxy type (`sidecar`, `router`, `waypoint`; Istio's
+    /// `pkg/model/proxy.go`), and it is the one marker every waypoint carries whatever its
+    /// labels (a Gateway-API ingress gateway has the same `gateway-name` label).
+    pub fn is_waypoint(&self) -> bool {
+        self.id.starts_with("waypoint~")
+    }
+
     /// Whether the node looks like an Istio proxy.
     fn is_istio(&self) -> bool {
         self.istio_version.is_some() || self.mesh_id.is_some()
@@ -141,8 +150,18 @@ impl NodeInfo {
                 None => out.push((k.to_owned(), v)),
             }
         };
-        let name = self
-            .label("service.istio.io/canonical-name")
+        // A waypoint's spans are produced by the waypoint, whatever Service they are for:
+        // it is named by its Gateway (the Service it fronts goes on each span as
+        // `mesh.destination.service.name`), as Istio's own tracer does since 1.30.
+        let gateway = self
+            .is_waypoint()
+            .then(|| {
+                self.label("gateway.networking.k8s.io/gateway-name")
+                    .or_else(|| self.label("istio.io/gateway-name"))
+            })
+            .flatten();
+        let name = gateway
+            .or_else(|| self.label("service.istio.io/canonical-name"))
             .or_else(|| self.label("app.kubernetes.io/name"))
             .or_else(|| self.label("app"))
             .or(self.workload_name.as_deref())
@@ -300,6 +319,46 @@ mod tests {
         assert_eq!(get(&r, "k8s.deployment.name"), None);
         // No Istio markers: no service.mesh claim.
         assert_eq!(get(&r, "service.mesh"), None);
+    }
+
+    #[test]
+    fn a_waypoint_is_named_by_its_gateway() {
+        let labels = struct_value(&[
+            (
+                "gateway.networking.k8s.io/gateway-name",
+                string_value("waypoint"),
+            ),
+            ("service.istio.io/canonical-name", string_value("reviews")),
+            ("istio.io/dataplane-mode", string_value("none")),
+        ]);
+        let mut lv = Vec::new();
+        bytes(5, &labels, &mut lv);
+        let buf = node(
+            "waypoint~10.1.4.7~waypoint-5d8f7c-k2x9p.default~default.svc.cluster.local",
+            &[
+                ("WORKLOAD_NAME", string_value("waypoint")),
+                ("NAMESPACE", string_value("default")),
+                ("ISTIO_VERSION", string_value("1.30.0")),
+                ("LABELS", lv.clone()),
+            ],
+        );
+        let n = NodeInfo::from_node_proto(&buf);
+        assert!(n.is_waypoint());
+        let r = n.resource(None, &BTreeMap::new());
+        assert_eq!(get(&r, "service.name"), Some("waypoint"));
+        assert_eq!(get(&r, "service.namespace"), Some("default"));
+        assert_eq!(get(&r, "k8s.pod.name"), Some("waypoint-5d8f7c-k2x9p"));
+        assert_eq!(get(&r, "service.mesh"), Some("istio"));
+        // The same labels on a sidecar or a gateway change nothing: only the node type counts.
+        let buf = node(
+            "router~10.1.4.8~ingress-7c9-x.istio-system~istio-system.svc.cluster.local",
+            &[("LABELS", lv)],
+        );
+        let n = NodeInfo::from_node_proto(&buf);
+        assert!(!n.is_waypoint());
+        let r = n.resource(None, &BTreeMap::new());
+        assert_eq!(get(&r, "service.name"), Some("reviews"));
+        assert!(!NodeInfo::from_node_proto(&istio_node()).is_waypoint());
     }
 
     #[test]

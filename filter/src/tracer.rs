@@ -42,6 +42,10 @@ pub struct Tracer {
     pub span: Tables,
     /// Span names: their cap and the per-VM bound on how many distinct ones are handed out.
     pub names: SpanNames,
+    /// The proxy is an Istio ambient waypoint ([`NodeInfo::is_waypoint`]): with
+    /// `direction: auto` its spans are SERVER spans, and the caller's identity is the one
+    /// the HBONE tunnel carried, not the waypoint's own internal connection's.
+    pub waypoint: bool,
 }
 
 impl Tracer {
@@ -85,6 +89,7 @@ impl Tracer {
         );
         Self {
             names,
+            waypoint: node.is_waypoint(),
             sampler,
             span,
             propagation,
@@ -547,6 +552,14 @@ mod mesh_tests {
             s(&rec, "mesh.upstream.service").as_deref(),
             Some("reviews.default.svc.cluster.local")
         );
+        assert_eq!(
+            s(&rec, "mesh.destination.service.name").as_deref(),
+            Some("reviews")
+        );
+        assert_eq!(
+            s(&rec, "mesh.destination.service.namespace").as_deref(),
+            Some("default")
+        );
         assert_eq!(s(&rec, "mesh.release").as_deref(), Some("canary"));
         assert_eq!(rec.get("mesh.canary"), Some(&Value::Bool(true)));
         assert_eq!(rec.get("mesh.traffic.weight"), Some(&Value::Int(10)));
@@ -604,9 +617,94 @@ mod mesh_tests {
         );
         assert_eq!(rec.get("mesh.upstream.subset"), None);
         assert_eq!(rec.get("mesh.upstream.service"), None);
+        assert_eq!(rec.get("mesh.destination.service.name"), None);
         // A server span's peer is the caller.
         assert_eq!(s(&rec, "network.peer.address").as_deref(), Some("10.9.9.9"));
         assert_eq!(rec.get("network.peer.port"), Some(&Value::Int(41000)));
+    }
+
+    /// A waypoint's SERVER span for the Service it fronts: the destination from its
+    /// `inbound-vip` cluster (protocol, subset, Service), the source from the HBONE peer, and
+    /// the subset traffic rules and weights as on a sidecar's client span.
+    #[test]
+    fn waypoint_span_for_the_fronted_service() {
+        let mut t = tracer(
+            r#","traffic":{"rules":[
+                {"match":"subset","value":"v2","release":"canary","canary":true},
+                {"match":"subset","value":"v1","release":"stable","canary":false}],
+                "weights":{"v1":90,"v2":10}}"#,
+        );
+        let rec = run(
+            &mut t,
+            &GET,
+            Finish {
+                end_ns: 5_000,
+                status_code: Some(200),
+                kind: SpanKind::Server,
+                source_address: Some(b"envoy://internal_client_address/"),
+                mesh: EndFacts {
+                    cluster_name: Some(
+                        b"inbound-vip|9080|http/v2|reviews.default.svc.cluster.local",
+                    ),
+                    route_name: Some(b"default"),
+                    tls: TlsFacts {
+                        mtls: Some(true),
+                        peer_uri_san: Some(b"spiffe://cluster.local/ns/shop/sa/productpage"),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
+        assert_eq!(rec.name(), b"GET /reviews/{id}");
+        assert_eq!(s(&rec, "http.route").as_deref(), Some("/reviews/{id}"));
+        assert_eq!(s(&rec, "mesh.upstream.subset").as_deref(), Some("v2"));
+        assert_eq!(
+            s(&rec, "mesh.upstream.service").as_deref(),
+            Some("reviews.default.svc.cluster.local")
+        );
+        assert_eq!(
+            s(&rec, "mesh.destination.service.name").as_deref(),
+            Some("reviews")
+        );
+        assert_eq!(
+            s(&rec, "mesh.destination.service.namespace").as_deref(),
+            Some("default")
+        );
+        assert_eq!(s(&rec, "mesh.release").as_deref(), Some("canary"));
+        assert_eq!(rec.get("mesh.canary"), Some(&Value::Bool(true)));
+        assert_eq!(rec.get("mesh.traffic.weight"), Some(&Value::Int(10)));
+        assert_eq!(
+            s(&rec, "mesh.peer.spiffe_id").as_deref(),
+            Some("spiffe://cluster.local/ns/shop/sa/productpage")
+        );
+        assert_eq!(s(&rec, "mesh.peer.namespace").as_deref(), Some("shop"));
+        assert_eq!(
+            s(&rec, "mesh.peer.service_account").as_deref(),
+            Some("productpage")
+        );
+        assert_eq!(rec.get("connection.mtls"), Some(&Value::Bool(true)));
+        // The whole Service (`http`, no subset): no subset, no release.
+        let rec = run(
+            &mut t,
+            &GET,
+            Finish {
+                status_code: Some(200),
+                kind: SpanKind::Server,
+                mesh: EndFacts {
+                    cluster_name: Some(b"inbound-vip|9080|http|reviews.default.svc.cluster.local"),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
+        assert_eq!(rec.get("mesh.upstream.subset"), None);
+        assert_eq!(rec.get("mesh.release"), None);
+        assert_eq!(
+            s(&rec, "mesh.destination.service.name").as_deref(),
+            Some("reviews")
+        );
     }
 
     #[test]
@@ -1018,6 +1116,10 @@ mod mesh_tests {
         );
         assert_eq!(
             mesh::kind_from_cluster(b"inbound|80||"),
+            Some(SpanKind::Server)
+        );
+        assert_eq!(
+            mesh::kind_from_cluster(b"inbound-vip|9080|http/v2|reviews.default.svc.cluster.local"),
             Some(SpanKind::Server)
         );
         assert_eq!(mesh::kind_from_cluster(b"otel_collector"), None);

@@ -13,7 +13,7 @@ use meshtrace_host_test::sink::{OtlpSink, Upstream};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{json, Value as Json};
-use support::{attr, find, str_attr, str_attr_opt};
+use support::{attr, find, str_attr, str_attr_opt, Certs};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -112,57 +112,7 @@ fn abort_status() -> u64 {
         .unwrap()
 }
 
-/// A test CA, the inbound server certificate and the caller's SPIFFE client certificate.
-struct Certs {
-    dir: std::path::PathBuf,
-}
-
 const CLIENT_SPIFFE: &str = "spiffe://cluster.local/ns/shop/sa/frontend";
-
-impl Certs {
-    fn new() -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
-        let dir = std::env::temp_dir().join(format!(
-            "meshtrace-mesh-certs-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "meshtrace test CA");
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        std::fs::write(dir.join("ca.crt"), ca_cert.pem()).unwrap();
-        let issuer = Issuer::new(ca, ca_key);
-        let leaf = |name: &str, cn: &str, uri: &str| {
-            let key = KeyPair::generate().unwrap();
-            let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-            p.distinguished_name
-                .push(DnType::OrganizationName, "cluster.local");
-            p.distinguished_name.push(DnType::CommonName, cn);
-            p.subject_alt_names
-                .push(SanType::URI(uri.try_into().unwrap()));
-            let cert = p.signed_by(&key, &issuer).unwrap();
-            std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
-            std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-        };
-        leaf(
-            "server",
-            "reviews",
-            "spiffe://cluster.local/ns/bookinfo/sa/bookinfo-reviews",
-        );
-        leaf("client", "frontend", CLIENT_SPIFFE);
-        Self { dir }
-    }
-}
-
-impl Drop for Certs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// Envoy on `mesh.yaml` with two recording upstreams (v1, v2) and an OTLP sink.
 struct Mesh {
@@ -180,7 +130,14 @@ impl Mesh {
         let sink = OtlpSink::start(0).unwrap();
         let v1 = Upstream::start().unwrap();
         let v2 = Upstream::start().unwrap();
-        let certs = Certs::new();
+        let certs = Certs::new(
+            "mesh",
+            (
+                "reviews",
+                "spiffe://cluster.local/ns/bookinfo/sa/bookinfo-reviews",
+            ),
+            ("frontend", CLIENT_SPIFFE),
+        );
         let canary = canary();
         let mut vars = EnvoyVars::new(
             wasm_path().unwrap(),

@@ -325,3 +325,92 @@ fn a_malformed_grpc_status_is_unknown_and_counted() {
     assert_eq!(h.metric("meshtrace.grpc.status_invalid"), Some(1));
     assert_eq!(h.metric("meshtrace.grpc.status_missing"), Some(1));
 }
+
+/// An ambient waypoint's node: `Node.id` (field 1) is all the filter needs to recognise one.
+fn waypoint_host() -> Host {
+    let id = b"waypoint~10.1.4.7~waypoint-5d8f7c-k2x9p.bookinfo~bookinfo.svc.cluster.local";
+    let mut node = vec![0x0a, id.len() as u8];
+    node.extend_from_slice(id);
+    let mut h = load_filter()
+        .record_property_reads()
+        .property("xds.node", node)
+        .configure(r#"{"collector": {"cluster": "otel_collector"}, "direction": "auto"}"#)
+        .unwrap();
+    assert_eq!(h.take_property_reads(), ["xds.node"]);
+    h
+}
+
+/// A request through a waypoint on internal connection `conn`: the internal connection has no
+/// TLS; the HBONE peer's identity is filter state.
+fn through_waypoint(conn: u64, peer_port: u16, traceparent: &str) -> Req {
+    Req::get("/reviews/1")
+        .header("traceparent", traceparent)
+        .property("connection.id", conn)
+        .property(
+            "xds.cluster_name",
+            "inbound-vip|9080|http/v2|reviews.bookinfo.svc.cluster.local",
+        )
+        .property("xds.route_name", "default")
+        .property("request.protocol", "HTTP/1.1")
+        .property("source.address", format!("10.0.0.7:{peer_port}"))
+        .property("connection.mtls", false)
+        .property_at(
+            &["filter_state", "io.istio.peer_principal"],
+            peer(peer_port),
+        )
+        .property("response.code", 200i64)
+        .property("response.flags", 0i64)
+        .property("response.backend_latency", 3_000_000i64)
+}
+
+#[test]
+fn a_waypoint_reads_the_hbone_peer_once_instead_of_the_tls_session() {
+    let mut h = waypoint_host();
+    h.request(through_waypoint(51, 5001, SAMPLED)).unwrap();
+    let first = h.take_property_reads();
+    h.request(through_waypoint(51, 5001, SAMPLED)).unwrap();
+    let second = h.take_property_reads();
+    // `direction: auto` needs neither the listener direction nor the connection's TLS reads.
+    assert_eq!(
+        first,
+        [
+            "connection.id",
+            "request.protocol",
+            "source.address",
+            "xds.cluster_name",
+            "xds.route_name",
+            "response.code",
+            "response.flags",
+            "response.backend_latency",
+            "filter_state.io.istio.peer_principal",
+        ]
+    );
+    assert_eq!(second, REUSED_CONNECTION);
+    let spans = flush_one(&mut h);
+    assert_eq!(spans.len(), 2);
+    for s in &spans {
+        assert_eq!(s.kind, 2, "SERVER");
+        assert_eq!(str_attr(s, "mesh.peer.spiffe_id"), Some(peer(5001)));
+        assert_eq!(str_attr(s, "mesh.peer.namespace").as_deref(), Some("shop"));
+        assert_eq!(
+            attr(&s.attributes, "connection.mtls"),
+            Some(Attr::Bool(true))
+        );
+        assert_eq!(str_attr(s, "mesh.upstream.subset").as_deref(), Some("v2"));
+        assert_eq!(
+            str_attr(s, "mesh.destination.service.name").as_deref(),
+            Some("reviews")
+        );
+        assert_eq!(
+            str_attr(s, "mesh.destination.service.namespace").as_deref(),
+            Some("bookinfo")
+        );
+    }
+}
+
+#[test]
+fn an_unsampled_request_through_a_waypoint_reads_no_property() {
+    let mut h = waypoint_host();
+    h.request(through_waypoint(52, 5002, UNSAMPLED)).unwrap();
+    assert_eq!(h.take_property_reads(), Vec::<String>::new());
+}

@@ -19,7 +19,9 @@
 //!   `xds.listener_direction` (only for `auto` with a non-Istio cluster) and, for server spans
 //!   with `identity` on, `connection.mtls`, then only if it is true
 //!   `connection.uri_san_peer_certificate`, `connection.subject_peer_certificate`,
-//!   `connection.tls_version`. In `on_log`:
+//!   `connection.tls_version` (on an ambient waypoint, `filter_state.io.istio.peer_principal`
+//!   instead, the identity the HBONE tunnel carried; the connection reads only without it).
+//!   In `on_log`:
 //!   1. clock (span end);
 //!   2. `response.code`, `response.flags`; `response.code_details` only when flags ≠ 0;
 //!      `request.time` only when the flags say a delay was injected (the span then starts
@@ -600,8 +602,29 @@ struct Tls {
 
 impl Tls {
     /// Reads the identity the configuration asks for: the downstream peer on server spans,
-    /// the upstream peer on client spans with `identity: always`.
-    fn read(mode: IdentityMode, kind: SpanKind) -> Self {
+    /// the upstream peer on client spans with `identity: always`. On a waypoint the caller's
+    /// mTLS session ended at the HBONE listener, before the internal listener this filter runs
+    /// on; Istio hands the peer's URI SAN over as filter state (`io.istio.peer_principal`, set
+    /// from `%DOWNSTREAM_PEER_URI_SAN%` and shared with the internal connection), so that one
+    /// read replaces the connection's TLS reads there.
+    fn read(mode: IdentityMode, kind: SpanKind, waypoint: bool) -> Self {
+        if waypoint && mode != IdentityMode::Off && kind != SpanKind::Client {
+            if let Some(mut principal) =
+                host::property(b"filter_state\0io.istio.peer_principal").filter(|p| !p.is_empty())
+            {
+                // Envoy joins several URI SANs with commas; a SPIFFE id is the first.
+                if let Some(i) = principal.iter().position(|&b| b == b',') {
+                    principal.truncate(i);
+                }
+                // Only an mTLS peer gets a principal: the HBONE listener requires a client
+                // certificate.
+                return Self {
+                    mtls: Some(true),
+                    uri_san: Some(principal),
+                    ..Self::default()
+                };
+            }
+        }
         match (mode, kind) {
             (IdentityMode::Off, _) | (IdentityMode::Inbound, SpanKind::Client) => Self::default(),
             (_, SpanKind::Client) => {
@@ -690,6 +713,9 @@ impl Stream {
         let kind = match w.tracer.config.direction {
             Direction::Inbound => SpanKind::Server,
             Direction::Outbound => SpanKind::Client,
+            // A waypoint is the server side of every Service it fronts: all its traffic
+            // arrives on inbound listeners, whatever cluster a route picks.
+            Direction::Auto if w.tracer.waypoint => SpanKind::Server,
             Direction::Auto => cluster
                 .as_deref()
                 .and_then(mesh::kind_from_cluster)
@@ -778,10 +804,13 @@ fn finish(
     let upstream_tls;
     let tls = match kind {
         SpanKind::Client => {
-            upstream_tls = Tls::read(mode, kind);
+            upstream_tls = Tls::read(mode, kind, w.tracer.waypoint);
             &upstream_tls
         }
-        _ => stream.conn.peer.get_or_init(|| Tls::read(mode, kind)),
+        _ => stream
+            .conn
+            .peer
+            .get_or_init(|| Tls::read(mode, kind, w.tracer.waypoint)),
     };
     if w.tracer.captures_response_headers() {
         let buf = host::header_map(host::RESPONSE_HEADERS).unwrap_or_default();

@@ -137,6 +137,13 @@ impl Req {
         self
     }
 
+    /// A stream property by its segments, for keys that hold dots themselves, e.g.
+    /// `.property_at(&["filter_state", "io.istio.peer_principal"], "spiffe://...")`.
+    pub fn property_at(mut self, segments: &[&str], value: impl Into<PropValue>) -> Self {
+        self.properties.set(segments, value.into());
+        self
+    }
+
     /// Sets what the upstream answers.
     pub fn response(mut self, response: Resp) -> Self {
         self.response = response;

@@ -80,6 +80,16 @@ pub fn finish(traffic: &traffic::Traffic, rec: &mut SpanRecord, f: &Finish<'_>) 
     if let Some(host) = cluster.map(|c| c.host).filter(|h| !h.is_empty()) {
         rec.str("mesh.upstream.service", host);
     }
+    // The Service the request went to, in the resource's words (`service.name`,
+    // `service.namespace`): on a waypoint the Service it fronts, on a sidecar's client span
+    // the Service called. The source is the mTLS peer (`mesh.peer.*`, below).
+    if let Some(svc) = cluster
+        .as_ref()
+        .and_then(cluster::IstioCluster::kubernetes_service)
+    {
+        rec.str("mesh.destination.service.name", svc.name);
+        rec.str("mesh.destination.service.namespace", svc.namespace);
+    }
     if let Some(r) = m.route_name {
         rec.str("mesh.route.name", r);
     }
@@ -190,6 +200,25 @@ mod never_panic {
             prop_assert_eq!(c.subset, subset.as_bytes());
             prop_assert_eq!(c.host, host.as_bytes());
             prop_assert_eq!(c.is_outbound(), outbound);
+            prop_assert_eq!(c.protocol, b"");
+        }
+
+        #[test]
+        fn waypoint_names_round_trip(
+            port in any::<u16>(),
+            protocol in "(http|tcp)",
+            subset in "[a-z0-9-]{0,12}",
+            host in "[a-z0-9-]{1,12}(\\.[a-z0-9-]{1,12}){0,4}",
+        ) {
+            let slot = if subset.is_empty() { protocol.clone() } else { format!("{protocol}/{subset}") };
+            let name = format!("inbound-vip|{port}|{slot}|{host}");
+            let c = cluster::parse(name.as_bytes()).unwrap();
+            prop_assert_eq!(c.direction, cluster::ClusterDirection::InboundVip);
+            prop_assert_eq!(c.port, port);
+            prop_assert_eq!(c.protocol, protocol.as_bytes());
+            prop_assert_eq!(c.subset, subset.as_bytes());
+            prop_assert_eq!(c.host, host.as_bytes());
+            prop_assert_eq!(kind_from_cluster(name.as_bytes()), Some(SpanKind::Server));
         }
     }
 }
