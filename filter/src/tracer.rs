@@ -11,6 +11,7 @@
 //! [`BatchSpanProcessor`](crate::export::span_processor::BatchSpanProcessor).
 
 use crate::config::{Compiled, Config};
+use crate::correlation::Correlation;
 use crate::export::otlp::{BatchHeader, ResourceValue};
 use crate::headers::RequestHeaders;
 use crate::ids::IdGenerator;
@@ -38,6 +39,8 @@ pub struct Tracer {
     pub sampler: Sampler,
     /// Traffic rules, route templates, capture lists and limits, compiled.
     pub span: Tables,
+    /// What is written for access logs and returned to the client (`access_log`, `response`).
+    pub correlation: Correlation,
 }
 
 impl Tracer {
@@ -54,6 +57,7 @@ impl Tracer {
             propagation,
             sampler,
             span,
+            correlation,
         } = config;
         let resource = node.resource(config.service_name.as_deref(), &config.resource);
         let resource: Vec<(&str, ResourceValue)> = resource
@@ -64,6 +68,7 @@ impl Tracer {
         Self {
             sampler,
             span,
+            correlation,
             propagation,
             config,
             ids: IdGenerator::from_seed(seed),

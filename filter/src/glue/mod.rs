@@ -52,6 +52,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use crate::config::{Config, Direction};
 use crate::connection::ConnectionCache;
+use crate::correlation::{self, FilterState, Moment, ServerTimingEntry};
 use crate::export::config::ExportMode;
 use crate::export::span_processor::BatchSpanProcessor;
 use crate::headers::{pairs, RequestHeaders};
@@ -282,6 +283,7 @@ impl RootContext for Root {
             facts: RequestFacts::default(),
             candidate: None,
             seen_request: false,
+            written: false,
         }))
     }
 
@@ -303,6 +305,8 @@ struct Http {
     /// Whether `on_http_request_headers` ran; a request answered by an earlier filter reaches
     /// `on_log` without it.
     seen_request: bool,
+    /// Whether the ids were written to filter state (`access_log.filter_state`).
+    written: bool,
 }
 
 /// The host clock, read at most once per callback.
@@ -350,6 +354,17 @@ impl HttpContext for Http {
         for name in &w.injection.remove {
             host::remove_header(host::REQUEST_HEADERS, name);
         }
+        if w.tracer.correlation.writes_filter_state(Moment::Request {
+            recorded: decision.record,
+        }) {
+            // Flags as the sampler settled them: an unsampled request logs `sampled` 0.
+            write_filter_state(&FilterState::new(
+                &decision.trace_id,
+                &decision.span_id,
+                decision.flags,
+            ));
+            self.written = true;
+        }
         if decision.record {
             w.stats.sampled += 1;
             let mut rec = w.pool.pop().unwrap_or_default();
@@ -363,14 +378,41 @@ impl HttpContext for Http {
         Action::Continue
     }
 
+    /// Adds the `server-timing` entry of a recorded SERVER span when `response.server_timing`
+    /// asks for it: one host call (two with `expose_server_timing`), nothing otherwise.
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some((rec, stream)) = &self.span else {
+            return Action::Continue;
+        };
+        let w = self.worker.borrow();
+        let Some(policy) = w.tracer.correlation.server_timing_for(stream.kind) else {
+            return Action::Continue;
+        };
+        if let Some(entry) =
+            ServerTimingEntry::new(policy.style, &rec.trace_id, &rec.span_id, rec.flags)
+        {
+            host::add_header(RESPONSE_HEADERS, correlation::SERVER_TIMING, entry.as_bytes());
+            if policy.expose {
+                let (name, value) = correlation::EXPOSE_HEADERS;
+                host::add_header(RESPONSE_HEADERS, name, value);
+            }
+        }
+        Action::Continue
+    }
+
     fn on_log(&mut self) {
         let mut w = self.worker.borrow_mut();
         let w = &mut *w;
         let mut clock = Clock::default();
+        let written = self.written;
         if let Some((rec, stream)) = self.span.take() {
-            finish(w, rec, &self.facts, &stream, Known::default(), &mut clock);
+            let end = End {
+                known: Known::default(),
+                written,
+            };
+            finish(w, rec, &self.facts, &stream, end, &mut clock);
         } else if let Some(ids) = self.candidate.take() {
-            keep_unsampled(w, &ids, None, &mut clock);
+            keep_unsampled(w, &ids, None, written, &mut clock);
         } else if !self.seen_request {
             answered_early(w, &mut clock);
         }
@@ -404,14 +446,18 @@ fn answered_early(w: &mut Worker, clock: &mut Clock) {
             w.tracer.begin_span(&decision, &headers, start, &mut rec);
             let facts = w.tracer.record_request(&headers, pairs(&buf), &mut rec);
             let stream = Stream::read(w);
-            finish(w, rec, &facts, &stream, Known::default(), clock);
+            let end = End {
+                known: Known::default(),
+                written: false,
+            };
+            finish(w, rec, &facts, &stream, end, clock);
             None
         } else {
             w.tracer.may_keep().then(|| decision.ids())
         }
     };
     if let Some(ids) = candidate {
-        keep_unsampled(w, &ids, Some(buf), clock);
+        keep_unsampled(w, &ids, Some(buf), false, clock);
     }
 }
 
@@ -424,7 +470,14 @@ fn request_start(clock: &mut Clock, duration_ns: Option<u64>) -> u64 {
 
 /// Applies the always-keep rules to an unsampled request, reading only what they use; a kept
 /// request's span is built from the logged request headers (`logged` when already fetched).
-fn keep_unsampled(w: &mut Worker, ids: &SpanIds, logged: Option<Vec<u8>>, clock: &mut Clock) {
+/// `written`: whether the request already wrote its ids to filter state.
+fn keep_unsampled(
+    w: &mut Worker,
+    ids: &SpanIds,
+    logged: Option<Vec<u8>>,
+    written: bool,
+    clock: &mut Clock,
+) {
     let rules = w.tracer.sampler.keep;
     let known = Known {
         status: rules.errors.then(|| host::property_i64(b"response\0code")),
@@ -454,7 +507,7 @@ fn keep_unsampled(w: &mut Worker, ids: &SpanIds, logged: Option<Vec<u8>>, clock:
         .begin_kept_span(ids, &headers, start, reason, &mut rec);
     let facts = w.tracer.record_request(&headers, pairs(&buf), &mut rec);
     let stream = Stream::read(w);
-    finish(w, rec, &facts, &stream, known, clock);
+    finish(w, rec, &facts, &stream, End { known, written }, clock);
 }
 
 /// The peer's TLS facts, owned until the span is finished.
@@ -587,16 +640,42 @@ impl Stream {
     }
 }
 
+/// What `on_log` already knows when it finishes a span.
+struct End {
+    /// Response facts read by the always-keep check.
+    known: Known,
+    /// Whether the ids were written to filter state at request time.
+    written: bool,
+}
+
+/// Writes the ids for the access log (`access_log.filter_state`): three host calls. A refusal
+/// (no stream, a read-only property) is not worth a log line per request: the access log then
+/// prints `-`, which says the same.
+fn write_filter_state(state: &FilterState) {
+    for (name, value) in state.entries() {
+        host::set_property(name, value);
+    }
+}
+
 /// Reads the end-of-request properties (see the module doc for which and when), completes the
-/// span and queues it for export.
+/// span and queues it for export. A span recorded only now writes its ids to filter state
+/// first, so Envoy's access log, which runs after this filter's `on_log`, prints them.
 fn finish(
     w: &mut Worker,
     mut rec: SpanRecord,
     facts: &RequestFacts,
     stream: &Stream,
-    known: Known,
+    end: End,
     clock: &mut Clock,
 ) {
+    let End { known, written } = end;
+    if w
+        .tracer
+        .correlation
+        .writes_filter_state(Moment::Log { written })
+    {
+        write_filter_state(&FilterState::new(&rec.trace_id, &rec.span_id, rec.flags));
+    }
     let end_ns = clock.now();
     let status = known
         .status
