@@ -62,6 +62,7 @@ fn the_manifest_set_is_the_documented_one() {
         files,
         [
             "istio/collector.yaml",
+            "istio/examples/access-log.yaml",
             "istio/examples/canary.yaml",
             "istio/examples/fault-injection.yaml",
             "istio/telemetry.yaml",
@@ -79,6 +80,7 @@ fn the_manifest_set_is_the_documented_one() {
         [
             ("istio/collector.yaml", "ServiceEntry"),
             ("istio/collector.yaml", "DestinationRule"),
+            ("istio/examples/access-log.yaml", "Telemetry"),
             ("istio/examples/canary.yaml", "DestinationRule"),
             ("istio/examples/canary.yaml", "VirtualService"),
             ("istio/examples/fault-injection.yaml", "VirtualService"),
@@ -216,6 +218,8 @@ fn plugin_configs_use_only_the_agreed_keys() {
                 "capture",
                 "limits",
                 "span_name",
+                "access_log",
+                "response",
             ][..],
         ),
         (
@@ -253,6 +257,11 @@ fn plugin_configs_use_only_the_agreed_keys() {
         (
             "limits",
             &["max_attribute_value_bytes", "max_attributes"][..],
+        ),
+        ("access_log", &["filter_state"][..]),
+        (
+            "response",
+            &["server_timing", "expose_server_timing", "at_untrusted_edge"][..],
         ),
     ]);
     let formats = [
@@ -520,7 +529,8 @@ fn traffic_rules_agree_with_the_examples() {
 /// Telemetry switches Istio's tracer off for the plugins' workloads, no wider.
 #[test]
 fn telemetry_covers_the_plugins_workloads() {
-    let t = of_kind("Telemetry");
+    // The tracing Telemetry resources; examples/access-log.yaml has its own check below.
+    let t = in_file("istio/telemetry.yaml");
     let scopes: Vec<(Value, Value)> = t
         .iter()
         .map(|m| {
@@ -551,6 +561,27 @@ fn telemetry_covers_the_plugins_workloads() {
     let gw = &in_file("istio/wasmplugin-gateway.yaml")[0].doc;
     assert_eq!(gw["metadata"]["namespace"], "istio-system");
     assert_eq!(gw["spec"]["selector"], t[1].doc["spec"]["selector"]);
+}
+
+/// The access-log example turns its provider on for exactly the sidecar plugins' workloads,
+/// and the format it documents prints the three filter-state keys the filter writes.
+#[test]
+fn the_access_log_example_covers_the_plugins_workloads() {
+    let m = &in_file("istio/examples/access-log.yaml")[0];
+    let server = &in_file("istio/wasmplugin.yaml")[0].doc;
+    assert_eq!(m.doc["metadata"]["namespace"], server["metadata"]["namespace"]);
+    assert_eq!(m.doc["spec"]["selector"], server["spec"]["selector"]);
+    assert_eq!(
+        m.doc["spec"]["accessLogging"],
+        json!([{"providers": [{"name": "meshtrace-access-log"}]}])
+    );
+    let text = std::fs::read_to_string(manifests_dir().join("examples/access-log.yaml"))
+        .unwrap();
+    for key in ["trace_id", "span_id", "sampled"] {
+        let op = format!("%FILTER_STATE(wasm.meshtrace.{key}:PLAIN)%");
+        assert!(text.contains(&op), "{op} missing from the example's format");
+    }
+    assert!(text.contains("- name: meshtrace-access-log\n"));
 }
 
 /// `sha256` and the image tag in the manifests are those of dist/meshtrace.wasm.
