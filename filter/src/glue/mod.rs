@@ -36,6 +36,13 @@
 //!   filter): only `on_log` runs; it reads the logged request header map, decides, and then
 //!   pays the sampled or always-keep cost above (+ `request.time` for the start).
 //!
+//! - **Opt-in writes** (see [`crate::correlation`]): `access_log.filter_state` adds three
+//!   `proxy_set_property` calls (trace id, span id, sampled) to each recorded request, or with
+//!   `all` to every request, at request time; a span decided in `on_log` (kept, or answered
+//!   early) writes them there, before Envoy's access log runs. `response.server_timing` adds
+//!   one `proxy_add_header_map_value` in `on_http_response_headers` of a recorded SERVER span
+//!   (two with `expose_server_timing`). Neither reads a property.
+//!
 //! Per VM, `xds.node` is read once in `on_configure` for the resource. Metrics are accumulated
 //! in the VM and pushed to the host on the tick, not per request.
 
