@@ -109,10 +109,12 @@ impl ResponseConfig {
             }
             return Ok(None);
         }
-        Ok((trust_incoming || self.at_untrusted_edge).then_some(ServerTimingPolicy {
-            style: self.server_timing,
-            expose: self.expose_server_timing,
-        }))
+        Ok(
+            (trust_incoming || self.at_untrusted_edge).then_some(ServerTimingPolicy {
+                style: self.server_timing,
+                expose: self.expose_server_timing,
+            }),
+        )
     }
 }
 
@@ -199,7 +201,11 @@ impl FilterState {
         Self {
             trace_id: trace_id.to_hex(),
             span_id: span_id.to_hex(),
-            sampled: [if flags & FLAG_SAMPLED != 0 { b'1' } else { b'0' }],
+            sampled: [if flags & FLAG_SAMPLED != 0 {
+                b'1'
+            } else {
+                b'0'
+            }],
         }
     }
 
@@ -228,7 +234,12 @@ impl ServerTimingEntry {
     /// with `sampled` set (the draft: a server that records sets it even when the request did
     /// not) and `random-trace-id` kept; the other bits must be zero. `None` for
     /// [`ServerTiming::Off`].
-    pub fn new(style: ServerTiming, trace_id: &TraceId, span_id: &SpanId, flags: u8) -> Option<Self> {
+    pub fn new(
+        style: ServerTiming,
+        trace_id: &TraceId,
+        span_id: &SpanId,
+        flags: u8,
+    ) -> Option<Self> {
         let (prefix, suffix): (&[u8], &[u8]) = match style {
             ServerTiming::Off => return None,
             ServerTiming::W3c => (b"trace;desc=", b""),

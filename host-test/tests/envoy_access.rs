@@ -139,9 +139,8 @@ fn expose(r: &HttpResponse) -> Vec<&str> {
 
 #[test]
 fn access_log_prints_the_exported_spans_ids() {
-    let s = start(
-        r#","access_log":{"filter_state":"recorded"},"sampling":{"always_keep":["error"]}"#,
-    );
+    let s =
+        start(r#","access_log":{"filter_state":"recorded"},"sampling":{"always_keep":["error"]}"#);
 
     // Sampled: the exported SERVER span's ids, sampled 1.
     assert_eq!(s.get("/sampled", SAMPLED).status, 200);
@@ -196,7 +195,11 @@ fn access_log_all_prints_unsampled_requests_too() {
         s.log_line("/sampled"),
         line("/sampled", 200, TRACE, &hex(&span.span_id), "1")
     );
-    assert_eq!(s.sink.spans().len(), 1, "the unsampled request is not exported");
+    assert_eq!(
+        s.sink.spans().len(),
+        1,
+        "the unsampled request is not exported"
+    );
 }
 
 #[test]

@@ -213,11 +213,7 @@ fn access_log_ids_are_three_writes_on_recorded_requests_and_no_read() {
     let span = flush_one(&mut h).remove(0);
     assert_eq!(
         writes(&x),
-        expected_writes(
-            "4bf92f3577b34da6a3ce929d0e0e4736",
-            &hex(&span.span_id),
-            "1"
-        )
+        expected_writes("4bf92f3577b34da6a3ce929d0e0e4736", &hex(&span.span_id), "1")
     );
     assert_eq!(hex(&span.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
 
@@ -256,9 +252,8 @@ fn a_kept_span_writes_its_ids_in_on_log() {
         expected_writes(&hex(&span.trace_id), &hex(&span.span_id), "0")
     );
     // With `all` the request wrote them already: the kept span adds no write.
-    let mut h = host(
-        r#", "access_log": {"filter_state": "all"}, "sampling": {"always_keep": ["error"]}"#,
-    );
+    let mut h =
+        host(r#", "access_log": {"filter_state": "all"}, "sampling": {"always_keep": ["error"]}"#);
     let x = h
         .request(inbound(7, 5001, UNSAMPLED).property("response.code", 503i64))
         .unwrap();

@@ -67,9 +67,8 @@ fn w3c_entry_names_the_server_span_after_the_upstreams_entry() {
 
 #[test]
 fn vendor_entry_with_the_expose_header() {
-    let mut h = host(
-        r#", "response": {"server_timing": "traceparent", "expose_server_timing": true}"#,
-    );
+    let mut h =
+        host(r#", "response": {"server_timing": "traceparent", "expose_server_timing": true}"#);
     let x = h.request(inbound(SAMPLED)).unwrap();
     let span = flush_one(&mut h).remove(0);
     assert_eq!(
@@ -104,7 +103,9 @@ fn only_on_recorded_server_spans() {
 #[test]
 fn an_untrusted_edge_writes_it_only_when_configured() {
     let edge = r#", "propagators": {"trust_incoming": false}"#;
-    let mut h = host(&format!(r#"{edge}, "response": {{"server_timing": "w3c"}}"#));
+    let mut h = host(&format!(
+        r#"{edge}, "response": {{"server_timing": "w3c"}}"#
+    ));
     let x = h.request(inbound(SAMPLED)).unwrap();
     assert_eq!(values(&x, "server-timing"), ["db;dur=53"]);
 

@@ -569,14 +569,16 @@ fn telemetry_covers_the_plugins_workloads() {
 fn the_access_log_example_covers_the_plugins_workloads() {
     let m = &in_file("istio/examples/access-log.yaml")[0];
     let server = &in_file("istio/wasmplugin.yaml")[0].doc;
-    assert_eq!(m.doc["metadata"]["namespace"], server["metadata"]["namespace"]);
+    assert_eq!(
+        m.doc["metadata"]["namespace"],
+        server["metadata"]["namespace"]
+    );
     assert_eq!(m.doc["spec"]["selector"], server["spec"]["selector"]);
     assert_eq!(
         m.doc["spec"]["accessLogging"],
         json!([{"providers": [{"name": "meshtrace-access-log"}]}])
     );
-    let text = std::fs::read_to_string(manifests_dir().join("examples/access-log.yaml"))
-        .unwrap();
+    let text = std::fs::read_to_string(manifests_dir().join("examples/access-log.yaml")).unwrap();
     for key in ["trace_id", "span_id", "sampled"] {
         let op = format!("%FILTER_STATE(wasm.meshtrace.{key}:PLAIN)%");
         assert!(text.contains(&op), "{op} missing from the example's format");

@@ -398,7 +398,11 @@ impl HttpContext for Http {
         if let Some(entry) =
             ServerTimingEntry::new(policy.style, &rec.trace_id, &rec.span_id, rec.flags)
         {
-            host::add_header(RESPONSE_HEADERS, correlation::SERVER_TIMING, entry.as_bytes());
+            host::add_header(
+                RESPONSE_HEADERS,
+                correlation::SERVER_TIMING,
+                entry.as_bytes(),
+            );
             if policy.expose {
                 let (name, value) = correlation::EXPOSE_HEADERS;
                 host::add_header(RESPONSE_HEADERS, name, value);
@@ -676,8 +680,7 @@ fn finish(
     clock: &mut Clock,
 ) {
     let End { known, written } = end;
-    if w
-        .tracer
+    if w.tracer
         .correlation
         .writes_filter_state(Moment::Log { written })
     {
