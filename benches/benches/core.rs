@@ -77,6 +77,45 @@ fn traceparent(c: &mut Criterion) {
     g.finish();
 }
 
+/// A user agent into a span's arena as valid UTF-8: the ASCII fast path (one SIMD scan and a
+/// copy) against std's validation, and the same value with two bytes that are not UTF-8.
+fn utf8(c: &mut Criterion) {
+    const UA: &[u8] = b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
+    let mut bad = UA.to_vec();
+    bad[40] = 0xff;
+    bad[41] = 0xfe;
+    let mut out = Vec::with_capacity(4096);
+    let mut g = c.benchmark_group("utf8_append");
+    g.bench_function("scalar", |b| {
+        b.iter(|| {
+            out.clear();
+            let v = black_box(UA);
+            if scalar::find_non_ascii(v).is_none() {
+                out.extend_from_slice(v);
+            }
+        })
+    });
+    g.bench_function("simd", |b| {
+        b.iter(|| {
+            out.clear();
+            meshtrace::text::append(black_box(UA), usize::MAX, &mut out)
+        })
+    });
+    g.bench_function("crate", |b| {
+        b.iter(|| {
+            out.clear();
+            out.extend_from_slice(String::from_utf8_lossy(black_box(UA)).as_bytes())
+        })
+    });
+    g.bench_function("simd_invalid", |b| {
+        b.iter(|| {
+            out.clear();
+            meshtrace::text::append(black_box(&bad), usize::MAX, &mut out)
+        })
+    });
+    g.finish();
+}
+
 fn headers(c: &mut Criterion) {
     let mut map = Vec::new();
     serialize_pairs(k::request_headers(), &mut map);
@@ -214,6 +253,7 @@ criterion_group!(
     headers,
     span_encode,
     ids,
-    core_path
+    core_path,
+    utf8
 );
 criterion_main!(benches);

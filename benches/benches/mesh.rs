@@ -101,6 +101,7 @@ fn sampled(c: &mut Criterion) {
                             backend_latency_ns: Some(2_500_000),
                             tls: TlsFacts::default(),
                         },
+                        grpc_status: None,
                     },
                 );
                 out.clear();

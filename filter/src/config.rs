@@ -71,13 +71,15 @@ pub struct Config {
     /// Route templates for `http.route`, tried in order (`/api/users/{id}`).
     #[serde(default)]
     pub routes: Vec<String>,
-    /// `semconv` (`GET /users/{id}`) or `legacy` (`HTTP GET /users/{id}`).
+    /// `semconv` (`GET /users/{id}`), `legacy` (`HTTP GET /users/{id}`) or `strict`
+    /// (`{method} {route}` for configured `routes` only, else `{method}`); see
+    /// [`crate::span::name`].
     #[serde(default)]
     pub span_name: SpanNameStyle,
     /// Header capture allowlists, redaction, `url.query`.
     #[serde(default)]
     pub capture: CaptureConfig,
-    /// Attribute size and count caps.
+    /// Attribute size and count caps, span-name length and cardinality caps.
     #[serde(default)]
     pub limits: Limits,
     /// When to read the peer's mTLS identity.
@@ -109,7 +111,7 @@ pub struct Compiled {
     pub propagation: Propagation,
     /// `sampling`: the sampler with its rate limit and always-keep rules.
     pub sampler: Sampler,
-    /// `traffic`, `routes`, `span_name`, `capture`, `limits`, `identity`, `baggage`.
+    /// `traffic`, `routes`, `capture`, `limits`, `identity`, `baggage`.
     pub span: Tables,
     /// `access_log`, `response`: what is written for access logs and clients.
     pub correlation: Correlation,
@@ -147,7 +149,6 @@ impl Config {
             traffic: Traffic::compile(&self.traffic)?,
             routes: Routes::compile(&self.routes)?,
             capture: Capture::compile(&self.capture)?,
-            span_name: self.span_name,
             identity: self.identity,
             limits: self.limits.clone(),
             baggage_keys: self.baggage.attribute_keys.clone(),
@@ -231,6 +232,15 @@ impl Config {
                     "attribute names must be non-empty",
                 ));
             }
+            if k.len() > crate::limits::MAX_CONFIGURED_KEY_BYTES {
+                return Err(ConfigError::new(
+                    "resource",
+                    format!(
+                        "attribute names must be at most {} bytes, got {k:?}",
+                        crate::limits::MAX_CONFIGURED_KEY_BYTES
+                    ),
+                ));
+            }
             if v.is_empty() {
                 return Err(ConfigError::new(
                     &format!("resource.{k}"),
@@ -247,7 +257,7 @@ mod tests {
     use super::*;
     use crate::export::config::{Compression, ExportMode, Protocol, Retry};
     use crate::propagation::config::resolve_formats;
-    use crate::propagation::Format;
+    use crate::propagation::Propagator;
 
     fn bad(json: &str) -> String {
         Config::from_json(json.as_bytes()).unwrap_err().to_string()
@@ -404,7 +414,7 @@ mod tests {
             resolve_formats("propagators.inject", &c.propagators.inject, false)
                 .unwrap()
                 .as_slice(),
-            &[Format::TraceContext, Format::Baggage]
+            &[Propagator::TraceContext, Propagator::Baggage]
         );
         let c = Config::from_json(
             br#"{"collector": {"cluster": "c"}, "propagators": {"extract": ["b3"], "trust_incoming": false}, "baggage": {"attribute_keys": ["tenant"]}}"#,
@@ -414,7 +424,7 @@ mod tests {
             resolve_formats("propagators.extract", &c.propagators.extract, true)
                 .unwrap()
                 .as_slice(),
-            &[Format::B3]
+            &[Propagator::B3]
         );
         assert_eq!(c.propagators.inject, ["tracecontext", "baggage"]);
         assert!(!c.propagators.trust_incoming);
@@ -470,6 +480,8 @@ mod mesh_config_tests {
         assert_eq!(c.sampling.slow_ms, 0);
         assert_eq!(c.limits.max_attribute_value_bytes, 256);
         assert_eq!(c.limits.max_attributes, 64);
+        assert_eq!(c.limits.max_span_name_bytes, 256);
+        assert_eq!(c.limits.max_span_names, 1000);
         assert!(!c.capture.query);
         assert!(c.capture.request_headers.is_empty());
         assert!(c.traffic.rules.is_empty());
@@ -556,6 +568,37 @@ mod mesh_config_tests {
         );
         assert!(bad(&format!(r#"{{{base}, "span_name": "fancy"}}"#))
             .starts_with("span_name: unknown variant `fancy`"));
+        assert_eq!(
+            bad(&format!(
+                r#"{{{base}, "limits": {{"max_span_name_bytes": 65537}}}}"#
+            )),
+            "limits.max_span_name_bytes: must be between 16 and 65536, got 65537"
+        );
+        assert_eq!(
+            bad(&format!(r#"{{{base}, "limits": {{"max_span_names": 0}}}}"#)),
+            "limits.max_span_names: must be between 1 and 100000, got 0"
+        );
+        let long = "k".repeat(129);
+        assert_eq!(
+            bad(&format!(r#"{{{base}, "resource": {{"{long}": "v"}}}}"#)),
+            format!("resource: attribute names must be at most 128 bytes, got {long:?}")
+        );
+        assert_eq!(
+            bad(&format!(
+                r#"{{{base}, "baggage": {{"attribute_keys": ["{long}"]}}}}"#
+            )),
+            format!("baggage.attribute_keys[0]: {long:?} is not a valid baggage key (an HTTP token such as \"tenant_id\")")
+        );
+        let c = Config::from_json(
+            format!(r#"{{{base}, "span_name": "strict", "limits": {{"max_span_name_bytes": 64, "max_span_names": 5}}}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(c.span_name, SpanNameStyle::Strict);
+        assert_eq!(
+            (c.limits.max_span_name_bytes, c.limits.max_span_names),
+            (64, 5)
+        );
         assert!(bad(&format!(r#"{{{base}, "identity": "sometimes"}}"#))
             .starts_with("identity: unknown variant `sometimes`"));
         assert_eq!(

@@ -65,6 +65,8 @@ pub struct RequestHeaders<'a> {
     pub x_envoy_fault_delay_request: Option<&'a [u8]>,
     /// `cookie`.
     pub cookie: Option<&'a [u8]>,
+    /// `content-type`: only to tell gRPC (and gRPC-Web) calls from other HTTP requests.
+    pub content_type: Option<&'a [u8]>,
     /// How many header fields were seen (for limits and diagnostics).
     pub count: u32,
 }
@@ -102,7 +104,7 @@ fn first<'v>(slot: &mut Option<&'v [u8]>, v: &'v [u8]) {
 type Setter = for<'a> fn(&mut RequestHeaders<'a>, &'a [u8]);
 
 /// Every name we look for, lowercase, with where its value goes.
-const NAMES: [(&[u8], Setter); 28] = [
+const NAMES: [(&[u8], Setter); 29] = [
     (b":method", |h, v| first(&mut h.method, v)),
     (b":path", |h, v| first(&mut h.path, v)),
     (b":authority", |h, v| first(&mut h.authority, v)),
@@ -146,11 +148,12 @@ const NAMES: [(&[u8], Setter); 28] = [
         first(&mut h.x_envoy_fault_delay_request, v)
     }),
     (b"cookie", |h, v| first(&mut h.cookie, v)),
+    (b"content-type", |h, v| first(&mut h.content_type, v)),
 ];
 
 /// The multiplier that makes [`name_hash`] collision-free over [`NAMES`] (found by search;
 /// [`TABLE`] refuses to compile if a name list change makes two names share a slot).
-const HASH_K: u64 = 0x1209_a614_324e_10e7;
+const HASH_K: u64 = 0x69a5_9c1b_b357_7ce3;
 /// Forces ASCII letters to lowercase; other bytes of a header name may change too, but only
 /// the hash sees them, never the final comparison.
 const FOLD: u64 = 0x2020_2020_2020_2020;
@@ -381,6 +384,7 @@ mod tests {
             (h.x_envoy_fault_abort_request, "x-envoy-fault-abort-request"),
             (h.x_envoy_fault_delay_request, "x-envoy-fault-delay-request"),
             (h.cookie, "cookie"),
+            (h.content_type, "content-type"),
         ];
         for (got, name) in single {
             assert_eq!(got, Some(name.as_bytes()), "{name}");

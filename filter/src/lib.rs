@@ -20,7 +20,7 @@
 //!    returned to the client.
 //!
 //! Below the pipeline, helpers it uses: [`connection`] (per-connection facts for adapters),
-//! [`ids`], [`hex`], [`base64`], [`protobuf`], [`copy`], [`simd`].
+//! [`ids`], [`hex`], [`base64`], [`protobuf`], [`text`], [`limits`], [`copy`], [`simd`].
 
 // The pipeline, in the order a request meets it.
 pub mod config;
@@ -48,6 +48,7 @@ pub mod copy;
 pub mod error;
 pub mod hex;
 pub mod ids;
+pub mod limits;
 pub mod protobuf;
 pub mod simd;
 pub mod text;

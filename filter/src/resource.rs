@@ -38,8 +38,10 @@ pub struct NodeInfo {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A protobuf `string` from outside input (the node is the control plane's): invalid UTF-8
+/// becomes U+FFFD, as everywhere text reaches a span or resource.
 fn string(b: &[u8]) -> Option<String> {
-    core::str::from_utf8(b).ok().map(str::to_owned)
+    Some(String::from_utf8_lossy(b).into_owned())
 }
 
 /// A `google.protobuf.Value` as a string: string values as they are, numbers and booleans
@@ -314,6 +316,27 @@ mod tests {
         assert_eq!(get(&r, "service.version"), Some("pinned"));
         assert_eq!(get(&r, "deployment.environment.name"), Some("prod"));
         assert_eq!(r.iter().filter(|(k, _)| k == "service.name").count(), 1);
+    }
+
+    #[test]
+    fn node_strings_that_are_not_utf8_are_replaced_not_dropped() {
+        let mut bad_ns = Vec::new();
+        bytes(3, b"shop\xff", &mut bad_ns);
+        let mut bad_label = Vec::new();
+        bytes(3, b"v\xe2\x82", &mut bad_label);
+        let labels = struct_value(&[("version", bad_label)]);
+        let mut labels_value = Vec::new();
+        bytes(5, &labels, &mut labels_value);
+        let node = node(
+            "sidecar~10.0.0.1~web-1.shop~shop.svc.cluster.local",
+            &[("NAMESPACE", bad_ns), ("LABELS", labels_value)],
+        );
+        let n = NodeInfo::from_node_proto(&node);
+        assert_eq!(n.namespace.as_deref(), Some("shop\u{FFFD}"));
+        assert_eq!(
+            n.labels.get("version").map(String::as_str),
+            Some("v\u{FFFD}")
+        );
     }
 
     #[test]

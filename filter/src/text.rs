@@ -1,7 +1,121 @@
-//! Byte-string helpers shared by the pipeline: HTTP whitespace, decimal numbers, `host:port`.
+//! Text from the wire: where request bytes become OTLP text, and the small byte-string helpers
+//! the pipeline shares (HTTP whitespace, decimal numbers, `host:port`, integers as digits).
+//!
+//! Protobuf `string` fields must hold valid UTF-8, and collectors decode strictly: one invalid
+//! byte in one attribute makes the collector refuse the whole export request (HTTP 400, gRPC
+//! `INVALID_ARGUMENT`), losing every span of the batch. Header values may carry any octet
+//! (RFC 9110 §5.5 allows obs-text), and paths, queries and authorities arrive as the client sent
+//! them, so every byte string a span stores goes through [`append`] on its way into the span's
+//! arena (a span record has no other way in).
+//!
+//! - Invalid sequences become U+FFFD, one per maximal invalid subpart (the substitution of
+//!   Unicode §3.9 and WHATWG's decoder, the same as `String::from_utf8_lossy`).
+//! - A cap cuts on a character boundary, counting the replacement's three bytes, so the result
+//!   is at most `cap` bytes and never ends inside a character.
+//! - ASCII, nearly every value, is found with one SIMD scan ([`crate::simd::find_non_ascii`])
+//!   and copied as is. Nothing allocates beyond `out`'s own growth.
 //!
 //! Everything here reads bytes a client or host controls, so every function is total: a value
 //! that does not fit gives `None` (or the input back), never a panic.
+
+/// U+FFFD REPLACEMENT CHARACTER.
+pub const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
+
+/// What [`append`] had to do to the input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// Invalid sequences were replaced with U+FFFD.
+    pub replaced: bool,
+    /// The value was longer than the cap and was cut.
+    pub cut: bool,
+}
+
+/// Appends `src` to `out` as valid UTF-8 of at most `cap` bytes (`usize::MAX`: no cap).
+///
+/// `out` itself is never inspected: it may hold anything before the appended bytes.
+#[inline]
+pub fn append(src: &[u8], cap: usize, out: &mut Vec<u8>) -> Appended {
+    let ascii = crate::simd::find_non_ascii(src).unwrap_or(src.len());
+    if ascii == src.len() || ascii >= cap {
+        // All ASCII (or the cap falls within the ASCII prefix): a straight copy, cut anywhere.
+        let n = ascii.min(cap);
+        crate::copy::append(&src[..n], out);
+        return Appended {
+            replaced: false,
+            cut: n < src.len(),
+        };
+    }
+    crate::copy::append(&src[..ascii], out);
+    append_slow(&src[ascii..], cap - ascii, out)
+}
+
+/// The rest of [`append`] from the first non-ASCII byte, with `budget` bytes left.
+#[cold]
+#[inline(never)]
+fn append_slow(src: &[u8], mut budget: usize, out: &mut Vec<u8>) -> Appended {
+    let mut done = Appended::default();
+    for chunk in src.utf8_chunks() {
+        let valid = chunk.valid();
+        if valid.len() > budget {
+            // Back off to the last character boundary within the budget.
+            let mut cut = budget;
+            while !valid.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.extend_from_slice(&valid.as_bytes()[..cut]);
+            done.cut = true;
+            return done;
+        }
+        out.extend_from_slice(valid.as_bytes());
+        budget -= valid.len();
+        if chunk.invalid().is_empty() {
+            continue;
+        }
+        done.replaced = true;
+        if budget < REPLACEMENT.len() {
+            done.cut = true;
+            return done;
+        }
+        out.extend_from_slice(REPLACEMENT);
+        budget -= REPLACEMENT.len();
+    }
+    done
+}
+
+/// Makes `buf[start..]` valid UTF-8 in place, for text written by a callback rather than
+/// copied through [`append`]. `scratch` holds the raw bytes meanwhile (and keeps its capacity
+/// for the next time); it is touched only when the text is not valid already.
+pub fn repair_tail(buf: &mut Vec<u8>, start: usize, scratch: &mut Vec<u8>) -> Appended {
+    let tail = &buf[start..];
+    if crate::simd::find_non_ascii(tail).is_none() || core::str::from_utf8(tail).is_ok() {
+        return Appended::default();
+    }
+    scratch.clear();
+    scratch.extend_from_slice(tail);
+    buf.truncate(start);
+    let done = append(scratch, usize::MAX, buf);
+    scratch.clear();
+    done
+}
+
+/// Up to `max` bytes of `raw` as one printable line for a log: invalid UTF-8 replaced, control
+/// characters (line breaks included) escaped, cut on a character boundary. For text a remote
+/// party controls, such as a collector's error message.
+pub fn printable(raw: &[u8], max: usize) -> String {
+    let mut valid = Vec::with_capacity(max.min(raw.len()));
+    append(raw, max, &mut valid);
+    // `append` wrote valid UTF-8 only.
+    let s = String::from_utf8(valid).unwrap_or_default();
+    let mut line = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    line
+}
 
 /// Strips optional whitespace (space, tab) from both ends, as HTTP field values allow.
 pub fn trim_ows(mut s: &[u8]) -> &[u8] {
@@ -77,9 +191,145 @@ pub fn itoa(mut v: i64, buf: &mut [u8; 20]) -> &[u8] {
     &buf[i..]
 }
 
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Percent-decodes `v` into `out` and returns the bytes written; a `%` not followed by two hex
+/// digits is kept literally. Stops when `out` is full. The result may be invalid UTF-8.
+pub fn percent_decode(v: &[u8], out: &mut [u8]) -> usize {
+    let (mut i, mut o) = (0, 0);
+    while let (Some(&c), Some(slot)) = (v.get(i), out.get_mut(o)) {
+        let escaped = match (c, v.get(i + 1), v.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) => hex_val(h).zip(hex_val(l)).map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
+        match escaped {
+            Some(b) => {
+                *slot = b;
+                i += 3;
+            }
+            None => {
+                *slot = c;
+                i += 1;
+            }
+        }
+        o += 1;
+    }
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn run(src: &[u8], cap: usize) -> (Vec<u8>, Appended) {
+        let mut out = b"prefix".to_vec();
+        let a = append(src, cap, &mut out);
+        assert_eq!(&out[..6], b"prefix");
+        (out[6..].to_vec(), a)
+    }
+
+    /// The reference: std's lossy decoding, then the longest prefix within `cap` that ends on a
+    /// character boundary.
+    fn reference(src: &[u8], cap: usize) -> Vec<u8> {
+        let lossy = String::from_utf8_lossy(src);
+        let mut cut = cap.min(lossy.len());
+        while !lossy.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        lossy.as_bytes()[..cut].to_vec()
+    }
+
+    /// Bytes that are mostly ASCII, with the UTF-8 lead and continuation bytes that make valid
+    /// characters, truncated ones, overlongs and surrogates.
+    fn texty() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop_oneof![
+                20 => 0x20u8..0x7f,
+                2 => prop::sample::select(&[0xc3u8, 0xa9, 0xe2, 0x82, 0xac, 0xf0, 0x9f, 0x98, 0x80][..]),
+                2 => prop::sample::select(&[0x80u8, 0xbf, 0xc0, 0xc1, 0xed, 0xa0, 0xf5, 0xfe, 0xff][..]),
+                1 => any::<u8>(),
+            ],
+            0..120,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn matches_lossy_decoding_then_a_boundary_cut(src in texty(), cap in 0usize..140) {
+            let (out, a) = run(&src, cap);
+            prop_assert!(core::str::from_utf8(&out).is_ok());
+            prop_assert!(out.len() <= cap);
+            prop_assert_eq!(&out, &reference(&src, cap));
+            prop_assert_eq!(a.cut, reference(&src, usize::MAX).len() > cap);
+            let uncapped = run(&src, usize::MAX).0;
+            prop_assert_eq!(&uncapped, &reference(&src, usize::MAX));
+            prop_assert_eq!(a.replaced && !a.cut, uncapped != src && !a.cut);
+        }
+
+        #[test]
+        fn valid_text_is_unchanged(s in "\\PC{0,60}") {
+            let (out, a) = run(s.as_bytes(), usize::MAX);
+            prop_assert_eq!(out, s.as_bytes());
+            prop_assert_eq!(a, Appended::default());
+        }
+
+        #[test]
+        fn repair_tail_is_append(head in "[a-z]{0,5}", src in texty()) {
+            let mut buf = head.as_bytes().to_vec();
+            buf.extend_from_slice(&src);
+            let mut scratch = Vec::new();
+            repair_tail(&mut buf, head.len(), &mut scratch);
+            let mut want = head.as_bytes().to_vec();
+            want.extend_from_slice(&reference(&src, usize::MAX));
+            prop_assert_eq!(buf, want);
+        }
+    }
+
+    #[test]
+    fn examples() {
+        let r = |s: &[u8], cap| String::from_utf8(run(s, cap).0).unwrap();
+        assert_eq!(
+            r(b"probe/1.0 \xff\xfe", usize::MAX),
+            "probe/1.0 \u{FFFD}\u{FFFD}"
+        );
+        // A truncated 3-byte sequence is one maximal subpart: one replacement.
+        assert_eq!(r(b"a\xe2\x82b", usize::MAX), "a\u{FFFD}b");
+        // A replacement that does not fit the cap is left out whole.
+        assert_eq!(r(b"abcd\xff", 6), "abcd");
+        assert_eq!(r(b"abcd\xff", 7), "abcd\u{FFFD}");
+        // "é" is two bytes: a cut between them backs off to before it.
+        assert_eq!(r("abcé".as_bytes(), 4), "abc");
+        assert_eq!(r(b"abcdef", 3), "abc");
+        assert_eq!(
+            run(b"abc", 3).1,
+            Appended {
+                replaced: false,
+                cut: false
+            }
+        );
+        assert_eq!(
+            run(b"\xffabc", 2).1,
+            Appended {
+                replaced: true,
+                cut: true
+            }
+        );
+    }
+
+    #[test]
+    fn printable_lines() {
+        assert_eq!(printable(b"not UTF-8 \xff\n", 200), "not UTF-8 \u{FFFD}\\n");
+        assert_eq!(printable(&[b'x'; 300], 200).len(), 200);
+        assert_eq!(printable("éé".as_bytes(), 3), "é");
+    }
 
     #[test]
     fn numeric_values() {

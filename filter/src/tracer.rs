@@ -20,9 +20,11 @@ use crate::propagation::context::{self, SpanIds, SpanStart};
 use crate::propagation::inject::{self, Injection};
 use crate::propagation::FLAG_SAMPLED;
 use crate::resource::NodeInfo;
-use crate::sampling::{KeepReason, Sampler};
+use crate::sampling::{self, KeepReason, Sampler};
 use crate::span::capture::Side;
+use crate::span::grpc;
 use crate::span::mesh::{flags, RequestFacts};
+use crate::span::name::SpanNames;
 use crate::span::{http, Finish, SpanRecord, Tables};
 
 /// Per-VM tracing state built from a loaded configuration ([`crate::config::load`]).
@@ -41,6 +43,8 @@ pub struct Tracer {
     pub span: Tables,
     /// What is written for access logs and returned to the client (`access_log`, `response`).
     pub correlation: Correlation,
+    /// Span names: their cap and the per-VM bound on how many distinct ones are handed out.
+    pub names: SpanNames,
 }
 
 impl Tracer {
@@ -60,12 +64,31 @@ impl Tracer {
             correlation,
         } = config;
         let resource = node.resource(config.service_name.as_deref(), &config.resource);
+        // Node metadata and configured values are capped like span attributes; keys are
+        // conventional names or configured ones, which validation bounds.
+        let cap = config.limits.max_attribute_value_bytes as usize;
         let resource: Vec<(&str, ResourceValue)> = resource
             .iter()
-            .map(|(k, v)| (k.as_str(), v.clone()))
+            .map(|(k, v)| match v {
+                ResourceValue::Str(s) => {
+                    let kept = crate::limits::cut_at_char_boundary(s.as_bytes(), cap).len();
+                    (k.as_str(), ResourceValue::Str(s[..kept].to_owned()))
+                }
+                other => (k.as_str(), other.clone()),
+            })
             .collect();
         let batch_header = BatchHeader::new(&resource);
+        let limits = &config.limits;
+        let names = SpanNames::new(
+            config.span_name,
+            limits.max_span_name_bytes,
+            limits.max_attribute_value_bytes,
+            limits.max_span_names,
+            // Keyed apart from the id generator's stream.
+            seed ^ 0x6e61_6d65_7365_6564,
+        );
         Self {
+            names,
             sampler,
             span,
             correlation,
@@ -136,27 +159,27 @@ impl Tracer {
 
     /// Records what the request carried into `rec` (called only for recorded requests).
     pub fn begin_span(
-        &self,
+        &mut self,
         d: &SpanStart<'_>,
         h: &RequestHeaders<'_>,
         start_ns: u64,
         rec: &mut SpanRecord,
     ) {
-        http::begin(&self.span, d, h, start_ns, rec);
+        http::begin(&self.span, &mut self.names, d, h, start_ns, rec);
     }
 
     /// Starts the span of an unsampled request the always-keep rules export, from the request
     /// headers as they were logged (they carry the `tracestate` this hop sent). The span keeps
     /// its unsampled flags: that is what the trace carried downstream.
     pub fn begin_kept_span(
-        &self,
+        &mut self,
         ids: &SpanIds,
         h: &RequestHeaders<'_>,
         start_ns: u64,
         reason: KeepReason,
         rec: &mut SpanRecord,
     ) {
-        http::begin_kept(&self.span, ids, h, start_ns, reason, rec);
+        http::begin_kept(&self.span, &mut self.names, ids, h, start_ns, reason, rec);
     }
 
     /// Records the request-time mesh facts: captured headers, traffic rules matched by header
@@ -200,8 +223,27 @@ impl Tracer {
         duration_ns: Option<u64>,
         now: impl FnOnce() -> u64,
     ) -> Option<KeepReason> {
+        self.keep_call(status, response_flags, duration_ns, None, now)
+    }
+
+    /// [`Tracer::keep`] for a request that may be a gRPC call: with `grpc` set, "error" means
+    /// what it means on the span ([`grpc::Code::is_error`] for the call's status, see
+    /// [`grpc::call_status`]), since a failed call is usually an HTTP 200.
+    pub fn keep_call(
+        &mut self,
+        status: Option<i64>,
+        response_flags: u64,
+        duration_ns: Option<u64>,
+        grpc: Option<grpc::GrpcEnd>,
+        now: impl FnOnce() -> u64,
+    ) -> Option<KeepReason> {
         let fault = response_flags & (flags::FAULT_INJECTED | flags::DELAY_INJECTED) != 0;
-        let reason = self.sampler.keep.check(status, fault, duration_ns)?;
+        let error = match grpc {
+            Some(g) => grpc::call_status(g.protocol, g.sent, status, response_flags)
+                .is_some_and(|c| c.is_error(g.kind)),
+            None => sampling::is_keep_error(status),
+        };
+        let reason = self.sampler.keep.check_error(error, fault, duration_ns)?;
         self.sampler.take(now).then_some(reason)
     }
 
@@ -220,13 +262,19 @@ impl Tracer {
 mod propagation_tests;
 
 #[cfg(test)]
+mod grpc_tests;
+
+#[cfg(test)]
+mod naming_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::span::Value;
     #[allow(unused_imports)]
     use crate::{
         ids::{SpanId, TraceId},
-        propagation::{baggage, Format, SamplingState},
+        propagation::{baggage, Propagator, SamplingState},
         span::{mesh, SpanKind, StatusCode},
     };
 
@@ -284,7 +332,7 @@ mod tests {
         assert!(d.parent.is_none());
         assert_ne!(d.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(d.flags, 0x03);
-        assert_eq!(d.malformed, 1 << Format::TraceContext as usize);
+        assert_eq!(d.malformed, 1 << Propagator::TraceContext as usize);
         let mut inj = Injection::default();
         t.inject(&d, &h, &mut inj);
         assert_eq!(inj.get("tracestate"), None);
@@ -360,7 +408,7 @@ mod mesh_tests {
     #[allow(unused_imports)]
     use crate::{
         ids::{SpanId, TraceId},
-        propagation::{baggage, Format, SamplingState},
+        propagation::{baggage, Propagator, SamplingState},
         span::{mesh, SpanKind, StatusCode},
     };
 

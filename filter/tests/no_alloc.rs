@@ -1,6 +1,6 @@
 //! The core request path allocates nothing once warm: extract, sample, inject, build and tag a
-//! span, finish it, and encode it into the export batch, 10,000 times under a counting global
-//! allocator. Allocations on this path are per-request costs inside every Envoy worker.
+//! span, finish it, and encode it into the export batch, 10,000 times (for an HTTP request and
+//! a gRPC call each) under a counting global allocator. Allocations on this path are per-request costs inside every Envoy worker.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -105,6 +105,7 @@ fn request(
             backend_latency_ns: Some(1_200_000),
             tls: TlsFacts::default(),
         },
+        grpc_status: facts.grpc.map(|_| meshtrace::span::grpc::Code::INTERNAL),
     };
     tracer.finish_span(rec, &finish);
     exporter.push(rec).expect("queue has room");
@@ -120,8 +121,99 @@ fn export_due(exporter: &mut meshtrace::export::span_processor::BatchSpanProcess
     }
 }
 
+/// Runs `measured` with the counting allocator on and returns the allocations it made.
+fn allocations(measured: impl FnOnce()) -> u64 {
+    let before = ALLOCS.load(Ordering::SeqCst);
+    MEASURED.with(|m| m.set(true));
+    COUNTING.store(true, Ordering::SeqCst);
+    measured();
+    let allocs = ALLOCS.load(Ordering::SeqCst);
+    // The counter itself works: one deliberate allocation is seen.
+    std::hint::black_box(Vec::<u8>::with_capacity(64));
+    let after = ALLOCS.load(Ordering::SeqCst);
+    COUNTING.store(false, Ordering::SeqCst);
+    MEASURED.with(|m| m.set(false));
+    assert_eq!(after, allocs + 1, "the counting allocator is not counting");
+    allocs - before
+}
+
+/// The counters are process-wide: the measuring tests take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn naming_past_the_span_name_limit_allocates_nothing() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // 500 distinct paths against a limit of 100: once warm, every request either finds its
+    // name in the set or falls back to `{method}`, and neither allocates.
+    let config = meshtrace::config::load(
+        br#"{"collector": {"cluster": "c"}, "batch": {"max_queue": 4096, "max_batch": 512},
+             "routes": ["/api/reviews/{id}"], "limits": {"max_span_names": 100}}"#,
+    )
+    .unwrap();
+    let mut tracer = Tracer::new(config, 42);
+    let header = tracer.batch_header.clone();
+    let mut exporter = meshtrace::export::span_processor::BatchSpanProcessor::new(
+        tracer.config.export(),
+        header,
+        0,
+        7,
+    );
+    let buffers: Vec<Vec<u8>> = (0..500u32)
+        .map(|i| {
+            let user: String = (0..3)
+                .map(|k| (b'a' + (i / 26u32.pow(k) % 26) as u8) as char)
+                .collect();
+            let path = format!("/users/{user}/orders/{i}");
+            let mut buf = Vec::new();
+            let hdrs: [(&[u8], &[u8]); 3] = [
+                (b":method", b"GET"),
+                (b":path", path.as_bytes()),
+                (b":authority", b"reviews:9080"),
+            ];
+            serialize_pairs(hdrs.iter().copied(), &mut buf);
+            buf
+        })
+        .collect();
+    let mut rec = SpanRecord::default();
+    let mut injection = Injection::default();
+    for i in 0..2_000u64 {
+        let buf = &buffers[i as usize % buffers.len()];
+        request(
+            &mut tracer,
+            &mut exporter,
+            buf,
+            &mut rec,
+            &mut injection,
+            1_000 + i,
+        );
+        export_due(&mut exporter, i);
+    }
+    // Each pass over the 500 paths admits nothing new after the first 100 names.
+    assert_eq!(tracer.names.overflow(), 4 * 400);
+    let allocs = allocations(|| {
+        for i in 0..10_000u64 {
+            let buf = &buffers[i as usize % buffers.len()];
+            request(
+                &mut tracer,
+                &mut exporter,
+                buf,
+                &mut rec,
+                &mut injection,
+                10_000 + i,
+            );
+            export_due(&mut exporter, i);
+        }
+    });
+    assert_eq!(
+        allocs, 0,
+        "allocations naming spans on the warm request path"
+    );
+    assert_eq!(tracer.names.overflow(), 24 * 400);
+}
+
 #[test]
 fn whole_request_path_allocates_nothing_once_warm() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let config = meshtrace::config::load(CONFIG.as_bytes()).unwrap();
     let mut tracer = Tracer::new(config, 42);
     let header: BatchHeader = tracer.batch_header.clone();
@@ -156,41 +248,68 @@ fn whole_request_path_allocates_nothing_once_warm() {
         (b"x-envoy-attempt-count", b"1"),
     ];
     serialize_pairs(hdrs.iter().copied(), &mut buf);
+    // A gRPC call beside it: method name, `rpc.*` attributes, a failed status.
+    let mut grpc_buf = Vec::new();
+    let grpc_hdrs: Vec<(&[u8], &[u8])> = vec![
+        (b":method", b"POST"),
+        (b":path", b"/reviews.v1.Reviews/GetReview"),
+        (b":authority", b"reviews.default.svc.cluster.local:9080"),
+        (b":scheme", b"http"),
+        (b"content-type", b"application/grpc"),
+        (b"te", b"trailers"),
+        (
+            b"traceparent",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+    ];
+    serialize_pairs(grpc_hdrs.iter().copied(), &mut grpc_buf);
+    // Every other request carries bytes that are not UTF-8 (replaced with U+FFFD on the way
+    // into the span): the repair path must not allocate either.
+    let mut bad = Vec::new();
+    let bad_hdrs: Vec<(&[u8], &[u8])> = hdrs
+        .iter()
+        .map(|&(k, v)| match k {
+            b":path" => (k, &b"/api/reviews/12\xff45?lang=\xfe"[..]),
+            b"user-agent" => (k, &b"probe/1.0 \xff\xfe"[..]),
+            b"x-tenant" => (k, &b"acme\xe2\x82"[..]),
+            _ => (k, v),
+        })
+        .collect();
+    serialize_pairs(bad_hdrs.iter().copied(), &mut bad);
+    // The three alternate: plain HTTP, HTTP with bad bytes, a failed gRPC call.
+    let bufs = [&buf, &bad, &grpc_buf];
     let mut rec = SpanRecord::default();
     let mut injection = Injection::default();
 
     // Warm up: buffers, the record's arena and the queue reach their steady sizes.
     for i in 0..2_000u64 {
-        request(
-            &mut tracer,
-            &mut exporter,
-            &buf,
-            &mut rec,
-            &mut injection,
-            1_000 + i,
-        );
+        for b in bufs {
+            request(
+                &mut tracer,
+                &mut exporter,
+                b,
+                &mut rec,
+                &mut injection,
+                1_000 + i,
+            );
+        }
         export_due(&mut exporter, i);
     }
 
-    MEASURED.with(|m| m.set(true));
-    COUNTING.store(true, Ordering::SeqCst);
-    for i in 0..10_000u64 {
-        request(
-            &mut tracer,
-            &mut exporter,
-            &buf,
-            &mut rec,
-            &mut injection,
-            10_000 + i,
-        );
-        export_due(&mut exporter, i);
-    }
-    let allocs = ALLOCS.load(Ordering::SeqCst);
-    // The counter itself works: one deliberate allocation is seen.
-    std::hint::black_box(Vec::<u8>::with_capacity(64));
-    let after = ALLOCS.load(Ordering::SeqCst);
-    COUNTING.store(false, Ordering::SeqCst);
-    MEASURED.with(|m| m.set(false));
-    assert_eq!(after, allocs + 1, "the counting allocator is not counting");
+    let allocs = allocations(|| {
+        for i in 0..10_000u64 {
+            for b in bufs {
+                request(
+                    &mut tracer,
+                    &mut exporter,
+                    b,
+                    &mut rec,
+                    &mut injection,
+                    10_000 + i,
+                );
+            }
+            export_due(&mut exporter, i);
+        }
+    });
     assert_eq!(allocs, 0, "allocations on the warm request path");
 }

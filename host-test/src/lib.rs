@@ -3,6 +3,7 @@
 
 pub mod envoy;
 pub mod faults;
+pub mod grpc_app;
 pub mod grpc_sink;
 pub mod host;
 pub mod istio;

@@ -53,6 +53,14 @@ pub enum SinkMode {
     /// Accepts (records) the request and answers 200 with a body that is not protobuf and
     /// nonsense headers.
     Garbage,
+    /// Refuses the request with this status and a `google.rpc.Status` (code 3,
+    /// `INVALID_ARGUMENT`) carrying this message, as the OpenTelemetry Collector refuses one.
+    Refuse {
+        /// The HTTP status.
+        status: u16,
+        /// The `Status.message`.
+        message: &'static str,
+    },
 }
 
 /// What a sink has received, counted, and whether it keeps the requests too: shared by the
@@ -197,6 +205,9 @@ async fn sink_handle(req: Request<Incoming>, st: Arc<Mutex<SinkState>>) -> Respo
             return r;
         }
         SinkMode::Hang => std::future::pending::<()>().await,
+        SinkMode::Refuse { status, message } => {
+            return reply(status, rpc_status(3, message.as_bytes()))
+        }
         SinkMode::Partial { .. } | SinkMode::Garbage => {}
     }
     if path != "/v1/traces" {
@@ -259,8 +270,22 @@ async fn sink_handle(req: Request<Incoming>, st: Arc<Mutex<SinkState>>) -> Respo
                 ),
             }
         }
-        Err(e) => reply(400, Bytes::from(format!("undecodable OTLP body: {e}"))),
+        // A collector refuses what it cannot decode (invalid UTF-8 in a `string` field
+        // included: prost's `String` is strict) with 400 and a `google.rpc.Status`.
+        Err(e) => reply(
+            400,
+            rpc_status(3, format!("undecodable OTLP body: {e}").as_bytes()),
+        ),
     }
+}
+
+/// A `google.rpc.Status` `{code, message}`, encoded.
+pub fn rpc_status(code: u8, message: &[u8]) -> Bytes {
+    let message = String::from_utf8_lossy(message);
+    Bytes::from(meshtrace::export::reply::google_rpc::status(
+        i32::from(code),
+        &message,
+    ))
 }
 
 /// Decompresses a gzip body.

@@ -3,7 +3,7 @@
 //! work, so a read that creeps in is a performance regression even when every span is right.
 
 use meshtrace_host_test::host::export::{attr, flush_one, Attr};
-use meshtrace_host_test::host::{load_filter, Host, Req};
+use meshtrace_host_test::host::{load_filter, Host, Req, Resp};
 use opentelemetry_proto::tonic::trace::v1::Span;
 
 const SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -169,6 +169,161 @@ fn without_a_connection_id_every_request_reads_its_own_facts() {
     for s in flush_one(&mut h) {
         assert_eq!(str_attr(&s, "client.address").as_deref(), Some("10.0.0.9"));
     }
+}
+
+/// An inbound gRPC call on connection 41 answering with `resp` (HTTP 200).
+fn grpc_call(traceparent: &str, resp: Resp) -> Req {
+    let mut r = inbound(41, 5001, traceparent)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .response(resp);
+    r.headers.replace(b":method", b"POST");
+    r.headers.replace(b":path", b"/pkg.v1.Greeter/SayHello");
+    r
+}
+
+fn grpc_reply() -> Resp {
+    Resp::status(200).header("content-type", "application/grpc")
+}
+
+/// The same reads as a plain request, with the one `grpc-status` read spliced in at `at`.
+fn with_grpc_read(base: &[&str], at: usize, read: &str) -> Vec<String> {
+    let mut v: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+    v.insert(at, read.to_string());
+    v
+}
+
+#[test]
+fn a_recorded_grpc_call_reads_its_status_once() {
+    let mut h = host("");
+    h.request(inbound(41, 5001, SAMPLED)).unwrap();
+    h.take_property_reads();
+    // The status in the trailers: read as they pass, before `on_log`.
+    let ok = grpc_reply()
+        .body(vec![0, 0, 0, 0, 0])
+        .trailer("grpc-status", "13");
+    h.request(grpc_call(SAMPLED, ok)).unwrap();
+    assert_eq!(
+        h.take_property_reads(),
+        with_grpc_read(&REUSED_CONNECTION, 3, "response_trailers[grpc-status]")
+    );
+    // Trailers-Only: no trailers, so `on_log` looks in the response headers.
+    let only = grpc_reply().header("grpc-status", "14");
+    h.request(grpc_call(SAMPLED, only)).unwrap();
+    assert_eq!(
+        h.take_property_reads(),
+        with_grpc_read(&REUSED_CONNECTION, 5, "response_headers[grpc-status]")
+    );
+    let spans = flush_one(&mut h);
+    assert_eq!(spans.len(), 3);
+    assert_eq!(
+        str_attr(&spans[1], "rpc.response.status_code").as_deref(),
+        Some("INTERNAL")
+    );
+    assert_eq!(
+        str_attr(&spans[2], "rpc.response.status_code").as_deref(),
+        Some("UNAVAILABLE")
+    );
+    assert_eq!(spans[2].name, "pkg.v1.Greeter/SayHello");
+    // A plain HTTP request never looks for a gRPC status.
+    assert_eq!(str_attr(&spans[0], "rpc.response.status_code"), None);
+}
+
+#[test]
+fn an_unsampled_grpc_call_pays_only_what_always_keep_needs() {
+    let failed = || {
+        grpc_reply()
+            .body(vec![0, 0, 0, 0, 0])
+            .trailer("grpc-status", "13")
+    };
+    // Always-keep off: nothing, whatever the call's status.
+    let mut h = host("");
+    h.request(grpc_call(UNSAMPLED, failed())).unwrap();
+    assert_eq!(h.take_property_reads(), Vec::<String>::new());
+
+    // `always_keep: error`: the status and the response code; an OK call stops there.
+    let mut h = host(r#", "sampling": {"always_keep": ["error"]}"#);
+    let ok = grpc_reply().trailer("grpc-status", "0");
+    h.request(grpc_call(UNSAMPLED, ok)).unwrap();
+    assert_eq!(
+        h.take_property_reads(),
+        ["response_trailers[grpc-status]", "response.code"]
+    );
+    // A failed one (HTTP 200, INTERNAL in the trailers) is kept, and then read as a span.
+    h.request(grpc_call(UNSAMPLED, failed())).unwrap();
+    let reads = h.take_property_reads();
+    assert_eq!(
+        reads[..2],
+        ["response_trailers[grpc-status]", "response.code"]
+    );
+    assert!(
+        !reads[2..].iter().any(|r| r.contains("grpc-status")),
+        "the status is read once: {reads:?}"
+    );
+    let spans = flush_one(&mut h);
+    assert_eq!(spans.len(), 1);
+    assert_eq!(
+        str_attr(&spans[0], "mesh.sampling.kept_by").as_deref(),
+        Some("error")
+    );
+    assert_eq!(
+        str_attr(&spans[0], "error.type").as_deref(),
+        Some("INTERNAL")
+    );
+    assert_eq!(h.metric("meshtrace.spans_kept"), Some(1));
+}
+
+#[test]
+fn a_grpc_web_status_is_read_from_the_body_trailer_frame() {
+    // No grpc_web filter ahead: the upstream answers gRPC-Web itself, status in the body.
+    let mut h = host("");
+    let frame = |flag: u8, payload: &[u8]| {
+        let mut f = vec![flag];
+        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    let mut body = frame(0, b"\x0a\x02hi");
+    body.extend(frame(0x80, b"grpc-status:13\r\ngrpc-message:boom\r\n"));
+    let reply = Resp::status(200)
+        .header("content-type", "application/grpc-web+proto")
+        .body(body);
+    let mut req = grpc_call(SAMPLED, reply);
+    req.headers
+        .replace(b"content-type", b"application/grpc-web+proto");
+    h.request(req).unwrap();
+    // The body tail is a buffer read, not a header read: no `grpc-status` lookup follows.
+    let reads = h.take_property_reads();
+    assert!(
+        !reads.iter().any(|r| r.contains("grpc-status")),
+        "{reads:?}"
+    );
+    let spans = flush_one(&mut h);
+    assert_eq!(
+        str_attr(&spans[0], "rpc.response.status_code").as_deref(),
+        Some("INTERNAL")
+    );
+    assert_eq!(spans[0].name, "pkg.v1.Greeter/SayHello");
+}
+
+#[test]
+fn a_malformed_grpc_status_is_unknown_and_counted() {
+    let mut h = host("");
+    let reply = grpc_reply().trailer("grpc-status", "abc");
+    h.request(grpc_call(SAMPLED, reply)).unwrap();
+    // No status at all: inferred from the HTTP 200, and counted as missing.
+    h.request(grpc_call(SAMPLED, grpc_reply())).unwrap();
+    let spans = flush_one(&mut h);
+    for s in &spans {
+        assert_eq!(
+            str_attr(s, "rpc.response.status_code").as_deref(),
+            Some("UNKNOWN")
+        );
+        assert_eq!(str_attr(s, "error.type").as_deref(), Some("UNKNOWN"));
+    }
+    assert_eq!(h.metric("meshtrace.grpc.calls"), Some(2));
+    assert_eq!(h.metric("meshtrace.grpc.status_invalid"), Some(1));
+    assert_eq!(h.metric("meshtrace.grpc.status_missing"), Some(1));
 }
 
 /// The filter-state keys `access_log.filter_state` writes, as Envoy names them, in order.

@@ -256,7 +256,12 @@ fn plugin_configs_use_only_the_agreed_keys() {
         ),
         (
             "limits",
-            &["max_attribute_value_bytes", "max_attributes"][..],
+            &[
+                "max_attribute_value_bytes",
+                "max_attributes",
+                "max_span_name_bytes",
+                "max_span_names",
+            ][..],
         ),
         ("access_log", &["filter_state"][..]),
         (

@@ -14,6 +14,7 @@ use meshtrace::headers::RequestHeaders;
 use meshtrace::propagation::context::SpanIds;
 use meshtrace::propagation::inject::Injection;
 use meshtrace::resource::NodeInfo;
+use meshtrace::span::grpc::{self, GrpcEnd};
 use meshtrace::span::mesh::{EndFacts, RequestFacts};
 use meshtrace::span::Finish;
 use meshtrace::span::{SpanKind, SpanRecord};
@@ -91,6 +92,11 @@ impl Core {
         self.exporter.on_result(id, result, now_ms);
     }
 
+    /// Counts a request the collector refused, keeping its reason for the log.
+    pub fn note_rejection(&mut self, reason: String) {
+        self.exporter.note_rejection(reason);
+    }
+
     /// When the exporter next needs a poll for a retry, if it does.
     pub fn next_wake(&self) -> Option<u64> {
         self.exporter.next_wake()
@@ -129,7 +135,19 @@ pub enum Started {
         headers: Vec<(Vec<u8>, Vec<u8>)>,
         /// When the request started, in ns since the Unix epoch.
         start_ns: u64,
+        /// The request's gRPC framing (`content-type`), for the always-keep error rule.
+        grpc: Option<grpc::Protocol>,
     },
+}
+
+impl Started {
+    /// Whether the request is a gRPC call, whose `grpc-status` the response must be watched for.
+    pub fn is_grpc(&self) -> bool {
+        match self {
+            Started::Sampled { facts, .. } => facts.grpc.is_some(),
+            Started::Candidate { grpc, .. } => grpc.is_some(),
+        }
+    }
 }
 
 /// The request's headers as the core reads them: HTTP/2 carries the pseudo-headers, which
@@ -162,7 +180,7 @@ pub fn start_request(shared: &Shared, parts: &mut Parts) -> Option<Started> {
     Stats::add(&shared.stats.started, 1);
     let mut guard = lock(&shared.core);
     let core = &mut *guard;
-    let (started, keep_ids) = {
+    let (started, keep_ids, call) = {
         let pairs = header_pairs(parts);
         let headers = RequestHeaders::from_pairs(pairs.iter().copied());
         let decision = core
@@ -175,9 +193,10 @@ pub fn start_request(shared: &Shared, parts: &mut Parts) -> Option<Started> {
             let facts = core
                 .tracer
                 .record_request(&headers, pairs.iter().copied(), &mut rec);
-            (Some(Started::Sampled { rec, facts }), None)
+            (Some(Started::Sampled { rec, facts }), None, None)
         } else {
-            (None, core.tracer.may_keep().then(|| decision.ids()))
+            let call = headers.content_type.and_then(grpc::protocol);
+            (None, core.tracer.may_keep().then(|| decision.ids()), call)
         }
     };
     apply(&core.injection, &mut parts.headers);
@@ -197,6 +216,7 @@ pub fn start_request(shared: &Shared, parts: &mut Parts) -> Option<Started> {
                 .map(|(k, v)| (k.to_vec(), v.to_vec()))
                 .collect(),
             start_ns,
+            grpc: call,
         }),
     }
 }
@@ -250,6 +270,9 @@ pub struct End<'a> {
     pub version: Version,
     /// The downstream peer, `ip:port` (the Linkerd proxy, usually).
     pub peer: &'a str,
+    /// A gRPC call's `grpc-status`, from the response trailers or, for a Trailers-Only reply,
+    /// its headers (parsed with [`grpc::Code::parse`]).
+    pub grpc_status: Option<grpc::Code>,
 }
 
 /// Finishes a request: a sampled span is completed, an unsampled one goes through the
@@ -265,10 +288,20 @@ pub fn finish_request(shared: &Shared, started: Started, end: &End<'_>) -> bool 
             ids,
             headers,
             start_ns,
+            grpc,
         } => {
             let duration = end_ns.saturating_sub(start_ns);
+            // The bridge only ever makes server spans.
+            let call = grpc.map(|protocol| GrpcEnd {
+                protocol,
+                sent: end.grpc_status,
+                kind: SpanKind::Server,
+            });
             // The bridge has no Envoy response flags: no fault is ever injected here.
-            let Some(reason) = core.tracer.keep(status, 0, Some(duration), now_ns) else {
+            let Some(reason) = core
+                .tracer
+                .keep_call(status, 0, Some(duration), call, now_ns)
+            else {
                 return false;
             };
             Stats::add(&shared.stats.kept, 1);
@@ -300,6 +333,7 @@ pub fn finish_request(shared: &Shared, started: Started, end: &End<'_>) -> bool 
         request: facts,
         // No Envoy cluster, route or flags: the Linkerd facts are request attributes.
         mesh: EndFacts::default(),
+        grpc_status: end.grpc_status,
     };
     core.tracer.finish_span(&mut rec, &finish);
     let _ = core.exporter.push(&rec);

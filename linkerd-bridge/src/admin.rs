@@ -14,12 +14,12 @@ use crate::shared::{lock, Shared, Stats};
 
 /// Renders every counter in the Prometheus text exposition format.
 pub fn metrics_text(shared: &Shared) -> String {
-    let (c, queued) = {
+    let (c, queued, overflow) = {
         let core = lock(&shared.core);
-        (core.counters(), core.held())
+        (core.counters(), core.held(), core.tracer.names.overflow())
     };
     let s = &shared.stats;
-    let counters: [(&str, &str, u64); 19] = [
+    let counters: [(&str, &str, u64); 21] = [
         (
             "meshtrace_spans_started_total",
             "Requests seen.",
@@ -76,6 +76,11 @@ pub fn metrics_text(shared: &Shared) -> String {
             c.requests_failed,
         ),
         (
+            "meshtrace_export_requests_rejected_total",
+            "Export attempts the collector refused (final 4xx or gRPC status), with a reason.",
+            c.requests_rejected,
+        ),
+        (
             "meshtrace_export_retries_total",
             "Sends of a batch after its first.",
             c.retries,
@@ -114,6 +119,11 @@ pub fn metrics_text(shared: &Shared) -> String {
             "meshtrace_relay_spans_dropped_total",
             "Relayed spans dropped (buffer full or export failed).",
             Stats::get(&s.relay_spans_dropped),
+        ),
+        (
+            "meshtrace_span_names_overflow_total",
+            "Span names that fell back to {method}: the set of distinct names was full.",
+            overflow,
         ),
     ];
     let mut out = String::new();

@@ -27,6 +27,10 @@ pub struct SpanGuard {
     started: Option<Started>,
     /// The response status, once known.
     pub status: Option<u16>,
+    /// A gRPC call's `grpc-status`, once seen in the response headers or trailers.
+    pub grpc_status: Option<meshtrace::span::grpc::Code>,
+    /// Whether the request is a gRPC call (only then is `grpc-status` looked for).
+    pub grpc: bool,
     version: Version,
     peer: Arc<str>,
 }
@@ -36,8 +40,10 @@ impl SpanGuard {
     pub fn new(shared: Arc<Shared>, started: Started, version: Version, peer: Arc<str>) -> Self {
         Self {
             shared,
+            grpc: started.is_grpc(),
             started: Some(started),
             status: None,
+            grpc_status: None,
             version,
             peer,
         }
@@ -54,6 +60,16 @@ impl SpanGuard {
         let entry = ServerTimingEntry::new(policy.style, &rec.trace_id, &rec.span_id, rec.flags)?;
         Some((entry, policy.expose))
     }
+
+    /// Notes the `grpc-status` of a gRPC call's response headers or trailers, if present.
+    pub fn observe_grpc(&mut self, headers: &http::HeaderMap) {
+        if !self.grpc {
+            return;
+        }
+        if let Some(v) = headers.get("grpc-status") {
+            self.grpc_status = Some(meshtrace::span::grpc::Code::parse(v.as_bytes()));
+        }
+    }
 }
 
 impl Drop for SpanGuard {
@@ -65,6 +81,7 @@ impl Drop for SpanGuard {
             status: self.status,
             version: self.version,
             peer: &self.peer,
+            grpc_status: self.grpc_status,
         };
         if adapter::finish_request(&self.shared, started, &end) {
             self.shared.export_wake.notify_one();
@@ -99,6 +116,11 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(g)) = (&polled, this.guard.as_mut()) {
+            if let Some(trailers) = frame.trailers_ref() {
+                g.observe_grpc(trailers);
+            }
+        }
         match &polled {
             // The end of the body, or a failure that ends it: the request is over.
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => drop(this.guard.take()),

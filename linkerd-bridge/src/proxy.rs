@@ -149,6 +149,8 @@ impl Proxy {
                     }
                     if let Some(g) = guard.as_mut() {
                         g.status = Some(resp.status().as_u16());
+                        // A Trailers-Only reply carries the call's status in its headers.
+                        g.observe_grpc(resp.headers());
                         if let Some((entry, expose)) = g.server_timing(&self.correlation) {
                             add_server_timing(resp.headers_mut(), &entry, expose);
                         }

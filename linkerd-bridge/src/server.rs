@@ -23,7 +23,7 @@ use crate::adapter::Core;
 use crate::admin;
 use crate::cli::Args;
 use crate::config::BridgeConfig;
-use crate::export::{self, Transport};
+use crate::export::{self, HttpExporter};
 use crate::proxy::Proxy;
 use crate::relay::{self, RelayBuffer};
 use crate::resource;
@@ -82,7 +82,7 @@ impl Bridge {
 
     /// Binds every listener and starts serving.
     pub async fn start(self) -> io::Result<Running> {
-        let transport = Transport::new(&self.config.endpoint, &self.config.core.config)
+        let http_exporter = HttpExporter::new(&self.config.endpoint, &self.config.core.config)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let shared = Arc::new(Shared {
             core: Mutex::new(Core::new(&self.config, &self.node, fastrand::u64(..))),
@@ -109,7 +109,11 @@ impl Bridge {
             .map(|l| l.local_addr())
             .transpose()?;
 
-        let exporter = tokio::spawn(export::run(shared.clone(), transport, export_rx.clone()));
+        let exporter = tokio::spawn(export::run(
+            shared.clone(),
+            http_exporter,
+            export_rx.clone(),
+        ));
 
         let proxy = Arc::new(Proxy::new(
             shared.clone(),

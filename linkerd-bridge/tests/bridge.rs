@@ -924,6 +924,203 @@ async fn collector_unreachable_never_blocks_requests() {
     }
 }
 
+/// Calls the greeter through the bridge with tonic's client (its own runtime, off this one).
+async fn grpc_call(port: u16, name: &str, traceparent: Option<String>) -> tonic::Code {
+    let name = name.to_string();
+    tokio::task::spawn_blocking(move || {
+        let md: Vec<(&'static str, &str)> = traceparent
+            .as_deref()
+            .map(|tp| ("traceparent", tp))
+            .into_iter()
+            .collect();
+        meshtrace_host_test::grpc_app::call(
+            port,
+            meshtrace_host_test::grpc_app::SAY_HELLO,
+            &name,
+            &md,
+        )
+        .code()
+    })
+    .await
+    .unwrap()
+}
+
+fn str_value(s: &Span, key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    s.attributes.iter().find(|a| a.key == key).and_then(|a| {
+        match a.value.as_ref()?.value.as_ref()? {
+            Value::StringValue(v) => Some(v.clone()),
+            _ => None,
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_status_from_trailers_and_trailers_only() {
+    let sink = OtlpSink::start(0).unwrap();
+    let app = meshtrace_host_test::grpc_app::GreeterServer::start().unwrap();
+    let (bridge, _dir) = bridge(app.addr, &http_config(&sink, ""), false).await;
+    let port = bridge.listen.port();
+    let calls = [
+        ("1", "ok", tonic::Code::Ok),
+        ("2", "internal", tonic::Code::Internal),
+        ("3", "not_found", tonic::Code::NotFound),
+        ("4", "unavailable", tonic::Code::Unavailable),
+    ];
+    for (n, name, code) in calls {
+        let tp = format!("00-{:0>32}-{PARENT}-01", n);
+        assert_eq!(grpc_call(port, name, Some(tp)).await, code);
+    }
+    let spans = sink_spans(&sink, 4).await;
+    assert_eq!(spans.len(), 4);
+    for (n, status, error) in [
+        ("1", "OK", false),
+        ("2", "INTERNAL", true),
+        ("3", "NOT_FOUND", false),
+        ("4", "UNAVAILABLE", true),
+    ] {
+        let trace = format!("{:0>32}", n);
+        let s = spans.iter().find(|s| hex(&s.trace_id) == trace).unwrap();
+        assert_eq!(s.name, "pkg.v1.Greeter/SayHello");
+        assert_eq!(str_value(s, "rpc.system.name").as_deref(), Some("grpc"));
+        assert_eq!(
+            str_value(s, "rpc.method").as_deref(),
+            Some("pkg.v1.Greeter/SayHello")
+        );
+        assert_eq!(
+            str_value(s, "rpc.response.status_code").as_deref(),
+            Some(status)
+        );
+        assert_eq!(
+            str_value(s, "error.type").as_deref(),
+            error.then_some(status)
+        );
+        let code = if error { 2 } else { 0 };
+        assert_eq!(s.status.as_ref().map_or(0, |st| st.code), code, "{status}");
+    }
+    bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_keep_error_keeps_failed_grpc_calls() {
+    let sink = OtlpSink::start(0).unwrap();
+    let app = meshtrace_host_test::grpc_app::GreeterServer::start().unwrap();
+    let cfg = http_config(&sink, r#","sampling":{"ratio":0,"always_keep":["error"]}"#);
+    let (bridge, _dir) = bridge(app.addr, &cfg, false).await;
+    let port = bridge.listen.port();
+    for name in ["ok", "not_found", "internal"] {
+        grpc_call(port, name, None).await;
+    }
+    let spans = sink_spans(&sink, 1).await;
+    assert_eq!(
+        wait_metric(&bridge, "meshtrace_spans_kept_total", 1).await,
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let spans = if spans.len() == 1 {
+        sink.spans()
+    } else {
+        spans
+    };
+    assert_eq!(spans.len(), 1, "only INTERNAL is a server error");
+    assert_eq!(
+        str_value(&spans[0], "rpc.response.status_code").as_deref(),
+        Some("INTERNAL")
+    );
+    assert_eq!(
+        str_value(&spans[0], "mesh.sampling.kept_by").as_deref(),
+        Some("error")
+    );
+    assert_eq!(metric(&bridge, "meshtrace_spans_sampled_total").await, 0);
+    bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn span_names_past_the_limit_fall_back_to_the_method() {
+    let sink = OtlpSink::start(0).unwrap();
+    let app = App::start().await;
+    let config = http_config(&sink, r#","limits":{"max_span_names":2}"#);
+    let (bridge, _dir) = bridge(app.addr, &config, false).await;
+    let paths = ["/users/alice", "/users/bob", "/users/carol", "/users/alice"];
+    for path in paths {
+        let resp = http1_client()
+            .request(get(bridge.listen, path, &[]))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let spans = sink_spans(&sink, paths.len()).await;
+    let names: Vec<(&str, Option<String>)> = spans
+        .iter()
+        .map(|s| {
+            let route = render(&s.attributes)
+                .into_iter()
+                .find(|a| a.starts_with("http.route="));
+            (s.name.as_str(), route)
+        })
+        .collect();
+    let route = |r: &str| Some(format!("http.route={r:?}"));
+    assert_eq!(
+        names,
+        [
+            ("GET /users/alice", route("/users/alice")),
+            ("GET /users/bob", route("/users/bob")),
+            ("GET", None),
+            ("GET /users/alice", route("/users/alice")),
+        ]
+    );
+    assert_eq!(
+        wait_metric(&bridge, "meshtrace_span_names_overflow_total", 1).await,
+        1
+    );
+    bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_utf8_header_bytes_and_linkerd_facts_lose_no_span() {
+    // Header values may carry obs-text (RFC 9110 §5.5): the bytes that are not UTF-8 become
+    // U+FFFD, and the strict sink accepts the batch. An `l5d-client-id` that is not a DNS-like
+    // name is no identity (`linkerd::parse_identity`), so it records nothing.
+    let sink = OtlpSink::start(0).unwrap();
+    let app = App::start().await;
+    let (bridge, _dir) = bridge(app.addr, &http_config(&sink, ""), false).await;
+    let value = |b: &'static [u8]| http::HeaderValue::from_bytes(b).unwrap();
+    let mut req = get(bridge.listen, "/bad", &[]);
+    let h = req.headers_mut();
+    h.insert("user-agent", value(b"probe/1.0 \xff\xfe"));
+    h.insert(
+        "l5d-client-id",
+        value(b"checkout.sh\xffp.serviceaccount.identity.linkerd.cluster.local"),
+    );
+    h.insert("l5d-orig-proto", value(b"HTTP/1.1\xe2\x82"));
+    let resp = http1_client().request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = http1_client()
+        .request(get(bridge.listen, "/clean", &[]))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let spans = sink_spans(&sink, 2).await;
+    let bad = spans.iter().find(|s| s.name == "GET /bad").unwrap();
+    assert_eq!(
+        render(&bad.attributes),
+        attrs(
+            "/bad",
+            &[
+                "user_agent.original=\"probe/1.0 \u{FFFD}\u{FFFD}\"",
+                "http.request.header.l5d-orig-proto=[\"HTTP/1.1\u{FFFD}\"]",
+            ],
+            "1.1",
+            200
+        )
+        .into_iter()
+        .chain(attrs_end(Vec::new(), &[]))
+        .collect::<Vec<_>>()
+    );
+    assert!(spans.iter().any(|s| s.name == "GET /clean"));
+    bridge.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_timing_on_recorded_requests_after_the_apps_entry() {
     let sink = OtlpSink::start(0).unwrap();

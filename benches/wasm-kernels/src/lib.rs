@@ -154,6 +154,7 @@ impl CorePath {
                         upstream_address: Some(b"10.0.3.4:9080"),
                         ..Default::default()
                     },
+                    grpc_status: None,
                 },
             );
             let _ = self.exporter.push(&self.record);

@@ -6,6 +6,7 @@
 //!   send a batch, when to retry, what to count; the adapter's transport is the exporter that
 //!   sends what it returns;
 //! - [`reply`]: what a collector's reply means (OTLP's retry and partial-success rules);
+//! - [`rejection`]: why a collector refused a request, for the log line;
 //! - [`gzip`]: export body compression;
 //! - [`config`]: the `collector`, `batch` and `exporter` sections.
 
@@ -13,5 +14,6 @@ pub mod batch;
 pub mod config;
 pub mod gzip;
 pub mod otlp;
+pub mod rejection;
 pub mod reply;
 pub mod span_processor;

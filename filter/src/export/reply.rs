@@ -25,6 +25,8 @@ pub struct Reply<'a> {
     pub grpc_status: Option<&'a [u8]>,
     /// `grpc-status-details-bin`: a base64 `google.rpc.Status`.
     pub grpc_details: Option<&'a [u8]>,
+    /// `grpc-message`: the status message, percent-encoded.
+    pub grpc_message: Option<&'a [u8]>,
     /// The reply body (OTLP/HTTP: an `ExportTraceServiceResponse`; gRPC: its frame).
     pub body: &'a [u8],
 }
@@ -233,26 +235,46 @@ fn grpc_message(body: &[u8]) -> Option<&[u8]> {
 }
 
 /// The delay of a `google.rpc.RetryInfo` inside a base64 `google.rpc.Status`, in ms; `None`
-/// when the details are not a readable `Status` or carry no `RetryInfo`.
+/// when the details carry no `RetryInfo`. Read with [`crate::protobuf`]'s field walker rather
+/// than the prost types of [`google_rpc`]: the generated decoder would add about 15 KB to the
+/// wasm module for one optional delay on a cold path.
 pub fn retry_info_ms(details_b64: &[u8]) -> Option<u64> {
-    use prost::Message;
-    let status = google_rpc::Status::decode(&base64_decode(details_b64)?[..]).ok()?;
-    let info = status
-        .details
-        .iter()
-        .find(|any| any.type_url == google_rpc::RETRY_INFO)?;
-    let delay = google_rpc::RetryInfo::decode(&info.value[..])
-        .ok()
-        .and_then(|r| r.retry_delay)
-        .unwrap_or_default();
-    // Negative durations read as huge delays, which the exporter caps.
-    let seconds = delay.seconds as u64;
-    let nanos = u64::from(delay.nanos as u32);
-    Some(
-        seconds
-            .saturating_mul(1000)
-            .saturating_add(nanos / 1_000_000),
-    )
+    let status = base64_decode(details_b64)?;
+    for (n, f) in fields(&status) {
+        let (3, Wire::Bytes(any)) = (n, f) else {
+            continue;
+        };
+        let mut type_url: &[u8] = &[];
+        let mut value: &[u8] = &[];
+        for (n, f) in fields(any) {
+            match (n, f) {
+                (1, Wire::Bytes(b)) => type_url = b,
+                (2, Wire::Bytes(b)) => value = b,
+                _ => {}
+            }
+        }
+        if type_url != google_rpc::RETRY_INFO.as_bytes() {
+            continue;
+        }
+        let mut ms = 0u64;
+        for (n, f) in fields(value) {
+            let (1, Wire::Bytes(duration)) = (n, f) else {
+                continue;
+            };
+            for (n, f) in fields(duration) {
+                match (n, f) {
+                    // Negative durations arrive as huge varints; the exporter caps delays.
+                    (1, Wire::Varint(s)) => ms = ms.saturating_add(s.saturating_mul(1000)),
+                    (2, Wire::Varint(nanos)) => {
+                        ms = ms.saturating_add((nanos & 0xffff_ffff) / 1_000_000)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        return Some(ms);
+    }
+    None
 }
 
 /// `grpc-status-details-bin`: standard base64, padded or not (gRPC sends it unpadded); the
@@ -275,8 +297,8 @@ fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// `google.rpc.Status` and `google.rpc.RetryInfo` as prost messages: what a collector sends in
-/// `grpc-status-details-bin` to ask for a delay. A refused export is the cold path, so the
-/// generated decoder serves; collectors and test sinks encode with the same types.
+/// `grpc-status-details-bin` to ask for a delay. Collectors and test sinks encode with them;
+/// [`retry_info_ms`] reads the same bytes without them (see there why).
 pub mod google_rpc {
     /// `google.protobuf.Duration`.
     #[derive(Clone, PartialEq, prost::Message)]
@@ -324,6 +346,17 @@ pub mod google_rpc {
 
     /// `Any.type_url` of a `RetryInfo`.
     pub const RETRY_INFO: &str = "type.googleapis.com/google.rpc.RetryInfo";
+
+    /// The encoded `Status{code, message}`: how a collector refuses a request and says why.
+    pub fn status(code: i32, message: &str) -> Vec<u8> {
+        use prost::Message;
+        Status {
+            code,
+            message: message.into(),
+            details: Vec::new(),
+        }
+        .encode_to_vec()
+    }
 
     /// The encoded `Status{code, details: [RetryInfo{retry_delay}]}`.
     pub fn status_with_retry_info(code: i32, seconds: i64, nanos: i32) -> Vec<u8> {
@@ -531,10 +564,18 @@ mod tests {
                     retry_after: Some(&ra),
                     grpc_status: Some(&st),
                     grpc_details: Some(&details),
+                    grpc_message: Some(&ra),
                     body: &body,
                 };
                 let _ = classify(p, &r, u64::MAX);
                 let _ = classify(p, &Reply { status: Some(503), ..r }, 0);
+                // The reason of a refusal is printable text whatever the reply held.
+                for status in [400, 200] {
+                    let r = Reply { status: Some(status), ..r };
+                    if let Some(why) = crate::export::rejection::reason(&classify(p, &r, 0), &r) {
+                        proptest::prop_assert!(!why.chars().any(char::is_control));
+                    }
+                }
             }
             let _ = retry_info_ms(&details);
         }

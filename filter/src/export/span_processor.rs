@@ -34,6 +34,9 @@ pub struct Counters {
     pub requests_retryable: u64,
     /// Attempts that failed for good.
     pub requests_failed: u64,
+    /// Of `requests_failed`, those the collector refused as such (a final HTTP 4xx, or a final
+    /// gRPC status), with a reason it gave ([`BatchSpanProcessor::note_rejection`]).
+    pub requests_rejected: u64,
     /// Sends of a batch after its first.
     pub retries: u64,
     /// Request bodies sent (every attempt), before and after compression.
@@ -98,6 +101,9 @@ struct Pending {
     rejected: u64,
     bad_chunks: u64,
     handoff_lost: u64,
+    /// Requests the collector refused, and the first reason it gave this interval.
+    refused: u64,
+    first_reason: Option<String>,
 }
 
 /// A request the adapter must send now.
@@ -332,6 +338,15 @@ impl BatchSpanProcessor {
         }
     }
 
+    /// Counts a request the collector refused and keeps the first reason of the log interval
+    /// (already cut and made printable: [`crate::export::rejection::reason`]). Call it beside
+    /// [`Self::on_result`], which does the span accounting.
+    pub fn note_rejection(&mut self, reason: String) {
+        self.counters.requests_rejected += 1;
+        self.pending.refused += 1;
+        self.pending.first_reason.get_or_insert(reason);
+    }
+
     /// Records how the request `id` ended. Unknown or stale ids are ignored.
     pub fn on_result(&mut self, id: u64, result: ExportResult, now_ms: u64) {
         let Some(i) = self
@@ -468,6 +483,12 @@ impl BatchSpanProcessor {
             parts.push(format!(
                 "the collector rejected {} span(s) in partial successes",
                 p.rejected
+            ));
+        }
+        if let Some(reason) = &p.first_reason {
+            parts.push(format!(
+                "the collector rejected {} export request(s); first reason: \"{reason}\"",
+                p.refused
             ));
         }
         if p.bad_chunks > 0 {
@@ -678,6 +699,53 @@ mod tests {
         e.on_result(99, ExportResult::Fail(Failure::Http(400)), 6000);
         assert!(e.take_log(9999).is_empty(), "once per interval");
         assert!(e.take_log(10_000).is_empty(), "nothing new");
+    }
+
+    #[test]
+    fn a_rejected_request_is_counted_and_its_first_reason_logged_once_per_interval() {
+        use crate::export::reply::{classify, Reply};
+        let mut e = exporter(
+            r#","batch":{"max_queue":100,"max_batch":1,"flush_interval_ms":10},"exporter":{"max_in_flight":4}"#,
+        );
+        let refuse = |e: &mut BatchSpanProcessor, body: &[u8], now: u64| {
+            let id = e.poll(now).unwrap().id;
+            let reply = Reply {
+                status: Some(400),
+                body,
+                ..Reply::default()
+            };
+            let result = classify(Protocol::Http, &reply, 0);
+            if let Some(reason) = crate::export::rejection::reason(&result, &reply) {
+                e.note_rejection(reason);
+            }
+            e.on_result(id, result, now);
+        };
+        for i in 0..3 {
+            e.push(&span(i)).unwrap();
+        }
+        refuse(&mut e, b"not UTF-8 encoded: \xff", 100);
+        refuse(&mut e, b"second reason", 200);
+        let id = e.poll(300).unwrap().id;
+        e.on_result(id, OK, 300);
+        assert_eq!(e.counters.requests_rejected, 2);
+        assert_eq!(e.counters.requests_failed, 2);
+        assert_eq!(e.counters.spans_dropped_export_failed, 2);
+        balanced(&e, 3);
+        assert_eq!(
+            e.take_log(5000),
+            [
+                "meshtrace: 2 export request(s) failed with HTTP 400 (not retryable), 2 span(s) dropped",
+                "meshtrace: the collector rejected 2 export request(s); first reason: \"not UTF-8 encoded: \u{FFFD}\""
+            ]
+        );
+        e.push(&span(9)).unwrap();
+        refuse(&mut e, b"later", 6000);
+        assert!(e.take_log(9999).is_empty(), "once per interval");
+        assert_eq!(
+            e.take_log(10_000)[1],
+            "meshtrace: the collector rejected 1 export request(s); first reason: \"later\""
+        );
+        assert_eq!(e.counters.requests_rejected, 3);
     }
 
     #[test]

@@ -149,6 +149,7 @@ pub fn on_response(w: &mut Worker, token: u32, num_headers: usize, body_size: us
         retry_after: header(&headers, b"retry-after"),
         grpc_status: grpc(b"grpc-status"),
         grpc_details: grpc(b"grpc-status-details-bin"),
+        grpc_message: grpc(b"grpc-message"),
         body: body.as_deref().unwrap_or_default(),
     };
     let now = now_ms();
@@ -157,6 +158,9 @@ pub fn on_response(w: &mut Worker, token: u32, num_headers: usize, body_size: us
         &reply,
         host::now_ns() / 1_000_000,
     );
+    if let Some(reason) = crate::export::rejection::reason(&result, &reply) {
+        w.exporter.note_rejection(reason);
+    }
     w.exporter.on_result(id, result, now);
 }
 

@@ -32,6 +32,13 @@ extern "C" {
         value_data: *const u8,
         value_size: usize,
     ) -> u32;
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        ret_data: *mut *mut u8,
+        ret_size: *mut usize,
+    ) -> u32;
     fn proxy_get_property(
         path_data: *const u8,
         path_size: usize,
@@ -44,6 +51,10 @@ extern "C" {
 const OK: u32 = 0;
 /// `MapType::HttpRequestHeaders`.
 pub const REQUEST_HEADERS: u32 = 0;
+/// `MapType::HttpResponseHeaders`.
+pub const RESPONSE_HEADERS: u32 = 2;
+/// `MapType::HttpResponseTrailers`.
+pub const RESPONSE_TRAILERS: u32 = 3;
 
 /// Takes ownership of a buffer the host allocated through `proxy_on_memory_allocate`
 /// (the SDK's allocator hands out `Vec<u8>` storage of exactly `size` bytes).
@@ -65,6 +76,21 @@ pub fn header_map(map_type: u32) -> Option<Vec<u8>> {
     // SAFETY: the host writes a pointer it allocated through our allocator and its size.
     unsafe {
         if proxy_get_header_map_pairs(map_type, &mut ptr, &mut size) != OK {
+            return None;
+        }
+        take(ptr, size)
+    }
+}
+
+/// One header's value (the first, as Envoy returns it); `None` when absent or empty.
+pub fn header_value(map_type: u32, name: &str) -> Option<Vec<u8>> {
+    let mut ptr = null_mut();
+    let mut size = 0;
+    // SAFETY: as for `header_map`; the name is a live slice for the duration of the call.
+    unsafe {
+        if proxy_get_header_map_value(map_type, name.as_ptr(), name.len(), &mut ptr, &mut size)
+            != OK
+        {
             return None;
         }
         take(ptr, size)

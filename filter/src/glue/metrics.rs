@@ -12,10 +12,16 @@ pub struct Stats {
     pub sampled: u64,
     /// Unsampled requests exported anyway by always-keep sampling rules.
     pub kept: u64,
+    /// Exported spans of gRPC calls.
+    pub grpc_calls: u64,
+    /// gRPC calls whose response carried no `grpc-status` (the status was inferred).
+    pub grpc_status_missing: u64,
+    /// `grpc-status` values that are not a canonical code (recorded as `UNKNOWN`).
+    pub grpc_status_invalid: u64,
 }
 
 /// Every stat, its kind, and (by position) its value in [`metric_values`].
-pub const METRICS: [(&str, MetricType); 19] = [
+pub const METRICS: [(&str, MetricType); 24] = [
     ("meshtrace.spans_started", MetricType::Counter),
     ("meshtrace.spans_sampled", MetricType::Counter),
     ("meshtrace.spans_kept", MetricType::Counter),
@@ -35,6 +41,11 @@ pub const METRICS: [(&str, MetricType); 19] = [
     ("meshtrace.export_vms", MetricType::Gauge),
     ("meshtrace.connection_facts.cached", MetricType::Counter),
     ("meshtrace.connection_facts.read", MetricType::Counter),
+    ("meshtrace.grpc.calls", MetricType::Counter),
+    ("meshtrace.grpc.status_missing", MetricType::Counter),
+    ("meshtrace.grpc.status_invalid", MetricType::Counter),
+    ("meshtrace.span_names.overflow", MetricType::Counter),
+    ("meshtrace.export_requests.rejected", MetricType::Counter),
 ];
 
 /// This VM's current values, in [`METRICS`] order.
@@ -48,6 +59,8 @@ pub struct Values<'a> {
     /// Recorded requests whose connection facts came from the cache, and those that read them.
     pub connections_cached: u64,
     pub connections_read: u64,
+    /// Span names that fell back to `{method}`: the VM's set of distinct names was full.
+    pub span_names_overflow: u64,
 }
 
 pub fn metric_values(v: &Values<'_>) -> [u64; METRICS.len()] {
@@ -72,6 +85,11 @@ pub fn metric_values(v: &Values<'_>) -> [u64; METRICS.len()] {
         v.exports as u64,
         v.connections_cached,
         v.connections_read,
+        s.grpc_calls,
+        s.grpc_status_missing,
+        s.grpc_status_invalid,
+        v.span_names_overflow,
+        c.requests_rejected,
     ]
 }
 

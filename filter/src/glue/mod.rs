@@ -32,6 +32,13 @@
 //!
 //!   A typical sampled inbound Istio request on a reused connection: 2 + 1 + 3 at request
 //!   time, 1 + 3 in `on_log` (`host-test/tests/harness_host_calls.rs` asserts the list).
+//! - **gRPC calls** (`content-type: application/grpc*`, known from the request headers with no
+//!   host call): +1 single header read, the `grpc-status` of the response trailers in
+//!   `on_http_response_trailers` or, when they carried none, of the response headers in
+//!   `on_log` (Trailers-Only and Envoy's local replies). Only for recorded calls and, with
+//!   `always_keep: error`, unsampled ones (which then also read `response.flags` when no status
+//!   was sent, to tell a cancelled call, and with `direction: auto` the cluster name when the
+//!   code is an error on client spans only).
 //! - **Answered by an earlier filter** (fault abort, RBAC, ext_authz, rate limit before this
 //!   filter): only `on_log` runs; it reads the logged request header map, decides, and then
 //!   pays the sampled or always-keep cost above (+ `request.time` for the start).
@@ -67,6 +74,7 @@ use crate::propagation::context::SpanIds;
 use crate::propagation::counters;
 use crate::propagation::inject::Injection;
 use crate::resource::NodeInfo;
+use crate::span::grpc::{self, GrpcEnd};
 use crate::span::mesh::identity::{IdentityMode, TlsFacts};
 use crate::span::mesh::{self, EndFacts, RequestFacts};
 use crate::span::Finish;
@@ -216,6 +224,7 @@ impl Root {
             exports: w.tracer.config.exporter.mode != ExportMode::SharedQueue,
             connections_cached: w.connections.hits,
             connections_read: w.connections.misses,
+            span_names_overflow: w.tracer.names.overflow(),
         }));
         self.propagation_metrics
             .push(w.propagation.values().map(|(_, v)| v));
@@ -291,6 +300,8 @@ impl RootContext for Root {
             candidate: None,
             seen_request: false,
             written: false,
+            grpc: None,
+            grpc_status: None,
         }))
     }
 
@@ -314,6 +325,11 @@ struct Http {
     seen_request: bool,
     /// Whether the ids were written to filter state (`access_log.filter_state`).
     written: bool,
+    /// The request's gRPC framing (from `content-type`, no host call); `None` for plain HTTP.
+    grpc: Option<grpc::Protocol>,
+    /// The `grpc-status` of the response trailers, read as they pass (see
+    /// `on_http_response_trailers`).
+    grpc_status: Option<grpc::Code>,
 }
 
 /// The host clock, read at most once per callback.
@@ -331,12 +347,45 @@ impl Clock {
 struct Known {
     status: Option<Option<i64>>,
     flags: Option<u64>,
+    /// The `grpc-status` the response carried, once looked for.
+    grpc_status: Option<Option<grpc::Code>>,
 }
 
-/// `MapType::HttpResponseHeaders`.
-const RESPONSE_HEADERS: u32 = 2;
+impl Known {
+    /// What the response trailers said, if they carried a `grpc-status`.
+    fn trailers(grpc_status: Option<grpc::Code>) -> Self {
+        Self {
+            grpc_status: grpc_status.map(Some),
+            ..Self::default()
+        }
+    }
+}
+
+/// The `grpc-status` of a Trailers-Only reply, or of Envoy's local reply to a gRPC request
+/// (both carry it in the headers). Read in `on_log`, where the response headers are the ones
+/// the client got.
+fn grpc_status_in_headers(w: &mut Worker) -> Option<grpc::Code> {
+    host::header_value(host::RESPONSE_HEADERS, "grpc-status").map(|v| parse_grpc_status(w, &v))
+}
+
+/// A `grpc-status` value as the core reads it, counting the ones that are not a canonical code.
+fn parse_grpc_status(w: &mut Worker, raw: &[u8]) -> grpc::Code {
+    grpc::Code::parse_canonical(raw).unwrap_or_else(|| {
+        w.stats.grpc_status_invalid += 1;
+        grpc::Code::UNKNOWN
+    })
+}
 
 impl Context for Http {}
+
+impl Http {
+    /// Whether a gRPC call's status is worth a host call: the call is recorded, or unsampled
+    /// with `always_keep: error` on.
+    fn wants_grpc_status(&self) -> bool {
+        self.span.is_some()
+            || (self.candidate.is_some() && self.worker.borrow().tracer.sampler.keep.errors)
+    }
+}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
@@ -345,6 +394,7 @@ impl HttpContext for Http {
         let mut w = self.worker.borrow_mut();
         let w = &mut *w;
         self.seen_request = true;
+        self.grpc = headers.content_type.and_then(grpc::protocol);
         w.stats.started += 1;
         let mut clock = Clock::default();
         let decision = w
@@ -399,13 +449,48 @@ impl HttpContext for Http {
             ServerTimingEntry::new(policy.style, &rec.trace_id, &rec.span_id, rec.flags)
         {
             host::add_header(
-                RESPONSE_HEADERS,
+                host::RESPONSE_HEADERS,
                 correlation::SERVER_TIMING,
                 entry.as_bytes(),
             );
             if policy.expose {
                 let (name, value) = correlation::EXPOSE_HEADERS;
-                host::add_header(RESPONSE_HEADERS, name, value);
+                host::add_header(host::RESPONSE_HEADERS, name, value);
+            }
+        }
+        Action::Continue
+    }
+
+    /// A gRPC call's status normally arrives here. It is read now, not in `on_log`: Envoy's
+    /// gRPC-Web filter, when it is ahead of this one in the chain (Istio's order), moves the
+    /// trailers into the body after this callback and leaves the logged trailers empty. One
+    /// read, only for gRPC requests that are recorded or that `always_keep: error` may keep.
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.grpc.is_some() && self.wants_grpc_status() {
+            let mut w = self.worker.borrow_mut();
+            self.grpc_status = host::header_value(host::RESPONSE_TRAILERS, "grpc-status")
+                .map(|v| parse_grpc_status(&mut w, &v));
+        }
+        Action::Continue
+    }
+
+    /// A gRPC-Web call that reaches this filter still as gRPC-Web (no `grpc_web` filter ahead
+    /// of it: the upstream speaks gRPC-Web itself) has its status in a trailer frame at the end
+    /// of the body. One read of the last chunk's tail, at its end, for the same calls as above.
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if end_of_stream
+            && body_size > 0
+            && self.grpc == Some(grpc::Protocol::GrpcWeb)
+            && self.grpc_status.is_none()
+            && self.wants_grpc_status()
+        {
+            let n = body_size.min(grpc::WEB_TRAILER_TAIL);
+            if let Ok(Some(tail)) = proxy_wasm::hostcalls::get_buffer(
+                proxy_wasm::types::BufferType::HttpResponseBody,
+                body_size - n,
+                n,
+            ) {
+                self.grpc_status = grpc::web_trailer_status(&tail);
             }
         }
         Action::Continue
@@ -415,15 +500,14 @@ impl HttpContext for Http {
         let mut w = self.worker.borrow_mut();
         let w = &mut *w;
         let mut clock = Clock::default();
+        let known = Known::trailers(self.grpc_status);
         let written = self.written;
         if let Some((rec, stream)) = self.span.take() {
-            let end = End {
-                known: Known::default(),
-                written,
-            };
+            let end = End { known, written };
             finish(w, rec, &self.facts, &stream, end, &mut clock);
         } else if let Some(ids) = self.candidate.take() {
-            keep_unsampled(w, &ids, None, written, &mut clock);
+            let call = self.grpc.map(|p| (p, self.grpc_status));
+            keep_unsampled(w, &ids, None, call, written, &mut clock);
         } else if !self.seen_request {
             answered_early(w, &mut clock);
         }
@@ -442,6 +526,7 @@ fn answered_early(w: &mut Worker, clock: &mut Clock) {
         if headers.count == 0 {
             return;
         }
+        let call = headers.content_type.and_then(grpc::protocol);
         w.stats.started += 1;
         // Nothing went upstream, so nothing is injected.
         let decision = w.tracer.start(&headers, || clock.now(), None);
@@ -464,11 +549,12 @@ fn answered_early(w: &mut Worker, clock: &mut Clock) {
             finish(w, rec, &facts, &stream, end, clock);
             None
         } else {
-            w.tracer.may_keep().then(|| decision.ids())
+            w.tracer.may_keep().then(|| (decision.ids(), call))
         }
     };
-    if let Some(ids) = candidate {
-        keep_unsampled(w, &ids, Some(buf), false, clock);
+    if let Some((ids, call)) = candidate {
+        // The reply came from an earlier filter: any gRPC status is in its headers.
+        keep_unsampled(w, &ids, Some(buf), call.map(|p| (p, None)), false, clock);
     }
 }
 
@@ -481,31 +567,49 @@ fn request_start(clock: &mut Clock, duration_ns: Option<u64>) -> u64 {
 
 /// Applies the always-keep rules to an unsampled request, reading only what they use; a kept
 /// request's span is built from the logged request headers (`logged` when already fetched).
+/// `call` is a gRPC request's framing and the `grpc-status` its trailers carried: with
+/// `always_keep: error`, its status is then looked for in the headers too, and judged as on
+/// the span.
 /// `written`: whether the request already wrote its ids to filter state.
 fn keep_unsampled(
     w: &mut Worker,
     ids: &SpanIds,
     logged: Option<Vec<u8>>,
+    call: Option<(grpc::Protocol, Option<grpc::Code>)>,
     written: bool,
     clock: &mut Clock,
 ) {
     let rules = w.tracer.sampler.keep;
+    let call = call.filter(|_| rules.errors);
+    let grpc_status = call.map(|(_, sent)| sent.or_else(|| grpc_status_in_headers(w)));
+    // Without a sent status, the flags tell a cancelled call from a failed one.
+    let need_flags = rules.faults || grpc_status.is_some_and(|s| s.is_none());
     let known = Known {
         status: rules.errors.then(|| host::property_i64(b"response\0code")),
-        flags: rules
-            .faults
-            .then(|| host::property_i64(b"response\0flags").map_or(0, |f| f as u64)),
+        flags: need_flags.then(|| host::property_i64(b"response\0flags").map_or(0, |f| f as u64)),
+        grpc_status,
     };
     let duration = (rules.slow_ns > 0)
         .then(|| host::property_i64(b"request\0duration"))
         .flatten()
         .map(|d| d.max(0) as u64);
-    let Some(reason) = w.tracer.keep(
-        known.status.flatten(),
-        known.flags.unwrap_or(0),
-        duration,
-        || clock.now(),
-    ) else {
+    let status = known.status.flatten();
+    let response_flags = known.flags.unwrap_or(0);
+    let end = call.map(|(protocol, _)| {
+        let sent = grpc_status.flatten();
+        let code = grpc::call_status(protocol, sent, status, response_flags);
+        GrpcEnd {
+            protocol,
+            sent,
+            kind: keep_kind(w, code),
+        }
+    });
+    // Only a fault rule needs the flags themselves; a gRPC read must not make it fire.
+    let fault_flags = if rules.faults { response_flags } else { 0 };
+    let Some(reason) = w
+        .tracer
+        .keep_call(status, fault_flags, duration, end, || clock.now())
+    else {
         return;
     };
     w.stats.kept += 1;
@@ -519,6 +623,26 @@ fn keep_unsampled(
     let facts = w.tracer.record_request(&headers, pairs(&buf), &mut rec);
     let stream = Stream::read(w);
     finish(w, rec, &facts, &stream, End { known, written }, clock);
+}
+
+/// The span kind an unsampled gRPC call would get, for judging its status: from the configured
+/// direction, and with `direction: auto` read (as `Stream::read` would) only when the kind
+/// changes the verdict, i.e. for a code that is an error on CLIENT spans only.
+fn keep_kind(w: &Worker, code: Option<grpc::Code>) -> SpanKind {
+    let matters =
+        code.is_some_and(|c| c.is_error(SpanKind::Client) && !c.is_error(SpanKind::Server));
+    match w.tracer.config.direction {
+        Direction::Inbound => SpanKind::Server,
+        Direction::Outbound => SpanKind::Client,
+        Direction::Auto if !matters => SpanKind::Server,
+        Direction::Auto => host::property(b"xds\0cluster_name")
+            .as_deref()
+            .and_then(mesh::kind_from_cluster)
+            .unwrap_or_else(|| match host::property_i64(b"xds\0listener_direction") {
+                Some(2) => SpanKind::Client,
+                _ => SpanKind::Server,
+            }),
+    }
 }
 
 /// The peer's TLS facts, owned until the span is finished.
@@ -696,6 +820,19 @@ fn finish(
     let details = (flags != 0)
         .then(|| host::property(b"response\0code_details"))
         .flatten();
+    // A gRPC call whose trailers carried no status: a Trailers-Only or local reply has it in
+    // the headers.
+    let grpc_status = match facts.grpc {
+        Some(_) => {
+            let status = known
+                .grpc_status
+                .unwrap_or_else(|| grpc_status_in_headers(w));
+            w.stats.grpc_calls += 1;
+            w.stats.grpc_status_missing += u64::from(status.is_none());
+            status
+        }
+        None => None,
+    };
     // A fault filter placed before this one (Istio's order) delays the request before
     // `on_http_request_headers` runs, so the span would start after the delay it reports:
     // start it when Envoy received the request instead (one read, delayed requests only).
@@ -728,7 +865,7 @@ fn finish(
         _ => stream.conn.peer.get_or_init(|| Tls::read(mode, kind)),
     };
     if w.tracer.captures_response_headers() {
-        let buf = host::header_map(RESPONSE_HEADERS).unwrap_or_default();
+        let buf = host::header_map(host::RESPONSE_HEADERS).unwrap_or_default();
         w.tracer.record_response_headers(pairs(&buf), &mut rec);
     }
     let finish = Finish {
@@ -749,6 +886,7 @@ fn finish(
             backend_latency_ns: latency,
             tls: tls.facts(),
         },
+        grpc_status,
     };
     w.tracer.finish_span(&mut rec, &finish);
     let _ = w.exporter.push(&rec);

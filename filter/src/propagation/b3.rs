@@ -7,7 +7,7 @@
 
 use super::context::SpanStart;
 use super::inject::Injection;
-use super::{Dialect, Format, Incoming, Parsed, SamplingState, SpanContext};
+use super::{Dialect, Incoming, Parsed, Propagator, SamplingState, SpanContext};
 use crate::headers::RequestHeaders;
 use crate::hex;
 use crate::ids::{SpanId, TraceId};
@@ -252,7 +252,7 @@ pub fn write_multi(
     }
 }
 
-fn to_incoming<'a>(b: B3, format: Format) -> Incoming<'a> {
+fn to_incoming<'a>(b: B3, format: Propagator) -> Incoming<'a> {
     let ctx = SpanContext {
         trace_id: b.trace_id,
         span_id: b.span_id,
@@ -264,15 +264,15 @@ fn to_incoming<'a>(b: B3, format: Format) -> Incoming<'a> {
 /// The `b3` half of extraction; a lone sampling state is reported through `sampling_only`.
 pub fn extract_single<'a>(
     h: &RequestHeaders<'a>,
-    sampling_only: &mut Option<(Format, SamplingState)>,
+    sampling_only: &mut Option<(Propagator, SamplingState)>,
 ) -> Parsed<Incoming<'a>> {
     let Some(v) = h.b3 else {
         return Parsed::Absent;
     };
     match parse_single(v) {
-        Some(Single::Context(b)) => Parsed::Valid(to_incoming(b, Format::B3)),
+        Some(Single::Context(b)) => Parsed::Valid(to_incoming(b, Propagator::B3)),
         Some(Single::SamplingOnly(s)) => {
-            sampling_only.get_or_insert((Format::B3, s));
+            sampling_only.get_or_insert((Propagator::B3, s));
             Parsed::Absent
         }
         None => Parsed::Malformed,
@@ -282,12 +282,12 @@ pub fn extract_single<'a>(
 /// The `X-B3-*` half of extraction.
 pub fn extract_multi<'a>(
     h: &RequestHeaders<'a>,
-    sampling_only: &mut Option<(Format, SamplingState)>,
+    sampling_only: &mut Option<(Propagator, SamplingState)>,
 ) -> Parsed<Incoming<'a>> {
     match parse_multi(&MultiHeaders::from_request(h)) {
-        Parsed::Valid(Single::Context(b)) => Parsed::Valid(to_incoming(b, Format::B3Multi)),
+        Parsed::Valid(Single::Context(b)) => Parsed::Valid(to_incoming(b, Propagator::B3Multi)),
         Parsed::Valid(Single::SamplingOnly(s)) => {
-            sampling_only.get_or_insert((Format::B3Multi, s));
+            sampling_only.get_or_insert((Propagator::B3Multi, s));
             Parsed::Absent
         }
         Parsed::Absent => Parsed::Absent,

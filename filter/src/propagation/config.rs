@@ -5,7 +5,7 @@ use serde::Deserialize;
 use smallvec::SmallVec;
 
 use super::context::Trust;
-use super::Format;
+use super::Propagator;
 use crate::error::ConfigError;
 
 /// Which trace-context formats are read and written, and how far incoming contexts are trusted.
@@ -25,10 +25,10 @@ pub struct Propagators {
 
 impl Default for Propagators {
     fn default() -> Self {
-        let names = |f: &[Format]| f.iter().map(|f| f.name().to_string()).collect();
+        let names = |f: &[Propagator]| f.iter().map(|f| f.name().to_string()).collect();
         Self {
-            extract: names(&Format::CONTEXTS),
-            inject: names(&[Format::TraceContext, Format::Baggage]),
+            extract: names(&Propagator::CONTEXTS),
+            inject: names(&[Propagator::TraceContext, Propagator::Baggage]),
             trust_incoming: true,
             trust_l5d_sample: false,
         }
@@ -37,7 +37,7 @@ impl Default for Propagators {
 
 /// The format names a list may use, for error messages.
 fn format_names(context_only: bool) -> String {
-    Format::ALL
+    Propagator::ALL
         .iter()
         .filter(|f| !context_only || f.carries_context())
         .map(|f| f.name())
@@ -51,11 +51,11 @@ pub(crate) fn resolve_formats(
     field: &str,
     names: &[String],
     context_only: bool,
-) -> Result<SmallVec<[Format; 8]>, ConfigError> {
+) -> Result<SmallVec<[Propagator; 8]>, ConfigError> {
     let mut out = SmallVec::new();
     for (i, name) in names.iter().enumerate() {
         let at = format!("{field}[{i}]");
-        let format = Format::from_name(name).ok_or_else(|| {
+        let format = Propagator::from_name(name).ok_or_else(|| {
             ConfigError::new(
                 &at,
                 format!(
@@ -90,7 +90,7 @@ impl Propagators {
     pub fn compile(&self) -> Result<Propagation, ConfigError> {
         let extract = resolve_formats("propagators.extract", &self.extract, true)?;
         let inject = resolve_formats("propagators.inject", &self.inject, false)?;
-        let mask = |formats: &[Format]| formats.iter().fold(0u16, |m, f| m | f.bit());
+        let mask = |formats: &[Propagator]| formats.iter().fold(0u16, |m, f| m | f.bit());
         let inject_mask = mask(&inject);
         Ok(Propagation {
             known: inject_mask | mask(&extract),
@@ -108,8 +108,8 @@ impl Propagators {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Propagation {
     /// The extraction order; the first format that yields a valid context wins.
-    pub extract: SmallVec<[Format; 8]>,
-    /// Formats always injected (a bit per [`Format::bit`]).
+    pub extract: SmallVec<[Propagator; 8]>,
+    /// Formats always injected (a bit per [`Propagator::bit`]).
     pub inject: u16,
     /// Formats the configuration names at all; only their stale headers are removed.
     pub known: u16,
@@ -131,6 +131,7 @@ impl BaggageConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (i, key) in self.attribute_keys.iter().enumerate() {
             let token = !key.is_empty()
+                && key.len() <= crate::limits::MAX_CONFIGURED_KEY_BYTES
                 && key
                     .bytes()
                     .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c));

@@ -9,8 +9,8 @@
 use super::baggage::Baggage;
 use super::ot::{self, OtUpdate};
 use super::{
-    extract, l5d, Dialect, Extraction, Format, Incoming, SamplingState, SpanContext, FLAG_RANDOM,
-    FLAG_SAMPLED,
+    extract, l5d, Dialect, Extraction, Incoming, Propagator, SamplingState, SpanContext,
+    FLAG_RANDOM, FLAG_SAMPLED,
 };
 use crate::headers::RequestHeaders;
 use crate::ids::{IdGenerator, SpanId, TraceId};
@@ -31,11 +31,11 @@ pub struct SpanStart<'a> {
     pub flags: u8,
     /// The incoming context, when one was continued.
     pub incoming: Option<Incoming<'a>>,
-    /// Formats whose headers were malformed (bit per `Format as usize`).
+    /// Formats whose headers were malformed (bit per `Propagator as usize`).
     pub malformed: u16,
     /// The format the request's context arrived in, continued or not: always written back, so
     /// a service keeps receiving the format it speaks.
-    pub arrival: Option<Format>,
+    pub arrival: Option<Propagator>,
     /// How the arrival format was written (B3 width, X-Ray extra fields, base64 padding).
     pub dialect: Dialect<'a>,
     /// B3 / Finagle debug: sampled, and written as debug where a format can say so. Never in
@@ -61,9 +61,11 @@ impl SpanStart<'_> {
     }
 
     /// The formats whose headers were present but malformed, for per-format counters.
-    pub fn malformed_formats(&self) -> impl Iterator<Item = Format> {
+    pub fn malformed_formats(&self) -> impl Iterator<Item = Propagator> {
         let mask = self.malformed;
-        Format::ALL.into_iter().filter(move |f| mask & f.bit() != 0)
+        Propagator::ALL
+            .into_iter()
+            .filter(move |f| mask & f.bit() != 0)
     }
 
     /// The decision as the richer formats spell it.
@@ -133,7 +135,7 @@ const ROOT_SAMPLED: bool = true;
 /// New ids come from `ids`.
 pub fn start<'a>(
     headers: &RequestHeaders<'a>,
-    order: &[Format],
+    order: &[Propagator],
     trust: Trust,
     ids: &mut IdGenerator,
 ) -> SpanStart<'a> {

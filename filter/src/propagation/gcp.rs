@@ -6,7 +6,7 @@
 
 use super::context::SpanStart;
 use super::inject::Injection;
-use super::{Dialect, Format, Incoming, Parsed, SamplingState, SpanContext};
+use super::{Dialect, Incoming, Parsed, Propagator, SamplingState, SpanContext};
 use crate::headers::RequestHeaders;
 use crate::ids::{SpanId, TraceId};
 use crate::text::trim_ows;
@@ -111,7 +111,12 @@ pub fn extract<'a>(h: &RequestHeaders<'a>) -> Parsed<Incoming<'a>> {
                 span_id: c.span_id,
                 flags: sampling.flags(),
             };
-            Parsed::Valid(Incoming::new(ctx, Format::Gcp, sampling, Dialect::Plain))
+            Parsed::Valid(Incoming::new(
+                ctx,
+                Propagator::Gcp,
+                sampling,
+                Dialect::Plain,
+            ))
         }
         None => Parsed::Malformed,
     }

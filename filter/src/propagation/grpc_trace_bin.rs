@@ -7,7 +7,7 @@
 
 use super::context::SpanStart;
 use super::inject::Injection;
-use super::{Dialect, Format, Incoming, Parsed, SamplingState, SpanContext};
+use super::{Dialect, Incoming, Parsed, Propagator, SamplingState, SpanContext};
 use crate::base64;
 use crate::headers::RequestHeaders;
 use crate::ids::{SpanId, TraceId};
@@ -115,7 +115,7 @@ pub fn extract<'a>(h: &RequestHeaders<'a>) -> Parsed<Incoming<'a>> {
             };
             Parsed::Valid(Incoming::new(
                 ctx,
-                Format::GrpcTraceBin,
+                Propagator::GrpcTraceBin,
                 sampling,
                 Dialect::GrpcTraceBin { padded },
             ))

@@ -9,7 +9,7 @@
 use smallvec::SmallVec;
 
 use super::context::SpanStart;
-use super::{b3, baggage, gcp, grpc_trace_bin, l5d, tracecontext, xray, Format};
+use super::{b3, baggage, gcp, grpc_trace_bin, l5d, tracecontext, xray, Propagator};
 use crate::headers::RequestHeaders;
 
 /// Headers to write upstream: set each of [`Injection::headers`] (replacing any old value),
@@ -68,7 +68,7 @@ impl Injection {
 }
 
 /// Fills `out` with the headers the upstream must receive: every format of `always` (a bit per
-/// [`Format::bit`]) and the arrival format, written for the new span; headers of the other
+/// [`Propagator::bit`]) and the arrival format, written for the new span; headers of the other
 /// formats in `known` that the request carried are removed.
 pub fn inject(
     s: &SpanStart<'_>,
@@ -78,18 +78,18 @@ pub fn inject(
     out: &mut Injection,
 ) {
     out.clear();
-    let written = always | s.arrival.map_or(0, Format::bit);
-    for format in Format::ALL {
+    let written = always | s.arrival.map_or(0, Propagator::bit);
+    for format in Propagator::ALL {
         if written & format.bit() != 0 {
             match format {
-                Format::TraceContext => tracecontext::inject(s, h, out),
-                Format::Baggage => baggage::inject(s, out),
-                Format::B3 => b3::inject_single(s, out),
-                Format::B3Multi => b3::inject_multi(s, h, out),
-                Format::L5d => l5d::inject(s, out),
-                Format::XRay => xray::inject(s, out),
-                Format::Gcp => gcp::inject(s, out),
-                Format::GrpcTraceBin => grpc_trace_bin::inject(s, out),
+                Propagator::TraceContext => tracecontext::inject(s, h, out),
+                Propagator::Baggage => baggage::inject(s, out),
+                Propagator::B3 => b3::inject_single(s, out),
+                Propagator::B3Multi => b3::inject_multi(s, h, out),
+                Propagator::L5d => l5d::inject(s, out),
+                Propagator::XRay => xray::inject(s, out),
+                Propagator::Gcp => gcp::inject(s, out),
+                Propagator::GrpcTraceBin => grpc_trace_bin::inject(s, out),
             }
         } else if known & format.bit() != 0 {
             remove(format, h, out);
@@ -98,28 +98,28 @@ pub fn inject(
 }
 
 /// Queues the removal of every header of `f` the request carried.
-fn remove(f: Format, h: &RequestHeaders<'_>, out: &mut Injection) {
+fn remove(f: Propagator, h: &RequestHeaders<'_>, out: &mut Injection) {
     let mut drop_if = |present: bool, name: &'static str| {
         if present {
             out.remove.push(name);
         }
     };
     match f {
-        Format::TraceContext => {
+        Propagator::TraceContext => {
             drop_if(h.traceparent.is_some(), tracecontext::TRACEPARENT);
             drop_if(!h.tracestate.is_empty(), tracecontext::TRACESTATE);
         }
-        Format::Baggage => drop_if(!h.baggage.is_empty(), baggage::HEADER),
-        Format::B3 => drop_if(h.b3.is_some(), b3::SINGLE),
-        Format::B3Multi => {
+        Propagator::Baggage => drop_if(!h.baggage.is_empty(), baggage::HEADER),
+        Propagator::B3 => drop_if(h.b3.is_some(), b3::SINGLE),
+        Propagator::B3Multi => {
             for name in b3::MULTI {
                 drop_if(b3::multi_present(h, name), name);
             }
         }
         // `l5d-reqid` names a request for log correlation, not a parent span: it stays.
-        Format::L5d => drop_if(h.l5d_ctx_trace.is_some(), l5d::CTX_TRACE),
-        Format::XRay => drop_if(h.x_amzn_trace_id.is_some(), xray::HEADER),
-        Format::Gcp => drop_if(h.x_cloud_trace_context.is_some(), gcp::HEADER),
-        Format::GrpcTraceBin => drop_if(h.grpc_trace_bin.is_some(), grpc_trace_bin::HEADER),
+        Propagator::L5d => drop_if(h.l5d_ctx_trace.is_some(), l5d::CTX_TRACE),
+        Propagator::XRay => drop_if(h.x_amzn_trace_id.is_some(), xray::HEADER),
+        Propagator::Gcp => drop_if(h.x_cloud_trace_context.is_some(), gcp::HEADER),
+        Propagator::GrpcTraceBin => drop_if(h.grpc_trace_bin.is_some(), grpc_trace_bin::HEADER),
     }
 }

@@ -28,7 +28,7 @@
 //! | `gcp` | `x-cloud-trace-context: 105445aa7843bc8bf206b12000100000/1;o=1` | `x-cloud-trace-context: 105445aa7843bc8bf206b12000100000/<S as decimal>;o=1`, `traceparent: 00-105445aa7843bc8bf206b12000100000-S-01` |
 //! | `grpc-trace-bin` | `grpc-trace-bin: AABL+S81d7NNpqPOkp0ODkc2AQDwZ6oLqQK3AgE=` (padded or not) | `grpc-trace-bin` re-encoded with span `S`, same padding, `traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-S-01` |
 //! | `baggage` | `baggage: userId=Am%C3%A9lie,serverNode=DF%2028` | unchanged; over 64 members or 8192 bytes, or with members breaking the grammar, whole members are dropped (counted) and the rest re-sent; span attribute `baggage.userId` = `Amélie` only if `userId` is in `baggage.attribute_keys` |
-//! | malformed | `traceparent: 00-4BF9...` (uppercase) | counted in `Decision::malformed`, the next format is tried, else a new trace |
+//! | malformed | `traceparent: 00-4BF9...` (uppercase) | counted in `SpanStart::malformed`, the next format is tried, else a new trace |
 //! | two formats | valid `traceparent` and a different `b3` | the first configured format wins; `b3` is removed upstream |
 //!
 //! With `propagators.trust_incoming = false` every row starts a new trace instead (the incoming
@@ -100,9 +100,10 @@ impl SamplingState {
     }
 }
 
-/// Every propagation format meshtrace knows, by its `OTEL_PROPAGATORS` name where one exists.
+/// Every propagator (trace-context wire format) meshtrace knows, by its `OTEL_PROPAGATORS` name
+/// where one exists. Each has a module here that extracts and injects it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Format {
+pub enum Propagator {
     /// W3C Trace Context: `traceparent` and `tracestate`.
     TraceContext,
     /// W3C Baggage: `baggage`.
@@ -121,26 +122,26 @@ pub enum Format {
     GrpcTraceBin,
 }
 
-impl Format {
+impl Propagator {
     /// All formats, in the default extraction order (baggage carries no span context).
-    pub const ALL: [Format; 8] = [
-        Format::TraceContext,
-        Format::Baggage,
-        Format::B3,
-        Format::B3Multi,
-        Format::L5d,
-        Format::XRay,
-        Format::Gcp,
-        Format::GrpcTraceBin,
+    pub const ALL: [Propagator; 8] = [
+        Propagator::TraceContext,
+        Propagator::Baggage,
+        Propagator::B3,
+        Propagator::B3Multi,
+        Propagator::L5d,
+        Propagator::XRay,
+        Propagator::Gcp,
+        Propagator::GrpcTraceBin,
     ];
 
     /// The formats that carry a span context (all but baggage), in the default extraction
     /// order and the order of their `malformed` counters.
-    pub const CONTEXTS: [Format; 7] = {
-        let mut out = [Format::TraceContext; 7];
+    pub const CONTEXTS: [Propagator; 7] = {
+        let mut out = [Propagator::TraceContext; 7];
         let (mut i, mut o) = (0, 0);
         while i < Self::ALL.len() {
-            if !matches!(Self::ALL[i], Format::Baggage) {
+            if !matches!(Self::ALL[i], Propagator::Baggage) {
                 out[o] = Self::ALL[i];
                 o += 1;
             }
@@ -151,14 +152,14 @@ impl Format {
     /// The configuration name.
     pub fn name(self) -> &'static str {
         match self {
-            Format::TraceContext => "tracecontext",
-            Format::Baggage => "baggage",
-            Format::B3 => "b3",
-            Format::B3Multi => "b3multi",
-            Format::L5d => "l5d",
-            Format::XRay => "xray",
-            Format::Gcp => "gcp",
-            Format::GrpcTraceBin => "grpc-trace-bin",
+            Propagator::TraceContext => "tracecontext",
+            Propagator::Baggage => "baggage",
+            Propagator::B3 => "b3",
+            Propagator::B3Multi => "b3multi",
+            Propagator::L5d => "l5d",
+            Propagator::XRay => "xray",
+            Propagator::Gcp => "gcp",
+            Propagator::GrpcTraceBin => "grpc-trace-bin",
         }
     }
 
@@ -169,7 +170,7 @@ impl Format {
 
     /// False only for baggage, which travels beside a trace context rather than being one.
     pub fn carries_context(self) -> bool {
-        self != Format::Baggage
+        self != Propagator::Baggage
     }
 
     /// The bit for this format in a per-format mask such as [`Extraction::malformed`].
@@ -235,7 +236,7 @@ pub struct Incoming<'a> {
     /// The caller's span context.
     pub ctx: SpanContext,
     /// The format it arrived in.
-    pub format: Format,
+    pub format: Propagator,
     /// The combined, validated `tracestate` to forward (W3C only).
     pub tracestate: tracecontext::TraceState<'a>,
     /// The caller's decision; `ctx.flags` carries only its sampled bit.
@@ -248,7 +249,7 @@ impl<'a> Incoming<'a> {
     /// An incoming context without tracestate.
     pub fn new(
         ctx: SpanContext,
-        format: Format,
+        format: Propagator,
         sampling: SamplingState,
         dialect: Dialect<'a>,
     ) -> Self {
@@ -267,19 +268,19 @@ impl<'a> Incoming<'a> {
 pub struct Extraction<'a> {
     /// The context chosen: the first valid one in the configured order.
     pub incoming: Option<Incoming<'a>>,
-    /// Bit per [`Format`] (see [`Format::bit`]) whose header was present but malformed.
+    /// Bit per [`Propagator`] (see [`Propagator::bit`]) whose header was present but malformed.
     pub malformed: u16,
     /// A B3 header (single or multi) that carried only a sampling state (`b3: 0`): no context,
     /// but a decision for the trace that starts here, and its format as the arrival format.
-    pub sampling_only: Option<(Format, SamplingState)>,
+    pub sampling_only: Option<(Propagator, SamplingState)>,
 }
 
 /// Tries each configured format in order; the first valid context wins.
-pub fn extract<'a>(headers: &RequestHeaders<'a>, order: &[Format]) -> Extraction<'a> {
+pub fn extract<'a>(headers: &RequestHeaders<'a>, order: &[Propagator]) -> Extraction<'a> {
     let mut out = Extraction::default();
     for &format in order {
         let parsed = match format {
-            Format::TraceContext => {
+            Propagator::TraceContext => {
                 tracecontext::extract(headers).map(|(ctx, tracestate)| Incoming {
                     tracestate,
                     ..Incoming::new(
@@ -290,13 +291,13 @@ pub fn extract<'a>(headers: &RequestHeaders<'a>, order: &[Format]) -> Extraction
                     )
                 })
             }
-            Format::B3 => b3::extract_single(headers, &mut out.sampling_only),
-            Format::B3Multi => b3::extract_multi(headers, &mut out.sampling_only),
-            Format::L5d => l5d::extract(headers),
-            Format::XRay => xray::extract(headers),
-            Format::Gcp => gcp::extract(headers),
-            Format::GrpcTraceBin => grpc_trace_bin::extract(headers),
-            Format::Baggage => Parsed::Absent,
+            Propagator::B3 => b3::extract_single(headers, &mut out.sampling_only),
+            Propagator::B3Multi => b3::extract_multi(headers, &mut out.sampling_only),
+            Propagator::L5d => l5d::extract(headers),
+            Propagator::XRay => xray::extract(headers),
+            Propagator::Gcp => gcp::extract(headers),
+            Propagator::GrpcTraceBin => grpc_trace_bin::extract(headers),
+            Propagator::Baggage => Parsed::Absent,
         };
         match parsed {
             Parsed::Absent => {}
@@ -343,16 +344,19 @@ mod tests {
                 "105445aa7843bc8bf206b12000100000/1;o=1",
             ),
         ];
-        let e = extract(&headers(&pairs), &Format::CONTEXTS);
+        let e = extract(&headers(&pairs), &Propagator::CONTEXTS);
         let inc = e.incoming.unwrap();
-        assert_eq!(inc.format, Format::B3Multi);
+        assert_eq!(inc.format, Propagator::B3Multi);
         assert_eq!(
             inc.ctx.trace_id.to_string(),
             "463ac35c9f6413ad48485a3953bb6124"
         );
         assert_eq!(inc.ctx.span_id.to_string(), "0020000000000001");
         assert_eq!(inc.sampling, SamplingState::Deny);
-        assert_eq!(e.malformed, Format::TraceContext.bit() | Format::B3.bit());
+        assert_eq!(
+            e.malformed,
+            Propagator::TraceContext.bit() | Propagator::B3.bit()
+        );
     }
 
     #[test]
@@ -367,9 +371,12 @@ mod tests {
                 "105445aa7843bc8bf206b12000100000/1;o=1",
             ),
         ];
-        let e = extract(&headers(&pairs), &[Format::Gcp, Format::TraceContext]);
-        assert_eq!(e.incoming.unwrap().format, Format::Gcp);
-        let e = extract(&headers(&pairs), &[Format::B3]);
+        let e = extract(
+            &headers(&pairs),
+            &[Propagator::Gcp, Propagator::TraceContext],
+        );
+        assert_eq!(e.incoming.unwrap().format, Propagator::Gcp);
+        let e = extract(&headers(&pairs), &[Propagator::B3]);
         assert!(e.incoming.is_none());
         assert_eq!(e.malformed, 0);
     }
@@ -377,18 +384,18 @@ mod tests {
     #[test]
     fn sampling_only_b3_is_not_a_context() {
         let pairs = [("b3", "0")];
-        let e = extract(&headers(&pairs), &Format::CONTEXTS);
+        let e = extract(&headers(&pairs), &Propagator::CONTEXTS);
         assert!(e.incoming.is_none());
-        assert_eq!(e.sampling_only, Some((Format::B3, SamplingState::Deny)));
+        assert_eq!(e.sampling_only, Some((Propagator::B3, SamplingState::Deny)));
         assert_eq!(e.malformed, 0);
     }
 
     #[test]
     fn names_round_trip() {
-        for f in Format::ALL {
-            assert_eq!(Format::from_name(f.name()), Some(f));
+        for f in Propagator::ALL {
+            assert_eq!(Propagator::from_name(f.name()), Some(f));
         }
-        assert_eq!(Format::from_name("b4"), None);
-        assert!(!Format::Baggage.carries_context());
+        assert_eq!(Propagator::from_name("b4"), None);
+        assert!(!Propagator::Baggage.carries_context());
     }
 }

@@ -27,6 +27,11 @@ pub const TRACESTATE_PROPAGATE_LEN: usize = 512;
 /// Entries longer than this are the first to go when truncating.
 pub const TRACESTATE_LONG_ENTRY: usize = 128;
 
+/// The span's recorded `tracestate` keeps at most this many bytes: the combined length W3C
+/// Trace Context asks every vendor to propagate (`TRACESTATE_PROPAGATE_LEN`). Longer lists are
+/// cut at a list-member boundary, so what is recorded is still a valid `tracestate`.
+pub const MAX_TRACE_STATE_BYTES: usize = TRACESTATE_PROPAGATE_LEN;
+
 /// Why a `traceparent` was rejected (for debug logs and tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TraceParentError {

@@ -7,7 +7,7 @@
 
 use super::context::SpanStart;
 use super::inject::Injection;
-use super::{Dialect, Format, Incoming, Parsed, SamplingState, SpanContext};
+use super::{Dialect, Incoming, Parsed, Propagator, SamplingState, SpanContext};
 use crate::headers::RequestHeaders;
 use crate::ids::{SpanId, TraceId};
 use crate::text::trim_ows;
@@ -140,7 +140,7 @@ pub fn extract<'a>(h: &RequestHeaders<'a>) -> Parsed<Incoming<'a>> {
             };
             Parsed::Valid(Incoming::new(
                 ctx,
-                Format::XRay,
+                Propagator::XRay,
                 x.sampling,
                 Dialect::XRay { header: v },
             ))

@@ -48,7 +48,7 @@ impl Default for SamplingConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeepReason {
-    /// A 5xx response.
+    /// A 5xx response, or a gRPC call whose status is an error for its span kind.
     Error,
     /// An injected fault (abort or delay).
     Fault,
@@ -204,10 +204,21 @@ impl AlwaysKeep {
         fault: bool,
         duration_ns: Option<u64>,
     ) -> Option<KeepReason> {
+        self.check_error(is_keep_error(status), fault, duration_ns)
+    }
+
+    /// [`AlwaysKeep::check`] with the error already judged (a gRPC call's status decides
+    /// whether it failed, not its HTTP code).
+    pub fn check_error(
+        &self,
+        error: bool,
+        fault: bool,
+        duration_ns: Option<u64>,
+    ) -> Option<KeepReason> {
         if self.faults && fault {
             return Some(KeepReason::Fault);
         }
-        if self.errors && status.is_some_and(|c| c >= 500) {
+        if self.errors && error {
             return Some(KeepReason::Error);
         }
         if self.slow_ns > 0 && duration_ns.is_some_and(|d| d > self.slow_ns) {
@@ -215,6 +226,12 @@ impl AlwaysKeep {
         }
         None
     }
+}
+
+/// Whether an HTTP response counts as an error for `always_keep: error`: a 5xx (`None` when no
+/// response was sent: usually the caller went away, which is not a server error).
+pub fn is_keep_error(status: Option<i64>) -> bool {
+    status.is_some_and(|c| c >= 500)
 }
 
 /// The sampler's result for one request, OpenTelemetry's `SamplingResult`.

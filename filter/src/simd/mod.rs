@@ -36,7 +36,7 @@ use x86_64::sse2 as k;
 mod k {
     pub(crate) use super::scalar::{
         decode_hex16 as decode16, decode_hex32 as decode32, encode_hex16 as encode16,
-        encode_hex8 as encode8, traceparent_shape,
+        encode_hex8 as encode8, find_non_ascii, traceparent_shape,
     };
 }
 
@@ -94,6 +94,38 @@ pub fn decode_hex16(src: &[u8; 16], out: &mut [u8; 8]) -> bool {
 #[inline]
 pub fn traceparent_shape(v: &[u8; 55]) -> bool {
     k::traceparent_shape(v)
+}
+
+/// The index of the first byte of `hay` that is not ASCII (`>= 0x80`): `None` when `hay` is
+/// ASCII, and so already valid UTF-8.
+#[inline]
+pub fn find_non_ascii(hay: &[u8]) -> Option<usize> {
+    if hay.len() >= 16 {
+        return k::find_non_ascii(hay);
+    }
+    // Shorter than one vector (methods, ports, most hosts): the high bits of two overlapping
+    // words say "all ASCII" without a byte loop; only a value that is not looks for where.
+    if !short_has_non_ascii(hay) {
+        return None;
+    }
+    hay.iter().position(|&b| b >= 0x80)
+}
+
+/// Whether any byte of `h` (shorter than 16 bytes) has its high bit set, from overlapping
+/// loads that cover every byte: two 8-byte words, two 4-byte words, or the first, middle and
+/// last byte.
+#[inline(always)]
+fn short_has_non_ascii(h: &[u8]) -> bool {
+    let n = h.len();
+    let word = |at: usize| u64::from_le_bytes(h[at..at + 8].try_into().unwrap_or([0; 8]));
+    let half = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().unwrap_or([0; 4]));
+    let bits = match n {
+        0 => 0,
+        1..=3 => u64::from(h[0] | h[n / 2] | h[n - 1]),
+        4..=7 => u64::from(half(0) | half(n - 4)),
+        _ => word(0) | word(n - 8),
+    };
+    bits & 0x8080_8080_8080_8080 != 0
 }
 
 #[cfg(test)]
@@ -173,6 +205,14 @@ mod tests {
             prop_assert_eq!(traceparent_shape(&v), scalar::traceparent_shape(&v));
         }
 
+        #[test]
+        fn find_non_ascii_matches_scalar(
+            h in prop::collection::vec(prop_oneof![30 => 0u8..0x80, 1 => 0x80u8..=0xff], 0..200),
+            start in 0usize..200,
+        ) {
+            let h = &h[start.min(h.len())..];
+            prop_assert_eq!(find_non_ascii(h), scalar::find_non_ascii(h));
+        }
     }
 
     #[test]
@@ -191,6 +231,32 @@ mod tests {
                 let mut s = *b"0123456789abcdef0123456789abcdef";
                 s[lane] = bad;
                 assert!(!decode_hex32(&s, &mut back), "byte {bad:#x} in lane {lane}");
+            }
+        }
+    }
+
+    #[test]
+    fn find_non_ascii_edges() {
+        let mut h = vec![b'x'; 100];
+        // Every non-ASCII byte value, in every position of a vector and of the tail.
+        assert_eq!(find_non_ascii(&h), None);
+        for bad in 0x80..=0xffu8 {
+            for at in [0, 1, 15, 16, 17, 31, 50, 83, 84, 98, 99] {
+                h[at] = bad;
+                assert_eq!(find_non_ascii(&h), Some(at), "byte {bad:#x} at {at}");
+                assert_eq!(find_non_ascii(&h[at..]), Some(0));
+                h[at] = b'x';
+            }
+        }
+        assert_eq!(find_non_ascii(&[0x7f; 40]), None);
+        // Shorter than a vector: every length, every position.
+        for len in 0..16 {
+            let mut v = vec![0x7fu8; len];
+            assert_eq!(find_non_ascii(&v), None);
+            for at in 0..len {
+                v[at] = 0x80;
+                assert_eq!(find_non_ascii(&v), Some(at), "len {len} at {at}");
+                v[at] = 0x7f;
             }
         }
     }

@@ -74,3 +74,8 @@ pub fn traceparent_shape(v: &[u8; 55]) -> bool {
         }
     })
 }
+
+/// The index of the first byte of `hay` that is `>= 0x80`.
+pub fn find_non_ascii(hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b >= 0x80)
+}

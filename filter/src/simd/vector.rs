@@ -28,6 +28,8 @@ pub(crate) trait Vector: Copy {
     unsafe fn select(self, a: Self, b: Self) -> Self;
     /// True when any lane is non-zero.
     unsafe fn any(self) -> bool;
+    /// Index of the first set lane of a mask.
+    unsafe fn first(self) -> Option<usize>;
 }
 
 /// The extra operations of the 16-byte vectors that the hex kernels use.
@@ -172,6 +174,31 @@ pub(crate) unsafe fn traceparent_shape<V: Vector>(v: *const u8) -> bool {
     !any_clear(ok)
 }
 
+/// The first byte of `hay` that is not ASCII (`>= 0x80`), for `hay.len() >= BYTES`. Text on the
+/// request path is nearly always ASCII, so this decides whether a value can be copied as is.
+///
+/// # Safety
+/// The CPU must support `V`'s instructions (the arch module's target feature).
+#[inline(always)]
+pub(crate) unsafe fn find_non_ascii<V: Vector>(hay: &[u8]) -> Option<usize> {
+    let high = V::splat(0x80);
+    let hit = |at: usize| {
+        high.le(V::load(hay.as_ptr().add(at)))
+            .first()
+            .map(|i| at + i)
+    };
+    let last = hay.len() - V::BYTES;
+    let mut at = 0;
+    while at < last {
+        if let Some(i) = hit(at) {
+            return Some(i);
+        }
+        at += V::BYTES;
+    }
+    // One overlapping load covers the tail; lanes already searched were ASCII.
+    hit(last)
+}
+
 /// The safe, fixed-size entry points of every kernel for one architecture's vector type `$v`.
 /// Each arch module states, above its invocation, why calling the unsafe kernels is sound there.
 macro_rules! safe_kernels {
@@ -209,6 +236,16 @@ macro_rules! safe_kernels {
             // SAFETY: the fixed-size arrays are exactly what `traceparent_shape` reads and writes, and the
             // invoking arch module guarantees `$v`'s target feature (see above its invocation).
             unsafe { $crate::simd::vector::traceparent_shape::<$v>(v.as_ptr()) }
+        }
+
+        /// For `hay.len() >= 16`.
+        #[inline]
+        pub(crate) fn find_non_ascii(hay: &[u8]) -> Option<usize> {
+            debug_assert!(hay.len() >= 16);
+            // SAFETY: every load reads `BYTES` bytes at an offset at most `len - BYTES` (the
+            // length is at least 16), and the invoking arch module guarantees `$v`'s target
+            // feature (see above its invocation).
+            unsafe { $crate::simd::vector::find_non_ascii::<$v>(hay) }
         }
     };
 }

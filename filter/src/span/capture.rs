@@ -39,6 +39,12 @@ pub struct Limits {
     pub max_attribute_value_bytes: u32,
     /// Most attributes per span; the rest are counted as dropped.
     pub max_attributes: u32,
+    /// Longest span name, in bytes; the route in it is cut (at a UTF-8 boundary) to fit, and
+    /// `http.route` carries the same cut (see [`crate::span::name`]).
+    pub max_span_name_bytes: u32,
+    /// Most distinct span names the path templater hands out per VM; past it, a new name
+    /// falls back to `{method}` and `meshtrace.span_names.overflow` counts it.
+    pub max_span_names: u32,
 }
 
 impl Default for Limits {
@@ -46,6 +52,8 @@ impl Default for Limits {
         Self {
             max_attribute_value_bytes: 256,
             max_attributes: 64,
+            max_span_name_bytes: 256,
+            max_span_names: 1000,
         }
     }
 }
@@ -69,6 +77,21 @@ impl Limits {
             return Err(ConfigError::new(
                 "limits.max_attributes",
                 format!("must be between 8 and 1024, got {}", self.max_attributes),
+            ));
+        }
+        if !(16..=65_536).contains(&self.max_span_name_bytes) {
+            return Err(ConfigError::new(
+                "limits.max_span_name_bytes",
+                format!(
+                    "must be between 16 and 65536, got {}",
+                    self.max_span_name_bytes
+                ),
+            ));
+        }
+        if !(1..=100_000).contains(&self.max_span_names) {
+            return Err(ConfigError::new(
+                "limits.max_span_names",
+                format!("must be between 1 and 100000, got {}", self.max_span_names),
             ));
         }
         Ok(())
@@ -279,7 +302,7 @@ mod tests {
         assert_eq!(
             Limits {
                 max_attribute_value_bytes: 0,
-                max_attributes: 64
+                ..Limits::default()
             }
             .validate()
             .unwrap_err()
@@ -288,13 +311,33 @@ mod tests {
         );
         assert_eq!(
             Limits {
-                max_attribute_value_bytes: 256,
-                max_attributes: 2000
+                max_attributes: 2000,
+                ..Limits::default()
             }
             .validate()
             .unwrap_err()
             .to_string(),
             "limits.max_attributes: must be between 8 and 1024, got 2000"
+        );
+        assert_eq!(
+            Limits {
+                max_span_name_bytes: 8,
+                ..Limits::default()
+            }
+            .validate()
+            .unwrap_err()
+            .to_string(),
+            "limits.max_span_name_bytes: must be between 16 and 65536, got 8"
+        );
+        assert_eq!(
+            Limits {
+                max_span_names: 0,
+                ..Limits::default()
+            }
+            .validate()
+            .unwrap_err()
+            .to_string(),
+            "limits.max_span_names: must be between 1 and 100000, got 0"
         );
         assert!(Limits::default().validate().is_ok());
         let c = capture("{}").unwrap();

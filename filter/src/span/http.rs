@@ -7,7 +7,9 @@
 //! 5xx is an error on SERVER spans, 4xx and 5xx on CLIENT spans.
 
 use super::capture::Side;
+use super::grpc;
 use super::mesh::{self, fault, flags, route, RequestFacts};
+use super::name::{Route, SpanNames};
 use super::{Finish, Key, SpanKind, SpanRecord, StatusCode, Tables};
 use crate::headers::RequestHeaders;
 use crate::propagation::baggage;
@@ -16,7 +18,7 @@ use crate::sampling::KeepReason;
 use crate::text::{itoa, split_host_port};
 
 /// Methods the HTTP semantic conventions know; anything else is `_OTHER`.
-const KNOWN_METHODS: [&[u8]; 10] = [
+pub const KNOWN_METHODS: [&[u8]; 10] = [
     b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE",
     b"QUERY",
 ];
@@ -27,6 +29,7 @@ const BAGGAGE_ATTRIBUTE_MAX: usize = 1024;
 /// Records what the request carried into `rec` (called only for recorded requests).
 pub fn begin(
     t: &Tables,
+    names: &mut SpanNames,
     d: &SpanStart<'_>,
     h: &RequestHeaders<'_>,
     start_ns: u64,
@@ -34,7 +37,7 @@ pub fn begin(
 ) {
     begin_ids(t, &d.ids(), start_ns, rec);
     rec.set_trace_state(|b| d.write_tracestate(b));
-    request(t, h, rec);
+    request(t, names, h, rec);
     record_context(t, d, h, rec);
 }
 
@@ -43,6 +46,7 @@ pub fn begin(
 /// its unsampled flags: that is what the trace carried downstream.
 pub fn begin_kept(
     t: &Tables,
+    names: &mut SpanNames,
     ids: &SpanIds,
     h: &RequestHeaders<'_>,
     start_ns: u64,
@@ -58,7 +62,7 @@ pub fn begin_kept(
             b.extend_from_slice(f.trim_ascii());
         }
     });
-    request(t, h, rec);
+    request(t, names, h, rec);
     rec.str("mesh.sampling.kept_by", reason.as_str().as_bytes());
 }
 
@@ -66,6 +70,7 @@ fn begin_ids(t: &Tables, ids: &SpanIds, start_ns: u64, rec: &mut SpanRecord) {
     rec.clear();
     rec.max_attributes = t.limits.max_attributes;
     rec.max_value_len = t.limits.max_attribute_value_bytes;
+    rec.max_name_len = t.limits.max_span_name_bytes;
     rec.trace_id = ids.trace_id;
     rec.span_id = ids.span_id;
     rec.parent_span_id = ids.parent;
@@ -74,7 +79,7 @@ fn begin_ids(t: &Tables, ids: &SpanIds, start_ns: u64, rec: &mut SpanRecord) {
     rec.start_ns = start_ns;
 }
 
-fn request(t: &Tables, h: &RequestHeaders<'_>, rec: &mut SpanRecord) {
+fn request(t: &Tables, names: &mut SpanNames, h: &RequestHeaders<'_>, rec: &mut SpanRecord) {
     let method = h.method.unwrap_or(b"GET");
     let known = KNOWN_METHODS.contains(&method);
     let path = h.path.unwrap_or(b"/");
@@ -82,10 +87,25 @@ fn request(t: &Tables, h: &RequestHeaders<'_>, rec: &mut SpanRecord) {
         Some(i) => (&path[..i], Some(&path[i + 1..])),
         None => (path, None),
     };
-    let mut http_route = route::RouteBuf::new();
-    t.routes.route(url_path, &mut http_route);
-    rec.set_name(&route::span_name(t.span_name, method, known, &http_route));
-    rec.str("http.route", &http_route);
+    if h.content_type
+        .is_some_and(|ct| grpc::protocol(ct).is_some())
+    {
+        // A gRPC call is named by its method; the path is the method, so no route. The
+        // method is client-chosen, so it joins the same bounded set of names.
+        grpc::record_call(path, rec, |m| names.admit_rpc_method(m));
+    } else {
+        let mut http_route = route::RouteBuf::new();
+        let route = match t.routes.route(url_path, &mut http_route) {
+            true => Route::Configured(&http_route),
+            false => Route::Templated(&http_route),
+        };
+        // The name and `http.route` are decided together: same route, same cut.
+        let named = names.name(method, known, route);
+        rec.set_name(&named.parts);
+        if let Some(r) = named.route {
+            rec.str("http.route", r);
+        }
+    }
     if known {
         rec.str("http.request.method", method);
     } else {
@@ -135,7 +155,7 @@ fn record_context(t: &Tables, d: &SpanStart<'_>, h: &RequestHeaders<'_>, rec: &m
     for key in &t.baggage_keys {
         if let Some(value) = d.baggage.get(key.as_bytes()) {
             let mut raw = [0u8; BAGGAGE_ATTRIBUTE_MAX];
-            let n = baggage::percent_decode(value, &mut raw);
+            let n = crate::text::percent_decode(value, &mut raw);
             let mut text = [0u8; BAGGAGE_ATTRIBUTE_MAX];
             let m = baggage::to_utf8_lossy(&raw[..n], &mut text);
             rec.str_dyn(&[b"baggage.", key.as_bytes()], &text[..m]);
@@ -167,6 +187,7 @@ pub fn record_request<'h>(
             h.x_envoy_fault_delay_request,
         ),
         attempt_count: h.x_envoy_attempt_count.and_then(crate::text::parse_u64),
+        grpc: h.content_type.and_then(grpc::protocol),
     }
 }
 
@@ -205,6 +226,23 @@ fn status(rec: &mut SpanRecord, f: &Finish<'_>) {
     if let Some(code) = code {
         rec.int("http.response.status_code", code);
     }
+    let rpc = f
+        .request
+        .grpc
+        .and_then(|p| grpc::call_status(p, f.grpc_status, code, bits));
+    if let Some(rpc) = rpc {
+        // A gRPC call's status decides, whatever the HTTP code (usually 200) says.
+        rec.str("rpc.response.status_code", rpc.name().as_bytes());
+        if rpc.is_error(f.kind) {
+            rec.status = StatusCode::Error;
+            rec.str("error.type", rpc.name().as_bytes());
+        }
+        if rpc == grpc::Code::UNIMPLEMENTED {
+            grpc::unrecognised_method(rec);
+        }
+        record_flags(rec, f);
+        return;
+    }
     let error = match code {
         Some(code) => code >= 500 || (code >= 400 && f.kind == SpanKind::Client),
         None => flag_error.is_some() && !flags::downstream_only(bits),
@@ -218,6 +256,12 @@ fn status(rec: &mut SpanRecord, f: &Finish<'_>) {
         (None, Some(c)) if error => rec.str("error.type", itoa(c, &mut digits)),
         _ => {}
     }
+    record_flags(rec, f);
+}
+
+/// `envoy.response_flags` and `envoy.response.code_details`, when Envoy set any flag.
+fn record_flags(rec: &mut SpanRecord, f: &Finish<'_>) {
+    let bits = f.mesh.response_flags;
     if bits != 0 {
         rec.str_array(
             "envoy.response_flags",

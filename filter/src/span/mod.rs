@@ -2,12 +2,16 @@
 //!
 //! - [`record`]: [`SpanRecord`], a pooled, arena-backed span that allocates nothing once warm;
 //! - [`capture`]: which request data may leave the proxy (header allowlists, redaction, caps);
-//! - [`http`]: the HTTP semantic-convention attributes, the span name and the status rules;
+//! - [`http`]: the HTTP semantic-convention attributes and the status rules;
+//! - [`grpc`]: gRPC calls seen as HTTP: `rpc.*` attributes, the method as the name, the status;
+//! - [`name`]: the span name and `http.route`, bounded in length and cardinality;
 //! - [`mesh`]: what the mesh did (cluster, subset, release, faults, flags, peer identity).
 
 pub mod capture;
+pub mod grpc;
 pub mod http;
 pub mod mesh;
+pub mod name;
 pub mod record;
 
 pub use record::{
@@ -24,8 +28,6 @@ pub struct Tables {
     pub routes: mesh::route::Routes,
     /// Header capture allowlists, redaction and `url.query` (`capture`).
     pub capture: capture::Capture,
-    /// `span_name`.
-    pub span_name: mesh::route::SpanNameStyle,
     /// When to read the peer's mTLS identity (`identity`).
     pub identity: mesh::identity::IdentityMode,
     /// Attribute size and count caps (`limits`).
@@ -51,4 +53,7 @@ pub struct Finish<'a> {
     pub request: mesh::RequestFacts,
     /// What the mesh did (cluster, route, flags, identity).
     pub mesh: mesh::EndFacts<'a>,
+    /// The `grpc-status` the response carried (trailers, else headers), parsed with
+    /// [`grpc::Code::parse`]; read only for gRPC requests (`request.grpc`).
+    pub grpc_status: Option<grpc::Code>,
 }

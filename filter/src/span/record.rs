@@ -131,12 +131,17 @@ pub struct SpanRecord {
     lists: SmallVec<[Range<u32>; 8]>,
     /// Attributes refused by the per-span cap.
     pub dropped_attributes: u32,
-    /// The arena every string of this span lives in.
+    /// The arena every string of this span lives in: valid UTF-8 in every range.
     text: Vec<u8>,
+    /// Raw bytes being repaired into `text` (rarely used; keeps its capacity).
+    scratch: Vec<u8>,
     /// Cap on attributes per span (0 = no cap).
     pub max_attributes: u32,
     /// Cap on each string value in bytes (0 = no cap); longer values are cut at a UTF-8 boundary.
     pub max_value_len: u32,
+    /// Cap on the name in bytes (0 = no cap), cut at a UTF-8 boundary. The tracer's names
+    /// already fit (see [`crate::span::name`]); this holds for any other caller.
+    pub max_name_len: u32,
 }
 
 impl SpanRecord {
@@ -163,9 +168,12 @@ impl SpanRecord {
             lists,
             dropped_attributes,
             text,
+            // Holds nothing between calls; its capacity is kept.
+            scratch: _,
             // The caps are configuration, kept across reuse.
             max_attributes: _,
             max_value_len: _,
+            max_name_len: _,
         } = self;
         // Every field the destructuring names is reset to its type's default, as
         // `#[derive(Default)]` builds it, without building a whole record.
@@ -190,19 +198,29 @@ impl SpanRecord {
         text.clear();
     }
 
-    /// Copies `s` into the arena, cut to `max_value_len` at a UTF-8 character boundary.
+    /// Copies `s` into the arena as valid UTF-8 ([`crate::text::append`]: invalid sequences
+    /// become U+FFFD), cut to `max_value_len` on a character boundary when `capped`. Every
+    /// string a span holds enters the arena here (or through [`Self::set_trace_state`], which
+    /// repairs what its writer wrote), so no attribute, key or name can carry invalid UTF-8
+    /// into a protobuf `string` field.
     fn push_text(&mut self, s: &[u8], capped: bool) -> Range<u32> {
-        let mut s = s;
-        if capped && self.max_value_len > 0 && s.len() > self.max_value_len as usize {
-            let mut cut = self.max_value_len as usize;
-            // Back off continuation bytes so the value stays valid UTF-8 where it was.
-            while cut > 0 && (s[cut] & 0xc0) == 0x80 {
-                cut -= 1;
-            }
-            s = &s[..cut];
-        }
+        let cap = if capped && self.max_value_len > 0 {
+            self.max_value_len as usize
+        } else {
+            usize::MAX
+        };
         let start = self.text.len() as u32;
-        crate::copy::append(s, &mut self.text);
+        crate::text::append(s, cap, &mut self.text);
+        start..self.text.len() as u32
+    }
+
+    /// Copies `parts` into the arena one after another, each as valid UTF-8 (uncapped), as one
+    /// range: span names and built attribute keys.
+    fn push_parts(&mut self, parts: &[&[u8]]) -> Range<u32> {
+        let start = self.text.len() as u32;
+        for p in parts {
+            crate::text::append(p, usize::MAX, &mut self.text);
+        }
         start..self.text.len() as u32
     }
 
@@ -213,13 +231,23 @@ impl SpanRecord {
             .unwrap_or(&[])
     }
 
-    /// Sets the span name to the concatenation of `parts`.
+    /// Sets the name from parts, cut to `max_name_len`.
     pub fn set_name(&mut self, parts: &[&[u8]]) {
-        let start = self.text.len() as u32;
+        let cap = match self.max_name_len {
+            0 => usize::MAX,
+            n => n as usize,
+        };
+        let start = self.text.len();
         for p in parts {
-            self.text.extend_from_slice(p);
+            // Each part goes through the same UTF-8 conversion as every value; the cap counts
+            // what is already written, so the cut lands on a character boundary.
+            let room = cap.saturating_sub(self.text.len() - start);
+            if room == 0 {
+                break;
+            }
+            crate::text::append(p, room, &mut self.text);
         }
-        self.name = start..self.text.len() as u32;
+        self.name = start as u32..self.text.len() as u32;
     }
 
     /// The span name.
@@ -227,11 +255,17 @@ impl SpanRecord {
         self.text(&self.name)
     }
 
-    /// Sets the W3C `tracestate` to what `write` appends.
+    /// Sets the W3C `tracestate` from what `write` appends. What it wrote is checked (one SIMD
+    /// scan when it is ASCII, as a valid `tracestate` is) and repaired if it is not UTF-8, then
+    /// cut at a list-member boundary to [`crate::propagation::tracecontext::MAX_TRACE_STATE_BYTES`] (a valid list
+    /// may hold 32 members of 513 bytes).
     pub fn set_trace_state(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
-        let start = self.text.len() as u32;
+        let start = self.text.len();
         write(&mut self.text);
-        self.trace_state = start..self.text.len() as u32;
+        crate::text::repair_tail(&mut self.text, start, &mut self.scratch);
+        let max = crate::propagation::tracecontext::MAX_TRACE_STATE_BYTES;
+        let end = start + crate::limits::cut_list_members(&self.text[start..], max).len();
+        self.trace_state = start as u32..end as u32;
     }
 
     /// The W3C `tracestate`.
@@ -274,11 +308,7 @@ impl SpanRecord {
         if self.full() {
             return;
         }
-        let start = self.text.len() as u32;
-        for p in key_parts {
-            self.text.extend_from_slice(p);
-        }
-        let key = start..self.text.len() as u32;
+        let key = self.push_parts(key_parts);
         let r = self.push_text(value, true);
         self.push_attr(Key::Text(key), Value::Str(r));
     }
@@ -321,11 +351,7 @@ impl SpanRecord {
         if self.full() {
             return;
         }
-        let start = self.text.len() as u32;
-        for p in key_parts {
-            self.text.extend_from_slice(p);
-        }
-        let key = start..self.text.len() as u32;
+        let key = self.push_parts(key_parts);
         let first = self.lists.len() as u16;
         for v in values {
             let r = self.push_text(v, true);
@@ -423,10 +449,78 @@ mod tests {
     }
 
     #[test]
+    fn name_and_trace_state_are_capped() {
+        let mut s = SpanRecord {
+            max_name_len: 6,
+            ..Default::default()
+        };
+        s.set_name(&[b"GET ", "/é".as_bytes()]);
+        // 7 bytes: the cut backs off the two-byte character.
+        assert_eq!(s.name(), b"GET /");
+        s.set_name(&[b"GET"]);
+        assert_eq!(s.name(), b"GET");
+        // 32 members of 17 bytes: 575 bytes, cut to the 28 members that fit in 512.
+        let member = |i: usize| format!("vendor{i:02}=abcdefgh");
+        let list: Vec<String> = (0..32).map(member).collect();
+        s.set_trace_state(|b| b.extend_from_slice(list.join(",").as_bytes()));
+        assert_eq!(s.trace_state(), list[..28].join(",").as_bytes());
+        s.set_trace_state(|b| b.extend_from_slice(b"congo=t61"));
+        assert_eq!(s.trace_state(), b"congo=t61");
+    }
+
+    #[test]
+    fn every_setter_stores_valid_utf8_within_the_cap() {
+        let mut s = SpanRecord {
+            max_value_len: 6,
+            ..Default::default()
+        };
+        let bad = b"ab\xffcd\xfe";
+        s.set_name(&[b"G\xffT", b" ", b"/\xe2\x82"]);
+        s.set_trace_state(|b| b.extend_from_slice(b"k=\xff"));
+        s.set_status_message(bad);
+        s.str("v", bad);
+        s.str_dyn(&[b"k.", b"\xff"], bad);
+        s.str_array("a", [&bad[..], b"\xc3"]);
+        s.str_array_dyn(&[b"d.\xfe"], [&bad[..]]);
+        s.event("e", 0, |e| e.str("ev", bad));
+        let fffd = "\u{FFFD}";
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+        assert_eq!(text(s.name()), format!("G{fffd}T /{fffd}"));
+        assert_eq!(text(s.trace_state()), format!("k={fffd}"));
+        // "ab" + U+FFFD is 5 bytes; "c" makes 6; the cap leaves out the rest.
+        let capped = format!("ab{fffd}c");
+        assert_eq!(text(s.text(s.status_message.as_ref().unwrap())), capped);
+        let strs: Vec<(String, Vec<String>)> = s
+            .attrs
+            .iter()
+            .chain(&s.event_attrs)
+            .map(|a| {
+                let values = match &a.value {
+                    Value::Str(r) => vec![text(s.text(r))],
+                    Value::StrArray(r) => s.list(r).map(text).collect(),
+                    other => panic!("{other:?}"),
+                };
+                (text(s.key_bytes(&a.key)), values)
+            })
+            .collect();
+        assert_eq!(
+            strs,
+            [
+                ("v".to_string(), vec![capped.clone()]),
+                (format!("k.{fffd}"), vec![capped.clone()]),
+                ("a".into(), vec![capped.clone(), fffd.into()]),
+                (format!("d.{fffd}"), vec![capped.clone()]),
+                ("ev".into(), vec![capped.clone()]),
+            ]
+        );
+    }
+
+    #[test]
     fn clear_leaves_a_fresh_record_with_the_caps() {
         let caps = || SpanRecord {
             max_attributes: 8,
             max_value_len: 16,
+            max_name_len: 32,
             ..Default::default()
         };
         let mut s = caps();

@@ -4,7 +4,7 @@ use super::*;
 #[allow(unused_imports)]
 use crate::ids::{SpanId, TraceId};
 use crate::propagation::{
-    b3, baggage, gcp, grpc_trace_bin, l5d, tracecontext, xray, Format, SamplingState,
+    b3, baggage, gcp, grpc_trace_bin, l5d, tracecontext, xray, Propagator, SamplingState,
 };
 
 const TRACE: &str = "80f198ee56343ba864fe8b2a57d3eff7";
@@ -91,7 +91,7 @@ fn b3_narrow_debug_and_deny_only() {
     let pairs = [("b3", "0")];
     let (d, sent, _) = run(&mut t, &headers(&pairs));
     assert!(!d.sampled() && d.parent.is_none());
-    assert_eq!(d.arrival, Some(Format::B3));
+    assert_eq!(d.arrival, Some(Propagator::B3));
     let (tid, s) = (d.trace_id, d.span_id);
     assert_eq!(sent.get("b3").unwrap(), format!("{tid}-{s}-0"));
     assert_eq!(sent.get("traceparent").unwrap(), format!("00-{tid}-{s}-02"));
@@ -270,7 +270,7 @@ fn contradicting_contexts_never_reach_upstream() {
         ("grpc-trace-bin", "garbage"),
     ];
     let (d, sent, _) = run(&mut t, &headers(&pairs));
-    assert_eq!(d.arrival, Some(Format::TraceContext));
+    assert_eq!(d.arrival, Some(Propagator::TraceContext));
     assert_eq!(sent.names(), ["traceparent"]);
     assert_eq!(
         sent.removed,
@@ -292,10 +292,10 @@ fn contradicting_contexts_never_reach_upstream() {
         ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0"),
     ];
     let (d, sent, _) = run(&mut t, &headers(&pairs));
-    assert_eq!(d.malformed, Format::TraceContext.bit());
+    assert_eq!(d.malformed, Propagator::TraceContext.bit());
     assert_eq!(
         d.malformed_formats().collect::<Vec<_>>(),
-        [Format::TraceContext]
+        [Propagator::TraceContext]
     );
     assert_eq!(d.trace_id.to_string(), TRACE);
     assert_eq!(

@@ -193,6 +193,19 @@ fn proxy_get_header_map_value(
 ) -> Result<i32> {
     guard(&c, "proxy_get_header_map_value")?;
     let key = bytes!(c, key_ptr, key_len);
+    if c.data().settings.record_property_reads {
+        // Single header reads cost a host call like a property: logged in the same list as
+        // `map[name]`, e.g. `response_trailers[grpc-status]`.
+        let map = match map_type {
+            super::abi::map::REQUEST_HEADERS => "request_headers",
+            super::abi::map::REQUEST_TRAILERS => "request_trailers",
+            super::abi::map::RESPONSE_HEADERS => "response_headers",
+            super::abi::map::RESPONSE_TRAILERS => "response_trailers",
+            _ => "other_map",
+        };
+        let read = format!("{map}[{}]", String::from_utf8_lossy(&key));
+        c.data().world().property_reads.push(read);
+    }
     let value = match c.data().map(map_type) {
         Ok(m) => match m.get_bytes(&key) {
             Some(v) => v.to_vec(),

@@ -143,7 +143,8 @@ impl HostBuilder {
         self
     }
 
-    /// Logs every property path the guest reads, for [`Host::take_property_reads`].
+    /// Logs every property path the guest reads (and single header reads as `map[name]`), for
+    /// [`Host::take_property_reads`].
     pub fn record_property_reads(mut self) -> Self {
         self.settings.record_property_reads = true;
         self

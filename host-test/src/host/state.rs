@@ -29,7 +29,8 @@ pub struct Settings {
     pub properties: PropertyTree,
     /// Seed of the per-worker `random_get` generator.
     pub seed: u64,
-    /// Log every `proxy_get_property` path in `World::property_reads` (off: long runs would
+    /// Log every `proxy_get_property` path, and every single header read as `map[name]`, in
+    /// `World::property_reads` (off: long runs would
     /// grow the log without bound).
     pub record_property_reads: bool,
 }

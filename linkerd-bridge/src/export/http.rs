@@ -19,7 +19,7 @@ use crate::config::Endpoint;
 const MAX_REPLY_BODY: usize = 64 * 1024;
 
 /// Sends export requests to the collector over HTTP/1.1 (OTLP/HTTP) or h2c (OTLP/gRPC).
-pub struct Transport {
+pub struct HttpExporter {
     client: Client<HttpConnector, Full<Bytes>>,
     url: http::Uri,
     protocol: Protocol,
@@ -27,7 +27,7 @@ pub struct Transport {
     timeout: std::time::Duration,
 }
 
-impl Transport {
+impl HttpExporter {
     /// A client for `endpoint` with the core's `collector` headers and compression.
     ///
     /// # Errors
@@ -91,8 +91,15 @@ impl Transport {
         })
     }
 
-    /// One attempt, classified by the core's OTLP rules.
-    pub async fn send(&self, body: Bytes) -> ExportResult {
+    /// One attempt, classified by the core's OTLP rules, with the collector's reason when it
+    /// refused the request ([`meshtrace::export::rejection::reason`]).
+    pub async fn send(&self, body: Bytes) -> (ExportResult, Option<String>) {
+        let mut reason = None;
+        let result = self.attempt(body, &mut reason).await;
+        (result, reason)
+    }
+
+    async fn attempt(&self, body: Bytes, reason: &mut Option<String>) -> ExportResult {
         let mut req = Request::post(self.url.clone());
         if let Some(h) = req.headers_mut() {
             h.clone_from(&self.headers);
@@ -131,8 +138,11 @@ impl Transport {
                 .map(HeaderValue::as_bytes),
             grpc_status: get("grpc-status"),
             grpc_details: get("grpc-status-details-bin"),
+            grpc_message: get("grpc-message"),
             body: &body,
         };
-        classify(self.protocol, &reply, now_ms())
+        let result = classify(self.protocol, &reply, now_ms());
+        *reason = meshtrace::export::rejection::reason(&result, &reply);
+        result
     }
 }

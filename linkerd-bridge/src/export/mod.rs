@@ -17,13 +17,14 @@ use tokio::sync::{mpsc, watch};
 
 use crate::adapter::now_ms;
 use crate::shared::{lock, Shared, Stats};
-pub use http::Transport;
+pub use http::HttpExporter;
 
 /// Longest pause between polls; the core decides whether a batch is due.
 const POLL: Duration = Duration::from_millis(100);
 
-/// A finished export request: the core's id (`None` for relayed spans) and its outcome.
-type Done = (Option<u64>, usize, ExportResult);
+/// A finished export request: the core's id (`None` for relayed spans), its outcome, and the
+/// collector's reason when it refused the request.
+type Done = (Option<u64>, usize, ExportResult, Option<String>);
 
 /// Frames relayed spans the way the core frames its batches: gzip when configured, and the
 /// gRPC length prefix. Relayed bytes are whole `ResourceSpans` fields, which already make an
@@ -50,7 +51,7 @@ fn frame_relayed(config: &Config, raw: &[u8]) -> Bytes {
 
 struct Task {
     shared: Arc<Shared>,
-    transport: Arc<Transport>,
+    exporter: Arc<HttpExporter>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     in_flight: usize,
@@ -58,13 +59,13 @@ struct Task {
 
 impl Task {
     fn spawn_send(&mut self, id: Option<u64>, relayed: usize, body: Bytes) {
-        let transport = self.transport.clone();
+        let exporter = self.exporter.clone();
         let tx = self.done_tx.clone();
         self.in_flight += 1;
         tokio::spawn(async move {
-            let result = transport.send(body).await;
+            let (result, reason) = exporter.send(body).await;
             // The receiver lives as long as the task that waits for every send.
-            let _ = tx.send((id, relayed, result));
+            let _ = tx.send((id, relayed, result, reason));
         });
     }
 
@@ -84,10 +85,16 @@ impl Task {
         }
     }
 
-    fn complete(&mut self, (id, relayed, result): Done, now: u64) {
+    fn complete(&mut self, (id, relayed, result, reason): Done, now: u64) {
         self.in_flight -= 1;
         match id {
-            Some(id) => lock(&self.shared.core).on_result(id, result, now),
+            Some(id) => {
+                let mut core = lock(&self.shared.core);
+                if let Some(reason) = reason {
+                    core.note_rejection(reason);
+                }
+                core.on_result(id, result, now);
+            }
             None => {
                 // Relayed spans get one attempt: the application's exporter retries on its
                 // side, and the core's queue is not theirs.
@@ -110,7 +117,7 @@ impl Task {
 
 /// Runs until `stop` turns true, then sends everything still queued (one attempt per batch)
 /// and returns.
-pub async fn run(shared: Arc<Shared>, transport: Transport, mut stop: watch::Receiver<bool>) {
+pub async fn run(shared: Arc<Shared>, exporter: HttpExporter, mut stop: watch::Receiver<bool>) {
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let (interval, timeout_ms) = {
         let core = lock(&shared.core);
@@ -122,7 +129,7 @@ pub async fn run(shared: Arc<Shared>, transport: Transport, mut stop: watch::Rec
     let poll = POLL.min(Duration::from_millis(interval.max(1)));
     let mut t = Task {
         shared,
-        transport: Arc::new(transport),
+        exporter: Arc::new(exporter),
         done_tx,
         done_rx,
         in_flight: 0,

@@ -50,6 +50,15 @@ impl Vector for V {
     unsafe fn any(self) -> bool {
         vmaxvq_u8(self.0) != 0
     }
+    #[inline(always)]
+    unsafe fn first(self) -> Option<usize> {
+        // NEON has no movemask: narrowing each 16-bit lane by 4 bits leaves 4 mask bits per
+        // byte in one 64-bit word.
+        let m = vget_lane_u64::<0>(vreinterpret_u64_u8(vshrn_n_u16::<4>(vreinterpretq_u16_u8(
+            self.0,
+        ))));
+        (m != 0).then(|| (m.trailing_zeros() / 4) as usize)
+    }
 }
 
 impl Vector128 for V {

@@ -51,6 +51,11 @@ impl Vector for V {
     unsafe fn any(self) -> bool {
         v128_any_true(self.0)
     }
+    #[inline(always)]
+    unsafe fn first(self) -> Option<usize> {
+        let m = u8x16_bitmask(self.0);
+        (m != 0).then(|| m.trailing_zeros() as usize)
+    }
 }
 
 impl Vector128 for V {

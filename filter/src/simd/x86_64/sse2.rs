@@ -53,6 +53,11 @@ impl Vector for V {
     unsafe fn any(self) -> bool {
         _mm_movemask_epi8(self.0) != 0
     }
+    #[inline(always)]
+    unsafe fn first(self) -> Option<usize> {
+        let m = _mm_movemask_epi8(self.0) as u32;
+        (m != 0).then(|| m.trailing_zeros() as usize)
+    }
 }
 
 impl Vector128 for V {

@@ -25,6 +25,8 @@ pub struct RequestFacts {
     pub fault: fault::FaultHeaders,
     /// `x-envoy-attempt-count` as the request arrived (set by the calling sidecar's router).
     pub attempt_count: Option<u64>,
+    /// The call's gRPC framing, from `content-type`; `None` for plain HTTP.
+    pub grpc: Option<crate::span::grpc::Protocol>,
 }
 
 /// What the host knows about the mesh when the request is over; every field is optional so an

@@ -1,9 +1,10 @@
 //! `http.route` and the span name: low-cardinality templates, never the raw path.
 //!
 //! A path matching a configured template (`/api/users/{id}`) takes that template; any other
-//! path is templated here by replacing segments that look like identifiers (all digits, a UUID,
-//! a long hex string) with `{id}`, so `/orders/8812/items` and `/orders/9001/items` name the
-//! same span.
+//! path is templated here by replacing segments that are clearly identifiers (all digits, a
+//! UUID, a long hex string, a long generated token) with `{id}`, so `/orders/8812/items` and
+//! `/orders/9001/items` name the same span. Words stay: `/users/alice` is not templated, and
+//! [`crate::span::name`] bounds how many such names a VM hands out.
 
 use serde::Deserialize;
 use smallvec::SmallVec;
@@ -19,6 +20,9 @@ pub enum SpanNameStyle {
     Semconv,
     /// `HTTP {METHOD} {ROUTE}`, the form older dashboards were built on.
     Legacy,
+    /// `{method} {http.route}` for configured `routes` only, `{method}` for every other path:
+    /// no name is guessed from a path (see [`crate::span::name`]).
+    Strict,
 }
 
 /// One segment of a compiled template.
@@ -102,12 +106,19 @@ impl Routes {
             .map(|t| &*t.text)
     }
 
-    /// `http.route` for `path`: a configured template, else the templated path.
-    pub fn route(&self, path: &[u8], out: &mut RouteBuf) {
+    /// `http.route` for `path` into `out`: a configured template (the result is `true`), else
+    /// the templated path (`false`: a guess, which [`crate::span::name`] bounds).
+    pub fn route(&self, path: &[u8], out: &mut RouteBuf) -> bool {
         out.clear();
         match self.matching(path) {
-            Some(t) => out.extend_from_slice(t),
-            None => template_path(path, out),
+            Some(t) => {
+                out.extend_from_slice(t);
+                true
+            }
+            None => {
+                template_path(path, out);
+                false
+            }
         }
     }
 }
@@ -134,7 +145,10 @@ pub fn template_path(path: &[u8], out: &mut RouteBuf) {
 /// Shortest run of hex digits treated as an identifier (a 64-bit id printed in hex).
 const MIN_HEX_ID: usize = 16;
 
-/// All digits, a UUID, or a long hex string.
+/// Shortest generated token (base64url, base62, ULID, nanoid) treated as an identifier.
+const MIN_TOKEN_ID: usize = 20;
+
+/// All digits, a UUID, a long hex string, or a long generated token.
 fn is_identifier(seg: &[u8]) -> bool {
     if seg.is_empty() {
         return false;
@@ -145,7 +159,22 @@ fn is_identifier(seg: &[u8]) -> bool {
     if is_uuid(seg) {
         return true;
     }
-    seg.len() >= MIN_HEX_ID && seg.iter().all(u8::is_ascii_hexdigit)
+    if seg.len() >= MIN_HEX_ID && seg.iter().all(u8::is_ascii_hexdigit) {
+        return true;
+    }
+    is_generated_token(seg)
+}
+
+/// A long run of base64url characters with a digit and an upper-case letter: what encoders of
+/// random ids write (`01ARZ3NDEKTSV4RRFFQ69G5FAV`, `V1StGXR8_Z5jdHi6B-myT`, base64 of a key).
+/// Route words and slugs are lower case, and a `.` marks a file name, so neither matches.
+fn is_generated_token(seg: &[u8]) -> bool {
+    seg.len() >= MIN_TOKEN_ID
+        && seg
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        && seg.iter().any(u8::is_ascii_digit)
+        && seg.iter().any(u8::is_ascii_uppercase)
 }
 
 /// `8-4-4-4-12` hex digits.
@@ -155,20 +184,6 @@ fn is_uuid(s: &[u8]) -> bool {
             8 | 13 | 18 | 23 => c == b'-',
             _ => c.is_ascii_hexdigit(),
         })
-}
-
-/// The span name's parts in the configured style; `known` says whether `method` is one the
-/// HTTP conventions know (an unknown one is `HTTP` in the semconv form).
-pub fn span_name<'a>(
-    style: SpanNameStyle,
-    method: &'a [u8],
-    known: bool,
-    route: &'a [u8],
-) -> [&'a [u8]; 4] {
-    match style {
-        SpanNameStyle::Semconv => [if known { method } else { b"HTTP" }, b" ", route, b""],
-        SpanNameStyle::Legacy => [b"HTTP ", method, b" ", route],
-    }
 }
 
 #[cfg(test)]
@@ -197,7 +212,21 @@ mod tests {
             route(&r, "/v2/reviews/0/ratings"),
             "/v2/reviews/{id}/ratings"
         );
-        // Words, short hex and versions stay: they are the route, not an id.
+        assert_eq!(
+            route(&r, "/sessions/01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+            "/sessions/{id}"
+        );
+        assert_eq!(route(&r, "/s/V1StGXR8_Z5jdHi6B-myT/x"), "/s/{id}/x");
+        // Words, slugs, file names, short hex and versions stay: they are the route, not an id.
+        assert_eq!(
+            route(&r, "/blog/kubernetes-1-28-release-notes"),
+            "/blog/kubernetes-1-28-release-notes"
+        );
+        assert_eq!(
+            route(&r, "/static/App-Bundle-2024-min.js"),
+            "/static/App-Bundle-2024-min.js"
+        );
+        assert_eq!(route(&r, "/users/alice"), "/users/alice");
         assert_eq!(route(&r, "/api/v1/cafe/beef"), "/api/v1/cafe/beef");
         assert_eq!(route(&r, "/static/app.js"), "/static/app.js");
         assert_eq!(route(&r, "/"), "/");
@@ -245,23 +274,6 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "routes[0]: a parameter must be a whole segment like {id}, got \"x{id}\" in \"/a/x{id}\""
-        );
-    }
-
-    #[test]
-    fn span_name_styles() {
-        let join = |p: [&[u8]; 4]| String::from_utf8(p.concat()).unwrap();
-        assert_eq!(
-            join(span_name(SpanNameStyle::Semconv, b"GET", true, b"/u/{id}")),
-            "GET /u/{id}"
-        );
-        assert_eq!(
-            join(span_name(SpanNameStyle::Semconv, b"PURGE", false, b"/c")),
-            "HTTP /c"
-        );
-        assert_eq!(
-            join(span_name(SpanNameStyle::Legacy, b"GET", true, b"/u/{id}")),
-            "HTTP GET /u/{id}"
         );
     }
 }
