@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::correlation::{AccessLogConfig, Correlation, ResponseConfig};
 use crate::error::ConfigError;
 use crate::export::config::{Batch, Collector, ExportConfig, ExporterConfig};
 use crate::propagation::config::{BaggageConfig, Propagation, Propagators};
@@ -92,6 +93,12 @@ pub struct Config {
     /// name and the cluster usually already give.
     #[serde(default)]
     pub route_metadata: bool,
+    /// Trace ids written to Envoy filter state for access logs (`access_log`).
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
+    /// Trace context returned to the client in `server-timing` (`response`).
+    #[serde(default)]
+    pub response: ResponseConfig,
 }
 
 /// The configuration with every component's compiled form, built once per VM by [`load`]:
@@ -106,6 +113,8 @@ pub struct Compiled {
     pub sampler: Sampler,
     /// `traffic`, `routes`, `capture`, `limits`, `identity`, `baggage`.
     pub span: Tables,
+    /// `access_log`, `response`: what is written for access logs and clients.
+    pub correlation: Correlation,
 }
 
 /// Parses, validates and compiles the plugin configuration bytes (JSON).
@@ -145,8 +154,14 @@ impl Config {
             baggage_keys: self.baggage.attribute_keys.clone(),
         };
         self.validate_resource()?;
+        let correlation = Correlation::compile(
+            &self.access_log,
+            &self.response,
+            self.propagators.trust_incoming,
+        )?;
         Ok(Compiled {
             sampler: Sampler::new(&self.sampling),
+            correlation,
             propagation,
             span,
             config: self,

@@ -15,7 +15,9 @@
 //! 5. [`tracer`]: the sequence (extract, sample, inject, build, finish) the adapters call;
 //! 6. [`span`]: the span record and the HTTP and mesh attributes written into it;
 //! 7. [`resource`]: the resource (service, pod, mesh) every span of the VM shares;
-//! 8. [`export`]: encoding, the batch span processor, and the collector's reply.
+//! 8. [`export`]: encoding, the batch span processor, and the collector's reply;
+//! 9. [`correlation`]: the ids written for Envoy's access log and the `server-timing` entry
+//!    returned to the client.
 //!
 //! Below the pipeline, helpers it uses: [`connection`] (per-connection facts for adapters),
 //! [`ids`], [`hex`], [`base64`], [`protobuf`], [`text`], [`limits`], [`copy`], [`simd`].
@@ -36,6 +38,8 @@ pub mod span;
 pub mod resource;
 
 pub mod export;
+
+pub mod correlation;
 
 // Helpers the pipeline uses, below it.
 pub mod base64;

@@ -11,6 +11,7 @@
 //! [`BatchSpanProcessor`](crate::export::span_processor::BatchSpanProcessor).
 
 use crate::config::{Compiled, Config};
+use crate::correlation::Correlation;
 use crate::export::otlp::{BatchHeader, ResourceValue};
 use crate::headers::RequestHeaders;
 use crate::ids::IdGenerator;
@@ -40,6 +41,8 @@ pub struct Tracer {
     pub sampler: Sampler,
     /// Traffic rules, route templates, capture lists and limits, compiled.
     pub span: Tables,
+    /// What is written for access logs and returned to the client (`access_log`, `response`).
+    pub correlation: Correlation,
     /// Span names: their cap and the per-VM bound on how many distinct ones are handed out.
     pub names: SpanNames,
     /// The proxy is an Istio ambient waypoint ([`NodeInfo::is_waypoint`]): with
@@ -62,6 +65,7 @@ impl Tracer {
             propagation,
             sampler,
             span,
+            correlation,
         } = config;
         let resource = node.resource(config.service_name.as_deref(), &config.resource);
         // Node metadata and configured values are capped like span attributes; keys are
@@ -92,6 +96,7 @@ impl Tracer {
             waypoint: node.is_waypoint(),
             sampler,
             span,
+            correlation,
             propagation,
             config,
             ids: IdGenerator::from_seed(seed),

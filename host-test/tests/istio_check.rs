@@ -63,6 +63,7 @@ fn the_manifest_set_is_the_documented_one() {
         [
             "istio/ambient/waypoint.yaml",
             "istio/collector.yaml",
+            "istio/examples/access-log.yaml",
             "istio/examples/canary.yaml",
             "istio/examples/fault-injection.yaml",
             "istio/telemetry.yaml",
@@ -83,6 +84,7 @@ fn the_manifest_set_is_the_documented_one() {
             ("istio/ambient/waypoint.yaml", "Telemetry"),
             ("istio/collector.yaml", "ServiceEntry"),
             ("istio/collector.yaml", "DestinationRule"),
+            ("istio/examples/access-log.yaml", "Telemetry"),
             ("istio/examples/canary.yaml", "DestinationRule"),
             ("istio/examples/canary.yaml", "VirtualService"),
             ("istio/examples/fault-injection.yaml", "VirtualService"),
@@ -220,6 +222,8 @@ fn plugin_configs_use_only_the_agreed_keys() {
                 "capture",
                 "limits",
                 "span_name",
+                "access_log",
+                "response",
             ][..],
         ),
         (
@@ -262,6 +266,11 @@ fn plugin_configs_use_only_the_agreed_keys() {
                 "max_span_name_bytes",
                 "max_span_names",
             ][..],
+        ),
+        ("access_log", &["filter_state"][..]),
+        (
+            "response",
+            &["server_timing", "expose_server_timing", "at_untrusted_edge"][..],
         ),
     ]);
     let formats = [
@@ -558,7 +567,11 @@ fn traffic_rules_agree_with_the_examples() {
 /// Telemetry switches Istio's tracer off for the plugins' workloads, no wider.
 #[test]
 fn telemetry_covers_the_plugins_workloads() {
-    let t = of_kind("Telemetry");
+    // The tracing Telemetry resources; examples/access-log.yaml has its own check below.
+    let t: Vec<&Manifest> = of_kind("Telemetry")
+        .into_iter()
+        .filter(|m| m.file != "istio/examples/access-log.yaml")
+        .collect();
     let scopes: Vec<(Value, Value, Value)> = t
         .iter()
         .map(|m| {
@@ -627,6 +640,29 @@ fn ambient_manifests_target_the_waypoint_gateway() {
     {
         assert_eq!(m.doc["spec"]["targetRefs"], Value::Null, "{}", m.label());
     }
+}
+
+/// The access-log example turns its provider on for exactly the sidecar plugins' workloads,
+/// and the format it documents prints the three filter-state keys the filter writes.
+#[test]
+fn the_access_log_example_covers_the_plugins_workloads() {
+    let m = &in_file("istio/examples/access-log.yaml")[0];
+    let server = &in_file("istio/wasmplugin.yaml")[0].doc;
+    assert_eq!(
+        m.doc["metadata"]["namespace"],
+        server["metadata"]["namespace"]
+    );
+    assert_eq!(m.doc["spec"]["selector"], server["spec"]["selector"]);
+    assert_eq!(
+        m.doc["spec"]["accessLogging"],
+        json!([{"providers": [{"name": "meshtrace-access-log"}]}])
+    );
+    let text = std::fs::read_to_string(manifests_dir().join("examples/access-log.yaml")).unwrap();
+    for key in ["trace_id", "span_id", "sampled"] {
+        let op = format!("%FILTER_STATE(wasm.meshtrace.{key}:PLAIN)%");
+        assert!(text.contains(&op), "{op} missing from the example's format");
+    }
+    assert!(text.contains("- name: meshtrace-access-log\n"));
 }
 
 /// `sha256` and the image tag in the manifests are those of dist/meshtrace.wasm.

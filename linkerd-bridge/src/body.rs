@@ -12,6 +12,8 @@ use crate::shared::Shared;
 use bytes::Bytes;
 use http::Version;
 use hyper::body::{Body, Frame, SizeHint};
+use meshtrace::correlation::{Correlation, ServerTimingEntry};
+use meshtrace::span::SpanKind;
 
 /// Error type of every body the bridge returns.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -45,6 +47,18 @@ impl SpanGuard {
             version,
             peer,
         }
+    }
+
+    /// The `server-timing` entry of a recorded span, per `correlation`; `None` when the span is
+    /// not recorded (yet: a kept span is decided only when the response is over) or none is
+    /// configured. The bridge's spans are SERVER spans.
+    pub fn server_timing(&self, correlation: &Correlation) -> Option<(ServerTimingEntry, bool)> {
+        let policy = correlation.server_timing_for(SpanKind::Server)?;
+        let Some(Started::Sampled { rec, .. }) = &self.started else {
+            return None;
+        };
+        let entry = ServerTimingEntry::new(policy.style, &rec.trace_id, &rec.span_id, rec.flags)?;
+        Some((entry, policy.expose))
     }
 
     /// Notes the `grpc-status` of a gRPC call's response headers or trailers, if present.

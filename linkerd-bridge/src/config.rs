@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use meshtrace::config::Compiled;
+use meshtrace::correlation::FilterStateMode;
 use meshtrace::error::ConfigError;
 use meshtrace::export::config::Protocol;
 use serde_json::{Map, Value};
@@ -84,6 +85,12 @@ impl BridgeConfig {
         };
         let mut endpoint = collector_section(collector)?;
         let core = meshtrace::config::load(root.to_string().as_bytes())?;
+        if core.config.access_log.filter_state != FilterStateMode::Off {
+            return Err(err(
+                "access_log.filter_state",
+                "must be \"off\" in linkerd-bridge: it writes Envoy filter state, which the Linkerd proxy's access log cannot read",
+            ));
+        }
         endpoint.timeout = Duration::from_millis(core.config.collector.timeout_ms);
         endpoint.protocol = core.config.collector.protocol;
         endpoint.path = core.config.collector.path.clone();
@@ -275,6 +282,20 @@ mod tests {
         let c =
             BridgeConfig::from_json(br#"{"collector":{"endpoint":"http://otel:4318"}}"#).unwrap();
         assert_eq!(c.endpoint.url(), "http://otel:4318/v1/traces");
+    }
+
+    #[test]
+    fn access_log_ids_are_refused_and_server_timing_accepted() {
+        let base = r#""collector":{"endpoint":"http://otel:4318"}"#;
+        assert_eq!(
+            bad(&format!(r#"{{{base},"access_log":{{"filter_state":"recorded"}}}}"#)),
+            "access_log.filter_state: must be \"off\" in linkerd-bridge: it writes Envoy filter state, which the Linkerd proxy's access log cannot read"
+        );
+        let c = BridgeConfig::from_json(
+            format!(r#"{{{base},"response":{{"server_timing":"w3c"}}}}"#).as_bytes(),
+        )
+        .unwrap();
+        assert!(c.core.correlation.server_timing.is_some());
     }
 
     #[test]

@@ -45,6 +45,13 @@
 //!   filter): only `on_log` runs; it reads the logged request header map, decides, and then
 //!   pays the sampled or always-keep cost above (+ `request.time` for the start).
 //!
+//! - **Opt-in writes** (see [`crate::correlation`]): `access_log.filter_state` adds three
+//!   `proxy_set_property` calls (trace id, span id, sampled) to each recorded request, or with
+//!   `all` to every request, at request time; a span decided in `on_log` (kept, or answered
+//!   early) writes them there, before Envoy's access log runs. `response.server_timing` adds
+//!   one `proxy_add_header_map_value` in `on_http_response_headers` of a recorded SERVER span
+//!   (two with `expose_server_timing`). Neither reads a property.
+//!
 //! Per VM, `xds.node` is read once in `on_configure` for the resource. Metrics are accumulated
 //! in the VM and pushed to the host on the tick, not per request.
 
@@ -61,6 +68,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use crate::config::{Config, Direction};
 use crate::connection::ConnectionCache;
+use crate::correlation::{self, FilterState, Moment, ServerTimingEntry};
 use crate::export::config::ExportMode;
 use crate::export::span_processor::BatchSpanProcessor;
 use crate::headers::{pairs, RequestHeaders};
@@ -293,6 +301,7 @@ impl RootContext for Root {
             facts: RequestFacts::default(),
             candidate: None,
             seen_request: false,
+            written: false,
             grpc: None,
             grpc_status: None,
         }))
@@ -316,6 +325,8 @@ struct Http {
     /// Whether `on_http_request_headers` ran; a request answered by an earlier filter reaches
     /// `on_log` without it.
     seen_request: bool,
+    /// Whether the ids were written to filter state (`access_log.filter_state`).
+    written: bool,
     /// The request's gRPC framing (from `content-type`, no host call); `None` for plain HTTP.
     grpc: Option<grpc::Protocol>,
     /// The `grpc-status` of the response trailers, read as they pass (see
@@ -402,6 +413,17 @@ impl HttpContext for Http {
         for name in &w.injection.remove {
             host::remove_header(host::REQUEST_HEADERS, name);
         }
+        if w.tracer.correlation.writes_filter_state(Moment::Request {
+            recorded: decision.record,
+        }) {
+            // Flags as the sampler settled them: an unsampled request logs `sampled` 0.
+            write_filter_state(&FilterState::new(
+                &decision.trace_id,
+                &decision.span_id,
+                decision.flags,
+            ));
+            self.written = true;
+        }
         if decision.record {
             w.stats.sampled += 1;
             let mut rec = w.pool.pop().unwrap_or_default();
@@ -411,6 +433,32 @@ impl HttpContext for Http {
             self.span = Some((rec, Stream::read(w)));
         } else if w.tracer.may_keep() {
             self.candidate = Some(decision.ids());
+        }
+        Action::Continue
+    }
+
+    /// Adds the `server-timing` entry of a recorded SERVER span when `response.server_timing`
+    /// asks for it: one host call (two with `expose_server_timing`), nothing otherwise.
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some((rec, stream)) = &self.span else {
+            return Action::Continue;
+        };
+        let w = self.worker.borrow();
+        let Some(policy) = w.tracer.correlation.server_timing_for(stream.kind) else {
+            return Action::Continue;
+        };
+        if let Some(entry) =
+            ServerTimingEntry::new(policy.style, &rec.trace_id, &rec.span_id, rec.flags)
+        {
+            host::add_header(
+                host::RESPONSE_HEADERS,
+                correlation::SERVER_TIMING,
+                entry.as_bytes(),
+            );
+            if policy.expose {
+                let (name, value) = correlation::EXPOSE_HEADERS;
+                host::add_header(host::RESPONSE_HEADERS, name, value);
+            }
         }
         Action::Continue
     }
@@ -455,11 +503,13 @@ impl HttpContext for Http {
         let w = &mut *w;
         let mut clock = Clock::default();
         let known = Known::trailers(self.grpc_status);
+        let written = self.written;
         if let Some((rec, stream)) = self.span.take() {
-            finish(w, rec, &self.facts, &stream, known, &mut clock);
+            let end = End { known, written };
+            finish(w, rec, &self.facts, &stream, end, &mut clock);
         } else if let Some(ids) = self.candidate.take() {
             let call = self.grpc.map(|p| (p, self.grpc_status));
-            keep_unsampled(w, &ids, None, call, &mut clock);
+            keep_unsampled(w, &ids, None, call, written, &mut clock);
         } else if !self.seen_request {
             answered_early(w, &mut clock);
         }
@@ -494,7 +544,11 @@ fn answered_early(w: &mut Worker, clock: &mut Clock) {
             w.tracer.begin_span(&decision, &headers, start, &mut rec);
             let facts = w.tracer.record_request(&headers, pairs(&buf), &mut rec);
             let stream = Stream::read(w);
-            finish(w, rec, &facts, &stream, Known::default(), clock);
+            let end = End {
+                known: Known::default(),
+                written: false,
+            };
+            finish(w, rec, &facts, &stream, end, clock);
             None
         } else {
             w.tracer.may_keep().then(|| (decision.ids(), call))
@@ -502,7 +556,7 @@ fn answered_early(w: &mut Worker, clock: &mut Clock) {
     };
     if let Some((ids, call)) = candidate {
         // The reply came from an earlier filter: any gRPC status is in its headers.
-        keep_unsampled(w, &ids, Some(buf), call.map(|p| (p, None)), clock);
+        keep_unsampled(w, &ids, Some(buf), call.map(|p| (p, None)), false, clock);
     }
 }
 
@@ -518,11 +572,13 @@ fn request_start(clock: &mut Clock, duration_ns: Option<u64>) -> u64 {
 /// `call` is a gRPC request's framing and the `grpc-status` its trailers carried: with
 /// `always_keep: error`, its status is then looked for in the headers too, and judged as on
 /// the span.
+/// `written`: whether the request already wrote its ids to filter state.
 fn keep_unsampled(
     w: &mut Worker,
     ids: &SpanIds,
     logged: Option<Vec<u8>>,
     call: Option<(grpc::Protocol, Option<grpc::Code>)>,
+    written: bool,
     clock: &mut Clock,
 ) {
     let rules = w.tracer.sampler.keep;
@@ -568,7 +624,7 @@ fn keep_unsampled(
         .begin_kept_span(ids, &headers, start, reason, &mut rec);
     let facts = w.tracer.record_request(&headers, pairs(&buf), &mut rec);
     let stream = Stream::read(w);
-    finish(w, rec, &facts, &stream, known, clock);
+    finish(w, rec, &facts, &stream, End { known, written }, clock);
 }
 
 /// The span kind an unsampled gRPC call would get, for judging its status: from the configured
@@ -745,16 +801,41 @@ impl Stream {
     }
 }
 
+/// What `on_log` already knows when it finishes a span.
+struct End {
+    /// Response facts read by the always-keep check.
+    known: Known,
+    /// Whether the ids were written to filter state at request time.
+    written: bool,
+}
+
+/// Writes the ids for the access log (`access_log.filter_state`): three host calls. A refusal
+/// (no stream, a read-only property) is not worth a log line per request: the access log then
+/// prints `-`, which says the same.
+fn write_filter_state(state: &FilterState) {
+    for (name, value) in state.entries() {
+        host::set_property(name, value);
+    }
+}
+
 /// Reads the end-of-request properties (see the module doc for which and when), completes the
-/// span and queues it for export.
+/// span and queues it for export. A span recorded only now writes its ids to filter state
+/// first, so Envoy's access log, which runs after this filter's `on_log`, prints them.
 fn finish(
     w: &mut Worker,
     mut rec: SpanRecord,
     facts: &RequestFacts,
     stream: &Stream,
-    known: Known,
+    end: End,
     clock: &mut Clock,
 ) {
+    let End { known, written } = end;
+    if w.tracer
+        .correlation
+        .writes_filter_state(Moment::Log { written })
+    {
+        write_filter_state(&FilterState::new(&rec.trace_id, &rec.span_id, rec.flags));
+    }
     let end_ns = clock.now();
     let status = known
         .status

@@ -350,6 +350,7 @@ impl Host {
             downstream_headers,
             paused_in,
             contexts,
+            filter_state: stream.filter_state,
         })
     }
 

@@ -187,11 +187,23 @@ pub struct Exchange {
     pub paused_in: Option<&'static str>,
     /// The stream context ids used, one per plugin.
     pub contexts: Vec<u32>,
+    /// Every `proxy_set_property` of the stream, in order, named as Envoy's filter state
+    /// names it (`wasm.<path>`): what `%FILTER_STATE(...)%` in an access log would print.
+    pub filter_state: Vec<(String, Vec<u8>)>,
 }
 
 impl Exchange {
     /// A request header as the upstream received it.
     pub fn upstream_header(&self, name: &str) -> Option<&str> {
         self.upstream.as_ref().and_then(|u| u.headers.get(name))
+    }
+
+    /// The last value written to the filter-state key `key` (`wasm.<name>`), as text.
+    pub fn filter_state(&self, key: &str) -> Option<&str> {
+        self.filter_state
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 }

@@ -124,6 +124,9 @@ pub struct StreamState {
     pub properties: PropertyTree,
     /// Values the guest stored with `proxy_set_property`, by raw path.
     pub set_properties: HashMap<Vec<u8>, Vec<u8>>,
+    /// Every `proxy_set_property` in order, as Envoy's filter state names it: `wasm.` and the
+    /// path (a multi-segment path keeps its NULs, as in Envoy).
+    pub filter_state: Vec<(String, Vec<u8>)>,
     /// The local reply the guest asked for, if any.
     pub local_response: Option<LocalResponse>,
     /// Wall-clock start, ns since the Unix epoch.
@@ -153,6 +156,7 @@ impl StreamState {
             response_code: None,
             properties,
             set_properties: HashMap::new(),
+            filter_state: Vec::new(),
             local_response: None,
             start_realtime_ns: world.realtime_ns(),
             start_monotonic_ns: world.monotonic_ns,
@@ -221,8 +225,6 @@ pub struct VmData {
     pub metric_ids: HashMap<u32, String>,
     /// The next metric id per type.
     pub next_metric_id: [u32; 3],
-    /// `proxy_set_property` values set outside a stream.
-    pub root_properties: HashMap<Vec<u8>, Vec<u8>>,
     /// State of the `random_get` generator (splitmix64), seeded per worker.
     pub random_state: u64,
 }
@@ -255,7 +257,6 @@ impl VmData {
             ticks: BTreeMap::new(),
             metric_ids: HashMap::new(),
             next_metric_id: [0, 1, 2],
-            root_properties: HashMap::new(),
             random_state,
         }
     }
@@ -387,24 +388,20 @@ impl VmData {
         }
     }
 
-    /// Stores a `proxy_set_property` value where the active context will find it again.
-    pub fn set_property(&mut self, path: Vec<u8>, value: Vec<u8>) {
-        match self.stream_mut() {
-            Some(s) => {
-                s.set_properties.insert(path, value);
-            }
-            None => {
-                self.root_properties.insert(path, value);
-            }
-        }
+    /// Stores a `proxy_set_property` value in the stream's filter state, where the stream's
+    /// contexts find it again. Like Envoy, NotFound without a stream (a root context has no
+    /// stream info to hold it).
+    pub fn set_property(&mut self, path: Vec<u8>, value: Vec<u8>) -> Result<(), Status> {
+        let s = self.stream_mut().ok_or(Status::NotFound)?;
+        let key = format!("wasm.{}", String::from_utf8_lossy(&path));
+        s.filter_state.push((key, value.clone()));
+        s.set_properties.insert(path, value);
+        Ok(())
     }
 
     /// `proxy_get_property` for the active context: `Ok(bytes)` (possibly empty) or NotFound.
     pub fn property(&self, path: &[u8]) -> Result<Vec<u8>, Status> {
         let segs = segments(path);
-        if let Some(v) = self.root_properties.get(path) {
-            return Ok(v.clone());
-        }
         let plugin = self
             .roots
             .get(&self.active_root())
