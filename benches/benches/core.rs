@@ -116,36 +116,6 @@ fn utf8(c: &mut Criterion) {
     g.finish();
 }
 
-/// Walks every `,` `;` `=` of a value, as a list parser does.
-fn walk(hay: &[u8], find: impl Fn(&[u8]) -> Option<usize>) -> usize {
-    let (mut at, mut n) = (0, 0);
-    while let Some(i) = find(&hay[at..]) {
-        n += 1;
-        at += i + 1;
-    }
-    n
-}
-
-fn delimiters(c: &mut Criterion) {
-    // A realistic tracestate (80 bytes, 9 delimiters) and a long baggage (~400 bytes, sparse).
-    let long: Vec<u8> = (0..12)
-        .flat_map(|i| format!("key{i}=value-number-{i}-abcdefgh,").into_bytes())
-        .collect();
-    for (name, hay) in [("delims_80b", k::TRACESTATE), ("delims_400b", &long[..])] {
-        let mut g = c.benchmark_group(name);
-        g.bench_function("scalar", |b| {
-            b.iter(|| walk(black_box(hay), |h| scalar::find_any3(b',', b';', b'=', h)))
-        });
-        g.bench_function("simd", |b| {
-            b.iter(|| walk(black_box(hay), |h| simd::find_any3(b',', b';', b'=', h)))
-        });
-        g.bench_function("crate", |b| {
-            b.iter(|| walk(black_box(hay), |h| memchr::memchr3(b',', b';', b'=', h)))
-        });
-        g.finish();
-    }
-}
-
 fn headers(c: &mut Criterion) {
     let mut map = Vec::new();
     serialize_pairs(k::request_headers(), &mut map);
@@ -242,7 +212,7 @@ fn span_encode(c: &mut Criterion) {
     g.bench_function("simd", |b| {
         b.iter(|| {
             spans.clear();
-            meshtrace::otlp::encode_span(black_box(&span), &mut spans);
+            meshtrace::export::otlp::encode_span(black_box(&span), &mut spans);
             header.encode_request(&spans, &mut batch);
             batch.len()
         })
@@ -280,7 +250,6 @@ criterion_group!(
     benches,
     hex,
     traceparent,
-    delimiters,
     headers,
     span_encode,
     ids,

@@ -4,13 +4,14 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 
-use meshtrace::config::Config;
+use meshtrace::export::otlp::encode_span;
 use meshtrace::headers::RequestHeaders;
-use meshtrace::mesh::identity::TlsFacts;
-use meshtrace::mesh::EndFacts;
-use meshtrace::otlp::encode_span;
+use meshtrace::propagation::inject::Injection;
+use meshtrace::span::mesh::identity::TlsFacts;
+use meshtrace::span::mesh::EndFacts;
+use meshtrace::span::Finish;
 use meshtrace::span::{SpanKind, SpanRecord};
-use meshtrace::tracer::{Finish, Injection, Tracer};
+use meshtrace::tracer::Tracer;
 
 const CONFIG: &str = r#"{
   "collector": {"cluster": "otel"},
@@ -42,7 +43,10 @@ const HEADERS: [(&[u8], &[u8]); 9] = [
 
 fn tracer(ratio_json: &str) -> Tracer {
     let json = CONFIG.replace("\"ratio\": 0.01", ratio_json);
-    Tracer::new(Config::from_json(json.as_bytes()).expect("bench config"), 7)
+    Tracer::new(
+        meshtrace::config::load(json.as_bytes()).expect("bench config"),
+        7,
+    )
 }
 
 fn unsampled(c: &mut Criterion) {
@@ -54,9 +58,7 @@ fn unsampled(c: &mut Criterion) {
     c.bench_function("unsampled request: index headers, decide, inject", |b| {
         b.iter(|| {
             let h = RequestHeaders::from_pairs(black_box(headers).iter().copied());
-            let mut d = t.start(&h);
-            t.sample(&mut d, || 0);
-            t.inject(&d, &h, &mut inj);
+            let d = t.start(&h, || 0, Some(&mut inj));
             black_box(d.record)
         })
     });
@@ -74,9 +76,7 @@ fn sampled(c: &mut Criterion) {
             b.iter(|| {
                 now += 1_000;
                 let h = RequestHeaders::from_pairs(black_box(HEADERS).iter().copied());
-                let mut d = t.start(&h);
-                t.sample(&mut d, || now);
-                t.inject(&d, &h, &mut inj);
+                let d = t.start(&h, || now, Some(&mut inj));
                 t.begin_span(&d, &h, now, &mut rec);
                 let request = t.record_request(&h, HEADERS.iter().copied(), &mut rec);
                 t.finish_span(

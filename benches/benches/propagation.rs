@@ -3,13 +3,13 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 
-use meshtrace::config::Config;
 use meshtrace::headers::RequestHeaders;
 use meshtrace::propagation::b3::{parse_multi, parse_single, MultiHeaders};
 use meshtrace::propagation::baggage::Baggage;
+use meshtrace::propagation::inject::Injection;
 use meshtrace::propagation::tracecontext::{parse_traceparent, parse_tracestate};
 use meshtrace::propagation::{gcp, grpc_trace_bin, l5d, xray};
-use meshtrace::tracer::{Injection, Tracer};
+use meshtrace::tracer::Tracer;
 
 fn parsers(c: &mut Criterion) {
     let mut g = c.benchmark_group("parse");
@@ -50,7 +50,7 @@ fn parsers(c: &mut Criterion) {
 
 /// A B3 request translated to W3C + B3 + baggage, warm buffers: the per-request cost.
 fn translate(c: &mut Criterion) {
-    let config = Config::from_json(br#"{"collector":{"cluster":"c"}}"#).unwrap();
+    let config = meshtrace::config::load(br#"{"collector":{"cluster":"c"}}"#).unwrap();
     let mut tracer = Tracer::new(config, 1);
     let pairs: [(&[u8], &[u8]); 3] = [
         (
@@ -67,7 +67,7 @@ fn translate(c: &mut Criterion) {
     c.bench_function("extract+inject b3 request", |b| {
         b.iter(|| {
             let h = RequestHeaders::from_pairs(black_box(pairs));
-            let d = tracer.start(&h);
+            let d = tracer.extract(&h);
             tracer.inject(&d, &h, &mut inj);
             black_box(inj.headers().count())
         })

@@ -7,17 +7,20 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use smallvec::SmallVec;
 
-use crate::capture::{CaptureConfig, Limits};
-use crate::mesh::identity::IdentityMode;
-use crate::mesh::route::SpanNameStyle;
-use crate::mesh::traffic::TrafficConfig;
-use crate::propagation::Format;
+use crate::correlation::{AccessLogConfig, Correlation, ResponseConfig};
+use crate::error::ConfigError;
+use crate::export::config::{Batch, Collector, ExportConfig, ExporterConfig};
+use crate::propagation::config::{BaggageConfig, Propagation, Propagators};
+use crate::resource::DEFAULT_SERVICE_NAME;
+use crate::sampling::Sampler;
 use crate::sampling::SamplingConfig;
-
-/// Default `service.name` until workload detection fills it in.
-pub const DEFAULT_SERVICE_NAME: &str = "unknown_service:envoy";
+use crate::span::capture::{Capture, CaptureConfig, Limits};
+use crate::span::mesh::identity::IdentityMode;
+use crate::span::mesh::route::Routes;
+use crate::span::mesh::route::SpanNameStyle;
+use crate::span::mesh::traffic::{Traffic, TrafficConfig};
+use crate::span::Tables;
 
 /// Which span kind the filter creates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
@@ -32,168 +35,33 @@ pub enum Direction {
     Auto,
 }
 
-/// Where and how spans are exported.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Collector {
-    /// The Envoy cluster of the OTLP collector.
-    pub cluster: String,
-    /// `:authority` of export requests; defaults to the cluster name.
-    #[serde(default)]
-    pub authority: Option<String>,
-    #[serde(default = "default_path")]
-    pub path: String,
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    /// OTLP/HTTP protobuf or OTLP/gRPC.
-    #[serde(default)]
-    pub protocol: Protocol,
-    #[serde(default)]
-    pub compression: Compression,
-    /// Extra request headers (HTTP) or metadata (gRPC), e.g. API keys. Values are secrets:
-    /// never logged, never echoed in errors.
-    #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, String>,
-}
-
-/// The OTLP transport.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// `POST {path}` with `application/x-protobuf`; the cluster may be HTTP/1.1 or HTTP/2.
-    #[default]
-    Http,
-    /// `TraceService/Export` framed as gRPC; the cluster must speak HTTP/2.
-    Grpc,
-}
-
-/// Export body compression.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    #[default]
-    None,
-    Gzip,
-}
-
-fn default_path() -> String {
-    "/v1/traces".into()
-}
-fn default_timeout_ms() -> u64 {
-    5000
-}
-
-impl Collector {
-    /// The `:authority` to send.
-    pub fn authority(&self) -> &str {
-        self.authority.as_deref().unwrap_or(&self.cluster)
-    }
-}
-
-/// Batching and queue bounds.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Batch {
-    /// Spans held while waiting for export; newer spans are dropped (and counted) beyond it.
-    pub max_queue: u32,
-    /// Spans per export request; a full batch is exported at once.
-    pub max_batch: u32,
-    /// Export at least this often while spans are queued.
-    pub flush_interval_ms: u64,
-    /// Encoded bytes held while waiting for export; the second bound beside `max_queue`.
-    pub max_queue_bytes: u64,
-}
-
-impl Default for Batch {
-    fn default() -> Self {
-        Self {
-            max_queue: 8192,
-            max_batch: 2048,
-            flush_interval_ms: 1000,
-            max_queue_bytes: 8 << 20,
-        }
-    }
-}
-
-/// Where this VM's spans go, and how hard the exporter tries.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ExporterConfig {
-    pub mode: ExportMode,
-    /// `vm_id` of the singleton that registered the shared queue (mode `shared_queue`).
-    pub singleton_vm_id: String,
-    /// Export requests outstanding at once, retries included.
-    pub max_in_flight: u32,
-    pub retry: Retry,
-}
-
-/// The deployment shape: see `filter/envoy/README.md`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum ExportMode {
-    /// Each worker VM exports its own batches.
-    #[default]
-    PerWorker,
-    /// HTTP filter: hand encoded spans to the singleton's shared queue; never export.
-    SharedQueue,
-    /// The `envoy.bootstrap.wasm` singleton: drain the shared queue and export for everyone.
-    Singleton,
-}
-
-/// Exponential backoff with full jitter between `initial_ms` and `max_ms`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Retry {
-    pub initial_ms: u64,
-    pub max_ms: u64,
-    /// Sends of one batch, the first included; 1 disables retries.
-    pub max_attempts: u32,
-}
-
-impl Default for Retry {
-    fn default() -> Self {
-        Self {
-            initial_ms: 500,
-            max_ms: 30_000,
-            max_attempts: 5,
-        }
-    }
-}
-
-impl Default for ExporterConfig {
-    fn default() -> Self {
-        Self {
-            mode: ExportMode::PerWorker,
-            singleton_vm_id: "meshtrace_exporter".into(),
-            max_in_flight: 2,
-            retry: Retry::default(),
-        }
-    }
-}
-
-/// The shared queue's name, registered by the singleton under its `vm_id`.
-pub const SHARED_QUEUE_NAME: &str = "meshtrace.spans";
-
 /// The validated configuration.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The resource's `service.name`; from node metadata when absent.
     #[serde(default)]
     pub service_name: Option<String>,
+    /// Which span kind the filter creates.
     #[serde(default)]
     pub direction: Direction,
+    /// Where spans are exported (`collector`).
     pub collector: Collector,
+    /// Queue and batch bounds (`batch`).
     #[serde(default)]
     pub batch: Batch,
+    /// Deployment shape, concurrency and retries (`exporter`).
     #[serde(default)]
     pub exporter: ExporterConfig,
+    /// Which trace-context formats are read and written (`propagators`).
     #[serde(default)]
     pub propagators: Propagators,
+    /// Which baggage keys become attributes (`baggage`).
     #[serde(default)]
     pub baggage: BaggageConfig,
 
-    // Mesh semantics, sampling and privacy (issue 5); each section is owned and validated by
-    // its module, see `Config::validate_mesh`.
+    // Mesh semantics, sampling and privacy: each section is owned by its module and compiled
+    // by `Config::compile`.
     /// Root sampler, rate limit and always-keep rules.
     #[serde(default)]
     pub sampling: SamplingConfig,
@@ -205,7 +73,7 @@ pub struct Config {
     pub routes: Vec<String>,
     /// `semconv` (`GET /users/{id}`), `legacy` (`HTTP GET /users/{id}`) or `strict`
     /// (`{method} {route}` for configured `routes` only, else `{method}`); see
-    /// [`crate::span_name`].
+    /// [`crate::span::name`].
     #[serde(default)]
     pub span_name: SpanNameStyle,
     /// Header capture allowlists, redaction, `url.query`.
@@ -225,39 +93,36 @@ pub struct Config {
     /// name and the cluster usually already give.
     #[serde(default)]
     pub route_metadata: bool,
+    /// Trace ids written to Envoy filter state for access logs (`access_log`).
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
+    /// Trace context returned to the client in `server-timing` (`response`).
+    #[serde(default)]
+    pub response: ResponseConfig,
 }
 
-/// A configuration error: the dotted field and what is wrong with it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    pub field: String,
-    pub message: String,
+/// The configuration with every component's compiled form, built once per VM by [`load`]:
+/// nothing later re-validates it or falls back to a default.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    /// The configuration as written, for the settings used as they are.
+    pub config: Config,
+    /// `propagators`: extraction order, inject formats, trust.
+    pub propagation: Propagation,
+    /// `sampling`: the sampler with its rate limit and always-keep rules.
+    pub sampler: Sampler,
+    /// `traffic`, `routes`, `capture`, `limits`, `identity`, `baggage`.
+    pub span: Tables,
+    /// `access_log`, `response`: what is written for access logs and clients.
+    pub correlation: Correlation,
 }
 
-impl core::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        if self.field.is_empty() || self.field == "." || self.field == "?" {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.field, self.message)
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-impl ConfigError {
-    /// An error about `field` (dotted, with list indexes: `traffic.rules[1].match`).
-    pub fn new(field: &str, message: impl Into<String>) -> Self {
-        err(field, message)
-    }
-}
-
-fn err(field: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        message: message.into(),
-    }
+/// Parses, validates and compiles the plugin configuration bytes (JSON).
+///
+/// # Errors
+/// A [`ConfigError`] naming the first invalid field and its value.
+pub fn load(bytes: &[u8]) -> Result<Compiled, ConfigError> {
+    Config::parse(bytes)?.compile()
 }
 
 /// serde's message without its "at line 1 column 40": noise once the field is named.
@@ -310,10 +175,51 @@ fn wrong_enum_value(mut doc: serde_json::Value, pointer: &str) -> String {
 }
 
 impl Config {
-    /// Parses and validates the plugin configuration bytes.
+    /// Parses and validates the plugin configuration bytes (JSON), keeping only the
+    /// configuration as written (tools that check a config; the filter uses [`load`]).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first invalid field and its value.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        load(bytes).map(|c| c.config)
+    }
+
+    /// Validates and compiles every component.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first invalid field and its value.
+    pub fn compile(self) -> Result<Compiled, ConfigError> {
+        self.validate()?;
+        let propagation = self.propagators.compile()?;
+        self.baggage.validate()?;
+        self.sampling.validate()?;
+        self.limits.validate()?;
+        let span = Tables {
+            traffic: Traffic::compile(&self.traffic)?,
+            routes: Routes::compile(&self.routes)?,
+            capture: Capture::compile(&self.capture)?,
+            identity: self.identity,
+            limits: self.limits.clone(),
+            baggage_keys: self.baggage.attribute_keys.clone(),
+        };
+        self.validate_resource()?;
+        let correlation = Correlation::compile(
+            &self.access_log,
+            &self.response,
+            self.propagators.trust_incoming,
+        )?;
+        Ok(Compiled {
+            sampler: Sampler::new(&self.sampling),
+            correlation,
+            propagation,
+            span,
+            config: self,
+        })
+    }
+
+    fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(err(
+            return Err(ConfigError::new(
                 "",
                 "configuration is empty; the smallest valid one is {\"collector\": {\"cluster\": \"otel_collector\"}}",
             ));
@@ -333,128 +239,32 @@ impl Config {
             } else {
                 without_position(&inner)
             };
-            err(&field, message)
+            ConfigError::new(&field, message)
         })?;
-        cfg.validate()?;
         Ok(cfg)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.collector.cluster.trim().is_empty() {
-            return Err(err("collector.cluster", "must be a non-empty string"));
-        }
-        if let Some(a) = &self.collector.authority {
-            if a.trim().is_empty() {
-                return Err(err(
-                    "collector.authority",
+        self.export().validate_collector()?;
+        if let Some(s) = &self.service_name {
+            if s.trim().is_empty() {
+                return Err(ConfigError::new(
+                    "service_name",
                     "must be a non-empty string when set",
                 ));
             }
         }
-        if !self.collector.path.starts_with('/') {
-            return Err(err(
-                "collector.path",
-                format!("must start with '/', got {:?}", self.collector.path),
-            ));
-        }
-        if self.collector.timeout_ms == 0 || self.collector.timeout_ms > 600_000 {
-            return Err(err(
-                "collector.timeout_ms",
-                format!(
-                    "must be between 1 and 600000, got {}",
-                    self.collector.timeout_ms
-                ),
-            ));
-        }
-        self.validate_export()?;
-        if let Some(s) = &self.service_name {
-            if s.trim().is_empty() {
-                return Err(err("service_name", "must be a non-empty string when set"));
-            }
-        }
-        let b = &self.batch;
-        if b.max_queue == 0 {
-            return Err(err("batch.max_queue", "must be at least 1, got 0"));
-        }
-        if b.max_batch == 0 || b.max_batch > b.max_queue {
-            return Err(err(
-                "batch.max_batch",
-                format!(
-                    "must be between 1 and batch.max_queue ({}), got {}",
-                    b.max_queue, b.max_batch
-                ),
-            ));
-        }
-        if b.flush_interval_ms == 0 || b.flush_interval_ms > 3_600_000 {
-            return Err(err(
-                "batch.flush_interval_ms",
-                format!("must be between 1 and 3600000, got {}", b.flush_interval_ms),
-            ));
-        }
-        self.propagators.validate()?;
-        self.baggage.validate()?;
-        self.validate_mesh()?;
+        self.export().validate_batch()?;
         Ok(())
     }
 
-    fn validate_export(&self) -> Result<(), ConfigError> {
-        for name in self.collector.headers.keys() {
-            let ok = !name.is_empty()
-                && !name.starts_with(':')
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
-            if !ok {
-                // The name is not secret; the value never appears in an error.
-                return Err(err(
-                    "collector.headers",
-                    format!("header names must be lowercase token characters, got {name:?}"),
-                ));
-            }
+    /// The export sections (`collector`, `batch`, `exporter`), borrowed together.
+    pub fn export(&self) -> ExportConfig<'_> {
+        ExportConfig {
+            collector: &self.collector,
+            batch: &self.batch,
+            exporter: &self.exporter,
         }
-        let b = &self.batch;
-        if b.max_queue_bytes < 1024 {
-            return Err(err(
-                "batch.max_queue_bytes",
-                format!("must be at least 1024, got {}", b.max_queue_bytes),
-            ));
-        }
-        let e = &self.exporter;
-        if e.singleton_vm_id.trim().is_empty() {
-            return Err(err(
-                "exporter.singleton_vm_id",
-                "must be a non-empty string",
-            ));
-        }
-        if e.max_in_flight == 0 || e.max_in_flight > 64 {
-            return Err(err(
-                "exporter.max_in_flight",
-                format!("must be between 1 and 64, got {}", e.max_in_flight),
-            ));
-        }
-        let r = &e.retry;
-        if r.initial_ms == 0 || r.initial_ms > r.max_ms {
-            return Err(err(
-                "exporter.retry.initial_ms",
-                format!(
-                    "must be between 1 and exporter.retry.max_ms ({}), got {}",
-                    r.max_ms, r.initial_ms
-                ),
-            ));
-        }
-        if r.max_ms > 3_600_000 {
-            return Err(err(
-                "exporter.retry.max_ms",
-                format!("must be at most 3600000, got {}", r.max_ms),
-            ));
-        }
-        if r.max_attempts == 0 || r.max_attempts > 100 {
-            return Err(err(
-                "exporter.retry.max_attempts",
-                format!("must be between 1 and 100, got {}", r.max_attempts),
-            ));
-        }
-        Ok(())
     }
 
     /// The resource's `service.name`.
@@ -463,150 +273,17 @@ impl Config {
     }
 }
 
-// ---- propagation settings --------------------------------------------------------------
-
-/// Which trace-context formats are read and written, and how far incoming contexts are trusted.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Propagators {
-    /// Formats tried in order on the way in; the first that yields a valid context wins.
-    pub extract: Vec<String>,
-    /// Formats always written upstream, besides the one the request arrived with.
-    pub inject: Vec<String>,
-    /// Continue incoming contexts. False at an internet-facing edge: each request starts a new
-    /// trace and the incoming context becomes a span link, so clients cannot force sampling.
-    pub trust_incoming: bool,
-    /// Honour Linkerd 1's `l5d-sample` rate as a sampling override.
-    pub trust_l5d_sample: bool,
-}
-
-impl Default for Propagators {
-    fn default() -> Self {
-        let names = |f: &[Format]| f.iter().map(|f| f.name().to_string()).collect();
-        Self {
-            extract: names(&[
-                Format::TraceContext,
-                Format::B3,
-                Format::B3Multi,
-                Format::L5d,
-                Format::XRay,
-                Format::Gcp,
-                Format::GrpcTraceBin,
-            ]),
-            inject: names(&[Format::TraceContext, Format::Baggage]),
-            trust_incoming: true,
-            trust_l5d_sample: false,
-        }
-    }
-}
-
-/// The format names a list may use, for error messages.
-fn format_names(context_only: bool) -> String {
-    Format::ALL
-        .iter()
-        .filter(|f| !context_only || f.carries_context())
-        .map(|f| f.name())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Resolves a list of format names, refusing unknown names and repeats; `context_only` also
-/// refuses `baggage`, which carries no trace context to extract.
-fn resolve_formats(
-    field: &str,
-    names: &[String],
-    context_only: bool,
-) -> Result<SmallVec<[Format; 8]>, ConfigError> {
-    let mut out = SmallVec::new();
-    for (i, name) in names.iter().enumerate() {
-        let at = format!("{field}[{i}]");
-        let format = Format::from_name(name).ok_or_else(|| {
-            err(
-                &at,
-                format!(
-                    "unknown format {name:?}; expected one of {}",
-                    format_names(context_only)
-                ),
-            )
-        })?;
-        if context_only && !format.carries_context() {
-            return Err(err(
-                &at,
-                format!(
-                    "{name:?} carries no trace context to extract; expected one of {}",
-                    format_names(true)
-                ),
-            ));
-        }
-        if out.contains(&format) {
-            return Err(err(&at, format!("format {name:?} is listed twice")));
-        }
-        out.push(format);
-    }
-    Ok(out)
-}
-
-impl Propagators {
-    /// The extraction order.
-    pub fn extract_formats(&self) -> SmallVec<[Format; 8]> {
-        // Validated when the configuration was loaded; an error cannot reach here.
-        resolve_formats("propagators.extract", &self.extract, true).unwrap_or_default()
-    }
-
-    /// The formats always injected.
-    pub fn inject_formats(&self) -> SmallVec<[Format; 8]> {
-        resolve_formats("propagators.inject", &self.inject, false).unwrap_or_default()
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        resolve_formats("propagators.extract", &self.extract, true)?;
-        resolve_formats("propagators.inject", &self.inject, false)?;
-        Ok(())
-    }
-}
-
-/// What may be read from W3C baggage.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BaggageConfig {
-    /// Baggage keys copied into span attributes as `baggage.<key>`; nothing else is, because
-    /// baggage is set by callers and may carry what must not reach a trace backend.
-    pub attribute_keys: Vec<String>,
-}
-
-impl BaggageConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
-        for (i, key) in self.attribute_keys.iter().enumerate() {
-            let token = !key.is_empty()
-                && key.len() <= crate::limits::MAX_CONFIGURED_KEY_BYTES
-                && key
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c));
-            if !token {
-                return Err(err(
-                    &format!("baggage.attribute_keys[{i}]"),
-                    format!(
-                        "{key:?} is not a valid baggage key (an HTTP token such as \"tenant_id\")"
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Validation of the mesh, sampling and privacy sections (issue 5).
 impl Config {
-    fn validate_mesh(&self) -> Result<(), ConfigError> {
-        self.sampling.validate()?;
-        self.limits.validate()?;
-        crate::mesh::Tables::compile(self)?;
+    fn validate_resource(&self) -> Result<(), ConfigError> {
         for (k, v) in &self.resource {
             if k.trim().is_empty() {
-                return Err(err("resource", "attribute names must be non-empty"));
+                return Err(ConfigError::new(
+                    "resource",
+                    "attribute names must be non-empty",
+                ));
             }
             if k.len() > crate::limits::MAX_CONFIGURED_KEY_BYTES {
-                return Err(err(
+                return Err(ConfigError::new(
                     "resource",
                     format!(
                         "attribute names must be at most {} bytes, got {k:?}",
@@ -615,7 +292,10 @@ impl Config {
                 ));
             }
             if v.is_empty() {
-                return Err(err(&format!("resource.{k}"), "must be a non-empty string"));
+                return Err(ConfigError::new(
+                    &format!("resource.{k}"),
+                    "must be a non-empty string",
+                ));
             }
         }
         Ok(())
@@ -625,6 +305,9 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::config::{Compression, ExportMode, Protocol, Retry};
+    use crate::propagation::config::resolve_formats;
+    use crate::propagation::Propagator;
 
     fn bad(json: &str) -> String {
         Config::from_json(json.as_bytes()).unwrap_err().to_string()
@@ -807,16 +490,28 @@ mod tests {
         assert!(c.propagators.trust_incoming);
         assert!(!c.propagators.trust_l5d_sample);
         assert!(c.baggage.attribute_keys.is_empty());
-        assert_eq!(c.propagators.extract_formats().len(), 7);
         assert_eq!(
-            c.propagators.inject_formats().as_slice(),
-            &[Format::TraceContext, Format::Baggage]
+            resolve_formats("propagators.extract", &c.propagators.extract, true)
+                .unwrap()
+                .len(),
+            7
+        );
+        assert_eq!(
+            resolve_formats("propagators.inject", &c.propagators.inject, false)
+                .unwrap()
+                .as_slice(),
+            &[Propagator::TraceContext, Propagator::Baggage]
         );
         let c = Config::from_json(
             br#"{"collector": {"cluster": "c"}, "propagators": {"extract": ["b3"], "trust_incoming": false}, "baggage": {"attribute_keys": ["tenant"]}}"#,
         )
         .unwrap();
-        assert_eq!(c.propagators.extract_formats().as_slice(), &[Format::B3]);
+        assert_eq!(
+            resolve_formats("propagators.extract", &c.propagators.extract, true)
+                .unwrap()
+                .as_slice(),
+            &[Propagator::B3]
+        );
         assert_eq!(c.propagators.inject, ["tracecontext", "baggage"]);
         assert!(!c.propagators.trust_incoming);
         assert_eq!(c.baggage.attribute_keys, ["tenant"]);
@@ -850,13 +545,13 @@ mod tests {
     }
 }
 
-/// The mesh, sampling and privacy sections (issue 5).
+/// The mesh, sampling and privacy sections.
 #[cfg(test)]
 mod mesh_config_tests {
     use super::*;
-    use crate::mesh::identity::IdentityMode;
-    use crate::mesh::route::SpanNameStyle;
     use crate::sampling::KeepReason;
+    use crate::span::mesh::identity::IdentityMode;
+    use crate::span::mesh::route::SpanNameStyle;
 
     fn bad(json: &str) -> String {
         Config::from_json(json.as_bytes()).unwrap_err().to_string()

@@ -24,6 +24,7 @@ pub struct ConnectionCache<T> {
     slots: Vec<Option<(u64, Rc<T>)>>,
     /// Lookups answered from the cache and lookups that had to read the host.
     pub hits: u64,
+    /// Lookups that read the host (the connection was not cached).
     pub misses: u64,
 }
 

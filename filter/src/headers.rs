@@ -9,36 +9,61 @@ use smallvec::SmallVec;
 /// Borrowed slices of every request header the core may use.
 #[derive(Debug, Default, Clone)]
 pub struct RequestHeaders<'a> {
+    /// `:method`.
     pub method: Option<&'a [u8]>,
+    /// `:path`, query included.
     pub path: Option<&'a [u8]>,
+    /// `:authority` (or `host`).
     pub authority: Option<&'a [u8]>,
+    /// `:scheme`.
     pub scheme: Option<&'a [u8]>,
+    /// `user-agent`.
     pub user_agent: Option<&'a [u8]>,
+    /// `x-forwarded-for`.
     pub x_forwarded_for: Option<&'a [u8]>,
+    /// `x-forwarded-proto`.
     pub x_forwarded_proto: Option<&'a [u8]>,
+    /// `x-request-id`.
     pub x_request_id: Option<&'a [u8]>,
     /// The first `traceparent`; `traceparent_count` > 1 makes it invalid per W3C.
     pub traceparent: Option<&'a [u8]>,
+    /// How many `traceparent` fields the request carried (more than one is invalid).
     pub traceparent_count: u8,
     /// Every `tracestate` field, in order; W3C says to combine them with commas.
     pub tracestate: SmallVec<[&'a [u8]; 2]>,
     /// Every `baggage` field, in order.
     pub baggage: SmallVec<[&'a [u8]; 2]>,
+    /// `b3`.
     pub b3: Option<&'a [u8]>,
+    /// `x-b3-traceid`.
     pub x_b3_traceid: Option<&'a [u8]>,
+    /// `x-b3-spanid`.
     pub x_b3_spanid: Option<&'a [u8]>,
+    /// `x-b3-parentspanid`.
     pub x_b3_parentspanid: Option<&'a [u8]>,
+    /// `x-b3-sampled`.
     pub x_b3_sampled: Option<&'a [u8]>,
+    /// `x-b3-flags`.
     pub x_b3_flags: Option<&'a [u8]>,
+    /// `l5d-ctx-trace`.
     pub l5d_ctx_trace: Option<&'a [u8]>,
+    /// `l5d-reqid`.
     pub l5d_reqid: Option<&'a [u8]>,
+    /// `l5d-sample`.
     pub l5d_sample: Option<&'a [u8]>,
+    /// `x-amzn-trace-id`.
     pub x_amzn_trace_id: Option<&'a [u8]>,
+    /// `x-cloud-trace-context`.
     pub x_cloud_trace_context: Option<&'a [u8]>,
+    /// `grpc-trace-bin`.
     pub grpc_trace_bin: Option<&'a [u8]>,
+    /// `x-envoy-attempt-count`.
     pub x_envoy_attempt_count: Option<&'a [u8]>,
+    /// `x-envoy-fault-abort-request`.
     pub x_envoy_fault_abort_request: Option<&'a [u8]>,
+    /// `x-envoy-fault-delay-request`.
     pub x_envoy_fault_delay_request: Option<&'a [u8]>,
+    /// `cookie`.
     pub cookie: Option<&'a [u8]>,
     /// `content-type`: only to tell gRPC (and gRPC-Web) calls from other HTTP requests.
     pub content_type: Option<&'a [u8]>,
@@ -219,19 +244,6 @@ fn eq_lowercase(name: &[u8], known: &[u8]) -> bool {
         at += 8;
     }
     lower8(word(name, n - 8)) == word(known, n - 8)
-}
-
-/// A numeric header value (`x-envoy-attempt-count`, `x-envoy-fault-delay-request`): a plain
-/// non-negative decimal, surrounding whitespace allowed, at most 18 digits so it cannot overflow.
-pub fn parse_u64(s: &[u8]) -> Option<u64> {
-    let s = s.trim_ascii();
-    if s.is_empty() || s.len() > 18 || !s.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(
-        s.iter()
-            .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0')),
-    )
 }
 
 /// Keeps at most 64 fields of a multi-valued header: more is an attack, not a trace.
@@ -420,28 +432,6 @@ mod tests {
         assert_eq!(h.traceparent_count, 2);
         assert_eq!(h.tracestate.as_slice(), &[&b"a=1"[..], &b"b=2"[..]]);
         assert_eq!(h.count, 5);
-    }
-
-    #[test]
-    fn numeric_values() {
-        assert_eq!(parse_u64(b"3"), Some(3));
-        assert_eq!(parse_u64(b" 12 "), Some(12));
-        assert_eq!(
-            parse_u64(b"999999999999999999"),
-            Some(999_999_999_999_999_999)
-        );
-        for bad in [
-            &b""[..],
-            b" ",
-            b"-1",
-            b"+1",
-            b"1.5",
-            b"0x10",
-            b"1 2",
-            b"9999999999999999999",
-        ] {
-            assert_eq!(parse_u64(bad), None, "{}", String::from_utf8_lossy(bad));
-        }
     }
 
     #[test]

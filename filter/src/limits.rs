@@ -1,14 +1,10 @@
 //! Caps on what leaves the proxy: every string the core writes into OTLP is bounded, and a cut
 //! never splits a UTF-8 character.
 //!
-//! The configured caps live in `limits` (`crate::capture::Limits`); the span name has its own
-//! module ([`crate::span_name`]). This module holds the cut itself and the caps that are not
-//! configurable because a standard fixes them.
-
-/// The span's recorded `tracestate` keeps at most this many bytes: the combined length W3C
-/// Trace Context asks every vendor to propagate (`TRACESTATE_PROPAGATE_LEN`). Longer lists are
-/// cut at a list-member boundary, so what is recorded is still a valid `tracestate`.
-pub const MAX_TRACE_STATE_BYTES: usize = crate::propagation::tracecontext::TRACESTATE_PROPAGATE_LEN;
+//! The configured caps live in `limits` (`span::capture::Limits`); the span name has its own
+//! module (`span::name`), the recorded `tracestate` its cap beside the format
+//! (`propagation::tracecontext::MAX_TRACE_STATE_BYTES`). This module holds the cuts
+//! themselves and the caps a standard fixes rather than the configuration.
 
 /// Attribute keys built from configuration (`baggage.<key>`, `resource` keys) are at most this
 /// long; configuration validation refuses longer ones.

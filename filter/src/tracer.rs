@@ -1,198 +1,72 @@
-//! The core request path, host-independent: extract, decide, inject, build and finish a span.
+//! The core request path, host-independent: the sequence both adapters call.
 //!
-//! An adapter calls [`Tracer::start`] with the request headers it fetched once, then
-//! [`Tracer::sample`] for the sampling decision, applies the [`Injection`] from
-//! [`Tracer::inject`], fills a pooled [`SpanRecord`] with [`Tracer::begin_span`] and
-//! [`Tracer::record_request`] (only when recording), and at the end calls
-//! [`Tracer::finish_span`] with what the host knows then. An unsampled request that the
-//! always-keep rules may still export keeps only its [`SpanIds`]; if [`Tracer::keep`] says yes
-//! at the end, [`Tracer::begin_kept_span`] builds its span from the headers as they were logged.
+//! An adapter calls [`Tracer::start`] with the request headers it fetched once: it extracts
+//! the incoming context ([`crate::propagation`]), applies the sampler ([`crate::sampling`]) and
+//! fills the [`Injection`] the adapter applies upstream. When the request is recorded it fills a
+//! pooled [`SpanRecord`] with [`Tracer::begin_span`] and [`Tracer::record_request`], and at the
+//! end calls [`Tracer::finish_span`] with what the host knows then ([`crate::span`]). An
+//! unsampled request that the always-keep rules may still export keeps only its [`SpanIds`];
+//! if [`Tracer::keep`] says yes at the end, [`Tracer::begin_kept_span`] builds its span from the
+//! headers as they were logged. The finished record goes to the
+//! [`BatchSpanProcessor`](crate::export::span_processor::BatchSpanProcessor).
 
-use smallvec::SmallVec;
-
-use crate::capture::Side;
-use crate::config::Config;
-use crate::grpc;
+use crate::config::{Compiled, Config};
+use crate::correlation::Correlation;
+use crate::export::otlp::{BatchHeader, ResourceValue};
 use crate::headers::RequestHeaders;
-use crate::ids::{IdGenerator, SpanId, TraceId};
-use crate::mesh::{self, fault, flags, identity, resource::NodeInfo, route, RequestFacts};
-use crate::otlp::{BatchHeader, ResourceValue};
-use crate::propagation::baggage::{self, Baggage};
-use crate::propagation::{
-    self, b3, gcp, grpc_trace_bin, l5d, tracecontext, xray, Dialect, Extraction, Format, Incoming,
-    Sampling, SpanContext, FLAG_RANDOM, FLAG_SAMPLED,
-};
-use crate::sampling::{self, KeepReason, OtUpdate, Sampler};
-use crate::span::{GuessedName, Key, SpanKind, SpanRecord, StatusCode};
-use crate::span_name::{Route, SpanNames};
+use crate::ids::IdGenerator;
+use crate::propagation::config::Propagation;
+use crate::propagation::context::{self, SpanIds, SpanStart};
+use crate::propagation::inject::{self, Injection};
+use crate::propagation::FLAG_SAMPLED;
+use crate::resource::NodeInfo;
+use crate::sampling::{self, KeepReason, Sampler};
+use crate::span::capture::Side;
+use crate::span::grpc;
+use crate::span::mesh::{flags, RequestFacts};
+use crate::span::name::SpanNames;
+use crate::span::{http, Finish, SpanRecord, Tables};
 
-/// The decision for one request: the new span's context and its parent.
-#[derive(Clone, Debug, Default)]
-pub struct Decision<'a> {
-    pub trace_id: TraceId,
-    /// The id of the span this proxy creates; sent upstream as the parent.
-    pub span_id: SpanId,
-    pub parent: Option<SpanId>,
-    /// W3C flags for this span's context.
-    pub flags: u8,
-    pub incoming: Option<Incoming<'a>>,
-    /// Formats whose headers were malformed (bit per `Format as usize`).
-    pub malformed: u16,
-    /// The format the request's context arrived in, continued or not: always written back, so
-    /// a service keeps receiving the format it speaks.
-    pub arrival: Option<Format>,
-    /// How the arrival format was written (B3 width, X-Ray extra fields, base64 padding).
-    pub dialect: Dialect<'a>,
-    /// B3 / Finagle debug: sampled, and written as debug where a format can say so. Never in
-    /// `flags`, whose bit 1 W3C Level 2 uses for "random".
-    pub debug: bool,
-    /// An incoming context not continued (`propagators.trust_incoming` false): a span link.
-    pub link: Option<SpanContext>,
-    /// The request's baggage and what forwarding it within the limits drops.
-    pub baggage: Baggage<'a>,
-    /// Whether this hop makes the sampling decision (a new trace, or a caller that deferred):
-    /// [`Tracer::sample`] then applies the root sampler instead of following the caller.
-    pub ours: bool,
-    /// Whether this hop records its span now (set by [`Tracer::sample`]).
-    pub record: bool,
-    /// How the forwarded `tracestate`'s `ot` entry changes (set by [`Tracer::sample`]).
-    pub ot: OtUpdate,
-}
-
-impl Decision<'_> {
-    pub fn sampled(&self) -> bool {
-        self.flags & FLAG_SAMPLED != 0
-    }
-
-    /// The formats whose headers were present but malformed, for per-format counters.
-    pub fn malformed_formats(&self) -> impl Iterator<Item = Format> {
-        let mask = self.malformed;
-        Format::ALL.into_iter().filter(move |f| mask & f.bit() != 0)
-    }
-
-    /// The decision as the richer formats spell it.
-    fn sampling(&self) -> Sampling {
-        match (self.sampled(), self.debug) {
-            (true, true) => Sampling::Debug,
-            (true, false) => Sampling::Accept,
-            (false, _) => Sampling::Deny,
-        }
-    }
-
-    /// The identifiers a span for this decision carries, detached from the headers.
-    pub fn ids(&self) -> SpanIds {
-        SpanIds {
-            trace_id: self.trace_id,
-            span_id: self.span_id,
-            parent: self.parent,
-            flags: self.flags,
-        }
-    }
-
-    /// Appends the `tracestate` this hop sends (and records on its span).
-    pub fn write_tracestate(&self, out: &mut Vec<u8>) {
-        match &self.incoming {
-            Some(i) => sampling::write_tracestate(&i.tracestate, self.ot, out),
-            None => sampling::write_tracestate(&Default::default(), self.ot, out),
-        }
-    }
-}
-
-/// A span's identifiers without the borrowed headers: what an unsampled request keeps in case
-/// the always-keep rules export it at the end.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SpanIds {
-    pub trace_id: TraceId,
-    pub span_id: SpanId,
-    pub parent: Option<SpanId>,
-    pub flags: u8,
-}
-
-/// Headers to write upstream: set each `set` (replacing any old value), remove each `remove`.
-#[derive(Clone, Debug, Default)]
-pub struct Injection {
-    buf: Vec<u8>,
-    set: SmallVec<[(&'static str, core::ops::Range<usize>); 8]>,
-    pub remove: SmallVec<[&'static str; 8]>,
-}
-
-impl Injection {
-    pub fn clear(&mut self) {
-        self.buf.clear();
-        self.set.clear();
-        self.remove.clear();
-    }
-
-    fn put(&mut self, name: &'static str, write: impl FnOnce(&mut Vec<u8>)) {
-        let start = self.buf.len();
-        write(&mut self.buf);
-        self.set.push((name, start..self.buf.len()));
-    }
-
-    /// The headers to set, as `(name, value)`.
-    pub fn headers(&self) -> impl Iterator<Item = (&'static str, &[u8])> {
-        self.set.iter().map(|(n, r)| (*n, &self.buf[r.clone()]))
-    }
-
-    /// The value that will be set for `name`, if any.
-    pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
-    }
-}
-
-/// What the host knows when the request is over.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Finish<'a> {
-    pub end_ns: u64,
-    /// `response.code`; `None` or 0 when no response was sent.
-    pub status_code: Option<i64>,
-    /// `request.protocol`, e.g. `HTTP/1.1`.
-    pub protocol: Option<&'a [u8]>,
-    /// `source.address` (`ip:port` of the downstream peer).
-    pub source_address: Option<&'a [u8]>,
-    pub kind: SpanKind,
-    /// What the request carried (from [`Tracer::record_request`]).
-    pub request: RequestFacts,
-    /// What the mesh did (cluster, route, flags, identity).
-    pub mesh: mesh::EndFacts<'a>,
-    /// The `grpc-status` the response carried (trailers, else headers), parsed with
-    /// [`grpc::Code::parse`]; read only for gRPC requests (`request.grpc`).
-    pub grpc_status: Option<grpc::Code>,
-}
-
-/// Per-VM tracing state built from a validated [`Config`].
+/// Per-VM tracing state built from a loaded configuration ([`crate::config::load`]).
 #[derive(Debug)]
 pub struct Tracer {
+    /// The configuration as loaded, for the adapters' own settings (collector, direction, ...).
     pub config: Config,
     ids: IdGenerator,
+    /// The resource and scope, encoded once for every export request.
     pub batch_header: BatchHeader,
-    extract_order: SmallVec<[Format; 8]>,
-    /// Formats always injected (bit per format).
-    inject_mask: u16,
-    /// Formats the configuration names at all; only their stale headers are removed.
-    known_mask: u16,
+    /// Extraction order, inject formats and trust, compiled.
+    propagation: Propagation,
+    /// The sampler (root ratio, rate limit, always-keep rules).
     pub sampler: Sampler,
-    /// Traffic rules, route templates and capture lists, compiled once.
-    pub mesh: mesh::Tables,
+    /// Traffic rules, route templates, capture lists and limits, compiled.
+    pub span: Tables,
+    /// What is written for access logs and returned to the client (`access_log`, `response`).
+    pub correlation: Correlation,
     /// Span names: their cap and the per-VM bound on how many distinct ones are handed out.
     pub names: SpanNames,
+    /// The proxy is an Istio ambient waypoint ([`NodeInfo::is_waypoint`]): with
+    /// `direction: auto` its spans are SERVER spans, and the caller's identity is the one
+    /// the HBONE tunnel carried, not the waypoint's own internal connection's.
+    pub waypoint: bool,
 }
-
-/// Methods the HTTP semantic conventions know; anything else is `_OTHER`.
-pub const KNOWN_METHODS: [&[u8]; 10] = [
-    b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE",
-    b"QUERY",
-];
 
 impl Tracer {
     /// Builds the per-VM state; `seed` comes from the host's entropy.
-    pub fn new(config: Config, seed: u64) -> Self {
+    pub fn new(config: Compiled, seed: u64) -> Self {
         Self::with_node(config, seed, &NodeInfo::default())
     }
 
     /// Builds the per-VM state with the resource taken from the proxy's node (decoded once
     /// from `xds.node`); configured `service_name` and `resource` override it.
-    pub fn with_node(config: Config, seed: u64, node: &NodeInfo) -> Self {
+    pub fn with_node(config: Compiled, seed: u64, node: &NodeInfo) -> Self {
+        let Compiled {
+            config,
+            propagation,
+            sampler,
+            span,
+            correlation,
+        } = config;
         let resource = node.resource(config.service_name.as_deref(), &config.resource);
         // Node metadata and configured values are capped like span attributes; keys are
         // conventional names or configured ones, which validation bounds.
@@ -208,13 +82,6 @@ impl Tracer {
             })
             .collect();
         let batch_header = BatchHeader::new(&resource);
-        // A validated config always compiles; a hand-built invalid one gets empty tables
-        // rather than a panic.
-        let mesh = mesh::Tables::compile(&config).unwrap_or_default();
-        let extract_order = config.propagators.extract_formats();
-        let mask = |formats: &[Format]| formats.iter().fold(0u16, |m, f| m | f.bit());
-        let inject_mask = mask(&config.propagators.inject_formats());
-        let known_mask = inject_mask | mask(&extract_order);
         let limits = &config.limits;
         let names = SpanNames::new(
             config.span_name,
@@ -226,280 +93,59 @@ impl Tracer {
         );
         Self {
             names,
-            sampler: Sampler::new(&config.sampling),
-            mesh,
+            waypoint: node.is_waypoint(),
+            sampler,
+            span,
+            correlation,
+            propagation,
             config,
             ids: IdGenerator::from_seed(seed),
             batch_header,
-            extract_order,
-            inject_mask,
-            known_mask,
         }
     }
 
-    /// Extracts the incoming context and decides: continue it, or start a new trace.
-    pub fn start<'a>(&mut self, headers: &RequestHeaders<'a>) -> Decision<'a> {
-        let Extraction {
-            incoming,
-            malformed,
-            sampling_only,
-        } = propagation::extract(headers, &self.extract_order);
-        let span_id = self.ids.span_id();
-        let trusted = self.config.propagators.trust_incoming;
-        let arrival = incoming
-            .as_ref()
-            .map(|i| i.format)
-            .or(sampling_only.map(|(f, _)| f));
-        let dialect = match (&incoming, sampling_only) {
-            (Some(inc), _) => inc.dialect,
-            (None, Some(_)) => Dialect::B3 { narrow: false },
-            (None, None) => Dialect::Plain,
-        };
-        let baggage = Baggage::parse(&headers.baggage);
-        let mut d = match incoming {
-            Some(inc) if trusted => {
-                let (sampled, debug) = self.resolve(inc.sampling);
-                Decision {
-                    record: sampled,
-                    ours: inc.sampling == Sampling::Defer,
-                    ot: OtUpdate::Forward,
-                    trace_id: inc.ctx.trace_id,
-                    span_id,
-                    parent: Some(inc.ctx.span_id).filter(SpanId::is_valid),
-                    // The random bit describes the trace id, which is kept, so it is kept too.
-                    flags: (inc.ctx.flags & FLAG_RANDOM) | if sampled { FLAG_SAMPLED } else { 0 },
-                    incoming: Some(inc),
-                    malformed,
-                    arrival,
-                    dialect,
-                    debug,
-                    link: None,
-                    baggage,
-                }
-            }
-            untrusted => {
-                // Only a trusted caller may decide for a trace that starts here.
-                let hint = sampling_only.filter(|_| trusted).map(|(_, s)| s);
-                let hint = hint.unwrap_or_default();
-                let (sampled, debug) = self.resolve(hint);
-                Decision {
-                    record: sampled,
-                    ours: hint == Sampling::Defer,
-                    ot: OtUpdate::Forward,
-                    trace_id: self.ids.trace_id(),
-                    span_id,
-                    parent: None,
-                    // Every id byte is random.
-                    flags: FLAG_RANDOM | if sampled { FLAG_SAMPLED } else { 0 },
-                    incoming: None,
-                    malformed,
-                    arrival,
-                    dialect,
-                    debug,
-                    link: untrusted.map(|i| i.ctx).filter(|c| c.span_id.is_valid()),
-                    baggage,
-                }
-            }
-        };
-        self.apply_l5d_sample(headers, &mut d);
-        d
+    /// The request path's first three stages in one call: extract the incoming context and
+    /// decide whether to continue it ([`Tracer::extract`]), apply the sampler
+    /// ([`Tracer::sample`]; `now`, in nanoseconds, is read only if the rate limit is consulted),
+    /// and, when `out` is given, fill it with the headers to send upstream ([`Tracer::inject`]).
+    /// A request answered before it went upstream passes `None`: nothing is injected.
+    pub fn start<'a>(
+        &mut self,
+        headers: &RequestHeaders<'a>,
+        now: impl FnOnce() -> u64,
+        out: Option<&mut Injection>,
+    ) -> SpanStart<'a> {
+        let mut s = self.extract(headers);
+        self.sample(&mut s, now);
+        if let Some(out) = out {
+            self.inject(&s, headers, out);
+        }
+        s
     }
 
-    /// A caller's decision as (sampled, debug); a deferred one is ours to take.
-    fn resolve(&self, s: Sampling) -> (bool, bool) {
-        match s {
-            Sampling::Accept => (true, false),
-            Sampling::Deny => (false, false),
-            Sampling::Debug => (true, true),
-            Sampling::Defer => (self.root_sampled(), false),
-        }
-    }
-
-    /// A provisional "yes" for a decision that is ours (`Decision::ours`): [`Tracer::sample`]
-    /// replaces it with the configured root sampler's verdict.
-    fn root_sampled(&self) -> bool {
-        true
-    }
-
-    /// Linkerd 1's `l5d-sample` rate overrides the decision, when configured to trust it.
-    fn apply_l5d_sample(&self, h: &RequestHeaders<'_>, d: &mut Decision<'_>) {
-        if !self.config.propagators.trust_l5d_sample {
-            return;
-        }
-        let Some(rate) = h.l5d_sample.and_then(l5d::parse_sample_rate) else {
-            return;
-        };
-        // The caller's rate decides, not the root sampler.
-        d.ours = false;
-        if l5d::sample_by_rate(&d.trace_id, rate) {
-            d.flags |= FLAG_SAMPLED;
-        } else {
-            d.flags &= !FLAG_SAMPLED;
-            d.debug = false;
-        }
+    /// Extracts the incoming context and decides: continue it, or start a new trace. The
+    /// sampled bit is provisional until [`Tracer::sample`].
+    pub fn extract<'a>(&mut self, headers: &RequestHeaders<'a>) -> SpanStart<'a> {
+        context::start(
+            headers,
+            &self.propagation.extract,
+            self.propagation.trust,
+            &mut self.ids,
+        )
     }
 
     /// Fills `out` with the headers the upstream must receive: every configured inject format
     /// and the arrival format, written for the new span. Headers of other known context formats
     /// the request carried are removed: they name the caller's span, never ours, so the upstream
     /// would see two contradicting parents.
-    pub fn inject(&self, d: &Decision<'_>, h: &RequestHeaders<'_>, out: &mut Injection) {
-        out.clear();
-        let written = self.inject_mask | d.arrival.map_or(0, Format::bit);
-        for format in Format::ALL {
-            if written & format.bit() != 0 {
-                self.write_format(format, d, h, out);
-            } else if self.known_mask & format.bit() != 0 {
-                remove_format(format, h, out);
-            }
-        }
+    pub fn inject(&self, d: &SpanStart<'_>, h: &RequestHeaders<'_>, out: &mut Injection) {
+        inject::inject(d, h, self.propagation.inject, self.propagation.known, out);
     }
 
-    /// Writes one format's headers for the decision.
-    fn write_format(
-        &self,
-        f: Format,
-        d: &Decision<'_>,
-        h: &RequestHeaders<'_>,
-        out: &mut Injection,
-    ) {
-        let ctx = SpanContext {
-            trace_id: d.trace_id,
-            span_id: d.span_id,
-            flags: d.flags,
-        };
-        let narrow = matches!(
-            d.dialect,
-            Dialect::B3 { narrow: true } | Dialect::L5d { narrow: true }
-        );
-        match f {
-            Format::TraceContext => {
-                out.put("traceparent", |b| {
-                    let mut tp = [0u8; tracecontext::TRACEPARENT_LEN];
-                    tracecontext::write_traceparent(&ctx, &mut tp);
-                    b.extend_from_slice(&tp);
-                });
-                write_tracestate_header(d, h, out);
-            }
-            Format::Baggage => {
-                let bg = &d.baggage;
-                if bg.is_absent() || bg.unchanged() {
-                    // Valid baggage is forwarded as it came, without a host call.
-                } else if bg.stats.kept > 0 {
-                    out.put(baggage::HEADER, |b| bg.write_to(b));
-                } else {
-                    out.remove.push(baggage::HEADER);
-                }
-            }
-            Format::B3 | Format::B3Multi => {
-                let ctx = b3::B3 {
-                    trace_id: d.trace_id,
-                    span_id: d.span_id,
-                    // OpenTelemetry: B3 injection must not propagate a parent span id.
-                    parent_span_id: None,
-                    sampling: d.sampling(),
-                    narrow,
-                };
-                if f == Format::B3 {
-                    out.put(b3::SINGLE, |b| b3::write_single(&ctx, b));
-                } else {
-                    let Injection { buf, set, remove } = out;
-                    b3::write_multi(
-                        &ctx,
-                        buf,
-                        |name, range| set.push((name, range)),
-                        |name| {
-                            if b3_multi_present(h, name) {
-                                remove.push(name);
-                            }
-                        },
-                    );
-                }
-            }
-            Format::L5d => {
-                let t = l5d::L5dTrace {
-                    span_id: d.span_id,
-                    // Finagle marks a root by a parent equal to the span itself.
-                    parent_id: d.parent.unwrap_or(d.span_id),
-                    trace_id: d.trace_id,
-                    flags: l5d::L5dTrace::flags_for(d.sampling()),
-                    narrow,
-                };
-                out.put(l5d::CTX_TRACE, |b| l5d::write(&t, b));
-                out.put(l5d::REQID, |b| l5d::write_reqid(&d.trace_id, b));
-            }
-            Format::XRay => {
-                let header = match d.dialect {
-                    Dialect::XRay { header } => header,
-                    _ => &[],
-                };
-                out.put(xray::HEADER, |b| {
-                    xray::write(
-                        &d.trace_id,
-                        Some(&d.span_id),
-                        d.sampling(),
-                        xray::extra_fields(header),
-                        b,
-                    )
-                });
-            }
-            Format::Gcp => {
-                let c = gcp::CloudTrace {
-                    trace_id: d.trace_id,
-                    span_id: d.span_id,
-                    options: Some(u8::from(d.sampled())),
-                };
-                out.put(gcp::HEADER, |b| gcp::write(&c, b));
-            }
-            Format::GrpcTraceBin => {
-                let padded = match d.dialect {
-                    Dialect::GrpcTraceBin { padded } => padded,
-                    // Padded is what every decoder accepts (linkerd2-proxy requires it).
-                    _ => true,
-                };
-                let c = grpc_trace_bin::OcContext {
-                    trace_id: d.trace_id,
-                    span_id: d.span_id,
-                    options: u8::from(d.sampled()),
-                };
-                out.put(grpc_trace_bin::HEADER, |b| {
-                    grpc_trace_bin::write(&c, padded, b)
-                });
-            }
-        }
-    }
-
-    /// Records on the span what propagation learnt: the untrusted link, Linkerd's request id,
-    /// and the allowlisted baggage entries.
-    fn record_propagation(&self, d: &Decision<'_>, h: &RequestHeaders<'_>, rec: &mut SpanRecord) {
-        if let Some(link) = d.link {
-            rec.links.push(crate::span::Link {
-                trace_id: link.trace_id,
-                span_id: link.span_id,
-                flags: link.flags,
-            });
-        }
-        if let Some(reqid) = h.l5d_reqid.map(propagation::trim_ows) {
-            // Linkerd writes 16 hex digits; anything not printable ASCII is not a request id.
-            if !reqid.is_empty() && reqid.len() <= 64 && reqid.iter().all(u8::is_ascii_graphic) {
-                rec.str("linkerd.request_id", reqid);
-            }
-        }
-        for key in &self.config.baggage.attribute_keys {
-            if let Some(value) = d.baggage.get(key.as_bytes()) {
-                let mut raw = [0u8; BAGGAGE_ATTRIBUTE_MAX];
-                let n = baggage::percent_decode(value, &mut raw);
-                let mut text = [0u8; BAGGAGE_ATTRIBUTE_MAX];
-                let m = baggage::to_utf8_lossy(&raw[..n], &mut text);
-                rec.str_dyn(&[b"baggage.", key.as_bytes()], &text[..m]);
-            }
-        }
-    }
-
-    /// Applies the sampler to a decision from [`Tracer::start`]: parent-based, with the
+    /// Applies the sampler to a [`SpanStart`] from [`Tracer::extract`]: parent-based, with the
     /// configured root sampler and rate limit. `now` is read only if the rate limit is consulted.
-    pub fn sample(&mut self, d: &mut Decision<'_>, now: impl FnOnce() -> u64) {
-        let none = tracecontext::TraceState::default();
+    pub fn sample(&mut self, d: &mut SpanStart<'_>, now: impl FnOnce() -> u64) {
+        let none = crate::propagation::tracecontext::TraceState::default();
         // A caller that decided is followed; a new trace or a deferred decision is ours.
         let parent = (!d.ours).then(|| {
             let ts = d.incoming.as_ref().map_or(&none, |i| &i.tracestate);
@@ -519,15 +165,12 @@ impl Tracer {
     /// Records what the request carried into `rec` (called only for recorded requests).
     pub fn begin_span(
         &mut self,
-        d: &Decision<'_>,
+        d: &SpanStart<'_>,
         h: &RequestHeaders<'_>,
         start_ns: u64,
         rec: &mut SpanRecord,
     ) {
-        self.begin_ids(&d.ids(), start_ns, rec);
-        rec.set_trace_state(|b| d.write_tracestate(b));
-        self.begin_request(h, rec);
-        self.record_propagation(d, h, rec);
+        http::begin(&self.span, &mut self.names, d, h, start_ns, rec);
     }
 
     /// Starts the span of an unsampled request the always-keep rules export, from the request
@@ -541,93 +184,7 @@ impl Tracer {
         reason: KeepReason,
         rec: &mut SpanRecord,
     ) {
-        self.begin_ids(ids, start_ns, rec);
-        rec.set_trace_state(|b| {
-            for (i, f) in h.tracestate.iter().enumerate() {
-                if i > 0 {
-                    b.push(b',');
-                }
-                b.extend_from_slice(trim(f));
-            }
-        });
-        self.begin_request(h, rec);
-        rec.str("mesh.sampling.kept_by", reason.as_str().as_bytes());
-    }
-
-    fn begin_ids(&self, ids: &SpanIds, start_ns: u64, rec: &mut SpanRecord) {
-        rec.clear();
-        rec.max_attributes = self.config.limits.max_attributes;
-        rec.max_value_len = self.config.limits.max_attribute_value_bytes;
-        rec.max_name_len = self.config.limits.max_span_name_bytes;
-        rec.trace_id = ids.trace_id;
-        rec.span_id = ids.span_id;
-        rec.parent_span_id = ids.parent;
-        rec.parent_is_remote = ids.parent.is_some();
-        rec.flags = ids.flags;
-        rec.start_ns = start_ns;
-    }
-
-    fn begin_request(&mut self, h: &RequestHeaders<'_>, rec: &mut SpanRecord) {
-        let method = h.method.unwrap_or(b"GET");
-        let known = KNOWN_METHODS.contains(&method);
-        let path = h.path.unwrap_or(b"/");
-        let (url_path, query) = match path.iter().position(|&b| b == b'?') {
-            Some(i) => (&path[..i], Some(&path[i + 1..])),
-            None => (path, None),
-        };
-        if h.content_type
-            .is_some_and(|ct| grpc::protocol(ct).is_some())
-        {
-            // A gRPC call is named by its method; the path is the method, so no route. The
-            // method is client-chosen, so it is settled at the end like a guessed route.
-            let names = &self.names;
-            grpc::record_call(path, rec, |m| names.may_name_rpc_method(m));
-        } else {
-            let mut http_route = route::RouteBuf::new();
-            let route = match self.mesh.routes.route(url_path, &mut http_route) {
-                true => Route::Configured(&http_route),
-                false => Route::Templated(&http_route),
-            };
-            // The name and `http.route` are made from one valid, cut route.
-            let named = self.names.name(method, known, route);
-            rec.set_name(&named.parts);
-            if let Some(r) = named.route {
-                rec.str("http.route", r);
-                if named.guessed {
-                    rec.guessed_name = GuessedName::Route {
-                        method_len: named.method_len() as u32,
-                    };
-                }
-            }
-        }
-        if known {
-            rec.str("http.request.method", method);
-        } else {
-            rec.str("http.request.method", b"_OTHER");
-            rec.str("http.request.method_original", method);
-        }
-        rec.str("url.path", url_path);
-        // Query strings carry tokens and personal data: recorded only when enabled.
-        if let Some(q) = query.filter(|q| self.mesh.capture.query && !q.is_empty()) {
-            rec.str("url.query", q);
-        }
-        let scheme = h.x_forwarded_proto.or(h.scheme).unwrap_or(b"http");
-        rec.str("url.scheme", scheme);
-        if let Some(authority) = h.authority {
-            let (host, port) = split_host_port(authority);
-            rec.str("server.address", host);
-            if let Some(p) = port {
-                rec.int("server.port", p as i64);
-            }
-        }
-        if let Some(ua) = h.user_agent {
-            rec.str("user_agent.original", ua);
-        }
-        if let Some(xff) = h.x_forwarded_for {
-            // The left-most entry is the original client.
-            let first = xff.split(|&b| b == b',').next().unwrap_or(xff);
-            rec.str("client.address", trim(first));
-        }
+        http::begin_kept(&self.span, &mut self.names, ids, h, start_ns, reason, rec);
     }
 
     /// Records the request-time mesh facts: captured headers, traffic rules matched by header
@@ -639,23 +196,7 @@ impl Tracer {
         all: impl Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
         rec: &mut SpanRecord,
     ) -> RequestFacts {
-        if self.mesh.capture.any(Side::Request) {
-            self.mesh.capture.record(Side::Request, all.clone(), rec);
-        }
-        let hits = if self.mesh.traffic.has_request_rules() {
-            self.mesh.traffic.request_hits(all, h.cookie)
-        } else {
-            Default::default()
-        };
-        RequestFacts {
-            hits,
-            fault: fault::FaultHeaders::parse(
-                h.x_envoy_fault_abort_request,
-                h.x_envoy_fault_delay_request,
-            ),
-            attempt_count: h.x_envoy_attempt_count.and_then(crate::headers::parse_u64),
-            grpc: h.content_type.and_then(grpc::protocol),
-        }
+        http::record_request(&self.span, h, all, rec)
     }
 
     /// Records allowlisted response headers (the adapter fetches them only when
@@ -665,12 +206,12 @@ impl Tracer {
         all: impl Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
         rec: &mut SpanRecord,
     ) {
-        self.mesh.capture.record(Side::Response, all, rec);
+        self.span.capture.record(Side::Response, all, rec);
     }
 
     /// Whether response headers are captured at all.
     pub fn captures_response_headers(&self) -> bool {
-        self.mesh.capture.any(Side::Response)
+        self.span.capture.any(Side::Response)
     }
 
     /// Whether an unsampled request must keep its [`SpanIds`] for the always-keep rules.
@@ -711,334 +252,17 @@ impl Tracer {
         self.sampler.take(now).then_some(reason)
     }
 
-    /// Completes `rec` with what is known at the end of the request, settling a name guessed
-    /// from the request ([`Tracer::settle_name`]).
+    /// Completes `rec` with what is known at the end of the request, and settles a name
+    /// guessed from the request: kept (and admitted into the per-VM set) only when the response
+    /// shows that the route or gRPC method exists (see [`crate::span::name`]).
     pub fn finish_span(&mut self, rec: &mut SpanRecord, f: &Finish<'_>) {
-        rec.end_ns = f.end_ns.max(rec.start_ns);
-        rec.kind = f.kind;
-        self.settle_name(rec, f);
-        if f.kind == SpanKind::Client {
-            // The conventions call a client's path template `url.template`; `http.route` is
-            // the server's. The kind is only known now (`direction: auto`).
-            for a in rec.attrs.iter_mut() {
-                if a.key == Key::Static("http.route") {
-                    a.key = Key::Static("url.template");
-                }
-            }
-        }
-        if let Some(v) = f.protocol.and_then(protocol_version) {
-            rec.str("network.protocol.version", v);
-        }
-        if rec.get("client.address").is_none() {
-            if let Some(addr) = f.source_address {
-                rec.str("client.address", split_host_port(addr).0);
-            }
-        }
-        self.finish_status(rec, f);
-        self.finish_mesh(rec, f);
-    }
-
-    /// Keeps a name guessed from the request (a templated route, a gRPC method) only when the
-    /// response shows that what it names exists and the per-VM set of names admits it;
-    /// otherwise the span is named `{method}` without `http.route` (`grpc` with `rpc.method`
-    /// `_OTHER` for a call). Only a full set counts as overflow: a guess the response refutes
-    /// never takes a place, so a scanner cannot use up the names.
-    fn settle_name(&mut self, rec: &mut SpanRecord, f: &Finish<'_>) {
-        let guess = core::mem::take(&mut rec.guessed_name);
-        if guess == GuessedName::None {
-            return;
-        }
-        if target_exists(f) && self.names.admit(rec.name()) {
-            return;
-        }
-        match guess {
-            GuessedName::Route { method_len } => {
-                rec.truncate_name(method_len);
-                rec.remove("http.route");
-            }
-            GuessedName::RpcMethod => grpc::unrecognised_method(rec),
-            GuessedName::None => {}
-        }
-    }
-
-    /// Status code, span status and `error.type`: a response flag names the failure better
-    /// than the number, and a request that ended without a response failed unless only the
-    /// caller went away (cancellation is not the server's error).
-    fn finish_status(&self, rec: &mut SpanRecord, f: &Finish<'_>) {
-        let bits = f.mesh.response_flags;
-        let flag_error = flags::error_type(bits);
-        let code = f.status_code.filter(|c| *c > 0);
-        if let Some(code) = code {
-            rec.int("http.response.status_code", code);
-        }
-        let rpc = f
-            .request
-            .grpc
-            .and_then(|p| grpc::call_status(p, f.grpc_status, code, bits));
-        if let Some(rpc) = rpc {
-            // A gRPC call's status decides, whatever the HTTP code (usually 200) says.
-            rec.str("rpc.response.status_code", rpc.name().as_bytes());
-            if rpc.is_error(f.kind) {
-                rec.status = StatusCode::Error;
-                rec.str("error.type", rpc.name().as_bytes());
-            }
-            self.record_flags(rec, f);
-            return;
-        }
-        let error = match code {
-            Some(code) => code >= 500 || (code >= 400 && f.kind == SpanKind::Client),
-            None => flag_error.is_some() && !flags::downstream_only(bits),
-        };
-        if error {
-            rec.status = StatusCode::Error;
-        }
-        let mut digits = [0u8; 20];
-        match (flag_error, code) {
-            (Some(t), _) => rec.str("error.type", t.as_bytes()),
-            (None, Some(c)) if error => rec.str("error.type", itoa(c, &mut digits)),
-            _ => {}
-        }
-        self.record_flags(rec, f);
-    }
-
-    /// `envoy.response_flags` and `envoy.response.code_details`, when Envoy set any flag.
-    fn record_flags(&self, rec: &mut SpanRecord, f: &Finish<'_>) {
-        let bits = f.mesh.response_flags;
-        if bits != 0 {
-            rec.str_array(
-                "envoy.response_flags",
-                flags::codes(bits).map(str::as_bytes),
-            );
-            if let Some(d) = f.mesh.code_details {
-                rec.str("envoy.response.code_details", d);
-            }
-        }
-    }
-
-    /// The mesh attributes: upstream cluster and subset, traffic tags, route name, faults,
-    /// retries, timing, peer addresses and identity.
-    fn finish_mesh(&self, rec: &mut SpanRecord, f: &Finish<'_>) {
-        let m = &f.mesh;
-        let cluster = m.cluster_name.and_then(mesh::cluster::parse);
-        if let Some(name) = m.cluster_name {
-            rec.str("mesh.upstream.cluster", name);
-        }
-        let subset = cluster.map(|c| c.subset).filter(|s| !s.is_empty());
-        if let Some(s) = subset {
-            rec.str("mesh.upstream.subset", s);
-        }
-        if let Some(host) = cluster.map(|c| c.host).filter(|h| !h.is_empty()) {
-            rec.str("mesh.upstream.service", host);
-        }
-        if let Some(r) = m.route_name {
-            rec.str("mesh.route.name", r);
-        }
-        if let Some(md) = m.route_metadata {
-            mesh::metadata::record(md, rec);
-        }
-        self.mesh
-            .traffic
-            .record(f.request.hits, subset, m.route_name, rec);
-        if let Some(fault) =
-            fault::Fault::detect(m.response_flags, m.code_details, &f.request.fault)
-        {
-            fault.record(rec);
-        }
-        // Attempts this proxy made for a client span; the caller's count for a server span.
-        let attempts = match f.kind {
-            SpanKind::Client => m.upstream_attempts.map(|a| a.max(0) as u64),
-            _ => f.request.attempt_count,
-        };
-        if let Some(a) = attempts.filter(|a| *a > 1) {
-            rec.int(
-                "http.request.resend_count",
-                (a - 1).min(i64::MAX as u64) as i64,
-            );
-        }
-        if let Some(ns) = m.backend_latency_ns.filter(|n| *n >= 0) {
-            rec.double("mesh.upstream.service_time_ms", ns as f64 / 1e6);
-        }
-        // The immediate peer: the upstream host for a client span, the caller for a server one.
-        let peer = match f.kind {
-            SpanKind::Client => m.upstream_address,
-            _ => f.source_address,
-        };
-        if let Some(addr) = peer {
-            let (host, port) = split_host_port(addr);
-            rec.str("network.peer.address", host);
-            if let Some(p) = port {
-                rec.int("network.peer.port", i64::from(p));
-            }
-        }
-        let role = match f.kind {
-            SpanKind::Client => identity::PeerRole::Server,
-            _ => identity::PeerRole::Client,
-        };
-        m.tls.record(role, rec);
+        http::finish(&self.span, &mut self.names, rec, f);
     }
 
     /// Generates a fresh id (for adapters that need one outside a request, e.g. tests).
     pub fn ids(&mut self) -> &mut IdGenerator {
         &mut self.ids
     }
-}
-
-/// Whether the response shows that the route or gRPC method a request named exists, so that
-/// a name guessed from the request may be admitted: the upstream answered (a status code, and
-/// no response flag saying Envoy failed the request itself, such as no healthy upstream or an
-/// injected abort; a caller that went away after the answer does not count against it), and
-/// the answer is not "no such thing": HTTP 404 (Not Found), 405 (Method Not Allowed: the name
-/// carries the method) and 501 (Not Implemented: the method is not known at all), or for a
-/// gRPC call the status `UNIMPLEMENTED` (which an HTTP 404 without `grpc-status` also gives).
-fn target_exists(f: &Finish<'_>) -> bool {
-    let bits = f.mesh.response_flags;
-    let Some(code) = f.status_code.filter(|c| *c > 0) else {
-        return false;
-    };
-    if flags::error_type(bits).is_some() && !flags::downstream_only(bits) {
-        return false;
-    }
-    match f.request.grpc {
-        Some(p) => {
-            grpc::call_status(p, f.grpc_status, Some(code), bits) != Some(grpc::Code::UNIMPLEMENTED)
-        }
-        None => !matches!(code, 404 | 405 | 501),
-    }
-}
-
-/// Decoded bytes of one baggage value copied into an attribute; longer values are cut.
-const BAGGAGE_ATTRIBUTE_MAX: usize = 1024;
-
-/// Whether the request carried the `X-B3-*` header `name`.
-fn b3_multi_present(h: &RequestHeaders<'_>, name: &str) -> bool {
-    match name {
-        b3::TRACE_ID => h.x_b3_traceid.is_some(),
-        b3::SPAN_ID => h.x_b3_spanid.is_some(),
-        b3::PARENT_SPAN_ID => h.x_b3_parentspanid.is_some(),
-        b3::SAMPLED => h.x_b3_sampled.is_some(),
-        b3::FLAGS => h.x_b3_flags.is_some(),
-        _ => false,
-    }
-}
-
-/// Queues the removal of every header of `f` the request carried.
-fn remove_format(f: Format, h: &RequestHeaders<'_>, out: &mut Injection) {
-    let mut drop_if = |present: bool, name: &'static str| {
-        if present {
-            out.remove.push(name);
-        }
-    };
-    match f {
-        Format::TraceContext => {
-            drop_if(h.traceparent.is_some(), "traceparent");
-            drop_if(!h.tracestate.is_empty(), "tracestate");
-        }
-        Format::Baggage => drop_if(!h.baggage.is_empty(), baggage::HEADER),
-        Format::B3 => drop_if(h.b3.is_some(), b3::SINGLE),
-        Format::B3Multi => {
-            for name in [
-                b3::TRACE_ID,
-                b3::SPAN_ID,
-                b3::PARENT_SPAN_ID,
-                b3::SAMPLED,
-                b3::FLAGS,
-            ] {
-                drop_if(b3_multi_present(h, name), name);
-            }
-        }
-        // `l5d-reqid` names a request for log correlation, not a parent span: it stays.
-        Format::L5d => drop_if(h.l5d_ctx_trace.is_some(), l5d::CTX_TRACE),
-        Format::XRay => drop_if(h.x_amzn_trace_id.is_some(), xray::HEADER),
-        Format::Gcp => drop_if(h.x_cloud_trace_context.is_some(), gcp::HEADER),
-        Format::GrpcTraceBin => drop_if(h.grpc_trace_bin.is_some(), grpc_trace_bin::HEADER),
-    }
-}
-
-/// Writes `tracestate` for the decision: the caller's list with this hop's `ot` changes. An
-/// unchanged list is already on the request and costs no host call; an empty result removes a
-/// stale or invalid one.
-fn write_tracestate_header(d: &Decision<'_>, h: &RequestHeaders<'_>, out: &mut Injection) {
-    let forwarded_as_is = d.ot == OtUpdate::Forward
-        && d.incoming
-            .as_ref()
-            .is_some_and(|i| !i.tracestate.is_empty());
-    if forwarded_as_is {
-        return;
-    }
-    out.put("tracestate", |b| d.write_tracestate(b));
-    if out.get("tracestate").is_some_and(<[u8]>::is_empty) {
-        out.set.pop();
-        if !h.tracestate.is_empty() {
-            out.remove.push("tracestate");
-        }
-    }
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    let start = s
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &s[start..end]
-}
-
-/// Splits `host:port`, `[v6]:port` or a bare host.
-pub fn split_host_port(s: &[u8]) -> (&[u8], Option<u16>) {
-    let parse_port = |p: &[u8]| -> Option<u16> {
-        if p.is_empty() || p.len() > 5 || !p.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        p.iter()
-            .try_fold(0u32, |acc, &d| Some(acc * 10 + (d - b'0') as u32))
-            .and_then(|v| u16::try_from(v).ok())
-    };
-    if let Some(rest) = s.strip_prefix(b"[") {
-        if let Some(end) = rest.iter().position(|&b| b == b']') {
-            let host = &rest[..end];
-            let port = rest
-                .get(end + 1..)
-                .and_then(|r| r.strip_prefix(b":"))
-                .and_then(parse_port);
-            return (host, port);
-        }
-        return (s, None);
-    }
-    match s.iter().rposition(|&b| b == b':') {
-        // A second colon means a bare IPv6 address, not host:port.
-        Some(i) if !s[..i].contains(&b':') => match parse_port(&s[i + 1..]) {
-            Some(p) => (&s[..i], Some(p)),
-            None => (s, None),
-        },
-        _ => (s, None),
-    }
-}
-
-/// `HTTP/1.1` → `1.1`, `HTTP/2` → `2`, as `network.protocol.version` wants.
-fn protocol_version(p: &[u8]) -> Option<&[u8]> {
-    p.strip_prefix(b"HTTP/").filter(|v| !v.is_empty())
-}
-
-/// Formats an integer without allocating.
-fn itoa(mut v: i64, buf: &mut [u8; 20]) -> &[u8] {
-    let neg = v < 0;
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10).unsigned_abs() as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    if neg && i > 0 {
-        i -= 1;
-        buf[i] = b'-';
-    }
-    &buf[i..]
 }
 
 #[cfg(test)]
@@ -1054,17 +278,18 @@ mod naming_tests;
 mod tests {
     use super::*;
     use crate::span::Value;
+    #[allow(unused_imports)]
+    use crate::{
+        ids::{SpanId, TraceId},
+        propagation::{baggage, Propagator, SamplingState},
+        span::{mesh, SpanKind, StatusCode},
+    };
 
     fn tracer() -> Tracer {
-        Tracer::new(
-            Config::from_json(br#"{"collector":{"cluster":"c"}}"#).unwrap(),
-            7,
-        )
+        crate::test_support::tracer("", 7)
     }
 
-    fn headers<'a>(pairs: &'a [(&'a str, &'a str)]) -> RequestHeaders<'a> {
-        RequestHeaders::from_pairs(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
-    }
+    use crate::test_support::headers;
 
     #[test]
     fn continues_valid_parent() {
@@ -1079,7 +304,7 @@ mod tests {
             ("tracestate", "congo=t61rcWkgMzE"),
         ];
         let h = headers(&pairs);
-        let d = t.start(&h);
+        let d = t.extract(&h);
         assert_eq!(d.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(d.parent.unwrap().to_string(), "00f067aa0ba902b7");
         assert!(d.sampled());
@@ -1111,10 +336,10 @@ mod tests {
                 ("tracestate", ts),
             ];
             let h = headers(&pairs);
-            let d = t.start(&h);
+            let d = t.extract(&h);
             // The context is continued; only the `tracestate` is dropped.
             assert_eq!(d.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
-            assert_eq!(d.malformed, Format::TraceContext.bit(), "{ts}");
+            assert_eq!(d.malformed, Propagator::TraceContext.bit(), "{ts}");
             let mut inj = Injection::default();
             t.inject(&d, &h, &mut inj);
             assert_eq!(inj.get("tracestate"), None);
@@ -1127,7 +352,7 @@ mod tests {
             ),
             ("tracestate", &too_many[..too_many.rfind(',').unwrap()]),
         ];
-        assert_eq!(t.start(&headers(&pairs)).malformed, 0);
+        assert_eq!(t.extract(&headers(&pairs)).malformed, 0);
     }
 
     #[test]
@@ -1141,11 +366,11 @@ mod tests {
             ("tracestate", "congo=t61rcWkgMzE"),
         ];
         let h = headers(&pairs);
-        let d = t.start(&h);
+        let d = t.extract(&h);
         assert!(d.parent.is_none());
         assert_ne!(d.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(d.flags, 0x03);
-        assert_eq!(d.malformed, 1 << Format::TraceContext as usize);
+        assert_eq!(d.malformed, 1 << Propagator::TraceContext as usize);
         let mut inj = Injection::default();
         t.inject(&d, &h, &mut inj);
         assert_eq!(inj.get("tracestate"), None);
@@ -1160,7 +385,7 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
         )];
         let h = headers(&pairs);
-        let d = t.start(&h);
+        let d = t.extract(&h);
         assert!(!d.sampled());
         let mut inj = Injection::default();
         t.inject(&d, &h, &mut inj);
@@ -1179,7 +404,7 @@ mod tests {
             ("x-forwarded-for", " 203.0.113.9 , 10.0.0.1"),
         ];
         let h = headers(&pairs);
-        let d = t.start(&h);
+        let d = t.extract(&h);
         let mut rec = SpanRecord::default();
         t.begin_span(&d, &h, 10, &mut rec);
         t.finish_span(
@@ -1212,29 +437,24 @@ mod tests {
         assert_eq!(rec.status, StatusCode::Error);
         assert_eq!(s("error.type"), "404");
     }
-
-    #[test]
-    fn host_port_forms() {
-        assert_eq!(split_host_port(b"a:80"), (&b"a"[..], Some(80)));
-        assert_eq!(split_host_port(b"[::1]:80"), (&b"::1"[..], Some(80)));
-        assert_eq!(split_host_port(b"::1"), (&b"::1"[..], None));
-        assert_eq!(split_host_port(b"a:99999"), (&b"a:99999"[..], None));
-        let mut b = [0u8; 20];
-        assert_eq!(itoa(-120, &mut b), b"-120");
-    }
 }
 
 /// Scenario tests for the mesh semantics: one request each, from headers to finished span.
 #[cfg(test)]
 mod mesh_tests {
     use super::*;
-    use crate::mesh::identity::TlsFacts;
-    use crate::mesh::EndFacts;
+    use crate::span::mesh::identity::TlsFacts;
+    use crate::span::mesh::EndFacts;
     use crate::span::Value;
+    #[allow(unused_imports)]
+    use crate::{
+        ids::{SpanId, TraceId},
+        propagation::{baggage, Propagator, SamplingState},
+        span::{mesh, SpanKind, StatusCode},
+    };
 
     fn tracer(extra: &str) -> Tracer {
-        let json = format!(r#"{{"collector":{{"cluster":"c"}}{extra}}}"#);
-        Tracer::new(Config::from_json(json.as_bytes()).unwrap(), 7)
+        crate::test_support::tracer(extra, 7)
     }
 
     fn pairs_of<'a>(
@@ -1246,7 +466,7 @@ mod mesh_tests {
     /// Runs one request through every step and returns its finished span.
     fn run(t: &mut Tracer, req: &[(&str, &str)], f: Finish<'_>) -> SpanRecord {
         let h = RequestHeaders::from_pairs(pairs_of(req));
-        let mut d = t.start(&h);
+        let mut d = t.extract(&h);
         t.sample(&mut d, || 1_000);
         assert!(d.record, "the scenario expects a recorded span");
         let mut rec = SpanRecord::default();
@@ -1256,23 +476,9 @@ mod mesh_tests {
         rec
     }
 
-    fn s(rec: &SpanRecord, k: &str) -> Option<String> {
-        match rec.get(k) {
-            Some(Value::Str(r)) => Some(String::from_utf8(rec.text(r).to_vec()).unwrap()),
-            _ => None,
-        }
-    }
+    use crate::test_support::str_attr as s;
 
-    fn arr(rec: &SpanRecord, k: &str) -> Option<Vec<String>> {
-        match rec.get(k) {
-            Some(Value::StrArray(r)) => Some(
-                rec.list(r)
-                    .map(|v| String::from_utf8(v.to_vec()).unwrap())
-                    .collect(),
-            ),
-            _ => None,
-        }
-    }
+    use crate::test_support::str_array_attr as arr;
 
     const GET: [(&str, &str); 3] = [
         (":method", "GET"),
@@ -1285,7 +491,7 @@ mod mesh_tests {
         let mut t = tracer(r#","sampling":{"ratio":0.5}"#);
         let h = RequestHeaders::default();
         // Sampled at 50%: the trace id's low 56 bits are at least the threshold 0x80...
-        let mut d = t.start(&h);
+        let mut d = t.extract(&h);
         d.trace_id = TraceId::from_u64s(1, 0x00c0_0000_0000_0000);
         t.sample(&mut d, || 0);
         assert!(d.sampled() && d.record);
@@ -1302,7 +508,7 @@ mod mesh_tests {
         let mut t = tracer(r#","sampling":{"ratio":1.0}"#);
         let pairs = [("tracestate", "congo=t61")];
         let h = RequestHeaders::from_pairs(pairs_of(&pairs));
-        let mut d = t.start(&h);
+        let mut d = t.extract(&h);
         t.sample(&mut d, || 0);
         assert!(d.sampled() && d.record);
         let mut inj = Injection::default();
@@ -1316,7 +522,7 @@ mod mesh_tests {
     fn unsampled_root_sends_unsampled_and_no_tracestate() {
         let mut t = tracer(r#","sampling":{"ratio":0}"#);
         let h = RequestHeaders::default();
-        let mut d = t.start(&h);
+        let mut d = t.extract(&h);
         let mut clock_read = false;
         t.sample(&mut d, || {
             clock_read = true;
@@ -1344,7 +550,7 @@ mod mesh_tests {
             ("tracestate", "congo=t61,ot=th:f;rv:00000000000001"),
         ];
         let h = RequestHeaders::from_pairs(pairs_of(&req));
-        let mut d = t.start(&h);
+        let mut d = t.extract(&h);
         t.sample(&mut d, || 0);
         assert!(d.sampled());
         let mut inj = Injection::default();
@@ -1389,6 +595,14 @@ mod mesh_tests {
         assert_eq!(
             s(&rec, "mesh.upstream.service").as_deref(),
             Some("reviews.default.svc.cluster.local")
+        );
+        assert_eq!(
+            s(&rec, "mesh.destination.service.name").as_deref(),
+            Some("reviews")
+        );
+        assert_eq!(
+            s(&rec, "mesh.destination.service.namespace").as_deref(),
+            Some("default")
         );
         assert_eq!(s(&rec, "mesh.release").as_deref(), Some("canary"));
         assert_eq!(rec.get("mesh.canary"), Some(&Value::Bool(true)));
@@ -1447,9 +661,94 @@ mod mesh_tests {
         );
         assert_eq!(rec.get("mesh.upstream.subset"), None);
         assert_eq!(rec.get("mesh.upstream.service"), None);
+        assert_eq!(rec.get("mesh.destination.service.name"), None);
         // A server span's peer is the caller.
         assert_eq!(s(&rec, "network.peer.address").as_deref(), Some("10.9.9.9"));
         assert_eq!(rec.get("network.peer.port"), Some(&Value::Int(41000)));
+    }
+
+    /// A waypoint's SERVER span for the Service it fronts: the destination from its
+    /// `inbound-vip` cluster (protocol, subset, Service), the source from the HBONE peer, and
+    /// the subset traffic rules and weights as on a sidecar's client span.
+    #[test]
+    fn waypoint_span_for_the_fronted_service() {
+        let mut t = tracer(
+            r#","traffic":{"rules":[
+                {"match":"subset","value":"v2","release":"canary","canary":true},
+                {"match":"subset","value":"v1","release":"stable","canary":false}],
+                "weights":{"v1":90,"v2":10}}"#,
+        );
+        let rec = run(
+            &mut t,
+            &GET,
+            Finish {
+                end_ns: 5_000,
+                status_code: Some(200),
+                kind: SpanKind::Server,
+                source_address: Some(b"envoy://internal_client_address/"),
+                mesh: EndFacts {
+                    cluster_name: Some(
+                        b"inbound-vip|9080|http/v2|reviews.default.svc.cluster.local",
+                    ),
+                    route_name: Some(b"default"),
+                    tls: TlsFacts {
+                        mtls: Some(true),
+                        peer_uri_san: Some(b"spiffe://cluster.local/ns/shop/sa/productpage"),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
+        assert_eq!(rec.name(), b"GET /reviews/{id}");
+        assert_eq!(s(&rec, "http.route").as_deref(), Some("/reviews/{id}"));
+        assert_eq!(s(&rec, "mesh.upstream.subset").as_deref(), Some("v2"));
+        assert_eq!(
+            s(&rec, "mesh.upstream.service").as_deref(),
+            Some("reviews.default.svc.cluster.local")
+        );
+        assert_eq!(
+            s(&rec, "mesh.destination.service.name").as_deref(),
+            Some("reviews")
+        );
+        assert_eq!(
+            s(&rec, "mesh.destination.service.namespace").as_deref(),
+            Some("default")
+        );
+        assert_eq!(s(&rec, "mesh.release").as_deref(), Some("canary"));
+        assert_eq!(rec.get("mesh.canary"), Some(&Value::Bool(true)));
+        assert_eq!(rec.get("mesh.traffic.weight"), Some(&Value::Int(10)));
+        assert_eq!(
+            s(&rec, "mesh.peer.spiffe_id").as_deref(),
+            Some("spiffe://cluster.local/ns/shop/sa/productpage")
+        );
+        assert_eq!(s(&rec, "mesh.peer.namespace").as_deref(), Some("shop"));
+        assert_eq!(
+            s(&rec, "mesh.peer.service_account").as_deref(),
+            Some("productpage")
+        );
+        assert_eq!(rec.get("connection.mtls"), Some(&Value::Bool(true)));
+        // The whole Service (`http`, no subset): no subset, no release.
+        let rec = run(
+            &mut t,
+            &GET,
+            Finish {
+                status_code: Some(200),
+                kind: SpanKind::Server,
+                mesh: EndFacts {
+                    cluster_name: Some(b"inbound-vip|9080|http|reviews.default.svc.cluster.local"),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
+        assert_eq!(rec.get("mesh.upstream.subset"), None);
+        assert_eq!(rec.get("mesh.release"), None);
+        assert_eq!(
+            s(&rec, "mesh.destination.service.name").as_deref(),
+            Some("reviews")
+        );
     }
 
     #[test]
@@ -1729,7 +1028,7 @@ mod mesh_tests {
             ),
         ];
         let h = RequestHeaders::from_pairs(pairs_of(&req));
-        let mut d = t.start(&h);
+        let mut d = t.extract(&h);
         t.sample(&mut d, || 0);
         assert!(!d.record);
         let ids = d.ids();
@@ -1785,10 +1084,7 @@ mod mesh_tests {
 
     #[test]
     fn resource_comes_from_the_node_once() {
-        use crate::mesh::resource::encode::{node, string_value};
-        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-        use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
-        use prost::Message;
+        use crate::test_support::protobuf::{node, string_value};
         let n = NodeInfo::from_node_proto(&node(
             "sidecar~10.1.2.3~reviews-v2-7f9c.default~default.svc.cluster.local",
             &[
@@ -1797,24 +1093,12 @@ mod mesh_tests {
                 ("ISTIO_VERSION", string_value("1.28.0")),
             ],
         ));
-        let config = Config::from_json(
+        let config = crate::config::load(
             br#"{"collector":{"cluster":"c"},"resource":{"service.version":"7"}}"#,
         )
         .unwrap();
         let t = Tracer::with_node(config, 1, &n);
-        let mut out = Vec::new();
-        t.batch_header.encode_request(&[], &mut out);
-        let req = ExportTraceServiceRequest::decode(&out[..]).unwrap();
-        let attrs = &req.resource_spans[0].resource.as_ref().unwrap().attributes;
-        let get = |k: &str| {
-            attrs
-                .iter()
-                .find(|a| a.key == k)
-                .and_then(|a| match &a.value.as_ref()?.value {
-                    Some(V::StringValue(s)) => Some(s.clone()),
-                    _ => None,
-                })
-        };
+        let get = |k: &str| crate::test_support::resource_attr(&t, k);
         assert_eq!(get("service.name").as_deref(), Some("reviews-v2"));
         assert_eq!(get("service.version").as_deref(), Some("7"));
         assert_eq!(get("k8s.namespace.name").as_deref(), Some("default"));
@@ -1833,7 +1117,7 @@ mod mesh_tests {
             ("x-b3-spanid", "00f067aa0ba902b7"),
         ];
         let h = RequestHeaders::from_pairs(pairs_of(&req));
-        let mut d = t.start(&h);
+        let mut d = t.extract(&h);
         assert!(d.ours);
         t.sample(&mut d, || 0);
         assert!(!d.sampled() && !d.record);
@@ -1844,11 +1128,11 @@ mod mesh_tests {
             ("x-b3-sampled", "1"),
         ];
         let h = RequestHeaders::from_pairs(pairs_of(&req));
-        let mut d = t.start(&h);
+        let mut d = t.extract(&h);
         assert!(!d.ours);
         t.sample(&mut d, || 0);
         assert!(d.sampled() && d.record);
-        assert_eq!(d.ot, OtUpdate::Forward);
+        assert_eq!(d.ot, crate::propagation::ot::OtUpdate::Forward);
     }
 
     #[test]
@@ -1860,7 +1144,7 @@ mod mesh_tests {
             ("x-b3-spanid", "00f067aa0ba902b7"),
         ];
         let h = RequestHeaders::from_pairs(pairs_of(&req));
-        let mut d = t.start(&h);
+        let mut d = t.extract(&h);
         t.sample(&mut d, || 0);
         assert!(d.sampled());
         let mut inj = Injection::default();
@@ -1876,6 +1160,10 @@ mod mesh_tests {
         );
         assert_eq!(
             mesh::kind_from_cluster(b"inbound|80||"),
+            Some(SpanKind::Server)
+        );
+        assert_eq!(
+            mesh::kind_from_cluster(b"inbound-vip|9080|http/v2|reviews.default.svc.cluster.local"),
             Some(SpanKind::Server)
         );
         assert_eq!(mesh::kind_from_cluster(b"otel_collector"), None);

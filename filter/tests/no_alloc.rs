@@ -5,14 +5,15 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use meshtrace::config::Config;
+use meshtrace::export::otlp::BatchHeader;
+use meshtrace::export::reply::ExportResult;
 use meshtrace::headers::{pairs, serialize_pairs, RequestHeaders};
-use meshtrace::mesh::identity::TlsFacts;
-use meshtrace::mesh::EndFacts;
-use meshtrace::otlp::BatchHeader;
+use meshtrace::propagation::inject::Injection;
+use meshtrace::span::mesh::identity::TlsFacts;
+use meshtrace::span::mesh::EndFacts;
+use meshtrace::span::Finish;
 use meshtrace::span::{SpanKind, SpanRecord};
-use meshtrace::tracer::{Finish, Injection, Tracer};
-use meshtrace::transport::ExportResult;
+use meshtrace::tracer::Tracer;
 
 /// Counts allocations made by this thread while `COUNTING` is set.
 struct Counting;
@@ -76,30 +77,28 @@ const CONFIG: &str = r#"{
 /// call `INTERNAL`).
 fn request(
     tracer: &mut Tracer,
-    exporter: &mut meshtrace::exporter::Exporter,
+    exporter: &mut meshtrace::export::span_processor::BatchSpanProcessor,
     buf: &[u8],
     rec: &mut SpanRecord,
     injection: &mut Injection,
     now: u64,
 ) {
-    let internal = meshtrace::grpc::Code::INTERNAL;
+    let internal = meshtrace::span::grpc::Code::INTERNAL;
     request_answered(tracer, exporter, buf, rec, injection, now, (200, internal));
 }
 
 /// [`request`] answered with `(HTTP status, gRPC status of a gRPC call)`.
 fn request_answered(
     tracer: &mut Tracer,
-    exporter: &mut meshtrace::exporter::Exporter,
+    exporter: &mut meshtrace::export::span_processor::BatchSpanProcessor,
     buf: &[u8],
     rec: &mut SpanRecord,
     injection: &mut Injection,
     now: u64,
-    (status, grpc_status): (i64, meshtrace::grpc::Code),
+    (status, grpc_status): (i64, meshtrace::span::grpc::Code),
 ) {
     let headers = RequestHeaders::from_pairs(pairs(buf));
-    let mut decision = tracer.start(&headers);
-    tracer.sample(&mut decision, || now);
-    tracer.inject(&decision, &headers, injection);
+    let decision = tracer.start(&headers, || now, Some(injection));
     assert!(decision.record);
     tracer.begin_span(&decision, &headers, now, rec);
     let facts = tracer.record_request(&headers, pairs(buf), rec);
@@ -129,7 +128,7 @@ fn request_answered(
 
 /// Cuts and "sends" every due batch, answering OK: the batch body is encoded into the
 /// exporter's reused buffers.
-fn export_due(exporter: &mut meshtrace::exporter::Exporter, now_ms: u64) {
+fn export_due(exporter: &mut meshtrace::export::span_processor::BatchSpanProcessor, now_ms: u64) {
     while let Some(req) = exporter.poll(now_ms) {
         let id = req.id;
         assert!(!req.body.is_empty());
@@ -161,14 +160,19 @@ fn naming_past_the_span_name_limit_allocates_nothing() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // 500 distinct paths against a limit of 100: once warm, every request either finds its
     // name in the set or falls back to `{method}`, and neither allocates.
-    let config = Config::from_json(
+    let config = meshtrace::config::load(
         br#"{"collector": {"cluster": "c"}, "batch": {"max_queue": 4096, "max_batch": 512},
              "routes": ["/api/reviews/{id}"], "limits": {"max_span_names": 100}}"#,
     )
     .unwrap();
     let mut tracer = Tracer::new(config, 42);
     let header = tracer.batch_header.clone();
-    let mut exporter = meshtrace::exporter::Exporter::new(&tracer.config, header, 0, 7);
+    let mut exporter = meshtrace::export::span_processor::BatchSpanProcessor::new(
+        tracer.config.export(),
+        header,
+        0,
+        7,
+    );
     let buffers: Vec<Vec<u8>> = (0..500u32)
         .map(|i| {
             let user: String = (0..3)
@@ -227,17 +231,22 @@ fn names_refuted_by_the_response_allocate_nothing() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // A scanner's guesses answered 404 and UNIMPLEMENTED, between real requests: settling a
     // name back to `{method}` (or `grpc`, `_OTHER`) at the end allocates nothing.
-    let config = Config::from_json(
+    let config = meshtrace::config::load(
         br#"{"collector": {"cluster": "c"}, "batch": {"max_queue": 4096, "max_batch": 512},
              "limits": {"max_span_names": 10}}"#,
     )
     .unwrap();
     let mut tracer = Tracer::new(config, 42);
     let header = tracer.batch_header.clone();
-    let mut exporter = meshtrace::exporter::Exporter::new(&tracer.config, header, 0, 7);
-    let unimplemented = meshtrace::grpc::Code::UNIMPLEMENTED;
-    let ok = meshtrace::grpc::Code::OK;
-    let calls: Vec<(Vec<u8>, (i64, meshtrace::grpc::Code))> = (0..300u32)
+    let mut exporter = meshtrace::export::span_processor::BatchSpanProcessor::new(
+        tracer.config.export(),
+        header,
+        0,
+        7,
+    );
+    let unimplemented = meshtrace::span::grpc::Code::UNIMPLEMENTED;
+    let ok = meshtrace::span::grpc::Code::OK;
+    let calls: Vec<(Vec<u8>, (i64, meshtrace::span::grpc::Code))> = (0..300u32)
         .map(|i| {
             let word: String = (0..3)
                 .map(|k| (b'a' + (i / 26u32.pow(k) % 26) as u8) as char)
@@ -291,10 +300,15 @@ fn names_refuted_by_the_response_allocate_nothing() {
 #[test]
 fn whole_request_path_allocates_nothing_once_warm() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let config = Config::from_json(CONFIG.as_bytes()).unwrap();
+    let config = meshtrace::config::load(CONFIG.as_bytes()).unwrap();
     let mut tracer = Tracer::new(config, 42);
     let header: BatchHeader = tracer.batch_header.clone();
-    let mut exporter = meshtrace::exporter::Exporter::new(&tracer.config, header, 0, 7);
+    let mut exporter = meshtrace::export::span_processor::BatchSpanProcessor::new(
+        tracer.config.export(),
+        header,
+        0,
+        7,
+    );
     let mut buf = Vec::new();
     let hdrs: Vec<(&[u8], &[u8])> = vec![
         (b":method", b"GET"),

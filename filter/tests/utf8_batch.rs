@@ -3,14 +3,16 @@
 //! accepts: prost's `String` fields (the opentelemetry-proto types, as a collector decodes
 //! them) refuse invalid UTF-8, and one refused string would cost the whole batch.
 
-use meshtrace::config::Config;
-use meshtrace::exporter::Exporter;
+use meshtrace::config::Compiled;
+use meshtrace::export::reply::ExportResult;
+use meshtrace::export::span_processor::BatchSpanProcessor;
 use meshtrace::headers::{pairs, serialize_pairs, RequestHeaders};
-use meshtrace::mesh::identity::TlsFacts;
-use meshtrace::mesh::EndFacts;
+use meshtrace::propagation::inject::Injection;
+use meshtrace::span::mesh::identity::TlsFacts;
+use meshtrace::span::mesh::EndFacts;
+use meshtrace::span::Finish;
 use meshtrace::span::{SpanKind, SpanRecord};
-use meshtrace::tracer::{Finish, Injection, Tracer};
-use meshtrace::transport::ExportResult;
+use meshtrace::tracer::Tracer;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
 use proptest::prelude::*;
@@ -20,7 +22,7 @@ use prost::Message;
 /// header capture, baggage attributes, header and cookie traffic rules, route metadata, the
 /// always-keep rules (their spans copy `tracestate` as the request carried it), and a small
 /// value cap so cuts land inside multi-byte characters.
-fn config() -> Config {
+fn config() -> Compiled {
     const JSON: &str = r#"{
       "service_name": "reviews",
       "collector": {"cluster": "otel_collector"},
@@ -35,7 +37,7 @@ fn config() -> Config {
       "route_metadata": true,
       "limits": {"max_attribute_value_bytes": 24}
     }"#;
-    Config::from_json(JSON.as_bytes()).unwrap()
+    meshtrace::config::load(JSON.as_bytes()).unwrap()
 }
 
 /// Bytes that are often not UTF-8: ASCII with stray high bytes, pieces of multi-byte
@@ -83,7 +85,13 @@ const MORE: usize = 7;
 
 /// One request from the arbitrary inputs `v`; `kept` sends it down the always-keep path and
 /// `grpc` makes it a failed gRPC call (its arbitrary path becomes `rpc.method_original`).
-fn drive(tracer: &mut Tracer, exporter: &mut Exporter, v: &[Vec<u8>], kept: bool, grpc: bool) {
+fn drive(
+    tracer: &mut Tracer,
+    exporter: &mut BatchSpanProcessor,
+    v: &[Vec<u8>],
+    kept: bool,
+    grpc: bool,
+) {
     let get = |name: &str| &v[INPUTS.iter().position(|n| *n == name).unwrap()][..];
     let more = &v[INPUTS.len()..];
     let mut buf = Vec::new();
@@ -108,7 +116,7 @@ fn drive(tracer: &mut Tracer, exporter: &mut Exporter, v: &[Vec<u8>], kept: bool
     }
     serialize_pairs(hdrs.iter().copied(), &mut buf);
     let headers = RequestHeaders::from_pairs(pairs(&buf));
-    let mut decision = tracer.start(&headers);
+    let mut decision = tracer.extract(&headers);
     tracer.sample(&mut decision, || 1);
     let mut injection = Injection::default();
     tracer.inject(&decision, &headers, &mut injection);
@@ -132,7 +140,7 @@ fn drive(tracer: &mut Tracer, exporter: &mut Exporter, v: &[Vec<u8>], kept: bool
         source_address: Some(get("source.address")),
         kind: SpanKind::Server,
         request,
-        grpc_status: grpc.then_some(meshtrace::grpc::Code::INTERNAL),
+        grpc_status: grpc.then_some(meshtrace::span::grpc::Code::INTERNAL),
         mesh: EndFacts {
             // UF and FI: the flags that make details and fault facts recorded.
             response_flags: 0x1 | 0x40,
@@ -171,7 +179,7 @@ proptest! {
     ) {
         let mut tracer = Tracer::new(config(), 7);
         let header = tracer.batch_header.clone();
-        let mut exporter = Exporter::new(&tracer.config, header, 0, 7);
+        let mut exporter = BatchSpanProcessor::new(tracer.config.export(), header, 0, 7);
         for (inputs, kept, grpc) in &requests {
             drive(&mut tracer, &mut exporter, inputs, *kept, *grpc);
         }
@@ -199,7 +207,7 @@ proptest! {
 fn bad_bytes_become_replacement_characters_at_the_exact_attributes() {
     let mut tracer = Tracer::new(config(), 7);
     let header = tracer.batch_header.clone();
-    let mut exporter = Exporter::new(&tracer.config, header, 0, 7);
+    let mut exporter = BatchSpanProcessor::new(tracer.config.export(), header, 0, 7);
     let mut v: Vec<Vec<u8>> = vec![b"x".to_vec(); INPUTS.len() + MORE];
     let mut set = |name: &str, value: &[u8]| {
         v[INPUTS.iter().position(|n| *n == name).unwrap()] = value.to_vec();

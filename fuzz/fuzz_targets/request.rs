@@ -5,11 +5,12 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use meshtrace::config::Config;
+use meshtrace::config::{self, Compiled};
 use meshtrace::headers::RequestHeaders;
 use meshtrace::propagation::tracecontext::parse_traceparent;
 use meshtrace::span::SpanRecord;
-use meshtrace::tracer::{Injection, Tracer};
+use meshtrace::propagation::inject::Injection;
+use meshtrace::tracer::Tracer;
 
 const NAMES: [&str; 16] = [
     "traceparent",
@@ -30,10 +31,10 @@ const NAMES: [&str; 16] = [
     ":path",
 ];
 
-fn config() -> &'static Config {
-    static C: OnceLock<Config> = OnceLock::new();
+fn config() -> &'static Compiled {
+    static C: OnceLock<Compiled> = OnceLock::new();
     C.get_or_init(|| {
-        Config::from_json(
+        config::load(
             br#"{"collector":{"cluster":"c"},
                 "propagators":{"inject":["tracecontext","baggage","b3","b3multi","l5d","xray","gcp","grpc-trace-bin"],
                                "trust_l5d_sample":true},
@@ -54,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     let h = RequestHeaders::from_pairs(pairs.iter().copied());
     let mut t = Tracer::new(config().clone(), 1);
-    let d = t.start(&h);
+    let d = t.extract(&h);
     let mut inj = Injection::default();
     t.inject(&d, &h, &mut inj);
     let tp = inj

@@ -18,25 +18,26 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// The Envoy binary: `MESHTRACE_ENVOY`, else `.tools/envoy` as `make envoy` installs it.
-/// `None` outside CI means the caller may skip; in CI (`CI=true`) a missing Envoy is an error.
-pub fn envoy_binary() -> anyhow::Result<Option<PathBuf>> {
+///
+/// # Errors
+/// When there is none, naming the path looked at and the command that installs Envoy: a test
+/// that needs Envoy fails rather than passing without running.
+pub fn envoy_binary() -> anyhow::Result<PathBuf> {
     let candidate = std::env::var_os("MESHTRACE_ENVOY")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join(".tools/envoy/envoy/_bin/envoy"));
     if candidate.is_file() {
-        return Ok(Some(candidate));
+        return Ok(candidate);
     }
-    if std::env::var("CI")
-        .map(|v| v == "true" || v == "1")
-        .unwrap_or(false)
-    {
-        bail!(
-            "Envoy not found at {} and CI=true: run `make envoy`",
-            candidate.display()
-        );
-    }
-    Ok(None)
+    bail!(
+        "Envoy not found at {}: run `make envoy` (or set MESHTRACE_ENVOY to an Envoy {} binary)",
+        candidate.display(),
+        ENVOY_VERSION
+    )
 }
+
+/// The Envoy release the tests and `make envoy` use.
+pub const ENVOY_VERSION: &str = "1.40";
 
 /// The compiled filter: `MESHTRACE_WASM`, else `dist/meshtrace.wasm`.
 pub fn wasm_path() -> anyhow::Result<PathBuf> {
@@ -60,10 +61,15 @@ pub fn free_port() -> u16 {
 /// Values substituted into a config template (`{{NAME}}`).
 #[derive(Clone, Debug)]
 pub struct EnvoyVars {
+    /// `{{LISTEN_PORT}}`: where Envoy takes requests.
     pub listen_port: u16,
+    /// `{{ADMIN_PORT}}`: Envoy's admin (`/stats`, `/memory`).
     pub admin_port: u16,
+    /// `{{UPSTREAM_PORT}}`: the upstream Envoy routes to.
     pub upstream_port: u16,
+    /// `{{COLLECTOR_PORT}}`: the OTLP collector.
     pub collector_port: u16,
+    /// `{{WASM}}`: the filter.
     pub wasm: PathBuf,
     /// The plugin configuration JSON.
     pub plugin_config: String,
@@ -81,6 +87,7 @@ pub struct EnvoyVars {
 }
 
 impl EnvoyVars {
+    /// Variables for one Envoy with free listen and admin ports.
     pub fn new(
         wasm: PathBuf,
         upstream_port: u16,
@@ -141,6 +148,7 @@ impl EnvoyVars {
 /// A running Envoy, killed on drop.
 pub struct Envoy {
     child: Option<Child>,
+    /// The variables the config was built with.
     pub vars: EnvoyVars,
     dir: tempdir::Dir,
 }
@@ -326,8 +334,11 @@ impl Drop for Envoy {
 /// A parsed HTTP/1.1 response.
 #[derive(Clone, Debug)]
 pub struct HttpResponse {
+    /// The status code.
     pub status: u16,
+    /// The headers, in order, names lowercased.
     pub headers: Vec<(String, String)>,
+    /// The body, as text.
     pub body: String,
 }
 
@@ -378,22 +389,26 @@ pub fn http_request(
 /// Envoy with the filter between a recording upstream and an OTLP sink: the whole
 /// end-to-end setup one test or the demo needs.
 pub struct Stack {
+    /// The OTLP/HTTP collector.
     pub sink: crate::sink::OtlpSink,
+    /// The upstream Envoy routes to.
     pub upstream: crate::sink::Upstream,
+    /// The Envoy running the filter.
     pub envoy: Envoy,
 }
 
 impl Stack {
-    /// Starts everything with `plugin_config` on the `template` config, or `Ok(None)` when Envoy
-    /// is not installed outside CI.
+    /// Starts everything with `plugin_config` on the `template` config.
+    ///
+    /// # Errors
+    /// When Envoy or the filter is missing (naming the `make` target that builds it), or a
+    /// part fails to start.
     pub fn start(
         template: &str,
         plugin_config: &str,
         direction: &'static str,
-    ) -> anyhow::Result<Option<Self>> {
-        let Some(binary) = envoy_binary()? else {
-            return Ok(None);
-        };
+    ) -> anyhow::Result<Self> {
+        let binary = envoy_binary()?;
         let sink = crate::sink::OtlpSink::start(0)?;
         let upstream = crate::sink::Upstream::start()?;
         let mut vars = EnvoyVars::new(
@@ -404,10 +419,10 @@ impl Stack {
         );
         vars.direction = direction;
         let envoy = Envoy::start(&binary, template, vars)?;
-        Ok(Some(Self {
+        Ok(Self {
             sink,
             upstream,
             envoy,
-        }))
+        })
     }
 }

@@ -31,6 +31,7 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// Every scenario, healthy first.
     pub const ALL: [Fault; 5] = [
         Fault::Healthy,
         Fault::AbsentAtStart,
@@ -39,6 +40,7 @@ impl Fault {
         Fault::NeverAnswers,
     ];
 
+    /// The scenario's name in reports.
     pub fn name(self) -> &'static str {
         match self {
             Fault::Healthy => "healthy",
@@ -53,11 +55,14 @@ impl Fault {
 /// Who exports: each worker, or one singleton fed by a shared queue (with two workers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Deployment {
+    /// Each worker exports.
     PerWorker,
+    /// A bootstrap singleton exports for two workers.
     Singleton,
 }
 
 impl Deployment {
+    /// The deployment's name in reports.
     pub fn name(self) -> &'static str {
         match self {
             Deployment::PerWorker => "per-worker",
@@ -98,6 +103,7 @@ pub struct Outcome {
     pub stats: Vec<(String, u64)>,
     /// Envoy's heap (`/memory` `allocated`) before the load and after the run.
     pub memory_before: u64,
+    /// Envoy's heap after the run.
     pub memory_after: u64,
     /// Spans the collector received after the fault ended.
     pub spans_after_recovery: u64,
@@ -108,6 +114,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The stat `name` after the run; 0 when absent.
     pub fn stat(&self, name: &str) -> u64 {
         self.stats
             .iter()
@@ -201,6 +208,7 @@ pub struct Load {
 }
 
 impl Load {
+    /// Starts `clients` threads sending requests to `port` until stopped.
     pub fn start(port: u16, clients: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let threads = (0..clients)
@@ -237,17 +245,18 @@ impl Load {
     }
 }
 
-/// Runs one scenario (`deployment` exporting) for `duration` of load with `clients` client threads. `Ok(None)` when
-/// Envoy is not installed outside CI.
+/// Runs one scenario (`deployment` exporting) for `duration` of load with `clients` client
+/// threads.
+///
+/// # Errors
+/// When Envoy or the filter is missing (naming the `make` target), or a part fails to start.
 pub fn run(
     fault: Fault,
     deployment: Deployment,
     duration: Duration,
     clients: usize,
-) -> anyhow::Result<Option<Outcome>> {
-    let Some(binary) = envoy_binary()? else {
-        return Ok(None);
-    };
+) -> anyhow::Result<Outcome> {
+    let binary = envoy_binary()?;
     let upstream = Upstream::start()?;
     let port = free_port();
     let sink = Arc::new(Mutex::new(match fault {
@@ -323,7 +332,7 @@ pub fn run(
     let spans_after_recovery = sink_spans(&sink);
     let memory_after = memory(&envoy);
     let _ = upstream.take();
-    Ok(Some(Outcome {
+    Ok(Outcome {
         latencies_us,
         failed_requests,
         stats,
@@ -332,7 +341,7 @@ pub fn run(
         spans_after_recovery,
         max_queue_bytes_seen,
         balanced,
-    }))
+    })
 }
 
 fn sink_spans(sink: &Mutex<Option<OtlpSink>>) -> u64 {

@@ -21,14 +21,18 @@ use tonic_prost::ProstCodec;
 
 use crate::sink::Server;
 
+/// The greeter's request.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct HelloRequest {
+    /// Who to greet.
     #[prost(string, tag = "1")]
     pub name: String,
 }
 
+/// The greeter's reply.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct HelloReply {
+    /// The greeting.
     #[prost(string, tag = "1")]
     pub message: String,
 }
@@ -91,6 +95,7 @@ impl tower_service::Service<tonic::Request<HelloRequest>> for Greeter {
 
 /// A running greeter (HTTP/2 cleartext), stopped on drop.
 pub struct GreeterServer {
+    /// The address it listens on (h2c).
     pub addr: SocketAddr,
     _server: Server,
 }
@@ -167,7 +172,9 @@ pub fn call(
 /// A gRPC-Web exchange as the browser-side client saw it.
 #[derive(Debug)]
 pub struct WebResponse {
+    /// The HTTP status.
     pub http_status: u16,
+    /// `content-type` of the response.
     pub content_type: Option<String>,
     /// The messages of the response body.
     pub messages: Vec<Vec<u8>>,

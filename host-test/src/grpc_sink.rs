@@ -23,10 +23,13 @@ use crate::sink::{lock, spans_of, Received, Server, Tally};
 /// How the receiver answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GrpcMode {
+    /// Accept everything.
     Ok,
     /// A gRPC status code, with a `google.rpc.RetryInfo` delay when set.
     Status {
+        /// The gRPC status code.
         code: u32,
+        /// The `RetryInfo` delay, in ms.
         retry_delay_ms: Option<u64>,
     },
 }
@@ -90,6 +93,7 @@ impl TraceService for Receiver {
 
 /// A running OTLP/gRPC receiver.
 pub struct GrpcSink {
+    /// The address it listens on.
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
     _server: Server,
@@ -128,14 +132,17 @@ impl GrpcSink {
         lock(&self.state).tally.counts()
     }
 
+    /// Sets how the receiver answers from now on.
     pub fn set_mode(&self, mode: GrpcMode) {
         lock(&self.state).mode = Some(mode);
     }
 
+    /// Every export request so far.
     pub fn received(&self) -> Vec<Received> {
         lock(&self.state).received.clone()
     }
 
+    /// Every span so far, in arrival order.
     pub fn spans(&self) -> Vec<Span> {
         self.received()
             .iter()
@@ -152,20 +159,9 @@ impl GrpcSink {
 /// `google.rpc.Status{code, details: [RetryInfo{retry_delay}]}`, encoded (tonic base64s it
 /// into `grpc-status-details-bin`).
 fn retry_info(code: u32, delay_ms: u64) -> Vec<u8> {
-    let mut duration = Vec::new();
-    prost::encoding::int64::encode(1, &((delay_ms / 1000) as i64), &mut duration);
-    prost::encoding::int32::encode(2, &(((delay_ms % 1000) * 1_000_000) as i32), &mut duration);
-    let mut info = Vec::new();
-    prost::encoding::bytes::encode(1, &duration, &mut info);
-    let mut any = Vec::new();
-    prost::encoding::string::encode(
-        1,
-        &"type.googleapis.com/google.rpc.RetryInfo".to_string(),
-        &mut any,
-    );
-    prost::encoding::bytes::encode(2, &info, &mut any);
-    let mut status = Vec::new();
-    prost::encoding::int32::encode(1, &(code as i32), &mut status);
-    prost::encoding::bytes::encode(3, &any, &mut status);
-    status
+    meshtrace::export::reply::google_rpc::status_with_retry_info(
+        code as i32,
+        (delay_ms / 1000) as i64,
+        ((delay_ms % 1000) * 1_000_000) as i32,
+    )
 }

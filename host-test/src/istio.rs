@@ -38,6 +38,10 @@ pub struct Crds {
 }
 
 impl Crds {
+    /// Reads and parses the CRD file at `path`.
+    ///
+    /// # Errors
+    /// When it cannot be read (naming `MESHTRACE_ISTIO_CRDS`) or parsed.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| {
             format!(
@@ -48,6 +52,10 @@ impl Crds {
         Self::parse(&text)
     }
 
+    /// Parses the CRDs of a YAML stream.
+    ///
+    /// # Errors
+    /// When the YAML is malformed or a CRD has no schema.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let mut schemas = BTreeMap::new();
         for doc in yaml_documents(text)? {
@@ -91,6 +99,7 @@ impl Crds {
             .collect()
     }
 
+    /// The OpenAPI schema of `kind` at `api_version`.
     pub fn schema(&self, api_version: &str, kind: &str) -> Option<&Value> {
         self.schemas
             .get(&(api_version.to_string(), kind.to_string()))
@@ -115,14 +124,17 @@ pub fn yaml_documents(text: &str) -> anyhow::Result<Vec<Value>> {
 pub struct Manifest {
     /// The file, relative to the workspace (`istio/wasmplugin.yaml`).
     pub file: String,
+    /// The parsed document.
     pub doc: Value,
 }
 
 impl Manifest {
+    /// `kind`.
     pub fn kind(&self) -> &str {
         self.doc["kind"].as_str().unwrap_or("")
     }
 
+    /// `metadata.name`.
     pub fn name(&self) -> &str {
         self.doc["metadata"]["name"].as_str().unwrap_or("")
     }
@@ -177,6 +189,7 @@ pub struct SchemaCheck<'a> {
 }
 
 impl<'a> SchemaCheck<'a> {
+    /// A checker that compiles each schema once, on first use.
     pub fn new(crds: &'a Crds) -> Self {
         Self {
             crds,

@@ -18,9 +18,13 @@ use sha2::{Digest, Sha256};
 
 /// The single file of the layer; Istio looks for exactly this name.
 pub const PLUGIN_FILE: &str = "plugin.wasm";
+/// The image index's media type.
 pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+/// The image manifest's media type.
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+/// The image config's media type.
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+/// The layer's media type (gzip-compressed tar).
 pub const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 /// The annotation through which `oci:DIR:TAG` (skopeo) and `DIR:TAG` (oras) find the image.
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
@@ -28,6 +32,7 @@ pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 pub const TITLE_ANNOTATION: &str = "org.opencontainers.image.title";
 /// Platform fields use Go's names, as the image spec asks: GOOS=wasip1, GOARCH=wasm.
 pub const PLATFORM_OS: &str = "wasip1";
+/// `architecture` of the platform.
 pub const PLATFORM_ARCHITECTURE: &str = "wasm";
 
 /// Hex sha256 of `bytes`.
@@ -52,8 +57,11 @@ pub struct Image {
     pub layer: Vec<u8>,
     /// Digest of the uncompressed tar (the config's `rootfs.diff_ids`).
     pub diff_id: String,
+    /// The image config JSON.
     pub config: Vec<u8>,
+    /// The image manifest JSON.
     pub manifest: Vec<u8>,
+    /// The image index JSON.
     pub index: Vec<u8>,
 }
 
@@ -208,9 +216,11 @@ fn gzip(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
 /// What [`verify_layout`] found: the module the image delivers and its digests.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Verified {
+    /// The tag the layout names.
     pub tag: String,
     /// `sha256:<hex>` of the image manifest.
     pub manifest_digest: String,
+    /// The module the layer holds.
     pub wasm: Vec<u8>,
 }
 

@@ -21,25 +21,33 @@ use prost::Message;
 /// One export request the sink received.
 #[derive(Clone, Debug)]
 pub struct Received {
+    /// `:path`.
     pub path: String,
+    /// Request headers, names lowercased.
     pub headers: Vec<(String, String)>,
+    /// The decoded request.
     pub request: ExportTraceServiceRequest,
 }
 
 /// How the sink answers (tests flip this to simulate collector trouble).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SinkMode {
+    /// Accept everything.
     Ok,
+    /// Answer this status, no body.
     Status(u16),
     /// This status with `Retry-After: <seconds>`.
     Throttle {
+        /// The status.
         status: u16,
+        /// `Retry-After`, seconds.
         retry_after_s: u32,
     },
     /// Reads the request and never answers.
     Hang,
     /// Accepts (records) the request and answers 200 with a partial success rejecting this many.
     Partial {
+        /// How many spans the partial success rejects.
         rejected: i64,
     },
     /// Accepts (records) the request and answers 200 with a body that is not protobuf and
@@ -48,7 +56,9 @@ pub enum SinkMode {
     /// Refuses the request with this status and a `google.rpc.Status` (code 3,
     /// `INVALID_ARGUMENT`) carrying this message, as the OpenTelemetry Collector refuses one.
     Refuse {
+        /// The HTTP status.
         status: u16,
+        /// The `Status.message`.
         message: &'static str,
     },
 }
@@ -91,6 +101,7 @@ struct SinkState {
 
 /// A running OTLP/HTTP receiver.
 pub struct OtlpSink {
+    /// The address it listens on.
     pub addr: SocketAddr,
     state: Arc<Mutex<SinkState>>,
     _server: Server,
@@ -122,6 +133,7 @@ impl OtlpSink {
         lock(&self.state).tally.counts()
     }
 
+    /// Sets how the sink answers from now on.
     pub fn set_mode(&self, mode: SinkMode) {
         lock(&self.state).mode = Some(mode);
     }
@@ -267,13 +279,13 @@ async fn sink_handle(req: Request<Incoming>, st: Arc<Mutex<SinkState>>) -> Respo
     }
 }
 
-/// A `google.rpc.Status` `{code, message}`, encoded by hand (two fields) rather than pulling in
-/// the googleapis types for it.
+/// A `google.rpc.Status` `{code, message}`, encoded.
 pub fn rpc_status(code: u8, message: &[u8]) -> Bytes {
-    let mut b = vec![0x08, code, 0x12];
-    prost::encoding::encode_varint(message.len() as u64, &mut b);
-    b.extend_from_slice(message);
-    Bytes::from(b)
+    let message = String::from_utf8_lossy(message);
+    Bytes::from(meshtrace::export::reply::google_rpc::status(
+        i32::from(code),
+        &message,
+    ))
 }
 
 /// Decompresses a gzip body.
@@ -309,8 +321,11 @@ pub(crate) fn header_list(h: &hyper::HeaderMap) -> Vec<(String, String)> {
 /// One request as the upstream saw it.
 #[derive(Clone, Debug)]
 pub struct UpstreamRequest {
+    /// The method.
     pub method: String,
+    /// `:path`.
     pub path: String,
+    /// The headers, names lowercased.
     pub headers: Vec<(String, String)>,
 }
 
@@ -332,12 +347,17 @@ impl UpstreamRequest {
 
 /// An HTTP upstream that records request headers. `/status/NNN` answers NNN, anything else 200.
 pub struct Upstream {
+    /// The address it listens on.
     pub addr: SocketAddr,
     seen: Arc<Mutex<VecDeque<UpstreamRequest>>>,
     _server: Server,
 }
 
 impl Upstream {
+    /// Starts on a free loopback port.
+    ///
+    /// # Errors
+    /// When no port can be bound.
     pub fn start() -> anyhow::Result<Self> {
         let seen = Arc::new(Mutex::new(VecDeque::new()));
         let s = seen.clone();

@@ -2,7 +2,11 @@
 //! (exact spans), gRPC retry statuses, the singleton exporter batching across two workers,
 //! and collector faults under load. Every wait is a bounded poll.
 
+mod support;
+
 use std::time::Duration;
+
+use support::wait_log;
 
 use meshtrace_host_test::envoy::{envoy_binary, free_port, wasm_path, Envoy, EnvoyVars};
 use meshtrace_host_test::faults::{self, Deployment, Fault, FAULT_MAX_QUEUE_BYTES};
@@ -12,13 +16,13 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// Envoy on `template`, or `None` (skip) when Envoy is not installed outside CI.
+/// Envoy on `template`.
 fn envoy(
     template: &str,
     collector_port: u16,
     configure: impl FnOnce(&mut EnvoyVars),
-) -> Option<(Envoy, Upstream)> {
-    let binary = envoy_binary().expect("locating Envoy")?;
+) -> (Envoy, Upstream) {
+    let binary = envoy_binary().expect("locating Envoy");
     let upstream = Upstream::start().unwrap();
     let mut vars = EnvoyVars::new(
         wasm_path().unwrap(),
@@ -28,7 +32,7 @@ fn envoy(
     );
     configure(&mut vars);
     let e = Envoy::start(&binary, template, vars).expect("start Envoy");
-    Some((e, upstream))
+    (e, upstream)
 }
 
 fn get(e: &Envoy, path: &str) {
@@ -57,28 +61,13 @@ fn assert_balanced(e: &Envoy) {
     assert!(ok, "accounting invariant does not hold: {stats:?}");
 }
 
-/// Polls Envoy's log for `needle` (failure summaries come once per 5 s).
-fn wait_log(e: &Envoy, needle: &str) {
-    let deadline = std::time::Instant::now() + WAIT;
-    while !e.log().contains(needle) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "log never contained {needle:?}:\n{}",
-            e.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn http_gzip_with_extra_headers_exact_spans() {
     let sink = OtlpSink::start(0).unwrap();
     let cfg = r#"{"service_name":"gz","collector":{"cluster":"otel_collector","compression":"gzip","headers":{"x-api-key":"s3cr3t-value","x-tenant":"t1"}},"batch":{"flush_interval_ms":100}}"#;
-    let Some((e, _up)) = envoy("per-worker.yaml", sink.addr.port(), |v| {
+    let (e, _up) = envoy("per-worker.yaml", sink.addr.port(), |v| {
         v.plugin_config = cfg.into()
-    }) else {
-        return;
-    };
+    });
     for p in ["/a", "/b", "/c"] {
         get(&e, p);
     }
@@ -107,18 +96,20 @@ fn http_gzip_with_extra_headers_exact_spans() {
 fn partial_success_and_garbage_replies() {
     let sink = OtlpSink::start(0).unwrap();
     let cfg = r#"{"collector":{"cluster":"otel_collector"},"batch":{"flush_interval_ms":100}}"#;
-    let Some((e, _up)) = envoy("per-worker.yaml", sink.addr.port(), |v| {
+    let (e, _up) = envoy("per-worker.yaml", sink.addr.port(), |v| {
         v.plugin_config = cfg.into()
-    }) else {
-        return;
-    };
+    });
     // A partial success is a success: counted exported and rejected, not retried.
     sink.set_mode(SinkMode::Partial { rejected: 1 });
     get(&e, "/partial");
     assert_eq!(e.wait_stat("meshtrace.spans_rejected", 1, WAIT), 1);
     assert_eq!(e.stat("meshtrace.spans_exported"), 1);
     assert_eq!(e.stat("meshtrace.export_retries"), 0);
-    wait_log(&e, "the collector rejected 1 span(s) in partial successes");
+    wait_log(
+        &e,
+        "the collector rejected 1 span(s) in partial successes",
+        WAIT,
+    );
     // A 200 with a body that is not protobuf and nonsense headers is still a 200.
     sink.set_mode(SinkMode::Garbage);
     get(&e, "/garbage");
@@ -135,7 +126,7 @@ fn partial_success_and_garbage_replies() {
     assert_balanced(&e);
 }
 
-fn grpc_envoy(sink: &GrpcSink, compression: &str) -> Option<(Envoy, Upstream)> {
+fn grpc_envoy(sink: &GrpcSink, compression: &str) -> (Envoy, Upstream) {
     let cfg = format!(
         r#"{{"service_name":"grpc","collector":{{"cluster":"otel_collector","protocol":"grpc","compression":"{compression}","headers":{{"x-api-key":"k"}}}},"batch":{{"flush_interval_ms":100}},"exporter":{{"retry":{{"initial_ms":100,"max_ms":400,"max_attempts":10}}}}}}"#
     );
@@ -149,9 +140,7 @@ fn grpc_envoy(sink: &GrpcSink, compression: &str) -> Option<(Envoy, Upstream)> {
 fn grpc_plain_and_gzip_exact_spans() {
     for compression in ["none", "gzip"] {
         let sink = GrpcSink::start(0).unwrap();
-        let Some((e, _up)) = grpc_envoy(&sink, compression) else {
-            return;
-        };
+        let (e, _up) = grpc_envoy(&sink, compression);
         get(&e, "/one");
         get(&e, "/two");
         let spans = sink.wait_spans(2, WAIT);
@@ -171,9 +160,7 @@ fn grpc_plain_and_gzip_exact_spans() {
 #[test]
 fn grpc_retryable_and_final_statuses() {
     let sink = GrpcSink::start(0).unwrap();
-    let Some((e, _up)) = grpc_envoy(&sink, "none") else {
-        return;
-    };
+    let (e, _up) = grpc_envoy(&sink, "none");
     // UNAVAILABLE: retried until the receiver recovers, nothing lost.
     sink.set_mode(GrpcMode::Status {
         code: 14,
@@ -208,10 +195,15 @@ fn grpc_retryable_and_final_statuses() {
     let spans = sink.wait_spans(2, WAIT);
     assert_eq!(names(&spans), ["GET /retried", "GET /throttled"]);
     assert_balanced(&e);
-    wait_log(&e, "failed with gRPC status 14 (UNAVAILABLE), will retry");
+    wait_log(
+        &e,
+        "failed with gRPC status 14 (UNAVAILABLE), will retry",
+        WAIT,
+    );
     wait_log(
         &e,
         "failed with gRPC status 8 (RESOURCE_EXHAUSTED) (not retryable), 1 span(s) dropped",
+        WAIT,
     );
 }
 
@@ -225,13 +217,11 @@ fn singleton_exports_for_both_workers() {
     let exporter = format!(
         r#"{{"service_name":"one-exporter","collector":{{"cluster":"otel_collector"}},"batch":{{"max_batch":{N},"flush_interval_ms":600000}},"exporter":{{"mode":"singleton"}}}}"#
     );
-    let Some((e, _up)) = envoy("singleton.yaml", sink.addr.port(), |v| {
+    let (e, _up) = envoy("singleton.yaml", sink.addr.port(), |v| {
         v.plugin_config = filter.into();
         v.exporter_config = exporter;
         v.concurrency = 2;
-    }) else {
-        return;
-    };
+    });
     let port = e.vars.listen_port;
     let clients: Vec<_> = (0..8)
         .map(|c| {
@@ -289,11 +279,9 @@ fn singleton_exports_for_both_workers() {
 fn singleton_absent_drops_and_counts() {
     // A shared-queue filter without its singleton: requests flow, spans are counted dropped.
     let filter = r#"{"collector":{"cluster":"otel_collector"},"batch":{"flush_interval_ms":100},"exporter":{"mode":"shared_queue"}}"#;
-    let Some((e, _up)) = envoy("per-worker.yaml", free_port(), |v| {
+    let (e, _up) = envoy("per-worker.yaml", free_port(), |v| {
         v.plugin_config = filter.into()
-    }) else {
-        return;
-    };
+    });
     get(&e, "/x");
     get(&e, "/y");
     assert_eq!(
@@ -307,9 +295,7 @@ fn singleton_absent_drops_and_counts() {
 /// One fault scenario: every request succeeds, memory stays bounded, the invariant holds, and
 /// spans flow after recovery.
 fn fault(f: Fault, d: Deployment) {
-    let Some(o) = faults::run(f, d, Duration::from_secs(6), 4).expect("scenario") else {
-        return;
-    };
+    let o = faults::run(f, d, Duration::from_secs(6), 4).expect("scenario");
     assert_eq!(o.failed_requests, 0, "{}: client requests failed", f.name());
     assert!(
         o.latencies_us.len() > 50,

@@ -1,40 +1,20 @@
 //! The compiled filter inside real Envoy: W3C continuation and restart, injected headers,
 //! exported span fields and types, status mapping, and config rejection.
 
+mod support;
+
 use std::time::Duration;
 
 use meshtrace_host_test::envoy::{envoy_binary, wasm_path, Envoy, EnvoyVars, Stack};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::trace::v1::Span;
+use support::{attr, hex, str_attr};
 
 const CONFIG: &str = r#"{"service_name":"checkout","collector":{"cluster":"otel_collector"},"batch":{"flush_interval_ms":100}}"#;
 const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const WAIT: Duration = Duration::from_secs(10);
 
-fn stack(config: &str, direction: &'static str) -> Option<Stack> {
-    let s = Stack::start("per-worker.yaml", config, direction).expect("start Envoy stack");
-    if s.is_none() {
-        eprintln!("Envoy not installed (run `make envoy`); skipping outside CI");
-    }
-    s
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn attr<'a>(s: &'a Span, key: &str) -> Option<&'a Value> {
-    s.attributes
-        .iter()
-        .find(|a| a.key == key)
-        .and_then(|a| a.value.as_ref()?.value.as_ref())
-}
-
-fn str_attr(s: &Span, key: &str) -> String {
-    match attr(s, key) {
-        Some(Value::StringValue(v)) => v.clone(),
-        other => panic!("{key}: expected a string, got {other:?}"),
-    }
+fn stack(config: &str, direction: &'static str) -> Stack {
+    Stack::start("per-worker.yaml", config, direction).expect("start Envoy stack")
 }
 
 /// Splits an injected traceparent into (trace id, span id, flags).
@@ -47,9 +27,7 @@ fn parts(tp: &str) -> (String, String, String) {
 
 #[test]
 fn continues_a_valid_parent_and_injects_its_own_span() {
-    let Some(s) = stack(CONFIG, "INBOUND") else {
-        return;
-    };
+    let s = stack(CONFIG, "INBOUND");
     let r = s
         .envoy
         .request(
@@ -128,9 +106,7 @@ fn continues_a_valid_parent_and_injects_its_own_span() {
 
 #[test]
 fn starts_a_trace_without_a_parent() {
-    let Some(s) = stack(CONFIG, "INBOUND") else {
-        return;
-    };
+    let s = stack(CONFIG, "INBOUND");
     s.envoy.request("GET", "/new", &[]).unwrap();
     let up = s.upstream.take();
     let (trace, span_id, flags) = parts(up[0].get("traceparent").unwrap());
@@ -144,9 +120,7 @@ fn starts_a_trace_without_a_parent() {
 
 #[test]
 fn restarts_on_every_invalid_traceparent_rule() {
-    let Some(s) = stack(CONFIG, "INBOUND") else {
-        return;
-    };
+    let s = stack(CONFIG, "INBOUND");
     let tid = "4bf92f3577b34da6a3ce929d0e0e4736";
     let pid = "00f067aa0ba902b7";
     let invalid = [
@@ -200,9 +174,7 @@ fn restarts_on_every_invalid_traceparent_rule() {
 
 #[test]
 fn unsampled_parent_flows_but_exports_nothing() {
-    let Some(s) = stack(CONFIG, "INBOUND") else {
-        return;
-    };
+    let s = stack(CONFIG, "INBOUND");
     let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
     s.envoy
         .request("GET", "/quiet", &[("traceparent", unsampled)])
@@ -231,9 +203,7 @@ fn unsampled_parent_flows_but_exports_nothing() {
 
 #[test]
 fn status_mapping_server_and_client() {
-    let Some(s) = stack(CONFIG, "INBOUND") else {
-        return;
-    };
+    let s = stack(CONFIG, "INBOUND");
     assert_eq!(
         s.envoy.request("GET", "/status/500", &[]).unwrap().status,
         500
@@ -266,9 +236,7 @@ fn status_mapping_server_and_client() {
     drop(s);
 
     let client = r#"{"direction":"outbound","collector":{"cluster":"otel_collector"},"batch":{"flush_interval_ms":100}}"#;
-    let Some(c) = stack(client, "OUTBOUND") else {
-        return;
-    };
+    let c = stack(client, "OUTBOUND");
     c.envoy.request("GET", "/status/404", &[]).unwrap();
     let spans = c.sink.wait_spans(1, WAIT);
     assert_eq!(spans[0].kind, 3, "CLIENT");
@@ -295,9 +263,7 @@ fn status_mapping_server_and_client() {
 
 #[test]
 fn auto_direction_reads_the_listener() {
-    let Some(s) = stack(CONFIG, "OUTBOUND") else {
-        return;
-    };
+    let s = stack(CONFIG, "OUTBOUND");
     s.envoy.request("GET", "/out", &[]).unwrap();
     let spans = s.sink.wait_spans(1, WAIT);
     assert_eq!(spans[0].kind, 3, "an OUTBOUND listener gives CLIENT spans");
@@ -305,9 +271,7 @@ fn auto_direction_reads_the_listener() {
 
 #[test]
 fn bad_plugin_config_is_rejected_with_the_field_named() {
-    let Some(binary) = envoy_binary().unwrap() else {
-        return;
-    };
+    let binary = envoy_binary().unwrap();
     let vars = EnvoyVars::new(
         wasm_path().unwrap(),
         1,
@@ -326,9 +290,7 @@ fn bad_plugin_config_is_rejected_with_the_field_named() {
 
 #[test]
 fn hostile_headers_do_not_break_requests() {
-    let Some(s) = stack(CONFIG, "INBOUND") else {
-        return;
-    };
+    let s = stack(CONFIG, "INBOUND");
     let long = "a".repeat(8000);
     let hostile: Vec<(&str, &str)> = vec![
         ("traceparent", "00-ÿÿ-zz-%%"),

@@ -5,6 +5,8 @@
 //! Trailers-Only headers, Envoy's own local reply), span status by kind, `error.type`; and
 //! `always_keep: error` keeps failed calls by the same rule.
 
+mod support;
+
 use std::time::Duration;
 
 use meshtrace_host_test::envoy::{envoy_binary, wasm_path, Envoy, EnvoyVars};
@@ -14,6 +16,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::Span;
+use support::attr;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -25,13 +28,9 @@ struct Stack {
     access_log: std::path::PathBuf,
 }
 
-/// The sink, the greeter and Envoy on `grpc.yaml`; `None` when Envoy is not installed (outside
-/// CI only).
-fn stack(config: &str, direction: &'static str) -> Option<Stack> {
-    let Some(binary) = envoy_binary().expect("Envoy lookup") else {
-        eprintln!("Envoy not installed (run `make envoy`); skipping outside CI");
-        return None;
-    };
+/// The sink, the greeter and Envoy on `grpc.yaml`.
+fn stack(config: &str, direction: &'static str) -> Stack {
+    let binary = envoy_binary().expect("Envoy lookup");
     let sink = OtlpSink::start(0).expect("OTLP sink");
     let app = GreeterServer::start().expect("gRPC server");
     let mut vars = EnvoyVars::new(
@@ -50,12 +49,12 @@ fn stack(config: &str, direction: &'static str) -> Option<Stack> {
     ));
     vars.set("ACCESS_LOG", access_log.display());
     let envoy = Envoy::start(&binary, "grpc.yaml", vars).expect("start Envoy");
-    Some(Stack {
+    Stack {
         sink,
         _app: app,
         envoy,
         access_log,
-    })
+    }
 }
 
 impl Drop for Stack {
@@ -90,13 +89,6 @@ fn find(spans: &[Span], n: u8) -> &Span {
         .unwrap_or_else(|| panic!("no span for call {n}: {spans:#?}"));
     assert!(hits.next().is_none(), "two spans for call {n}");
     s
-}
-
-fn attr<'a>(s: &'a Span, key: &str) -> Option<&'a Value> {
-    s.attributes
-        .iter()
-        .find(|a| a.key == key)
-        .and_then(|a| a.value.as_ref()?.value.as_ref())
 }
 
 fn str_attr(s: &Span, key: &str) -> Option<String> {
@@ -151,9 +143,7 @@ fn check(s: &Span, w: &Want) {
 
 #[test]
 fn server_spans_take_the_status_the_upstream_sent() {
-    let Some(s) = stack(&config(""), "INBOUND") else {
-        return;
-    };
+    let s = stack(&config(""), "INBOUND");
     let port = s.envoy.vars.listen_port;
     let calls: [(u8, &'static str, &str); 6] = [
         (1, SAY_HELLO, "ok"),
@@ -244,9 +234,7 @@ fn server_spans_take_the_status_the_upstream_sent() {
 
 #[test]
 fn client_spans_count_every_failed_call() {
-    let Some(s) = stack(&config(""), "OUTBOUND") else {
-        return;
-    };
+    let s = stack(&config(""), "OUTBOUND");
     let port = s.envoy.vars.listen_port;
     for (n, name) in [
         (1, "ok"),
@@ -283,9 +271,7 @@ fn client_spans_count_every_failed_call() {
 
 #[test]
 fn grpc_web_calls_take_the_status_before_the_filter_moves_it() {
-    let Some(s) = stack(&config(""), "INBOUND") else {
-        return;
-    };
+    let s = stack(&config(""), "INBOUND");
     let port = s.envoy.vars.listen_port;
     let ok = call_web(port, "ok", &[("traceparent", &parent(1))]).unwrap();
     let internal = call_web(port, "internal", &[("traceparent", &parent(2))]).unwrap();
@@ -341,9 +327,7 @@ fn grpc_web_calls_take_the_status_before_the_filter_moves_it() {
 #[test]
 fn always_keep_error_keeps_failed_calls_by_the_span_rule() {
     let cfg = config(r#","sampling":{"ratio":0.0,"always_keep":["error"]}"#);
-    let Some(s) = stack(&cfg, "INBOUND") else {
-        return;
-    };
+    let s = stack(&cfg, "INBOUND");
     let port = s.envoy.vars.listen_port;
     // No incoming context: the root sampler (ratio 0) says no to every call.
     let seen: Vec<_> = [
@@ -425,9 +409,7 @@ fn always_keep_error_keeps_failed_calls_by_the_span_rule() {
 /// 2 as well: it never means "not gRPC".
 #[test]
 fn envoys_grpc_status_attribute_guesses_where_meshtrace_reads() {
-    let Some(s) = stack(&config(""), "INBOUND") else {
-        return;
-    };
+    let s = stack(&config(""), "INBOUND");
     let port = s.envoy.vars.listen_port;
     assert_eq!(call(port, SAY_HELLO, "ok", &[]).code(), tonic::Code::Ok);
     assert_eq!(

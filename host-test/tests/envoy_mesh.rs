@@ -1,17 +1,19 @@
-//! Mesh semantics in real Envoy (issue 5 "Proof", issue 8 last check): Envoy's fault filter
+//! Mesh semantics in real Envoy: Envoy's fault filter
 //! (abort, fixed delay, header-controlled, before and after meshtrace), weighted clusters named
 //! in Istio form built from `istio/examples/canary.yaml` with the traffic rules of
 //! `istio/wasmplugin.yaml`, an mTLS inbound listener with a SPIFFE client certificate, Istio
 //! node metadata as the resource, and retries. Every test asserts exact span fields.
+
+mod support;
 
 use std::time::Duration;
 
 use meshtrace_host_test::envoy::{envoy_binary, free_port, wasm_path, Envoy, EnvoyVars};
 use meshtrace_host_test::sink::{OtlpSink, Upstream};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{json, Value as Json};
+use support::{attr, find, str_attr, str_attr_opt, Certs};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -110,57 +112,7 @@ fn abort_status() -> u64 {
         .unwrap()
 }
 
-/// A test CA, the inbound server certificate and the caller's SPIFFE client certificate.
-struct Certs {
-    dir: std::path::PathBuf,
-}
-
 const CLIENT_SPIFFE: &str = "spiffe://cluster.local/ns/shop/sa/frontend";
-
-impl Certs {
-    fn new() -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
-        let dir = std::env::temp_dir().join(format!(
-            "meshtrace-mesh-certs-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "meshtrace test CA");
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        std::fs::write(dir.join("ca.crt"), ca_cert.pem()).unwrap();
-        let issuer = Issuer::new(ca, ca_key);
-        let leaf = |name: &str, cn: &str, uri: &str| {
-            let key = KeyPair::generate().unwrap();
-            let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-            p.distinguished_name
-                .push(DnType::OrganizationName, "cluster.local");
-            p.distinguished_name.push(DnType::CommonName, cn);
-            p.subject_alt_names
-                .push(SanType::URI(uri.try_into().unwrap()));
-            let cert = p.signed_by(&key, &issuer).unwrap();
-            std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
-            std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-        };
-        leaf(
-            "server",
-            "reviews",
-            "spiffe://cluster.local/ns/bookinfo/sa/bookinfo-reviews",
-        );
-        leaf("client", "frontend", CLIENT_SPIFFE);
-        Self { dir }
-    }
-}
-
-impl Drop for Certs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// Envoy on `mesh.yaml` with two recording upstreams (v1, v2) and an OTLP sink.
 struct Mesh {
@@ -173,12 +125,19 @@ struct Mesh {
 }
 
 impl Mesh {
-    fn start(client_config: &str) -> Option<Self> {
-        let binary = envoy_binary().expect("Envoy lookup")?;
+    fn start(client_config: &str) -> Self {
+        let binary = envoy_binary().expect("Envoy lookup");
         let sink = OtlpSink::start(0).unwrap();
         let v1 = Upstream::start().unwrap();
         let v2 = Upstream::start().unwrap();
-        let certs = Certs::new();
+        let certs = Certs::new(
+            "mesh",
+            (
+                "reviews",
+                "spiffe://cluster.local/ns/bookinfo/sa/bookinfo-reviews",
+            ),
+            ("frontend", CLIENT_SPIFFE),
+        );
         let canary = canary();
         let mut vars = EnvoyVars::new(
             wasm_path().unwrap(),
@@ -207,14 +166,14 @@ impl Mesh {
                 plugin_config("meshtrace-server").replace('\'', "''"),
             );
         let envoy = Envoy::start(&binary, "mesh.yaml", vars).expect("start Envoy");
-        Some(Self {
+        Self {
             sink,
             v1,
             v2,
             envoy,
             canary,
             _certs: certs,
-        })
+        }
     }
 
     fn port(&self, name: &str) -> u16 {
@@ -251,37 +210,8 @@ impl Mesh {
     }
 }
 
-fn mesh() -> Option<Mesh> {
-    let m = Mesh::start(&plugin_config("meshtrace-client"));
-    if m.is_none() {
-        eprintln!("Envoy not installed (run `make envoy`); skipping outside CI");
-    }
-    m
-}
-
-fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
-    attrs
-        .iter()
-        .find(|a| a.key == key)
-        .and_then(|a| a.value.as_ref()?.value.as_ref())
-}
-
-fn attr<'a>(s: &'a Span, key: &str) -> Option<&'a Value> {
-    find(&s.attributes, key)
-}
-
-fn str_attr_opt(s: &Span, key: &str) -> Option<String> {
-    match attr(s, key) {
-        Some(Value::StringValue(v)) => Some(v.clone()),
-        _ => None,
-    }
-}
-
-fn str_attr(s: &Span, key: &str) -> String {
-    match attr(s, key) {
-        Some(Value::StringValue(v)) => v.clone(),
-        other => panic!("{key}: expected a string, got {other:?} in {s:?}"),
-    }
+fn mesh() -> Mesh {
+    Mesh::start(&plugin_config("meshtrace-client"))
 }
 
 fn int(v: i64) -> Option<&'static Value> {
@@ -358,7 +288,7 @@ fn assert_abort(s: &Span, status: i64, route: Option<&str>) {
 
 #[test]
 fn fault_filter_abort_and_fixed_delay_before_meshtrace() {
-    let Some(m) = mesh() else { return };
+    let m = mesh();
     let status = abort_status();
     let r = m.envoy.request("GET", "/fault/abort", &[]).unwrap();
     assert_eq!(u64::from(r.status), status);
@@ -421,7 +351,7 @@ fn fault_filter_abort_and_fixed_delay_before_meshtrace() {
 
 #[test]
 fn header_controlled_faults_in_both_filter_orders() {
-    let Some(m) = mesh() else { return };
+    let m = mesh();
     let wasm_first = m.port("WASM_FIRST_PORT");
     let req = |port: u16, path: &str, h: &[(&str, &str)]| {
         meshtrace_host_test::envoy::http_request(port, "GET", path, h, b"").unwrap()
@@ -516,7 +446,7 @@ fn assert_reviews(s: &Span, m: &Mesh, subset: &str) {
 
 #[test]
 fn canary_and_ab_routing_from_the_istio_example() {
-    let Some(m) = mesh() else { return };
+    let m = mesh();
     let c = &m.canary;
     assert_eq!((c.v1_weight, c.v2_weight), (90, 10));
     // The weighted pick is `x-test-pick % 100`: below 90 is v1, the rest v2.
@@ -573,7 +503,7 @@ fn canary_and_ab_routing_from_the_istio_example() {
 
 #[test]
 fn mtls_peer_identity_from_a_spiffe_client_certificate() {
-    let Some(m) = mesh() else { return };
+    let m = mesh();
     let caller = m.port("CALLER_PORT");
     let r =
         meshtrace_host_test::envoy::http_request(caller, "GET", "/ratings/7", &[], b"").unwrap();
@@ -628,7 +558,7 @@ fn res_get<'a>(r: &'a [(String, String)], k: &str) -> Option<&'a str> {
 
 #[test]
 fn resource_from_istio_node_metadata_and_config_override() {
-    let Some(m) = mesh() else { return };
+    let m = mesh();
     m.envoy
         .request("GET", "/res", &[("x-test-pick", "0")])
         .unwrap();
@@ -653,7 +583,7 @@ fn resource_from_istio_node_metadata_and_config_override() {
     cfg["service_name"] = json!("reviews-canary");
     cfg["resource"] =
         json!({"k8s.cluster.name": "prod-eu-1", "deployment.environment.name": "prod"});
-    let m = Mesh::start(&cfg.to_string()).unwrap();
+    let m = Mesh::start(&cfg.to_string());
     m.envoy
         .request("GET", "/res", &[("x-test-pick", "0")])
         .unwrap();
@@ -673,7 +603,7 @@ fn resource_from_istio_node_metadata_and_config_override() {
 
 #[test]
 fn retried_connect_failure_and_successful_retry() {
-    let Some(m) = mesh() else { return };
+    let m = mesh();
     let r = m.envoy.request("GET", "/broken", &[]).unwrap();
     assert_eq!(r.status, 503);
     let s = m.span("/broken");

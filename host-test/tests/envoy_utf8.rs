@@ -3,9 +3,13 @@
 //! arrives, the bad bytes are U+FFFD at the exact attributes, and `/stats` balances. Also: a
 //! collector that refuses a batch is counted and its reason logged.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
+
+use support::wait_log;
 
 use meshtrace_host_test::envoy::{envoy_binary, wasm_path, Envoy, EnvoyVars};
 use meshtrace_host_test::faults;
@@ -16,8 +20,8 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-fn envoy(collector_port: u16, cfg: &str) -> Option<(Envoy, Upstream)> {
-    let binary = envoy_binary().expect("locating Envoy")?;
+fn envoy(collector_port: u16, cfg: &str) -> (Envoy, Upstream) {
+    let binary = envoy_binary().expect("locating Envoy");
     let upstream = Upstream::start().unwrap();
     let mut vars = EnvoyVars::new(
         wasm_path().unwrap(),
@@ -28,7 +32,7 @@ fn envoy(collector_port: u16, cfg: &str) -> Option<(Envoy, Upstream)> {
     // OTLP/gRPC needs HTTP/2 to the collector.
     vars.collector_http2 = cfg.contains(r#""protocol":"grpc""#);
     let e = Envoy::start(&binary, "per-worker.yaml", vars).expect("start Envoy");
-    Some((e, upstream))
+    (e, upstream)
 }
 
 /// Sends one HTTP/1.1 request written byte for byte (the test's client must not clean it up)
@@ -71,12 +75,7 @@ fn attr(s: &Span, key: &str) -> Option<V> {
         .and_then(|v| v.value)
 }
 
-fn str_attr(s: &Span, key: &str) -> String {
-    match attr(s, key) {
-        Some(V::StringValue(v)) => v,
-        other => panic!("{key}: {other:?} in {s:?}"),
-    }
-}
+use support::str_attr;
 
 fn path_of(s: &Span) -> String {
     str_attr(s, "url.path")
@@ -88,9 +87,7 @@ fn non_utf8_request_bytes_lose_no_span() {
     // A long flush interval: the requests of the test share a batch, as in production, where
     // one bad byte used to cost every span of it.
     let cfg = r#"{"service_name":"utf8","collector":{"cluster":"otel_collector"},"batch":{"flush_interval_ms":4000},"sampling":{"always_keep":["error"]},"capture":{"query":true,"request_headers":["x-tenant"]}}"#;
-    let Some((e, _up)) = envoy(sink.addr.port(), cfg) else {
-        return;
-    };
+    let (e, _up) = envoy(sink.addr.port(), cfg);
     let port = e.vars.listen_port;
     let clean: &[(&[u8], &[u8])] = &[(b"user-agent", b"clean/1.0")];
     assert_eq!(request(port, b"/clean/1", clean), 200);
@@ -177,9 +174,7 @@ fn non_utf8_request_bytes_lose_no_span() {
 fn a_refused_batch_is_counted_and_its_reason_logged() {
     let sink = OtlpSink::start(0).unwrap();
     let cfg = r#"{"collector":{"cluster":"otel_collector"},"batch":{"flush_interval_ms":100}}"#;
-    let Some((e, _up)) = envoy(sink.addr.port(), cfg) else {
-        return;
-    };
+    let (e, _up) = envoy(sink.addr.port(), cfg);
     sink.set_mode(SinkMode::Refuse {
         status: 400,
         message: "proto: ExportTraceServiceRequest: invalid \"span\"\n\u{1b}[31m",
@@ -200,32 +195,17 @@ fn a_refused_batch_is_counted_and_its_reason_logged() {
         "meshtrace: the collector rejected {refused} export request(s); first reason: \
          \"proto: ExportTraceServiceRequest: invalid \"span\"\\n\\u{{1b}}[31m\""
     );
-    wait_log(&e, &line);
+    wait_log(&e, &line, WAIT);
     assert_eq!(e.log().matches("first reason").count(), 1);
     let (stats, ok) = faults::settle(&e, WAIT);
     assert!(ok, "accounting invariant does not hold: {stats:?}");
-}
-
-/// Polls Envoy's log for `needle` (failure summaries come once per 5 s).
-fn wait_log(e: &Envoy, needle: &str) {
-    let deadline = std::time::Instant::now() + WAIT;
-    while !e.log().contains(needle) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "log never contained {needle:?}:\n{}",
-            e.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
 fn a_grpc_refusal_logs_its_grpc_message() {
     let sink = GrpcSink::start(0).unwrap();
     let cfg = r#"{"collector":{"cluster":"otel_collector","protocol":"grpc"},"batch":{"flush_interval_ms":100}}"#;
-    let Some((e, _up)) = envoy(sink.addr.port(), cfg) else {
-        return;
-    };
+    let (e, _up) = envoy(sink.addr.port(), cfg);
     // INVALID_ARGUMENT is final: the batch is dropped, counted, and the reason logged.
     sink.set_mode(GrpcMode::Status {
         code: 3,
@@ -241,6 +221,7 @@ fn a_grpc_refusal_logs_its_grpc_message() {
     wait_log(
         &e,
         "meshtrace: the collector rejected 1 export request(s); first reason: \"collector says no\"",
+        WAIT,
     );
     let (stats, ok) = faults::settle(&e, WAIT);
     assert!(ok, "accounting invariant does not hold: {stats:?}");

@@ -402,3 +402,185 @@ fn a_malformed_grpc_status_is_unknown_and_counted() {
     assert_eq!(h.metric("meshtrace.grpc.status_invalid"), Some(1));
     assert_eq!(h.metric("meshtrace.grpc.status_missing"), Some(1));
 }
+
+/// An ambient waypoint's node: `Node.id` (field 1) is all the filter needs to recognise one.
+fn waypoint_host() -> Host {
+    let id = b"waypoint~10.1.4.7~waypoint-5d8f7c-k2x9p.bookinfo~bookinfo.svc.cluster.local";
+    let mut node = vec![0x0a, id.len() as u8];
+    node.extend_from_slice(id);
+    let mut h = load_filter()
+        .record_property_reads()
+        .property("xds.node", node)
+        .configure(r#"{"collector": {"cluster": "otel_collector"}, "direction": "auto"}"#)
+        .unwrap();
+    assert_eq!(h.take_property_reads(), ["xds.node"]);
+    h
+}
+
+/// A request through a waypoint on internal connection `conn`: the internal connection has no
+/// TLS; the HBONE peer's identity is filter state.
+fn through_waypoint(conn: u64, peer_port: u16, traceparent: &str) -> Req {
+    Req::get("/reviews/1")
+        .header("traceparent", traceparent)
+        .property("connection.id", conn)
+        .property(
+            "xds.cluster_name",
+            "inbound-vip|9080|http/v2|reviews.bookinfo.svc.cluster.local",
+        )
+        .property("xds.route_name", "default")
+        .property("request.protocol", "HTTP/1.1")
+        .property("source.address", format!("10.0.0.7:{peer_port}"))
+        .property("connection.mtls", false)
+        .property_at(
+            &["filter_state", "io.istio.peer_principal"],
+            peer(peer_port),
+        )
+        .property("response.code", 200i64)
+        .property("response.flags", 0i64)
+        .property("response.backend_latency", 3_000_000i64)
+}
+
+#[test]
+fn a_waypoint_reads_the_hbone_peer_once_instead_of_the_tls_session() {
+    let mut h = waypoint_host();
+    h.request(through_waypoint(51, 5001, SAMPLED)).unwrap();
+    let first = h.take_property_reads();
+    h.request(through_waypoint(51, 5001, SAMPLED)).unwrap();
+    let second = h.take_property_reads();
+    // `direction: auto` needs neither the listener direction nor the connection's TLS reads.
+    assert_eq!(
+        first,
+        [
+            "connection.id",
+            "request.protocol",
+            "source.address",
+            "xds.cluster_name",
+            "xds.route_name",
+            "response.code",
+            "response.flags",
+            "response.backend_latency",
+            "filter_state.io.istio.peer_principal",
+        ]
+    );
+    assert_eq!(second, REUSED_CONNECTION);
+    let spans = flush_one(&mut h);
+    assert_eq!(spans.len(), 2);
+    for s in &spans {
+        assert_eq!(s.kind, 2, "SERVER");
+        assert_eq!(str_attr(s, "mesh.peer.spiffe_id"), Some(peer(5001)));
+        assert_eq!(str_attr(s, "mesh.peer.namespace").as_deref(), Some("shop"));
+        assert_eq!(
+            attr(&s.attributes, "connection.mtls"),
+            Some(Attr::Bool(true))
+        );
+        assert_eq!(str_attr(s, "mesh.upstream.subset").as_deref(), Some("v2"));
+        assert_eq!(
+            str_attr(s, "mesh.destination.service.name").as_deref(),
+            Some("reviews")
+        );
+        assert_eq!(
+            str_attr(s, "mesh.destination.service.namespace").as_deref(),
+            Some("bookinfo")
+        );
+    }
+}
+
+#[test]
+fn an_unsampled_request_through_a_waypoint_reads_no_property() {
+    let mut h = waypoint_host();
+    h.request(through_waypoint(52, 5002, UNSAMPLED)).unwrap();
+    assert_eq!(h.take_property_reads(), Vec::<String>::new());
+}
+
+/// The filter-state keys `access_log.filter_state` writes, as Envoy names them, in order.
+const FILTER_STATE_KEYS: [&str; 3] = [
+    "wasm.meshtrace.trace_id",
+    "wasm.meshtrace.span_id",
+    "wasm.meshtrace.sampled",
+];
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The filter-state writes of one exchange, as text.
+fn writes(x: &meshtrace_host_test::host::Exchange) -> Vec<(String, String)> {
+    x.filter_state
+        .iter()
+        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+        .collect()
+}
+
+fn expected_writes(trace: &str, span: &str, sampled: &str) -> Vec<(String, String)> {
+    FILTER_STATE_KEYS
+        .iter()
+        .zip([trace, span, sampled])
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn access_log_ids_are_three_writes_on_recorded_requests_and_no_read() {
+    // Off by default: not one write.
+    let mut h = host("");
+    let x = h.request(inbound(41, 5001, SAMPLED)).unwrap();
+    assert!(x.filter_state.is_empty(), "{:?}", writes(&x));
+    h.take_property_reads();
+
+    let mut h = host(r#", "access_log": {"filter_state": "recorded"}"#);
+    let x = h.request(inbound(41, 5001, SAMPLED)).unwrap();
+    // The reads are those of any recorded request: the ids come from the decision.
+    assert_eq!(h.take_property_reads(), NEW_CONNECTION);
+    let span = flush_one(&mut h).remove(0);
+    assert_eq!(
+        writes(&x),
+        expected_writes("4bf92f3577b34da6a3ce929d0e0e4736", &hex(&span.span_id), "1")
+    );
+    assert_eq!(hex(&span.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+
+    // The unsampled path stays at its cost: no read, no write.
+    let x = h.request(inbound(41, 5001, UNSAMPLED)).unwrap();
+    assert!(x.filter_state.is_empty(), "{:?}", writes(&x));
+    assert_eq!(h.take_property_reads(), Vec::<String>::new());
+}
+
+#[test]
+fn access_log_all_writes_unsampled_requests_with_sampled_zero() {
+    let mut h = host(r#", "access_log": {"filter_state": "all"}"#);
+    let x = h.request(inbound(7, 5001, UNSAMPLED)).unwrap();
+    assert_eq!(h.take_property_reads(), Vec::<String>::new());
+    // The span id is the one this hop sent upstream as the parent.
+    let tp = x.upstream_header("traceparent").unwrap().to_string();
+    let sent: Vec<&str> = tp.split('-').collect();
+    assert_eq!(sent[1], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(writes(&x), expected_writes(sent[1], sent[2], "0"));
+}
+
+#[test]
+fn a_kept_span_writes_its_ids_in_on_log() {
+    // Unsampled at request time, kept for its 503 in `on_log`: written then, once, with the
+    // flags the exported span carries.
+    let mut h = host(
+        r#", "access_log": {"filter_state": "recorded"}, "sampling": {"always_keep": ["error"]}"#,
+    );
+    let x = h
+        .request(inbound(7, 5001, UNSAMPLED).property("response.code", 503i64))
+        .unwrap();
+    let span = flush_one(&mut h).remove(0);
+    assert_eq!(span.flags & 1, 0);
+    assert_eq!(
+        writes(&x),
+        expected_writes(&hex(&span.trace_id), &hex(&span.span_id), "0")
+    );
+    // With `all` the request wrote them already: the kept span adds no write.
+    let mut h =
+        host(r#", "access_log": {"filter_state": "all"}, "sampling": {"always_keep": ["error"]}"#);
+    let x = h
+        .request(inbound(7, 5001, UNSAMPLED).property("response.code", 503i64))
+        .unwrap();
+    let span = flush_one(&mut h).remove(0);
+    assert_eq!(
+        writes(&x),
+        expected_writes(&hex(&span.trace_id), &hex(&span.span_id), "0")
+    );
+}

@@ -1,4 +1,4 @@
-//! The sampling rules measured on the compiled filter (issue 5 "Proof"): the exported fraction
+//! The sampling rules measured on the compiled filter: the exported fraction
 //! over 100,000 root requests at `sampling.ratio` 0.1, and the `sampling.max_per_second` cap
 //! per second of virtual time. Exported means what reached the collector: every export call
 //! is answered and its spans counted.

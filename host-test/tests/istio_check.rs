@@ -61,7 +61,9 @@ fn the_manifest_set_is_the_documented_one() {
     assert_eq!(
         files,
         [
+            "istio/ambient/waypoint.yaml",
             "istio/collector.yaml",
+            "istio/examples/access-log.yaml",
             "istio/examples/canary.yaml",
             "istio/examples/fault-injection.yaml",
             "istio/telemetry.yaml",
@@ -77,8 +79,12 @@ fn the_manifest_set_is_the_documented_one() {
     assert_eq!(
         kinds,
         [
+            ("istio/ambient/waypoint.yaml", "WasmPlugin"),
+            ("istio/ambient/waypoint.yaml", "TrafficExtension"),
+            ("istio/ambient/waypoint.yaml", "Telemetry"),
             ("istio/collector.yaml", "ServiceEntry"),
             ("istio/collector.yaml", "DestinationRule"),
+            ("istio/examples/access-log.yaml", "Telemetry"),
             ("istio/examples/canary.yaml", "DestinationRule"),
             ("istio/examples/canary.yaml", "VirtualService"),
             ("istio/examples/fault-injection.yaml", "VirtualService"),
@@ -171,7 +177,7 @@ fn only_kinds_the_crd_file_defines_are_used() {
 /// this names the first key the filter does not know yet.
 #[test]
 fn plugin_configs_are_accepted_by_the_filter() {
-    assert_eq!(plugin_configs().len(), 5, "plugin documents");
+    assert_eq!(plugin_configs().len(), 7, "plugin documents");
     let problems: Vec<String> = manifests().iter().filter_map(plugin_config_error).collect();
     fail_with(&problems);
 }
@@ -196,7 +202,7 @@ fn a_broken_plugin_config_fails_with_the_field_named() {
     );
 }
 
-/// The agreed meshtrace config keys (issue 8). Catches a misspelt key in a manifest even
+/// The agreed meshtrace config keys. Catches a misspelt key in a manifest even
 /// before the filter's parser knows every key. Maps whose keys are the user's own
 /// (`collector.headers`, `traffic.weights`) and rule entries are not walked.
 #[test]
@@ -216,6 +222,8 @@ fn plugin_configs_use_only_the_agreed_keys() {
                 "capture",
                 "limits",
                 "span_name",
+                "access_log",
+                "response",
             ][..],
         ),
         (
@@ -258,6 +266,11 @@ fn plugin_configs_use_only_the_agreed_keys() {
                 "max_span_name_bytes",
                 "max_span_names",
             ][..],
+        ),
+        ("access_log", &["filter_state"][..]),
+        (
+            "response",
+            &["server_timing", "expose_server_timing", "at_untrusted_edge"][..],
         ),
     ]);
     let formats = [
@@ -355,6 +368,27 @@ fn plugins_sit_where_their_span_kind_says() {
     assert_eq!(
         got,
         [
+            // A waypoint's per-Service listeners are inbound: SERVER, and `auto` says so too.
+            (
+                label(
+                    "ambient/waypoint.yaml",
+                    "WasmPlugin",
+                    "bookinfo/meshtrace-waypoint"
+                ),
+                "FAIL_OPEN".into(),
+                json!([{"mode": "SERVER"}]),
+                json!(["auto", true])
+            ),
+            (
+                label(
+                    "ambient/waypoint.yaml",
+                    "TrafficExtension",
+                    "bookinfo/meshtrace-waypoint"
+                ),
+                "FAIL_OPEN".into(),
+                json!([{"mode": "SERVER"}]),
+                json!(["auto", true])
+            ),
             (
                 label(
                     "trafficextension.yaml",
@@ -410,16 +444,23 @@ fn plugins_sit_where_their_span_kind_says() {
         .is_some_and(|n| n > 0));
 }
 
-/// The TrafficExtension is the WasmPlugin, field for field, moved under `spec.wasm`.
+/// The TrafficExtension is the WasmPlugin, field for field, moved under `spec.wasm`: the
+/// sidecar pair, and the waypoint pair of ambient/waypoint.yaml.
 #[test]
 fn the_traffic_extension_mirrors_the_wasm_plugin() {
     let plugins = in_file("istio/wasmplugin.yaml");
     let extensions = in_file("istio/trafficextension.yaml");
     assert_eq!(plugins.len(), extensions.len());
-    for (p, e) in plugins.iter().zip(&extensions) {
+    let waypoint = in_file("istio/ambient/waypoint.yaml");
+    let pairs = plugins
+        .iter()
+        .zip(&extensions)
+        .chain([(&waypoint[0], &waypoint[1])]);
+    for (p, e) in pairs {
+        assert_eq!((p.kind(), e.kind()), ("WasmPlugin", "TrafficExtension"));
         assert_eq!(p.doc["metadata"], e.doc["metadata"]);
         let (ps, es) = (&p.doc["spec"], &e.doc["spec"]);
-        for f in ["selector", "match", "phase", "priority"] {
+        for f in ["selector", "targetRefs", "match", "phase", "priority"] {
             assert_eq!(ps[f], es[f], "{}: spec.{f}", e.label());
         }
         for f in [
@@ -476,10 +517,11 @@ fn traffic_rules_agree_with_the_examples() {
     assert!(fault["abort"].is_object() && fault["delay"].is_object());
     for (m, cfg) in plugin_configs() {
         let traffic = &cfg["traffic"];
-        if cfg["direction"] != "outbound" {
+        // Only a sidecar's client side and a waypoint know which subset served a request.
+        if cfg["direction"] != "outbound" && !targets_the_waypoint(m) {
             assert!(
                 traffic.is_null(),
-                "{}: traffic rules belong on the client side",
+                "{}: traffic rules belong where the subset is known (client side, waypoint)",
                 m.label()
             );
             continue;
@@ -525,23 +567,30 @@ fn traffic_rules_agree_with_the_examples() {
 /// Telemetry switches Istio's tracer off for the plugins' workloads, no wider.
 #[test]
 fn telemetry_covers_the_plugins_workloads() {
-    let t = of_kind("Telemetry");
-    let scopes: Vec<(Value, Value)> = t
+    // The tracing Telemetry resources; examples/access-log.yaml has its own check below.
+    let t: Vec<&Manifest> = of_kind("Telemetry")
+        .into_iter()
+        .filter(|m| m.file != "istio/examples/access-log.yaml")
+        .collect();
+    let scopes: Vec<(Value, Value, Value)> = t
         .iter()
         .map(|m| {
             (
                 m.doc["metadata"]["namespace"].clone(),
                 m.doc["spec"]["selector"].clone(),
+                m.doc["spec"]["targetRefs"].clone(),
             )
         })
         .collect();
     assert_eq!(
         scopes,
         [
-            (json!("bookinfo"), Value::Null),
+            (json!("bookinfo"), Value::Null, json!([waypoint_gateway()])),
+            (json!("bookinfo"), Value::Null, Value::Null),
             (
                 json!("istio-system"),
-                json!({"matchLabels": {"istio": "ingressgateway"}})
+                json!({"matchLabels": {"istio": "ingressgateway"}}),
+                Value::Null
             ),
         ]
     );
@@ -555,7 +604,65 @@ fn telemetry_covers_the_plugins_workloads() {
     }
     let gw = &in_file("istio/wasmplugin-gateway.yaml")[0].doc;
     assert_eq!(gw["metadata"]["namespace"], "istio-system");
-    assert_eq!(gw["spec"]["selector"], t[1].doc["spec"]["selector"]);
+    assert_eq!(gw["spec"]["selector"], t[2].doc["spec"]["selector"]);
+}
+
+/// The waypoint `Gateway` that `istioctl waypoint apply` creates, as a policy reference.
+fn waypoint_gateway() -> Value {
+    json!({"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "waypoint"})
+}
+
+fn targets_the_waypoint(m: &Manifest) -> bool {
+    m.doc["spec"]["targetRefs"] == json!([waypoint_gateway()])
+}
+
+/// A waypoint ignores `selector` policies: the ambient manifests reach it by `targetRefs` to
+/// its Gateway in its own namespace, the plugins on its inbound (SERVER) listeners with
+/// `direction: auto`, and nothing else in istio/ targets it.
+#[test]
+fn ambient_manifests_target_the_waypoint_gateway() {
+    let waypoint = in_file("istio/ambient/waypoint.yaml");
+    assert_eq!(waypoint.len(), 3);
+    for m in &waypoint {
+        assert!(targets_the_waypoint(m), "{}: {}", m.label(), m.doc["spec"]);
+        assert_eq!(m.doc["spec"]["selector"], Value::Null, "{}", m.label());
+        assert_eq!(m.doc["metadata"]["namespace"], "bookinfo", "{}", m.label());
+    }
+    for m in &waypoint[..2] {
+        let (_, spec) = plugin_spec(&m.doc).unwrap();
+        assert_eq!(m.doc["spec"]["match"], json!([{"mode": "SERVER"}]));
+        assert_eq!(spec["pluginConfig"]["direction"], "auto", "{}", m.label());
+        assert_eq!(spec["pluginConfig"]["service_name"], Value::Null);
+    }
+    for m in manifests()
+        .iter()
+        .filter(|m| m.file != "istio/ambient/waypoint.yaml")
+    {
+        assert_eq!(m.doc["spec"]["targetRefs"], Value::Null, "{}", m.label());
+    }
+}
+
+/// The access-log example turns its provider on for exactly the sidecar plugins' workloads,
+/// and the format it documents prints the three filter-state keys the filter writes.
+#[test]
+fn the_access_log_example_covers_the_plugins_workloads() {
+    let m = &in_file("istio/examples/access-log.yaml")[0];
+    let server = &in_file("istio/wasmplugin.yaml")[0].doc;
+    assert_eq!(
+        m.doc["metadata"]["namespace"],
+        server["metadata"]["namespace"]
+    );
+    assert_eq!(m.doc["spec"]["selector"], server["spec"]["selector"]);
+    assert_eq!(
+        m.doc["spec"]["accessLogging"],
+        json!([{"providers": [{"name": "meshtrace-access-log"}]}])
+    );
+    let text = std::fs::read_to_string(manifests_dir().join("examples/access-log.yaml")).unwrap();
+    for key in ["trace_id", "span_id", "sampled"] {
+        let op = format!("%FILTER_STATE(wasm.meshtrace.{key}:PLAIN)%");
+        assert!(text.contains(&op), "{op} missing from the example's format");
+    }
+    assert!(text.contains("- name: meshtrace-access-log\n"));
 }
 
 /// `sha256` and the image tag in the manifests are those of dist/meshtrace.wasm.
@@ -693,7 +800,9 @@ fn the_cli_builds_the_image_and_restores_the_pins() {
                 None => format!("{l}\n"),
             })
             .collect();
-        std::fs::write(tmp.join("istio").join(rel), zeroed).unwrap();
+        let copy = tmp.join("istio").join(rel);
+        std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+        std::fs::write(copy, zeroed).unwrap();
         originals.push((rel.to_string(), text));
     }
     let dir = tmp.join("istio");

@@ -8,15 +8,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::header::{HeaderName, HeaderValue};
 use http::request::Parts;
 use http::Version;
-use meshtrace::exporter::{Counters, Exporter, Request};
-use meshtrace::grpc;
-use meshtrace::grpc::GrpcEnd;
+use meshtrace::export::reply::ExportResult;
+use meshtrace::export::span_processor::{BatchSpanProcessor, Counters, Request};
 use meshtrace::headers::RequestHeaders;
-use meshtrace::mesh::resource::NodeInfo;
-use meshtrace::mesh::{EndFacts, RequestFacts};
+use meshtrace::propagation::context::SpanIds;
+use meshtrace::propagation::inject::Injection;
+use meshtrace::resource::NodeInfo;
+use meshtrace::span::grpc::{self, GrpcEnd};
+use meshtrace::span::mesh::{EndFacts, RequestFacts};
+use meshtrace::span::Finish;
 use meshtrace::span::{SpanKind, SpanRecord};
-use meshtrace::tracer::{Finish, Injection, SpanIds, Tracer};
-use meshtrace::transport::ExportResult;
+use meshtrace::tracer::Tracer;
 
 use crate::config::BridgeConfig;
 use crate::linkerd;
@@ -25,8 +27,9 @@ use crate::shared::{lock, Shared, Stats};
 /// The core's per-process state: one tracer and one export queue behind one lock, held only
 /// for the few microseconds a request needs them.
 pub struct Core {
+    /// The core's tracer, configured once.
     pub tracer: Tracer,
-    exporter: Exporter,
+    exporter: BatchSpanProcessor,
     /// Finished records, reused so a sampled request allocates nothing in steady state.
     pool: Vec<SpanRecord>,
     injection: Injection,
@@ -53,8 +56,8 @@ impl Core {
     pub fn new(config: &BridgeConfig, node: &NodeInfo, seed: u64) -> Self {
         let tracer = Tracer::with_node(config.core.clone(), seed, node);
         // A different stream for the exporter's jitter than for the span ids.
-        let exporter = Exporter::new(
-            &tracer.config,
+        let exporter = BatchSpanProcessor::new(
+            tracer.config.export(),
             tracer.batch_header.clone(),
             now_ms(),
             seed.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15,
@@ -104,6 +107,7 @@ impl Core {
         self.exporter.take_log(now_ms)
     }
 
+    /// The export interval, in ms.
     pub fn flush_interval_ms(&self) -> u64 {
         self.tracer.config.batch.flush_interval_ms
     }
@@ -115,15 +119,21 @@ impl Core {
 // it would cost every sampled request an allocation the record pool exists to avoid.
 #[allow(clippy::large_enum_variant)]
 pub enum Started {
+    /// The request is recorded: its span, and what its end needs.
     Sampled {
+        /// The span being built.
         rec: SpanRecord,
+        /// What the request carried that the end needs.
         facts: RequestFacts,
     },
+    /// Unsampled, but the always-keep rules may still export it.
     Candidate {
+        /// The span's ids, as propagated.
         ids: SpanIds,
         /// The request headers as sent to the application (pseudo-headers first); owned
         /// because the request is gone when the rules are applied.
         headers: Vec<(Vec<u8>, Vec<u8>)>,
+        /// When the request started, in ns since the Unix epoch.
         start_ns: u64,
         /// The request's gRPC framing (`content-type`), for the always-keep error rule.
         grpc: Option<grpc::Protocol>,
@@ -173,9 +183,9 @@ pub fn start_request(shared: &Shared, parts: &mut Parts) -> Option<Started> {
     let (started, keep_ids, call) = {
         let pairs = header_pairs(parts);
         let headers = RequestHeaders::from_pairs(pairs.iter().copied());
-        let mut decision = core.tracer.start(&headers);
-        core.tracer.sample(&mut decision, now_ns);
-        core.tracer.inject(&decision, &headers, &mut core.injection);
+        let decision = core
+            .tracer
+            .start(&headers, now_ns, Some(&mut core.injection));
         if decision.record {
             let mut rec = core.pool.pop().unwrap_or_default();
             core.tracer
@@ -256,6 +266,7 @@ fn header_attributes(headers: &http::HeaderMap, rec: &mut SpanRecord) {
 pub struct End<'a> {
     /// The status sent to the client; `None` when none was sent.
     pub status: Option<u16>,
+    /// The HTTP version of the exchange.
     pub version: Version,
     /// The downstream peer, `ip:port` (the Linkerd proxy, usually).
     pub peer: &'a str,

@@ -12,6 +12,8 @@ use crate::shared::Shared;
 use bytes::Bytes;
 use http::Version;
 use hyper::body::{Body, Frame, SizeHint};
+use meshtrace::correlation::{Correlation, ServerTimingEntry};
+use meshtrace::span::SpanKind;
 
 /// Error type of every body the bridge returns.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -23,9 +25,10 @@ pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 pub struct SpanGuard {
     shared: Arc<Shared>,
     started: Option<Started>,
+    /// The response status, once known.
     pub status: Option<u16>,
     /// A gRPC call's `grpc-status`, once seen in the response headers or trailers.
-    pub grpc_status: Option<meshtrace::grpc::Code>,
+    pub grpc_status: Option<meshtrace::span::grpc::Code>,
     /// Whether the request is a gRPC call (only then is `grpc-status` looked for).
     pub grpc: bool,
     version: Version,
@@ -33,6 +36,7 @@ pub struct SpanGuard {
 }
 
 impl SpanGuard {
+    /// A guard that finishes `started` when dropped.
     pub fn new(shared: Arc<Shared>, started: Started, version: Version, peer: Arc<str>) -> Self {
         Self {
             shared,
@@ -45,13 +49,25 @@ impl SpanGuard {
         }
     }
 
+    /// The `server-timing` entry of a recorded span, per `correlation`; `None` when the span is
+    /// not recorded (yet: a kept span is decided only when the response is over) or none is
+    /// configured. The bridge's spans are SERVER spans.
+    pub fn server_timing(&self, correlation: &Correlation) -> Option<(ServerTimingEntry, bool)> {
+        let policy = correlation.server_timing_for(SpanKind::Server)?;
+        let Some(Started::Sampled { rec, .. }) = &self.started else {
+            return None;
+        };
+        let entry = ServerTimingEntry::new(policy.style, &rec.trace_id, &rec.span_id, rec.flags)?;
+        Some((entry, policy.expose))
+    }
+
     /// Notes the `grpc-status` of a gRPC call's response headers or trailers, if present.
     pub fn observe_grpc(&mut self, headers: &http::HeaderMap) {
         if !self.grpc {
             return;
         }
         if let Some(v) = headers.get("grpc-status") {
-            self.grpc_status = Some(meshtrace::grpc::Code::parse(v.as_bytes()));
+            self.grpc_status = Some(meshtrace::span::grpc::Code::parse(v.as_bytes()));
         }
     }
 }
@@ -80,6 +96,7 @@ pub struct TracedBody<B> {
 }
 
 impl<B> TracedBody<B> {
+    /// `inner`, finishing `guard`'s span when the body ends or is dropped.
     pub fn new(inner: B, guard: Option<SpanGuard>) -> Self {
         Self { inner, guard }
     }

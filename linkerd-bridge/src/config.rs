@@ -13,18 +13,23 @@
 
 use std::time::Duration;
 
-use meshtrace::config::{Config, ConfigError, Protocol};
+use meshtrace::config::Compiled;
+use meshtrace::correlation::FilterStateMode;
+use meshtrace::error::ConfigError;
+use meshtrace::export::config::Protocol;
 use serde_json::{Map, Value};
 
 /// Where the collector is. Protocol, compression, headers, timeout and the retry rules are
 /// the core's `collector` and `exporter` keys, read by the core.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
+    /// OTLP/HTTP or OTLP/gRPC.
     pub protocol: Protocol,
     /// `host:port`.
     pub authority: String,
     /// The request path for OTLP/HTTP (`/v1/traces` when the URL has none).
     pub path: String,
+    /// How long one export request may take.
     pub timeout: Duration,
 }
 
@@ -39,9 +44,12 @@ impl Endpoint {
 #[derive(Clone, Debug)]
 pub struct BridgeConfig {
     /// The shared core configuration.
-    pub core: Config,
+    pub core: Compiled,
+    /// Where the collector is.
     pub endpoint: Endpoint,
+    /// How long the application may take to answer.
     pub upstream_timeout: Duration,
+    /// Bound on relayed OTLP waiting for export, in bytes.
     pub relay_max_bytes: usize,
 }
 
@@ -76,10 +84,16 @@ impl BridgeConfig {
             ));
         };
         let mut endpoint = collector_section(collector)?;
-        let core = Config::from_json(root.to_string().as_bytes())?;
-        endpoint.timeout = Duration::from_millis(core.collector.timeout_ms);
-        endpoint.protocol = core.collector.protocol;
-        endpoint.path = core.collector.path.clone();
+        let core = meshtrace::config::load(root.to_string().as_bytes())?;
+        if core.config.access_log.filter_state != FilterStateMode::Off {
+            return Err(err(
+                "access_log.filter_state",
+                "must be \"off\" in linkerd-bridge: it writes Envoy filter state, which the Linkerd proxy's access log cannot read",
+            ));
+        }
+        endpoint.timeout = Duration::from_millis(core.config.collector.timeout_ms);
+        endpoint.protocol = core.config.collector.protocol;
+        endpoint.path = core.config.collector.path.clone();
         Ok(Self {
             core,
             endpoint,
@@ -232,10 +246,10 @@ mod tests {
                 timeout: Duration::from_millis(5000),
             }
         );
-        assert_eq!(c.core.collector.cluster, "otel-collector:4318");
-        assert_eq!(c.core.collector.authority(), "otel-collector:4318");
-        assert_eq!(c.core.collector.protocol, Protocol::Http);
-        assert_eq!(c.core.exporter.retry.max_attempts, 5);
+        assert_eq!(c.core.config.collector.cluster, "otel-collector:4318");
+        assert_eq!(c.core.config.collector.authority(), "otel-collector:4318");
+        assert_eq!(c.core.config.collector.protocol, Protocol::Http);
+        assert_eq!(c.core.config.exporter.retry.max_attempts, 5);
         assert_eq!(c.upstream_timeout, Duration::from_millis(15_000));
         assert_eq!(c.relay_max_bytes, 4 << 20);
     }
@@ -250,16 +264,16 @@ mod tests {
         .unwrap();
         assert_eq!(c.endpoint.protocol, Protocol::Grpc);
         assert_eq!(c.endpoint.authority, "otel:4317");
-        assert_eq!(c.core.collector.protocol, Protocol::Grpc);
+        assert_eq!(c.core.config.collector.protocol, Protocol::Grpc);
         assert_eq!(
-            c.core.collector.compression,
-            meshtrace::config::Compression::Gzip
+            c.core.config.collector.compression,
+            meshtrace::export::config::Compression::Gzip
         );
-        assert_eq!(c.core.exporter.retry.max_attempts, 2);
+        assert_eq!(c.core.config.exporter.retry.max_attempts, 2);
         assert_eq!(c.endpoint.timeout, Duration::from_millis(800));
         assert_eq!(c.upstream_timeout, Duration::from_millis(250));
-        assert_eq!(c.core.batch.max_batch, 10);
-        assert_eq!(c.core.service_name(), "web");
+        assert_eq!(c.core.config.batch.max_batch, 10);
+        assert_eq!(c.core.config.service_name(), "web");
         let c = BridgeConfig::from_json(
             br#"{"collector":{"endpoint":"http://otel:4317","protocol":"grpc"}}"#,
         )
@@ -268,6 +282,20 @@ mod tests {
         let c =
             BridgeConfig::from_json(br#"{"collector":{"endpoint":"http://otel:4318"}}"#).unwrap();
         assert_eq!(c.endpoint.url(), "http://otel:4318/v1/traces");
+    }
+
+    #[test]
+    fn access_log_ids_are_refused_and_server_timing_accepted() {
+        let base = r#""collector":{"endpoint":"http://otel:4318"}"#;
+        assert_eq!(
+            bad(&format!(r#"{{{base},"access_log":{{"filter_state":"recorded"}}}}"#)),
+            "access_log.filter_state: must be \"off\" in linkerd-bridge: it writes Envoy filter state, which the Linkerd proxy's access log cannot read"
+        );
+        let c = BridgeConfig::from_json(
+            format!(r#"{{{base},"response":{{"server_timing":"w3c"}}}}"#).as_bytes(),
+        )
+        .unwrap();
+        assert!(c.core.correlation.server_timing.is_some());
     }
 
     #[test]

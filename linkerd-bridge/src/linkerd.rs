@@ -11,6 +11,7 @@ pub struct Identity<'a> {
     pub full: &'a [u8],
     /// `<sa>` and `<ns>`, present when the identity has the service-account form.
     pub service_account: Option<&'a [u8]>,
+    /// The namespace, when the identity has the service-account form.
     pub namespace: Option<&'a [u8]>,
 }
 

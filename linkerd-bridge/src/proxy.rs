@@ -24,6 +24,7 @@ use crate::adapter;
 use crate::body::{BoxError, ResponseBody, SpanGuard, TracedBody};
 use crate::cli::UpstreamProtocol;
 use crate::shared::{Shared, Stats};
+use meshtrace::correlation::{self, Correlation, ServerTimingEntry};
 
 /// A connector that always dials the application, whatever the request's authority: the
 /// authority is kept for the application to see, and pools stay per authority.
@@ -72,6 +73,8 @@ pub struct Proxy {
     upstream: SocketAddr,
     protocol: UpstreamProtocol,
     timeout: Duration,
+    /// `access_log` and `response`, copied once: read per response without the core's lock.
+    correlation: Correlation,
 }
 
 /// Why the application gave no response.
@@ -82,6 +85,7 @@ enum Failure {
 }
 
 impl Proxy {
+    /// A proxy to the application at `upstream`, speaking `protocol`, giving up after `timeout`.
     pub fn new(
         shared: Arc<Shared>,
         upstream: SocketAddr,
@@ -95,8 +99,10 @@ impl Proxy {
         let h2c = Client::builder(TokioExecutor::new())
             .http2_only(true)
             .build(connector);
+        let correlation = crate::shared::lock(&shared.core).tracer.correlation;
         Self {
             shared,
+            correlation,
             http1,
             h2c,
             upstream,
@@ -145,6 +151,9 @@ impl Proxy {
                         g.status = Some(resp.status().as_u16());
                         // A Trailers-Only reply carries the call's status in its headers.
                         g.observe_grpc(resp.headers());
+                        if let Some((entry, expose)) = g.server_timing(&self.correlation) {
+                            add_server_timing(resp.headers_mut(), &entry, expose);
+                        }
                     }
                     resp.map(|b| TracedBody::new(b, guard).boxed())
                 }
@@ -281,6 +290,25 @@ fn tunnel(client: hyper::upgrade::OnUpgrade, app: hyper::upgrade::OnUpgrade) {
         let mut app = TokioIo::new(app);
         let _ = tokio::io::copy_bidirectional(&mut client, &mut app).await;
     });
+}
+
+/// Appends the span's `server-timing` entry after any the application sent, and with `expose`
+/// `access-control-expose-headers: server-timing` (see [`meshtrace::correlation`]).
+fn add_server_timing(headers: &mut HeaderMap, entry: &ServerTimingEntry, expose: bool) {
+    // The core formats ASCII it generated itself; a value it could not turn into a header
+    // would be skipped rather than failing the response.
+    if let Ok(v) = HeaderValue::from_bytes(entry.as_bytes()) {
+        headers.append(
+            header::HeaderName::from_static(correlation::SERVER_TIMING),
+            v,
+        );
+        if expose {
+            let (name, value) = correlation::EXPOSE_HEADERS;
+            if let Ok(value) = HeaderValue::from_bytes(value) {
+                headers.append(header::HeaderName::from_static(name), value);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

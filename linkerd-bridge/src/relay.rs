@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use meshtrace::otlp::ResourceValue;
+use meshtrace::export::otlp::ResourceValue;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -32,6 +32,7 @@ pub struct RelayBuffer {
 }
 
 impl RelayBuffer {
+    /// An empty buffer holding at most `max_bytes`.
     pub fn new(max_bytes: usize) -> Self {
         Self {
             buf: Vec::new(),
@@ -58,6 +59,7 @@ impl RelayBuffer {
         )
     }
 
+    /// Whether nothing is waiting.
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }

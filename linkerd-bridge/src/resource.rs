@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use meshtrace::config::Config;
-use meshtrace::mesh::resource::NodeInfo;
-use meshtrace::otlp::ResourceValue;
+use meshtrace::export::otlp::ResourceValue;
+use meshtrace::resource::NodeInfo;
 
 /// Downward-API environment variables the core's node facts have no field for, and the
 /// resource keys they fill.

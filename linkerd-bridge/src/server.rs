@@ -23,7 +23,7 @@ use crate::adapter::Core;
 use crate::admin;
 use crate::cli::Args;
 use crate::config::BridgeConfig;
-use crate::export::{self, Transport};
+use crate::export::{self, HttpExporter};
 use crate::proxy::Proxy;
 use crate::relay::{self, RelayBuffer};
 use crate::resource;
@@ -31,12 +31,14 @@ use crate::shared::Shared;
 
 /// A configured, not yet started bridge.
 pub struct Bridge {
+    /// The command line.
     pub args: Args,
+    /// The configuration file, loaded.
     pub config: BridgeConfig,
     /// The pod's facts, the tracer's node.
-    pub node: meshtrace::mesh::resource::NodeInfo,
+    pub node: meshtrace::resource::NodeInfo,
     /// The resource the core builds from them, for the relay's annotations.
-    pub resource: Vec<(String, meshtrace::otlp::ResourceValue)>,
+    pub resource: Vec<(String, meshtrace::export::otlp::ResourceValue)>,
 }
 
 impl Bridge {
@@ -65,8 +67,11 @@ impl Bridge {
             },
             None => BTreeMap::new(),
         };
-        let node = resource::pod_node(&mut config.core, env, &labels);
-        let resource = node.resource(config.core.service_name.as_deref(), &config.core.resource);
+        let node = resource::pod_node(&mut config.core.config, env, &labels);
+        let resource = node.resource(
+            config.core.config.service_name.as_deref(),
+            &config.core.config.resource,
+        );
         Ok(Self {
             args,
             config,
@@ -77,7 +82,7 @@ impl Bridge {
 
     /// Binds every listener and starts serving.
     pub async fn start(self) -> io::Result<Running> {
-        let transport = Transport::new(&self.config.endpoint, &self.config.core)
+        let http_exporter = HttpExporter::new(&self.config.endpoint, &self.config.core.config)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let shared = Arc::new(Shared {
             core: Mutex::new(Core::new(&self.config, &self.node, fastrand::u64(..))),
@@ -104,7 +109,11 @@ impl Bridge {
             .map(|l| l.local_addr())
             .transpose()?;
 
-        let exporter = tokio::spawn(export::run(shared.clone(), transport, export_rx.clone()));
+        let exporter = tokio::spawn(export::run(
+            shared.clone(),
+            http_exporter,
+            export_rx.clone(),
+        ));
 
         let proxy = Arc::new(Proxy::new(
             shared.clone(),
@@ -157,9 +166,13 @@ impl Bridge {
 
 /// A started bridge.
 pub struct Running {
+    /// The address the proxy listens on.
     pub listen: SocketAddr,
+    /// The admin address (`/metrics`, `/ready`).
     pub admin: SocketAddr,
+    /// The OTLP relay's address, when enabled.
     pub relay: Option<SocketAddr>,
+    /// The state the tasks share.
     pub shared: Arc<Shared>,
     stop_serving: watch::Sender<bool>,
     stop_export: watch::Sender<bool>,

@@ -11,22 +11,31 @@ use crate::relay::RelayBuffer;
 /// Request-path counters kept outside any lock.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Requests seen.
     pub started: AtomicU64,
+    /// Requests sampled.
     pub sampled: AtomicU64,
     /// Unsampled requests exported by the always-keep rules.
     pub kept: AtomicU64,
+    /// Requests the application failed to answer.
     pub upstream_errors: AtomicU64,
+    /// Requests the application answered too late.
     pub upstream_timeouts: AtomicU64,
+    /// Relayed spans accepted.
     pub relay_spans_accepted: AtomicU64,
+    /// Relayed spans dropped (buffer full).
     pub relay_spans_dropped: AtomicU64,
+    /// Relayed spans exported.
     pub relay_spans_exported: AtomicU64,
 }
 
 impl Stats {
+    /// Adds `n` to `counter`.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// The value of `counter`.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
@@ -34,8 +43,11 @@ impl Stats {
 
 /// One per process.
 pub struct Shared {
+    /// The tracer and the export queue, behind one short-held lock.
     pub core: Mutex<Core>,
+    /// Relayed OTLP waiting for export.
     pub relay: Mutex<RelayBuffer>,
+    /// The request-path counters.
     pub stats: Stats,
     /// Wakes the exporter when a batch fills up, so it need not wait for the interval.
     pub export_wake: Notify,

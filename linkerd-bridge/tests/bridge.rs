@@ -1120,3 +1120,63 @@ async fn non_utf8_header_bytes_and_linkerd_facts_lose_no_span() {
     assert!(spans.iter().any(|s| s.name == "GET /clean"));
     bridge.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_timing_on_recorded_requests_after_the_apps_entry() {
+    let sink = OtlpSink::start(0).unwrap();
+    let app = App::start().await;
+    // Off by default.
+    let (bridge_off, _dir_off) = bridge(app.addr, &http_config(&sink, ""), false).await;
+    let tp = format!("00-{TRACE}-{PARENT}-01");
+    let resp = http1_client()
+        .request(get(bridge_off.listen, "/timed", &[("traceparent", &tp)]))
+        .await
+        .unwrap();
+    let timing = |r: &hyper::Response<hyper::body::Incoming>| -> Vec<String> {
+        r.headers()
+            .get_all("server-timing")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(timing(&resp), ["app;dur=5"]);
+    assert!(resp
+        .headers()
+        .get("access-control-expose-headers")
+        .is_none());
+    sink_spans(&sink, 1).await;
+
+    let config = http_config(
+        &sink,
+        r#","response":{"server_timing":"traceparent","expose_server_timing":true}"#,
+    );
+    let (bridge, _dir) = bridge(app.addr, &config, false).await;
+    let resp = http1_client()
+        .request(get(bridge.listen, "/timed", &[("traceparent", &tp)]))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let spans = sink_spans(&sink, 2).await;
+    let s = &spans[1];
+    assert_eq!(
+        timing(&resp),
+        [
+            "app;dur=5".to_string(),
+            format!("traceparent;desc=\"00-{TRACE}-{}-01\"", hex(&s.span_id))
+        ]
+    );
+    assert_eq!(
+        resp.headers()
+            .get_all("access-control-expose-headers")
+            .iter()
+            .collect::<Vec<_>>(),
+        ["server-timing"]
+    );
+    // Not recorded: no entry.
+    let unsampled = format!("00-{TRACE}-{PARENT}-00");
+    let resp = http1_client()
+        .request(get(bridge.listen, "/timed", &[("traceparent", &unsampled)]))
+        .await
+        .unwrap();
+    assert_eq!(timing(&resp), ["app;dur=5"]);
+}

@@ -29,18 +29,6 @@ const ROWS: &[(&str, &str, &str, &str)] = &[
         "",
         "traceparent parse+validate",
     ),
-    (
-        "delimiters, tracestate 80 B",
-        "delims_80b",
-        "memchr 2 (memchr3)",
-        "tracestate delimiters",
-    ),
-    (
-        "delimiters, baggage 400 B",
-        "delims_400b",
-        "memchr 2 (memchr3)",
-        "",
-    ),
     ("header index (14 headers)", "header_index", "", ""),
     (
         "span (14 attrs) into OTLP batch",

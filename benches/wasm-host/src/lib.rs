@@ -56,10 +56,15 @@ pub fn run_command(path: &Path, args: &[String]) -> anyhow::Result<i32> {
 pub struct BenchModule {
     store: Store<WasiP1Ctx>,
     run: TypedFunc<(u32, u64), u64>,
+    /// How many operations the module's `OPS` table lists.
     pub ops: u32,
 }
 
 impl BenchModule {
+    /// Compiles and instantiates the module at `path` with WASI.
+    ///
+    /// # Errors
+    /// When the file cannot be read, compiled or instantiated.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let engine = engine()?;
         let (mut store, instance) = instantiate(

@@ -7,17 +7,18 @@
 
 use core::hint::black_box;
 
-use meshtrace::config::Config;
-use meshtrace::exporter::Exporter;
+use meshtrace::export::otlp::{encode_span, BatchHeader, ResourceValue};
+use meshtrace::export::reply::ExportResult;
+use meshtrace::export::span_processor::BatchSpanProcessor;
 use meshtrace::headers::{pairs, serialize_pairs, RequestHeaders};
 use meshtrace::ids::{IdGenerator, SpanId, TraceId};
-use meshtrace::mesh::EndFacts;
-use meshtrace::otlp::{encode_span, BatchHeader, ResourceValue};
+use meshtrace::propagation::inject::Injection;
 use meshtrace::propagation::tracecontext::parse_traceparent;
 use meshtrace::simd::{self, scalar};
+use meshtrace::span::mesh::EndFacts;
+use meshtrace::span::Finish;
 use meshtrace::span::{SpanKind, SpanRecord};
-use meshtrace::tracer::{Finish, Injection, Tracer};
-use meshtrace::transport::ExportResult;
+use meshtrace::tracer::Tracer;
 
 /// A sampled W3C parent, as most requests inside a traced mesh carry it.
 pub const TRACEPARENT: &[u8; 55] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -25,7 +26,7 @@ pub const TRACEPARENT: &[u8; 55] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067a
 pub const TRACE_ID: [u8; 16] = [
     0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36,
 ];
-/// A `tracestate` of realistic size (three vendors), searched for its delimiters.
+/// A `tracestate` of realistic size (three vendors).
 pub const TRACESTATE: &[u8] =
     b"rojo=00f067aa0ba902b7,congo=t61rcWkgMzE,dd=s:1;o:rum;p:00f067aa0ba902b7;t.dm:-0";
 
@@ -87,7 +88,7 @@ pub fn batch_header() -> BatchHeader {
 /// The whole core request path, with every buffer owned and reused as the filter does.
 pub struct CorePath {
     tracer: Tracer,
-    exporter: Exporter,
+    exporter: BatchSpanProcessor,
     injection: Injection,
     record: SpanRecord,
     /// The request headers in the proxy-wasm serialized form the host hands over.
@@ -104,12 +105,14 @@ impl Default for CorePath {
 }
 
 impl CorePath {
+    /// A tracer, processor and header map for the typical request.
     pub fn new() -> Self {
         // Parsing a literal, known-good configuration cannot fail.
-        let config = Config::from_json(br#"{"collector":{"cluster":"otel_collector"}}"#)
+        let config = meshtrace::config::load(br#"{"collector":{"cluster":"otel_collector"}}"#)
             .unwrap_or_else(|e| panic!("bench config: {e:?}"));
-        let tracer = Tracer::new(config.clone(), 42);
-        let exporter = Exporter::new(&config, tracer.batch_header.clone(), 0, 42);
+        let tracer = Tracer::new(config, 42);
+        let exporter =
+            BatchSpanProcessor::new(tracer.config.export(), tracer.batch_header.clone(), 0, 42);
         let mut map = Vec::new();
         serialize_pairs(request_headers(), &mut map);
         Self {
@@ -128,7 +131,7 @@ impl CorePath {
     pub fn request(&mut self) -> usize {
         self.now_ns += 1_000;
         let h = RequestHeaders::from_pairs(pairs(&self.map));
-        let d = self.tracer.start(&h);
+        let d = self.tracer.extract(&h);
         self.tracer.inject(&d, &h, &mut self.injection);
         if d.sampled() {
             self.tracer
@@ -180,13 +183,12 @@ pub const OPS: &[(&str, Op)] = &[
     ("traceparent shape (scalar)", shape_scalar),
     ("traceparent shape", shape),
     ("traceparent parse+validate", traceparent),
-    ("tracestate delimiters (scalar)", delims_scalar),
-    ("tracestate delimiters", delims),
     ("span encode into batch", span_encode),
     ("id generation (trace+span)", id_generation),
     ("core request path", core_path),
 ];
 
+/// `iters` trace-id hex encodes, scalar twin; returns a checksum.
 pub fn hex_encode_scalar(iters: u64) -> u64 {
     let mut out = [0u8; 32];
     let mut sum = 0u64;
@@ -197,6 +199,7 @@ pub fn hex_encode_scalar(iters: u64) -> u64 {
     sum
 }
 
+/// `iters` trace-id hex encodes, SIMD kernel; returns a checksum.
 pub fn hex_encode(iters: u64) -> u64 {
     let mut out = [0u8; 32];
     let mut sum = 0u64;
@@ -213,6 +216,7 @@ fn trace_hex() -> &'static [u8; 32] {
         .unwrap_or(&[b'0'; 32])
 }
 
+/// `iters` trace-id hex decodes, scalar twin; returns a checksum.
 pub fn hex_decode_scalar(iters: u64) -> u64 {
     let mut out = [0u8; 16];
     let mut sum = 0u64;
@@ -223,6 +227,7 @@ pub fn hex_decode_scalar(iters: u64) -> u64 {
     sum
 }
 
+/// `iters` trace-id hex decodes, SIMD kernel; returns a checksum.
 pub fn hex_decode(iters: u64) -> u64 {
     let mut out = [0u8; 16];
     let mut sum = 0u64;
@@ -233,18 +238,21 @@ pub fn hex_decode(iters: u64) -> u64 {
     sum
 }
 
+/// `iters` `traceparent` shape checks, scalar twin; returns how many passed.
 pub fn shape_scalar(iters: u64) -> u64 {
     (0..iters)
         .map(|_| scalar::traceparent_shape(black_box(TRACEPARENT)) as u64)
         .sum()
 }
 
+/// `iters` `traceparent` shape checks, SIMD kernel; returns how many passed.
 pub fn shape(iters: u64) -> u64 {
     (0..iters)
         .map(|_| simd::traceparent_shape(black_box(TRACEPARENT)) as u64)
         .sum()
 }
 
+/// `iters` `traceparent` parses; returns a checksum.
 pub fn traceparent(iters: u64) -> u64 {
     (0..iters)
         .map(|_| {
@@ -255,37 +263,7 @@ pub fn traceparent(iters: u64) -> u64 {
         .sum()
 }
 
-/// Splits `tracestate` at every `,` `;` `=` the way a list parser walks it.
-fn walk_delims(hay: &[u8], find: impl Fn(&[u8]) -> Option<usize>) -> u64 {
-    let mut at = 0;
-    let mut n = 0u64;
-    while let Some(i) = find(&hay[at..]) {
-        n += 1;
-        at += i + 1;
-    }
-    n
-}
-
-pub fn delims_scalar(iters: u64) -> u64 {
-    (0..iters)
-        .map(|_| {
-            walk_delims(black_box(TRACESTATE), |h| {
-                scalar::find_any3(b',', b';', b'=', h)
-            })
-        })
-        .sum()
-}
-
-pub fn delims(iters: u64) -> u64 {
-    (0..iters)
-        .map(|_| {
-            walk_delims(black_box(TRACESTATE), |h| {
-                simd::find_any3(b',', b';', b'=', h)
-            })
-        })
-        .sum()
-}
-
+/// `iters` spans encoded into a batch; returns the bytes written.
 pub fn span_encode(iters: u64) -> u64 {
     let span = typical_span();
     let header = batch_header();
@@ -301,6 +279,7 @@ pub fn span_encode(iters: u64) -> u64 {
     sum
 }
 
+/// `iters` trace and span id pairs; returns a checksum.
 pub fn id_generation(iters: u64) -> u64 {
     let mut g = IdGenerator::from_seed(7);
     let mut sum = 0u64;
@@ -310,6 +289,7 @@ pub fn id_generation(iters: u64) -> u64 {
     sum
 }
 
+/// `iters` requests through the core path; returns the headers injected.
 pub fn core_path(iters: u64) -> u64 {
     let mut p = CorePath::new();
     // Warm the reused buffers so the timing is the steady state.

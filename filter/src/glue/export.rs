@@ -8,9 +8,9 @@ use proxy_wasm::traits::Context;
 use proxy_wasm::types::BufferType;
 
 use super::{host, log, now_ms, Worker};
-use crate::config::{Compression, Protocol, SHARED_QUEUE_NAME};
+use crate::export::config::{Compression, Protocol, SHARED_QUEUE_NAME};
+use crate::export::reply::{classify, ExportResult, Failure, Reply, GRPC_PATH};
 use crate::headers::pairs;
-use crate::transport::{classify, ExportResult, Failure, Reply, GRPC_PATH};
 
 /// `MapType::HttpCallResponseHeaders` / `HttpCallResponseTrailers`.
 const CALL_RESPONSE_HEADERS: u32 = 6;
@@ -158,7 +158,7 @@ pub fn on_response(w: &mut Worker, token: u32, num_headers: usize, body_size: us
         &reply,
         host::now_ns() / 1_000_000,
     );
-    if let Some(reason) = crate::rejection::reason(&result, &reply) {
+    if let Some(reason) = crate::export::rejection::reason(&result, &reply) {
         w.exporter.note_rejection(reason);
     }
     w.exporter.on_result(id, result, now);

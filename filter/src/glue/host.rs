@@ -19,6 +19,19 @@ extern "C" {
         value_size: usize,
     ) -> u32;
     fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_add_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_get_header_map_value(
         map_type: u32,
         key_data: *const u8,
@@ -45,6 +58,10 @@ pub const RESPONSE_TRAILERS: u32 = 3;
 
 /// Takes ownership of a buffer the host allocated through `proxy_on_memory_allocate`
 /// (the SDK's allocator hands out `Vec<u8>` storage of exactly `size` bytes).
+///
+/// # Safety
+/// `ptr` and `size` must describe such a buffer, returned by the host and owned by no one
+/// else; a null `ptr` or a zero `size` gives `None`.
 unsafe fn take(ptr: *mut u8, size: usize) -> Option<Vec<u8>> {
     if ptr.is_null() || size == 0 {
         return None;
@@ -98,6 +115,30 @@ pub fn replace_header(map_type: u32, name: &str, value: &[u8]) -> bool {
 pub fn remove_header(map_type: u32, name: &str) -> bool {
     // SAFETY: as above.
     unsafe { proxy_remove_header_map_value(map_type, name.as_ptr(), name.len()) == OK }
+}
+
+/// Adds a header value after any the map already has (a list header such as `server-timing`
+/// keeps the upstream's entries); false if the host refused.
+pub fn add_header(map_type: u32, name: &str, value: &[u8]) -> bool {
+    // SAFETY: pointers and lengths describe live slices for the duration of the call.
+    unsafe {
+        proxy_add_header_map_value(
+            map_type,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        ) == OK
+    }
+}
+
+/// Sets a property of the stream; in Envoy, the filter-state entry `wasm.<name>` for a
+/// one-segment `name`, which access logs print with `%FILTER_STATE(wasm.<name>:PLAIN)%`.
+/// False if the host refused: NotFound outside a stream, BadArgument for a read-only property
+/// already set. The SDK's `set_property` panics on either, which would kill the VM.
+pub fn set_property(name: &str, value: &[u8]) -> bool {
+    // SAFETY: pointers and lengths describe live slices for the duration of the call.
+    unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) == OK }
 }
 
 /// A property by its `\0`-joined path (e.g. `b"response\0code"`); `None` when absent or empty.

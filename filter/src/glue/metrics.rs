@@ -3,7 +3,7 @@
 
 use proxy_wasm::types::MetricType;
 
-use crate::exporter::Counters;
+use crate::export::span_processor::Counters;
 
 /// Request-path counts kept in the VM, pushed to Envoy's stats on the tick.
 #[derive(Default, Clone, Copy)]

@@ -19,7 +19,9 @@
 //!   `xds.listener_direction` (only for `auto` with a non-Istio cluster) and, for server spans
 //!   with `identity` on, `connection.mtls`, then only if it is true
 //!   `connection.uri_san_peer_certificate`, `connection.subject_peer_certificate`,
-//!   `connection.tls_version`. In `on_log`:
+//!   `connection.tls_version` (on an ambient waypoint, `filter_state.io.istio.peer_principal`
+//!   instead, the identity the HBONE tunnel carried; the connection reads only without it).
+//!   In `on_log`:
 //!   1. clock (span end);
 //!   2. `response.code`, `response.flags`; `response.code_details` only when flags ≠ 0;
 //!      `request.time` only when the flags say a delay was injected (the span then starts
@@ -43,6 +45,13 @@
 //!   filter): only `on_log` runs; it reads the logged request header map, decides, and then
 //!   pays the sampled or always-keep cost above (+ `request.time` for the start).
 //!
+//! - **Opt-in writes** (see [`crate::correlation`]): `access_log.filter_state` adds three
+//!   `proxy_set_property` calls (trace id, span id, sampled) to each recorded request, or with
+//!   `all` to every request, at request time; a span decided in `on_log` (kept, or answered
+//!   early) writes them there, before Envoy's access log runs. `response.server_timing` adds
+//!   one `proxy_add_header_map_value` in `on_http_response_headers` of a recorded SERVER span
+//!   (two with `expose_server_timing`). Neither reads a property.
+//!
 //! Per VM, `xds.node` is read once in `on_configure` for the resource. Metrics are accumulated
 //! in the VM and pushed to the host on the tick, not per request.
 
@@ -57,18 +66,22 @@ use std::time::Duration;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
-use crate::config::{Config, Direction, ExportMode};
+use crate::config::{Config, Direction};
 use crate::connection::ConnectionCache;
-use crate::exporter::Exporter;
-use crate::grpc;
-use crate::grpc::GrpcEnd;
+use crate::correlation::{self, FilterState, Moment, ServerTimingEntry};
+use crate::export::config::ExportMode;
+use crate::export::span_processor::BatchSpanProcessor;
 use crate::headers::{pairs, RequestHeaders};
-use crate::mesh::identity::{IdentityMode, TlsFacts};
-use crate::mesh::resource::NodeInfo;
-use crate::mesh::{self, EndFacts, RequestFacts};
+use crate::propagation::context::SpanIds;
 use crate::propagation::counters;
+use crate::propagation::inject::Injection;
+use crate::resource::NodeInfo;
+use crate::span::grpc::{self, GrpcEnd};
+use crate::span::mesh::identity::{IdentityMode, TlsFacts};
+use crate::span::mesh::{self, EndFacts, RequestFacts};
+use crate::span::Finish;
 use crate::span::{SpanKind, SpanRecord};
-use crate::tracer::{Finish, Injection, SpanIds, Tracer};
+use crate::tracer::Tracer;
 use metrics::{metric_values, CounterSet, Stats, Values, METRICS};
 
 proxy_wasm::main! {{
@@ -79,7 +92,7 @@ proxy_wasm::main! {{
 /// Per-VM (per Envoy worker) state shared by the root context and every HTTP context.
 struct Worker {
     tracer: Tracer,
-    exporter: Exporter,
+    exporter: BatchSpanProcessor,
     /// Span records returned by finished requests, reused by new ones.
     pool: Vec<SpanRecord>,
     injection: Injection,
@@ -134,15 +147,15 @@ fn tick_interval(config: &Config) -> u64 {
 
 impl Root {
     fn configure(&mut self, raw: &[u8]) -> Result<(), String> {
-        let config = Config::from_json(raw).map_err(|e| e.to_string())?;
-        let mode = config.exporter.mode;
+        let config = crate::config::load(raw).map_err(|e| e.to_string())?;
+        let mode = config.config.exporter.mode;
         // The node is the same for the VM's life: decoded once, encoded once into the header.
         let node = host::property(b"xds\0node")
             .map(|n| NodeInfo::from_node_proto(&n))
             .unwrap_or_default();
         let tracer = Tracer::with_node(config, seed(), &node);
-        let exporter = Exporter::new(
-            &tracer.config,
+        let exporter = BatchSpanProcessor::new(
+            tracer.config.export(),
             tracer.batch_header.clone(),
             now_ms(),
             seed(),
@@ -288,6 +301,7 @@ impl RootContext for Root {
             facts: RequestFacts::default(),
             candidate: None,
             seen_request: false,
+            written: false,
             grpc: None,
             grpc_status: None,
         }))
@@ -311,6 +325,8 @@ struct Http {
     /// Whether `on_http_request_headers` ran; a request answered by an earlier filter reaches
     /// `on_log` without it.
     seen_request: bool,
+    /// Whether the ids were written to filter state (`access_log.filter_state`).
+    written: bool,
     /// The request's gRPC framing (from `content-type`, no host call); `None` for plain HTTP.
     grpc: Option<grpc::Protocol>,
     /// The `grpc-status` of the response trailers, read as they pass (see
@@ -400,19 +416,30 @@ impl HttpContext for Http {
         self.grpc = headers.content_type.and_then(grpc::protocol);
         w.stats.started += 1;
         let mut clock = Clock::default();
-        let mut decision = w.tracer.start(&headers);
+        let decision = w
+            .tracer
+            .start(&headers, || clock.now(), Some(&mut w.injection));
         w.propagation.record(
             decision.malformed,
             &decision.baggage.stats,
             decision.link.is_some(),
         );
-        w.tracer.sample(&mut decision, || clock.now());
-        w.tracer.inject(&decision, &headers, &mut w.injection);
         for (name, value) in w.injection.headers() {
             host::replace_header(host::REQUEST_HEADERS, name, value);
         }
         for name in &w.injection.remove {
             host::remove_header(host::REQUEST_HEADERS, name);
+        }
+        if w.tracer.correlation.writes_filter_state(Moment::Request {
+            recorded: decision.record,
+        }) {
+            // Flags as the sampler settled them: an unsampled request logs `sampled` 0.
+            write_filter_state(&FilterState::new(
+                &decision.trace_id,
+                &decision.span_id,
+                decision.flags,
+            ));
+            self.written = true;
         }
         if decision.record {
             w.stats.sampled += 1;
@@ -423,6 +450,32 @@ impl HttpContext for Http {
             self.span = Some((rec, Stream::read(w)));
         } else if w.tracer.may_keep() {
             self.candidate = Some(decision.ids());
+        }
+        Action::Continue
+    }
+
+    /// Adds the `server-timing` entry of a recorded SERVER span when `response.server_timing`
+    /// asks for it: one host call (two with `expose_server_timing`), nothing otherwise.
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some((rec, stream)) = &self.span else {
+            return Action::Continue;
+        };
+        let w = self.worker.borrow();
+        let Some(policy) = w.tracer.correlation.server_timing_for(stream.kind) else {
+            return Action::Continue;
+        };
+        if let Some(entry) =
+            ServerTimingEntry::new(policy.style, &rec.trace_id, &rec.span_id, rec.flags)
+        {
+            host::add_header(
+                host::RESPONSE_HEADERS,
+                correlation::SERVER_TIMING,
+                entry.as_bytes(),
+            );
+            if policy.expose {
+                let (name, value) = correlation::EXPOSE_HEADERS;
+                host::add_header(host::RESPONSE_HEADERS, name, value);
+            }
         }
         Action::Continue
     }
@@ -473,11 +526,13 @@ impl HttpContext for Http {
         let w = &mut *w;
         let mut clock = Clock::default();
         let known = Known::trailers(self.grpc_status);
+        let written = self.written;
         if let Some((rec, stream)) = self.span.take() {
-            finish(w, rec, &self.facts, &stream, known, &mut clock);
+            let end = End { known, written };
+            finish(w, rec, &self.facts, &stream, end, &mut clock);
         } else if let Some(ids) = self.candidate.take() {
             let call = self.grpc.map(|p| (p, self.grpc_status));
-            keep_unsampled(w, &ids, None, call, &mut clock);
+            keep_unsampled(w, &ids, None, call, written, &mut clock);
         } else if !self.seen_request {
             answered_early(w, &mut clock);
         }
@@ -498,13 +553,13 @@ fn answered_early(w: &mut Worker, clock: &mut Clock) {
         }
         let call = headers.content_type.and_then(grpc::protocol);
         w.stats.started += 1;
-        let mut decision = w.tracer.start(&headers);
+        // Nothing went upstream, so nothing is injected.
+        let decision = w.tracer.start(&headers, || clock.now(), None);
         w.propagation.record(
             decision.malformed,
             &decision.baggage.stats,
             decision.link.is_some(),
         );
-        w.tracer.sample(&mut decision, || clock.now());
         if decision.record {
             w.stats.sampled += 1;
             let start = request_start(clock, None);
@@ -512,7 +567,11 @@ fn answered_early(w: &mut Worker, clock: &mut Clock) {
             w.tracer.begin_span(&decision, &headers, start, &mut rec);
             let facts = w.tracer.record_request(&headers, pairs(&buf), &mut rec);
             let stream = Stream::read(w);
-            finish(w, rec, &facts, &stream, Known::default(), clock);
+            let end = End {
+                known: Known::default(),
+                written: false,
+            };
+            finish(w, rec, &facts, &stream, end, clock);
             None
         } else {
             w.tracer.may_keep().then(|| (decision.ids(), call))
@@ -520,7 +579,7 @@ fn answered_early(w: &mut Worker, clock: &mut Clock) {
     };
     if let Some((ids, call)) = candidate {
         // The reply came from an earlier filter: any gRPC status is in its headers.
-        keep_unsampled(w, &ids, Some(buf), call.map(|p| (p, None)), clock);
+        keep_unsampled(w, &ids, Some(buf), call.map(|p| (p, None)), false, clock);
     }
 }
 
@@ -536,11 +595,13 @@ fn request_start(clock: &mut Clock, duration_ns: Option<u64>) -> u64 {
 /// `call` is a gRPC request's framing and the `grpc-status` its trailers carried: with
 /// `always_keep: error`, its status is then looked for in the headers too, and judged as on
 /// the span.
+/// `written`: whether the request already wrote its ids to filter state.
 fn keep_unsampled(
     w: &mut Worker,
     ids: &SpanIds,
     logged: Option<Vec<u8>>,
     call: Option<(grpc::Protocol, Option<Sent>)>,
+    written: bool,
     clock: &mut Clock,
 ) {
     let rules = w.tracer.sampler.keep;
@@ -586,7 +647,7 @@ fn keep_unsampled(
         .begin_kept_span(ids, &headers, start, reason, &mut rec);
     let facts = w.tracer.record_request(&headers, pairs(&buf), &mut rec);
     let stream = Stream::read(w);
-    finish(w, rec, &facts, &stream, known, clock);
+    finish(w, rec, &facts, &stream, End { known, written }, clock);
 }
 
 /// The span kind an unsampled gRPC call would get, for judging its status: from the configured
@@ -620,8 +681,29 @@ struct Tls {
 
 impl Tls {
     /// Reads the identity the configuration asks for: the downstream peer on server spans,
-    /// the upstream peer on client spans with `identity: always`.
-    fn read(mode: IdentityMode, kind: SpanKind) -> Self {
+    /// the upstream peer on client spans with `identity: always`. On a waypoint the caller's
+    /// mTLS session ended at the HBONE listener, before the internal listener this filter runs
+    /// on; Istio hands the peer's URI SAN over as filter state (`io.istio.peer_principal`, set
+    /// from `%DOWNSTREAM_PEER_URI_SAN%` and shared with the internal connection), so that one
+    /// read replaces the connection's TLS reads there.
+    fn read(mode: IdentityMode, kind: SpanKind, waypoint: bool) -> Self {
+        if waypoint && mode != IdentityMode::Off && kind != SpanKind::Client {
+            if let Some(mut principal) =
+                host::property(b"filter_state\0io.istio.peer_principal").filter(|p| !p.is_empty())
+            {
+                // Envoy joins several URI SANs with commas; a SPIFFE id is the first.
+                if let Some(i) = principal.iter().position(|&b| b == b',') {
+                    principal.truncate(i);
+                }
+                // Only an mTLS peer gets a principal: the HBONE listener requires a client
+                // certificate.
+                return Self {
+                    mtls: Some(true),
+                    uri_san: Some(principal),
+                    ..Self::default()
+                };
+            }
+        }
         match (mode, kind) {
             (IdentityMode::Off, _) | (IdentityMode::Inbound, SpanKind::Client) => Self::default(),
             (_, SpanKind::Client) => {
@@ -710,6 +792,9 @@ impl Stream {
         let kind = match w.tracer.config.direction {
             Direction::Inbound => SpanKind::Server,
             Direction::Outbound => SpanKind::Client,
+            // A waypoint is the server side of every Service it fronts: all its traffic
+            // arrives on inbound listeners, whatever cluster a route picks.
+            Direction::Auto if w.tracer.waypoint => SpanKind::Server,
             Direction::Auto => cluster
                 .as_deref()
                 .and_then(mesh::kind_from_cluster)
@@ -739,16 +824,41 @@ impl Stream {
     }
 }
 
+/// What `on_log` already knows when it finishes a span.
+struct End {
+    /// Response facts read by the always-keep check.
+    known: Known,
+    /// Whether the ids were written to filter state at request time.
+    written: bool,
+}
+
+/// Writes the ids for the access log (`access_log.filter_state`): three host calls. A refusal
+/// (no stream, a read-only property) is not worth a log line per request: the access log then
+/// prints `-`, which says the same.
+fn write_filter_state(state: &FilterState) {
+    for (name, value) in state.entries() {
+        host::set_property(name, value);
+    }
+}
+
 /// Reads the end-of-request properties (see the module doc for which and when), completes the
-/// span and queues it for export.
+/// span and queues it for export. A span recorded only now writes its ids to filter state
+/// first, so Envoy's access log, which runs after this filter's `on_log`, prints them.
 fn finish(
     w: &mut Worker,
     mut rec: SpanRecord,
     facts: &RequestFacts,
     stream: &Stream,
-    known: Known,
+    end: End,
     clock: &mut Clock,
 ) {
+    let End { known, written } = end;
+    if w.tracer
+        .correlation
+        .writes_filter_state(Moment::Log { written })
+    {
+        write_filter_state(&FilterState::new(&rec.trace_id, &rec.span_id, rec.flags));
+    }
     let end_ns = clock.now();
     let status = known
         .status
@@ -798,10 +908,13 @@ fn finish(
     let upstream_tls;
     let tls = match kind {
         SpanKind::Client => {
-            upstream_tls = Tls::read(mode, kind);
+            upstream_tls = Tls::read(mode, kind, w.tracer.waypoint);
             &upstream_tls
         }
-        _ => stream.conn.peer.get_or_init(|| Tls::read(mode, kind)),
+        _ => stream
+            .conn
+            .peer
+            .get_or_init(|| Tls::read(mode, kind, w.tracer.waypoint)),
     };
     if w.tracer.captures_response_headers() {
         let buf = host::header_map(host::RESPONSE_HEADERS).unwrap_or_default();

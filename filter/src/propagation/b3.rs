@@ -5,19 +5,26 @@
 //! bits gets 64 bits back. Debug (`d`, `X-B3-Flags: 1`) means sampled and is kept apart from
 //! the W3C flag byte, where Level 2 already gave bit 1 another meaning.
 
-use super::{trim_ows, Dialect, Format, Incoming, Parsed, Sampling, SpanContext};
+use super::context::SpanStart;
+use super::inject::Injection;
+use super::{Dialect, Incoming, Parsed, Propagator, SamplingState, SpanContext};
 use crate::headers::RequestHeaders;
 use crate::hex;
 use crate::ids::{SpanId, TraceId};
+use crate::text::trim_ows;
 
 /// Longest single header: 32 + 1 + 16 + 1 + 1 + 1 + 16.
 pub const MAX_SINGLE_LEN: usize = 68;
 
 /// Multi-header names, lowercase as HTTP/2 requires.
 pub const TRACE_ID: &str = "x-b3-traceid";
+/// The multi-header span id.
 pub const SPAN_ID: &str = "x-b3-spanid";
+/// The multi-header parent span id.
 pub const PARENT_SPAN_ID: &str = "x-b3-parentspanid";
+/// The multi-header sampling state (`1`, `0`).
 pub const SAMPLED: &str = "x-b3-sampled";
+/// The multi-header debug flag (`1`).
 pub const FLAGS: &str = "x-b3-flags";
 /// The single header's name.
 pub const SINGLE: &str = "b3";
@@ -27,9 +34,12 @@ pub const SINGLE: &str = "b3";
 pub struct B3 {
     /// Always 128 bits; a 64-bit id has its high half zero.
     pub trace_id: TraceId,
+    /// The span id (16 hex digits).
     pub span_id: SpanId,
+    /// The parent span id, when the caller sent one.
     pub parent_span_id: Option<SpanId>,
-    pub sampling: Sampling,
+    /// The sampling state.
+    pub sampling: SamplingState,
     /// The trace id travelled (or should travel) as 16 hex digits.
     pub narrow: bool,
 }
@@ -37,8 +47,10 @@ pub struct B3 {
 /// What a single `b3` header holds: a context, or only a sampling decision (`b3: 0`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Single {
+    /// A trace context.
     Context(B3),
-    SamplingOnly(Sampling),
+    /// Only a sampling state (`b3: 0`, `b3: d`).
+    SamplingOnly(SamplingState),
 }
 
 /// Parses a 16- or 32-digit lowercase trace id, widened to 128 bits; `bool` is "was 64-bit".
@@ -51,11 +63,11 @@ fn parse_trace_id(s: &[u8]) -> Option<(TraceId, bool)> {
 }
 
 /// The one-character sampling state of the single header.
-fn parse_state(s: &[u8]) -> Option<Sampling> {
+fn parse_state(s: &[u8]) -> Option<SamplingState> {
     match s {
-        b"1" => Some(Sampling::Accept),
-        b"0" => Some(Sampling::Deny),
-        b"d" => Some(Sampling::Debug),
+        b"1" => Some(SamplingState::Accept),
+        b"0" => Some(SamplingState::Deny),
+        b"d" => Some(SamplingState::Debug),
         _ => None,
     }
 }
@@ -70,7 +82,7 @@ pub fn parse_single(value: &[u8]) -> Option<Single> {
     let (trace_id, narrow) = parse_trace_id(parts.next()?)?;
     let span_id = SpanId::from_hex(parts.next()?)?;
     let sampling = match parts.next() {
-        None => Sampling::Defer,
+        None => SamplingState::Defer,
         Some(s) => parse_state(s)?,
     };
     let parent_span_id = match parts.next() {
@@ -105,11 +117,11 @@ pub fn write_single(b: &B3, out: &mut Vec<u8>) {
     out.push(b'-');
     out.extend_from_slice(&b.span_id.to_hex());
     let state: &[u8] = match b.sampling {
-        Sampling::Accept => b"-1",
-        Sampling::Deny => b"-0",
-        Sampling::Debug => b"-d",
+        SamplingState::Accept => b"-1",
+        SamplingState::Deny => b"-0",
+        SamplingState::Debug => b"-d",
         // B3 cannot carry a parent without a state, so a deferred context drops the parent.
-        Sampling::Defer => return,
+        SamplingState::Defer => return,
     };
     out.extend_from_slice(state);
     if let Some(p) = b.parent_span_id {
@@ -121,14 +133,20 @@ pub fn write_single(b: &B3, out: &mut Vec<u8>) {
 /// The `X-B3-*` values of one request, borrowed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MultiHeaders<'a> {
+    /// `x-b3-traceid`.
     pub trace_id: Option<&'a [u8]>,
+    /// `x-b3-spanid`.
     pub span_id: Option<&'a [u8]>,
+    /// `x-b3-parentspanid`.
     pub parent_span_id: Option<&'a [u8]>,
+    /// `x-b3-sampled`.
     pub sampled: Option<&'a [u8]>,
+    /// `x-b3-flags`.
     pub flags: Option<&'a [u8]>,
 }
 
 impl<'a> MultiHeaders<'a> {
+    /// The `X-B3-*` values the request carried.
     pub fn from_request(h: &RequestHeaders<'a>) -> Self {
         Self {
             trace_id: h.x_b3_traceid,
@@ -146,12 +164,12 @@ impl<'a> MultiHeaders<'a> {
 
 /// `X-B3-Sampled`: `1`/`0`, and the legacy `true`/`false` in any case, as lenient
 /// implementations accept. An empty or other value is malformed.
-fn parse_sampled(v: &[u8]) -> Option<Sampling> {
+fn parse_sampled(v: &[u8]) -> Option<SamplingState> {
     match trim_ows(v) {
-        b"1" => Some(Sampling::Accept),
-        b"0" => Some(Sampling::Deny),
-        s if s.eq_ignore_ascii_case(b"true") => Some(Sampling::Accept),
-        s if s.eq_ignore_ascii_case(b"false") => Some(Sampling::Deny),
+        b"1" => Some(SamplingState::Accept),
+        b"0" => Some(SamplingState::Deny),
+        s if s.eq_ignore_ascii_case(b"true") => Some(SamplingState::Accept),
+        s if s.eq_ignore_ascii_case(b"false") => Some(SamplingState::Deny),
         _ => None,
     }
 }
@@ -172,9 +190,9 @@ fn parse_multi_present(m: &MultiHeaders<'_>) -> Option<Single> {
     // Debug implies accept; any flags value but `1` is ignored, as B3 says.
     let debug = m.flags.map(trim_ows) == Some(b"1");
     let sampling = match (debug, m.sampled) {
-        (true, _) => Sampling::Debug,
+        (true, _) => SamplingState::Debug,
         (false, Some(s)) => parse_sampled(s)?,
-        (false, None) => Sampling::Defer,
+        (false, None) => SamplingState::Defer,
     };
     match (m.trace_id, m.span_id) {
         (Some(t), Some(s)) => {
@@ -193,7 +211,7 @@ fn parse_multi_present(m: &MultiHeaders<'_>) -> Option<Single> {
             }))
         }
         // Only the sampling state: a decision without a context.
-        (None, None) if m.parent_span_id.is_none() && sampling != Sampling::Defer => {
+        (None, None) if m.parent_span_id.is_none() && sampling != SamplingState::Defer => {
             Some(Single::SamplingOnly(sampling))
         }
         _ => None,
@@ -220,21 +238,21 @@ pub fn write_multi(
         None => remove(PARENT_SPAN_ID),
     }
     match b.sampling {
-        Sampling::Accept => put(SAMPLED, out, &|o| o.push(b'1')),
-        Sampling::Deny => put(SAMPLED, out, &|o| o.push(b'0')),
-        Sampling::Debug => {
+        SamplingState::Accept => put(SAMPLED, out, &|o| o.push(b'1')),
+        SamplingState::Deny => put(SAMPLED, out, &|o| o.push(b'0')),
+        SamplingState::Debug => {
             // B3: with debug set, `X-B3-Sampled` is not sent.
             put(FLAGS, out, &|o| o.push(b'1'));
             remove(SAMPLED);
         }
-        Sampling::Defer => remove(SAMPLED),
+        SamplingState::Defer => remove(SAMPLED),
     }
-    if b.sampling != Sampling::Debug {
+    if b.sampling != SamplingState::Debug {
         remove(FLAGS);
     }
 }
 
-fn to_incoming<'a>(b: B3, format: Format) -> Incoming<'a> {
+fn to_incoming<'a>(b: B3, format: Propagator) -> Incoming<'a> {
     let ctx = SpanContext {
         trace_id: b.trace_id,
         span_id: b.span_id,
@@ -246,15 +264,15 @@ fn to_incoming<'a>(b: B3, format: Format) -> Incoming<'a> {
 /// The `b3` half of extraction; a lone sampling state is reported through `sampling_only`.
 pub fn extract_single<'a>(
     h: &RequestHeaders<'a>,
-    sampling_only: &mut Option<(Format, Sampling)>,
+    sampling_only: &mut Option<(Propagator, SamplingState)>,
 ) -> Parsed<Incoming<'a>> {
     let Some(v) = h.b3 else {
         return Parsed::Absent;
     };
     match parse_single(v) {
-        Some(Single::Context(b)) => Parsed::Valid(to_incoming(b, Format::B3)),
+        Some(Single::Context(b)) => Parsed::Valid(to_incoming(b, Propagator::B3)),
         Some(Single::SamplingOnly(s)) => {
-            sampling_only.get_or_insert((Format::B3, s));
+            sampling_only.get_or_insert((Propagator::B3, s));
             Parsed::Absent
         }
         None => Parsed::Malformed,
@@ -264,12 +282,12 @@ pub fn extract_single<'a>(
 /// The `X-B3-*` half of extraction.
 pub fn extract_multi<'a>(
     h: &RequestHeaders<'a>,
-    sampling_only: &mut Option<(Format, Sampling)>,
+    sampling_only: &mut Option<(Propagator, SamplingState)>,
 ) -> Parsed<Incoming<'a>> {
     match parse_multi(&MultiHeaders::from_request(h)) {
-        Parsed::Valid(Single::Context(b)) => Parsed::Valid(to_incoming(b, Format::B3Multi)),
+        Parsed::Valid(Single::Context(b)) => Parsed::Valid(to_incoming(b, Propagator::B3Multi)),
         Parsed::Valid(Single::SamplingOnly(s)) => {
-            sampling_only.get_or_insert((Format::B3Multi, s));
+            sampling_only.get_or_insert((Propagator::B3Multi, s));
             Parsed::Absent
         }
         Parsed::Absent => Parsed::Absent,
@@ -280,6 +298,55 @@ pub fn extract_multi<'a>(
 /// True when `s` is a lowercase-hex B3 id of a length B3 allows (for quick checks elsewhere).
 pub fn is_id(s: &[u8]) -> bool {
     matches!(s.len(), 16 | 32) && hex::is_lower_hex(s)
+}
+
+/// Every `X-B3-*` header, in the order they are removed.
+pub const MULTI: [&str; 5] = [TRACE_ID, SPAN_ID, PARENT_SPAN_ID, SAMPLED, FLAGS];
+
+/// The new span as B3 writes it, in the width the caller used.
+fn outgoing(s: &SpanStart<'_>) -> B3 {
+    B3 {
+        trace_id: s.trace_id,
+        span_id: s.span_id,
+        // OpenTelemetry: B3 injection must not propagate a parent span id.
+        parent_span_id: None,
+        sampling: s.sampling_state(),
+        narrow: s.narrow(),
+    }
+}
+
+/// Writes the single `b3` header for the new span.
+pub fn inject_single(s: &SpanStart<'_>, out: &mut Injection) {
+    let ctx = outgoing(s);
+    out.put(SINGLE, |b| write_single(&ctx, b));
+}
+
+/// Writes the `X-B3-*` headers for the new span, removing those of the request it leaves out.
+pub fn inject_multi(s: &SpanStart<'_>, h: &RequestHeaders<'_>, out: &mut Injection) {
+    let ctx = outgoing(s);
+    let (buf, set, remove) = out.parts();
+    write_multi(
+        &ctx,
+        buf,
+        |name, range| set.push((name, range)),
+        |name| {
+            if multi_present(h, name) {
+                remove.push(name);
+            }
+        },
+    );
+}
+
+/// Whether the request carried the `X-B3-*` header `name`.
+pub fn multi_present(h: &RequestHeaders<'_>, name: &str) -> bool {
+    match name {
+        TRACE_ID => h.x_b3_traceid.is_some(),
+        SPAN_ID => h.x_b3_spanid.is_some(),
+        PARENT_SPAN_ID => h.x_b3_parentspanid.is_some(),
+        SAMPLED => h.x_b3_sampled.is_some(),
+        FLAGS => h.x_b3_flags.is_some(),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -306,28 +373,28 @@ mod tests {
         assert_eq!(b.trace_id.to_string(), "80f198ee56343ba864fe8b2a57d3eff7");
         assert_eq!(b.span_id.to_string(), "e457b5a2e4d86bd1");
         assert_eq!(b.parent_span_id.unwrap().to_string(), "05e3ac9a4f6e3b90");
-        assert_eq!(b.sampling, Sampling::Accept);
+        assert_eq!(b.sampling, SamplingState::Accept);
         assert!(!b.narrow);
         assert_eq!(
             single(&b),
             "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90"
         );
         let b = ctx("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d");
-        assert_eq!(b.sampling, Sampling::Debug);
+        assert_eq!(b.sampling, SamplingState::Debug);
         assert_eq!(b.parent_span_id, None);
         let b = ctx("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1");
-        assert_eq!(b.sampling, Sampling::Defer);
+        assert_eq!(b.sampling, SamplingState::Defer);
         assert_eq!(
             parse_single(b"0"),
-            Some(Single::SamplingOnly(Sampling::Deny))
+            Some(Single::SamplingOnly(SamplingState::Deny))
         );
         assert_eq!(
             parse_single(b"1"),
-            Some(Single::SamplingOnly(Sampling::Accept))
+            Some(Single::SamplingOnly(SamplingState::Accept))
         );
         assert_eq!(
             parse_single(b" d "),
-            Some(Single::SamplingOnly(Sampling::Debug))
+            Some(Single::SamplingOnly(SamplingState::Debug))
         );
     }
 
@@ -402,7 +469,7 @@ mod tests {
         assert!(matches!(
             multi(&debug),
             Parsed::Valid(Single::Context(B3 {
-                sampling: Sampling::Debug,
+                sampling: SamplingState::Debug,
                 ..
             }))
         ));
@@ -410,7 +477,7 @@ mod tests {
         assert!(matches!(
             multi(&ignored_flags),
             Parsed::Valid(Single::Context(B3 {
-                sampling: Sampling::Defer,
+                sampling: SamplingState::Defer,
                 ..
             }))
         ));
@@ -418,7 +485,7 @@ mod tests {
         assert!(matches!(
             multi(&legacy),
             Parsed::Valid(Single::Context(B3 {
-                sampling: Sampling::Accept,
+                sampling: SamplingState::Accept,
                 ..
             }))
         ));
@@ -429,11 +496,11 @@ mod tests {
         ));
         assert_eq!(
             multi(&[(SAMPLED, "0")]),
-            Parsed::Valid(Single::SamplingOnly(Sampling::Deny))
+            Parsed::Valid(Single::SamplingOnly(SamplingState::Deny))
         );
         assert_eq!(
             multi(&[(FLAGS, "1")]),
-            Parsed::Valid(Single::SamplingOnly(Sampling::Debug))
+            Parsed::Valid(Single::SamplingOnly(SamplingState::Debug))
         );
         assert_eq!(multi(&[]), Parsed::Absent);
         for bad in [
@@ -478,10 +545,10 @@ mod tests {
             1u64..,
             proptest::option::of(1u64..),
             prop_oneof![
-                Just(Sampling::Accept),
-                Just(Sampling::Deny),
-                Just(Sampling::Debug),
-                Just(Sampling::Defer)
+                Just(SamplingState::Accept),
+                Just(SamplingState::Deny),
+                Just(SamplingState::Debug),
+                Just(SamplingState::Defer)
             ],
             any::<bool>(),
         )
@@ -493,7 +560,7 @@ mod tests {
                     span_id: SpanId::from_u64(span),
                     // B3 has no way to write a parent under a deferred decision.
                     parent_span_id: parent
-                        .filter(|_| sampling != Sampling::Defer)
+                        .filter(|_| sampling != SamplingState::Defer)
                         .map(SpanId::from_u64),
                     sampling,
                     narrow,

@@ -9,7 +9,9 @@
 
 use smallvec::SmallVec;
 
-use super::trim_ows;
+use super::context::SpanStart;
+use super::inject::Injection;
+use crate::text::trim_ows;
 
 /// The header's name.
 pub const HEADER: &str = "baggage";
@@ -22,8 +24,11 @@ pub const MAX_BYTES: usize = 8192;
 /// the first `;` (empty when there are none).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Member<'a> {
+    /// The member's key.
     pub key: &'a [u8],
+    /// The member's value, still percent-encoded.
     pub value: &'a [u8],
+    /// Everything after the first `;`, raw.
     pub properties: &'a [u8],
 }
 
@@ -104,7 +109,7 @@ pub struct BaggageStats {
 }
 
 /// The fate of one member while walking the list.
-enum Verdict<'a> {
+enum MemberOutcome<'a> {
     Kept(Member<'a>, &'a [u8]),
     Malformed,
     OverLimit,
@@ -115,6 +120,7 @@ enum Verdict<'a> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Baggage<'a> {
     fields: SmallVec<[&'a [u8]; 2]>,
+    /// What forwarding within the limits keeps and drops.
     pub stats: BaggageStats,
     /// The fields can go upstream as they are.
     unchanged: bool,
@@ -130,9 +136,9 @@ impl<'a> Baggage<'a> {
         };
         let mut stats = BaggageStats::default();
         b.walk(|v| match v {
-            Verdict::Kept(..) => stats.kept = stats.kept.saturating_add(1),
-            Verdict::Malformed => stats.malformed = stats.malformed.saturating_add(1),
-            Verdict::OverLimit => stats.over_limit = stats.over_limit.saturating_add(1),
+            MemberOutcome::Kept(..) => stats.kept = stats.kept.saturating_add(1),
+            MemberOutcome::Malformed => stats.malformed = stats.malformed.saturating_add(1),
+            MemberOutcome::OverLimit => stats.over_limit = stats.over_limit.saturating_add(1),
         });
         b.stats = stats;
         let total = fields.iter().map(|f| f.len()).sum::<usize>() + fields.len().saturating_sub(1);
@@ -151,7 +157,7 @@ impl<'a> Baggage<'a> {
     }
 
     /// Walks the members in order, deciding each one's fate.
-    fn walk(&self, mut f: impl FnMut(Verdict<'a>)) {
+    fn walk(&self, mut f: impl FnMut(MemberOutcome<'a>)) {
         let (mut count, mut bytes) = (0usize, 0usize);
         let members = self
             .fields
@@ -161,16 +167,16 @@ impl<'a> Baggage<'a> {
             .filter(|m| !m.is_empty());
         for raw in members {
             let Some(m) = parse_member(raw) else {
-                f(Verdict::Malformed);
+                f(MemberOutcome::Malformed);
                 continue;
             };
             let needed = raw.len() + usize::from(count > 0);
             if count < MAX_MEMBERS && bytes + needed <= MAX_BYTES {
                 count += 1;
                 bytes += needed;
-                f(Verdict::Kept(m, raw));
+                f(MemberOutcome::Kept(m, raw));
             } else {
-                f(Verdict::OverLimit);
+                f(MemberOutcome::OverLimit);
             }
         }
     }
@@ -179,7 +185,7 @@ impl<'a> Baggage<'a> {
     pub fn write_to(&self, out: &mut Vec<u8>) {
         let mut first = true;
         self.walk(|v| {
-            if let Verdict::Kept(_, raw) = v {
+            if let MemberOutcome::Kept(_, raw) = v {
                 if !first {
                     out.push(b',');
                 }
@@ -193,7 +199,7 @@ impl<'a> Baggage<'a> {
     pub fn get(&self, key: &[u8]) -> Option<&'a [u8]> {
         let mut found = None;
         self.walk(|v| {
-            if let Verdict::Kept(m, _) = v {
+            if let MemberOutcome::Kept(m, _) = v {
                 if found.is_none() && m.key == key {
                     found = Some(m.value);
                 }
@@ -201,39 +207,6 @@ impl<'a> Baggage<'a> {
         });
         found
     }
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Percent-decodes `v` into `out` and returns the bytes written; a `%` not followed by two hex
-/// digits is kept literally. Stops when `out` is full. The result may be invalid UTF-8.
-pub fn percent_decode(v: &[u8], out: &mut [u8]) -> usize {
-    let (mut i, mut o) = (0, 0);
-    while let (Some(&c), Some(slot)) = (v.get(i), out.get_mut(o)) {
-        let escaped = match (c, v.get(i + 1), v.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) => hex_val(h).zip(hex_val(l)).map(|(h, l)| h << 4 | l),
-            _ => None,
-        };
-        match escaped {
-            Some(b) => {
-                *slot = b;
-                i += 3;
-            }
-            None => {
-                *slot = c;
-                i += 1;
-            }
-        }
-        o += 1;
-    }
-    o
 }
 
 /// Percent-encodes `v` into `out`, leaving only RFC 3986 unreserved characters as they are
@@ -278,9 +251,23 @@ pub fn to_utf8_lossy(bytes: &[u8], out: &mut [u8]) -> usize {
     o
 }
 
+/// Forwards the request's baggage: valid baggage as it came (no host call), baggage the limits
+/// cut re-written without the dropped members, and none at all when nothing is left.
+pub fn inject(s: &SpanStart<'_>, out: &mut Injection) {
+    let bg = &s.baggage;
+    if bg.is_absent() || bg.unchanged() {
+        // Valid baggage is forwarded as it came, without a host call.
+    } else if bg.stats.kept > 0 {
+        out.put(HEADER, |b| bg.write_to(b));
+    } else {
+        out.remove.push(HEADER);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::text::percent_decode;
     use proptest::prelude::*;
 
     fn member(s: &str) -> Member<'_> {

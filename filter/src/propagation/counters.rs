@@ -4,7 +4,7 @@
 //! learns that a client sends broken `b3` or oversized baggage.
 
 use super::baggage::BaggageStats;
-use super::Format;
+use super::Propagator;
 
 /// Metric names, in the order of [`Counters::values`].
 pub const NAMES: [&str; 12] = [
@@ -22,17 +22,6 @@ pub const NAMES: [&str; 12] = [
     "meshtrace.baggage.members_forwarded",
 ];
 
-/// The context formats, in the order of their `malformed` counters.
-const CONTEXT_FORMATS: [Format; 7] = [
-    Format::TraceContext,
-    Format::B3,
-    Format::B3Multi,
-    Format::L5d,
-    Format::XRay,
-    Format::Gcp,
-    Format::GrpcTraceBin,
-];
-
 /// Running totals since the VM started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -40,16 +29,16 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Adds one request: the formats found malformed (a [`Format::bit`] mask), its baggage
+    /// Adds one request: the formats found malformed (a [`Propagator::bit`] mask), its baggage
     /// outcome, and whether an untrusted context was turned into a link.
     pub fn record(&mut self, malformed: u16, baggage: &BaggageStats, linked: bool) {
-        for (i, f) in CONTEXT_FORMATS.iter().enumerate() {
+        for (i, f) in Propagator::CONTEXTS.iter().enumerate() {
             if malformed & f.bit() != 0 {
                 self.values[i] += 1;
             }
         }
         let dropped = baggage.malformed as u64 + baggage.over_limit as u64;
-        let base = CONTEXT_FORMATS.len();
+        let base = Propagator::CONTEXTS.len();
         self.values[base] += linked as u64;
         self.values[base + 1] += (dropped > 0) as u64;
         self.values[base + 2] += baggage.malformed as u64;
@@ -75,8 +64,12 @@ mod tests {
             malformed: 2,
             over_limit: 3,
         };
-        c.record(Format::B3.bit() | Format::GrpcTraceBin.bit(), &stats, true);
-        c.record(Format::B3.bit(), &BaggageStats::default(), false);
+        c.record(
+            Propagator::B3.bit() | Propagator::GrpcTraceBin.bit(),
+            &stats,
+            true,
+        );
+        c.record(Propagator::B3.bit(), &BaggageStats::default(), false);
         let v: Vec<(&str, u64)> = c.values().filter(|(_, n)| *n > 0).collect();
         assert_eq!(
             v,
@@ -90,7 +83,7 @@ mod tests {
                 ("meshtrace.baggage.members_forwarded", 64),
             ]
         );
-        for (name, f) in NAMES.iter().zip(CONTEXT_FORMATS) {
+        for (name, f) in NAMES.iter().zip(Propagator::CONTEXTS) {
             assert!(name.ends_with(f.name()));
         }
     }

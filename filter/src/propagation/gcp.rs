@@ -4,9 +4,12 @@
 //! decimal integer, the one place a trace header carries an id in base ten. Bit 0 of the
 //! options is "traced"; a missing `o` means not traced, as Google's own propagator reads it.
 
-use super::{trim_ows, Dialect, Format, Incoming, Parsed, Sampling, SpanContext};
+use super::context::SpanStart;
+use super::inject::Injection;
+use super::{Dialect, Incoming, Parsed, Propagator, SamplingState, SpanContext};
 use crate::headers::RequestHeaders;
 use crate::ids::{SpanId, TraceId};
+use crate::text::trim_ows;
 
 /// The header's name.
 pub const HEADER: &str = "x-cloud-trace-context";
@@ -16,13 +19,16 @@ pub const MAX_LEN: usize = 59;
 /// A parsed `X-Cloud-Trace-Context`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CloudTrace {
+    /// The trace id (32 hex digits).
     pub trace_id: TraceId,
+    /// The span id, sent as a decimal number.
     pub span_id: SpanId,
     /// The `o=` value, when present.
     pub options: Option<u8>,
 }
 
 impl CloudTrace {
+    /// Whether `o=` has its sampled bit set.
     pub fn sampled(&self) -> bool {
         self.options.is_some_and(|o| o & 1 != 0)
     }
@@ -96,19 +102,34 @@ pub fn extract<'a>(h: &RequestHeaders<'a>) -> Parsed<Incoming<'a>> {
     match parse(v) {
         Some(c) => {
             let sampling = if c.sampled() {
-                Sampling::Accept
+                SamplingState::Accept
             } else {
-                Sampling::Deny
+                SamplingState::Deny
             };
             let ctx = SpanContext {
                 trace_id: c.trace_id,
                 span_id: c.span_id,
                 flags: sampling.flags(),
             };
-            Parsed::Valid(Incoming::new(ctx, Format::Gcp, sampling, Dialect::Plain))
+            Parsed::Valid(Incoming::new(
+                ctx,
+                Propagator::Gcp,
+                sampling,
+                Dialect::Plain,
+            ))
         }
         None => Parsed::Malformed,
     }
+}
+
+/// Writes `X-Cloud-Trace-Context` for the new span.
+pub fn inject(s: &SpanStart<'_>, out: &mut Injection) {
+    let c = CloudTrace {
+        trace_id: s.trace_id,
+        span_id: s.span_id,
+        options: Some(u8::from(s.sampled())),
+    };
+    out.put(HEADER, |b| write(&c, b));
 }
 
 #[cfg(test)]

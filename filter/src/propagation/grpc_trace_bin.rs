@@ -5,10 +5,13 @@
 //! span id, `2` + 1-byte options (bit 0 = sampled). Fields come in id order; parsing stops at
 //! an id it does not know, which is how the format leaves room for later fields.
 
-use super::{trim_ows, Dialect, Format, Incoming, Parsed, Sampling, SpanContext};
+use super::context::SpanStart;
+use super::inject::Injection;
+use super::{Dialect, Incoming, Parsed, Propagator, SamplingState, SpanContext};
 use crate::base64;
 use crate::headers::RequestHeaders;
 use crate::ids::{SpanId, TraceId};
+use crate::text::trim_ows;
 
 /// The header's name.
 pub const HEADER: &str = "grpc-trace-bin";
@@ -21,13 +24,16 @@ const MAX_ENCODED: usize = base64::encoded_len(MAX_BINARY);
 /// A decoded `grpc-trace-bin`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OcContext {
+    /// The trace id.
     pub trace_id: TraceId,
+    /// The span id.
     pub span_id: SpanId,
     /// Trace options; 0 when the field is absent.
     pub options: u8,
 }
 
 impl OcContext {
+    /// Whether the trace options' sampled bit is set.
     pub fn sampled(&self) -> bool {
         self.options & 1 != 0
     }
@@ -98,9 +104,9 @@ pub fn extract<'a>(h: &RequestHeaders<'a>) -> Parsed<Incoming<'a>> {
     match parse(v) {
         Some((c, padded)) => {
             let sampling = if c.sampled() {
-                Sampling::Accept
+                SamplingState::Accept
             } else {
-                Sampling::Deny
+                SamplingState::Deny
             };
             let ctx = SpanContext {
                 trace_id: c.trace_id,
@@ -109,13 +115,28 @@ pub fn extract<'a>(h: &RequestHeaders<'a>) -> Parsed<Incoming<'a>> {
             };
             Parsed::Valid(Incoming::new(
                 ctx,
-                Format::GrpcTraceBin,
+                Propagator::GrpcTraceBin,
                 sampling,
                 Dialect::GrpcTraceBin { padded },
             ))
         }
         None => Parsed::Malformed,
     }
+}
+
+/// Writes `grpc-trace-bin` for the new span, padded as the caller sent it.
+pub fn inject(s: &SpanStart<'_>, out: &mut Injection) {
+    let padded = match s.dialect {
+        Dialect::GrpcTraceBin { padded } => padded,
+        // Padded is what every decoder accepts (linkerd2-proxy requires it).
+        _ => true,
+    };
+    let c = OcContext {
+        trace_id: s.trace_id,
+        span_id: s.span_id,
+        options: u8::from(s.sampled()),
+    };
+    out.put(HEADER, |b| write(&c, padded, b));
 }
 
 #[cfg(test)]

@@ -5,10 +5,13 @@
 //! fifth with the high 64 bits. [`L5dTrace::narrow`] remembers the 32-byte layout so a Linkerd
 //! 1 router gets back the length it sent.
 
-use super::{trim_ows, Dialect, Format, Incoming, Parsed, Sampling, SpanContext};
+use super::context::SpanStart;
+use super::inject::Injection;
+use super::{Dialect, Incoming, Parsed, Propagator, SamplingState, SpanContext};
 use crate::base64;
 use crate::headers::RequestHeaders;
 use crate::ids::{SpanId, TraceId};
+use crate::text::trim_ows;
 
 /// The context header.
 pub const CTX_TRACE: &str = "l5d-ctx-trace";
@@ -30,6 +33,7 @@ pub const MAX_ENCODED_LEN: usize = base64::encoded_len(WIDE_LEN);
 /// A decoded `l5d-ctx-trace`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct L5dTrace {
+    /// The span id.
     pub span_id: SpanId,
     /// Equal to `span_id` on a root span, as Finagle writes it.
     pub parent_id: SpanId,
@@ -43,25 +47,25 @@ pub struct L5dTrace {
 
 impl L5dTrace {
     /// The sampling decision the flag word states.
-    pub fn sampling(&self) -> Sampling {
+    pub fn sampling(&self) -> SamplingState {
         if self.flags & FLAG_DEBUG != 0 {
-            Sampling::Debug
+            SamplingState::Debug
         } else if self.flags & FLAG_SAMPLING_KNOWN == 0 {
-            Sampling::Defer
+            SamplingState::Defer
         } else if self.flags & FLAG_SAMPLED != 0 {
-            Sampling::Accept
+            SamplingState::Accept
         } else {
-            Sampling::Deny
+            SamplingState::Deny
         }
     }
 
     /// The flag word Finagle writes for a decision.
-    pub fn flags_for(s: Sampling) -> u64 {
+    pub fn flags_for(s: SamplingState) -> u64 {
         match s {
-            Sampling::Debug => FLAG_DEBUG | FLAG_SAMPLING_KNOWN | FLAG_SAMPLED,
-            Sampling::Accept => FLAG_SAMPLING_KNOWN | FLAG_SAMPLED,
-            Sampling::Deny => FLAG_SAMPLING_KNOWN,
-            Sampling::Defer => 0,
+            SamplingState::Debug => FLAG_DEBUG | FLAG_SAMPLING_KNOWN | FLAG_SAMPLED,
+            SamplingState::Accept => FLAG_SAMPLING_KNOWN | FLAG_SAMPLED,
+            SamplingState::Deny => FLAG_SAMPLING_KNOWN,
+            SamplingState::Defer => 0,
         }
     }
 }
@@ -167,13 +171,27 @@ pub fn extract<'a>(h: &RequestHeaders<'a>) -> Parsed<Incoming<'a>> {
             };
             Parsed::Valid(Incoming::new(
                 ctx,
-                Format::L5d,
+                Propagator::L5d,
                 sampling,
                 Dialect::L5d { narrow: t.narrow },
             ))
         }
         None => Parsed::Malformed,
     }
+}
+
+/// Writes `l5d-ctx-trace` for the new span, in the caller's width, and `l5d-reqid`.
+pub fn inject(s: &SpanStart<'_>, out: &mut Injection) {
+    let t = L5dTrace {
+        span_id: s.span_id,
+        // Finagle marks a root by a parent equal to the span itself.
+        parent_id: s.parent.unwrap_or(s.span_id),
+        trace_id: s.trace_id,
+        flags: L5dTrace::flags_for(s.sampling_state()),
+        narrow: s.narrow(),
+    };
+    out.put(CTX_TRACE, |b| write(&t, b));
+    out.put(REQID, |b| write_reqid(&s.trace_id, b));
 }
 
 #[cfg(test)]
@@ -189,7 +207,7 @@ mod tests {
         assert_eq!(t.trace_id.to_string(), "0000000000000000f2fd78005d756b0e");
         assert_eq!(t.flags, 0);
         assert!(t.narrow);
-        assert_eq!(t.sampling(), Sampling::Defer);
+        assert_eq!(t.sampling(), SamplingState::Defer);
         let mut out = Vec::new();
         write(&t, &mut out);
         assert_eq!(out, b"vYKCjy8tCNLy/XgAXXVrDvL9eABddWsOAAAAAAAAAAA=");
@@ -206,10 +224,10 @@ mod tests {
     #[test]
     fn flags_map_to_sampling() {
         for s in [
-            Sampling::Accept,
-            Sampling::Deny,
-            Sampling::Debug,
-            Sampling::Defer,
+            SamplingState::Accept,
+            SamplingState::Deny,
+            SamplingState::Debug,
+            SamplingState::Defer,
         ] {
             let t = L5dTrace {
                 span_id: SpanId::from_u64(1),
@@ -220,8 +238,8 @@ mod tests {
             };
             assert_eq!(t.sampling(), s);
         }
-        assert_eq!(L5dTrace::flags_for(Sampling::Accept), 6);
-        assert_eq!(L5dTrace::flags_for(Sampling::Deny), 2);
+        assert_eq!(L5dTrace::flags_for(SamplingState::Accept), 6);
+        assert_eq!(L5dTrace::flags_for(SamplingState::Deny), 2);
     }
 
     #[test]

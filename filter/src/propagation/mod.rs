@@ -28,7 +28,7 @@
 //! | `gcp` | `x-cloud-trace-context: 105445aa7843bc8bf206b12000100000/1;o=1` | `x-cloud-trace-context: 105445aa7843bc8bf206b12000100000/<S as decimal>;o=1`, `traceparent: 00-105445aa7843bc8bf206b12000100000-S-01` |
 //! | `grpc-trace-bin` | `grpc-trace-bin: AABL+S81d7NNpqPOkp0ODkc2AQDwZ6oLqQK3AgE=` (padded or not) | `grpc-trace-bin` re-encoded with span `S`, same padding, `traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-S-01` |
 //! | `baggage` | `baggage: userId=Am%C3%A9lie,serverNode=DF%2028` | unchanged; over 64 members or 8192 bytes, or with members breaking the grammar, whole members are dropped (counted) and the rest re-sent; span attribute `baggage.userId` = `Amélie` only if `userId` is in `baggage.attribute_keys` |
-//! | malformed | `traceparent: 00-4BF9...` (uppercase) | counted in `Decision::malformed`, the next format is tried, else a new trace |
+//! | malformed | `traceparent: 00-4BF9...` (uppercase) | counted in `SpanStart::malformed`, the next format is tried, else a new trace |
 //! | two formats | valid `traceparent` and a different `b3` | the first configured format wins; `b3` is removed upstream |
 //!
 //! With `propagators.trust_incoming = false` every row starts a new trace instead (the incoming
@@ -36,10 +36,14 @@
 
 pub mod b3;
 pub mod baggage;
+pub mod config;
+pub mod context;
 pub mod counters;
 pub mod gcp;
 pub mod grpc_trace_bin;
+pub mod inject;
 pub mod l5d;
+pub mod ot;
 pub mod tracecontext;
 pub mod xray;
 
@@ -54,6 +58,7 @@ pub const FLAG_RANDOM: u8 = 0x02;
 /// The remote span context a request arrived with, in format-neutral form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SpanContext {
+    /// The trace id.
     pub trace_id: TraceId,
     /// The caller's span id: the parent of the span we create. [`SpanId::INVALID`] only when a
     /// format names a trace without a parent span (an X-Ray `Root` alone, as load balancers send).
@@ -63,15 +68,17 @@ pub struct SpanContext {
 }
 
 impl SpanContext {
+    /// Whether the caller sampled this trace.
     pub fn sampled(&self) -> bool {
         self.flags & FLAG_SAMPLED != 0
     }
 }
 
-/// A caller's sampling decision as the richer formats express it. W3C has only the sampled bit;
-/// debug and "you decide" live here so they never leak into the W3C flag byte.
+/// A caller's sampling decision as the richer formats express it: B3's "sampling state". W3C has
+/// only the sampled bit; debug and "you decide" live here so they never leak into the W3C flag
+/// byte. The sampler's own outcome is `sampling::SamplingResult`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Sampling {
+pub enum SamplingState {
     /// Sampled.
     Accept,
     /// Not sampled.
@@ -83,53 +90,76 @@ pub enum Sampling {
     Defer,
 }
 
-impl Sampling {
+impl SamplingState {
     /// The W3C sampled bit this decision implies; a deferred decision is not (yet) sampled.
     pub fn flags(self) -> u8 {
         match self {
-            Sampling::Accept | Sampling::Debug => FLAG_SAMPLED,
-            Sampling::Deny | Sampling::Defer => 0,
+            SamplingState::Accept | SamplingState::Debug => FLAG_SAMPLED,
+            SamplingState::Deny | SamplingState::Defer => 0,
         }
     }
 }
 
-/// Every propagation format meshtrace knows, by its `OTEL_PROPAGATORS` name where one exists.
+/// Every propagator (trace-context wire format) meshtrace knows, by its `OTEL_PROPAGATORS` name
+/// where one exists. Each has a module here that extracts and injects it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Format {
+pub enum Propagator {
+    /// W3C Trace Context: `traceparent` and `tracestate`.
     TraceContext,
+    /// W3C Baggage: `baggage`.
     Baggage,
+    /// Zipkin B3, one header: `b3`.
     B3,
+    /// Zipkin B3, several headers: `X-B3-*`.
     B3Multi,
+    /// Linkerd 1 / Finagle: `l5d-ctx-trace` (and `l5d-reqid`).
     L5d,
+    /// AWS X-Ray: `X-Amzn-Trace-Id`.
     XRay,
+    /// Google Cloud: `X-Cloud-Trace-Context`.
     Gcp,
+    /// OpenCensus binary, base64: `grpc-trace-bin`.
     GrpcTraceBin,
 }
 
-impl Format {
+impl Propagator {
     /// All formats, in the default extraction order (baggage carries no span context).
-    pub const ALL: [Format; 8] = [
-        Format::TraceContext,
-        Format::Baggage,
-        Format::B3,
-        Format::B3Multi,
-        Format::L5d,
-        Format::XRay,
-        Format::Gcp,
-        Format::GrpcTraceBin,
+    pub const ALL: [Propagator; 8] = [
+        Propagator::TraceContext,
+        Propagator::Baggage,
+        Propagator::B3,
+        Propagator::B3Multi,
+        Propagator::L5d,
+        Propagator::XRay,
+        Propagator::Gcp,
+        Propagator::GrpcTraceBin,
     ];
 
+    /// The formats that carry a span context (all but baggage), in the default extraction
+    /// order and the order of their `malformed` counters.
+    pub const CONTEXTS: [Propagator; 7] = {
+        let mut out = [Propagator::TraceContext; 7];
+        let (mut i, mut o) = (0, 0);
+        while i < Self::ALL.len() {
+            if !matches!(Self::ALL[i], Propagator::Baggage) {
+                out[o] = Self::ALL[i];
+                o += 1;
+            }
+            i += 1;
+        }
+        out
+    };
     /// The configuration name.
     pub fn name(self) -> &'static str {
         match self {
-            Format::TraceContext => "tracecontext",
-            Format::Baggage => "baggage",
-            Format::B3 => "b3",
-            Format::B3Multi => "b3multi",
-            Format::L5d => "l5d",
-            Format::XRay => "xray",
-            Format::Gcp => "gcp",
-            Format::GrpcTraceBin => "grpc-trace-bin",
+            Propagator::TraceContext => "tracecontext",
+            Propagator::Baggage => "baggage",
+            Propagator::B3 => "b3",
+            Propagator::B3Multi => "b3multi",
+            Propagator::L5d => "l5d",
+            Propagator::XRay => "xray",
+            Propagator::Gcp => "gcp",
+            Propagator::GrpcTraceBin => "grpc-trace-bin",
         }
     }
 
@@ -140,7 +170,7 @@ impl Format {
 
     /// False only for baggage, which travels beside a trace context rather than being one.
     pub fn carries_context(self) -> bool {
-        self != Format::Baggage
+        self != Propagator::Baggage
     }
 
     /// The bit for this format in a per-format mask such as [`Extraction::malformed`].
@@ -179,30 +209,50 @@ pub enum Dialect<'a> {
     #[default]
     Plain,
     /// B3 (single or multi): `narrow` when the trace id came as 64 bits.
-    B3 { narrow: bool },
+    B3 {
+        /// The trace id came as 16 hex digits.
+        narrow: bool,
+    },
     /// Linkerd 1: `narrow` for the 32-byte layout (64-bit trace id).
-    L5d { narrow: bool },
+    L5d {
+        /// The 32-byte layout.
+        narrow: bool,
+    },
     /// X-Ray: the incoming header, whose extra fields (`Self`, `Lineage`, ...) are kept.
-    XRay { header: &'a [u8] },
+    XRay {
+        /// The whole incoming header value.
+        header: &'a [u8],
+    },
     /// `grpc-trace-bin`: whether the base64 came padded.
-    GrpcTraceBin { padded: bool },
+    GrpcTraceBin {
+        /// The base64 ended in `=` padding.
+        padded: bool,
+    },
 }
 
 /// The context chosen for a request and where it came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Incoming<'a> {
+    /// The caller's span context.
     pub ctx: SpanContext,
-    pub format: Format,
+    /// The format it arrived in.
+    pub format: Propagator,
     /// The combined, validated `tracestate` to forward (W3C only).
     pub tracestate: tracecontext::TraceState<'a>,
     /// The caller's decision; `ctx.flags` carries only its sampled bit.
-    pub sampling: Sampling,
+    pub sampling: SamplingState,
+    /// How the caller wrote it.
     pub dialect: Dialect<'a>,
 }
 
 impl<'a> Incoming<'a> {
     /// An incoming context without tracestate.
-    pub fn new(ctx: SpanContext, format: Format, sampling: Sampling, dialect: Dialect<'a>) -> Self {
+    pub fn new(
+        ctx: SpanContext,
+        format: Propagator,
+        sampling: SamplingState,
+        dialect: Dialect<'a>,
+    ) -> Self {
         Self {
             ctx,
             format,
@@ -216,20 +266,21 @@ impl<'a> Incoming<'a> {
 /// Outcome of extraction over the configured formats.
 #[derive(Clone, Debug, Default)]
 pub struct Extraction<'a> {
+    /// The context chosen: the first valid one in the configured order.
     pub incoming: Option<Incoming<'a>>,
-    /// Bit per [`Format`] (see [`Format::bit`]) whose header was present but malformed.
+    /// Bit per [`Propagator`] (see [`Propagator::bit`]) whose header was present but malformed.
     pub malformed: u16,
     /// A B3 header (single or multi) that carried only a sampling state (`b3: 0`): no context,
     /// but a decision for the trace that starts here, and its format as the arrival format.
-    pub sampling_only: Option<(Format, Sampling)>,
+    pub sampling_only: Option<(Propagator, SamplingState)>,
 }
 
 /// Tries each configured format in order; the first valid context wins.
-pub fn extract<'a>(headers: &RequestHeaders<'a>, order: &[Format]) -> Extraction<'a> {
+pub fn extract<'a>(headers: &RequestHeaders<'a>, order: &[Propagator]) -> Extraction<'a> {
     let mut out = Extraction::default();
     for &format in order {
         let parsed = match format {
-            Format::TraceContext => tracecontext::extract(headers).map(|e| {
+            Propagator::TraceContext => tracecontext::extract(headers).map(|e| {
                 // A dropped `tracestate` is a malformed header even though the context holds.
                 if e.tracestate_dropped {
                     out.malformed |= format.bit();
@@ -239,18 +290,18 @@ pub fn extract<'a>(headers: &RequestHeaders<'a>, order: &[Format]) -> Extraction
                     ..Incoming::new(
                         e.ctx,
                         format,
-                        Sampling::from_w3c(e.ctx.flags),
+                        SamplingState::from_w3c(e.ctx.flags),
                         Dialect::Plain,
                     )
                 }
             }),
-            Format::B3 => b3::extract_single(headers, &mut out.sampling_only),
-            Format::B3Multi => b3::extract_multi(headers, &mut out.sampling_only),
-            Format::L5d => l5d::extract(headers),
-            Format::XRay => xray::extract(headers),
-            Format::Gcp => gcp::extract(headers),
-            Format::GrpcTraceBin => grpc_trace_bin::extract(headers),
-            Format::Baggage => Parsed::Absent,
+            Propagator::B3 => b3::extract_single(headers, &mut out.sampling_only),
+            Propagator::B3Multi => b3::extract_multi(headers, &mut out.sampling_only),
+            Propagator::L5d => l5d::extract(headers),
+            Propagator::XRay => xray::extract(headers),
+            Propagator::Gcp => gcp::extract(headers),
+            Propagator::GrpcTraceBin => grpc_trace_bin::extract(headers),
+            Propagator::Baggage => Parsed::Absent,
         };
         match parsed {
             Parsed::Absent => {}
@@ -264,45 +315,22 @@ pub fn extract<'a>(headers: &RequestHeaders<'a>, order: &[Format]) -> Extraction
     out
 }
 
-impl Sampling {
+impl SamplingState {
     /// The decision a W3C sampled bit states: W3C has no way to defer or to flag debug.
     pub fn from_w3c(flags: u8) -> Self {
         if flags & FLAG_SAMPLED != 0 {
-            Sampling::Accept
+            SamplingState::Accept
         } else {
-            Sampling::Deny
+            SamplingState::Deny
         }
     }
-}
-
-/// Strips optional whitespace (space, tab) from both ends, as HTTP field values allow.
-pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn headers<'a>(pairs: &'a [(&'a str, &'a str)]) -> RequestHeaders<'a> {
-        RequestHeaders::from_pairs(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
-    }
-
-    const ALL_CONTEXTS: [Format; 7] = [
-        Format::TraceContext,
-        Format::B3,
-        Format::B3Multi,
-        Format::L5d,
-        Format::XRay,
-        Format::Gcp,
-        Format::GrpcTraceBin,
-    ];
+    use crate::test_support::headers;
 
     #[test]
     fn first_valid_wins_and_malformed_are_counted() {
@@ -320,16 +348,19 @@ mod tests {
                 "105445aa7843bc8bf206b12000100000/1;o=1",
             ),
         ];
-        let e = extract(&headers(&pairs), &ALL_CONTEXTS);
+        let e = extract(&headers(&pairs), &Propagator::CONTEXTS);
         let inc = e.incoming.unwrap();
-        assert_eq!(inc.format, Format::B3Multi);
+        assert_eq!(inc.format, Propagator::B3Multi);
         assert_eq!(
             inc.ctx.trace_id.to_string(),
             "463ac35c9f6413ad48485a3953bb6124"
         );
         assert_eq!(inc.ctx.span_id.to_string(), "0020000000000001");
-        assert_eq!(inc.sampling, Sampling::Deny);
-        assert_eq!(e.malformed, Format::TraceContext.bit() | Format::B3.bit());
+        assert_eq!(inc.sampling, SamplingState::Deny);
+        assert_eq!(
+            e.malformed,
+            Propagator::TraceContext.bit() | Propagator::B3.bit()
+        );
     }
 
     #[test]
@@ -344,9 +375,12 @@ mod tests {
                 "105445aa7843bc8bf206b12000100000/1;o=1",
             ),
         ];
-        let e = extract(&headers(&pairs), &[Format::Gcp, Format::TraceContext]);
-        assert_eq!(e.incoming.unwrap().format, Format::Gcp);
-        let e = extract(&headers(&pairs), &[Format::B3]);
+        let e = extract(
+            &headers(&pairs),
+            &[Propagator::Gcp, Propagator::TraceContext],
+        );
+        assert_eq!(e.incoming.unwrap().format, Propagator::Gcp);
+        let e = extract(&headers(&pairs), &[Propagator::B3]);
         assert!(e.incoming.is_none());
         assert_eq!(e.malformed, 0);
     }
@@ -354,18 +388,18 @@ mod tests {
     #[test]
     fn sampling_only_b3_is_not_a_context() {
         let pairs = [("b3", "0")];
-        let e = extract(&headers(&pairs), &ALL_CONTEXTS);
+        let e = extract(&headers(&pairs), &Propagator::CONTEXTS);
         assert!(e.incoming.is_none());
-        assert_eq!(e.sampling_only, Some((Format::B3, Sampling::Deny)));
+        assert_eq!(e.sampling_only, Some((Propagator::B3, SamplingState::Deny)));
         assert_eq!(e.malformed, 0);
     }
 
     #[test]
     fn names_round_trip() {
-        for f in Format::ALL {
-            assert_eq!(Format::from_name(f.name()), Some(f));
+        for f in Propagator::ALL {
+            assert_eq!(Propagator::from_name(f.name()), Some(f));
         }
-        assert_eq!(Format::from_name("b4"), None);
-        assert!(!Format::Baggage.carries_context());
+        assert_eq!(Propagator::from_name("b4"), None);
+        assert!(!Propagator::Baggage.carries_context());
     }
 }

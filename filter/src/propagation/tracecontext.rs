@@ -6,11 +6,15 @@
 
 use smallvec::SmallVec;
 
-use super::{trim_ows, Parsed, SpanContext, FLAG_RANDOM, FLAG_SAMPLED};
+use super::context::SpanStart;
+use super::inject::Injection;
+use super::ot::OtUpdate;
+use super::{Parsed, SpanContext, FLAG_RANDOM, FLAG_SAMPLED};
 use crate::headers::RequestHeaders;
 use crate::hex;
 use crate::ids::{SpanId, TraceId};
 use crate::simd::{self, scalar};
+use crate::text::trim_ows;
 
 /// Length of a version-00 `traceparent`: `2+1+32+1+16+1+2`.
 pub const TRACEPARENT_LEN: usize = 55;
@@ -23,6 +27,11 @@ pub const TRACESTATE_PROPAGATE_LEN: usize = 512;
 /// Entries longer than this are the first to go when truncating.
 pub const TRACESTATE_LONG_ENTRY: usize = 128;
 
+/// The span's recorded `tracestate` keeps at most this many bytes: the combined length W3C
+/// Trace Context asks every vendor to propagate (`TRACESTATE_PROPAGATE_LEN`). Longer lists are
+/// cut at a list-member boundary, so what is recorded is still a valid `tracestate`.
+pub const MAX_TRACE_STATE_BYTES: usize = TRACESTATE_PROPAGATE_LEN;
+
 /// Why a `traceparent` was rejected (for debug logs and tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TraceParentError {
@@ -34,8 +43,11 @@ pub enum TraceParentError {
     Length,
     /// A `-` missing at a fixed offset, or a future version's flags not followed by `-`.
     Delimiter,
+    /// The trace id is not 32 lowercase hex digits, or all zero.
     TraceId,
+    /// The parent id is not 16 lowercase hex digits, or all zero.
     ParentId,
+    /// The flags are not 2 lowercase hex digits.
     Flags,
     /// More than one `traceparent` field.
     Duplicate,
@@ -328,6 +340,7 @@ pub fn extract<'a>(h: &RequestHeaders<'a>) -> Parsed<Extracted<'a>> {
 /// A valid `traceparent` and what became of the `tracestate` beside it.
 #[derive(Clone, Debug)]
 pub struct Extracted<'a> {
+    /// The caller's span context, from `traceparent`.
     pub ctx: SpanContext,
     /// The validated `tracestate`, empty when absent or dropped.
     pub tracestate: TraceState<'a>,
@@ -335,6 +348,41 @@ pub struct Extracted<'a> {
     /// dropped whole, as W3C Trace Context says: the context is still continued, and the
     /// header counts as malformed (`meshtrace.propagation.malformed.tracecontext`).
     pub tracestate_dropped: bool,
+}
+
+/// The header name `traceparent`.
+pub const TRACEPARENT: &str = "traceparent";
+/// The header name `tracestate`.
+pub const TRACESTATE: &str = "tracestate";
+
+/// Writes `traceparent` for the new span, and `tracestate`: the caller's list with this hop's
+/// `ot` changes. An unchanged list is already on the request and costs no host call; an empty
+/// result removes a stale or invalid one.
+pub fn inject(s: &SpanStart<'_>, h: &RequestHeaders<'_>, out: &mut Injection) {
+    let ctx = SpanContext {
+        trace_id: s.trace_id,
+        span_id: s.span_id,
+        flags: s.flags,
+    };
+    out.put(TRACEPARENT, |b| {
+        let mut tp = [0u8; TRACEPARENT_LEN];
+        write_traceparent(&ctx, &mut tp);
+        b.extend_from_slice(&tp);
+    });
+    let forwarded_as_is = s.ot == OtUpdate::Forward
+        && s.incoming
+            .as_ref()
+            .is_some_and(|i| !i.tracestate.is_empty());
+    if forwarded_as_is {
+        return;
+    }
+    out.put(TRACESTATE, |b| s.write_tracestate(b));
+    if out.get(TRACESTATE).is_some_and(<[u8]>::is_empty) {
+        out.unset_last();
+        if !h.tracestate.is_empty() {
+            out.remove.push(TRACESTATE);
+        }
+    }
 }
 
 #[cfg(test)]

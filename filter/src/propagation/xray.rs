@@ -5,9 +5,12 @@
 //! `Self=` and Lambda adds `Lineage=`: they are kept, in order, when the header is re-written.
 //! A `Root` without `Parent` (what an ALB sends) names a trace but no parent span.
 
-use super::{trim_ows, Dialect, Format, Incoming, Parsed, Sampling, SpanContext};
+use super::context::SpanStart;
+use super::inject::Injection;
+use super::{Dialect, Incoming, Parsed, Propagator, SamplingState, SpanContext};
 use crate::headers::RequestHeaders;
 use crate::ids::{SpanId, TraceId};
+use crate::text::trim_ows;
 
 /// The header's name.
 pub const HEADER: &str = "x-amzn-trace-id";
@@ -15,10 +18,12 @@ pub const HEADER: &str = "x-amzn-trace-id";
 /// A parsed X-Ray header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct XRay<'a> {
+    /// `Root`, as a 128-bit trace id.
     pub trace_id: TraceId,
+    /// `Parent`; absent when a load balancer started the trace.
     pub parent: Option<SpanId>,
     /// `1` accept, `0` deny, `?` or absent defer.
-    pub sampling: Sampling,
+    pub sampling: SamplingState,
     /// The header the fields came from, for [`XRay::extra_fields`].
     pub header: &'a [u8],
 }
@@ -73,9 +78,9 @@ pub fn parse(header: &[u8]) -> Option<XRay<'_>> {
             b"Parent" if parent.is_none() => parent = Some(SpanId::from_hex(v)?),
             b"Sampled" if sampling.is_none() => {
                 sampling = Some(match v {
-                    b"1" => Sampling::Accept,
-                    b"0" => Sampling::Deny,
-                    b"?" => Sampling::Defer,
+                    b"1" => SamplingState::Accept,
+                    b"0" => SamplingState::Deny,
+                    b"?" => SamplingState::Defer,
                     _ => return None,
                 })
             }
@@ -87,7 +92,7 @@ pub fn parse(header: &[u8]) -> Option<XRay<'_>> {
     Some(XRay {
         trace_id: trace_id?,
         parent,
-        sampling: sampling.unwrap_or(Sampling::Defer),
+        sampling: sampling.unwrap_or(SamplingState::Defer),
         header,
     })
 }
@@ -97,7 +102,7 @@ pub fn parse(header: &[u8]) -> Option<XRay<'_>> {
 pub fn write<'e>(
     trace_id: &TraceId,
     parent: Option<&SpanId>,
-    sampling: Sampling,
+    sampling: SamplingState,
     extra: impl Iterator<Item = &'e [u8]>,
     out: &mut Vec<u8>,
 ) {
@@ -111,9 +116,9 @@ pub fn write<'e>(
         out.extend_from_slice(&p.to_hex());
     }
     out.extend_from_slice(match sampling {
-        Sampling::Accept | Sampling::Debug => b";Sampled=1",
-        Sampling::Deny => b";Sampled=0",
-        Sampling::Defer => b";Sampled=?",
+        SamplingState::Accept | SamplingState::Debug => b";Sampled=1",
+        SamplingState::Deny => b";Sampled=0",
+        SamplingState::Defer => b";Sampled=?",
     });
     for f in extra {
         out.push(b';');
@@ -135,13 +140,30 @@ pub fn extract<'a>(h: &RequestHeaders<'a>) -> Parsed<Incoming<'a>> {
             };
             Parsed::Valid(Incoming::new(
                 ctx,
-                Format::XRay,
+                Propagator::XRay,
                 x.sampling,
                 Dialect::XRay { header: v },
             ))
         }
         None => Parsed::Malformed,
     }
+}
+
+/// Writes `X-Amzn-Trace-Id` for the new span, keeping the caller's extra fields.
+pub fn inject(s: &SpanStart<'_>, out: &mut Injection) {
+    let header = match s.dialect {
+        Dialect::XRay { header } => header,
+        _ => &[],
+    };
+    out.put(HEADER, |b| {
+        write(
+            &s.trace_id,
+            Some(&s.span_id),
+            s.sampling_state(),
+            extra_fields(header),
+            b,
+        )
+    });
 }
 
 #[cfg(test)]
@@ -157,7 +179,7 @@ mod tests {
         let x = parse(EXAMPLE).unwrap();
         assert_eq!(x.trace_id.to_string(), "5759e988bd862e3fe1be46a994272793");
         assert_eq!(x.parent.unwrap().to_string(), "53995c3f42cd8ad8");
-        assert_eq!(x.sampling, Sampling::Accept);
+        assert_eq!(x.sampling, SamplingState::Accept);
         assert_eq!(x.extra_fields().count(), 0);
         let mut out = Vec::new();
         write(
@@ -175,7 +197,7 @@ mod tests {
         let h = b"Self=1-67891234-12456789abcdef012345678; Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=?;Lineage=a87bd80c:1";
         let x = parse(h).unwrap();
         assert_eq!(x.parent, None);
-        assert_eq!(x.sampling, Sampling::Defer);
+        assert_eq!(x.sampling, SamplingState::Defer);
         let extra: Vec<&[u8]> = x.extra_fields().collect();
         assert_eq!(
             extra,
@@ -189,7 +211,7 @@ mod tests {
         write(
             &x.trace_id,
             Some(&parent),
-            Sampling::Accept,
+            SamplingState::Accept,
             x.extra_fields(),
             &mut out,
         );
@@ -226,7 +248,7 @@ mod tests {
         ) {
             let trace_id = TraceId::from_u64s(hi, lo);
             let parent = parent.map(SpanId::from_u64);
-            let sampling = [Sampling::Accept, Sampling::Deny, Sampling::Defer][s];
+            let sampling = [SamplingState::Accept, SamplingState::Deny, SamplingState::Defer][s];
             let extra: Vec<&[u8]> = extra
                 .iter()
                 .map(|e| e.as_bytes())

@@ -38,10 +38,6 @@ mod k {
         decode_hex16 as decode16, decode_hex32 as decode32, encode_hex16 as encode16,
         encode_hex8 as encode8, find_non_ascii, traceparent_shape,
     };
-
-    pub(crate) fn find_any<const N: usize>(needles: [u8; N], hay: &[u8]) -> Option<usize> {
-        hay.iter().position(|b| needles.contains(b))
-    }
 }
 
 /// Which kernels this build and CPU use, for benchmark reports.
@@ -98,33 +94,6 @@ pub fn decode_hex16(src: &[u8; 16], out: &mut [u8; 8]) -> bool {
 #[inline]
 pub fn traceparent_shape(v: &[u8; 55]) -> bool {
     k::traceparent_shape(v)
-}
-
-#[inline]
-fn find_any<const N: usize>(needles: [u8; N], hay: &[u8]) -> Option<usize> {
-    if hay.len() >= 16 {
-        return k::find_any(needles, hay);
-    }
-    // Shorter than one vector: a byte loop beats building the masks.
-    hay.iter().position(|b| needles.contains(b))
-}
-
-/// The index of the first `n` in `hay`.
-#[inline]
-pub fn find_byte(n: u8, hay: &[u8]) -> Option<usize> {
-    find_any([n], hay)
-}
-
-/// The index of the first byte of `hay` that is `a` or `b` (e.g. `,` and `=` in `tracestate`).
-#[inline]
-pub fn find_any2(a: u8, b: u8, hay: &[u8]) -> Option<usize> {
-    find_any([a, b], hay)
-}
-
-/// The index of the first byte of `hay` that is `a`, `b` or `c` (e.g. `,` `;` `=` in `baggage`).
-#[inline]
-pub fn find_any3(a: u8, b: u8, c: u8, hay: &[u8]) -> Option<usize> {
-    find_any([a, b, c], hay)
 }
 
 /// The index of the first byte of `hay` that is not ASCII (`>= 0x80`): `None` when `hay` is
@@ -192,14 +161,6 @@ mod tests {
             })
     }
 
-    /// Haystacks of every length around the vector widths, with sparse delimiters.
-    fn hay() -> impl Strategy<Value = Vec<u8>> {
-        prop::collection::vec(
-            prop_oneof![20 => b'a'..=b'z', 1 => Just(b','), 1 => Just(b';'), 1 => Just(b'='), 1 => any::<u8>()],
-            0..200,
-        )
-    }
-
     proptest! {
         #[test]
         fn encode_matches_scalar(src in prop::array::uniform16(any::<u8>())) {
@@ -245,14 +206,6 @@ mod tests {
         }
 
         #[test]
-        fn find_matches_scalar(h in hay(), start in 0usize..200) {
-            let h = &h[start.min(h.len())..];
-            prop_assert_eq!(find_byte(b',', h), scalar::find_byte(b',', h));
-            prop_assert_eq!(find_any2(b',', b'=', h), scalar::find_any2(b',', b'=', h));
-            prop_assert_eq!(find_any3(b',', b';', b'=', h), scalar::find_any3(b',', b';', b'=', h));
-        }
-
-        #[test]
         fn find_non_ascii_matches_scalar(
             h in prop::collection::vec(prop_oneof![30 => 0u8..0x80, 1 => 0x80u8..=0xff], 0..200),
             start in 0usize..200,
@@ -283,15 +236,8 @@ mod tests {
     }
 
     #[test]
-    fn find_edges() {
-        assert_eq!(find_byte(b',', b""), None);
+    fn find_non_ascii_edges() {
         let mut h = vec![b'x'; 100];
-        for at in 0..100 {
-            h[at] = b',';
-            assert_eq!(find_byte(b',', &h), Some(at));
-            h[at] = b'x';
-        }
-        assert_eq!(find_any2(b',', b'=', &h), None);
         // Every non-ASCII byte value, in every position of a vector and of the tail.
         assert_eq!(find_non_ascii(&h), None);
         for bad in 0x80..=0xffu8 {

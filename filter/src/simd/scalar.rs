@@ -44,18 +44,22 @@ pub fn decode_hex(src: &[u8], out: &mut [u8]) -> bool {
     bad & 0xf0 == 0
 }
 
+/// 16 bytes as 32 lowercase hex digits.
 pub fn encode_hex16(src: &[u8; 16], out: &mut [u8; 32]) {
     encode_hex(src, out)
 }
 
+/// 8 bytes as 16 lowercase hex digits.
 pub fn encode_hex8(src: &[u8; 8], out: &mut [u8; 16]) {
     encode_hex(src, out)
 }
 
+/// 32 lowercase hex digits into 16 bytes; false on any other byte.
 pub fn decode_hex32(src: &[u8; 32], out: &mut [u8; 16]) -> bool {
     decode_hex(src, out)
 }
 
+/// 16 lowercase hex digits into 8 bytes; false on any other byte.
 pub fn decode_hex16(src: &[u8; 16], out: &mut [u8; 8]) -> bool {
     decode_hex(src, out)
 }
@@ -71,18 +75,7 @@ pub fn traceparent_shape(v: &[u8; 55]) -> bool {
     })
 }
 
-pub fn find_byte(n: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == n)
-}
-
-pub fn find_any2(a: u8, b: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&c| c == a || c == b)
-}
-
-pub fn find_any3(a: u8, b: u8, c: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&x| x == a || x == b || x == c)
-}
-
+/// The index of the first byte of `hay` that is `>= 0x80`.
 pub fn find_non_ascii(hay: &[u8]) -> Option<usize> {
     hay.iter().position(|&b| b >= 0x80)
 }

@@ -6,6 +6,11 @@
 
 /// Byte-lane vector operations the kernels need. Masks are vectors whose lanes are all-ones or
 /// all-zeros, as the comparison instructions of every supported ISA produce them.
+///
+/// # Safety
+/// Every method is `unsafe` because it executes the implementing type's instructions: the CPU
+/// must support them (the arch module's target feature is enabled). `load` reads `BYTES` bytes
+/// at `p`, which must be readable.
 pub(crate) trait Vector: Copy {
     /// Lanes (bytes) per vector.
     const BYTES: usize;
@@ -28,6 +33,10 @@ pub(crate) trait Vector: Copy {
 }
 
 /// The extra operations of the 16-byte vectors that the hex kernels use.
+///
+/// # Safety
+/// As for [`Vector`]; `store` writes 16 bytes at `p`, `load8` reads and `store8` writes 8, and
+/// those bytes must be readable or writable.
 pub(crate) trait Vector128: Vector {
     unsafe fn store(self, p: *mut u8);
     /// Loads 8 bytes into the low half (the high half is zero).
@@ -54,6 +63,9 @@ pub(crate) trait Vector128: Vector {
 }
 
 /// Lowercase hex classes: the nibble values of `c` and a mask of lanes that were `0-9a-f`.
+///
+/// # Safety
+/// The CPU must support `V`'s instructions (the arch module's target feature).
 #[inline(always)]
 unsafe fn hex_classes<V: Vector>(c: V) -> (V, V) {
     // Subtraction wraps, so one unsigned compare checks both ends of each range.
@@ -66,12 +78,19 @@ unsafe fn hex_classes<V: Vector>(c: V) -> (V, V) {
 }
 
 /// True when some lane of a mask is clear.
+///
+/// # Safety
+/// The CPU must support `V`'s instructions (the arch module's target feature).
 #[inline(always)]
 unsafe fn any_clear<V: Vector>(mask: V) -> bool {
     mask.eq(V::splat(0)).any()
 }
 
 /// 16 bytes to 32 lowercase hex digits.
+///
+/// # Safety
+/// The CPU must support `V`'s instructions (the arch module's target feature); `src` must be
+/// readable for 16 bytes and `out` writable for 32.
 #[inline(always)]
 pub(crate) unsafe fn encode16<V: Vector128>(src: *const u8, out: *mut u8) {
     let v = V::load(src);
@@ -82,6 +101,10 @@ pub(crate) unsafe fn encode16<V: Vector128>(src: *const u8, out: *mut u8) {
 }
 
 /// 8 bytes to 16 lowercase hex digits.
+///
+/// # Safety
+/// The CPU must support `V`'s instructions (the arch module's target feature); `src` must be
+/// readable for 8 bytes and `out` writable for 16.
 #[inline(always)]
 pub(crate) unsafe fn encode8<V: Vector128>(src: *const u8, out: *mut u8) {
     let v = V::load8(src);
@@ -91,6 +114,10 @@ pub(crate) unsafe fn encode8<V: Vector128>(src: *const u8, out: *mut u8) {
 }
 
 /// 32 lowercase hex digits to 16 bytes; false (with `out` written anyway) on any other byte.
+///
+/// # Safety
+/// The CPU must support `V`'s instructions (the arch module's target feature); `src` must be
+/// readable for 32 bytes and `out` writable for 16.
 #[inline(always)]
 pub(crate) unsafe fn decode32<V: Vector128>(src: *const u8, out: *mut u8) -> bool {
     let (n0, ok0) = hex_classes(V::load(src));
@@ -100,6 +127,10 @@ pub(crate) unsafe fn decode32<V: Vector128>(src: *const u8, out: *mut u8) -> boo
 }
 
 /// 16 lowercase hex digits to 8 bytes; false on any other byte.
+///
+/// # Safety
+/// The CPU must support `V`'s instructions (the arch module's target feature); `src` must be
+/// readable for 16 bytes and `out` writable for 8.
 #[inline(always)]
 pub(crate) unsafe fn decode16<V: Vector128>(src: *const u8, out: *mut u8) -> bool {
     let (n, ok) = hex_classes(V::load(src));
@@ -119,6 +150,10 @@ pub(crate) static TRACEPARENT_DASHES: [u8; 64] = {
 
 /// The whole 55-byte `traceparent` shape in one pass: `-` at 2, 35 and 52, lowercase hex
 /// everywhere else. Overlapping loads cover the tail, so no lane is read past the value.
+///
+/// # Safety
+/// The CPU must support `V`'s instructions (the arch module's target feature); `v` must be
+/// readable for 55 bytes.
 #[inline(always)]
 pub(crate) unsafe fn traceparent_shape<V: Vector>(v: *const u8) -> bool {
     const LEN: usize = 55;
@@ -139,35 +174,11 @@ pub(crate) unsafe fn traceparent_shape<V: Vector>(v: *const u8) -> bool {
     !any_clear(ok)
 }
 
-/// The first byte of `hay` equal to any of `needles` (1 to 3 of them), for `hay.len() >= BYTES`.
-#[inline(always)]
-pub(crate) unsafe fn find_any<V: Vector, const N: usize>(
-    needles: [u8; N],
-    hay: &[u8],
-) -> Option<usize> {
-    let n = needles.map(|b| V::splat(b));
-    let hit = |at: usize| {
-        let c = V::load(hay.as_ptr().add(at));
-        let mut m = c.eq(n[0]);
-        for v in &n[1..] {
-            m = m.or(c.eq(*v));
-        }
-        m.first().map(|i| at + i)
-    };
-    let last = hay.len() - V::BYTES;
-    let mut at = 0;
-    while at < last {
-        if let Some(i) = hit(at) {
-            return Some(i);
-        }
-        at += V::BYTES;
-    }
-    // One overlapping load covers the tail; lanes already searched had no match.
-    hit(last)
-}
-
 /// The first byte of `hay` that is not ASCII (`>= 0x80`), for `hay.len() >= BYTES`. Text on the
 /// request path is nearly always ASCII, so this decides whether a value can be copied as is.
+///
+/// # Safety
+/// The CPU must support `V`'s instructions (the arch module's target feature).
 #[inline(always)]
 pub(crate) unsafe fn find_non_ascii<V: Vector>(hay: &[u8]) -> Option<usize> {
     let high = V::splat(0x80);
@@ -194,40 +205,46 @@ macro_rules! safe_kernels {
     ($v:ty) => {
         #[inline]
         pub(crate) fn encode16(src: &[u8; 16], out: &mut [u8; 32]) {
+            // SAFETY: the fixed-size arrays are exactly what `encode16` reads and writes, and the
+            // invoking arch module guarantees `$v`'s target feature (see above its invocation).
             unsafe { $crate::simd::vector::encode16::<$v>(src.as_ptr(), out.as_mut_ptr()) }
         }
 
         #[inline]
         pub(crate) fn encode8(src: &[u8; 8], out: &mut [u8; 16]) {
+            // SAFETY: the fixed-size arrays are exactly what `encode8` reads and writes, and the
+            // invoking arch module guarantees `$v`'s target feature (see above its invocation).
             unsafe { $crate::simd::vector::encode8::<$v>(src.as_ptr(), out.as_mut_ptr()) }
         }
 
         #[inline]
         pub(crate) fn decode32(src: &[u8; 32], out: &mut [u8; 16]) -> bool {
+            // SAFETY: the fixed-size arrays are exactly what `decode32` reads and writes, and the
+            // invoking arch module guarantees `$v`'s target feature (see above its invocation).
             unsafe { $crate::simd::vector::decode32::<$v>(src.as_ptr(), out.as_mut_ptr()) }
         }
 
         #[inline]
         pub(crate) fn decode16(src: &[u8; 16], out: &mut [u8; 8]) -> bool {
+            // SAFETY: the fixed-size arrays are exactly what `decode16` reads and writes, and the
+            // invoking arch module guarantees `$v`'s target feature (see above its invocation).
             unsafe { $crate::simd::vector::decode16::<$v>(src.as_ptr(), out.as_mut_ptr()) }
         }
 
         #[inline]
         pub(crate) fn traceparent_shape(v: &[u8; 55]) -> bool {
+            // SAFETY: the fixed-size arrays are exactly what `traceparent_shape` reads and writes, and the
+            // invoking arch module guarantees `$v`'s target feature (see above its invocation).
             unsafe { $crate::simd::vector::traceparent_shape::<$v>(v.as_ptr()) }
-        }
-
-        /// For `hay.len() >= 16`.
-        #[inline]
-        pub(crate) fn find_any<const N: usize>(needles: [u8; N], hay: &[u8]) -> Option<usize> {
-            debug_assert!(hay.len() >= 16);
-            unsafe { $crate::simd::vector::find_any::<$v, N>(needles, hay) }
         }
 
         /// For `hay.len() >= 16`.
         #[inline]
         pub(crate) fn find_non_ascii(hay: &[u8]) -> Option<usize> {
             debug_assert!(hay.len() >= 16);
+            // SAFETY: every load reads `BYTES` bytes at an offset at most `len - BYTES` (the
+            // length is at least 16), and the invoking arch module guarantees `$v`'s target
+            // feature (see above its invocation).
             unsafe { $crate::simd::vector::find_non_ascii::<$v>(hay) }
         }
     };

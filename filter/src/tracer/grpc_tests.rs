@@ -2,12 +2,17 @@
 //! and the always-keep rule judging a call the way its span does.
 
 use super::*;
-use crate::grpc::Code;
+use crate::span::grpc::Code;
 use crate::span::Value;
+#[allow(unused_imports)]
+use crate::{
+    ids::{SpanId, TraceId},
+    propagation::{baggage, Propagator, SamplingState},
+    span::{mesh, Key, SpanKind, StatusCode},
+};
 
 fn tracer_with(extra: &str) -> Tracer {
-    let json = format!(r#"{{"collector":{{"cluster":"c"}}{extra}}}"#);
-    Tracer::new(Config::from_json(json.as_bytes()).unwrap(), 3)
+    crate::test_support::tracer(extra, 3)
 }
 
 fn s(rec: &SpanRecord, k: &str) -> Option<String> {
@@ -36,7 +41,7 @@ fn span(
     ];
     let h = RequestHeaders::from_pairs(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
     let mut t = t;
-    let d = t.start(&h);
+    let d = t.extract(&h);
     let mut rec = SpanRecord::default();
     t.begin_span(&d, &h, 10, &mut rec);
     let request = t.record_request(&h, core::iter::empty(), &mut rec);
@@ -195,7 +200,7 @@ fn a_missing_status_is_inferred_like_envoy() {
     );
     assert_eq!(rec.status, StatusCode::Error);
     // The caller went away: CANCELLED, not the server's error.
-    let dc = crate::mesh::flags::DOWNSTREAM_DISCONNECT;
+    let dc = crate::span::mesh::flags::DOWNSTREAM_DISCONNECT;
     let rec = span(
         HELLO,
         "application/grpc",
@@ -236,7 +241,7 @@ fn a_missing_status_is_inferred_like_envoy() {
     assert_eq!(rec.status, StatusCode::Unset);
     assert_eq!(rec.name(), b"pkg.v1.Greeter/SayHello");
     // No response at all: the response flags explain it, as for HTTP.
-    let uh = crate::mesh::flags::FLAGS[1].bit;
+    let uh = crate::span::mesh::flags::FLAGS[1].bit;
     let uh = 1u64 << uh;
     let rec = span(HELLO, "application/grpc", SpanKind::Client, None, None, uh);
     assert_eq!(s(&rec, "rpc.response.status_code"), None);
@@ -285,7 +290,7 @@ proptest::proptest! {
         let kind = if client { SpanKind::Client } else { SpanKind::Server };
         let code = sent.then(|| Code::from_u8(code).unwrap());
         let ct = if web { "application/grpc-web" } else { "application/grpc" };
-        let flags = if dc { crate::mesh::flags::DOWNSTREAM_DISCONNECT } else { 0 };
+        let flags = if dc { crate::span::mesh::flags::DOWNSTREAM_DISCONNECT } else { 0 };
         let http = (http > 0).then_some(http);
         let rec = span(HELLO, ct, kind, code, http, flags);
         let mut t = tracer_with(r#","sampling":{"ratio":0.0,"always_keep":["error"]}"#);

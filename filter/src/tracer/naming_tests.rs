@@ -3,11 +3,16 @@
 
 use super::*;
 use crate::span::Value;
+#[allow(unused_imports)]
+use crate::{
+    ids::{SpanId, TraceId},
+    propagation::{baggage, Propagator, SamplingState},
+    span::{mesh, Key, SpanKind, StatusCode},
+};
 use proptest::prelude::*;
 
 fn tracer(extra: &str) -> Tracer {
-    let json = format!(r#"{{"collector":{{"cluster":"c"}}{extra}}}"#);
-    Tracer::new(Config::from_json(json.as_bytes()).unwrap(), 5)
+    crate::test_support::tracer(extra, 5)
 }
 
 /// One recorded request through every step, finished as `kind` with HTTP 200.
@@ -28,7 +33,7 @@ fn answered(
     grpc_status: Option<&[u8]>,
 ) -> SpanRecord {
     let h = RequestHeaders::from_pairs(req.iter().copied());
-    let mut d = t.start(&h);
+    let mut d = t.extract(&h);
     t.sample(&mut d, || 1_000);
     let mut rec = SpanRecord::default();
     t.begin_span(&d, &h, 1_000, &mut rec);
@@ -172,7 +177,7 @@ fn a_long_trace_state_is_recorded_up_to_whole_members() {
 
 #[test]
 fn resource_values_are_capped() {
-    let config = Config::from_json(
+    let config = crate::config::load(
         format!(
             r#"{{"collector":{{"cluster":"c"}},"service_name":"{}","resource":{{"team":"é{}"}},
                "limits":{{"max_attribute_value_bytes":16}}}}"#,
@@ -183,22 +188,7 @@ fn resource_values_are_capped() {
     )
     .unwrap();
     let t = Tracer::new(config, 1);
-    let mut out = Vec::new();
-    t.batch_header.encode_request(&[], &mut out);
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
-    use prost::Message;
-    let req = ExportTraceServiceRequest::decode(&out[..]).unwrap();
-    let attrs = &req.resource_spans[0].resource.as_ref().unwrap().attributes;
-    let value = |k: &str| {
-        attrs
-            .iter()
-            .find(|a| a.key == k)
-            .and_then(|a| match &a.value.as_ref()?.value {
-                Some(V::StringValue(s)) => Some(s.clone()),
-                _ => None,
-            })
-    };
+    let value = |k: &str| crate::test_support::resource_attr(&t, k);
     assert_eq!(value("service.name"), Some("s".repeat(16)));
     assert_eq!(value("team"), Some(format!("é{}", "t".repeat(14))));
 }
@@ -361,7 +351,7 @@ fn a_request_envoy_failed_itself_takes_no_name() {
     let mut t = tracer("");
     let req: [(&[u8], &[u8]); 2] = [(b":method", b"GET"), (b":path", b"/users/alice")];
     let h = RequestHeaders::from_pairs(req.iter().copied());
-    let mut d = t.start(&h);
+    let mut d = t.extract(&h);
     t.sample(&mut d, || 1_000);
     let mut rec = SpanRecord::default();
     t.begin_span(&d, &h, 1_000, &mut rec);
@@ -373,7 +363,7 @@ fn a_request_envoy_failed_itself_takes_no_name() {
             status_code: Some(503),
             kind: SpanKind::Server,
             request,
-            mesh: crate::mesh::EndFacts {
+            mesh: crate::span::mesh::EndFacts {
                 response_flags: 0x2,
                 ..Default::default()
             },

@@ -1,19 +1,20 @@
 //! Translation between formats through the whole request path: extract, decide, inject, record.
 
 use super::*;
-use crate::span::Value;
+#[allow(unused_imports)]
+use crate::ids::{SpanId, TraceId};
+use crate::propagation::{
+    b3, baggage, gcp, grpc_trace_bin, l5d, tracecontext, xray, Propagator, SamplingState,
+};
 
 const TRACE: &str = "80f198ee56343ba864fe8b2a57d3eff7";
 const PARENT: &str = "e457b5a2e4d86bd1";
 
 fn tracer_with(extra: &str) -> Tracer {
-    let json = format!(r#"{{"collector":{{"cluster":"c"}}{extra}}}"#);
-    Tracer::new(Config::from_json(json.as_bytes()).unwrap(), 11)
+    crate::test_support::tracer(extra, 11)
 }
 
-fn headers<'a>(pairs: &'a [(&'a str, &'a str)]) -> RequestHeaders<'a> {
-    RequestHeaders::from_pairs(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
-}
+use crate::test_support::headers;
 
 /// The injected headers as strings, and the removed names.
 struct Sent {
@@ -34,8 +35,8 @@ impl Sent {
     }
 }
 
-fn run<'a>(t: &mut Tracer, h: &RequestHeaders<'a>) -> (Decision<'a>, Sent, SpanRecord) {
-    let d = t.start(h);
+fn run<'a>(t: &mut Tracer, h: &RequestHeaders<'a>) -> (SpanStart<'a>, Sent, SpanRecord) {
+    let d = t.extract(h);
     let mut inj = Injection::default();
     t.inject(&d, h, &mut inj);
     let set = inj
@@ -48,12 +49,7 @@ fn run<'a>(t: &mut Tracer, h: &RequestHeaders<'a>) -> (Decision<'a>, Sent, SpanR
     (d, Sent { set, removed }, rec)
 }
 
-fn attr(rec: &SpanRecord, key: &str) -> Option<String> {
-    match rec.get(key) {
-        Some(Value::Str(r)) => Some(String::from_utf8(rec.text(r).to_vec()).unwrap()),
-        _ => None,
-    }
-}
+use crate::test_support::str_attr as attr;
 
 #[test]
 fn b3_single_continues_and_answers_in_b3() {
@@ -94,7 +90,7 @@ fn b3_narrow_debug_and_deny_only() {
     let pairs = [("b3", "0")];
     let (d, sent, _) = run(&mut t, &headers(&pairs));
     assert!(!d.sampled() && d.parent.is_none());
-    assert_eq!(d.arrival, Some(Format::B3));
+    assert_eq!(d.arrival, Some(Propagator::B3));
     let (tid, s) = (d.trace_id, d.span_id);
     assert_eq!(sent.get("b3").unwrap(), format!("{tid}-{s}-0"));
     assert_eq!(sent.get("traceparent").unwrap(), format!("00-{tid}-{s}-02"));
@@ -151,7 +147,7 @@ fn l5d_context_reqid_and_attribute() {
     assert_eq!(ctx.parent_id.to_string(), "bd82828f2f2d08d2");
     assert_eq!(ctx.trace_id, d.trace_id);
     assert!(ctx.narrow);
-    assert_eq!(ctx.sampling(), Sampling::Accept);
+    assert_eq!(ctx.sampling(), SamplingState::Accept);
     assert_eq!(sent.get("l5d-reqid"), Some("f2fd78005d756b0e"));
     assert_eq!(
         attr(&rec, "linkerd.request_id").as_deref(),
@@ -273,7 +269,7 @@ fn contradicting_contexts_never_reach_upstream() {
         ("grpc-trace-bin", "garbage"),
     ];
     let (d, sent, _) = run(&mut t, &headers(&pairs));
-    assert_eq!(d.arrival, Some(Format::TraceContext));
+    assert_eq!(d.arrival, Some(Propagator::TraceContext));
     assert_eq!(sent.names(), ["traceparent"]);
     assert_eq!(
         sent.removed,
@@ -295,10 +291,10 @@ fn contradicting_contexts_never_reach_upstream() {
         ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0"),
     ];
     let (d, sent, _) = run(&mut t, &headers(&pairs));
-    assert_eq!(d.malformed, Format::TraceContext.bit());
+    assert_eq!(d.malformed, Propagator::TraceContext.bit());
     assert_eq!(
         d.malformed_formats().collect::<Vec<_>>(),
-        [Format::TraceContext]
+        [Propagator::TraceContext]
     );
     assert_eq!(d.trace_id.to_string(), TRACE);
     assert_eq!(

@@ -50,11 +50,7 @@ fn main() -> anyhow::Result<()> {
         println!("Environment: MESHTRACE_ENVOY (Envoy binary), MESHTRACE_WASM (the filter). `make demo` sets both.");
         return Ok(());
     }
-    let Some(stack) = Stack::start("per-worker.yaml", CONFIG, "INBOUND")? else {
-        anyhow::bail!(
-            "Envoy is not installed: run `make envoy` (or `make demo`, which installs it)"
-        );
-    };
+    let stack = Stack::start("per-worker.yaml", CONFIG, "INBOUND")?;
     println!(
         "Envoy listening on 127.0.0.1:{} → upstream 127.0.0.1:{}, exporting to OTLP sink 127.0.0.1:{}\n",
         stack.envoy.vars.listen_port,

@@ -314,8 +314,10 @@ fn proxy_set_property(
     guard(&c, "proxy_set_property")?;
     let path = bytes!(c, path_ptr, path_len);
     let value = bytes!(c, vp, vl);
-    c.data_mut().set_property(path, value);
-    Ok(OK)
+    match c.data_mut().set_property(path, value) {
+        Ok(()) => Ok(OK),
+        Err(s) => Ok(st(s)),
+    }
 }
 
 /// Stream types 0..=3; recorded on the stream and applied after the callback returns.

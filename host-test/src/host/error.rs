@@ -3,30 +3,58 @@
 
 use std::fmt;
 
+/// Why hosting the filter failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostError {
     /// The wasm file could not be read or compiled.
-    Load { path: String, message: String },
+    Load {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The module imports something Envoy does not provide, so Envoy would refuse to load it.
     ForbiddenImport {
+        /// The import's module.
         module: String,
+        /// The import's name.
         name: String,
+        /// Why Envoy would refuse it.
         why: String,
     },
     /// The guest trapped (a Rust panic logs at Critical, then traps); `message` is the guest's
     /// own last Critical log line when there is one, else the trap.
     Trap {
+        /// The worker VM.
         worker: usize,
+        /// The callback that trapped.
         callback: &'static str,
+        /// The guest's last Critical log line, else the trap.
         message: String,
+        /// The trap itself.
         trap: String,
     },
     /// The VM trapped earlier; Envoy stops calling into a failed VM.
-    VmFailed { worker: usize, message: String },
+    VmFailed {
+        /// The worker VM.
+        worker: usize,
+        /// The earlier failure.
+        message: String,
+    },
     /// `proxy_on_vm_start` returned false.
-    VmStartRejected { worker: usize, logs: Vec<String> },
+    VmStartRejected {
+        /// The worker VM.
+        worker: usize,
+        /// What the guest logged while starting.
+        logs: Vec<String>,
+    },
     /// `proxy_on_configure` returned false; `logs` holds what the guest logged while configuring.
-    ConfigRejected { worker: usize, logs: Vec<String> },
+    ConfigRejected {
+        /// The worker VM.
+        worker: usize,
+        /// What the guest logged while configuring.
+        logs: Vec<String>,
+    },
     /// The test asked for something that does not exist (an unknown token or worker).
     Usage(String),
 }

@@ -41,10 +41,15 @@ pub fn to_json(req: &ExportTraceServiceRequest) -> serde_json::Value {
 /// A simple rendering of an attribute value, for assertions.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Attr {
+    /// A string.
     Str(String),
+    /// An integer.
     Int(i64),
+    /// A boolean.
     Bool(bool),
+    /// A double.
     Double(f64),
+    /// Any other kind (arrays, maps, bytes).
     Other,
 }
 

@@ -105,6 +105,7 @@ impl HostBuilder {
         self
     }
 
+    /// The `vm_id` every VM runs with (the singleton's queue is registered under it).
     pub fn vm_id(mut self, vm_id: &str) -> Self {
         self.settings.vm_id = vm_id.into();
         self
@@ -297,6 +298,7 @@ impl Host {
         })
     }
 
+    /// How many worker VMs run.
     pub fn workers(&self) -> usize {
         self.vms.len()
     }
@@ -348,6 +350,7 @@ impl Host {
             downstream_headers,
             paused_in,
             contexts,
+            filter_state: stream.filter_state,
         })
     }
 
@@ -789,6 +792,7 @@ impl Host {
         std::mem::take(&mut self.world().property_reads)
     }
 
+    /// Every log line so far.
     pub fn logs(&self) -> Vec<LogEntry> {
         self.world().logs.clone()
     }
@@ -813,6 +817,10 @@ impl Host {
         self.vms[0].memory_pages()
     }
 
+    /// Guest memory of `worker`, in 64 KiB pages.
+    ///
+    /// # Errors
+    /// [`HostError::Usage`] for a worker that does not exist.
     pub fn memory_pages_of(&mut self, worker: usize) -> Result<u64, HostError> {
         Ok(self.vm(worker)?.memory_pages())
     }

@@ -19,6 +19,7 @@ fn lower(key: &[u8]) -> Vec<u8> {
 }
 
 impl HeaderMap {
+    /// An empty map.
     pub fn new() -> Self {
         Self::default()
     }
@@ -32,14 +33,17 @@ impl HeaderMap {
         m
     }
 
+    /// How many entries the map holds.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether the map is empty.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
+    /// The entries, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.entries
             .iter()

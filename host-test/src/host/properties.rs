@@ -12,8 +12,11 @@ pub enum PropValue {
     Bytes(Vec<u8>),
     /// int64, and also timestamps and durations (nanoseconds).
     Int(i64),
+    /// uint64.
     Uint(u64),
+    /// double.
     Double(f64),
+    /// bool.
     Bool(bool),
     /// A map (or a message walked as one), in insertion order.
     Map(Vec<(String, PropValue)>),

@@ -57,7 +57,9 @@ pub fn parse_line(text: &str) -> Result<Req, String> {
 /// What a replay did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// Requests replayed.
     pub requests: usize,
+    /// Export requests the filter made.
     pub exports: usize,
     /// `(line number, error)` for each skipped line.
     pub malformed: Vec<(usize, String)>,
@@ -68,6 +70,7 @@ pub struct Summary {
 pub enum ReplayError {
     /// The filter could not be loaded, refused its configuration, or trapped.
     Host(HostError),
+    /// Reading the input or writing the output failed.
     Io(std::io::Error),
 }
 

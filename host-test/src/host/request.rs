@@ -7,8 +7,11 @@ use super::state::LocalResponse;
 /// What the upstream answers (ignored when the filter replies locally).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Resp {
+    /// Response headers, `:status` included.
     pub headers: HeaderMap,
+    /// The response body.
     pub body: Vec<u8>,
+    /// Response trailers.
     pub trailers: HeaderMap,
 }
 
@@ -31,16 +34,19 @@ impl Resp {
         }
     }
 
+    /// Appends a response header.
     pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
         self.headers.add(name.as_bytes(), value.as_ref());
         self
     }
 
+    /// Sets the response body.
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
         self
     }
 
+    /// Appends a response trailer.
     pub fn trailer(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
         self.trailers.add(name.as_bytes(), value.as_ref());
         self
@@ -50,12 +56,16 @@ impl Resp {
 /// One HTTP exchange to run through the filter chain.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Req {
+    /// Request headers, pseudo-headers included.
     pub headers: HeaderMap,
+    /// The request body.
     pub body: Vec<u8>,
+    /// Request trailers.
     pub trailers: HeaderMap,
     /// Stream properties (stream info such as `response.code`, `xds.listener_direction`);
     /// these are readable in every phase of the stream.
     pub properties: PropertyTree,
+    /// What the upstream answers.
     pub response: Resp,
     /// Virtual time between forwarding the request and the response headers arriving.
     pub latency_ms: u64,
@@ -74,10 +84,12 @@ impl Req {
         ]))
     }
 
+    /// A `GET` of `path` with the usual pseudo-headers.
     pub fn get(path: &str) -> Self {
         Self::new("GET", path)
     }
 
+    /// A `POST` to `path` with the usual pseudo-headers.
     pub fn post(path: &str) -> Self {
         Self::new("POST", path)
     }
@@ -107,11 +119,13 @@ impl Req {
         self
     }
 
+    /// Sets the request body.
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
         self
     }
 
+    /// Appends a request trailer.
     pub fn trailer(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
         self.trailers.add(name.as_bytes(), value.as_ref());
         self
@@ -123,16 +137,26 @@ impl Req {
         self
     }
 
+    /// A stream property by its segments, for keys that hold dots themselves, e.g.
+    /// `.property_at(&["filter_state", "io.istio.peer_principal"], "spiffe://...")`.
+    pub fn property_at(mut self, segments: &[&str], value: impl Into<PropValue>) -> Self {
+        self.properties.set(segments, value.into());
+        self
+    }
+
+    /// Sets what the upstream answers.
     pub fn response(mut self, response: Resp) -> Self {
         self.response = response;
         self
     }
 
+    /// Sets the virtual time between forwarding the request and the response headers.
     pub fn latency_ms(mut self, ms: u64) -> Self {
         self.latency_ms = ms;
         self
     }
 
+    /// Runs the exchange on worker VM `worker`.
     pub fn on_worker(mut self, worker: usize) -> Self {
         self.worker = worker;
         self
@@ -142,8 +166,11 @@ impl Req {
 /// What the upstream received.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Upstream {
+    /// Request headers as forwarded.
     pub headers: HeaderMap,
+    /// The request body as forwarded.
     pub body: Vec<u8>,
+    /// Request trailers as forwarded.
     pub trailers: HeaderMap,
 }
 
@@ -160,11 +187,23 @@ pub struct Exchange {
     pub paused_in: Option<&'static str>,
     /// The stream context ids used, one per plugin.
     pub contexts: Vec<u32>,
+    /// Every `proxy_set_property` of the stream, in order, named as Envoy's filter state
+    /// names it (`wasm.<path>`): what `%FILTER_STATE(...)%` in an access log would print.
+    pub filter_state: Vec<(String, Vec<u8>)>,
 }
 
 impl Exchange {
     /// A request header as the upstream received it.
     pub fn upstream_header(&self, name: &str) -> Option<&str> {
         self.upstream.as_ref().and_then(|u| u.headers.get(name))
+    }
+
+    /// The last value written to the filter-state key `key` (`wasm.<name>`), as text.
+    pub fn filter_state(&self, key: &str) -> Option<&str> {
+        self.filter_state
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 }

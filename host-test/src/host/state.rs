@@ -15,14 +15,19 @@ use super::world::World;
 /// Settings shared by every VM of a host.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// `vm_id` of every VM.
     pub vm_id: String,
+    /// The VM configuration (`proxy_on_vm_start`).
     pub vm_config: Vec<u8>,
+    /// Environment variables WASI exposes.
     pub env: Vec<(String, String)>,
+    /// The lowest level the guest's logs are kept at.
     pub log_level: LogLevel,
     /// Clusters `proxy_http_call` accepts; `None` accepts any name.
     pub clusters: Option<BTreeSet<String>>,
     /// Properties every stream sees (listener, cluster, node); overridden per request.
     pub properties: PropertyTree,
+    /// Seed of the per-worker `random_get` generator.
     pub seed: u64,
     /// Log every `proxy_get_property` path, and every single header read as `map[name]`, in
     /// `World::property_reads` (off: long runs would
@@ -33,8 +38,11 @@ pub struct Settings {
 /// One plugin (an Envoy filter config): its root context in every VM.
 #[derive(Clone, Debug)]
 pub struct Plugin {
+    /// The plugin's name.
     pub name: String,
+    /// Its `root_id`.
     pub root_id: String,
+    /// Its configuration (`proxy_on_configure`).
     pub config: Vec<u8>,
 }
 
@@ -42,8 +50,11 @@ pub struct Plugin {
 /// the host calls the guest's allocator).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Restriction {
+    /// Every hostcall is allowed.
     None,
+    /// During `_initialize` and `_start`.
     Initialize,
+    /// While the host calls the guest's allocator.
     Allocate,
 }
 
@@ -51,39 +62,61 @@ pub enum Restriction {
 /// copies in `Log`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
+    /// The context exists; no callback ran.
     Created,
+    /// `on_http_request_headers`.
     RequestHeaders,
+    /// `on_http_request_body`.
     RequestBody,
+    /// `on_http_request_trailers`.
     RequestTrailers,
+    /// Forwarded; waiting for the upstream.
     Upstream,
+    /// `on_http_response_headers`.
     ResponseHeaders,
+    /// `on_http_response_body`.
     ResponseBody,
+    /// `on_http_response_trailers`.
     ResponseTrailers,
+    /// `on_log`.
     Log,
+    /// `on_done` ran.
     Done,
 }
 
 /// A local reply the guest asked for with `proxy_send_local_response`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalResponse {
+    /// The status code.
     pub status: u32,
+    /// The response code details.
     pub details: String,
+    /// The body.
     pub body: Vec<u8>,
+    /// Extra headers.
     pub headers: HeaderMap,
+    /// The gRPC status (-1: none).
     pub grpc_status: i32,
 }
 
 /// The HTTP stream being processed by this VM.
 #[derive(Debug)]
 pub struct StreamState {
+    /// Where the stream is.
     pub phase: Phase,
     /// One stream context per plugin, in filter-chain order.
     pub contexts: Vec<u32>,
+    /// Request headers.
     pub request_headers: HeaderMap,
+    /// The request body.
     pub request_body: Vec<u8>,
+    /// Request trailers.
     pub request_trailers: HeaderMap,
+    /// Response headers.
     pub response_headers: HeaderMap,
+    /// The response body.
     pub response_body: Vec<u8>,
+    /// Response trailers.
     pub response_trailers: HeaderMap,
     /// The response code once response headers have arrived.
     pub response_code: Option<i64>,
@@ -91,16 +124,25 @@ pub struct StreamState {
     pub properties: PropertyTree,
     /// Values the guest stored with `proxy_set_property`, by raw path.
     pub set_properties: HashMap<Vec<u8>, Vec<u8>>,
+    /// Every `proxy_set_property` in order, as Envoy's filter state names it: `wasm.` and the
+    /// path (a multi-segment path keeps its NULs, as in Envoy).
+    pub filter_state: Vec<(String, Vec<u8>)>,
+    /// The local reply the guest asked for, if any.
     pub local_response: Option<LocalResponse>,
+    /// Wall-clock start, ns since the Unix epoch.
     pub start_realtime_ns: u64,
+    /// Monotonic start, ns.
     pub start_monotonic_ns: u64,
+    /// Monotonic end, ns.
     pub end_monotonic_ns: u64,
     /// `proxy_continue_stream` / `proxy_close_stream` calls, by stream type.
     pub continued: Vec<i32>,
+    /// `proxy_close_stream` calls, by stream type.
     pub closed: Vec<i32>,
 }
 
 impl StreamState {
+    /// A stream in `Created` with `properties`, starting now on `world`'s clock.
     pub fn new(properties: PropertyTree, world: &World) -> Self {
         Self {
             phase: Phase::Created,
@@ -114,6 +156,7 @@ impl StreamState {
             response_code: None,
             properties,
             set_properties: HashMap::new(),
+            filter_state: Vec::new(),
             local_response: None,
             start_realtime_ns: world.realtime_ns(),
             start_monotonic_ns: world.monotonic_ns,
@@ -127,26 +170,38 @@ impl StreamState {
 /// An http-call (or gRPC) response while its callback runs.
 #[derive(Debug, Default)]
 pub struct CallResponse {
+    /// Headers.
     pub headers: HeaderMap,
+    /// Body.
     pub body: Vec<u8>,
+    /// Trailers.
     pub trailers: HeaderMap,
 }
 
 /// A root context's timer on the virtual clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tick {
+    /// The period, ms; 0 disables the timer.
     pub period_ms: u32,
+    /// When it fires next, monotonic ns.
     pub next_ns: u64,
 }
 
 /// The store data of one VM (one simulated Envoy worker).
 pub struct VmData {
+    /// The worker this VM simulates.
     pub worker: usize,
+    /// State shared by every VM.
     pub world: Arc<Mutex<World>>,
+    /// Settings shared by every VM.
     pub settings: Arc<Settings>,
+    /// The plugins configured in this VM.
     pub plugins: Arc<Vec<Plugin>>,
+    /// The guest's memory, once instantiated.
     pub memory: Option<Memory>,
+    /// The guest's `proxy_on_memory_allocate`.
     pub allocator: Option<TypedFunc<i32, i32>>,
+    /// Which hostcalls are allowed now.
     pub restriction: Restriction,
     /// The context hostcalls act for (the callback's, or the one set effective).
     pub active: u32,
@@ -154,23 +209,28 @@ pub struct VmData {
     pub contexts: BTreeMap<u32, u32>,
     /// Root context id → plugin index.
     pub roots: BTreeMap<u32, usize>,
+    /// The next context id to hand out.
     pub next_context_id: u32,
     /// The plugin whose configuration is readable (during `proxy_on_configure`).
     pub configuring: Option<usize>,
+    /// The stream being processed, if any.
     pub stream: Option<StreamState>,
+    /// The http-call or gRPC response whose callback runs.
     pub call_response: Option<CallResponse>,
     /// `proxy_get_status`: code and message of the last call outcome.
     pub status: (u32, Vec<u8>),
+    /// Root context id → its timer.
     pub ticks: BTreeMap<u32, Tick>,
+    /// Metric id → name.
     pub metric_ids: HashMap<u32, String>,
+    /// The next metric id per type.
     pub next_metric_id: [u32; 3],
-    /// `proxy_set_property` values set outside a stream.
-    pub root_properties: HashMap<Vec<u8>, Vec<u8>>,
     /// State of the `random_get` generator (splitmix64), seeded per worker.
     pub random_state: u64,
 }
 
 impl VmData {
+    /// The data of worker `worker`'s VM.
     pub fn new(
         worker: usize,
         world: Arc<Mutex<World>>,
@@ -197,11 +257,11 @@ impl VmData {
             ticks: BTreeMap::new(),
             metric_ids: HashMap::new(),
             next_metric_id: [0, 1, 2],
-            root_properties: HashMap::new(),
             random_state,
         }
     }
 
+    /// Locks the shared world.
     pub fn world(&self) -> MutexGuard<'_, World> {
         // A poisoned lock means a test already panicked; keep going so it reports its own error.
         self.world.lock().unwrap_or_else(|p| p.into_inner())
@@ -328,24 +388,20 @@ impl VmData {
         }
     }
 
-    /// Stores a `proxy_set_property` value where the active context will find it again.
-    pub fn set_property(&mut self, path: Vec<u8>, value: Vec<u8>) {
-        match self.stream_mut() {
-            Some(s) => {
-                s.set_properties.insert(path, value);
-            }
-            None => {
-                self.root_properties.insert(path, value);
-            }
-        }
+    /// Stores a `proxy_set_property` value in the stream's filter state, where the stream's
+    /// contexts find it again. Like Envoy, NotFound without a stream (a root context has no
+    /// stream info to hold it).
+    pub fn set_property(&mut self, path: Vec<u8>, value: Vec<u8>) -> Result<(), Status> {
+        let s = self.stream_mut().ok_or(Status::NotFound)?;
+        let key = format!("wasm.{}", String::from_utf8_lossy(&path));
+        s.filter_state.push((key, value.clone()));
+        s.set_properties.insert(path, value);
+        Ok(())
     }
 
     /// `proxy_get_property` for the active context: `Ok(bytes)` (possibly empty) or NotFound.
     pub fn property(&self, path: &[u8]) -> Result<Vec<u8>, Status> {
         let segs = segments(path);
-        if let Some(v) = self.root_properties.get(path) {
-            return Ok(v.clone());
-        }
         let plugin = self
             .roots
             .get(&self.active_root())

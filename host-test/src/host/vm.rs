@@ -7,7 +7,9 @@ use super::abi::LogLevel;
 use super::error::HostError;
 use super::state::{Restriction, VmData};
 
+/// One guest VM (one Envoy worker): its store and instance.
 pub struct Vm {
+    /// The wasmtime store, with the host's per-VM state.
     pub store: Store<VmData>,
     instance: Instance,
     /// Set when the guest trapped; Envoy never calls into a failed VM again.
@@ -70,6 +72,7 @@ impl Vm {
         Ok(vm)
     }
 
+    /// The worker this VM simulates.
     pub fn worker(&self) -> usize {
         self.store.data().worker
     }

@@ -8,8 +8,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use meshtrace::config::{Compression, Config, Protocol};
-use meshtrace::transport::{classify, ExportResult, Reply, GRPC_PATH};
+use meshtrace::config::Config;
+use meshtrace::export::config::{Compression, Protocol};
+use meshtrace::export::reply::{classify, ExportResult, Reply, GRPC_PATH};
 
 use crate::adapter::now_ms;
 use crate::config::Endpoint;
@@ -17,7 +18,8 @@ use crate::config::Endpoint;
 /// Collector replies are tiny (a partial success at most); a larger body is not read whole.
 const MAX_REPLY_BODY: usize = 64 * 1024;
 
-pub struct Transport {
+/// Sends export requests to the collector over HTTP/1.1 (OTLP/HTTP) or h2c (OTLP/gRPC).
+pub struct HttpExporter {
     client: Client<HttpConnector, Full<Bytes>>,
     url: http::Uri,
     protocol: Protocol,
@@ -25,7 +27,11 @@ pub struct Transport {
     timeout: std::time::Duration,
 }
 
-impl Transport {
+impl HttpExporter {
+    /// A client for `endpoint` with the core's `collector` headers and compression.
+    ///
+    /// # Errors
+    /// A message naming the header or URL that is invalid.
     pub fn new(endpoint: &Endpoint, core: &Config) -> Result<Self, String> {
         let c = &core.collector;
         let path = match c.protocol {
@@ -86,7 +92,7 @@ impl Transport {
     }
 
     /// One attempt, classified by the core's OTLP rules, with the collector's reason when it
-    /// refused the request ([`meshtrace::rejection::reason`]).
+    /// refused the request ([`meshtrace::export::rejection::reason`]).
     pub async fn send(&self, body: Bytes) -> (ExportResult, Option<String>) {
         let mut reason = None;
         let result = self.attempt(body, &mut reason).await;
@@ -136,7 +142,7 @@ impl Transport {
             body: &body,
         };
         let result = classify(self.protocol, &reply, now_ms());
-        *reason = meshtrace::rejection::reason(&result, &reply);
+        *reason = meshtrace::export::rejection::reason(&result, &reply);
         result
     }
 }

@@ -1,5 +1,5 @@
 //! The export task: drives the core's exporter on tokio. Every decision (when a batch is cut,
-//! how many are in flight, whether and when to retry) is the core's `Exporter`; this task only
+//! how many are in flight, whether and when to retry) is the core's `BatchSpanProcessor`; this task only
 //! polls it, sends what it returns, and reports each reply, the way the wasm glue does with
 //! Envoy's HTTP calls. Requests never wait on it: while the collector is slow the core's bounded
 //! queue fills and drops.
@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use meshtrace::config::{Compression, Config, Protocol};
-use meshtrace::transport::ExportResult;
+use meshtrace::config::Config;
+use meshtrace::export::config::{Compression, Protocol};
+use meshtrace::export::reply::ExportResult;
 use tokio::sync::{mpsc, watch};
 
 use crate::adapter::now_ms;
 use crate::shared::{lock, Shared, Stats};
-pub use http::Transport;
+pub use http::HttpExporter;
 
 /// Longest pause between polls; the core decides whether a batch is due.
 const POLL: Duration = Duration::from_millis(100);
@@ -37,7 +38,7 @@ pub(crate) fn frame_relayed(config: &Config, raw: &[u8]) -> Bytes {
     }
     let start = body.len();
     if gzip {
-        meshtrace::gzip::compress(raw, &mut body);
+        meshtrace::export::gzip::compress(raw, &mut body);
     } else {
         body.extend_from_slice(raw);
     }
@@ -50,7 +51,7 @@ pub(crate) fn frame_relayed(config: &Config, raw: &[u8]) -> Bytes {
 
 struct Task {
     shared: Arc<Shared>,
-    transport: Arc<Transport>,
+    exporter: Arc<HttpExporter>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     in_flight: usize,
@@ -58,11 +59,11 @@ struct Task {
 
 impl Task {
     fn spawn_send(&mut self, id: Option<u64>, relayed: usize, body: Bytes) {
-        let transport = self.transport.clone();
+        let exporter = self.exporter.clone();
         let tx = self.done_tx.clone();
         self.in_flight += 1;
         tokio::spawn(async move {
-            let (result, reason) = transport.send(body).await;
+            let (result, reason) = exporter.send(body).await;
             // The receiver lives as long as the task that waits for every send.
             let _ = tx.send((id, relayed, result, reason));
         });
@@ -116,7 +117,7 @@ impl Task {
 
 /// Runs until `stop` turns true, then sends everything still queued (one attempt per batch)
 /// and returns.
-pub async fn run(shared: Arc<Shared>, transport: Transport, mut stop: watch::Receiver<bool>) {
+pub async fn run(shared: Arc<Shared>, exporter: HttpExporter, mut stop: watch::Receiver<bool>) {
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let (interval, timeout_ms) = {
         let core = lock(&shared.core);
@@ -128,7 +129,7 @@ pub async fn run(shared: Arc<Shared>, transport: Transport, mut stop: watch::Rec
     let poll = POLL.min(Duration::from_millis(interval.max(1)));
     let mut t = Task {
         shared,
-        transport: Arc::new(transport),
+        exporter: Arc::new(exporter),
         done_tx,
         done_rx,
         in_flight: 0,

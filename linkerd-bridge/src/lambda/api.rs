@@ -39,8 +39,10 @@ const MAX_REPLY: usize = 1 << 20;
 /// `X-Amzn-Trace-Id` of the invocation, as the INVOKE event carries it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct Tracing {
+    /// The header's name as the event gives it (`X-Amzn-Trace-Id`).
     #[serde(rename = "type", default)]
     pub kind: String,
+    /// The header's value: `Root=1-...;Parent=...;Sampled=0|1`.
     #[serde(default)]
     pub value: String,
 }
@@ -54,11 +56,15 @@ pub enum Event {
     /// ms); the extension's work before its next `next` counts against it.
     #[serde(rename = "INVOKE", rename_all = "camelCase")]
     Invoke {
+        /// When the invocation times out, in Unix milliseconds.
         deadline_ms: u64,
+        /// The invocation's request id (`requestId`).
         #[serde(default)]
         request_id: String,
+        /// The ARN the function was invoked by, with its qualifier if any.
         #[serde(default)]
         invoked_function_arn: String,
+        /// The invocation's X-Ray context, when Lambda passes one.
         #[serde(default)]
         tracing: Option<Tracing>,
     },
@@ -66,8 +72,10 @@ pub enum Event {
     /// (Unix ms) Lambda kills the process.
     #[serde(rename = "SHUTDOWN", rename_all = "camelCase")]
     Shutdown {
+        /// `SPINDOWN`, `TIMEOUT` or `FAILURE`.
         #[serde(default)]
         shutdown_reason: String,
+        /// When Lambda kills the process, in Unix milliseconds.
         deadline_ms: u64,
     },
 }
@@ -76,10 +84,13 @@ pub enum Event {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Registration {
+    /// The function's name (`functionName`).
     #[serde(default)]
     pub function_name: String,
+    /// The function version the sandbox runs (`$LATEST` or a number).
     #[serde(default)]
     pub function_version: String,
+    /// The function's configured handler.
     #[serde(default)]
     pub handler: String,
     /// Present when `accountId` was asked for with `Lambda-Extension-Accept-Feature`.

@@ -3,7 +3,7 @@
 //!
 //! The relay's spans are the function's own `ResourceSpans`, with its resources and scopes;
 //! the core's `Exporter` batches only the tracer's spans under one resource, so it cannot
-//! carry them. The sending is the bridge's: the same [`Transport`] (hyper, HTTP/1.1 or h2c),
+//! carry them. The sending is the bridge's: the same [`HttpExporter`] (hyper, HTTP/1.1 or h2c),
 //! the same framing as the export task, and the reply judged by the core's
 //! `transport::classify` (OTLP's retryable codes, `Retry-After`, gRPC `RetryInfo`). Only the
 //! schedule differs: the export task gives relayed spans one attempt because an application's
@@ -14,11 +14,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use meshtrace::config::{Config, Retry};
-use meshtrace::transport::ExportResult;
+use meshtrace::config::Config;
+use meshtrace::export::config::Retry;
+use meshtrace::export::reply::ExportResult;
 use tokio::sync::watch;
 
-use crate::export::{frame_relayed, Transport};
+use crate::export::{frame_relayed, HttpExporter};
 use crate::shared::{lock, Shared, Stats};
 
 /// What one flush did.
@@ -35,7 +36,7 @@ pub struct Flushed {
 /// Sends relayed spans on demand.
 pub struct Flusher {
     shared: Arc<Shared>,
-    transport: Transport,
+    transport: HttpExporter,
     config: Config,
     rng: fastrand::Rng,
     /// An early send failed: no more until the next flush, which retries by the rules.
@@ -46,9 +47,12 @@ pub struct Flusher {
 }
 
 impl Flusher {
+    /// A flusher of `shared`'s relay buffer through `transport`, retrying by `config`'s
+    /// `exporter.retry`; `seed` drives the backoff's jitter and `shutdown` carries the
+    /// SHUTDOWN deadline once it is known.
     pub fn new(
         shared: Arc<Shared>,
-        transport: Transport,
+        transport: HttpExporter,
         config: Config,
         seed: u64,
         shutdown: watch::Receiver<Option<Instant>>,

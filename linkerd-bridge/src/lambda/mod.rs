@@ -51,8 +51,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use meshtrace::mesh::resource::NodeInfo;
-use meshtrace::otlp::ResourceValue;
+use meshtrace::export::otlp::ResourceValue;
+use meshtrace::resource::NodeInfo;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
@@ -60,7 +60,7 @@ use tokio::task::JoinHandle;
 
 use crate::adapter::{now_ms, Core};
 use crate::config::BridgeConfig;
-use crate::export::Transport;
+use crate::export::HttpExporter;
 use crate::relay::{self, RelayBuffer};
 use crate::shared::{lock, Shared, Stats};
 pub use api::{Event, ExtensionsApi, Registration};
@@ -218,20 +218,26 @@ fn instant_at(deadline_unix_ms: u64, margin: Duration) -> Instant {
 pub struct Outcome {
     /// The SHUTDOWN event's `shutdownReason`.
     pub shutdown_reason: String,
+    /// INVOKE events received.
     pub invokes: u64,
     /// Relayed spans the collector accepted, and spans given up on (including those the
     /// relay turned away with a full buffer), over the whole run.
     pub exported: u64,
+    /// See `exported`.
     pub dropped: u64,
 }
 
 /// A registered extension with its OTLP listeners up, before its event loop.
 pub struct Extension {
+    /// Where the function sends OTLP/HTTP (`127.0.0.1:4318` by default).
     pub otlp_http: SocketAddr,
+    /// Where the function sends OTLP/gRPC (`127.0.0.1:4317` by default).
     pub otlp_grpc: SocketAddr,
     /// `Lambda-Extension-Identifier`.
     pub id: String,
+    /// What Lambda said of the function when the extension registered.
     pub registration: Registration,
+    /// The relay buffer and counters the listeners share with the flusher.
     pub shared: Arc<Shared>,
     api: ExtensionsApi,
     /// Shared with the early sender: whoever holds it owns the relay's spans in flight, so
@@ -283,7 +289,8 @@ pub async fn start(
         .await
         .map_err(|e| format!("--otlp-grpc {}: {e}", args.otlp_grpc));
     let (id, registration) = api.register(name).await?;
-    let config = config.and_then(|c| Transport::new(&c.endpoint, &c.core).map(|t| (c, t)));
+    let config =
+        config.and_then(|c| HttpExporter::new(&c.endpoint, &c.core.config).map(|t| (c, t)));
     let (config, transport) = match config {
         Ok(c) => c,
         Err(e) => return Err(init_error(&api, &id, "Extension.ConfigInvalid", e).await),
@@ -332,7 +339,7 @@ pub async fn start(
     let flusher = Arc::new(tokio::sync::Mutex::new(Flusher::new(
         shared.clone(),
         transport,
-        config.core.clone(),
+        config.core.config.clone(),
         seed.rotate_left(17),
         shutdown_at_rx,
     )));
@@ -510,7 +517,10 @@ mod tests {
     fn config_from_endpoint_alone_or_file_with_override() {
         let c = load_config(&args(&["--collector-endpoint", "grpc://otel:4317"])).unwrap();
         assert_eq!(c.endpoint.authority, "otel:4317");
-        assert_eq!(c.core.collector.protocol, meshtrace::config::Protocol::Grpc);
+        assert_eq!(
+            c.core.config.collector.protocol,
+            meshtrace::export::config::Protocol::Grpc
+        );
         assert_eq!(
             load_config(&args(&[])).unwrap_err(),
             "MESHTRACE_COLLECTOR_ENDPOINT: collector.endpoint: missing; the bridge needs a URL such as \"http://otel-collector:4318/v1/traces\""

@@ -65,7 +65,8 @@ pub struct AppHooks {
 ///
 /// Routes: `/stream` (chunks from the test), `/upload` (counts the request body as it
 /// streams), `/hold` (answers when released), `/slow` (never answers in time), `/ws`
-/// (upgrade, then echo), `/status/NNN`, anything else 200 `ok`.
+/// (upgrade, then echo), `/timed` (with its own `server-timing` entry), `/status/NNN`,
+/// anything else 200 `ok`.
 pub struct App {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
@@ -158,6 +159,10 @@ async fn app(
                 .body(full(""))
                 .unwrap()
         }
+        "/timed" => Response::builder()
+            .header("server-timing", "app;dur=5")
+            .body(full("ok"))
+            .unwrap(),
         p if p.starts_with("/status/") => Response::builder()
             .status(p[8..].parse::<u16>().unwrap())
             .body(full("status"))

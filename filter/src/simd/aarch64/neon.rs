@@ -15,6 +15,7 @@ impl Vector for V {
     }
     #[inline(always)]
     unsafe fn load(p: *const u8) -> Self {
+        // SAFETY: the caller guarantees 16 readable bytes at `p`; `ld1` needs no alignment.
         V(unsafe { vld1q_u8(p) })
     }
     #[inline(always)]
@@ -63,14 +64,17 @@ impl Vector for V {
 impl Vector128 for V {
     #[inline(always)]
     unsafe fn store(self, p: *mut u8) {
+        // SAFETY: the caller guarantees 16 writable bytes at `p`; `st1` needs no alignment.
         unsafe { vst1q_u8(p, self.0) }
     }
     #[inline(always)]
     unsafe fn load8(p: *const u8) -> Self {
+        // SAFETY: the caller guarantees 8 readable bytes at `p`; `ld1` needs no alignment.
         V(vcombine_u8(unsafe { vld1_u8(p) }, vdup_n_u8(0)))
     }
     #[inline(always)]
     unsafe fn store8(self, p: *mut u8) {
+        // SAFETY: the caller guarantees 8 writable bytes at `p`; `st1` needs no alignment.
         unsafe { vst1_u8(p, vget_low_u8(self.0)) }
     }
     #[inline(always)]
@@ -95,13 +99,14 @@ impl Vector128 for V {
     unsafe fn nibble_to_hex(self) -> Self {
         // `tbl` is a 16-entry table lookup: one instruction instead of four.
         V(vqtbl1q_u8(
+            // SAFETY: the table literal is exactly the 16 bytes `ld1` reads.
             unsafe { vld1q_u8(b"0123456789abcdef".as_ptr()) },
             self.0,
         ))
     }
 }
 
-// Safety for every wrapper below: NEON is part of the aarch64 target, and the pointer arguments
+// SAFETY for every wrapper below: NEON is part of the aarch64 target, and the pointer arguments
 // come from references of the stated sizes.
 
 vector::safe_kernels!(V);

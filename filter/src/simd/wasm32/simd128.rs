@@ -15,6 +15,7 @@ impl Vector for V {
     }
     #[inline(always)]
     unsafe fn load(p: *const u8) -> Self {
+        // SAFETY: the caller guarantees 16 readable bytes at `p` (the trait's contract);
         // `v128.load` has no alignment requirement.
         V(unsafe { v128_load(p.cast()) })
     }
@@ -60,14 +61,17 @@ impl Vector for V {
 impl Vector128 for V {
     #[inline(always)]
     unsafe fn store(self, p: *mut u8) {
+        // SAFETY: the caller guarantees 16 writable bytes at `p`; no alignment is required.
         unsafe { v128_store(p.cast(), self.0) }
     }
     #[inline(always)]
     unsafe fn load8(p: *const u8) -> Self {
+        // SAFETY: the caller guarantees 8 readable bytes at `p`; no alignment is required.
         V(unsafe { v128_load64_zero(p.cast()) })
     }
     #[inline(always)]
     unsafe fn store8(self, p: *mut u8) {
+        // SAFETY: the caller guarantees 8 writable bytes at `p`; no alignment is required.
         unsafe { v128_store64_lane::<0>(self.0, p.cast()) }
     }
     #[inline(always)]
@@ -138,7 +142,7 @@ impl Vector128 for V {
     }
 }
 
-// Safety for every wrapper below: SIMD128 is enabled for the whole module at compile time, and
+// SAFETY for every wrapper below: SIMD128 is enabled for the whole module at compile time, and
 // the pointer arguments come from references of the stated sizes.
 
 vector::safe_kernels!(V);

@@ -103,7 +103,7 @@ impl Vector128 for V {
     }
 }
 
-// Safety for every wrapper below: SSE2 is always available on x86_64, and the pointer
+// SAFETY for every wrapper below: SSE2 is always available on x86_64, and the pointer
 // arguments come from references of the stated sizes in `simd/mod.rs`.
 
 vector::safe_kernels!(V);

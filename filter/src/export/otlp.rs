@@ -102,10 +102,15 @@ fn put_varint(tag: u32, v: u64, buf: &mut Vec<u8>) {
 /// A value as `AnyValue` sees it, borrowed from a span's arena or from config.
 #[derive(Clone, Copy, Debug)]
 pub enum AnyValue<'a, L> {
+    /// A string (`string_value`).
     Str(&'a [u8]),
+    /// A signed integer (`int_value`).
     Int(i64),
+    /// A boolean (`bool_value`).
     Bool(bool),
+    /// A double (`double_value`).
     Double(f64),
+    /// An array of strings (`array_value`).
     StrArray(L),
 }
 
@@ -356,8 +361,11 @@ pub fn encode_span(span: &SpanRecord, buf: &mut Vec<u8>) {
 /// A resource attribute value held by config (encoded once per VM).
 #[derive(Clone, Debug, PartialEq)]
 pub enum ResourceValue {
+    /// A string (`string_value`).
     Str(String),
+    /// A signed integer (`int_value`).
     Int(i64),
+    /// A boolean (`bool_value`).
     Bool(bool),
 }
 

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::span::SpanRecord;
 
 /// Headers whose values are credentials: captured only as `REDACTED`, whatever the config says.
@@ -40,7 +40,7 @@ pub struct Limits {
     /// Most attributes per span; the rest are counted as dropped.
     pub max_attributes: u32,
     /// Longest span name, in bytes; the route in it is cut (at a UTF-8 boundary) to fit, and
-    /// `http.route` carries the same cut (see [`crate::span_name`]).
+    /// `http.route` carries the same cut (see [`crate::span::name`]).
     pub max_span_name_bytes: u32,
     /// Most distinct span names the path templater hands out per VM; past it, a new name
     /// falls back to `{method}` and `meshtrace.span_names.overflow` counts it.
@@ -59,6 +59,10 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Checks both caps' ranges.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the field and its value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(16..=65_536).contains(&self.max_attribute_value_bytes) {
             return Err(ConfigError::new(
@@ -106,17 +110,24 @@ struct Captured {
 pub struct Capture {
     request: Vec<Captured>,
     response: Vec<Captured>,
+    /// Record `url.query`.
     pub query: bool,
 }
 
 /// Which message a header came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
+    /// The request headers.
     Request,
+    /// The response headers.
     Response,
 }
 
 impl Capture {
+    /// The capture lists of `c`, lowercased, with redaction resolved.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first entry that is not a header name.
     pub fn compile(c: &CaptureConfig) -> Result<Self, ConfigError> {
         let redact = names("capture.redact", &c.redact)?;
         let build = |field: &str, list: &[String]| -> Result<Vec<Captured>, ConfigError> {
@@ -205,23 +216,13 @@ fn names(field: &str, list: &[String]) -> Result<Vec<Box<[u8]>>, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::span::Value;
 
     fn capture(json: &str) -> Result<Capture, String> {
         let c: CaptureConfig = serde_json::from_str(json).map_err(|e| e.to_string())?;
         Capture::compile(&c).map_err(|e| e.to_string())
     }
 
-    fn array(rec: &SpanRecord, k: &str) -> Option<Vec<String>> {
-        match rec.get(k) {
-            Some(Value::StrArray(r)) => Some(
-                rec.list(r)
-                    .map(|v| String::from_utf8(v.to_vec()).unwrap())
-                    .collect(),
-            ),
-            _ => None,
-        }
-    }
+    use crate::test_support::str_array_attr as array;
 
     const HEADERS: [(&[u8], &[u8]); 6] = [
         (b"x-tenant", b"acme"),

@@ -2,41 +2,48 @@
 //! give up, what to count, and what to log (one line per failure kind per interval).
 //!
 //! The adapter owns the transport (`dispatch_http_call` in Envoy, hyper natively): it asks
-//! [`Exporter::poll`] for the next request, sends it, and reports the classified reply with
-//! [`Exporter::on_result`]. Time is passed in, so every rule is unit-tested on virtual time.
+//! [`BatchSpanProcessor::poll`] for the next request, sends it, and reports the classified reply with
+//! [`BatchSpanProcessor::on_result`]. Time is passed in, so every rule is unit-tested on virtual time.
 //!
 //! Memory is bounded by the queue's bounds plus `max_in_flight` batches: a batch waiting for a
 //! retry keeps its slot, so a collector outage fills the queue and then drops the newest spans
 //! (counted) instead of growing.
 
-use crate::batch::{chunk_spans, DropReason, SpanQueue};
-use crate::config::{Compression, Config, ExportMode, Protocol, Retry};
-use crate::otlp::BatchHeader;
+use super::config::{Compression, ExportConfig, ExportMode, Protocol, Retry};
+use crate::export::batch::{chunk_spans, DropReason, SpanQueue};
+use crate::export::otlp::BatchHeader;
+use crate::export::reply::{ExportResult, Failure};
 use crate::span::SpanRecord;
-use crate::transport::{ExportResult, Failure};
 
 /// Counters the adapter exposes as metrics; monotonic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
+    /// Spans the collector accepted.
     pub spans_exported: u64,
     /// Spans the collector refused in a partial success (also counted as exported: delivered).
     pub spans_rejected: u64,
+    /// Spans dropped because the queue was full.
     pub spans_dropped_queue_full: u64,
+    /// Spans dropped because one alone exceeds the queue's byte bound.
     pub spans_dropped_too_large: u64,
+    /// Spans dropped because their batch failed for good or ran out of attempts.
     pub spans_dropped_export_failed: u64,
     /// Attempts by result: accepted, failed but retried, failed for good (not retryable, or
     /// the last attempt of a batch).
     pub requests_ok: u64,
+    /// Attempts that failed but will be retried.
     pub requests_retryable: u64,
+    /// Attempts that failed for good: not retryable, or the last attempt of a batch.
     pub requests_failed: u64,
     /// Of `requests_failed`, those that ended on an error status from the collector (an HTTP
     /// status outside 2xx or a gRPC status other than `OK`: a final one, or a retryable one on
-    /// the last attempt), with the reason it gave ([`Exporter::note_rejection`]).
+    /// the last attempt), with the reason it gave ([`BatchSpanProcessor::note_rejection`]).
     pub requests_rejected: u64,
     /// Sends of a batch after its first.
     pub retries: u64,
     /// Request bodies sent (every attempt), before and after compression.
     pub bytes_uncompressed: u64,
+    /// Request bytes sent, after compression.
     pub bytes_sent: u64,
 }
 
@@ -104,14 +111,15 @@ struct Pending {
 /// A request the adapter must send now.
 #[derive(Debug)]
 pub struct Request<'a> {
-    /// Hand back to [`Exporter::on_result`] with the reply.
+    /// Hand back to [`BatchSpanProcessor::on_result`] with the reply.
     pub id: u64,
+    /// The encoded request body, compressed as configured.
     pub body: &'a [u8],
 }
 
 /// Per-VM export state.
 #[derive(Debug)]
-pub struct Exporter {
+pub struct BatchSpanProcessor {
     queue: SpanQueue,
     header: BatchHeader,
     protocol: Protocol,
@@ -133,15 +141,19 @@ pub struct Exporter {
     scratch: Vec<u8>,
     rng: fastrand::Rng,
     pending: Pending,
-    /// The collector's reason for the reply about to be handed to [`Exporter::on_result`].
+    /// The collector's reason for the reply about to be handed to
+    /// [`BatchSpanProcessor::on_result`].
     noted_reason: Option<String>,
+    /// What happened to spans and requests so far.
     pub counters: Counters,
 }
 
-impl Exporter {
-    pub fn new(config: &Config, header: BatchHeader, now_ms: u64, seed: u64) -> Self {
-        let b = &config.batch;
-        let e = &config.exporter;
+impl BatchSpanProcessor {
+    /// A processor with an empty queue. `header` is the VM's encoded resource and scope,
+    /// `now_ms` the adapter's clock in ms, `seed` the jitter's randomness.
+    pub fn new(config: ExportConfig<'_>, header: BatchHeader, now_ms: u64, seed: u64) -> Self {
+        let b = config.batch;
+        let e = config.exporter;
         Self {
             queue: SpanQueue::new(b.max_queue, b.max_queue_bytes, b.max_batch),
             header,
@@ -310,7 +322,7 @@ impl Exporter {
         }
         let start = body.len();
         if gzip {
-            crate::gzip::compress(&self.scratch, body);
+            crate::export::gzip::compress(&self.scratch, body);
         } else {
             body.extend_from_slice(&self.scratch);
         }
@@ -333,7 +345,7 @@ impl Exporter {
     }
 
     /// Notes the collector's reason for refusing the attempt whose result comes next (already
-    /// cut and made printable: [`crate::rejection::reason`]). Call it just before
+    /// cut and made printable: [`crate::export::rejection::reason`]). Call it just before
     /// [`Self::on_result`]: when that attempt ends its request as failed (a final status, or a
     /// retryable one with no attempts left), the request counts as rejected and the first
     /// reason of the log interval is logged; an attempt that will be retried forgets it.
@@ -521,6 +533,7 @@ impl Exporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::config::{Batch, Collector, ExporterConfig};
     use crate::ids::SpanId;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use prost::Message;
@@ -528,7 +541,7 @@ mod tests {
     const OK: ExportResult = ExportResult::Ok { rejected: 0 };
 
     /// An exporter from the default test config with top-level sections replaced by `extra`.
-    fn exporter(extra: &str) -> Exporter {
+    fn exporter(extra: &str) -> BatchSpanProcessor {
         let mut json: serde_json::Value = serde_json::from_str(
             r#"{"collector":{"cluster":"c"},"batch":{"max_queue":4,"max_batch":2,"flush_interval_ms":1000}}"#,
         )
@@ -538,8 +551,18 @@ mod tests {
         for (k, v) in extra.as_object().unwrap() {
             json[k] = v.clone();
         }
-        let cfg = Config::from_json(json.to_string().as_bytes()).unwrap();
-        Exporter::new(&cfg, BatchHeader::new(&[]), 0, 7)
+        let section = |k: &str| json.get(k).cloned().unwrap_or(serde_json::json!({}));
+        let collector: Collector = serde_json::from_value(section("collector")).unwrap();
+        let batch: Batch = serde_json::from_value(section("batch")).unwrap();
+        let exporter: ExporterConfig = serde_json::from_value(section("exporter")).unwrap();
+        let config = ExportConfig {
+            collector: &collector,
+            batch: &batch,
+            exporter: &exporter,
+        };
+        config.validate_collector().unwrap();
+        config.validate_batch().unwrap();
+        BatchSpanProcessor::new(config, BatchHeader::new(&[]), 0, 7)
     }
 
     fn span(i: u8) -> SpanRecord {
@@ -565,7 +588,7 @@ mod tests {
     }
 
     /// The accounting invariant: every span pushed is exported, dropped, or still held.
-    fn balanced(e: &Exporter, pushed: u64) {
+    fn balanced(e: &BatchSpanProcessor, pushed: u64) {
         let c = &e.counters;
         assert_eq!(
             c.spans_exported
@@ -701,17 +724,17 @@ mod tests {
 
     #[test]
     fn a_retryable_refusal_on_the_last_attempt_fails_the_request_with_its_reason() {
-        use crate::transport::{classify, Reply};
+        use crate::export::reply::{classify, Reply};
         let mut e =
             exporter(r#","exporter":{"retry":{"initial_ms":10,"max_ms":10,"max_attempts":3}}"#);
-        let answer = |e: &mut Exporter, id: u64, status: u32, body: &[u8], now: u64| {
+        let answer = |e: &mut BatchSpanProcessor, id: u64, status: u32, body: &[u8], now: u64| {
             let reply = Reply {
                 status: Some(status),
                 body,
                 ..Reply::default()
             };
             let result = classify(Protocol::Http, &reply, 0);
-            if let Some(reason) = crate::rejection::reason(&result, &reply) {
+            if let Some(reason) = crate::export::rejection::reason(&result, &reply) {
                 e.note_rejection(reason);
             }
             e.on_result(id, result, now);
@@ -759,11 +782,11 @@ mod tests {
 
     #[test]
     fn a_rejected_request_is_counted_and_its_first_reason_logged_once_per_interval() {
-        use crate::transport::{classify, Reply};
+        use crate::export::reply::{classify, Reply};
         let mut e = exporter(
             r#","batch":{"max_queue":100,"max_batch":1,"flush_interval_ms":10},"exporter":{"max_in_flight":4}"#,
         );
-        let refuse = |e: &mut Exporter, body: &[u8], now: u64| {
+        let refuse = |e: &mut BatchSpanProcessor, body: &[u8], now: u64| {
             let id = e.poll(now).unwrap().id;
             let reply = Reply {
                 status: Some(400),
@@ -771,7 +794,7 @@ mod tests {
                 ..Reply::default()
             };
             let result = classify(Protocol::Http, &reply, 0);
-            if let Some(reason) = crate::rejection::reason(&result, &reply) {
+            if let Some(reason) = crate::export::rejection::reason(&result, &reply) {
                 e.note_rejection(reason);
             }
             e.on_result(id, result, now);

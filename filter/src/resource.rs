@@ -8,9 +8,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::mesh::proto::{fields, struct_entries, value_struct, Wire};
+/// `service.name` when neither the configuration nor the node names the service.
+pub const DEFAULT_SERVICE_NAME: &str = "unknown_service:envoy";
 
-use crate::otlp::ResourceValue;
+use crate::protobuf::{fields, struct_entries, value_struct, Wire};
+
+use crate::export::otlp::ResourceValue;
 
 /// The node facts that become resource attributes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -19,13 +22,19 @@ pub struct NodeInfo {
     pub id: String,
     /// `NAME`: the pod name.
     pub pod_name: Option<String>,
+    /// `WORKLOAD_NAME`: the deployment (or other owner) name.
     pub workload_name: Option<String>,
+    /// `NAMESPACE`.
     pub namespace: Option<String>,
+    /// `CLUSTER_ID`.
     pub cluster_id: Option<String>,
+    /// `MESH_ID`.
     pub mesh_id: Option<String>,
+    /// `ISTIO_VERSION`.
     pub istio_version: Option<String>,
     /// `OWNER`, e.g. `kubernetes://apis/apps/v1/namespaces/default/deployments/reviews-v2`.
     pub owner: Option<String>,
+    /// `LABELS`: the pod's labels.
     pub labels: BTreeMap<String, String>,
 }
 
@@ -112,6 +121,15 @@ impl NodeInfo {
         }
     }
 
+    /// Whether the node is an Istio ambient waypoint. `pilot-agent proxy waypoint` names its
+    /// node `waypoint~<ip>~<pod>.<namespace>~<namespace>.svc.<domain>`: the first field of an
+    /// Istio node id is the proxy type (`sidecar`, `router`, `waypoint`; Istio's
+    /// `pkg/model/proxy.go`), and it is the one marker every waypoint carries whatever its
+    /// labels (a Gateway-API ingress gateway has the same `gateway-name` label).
+    pub fn is_waypoint(&self) -> bool {
+        self.id.starts_with("waypoint~")
+    }
+
     /// Whether the node looks like an Istio proxy.
     fn is_istio(&self) -> bool {
         self.istio_version.is_some() || self.mesh_id.is_some()
@@ -132,12 +150,22 @@ impl NodeInfo {
                 None => out.push((k.to_owned(), v)),
             }
         };
-        let name = self
-            .label("service.istio.io/canonical-name")
+        // A waypoint's spans are produced by the waypoint, whatever Service they are for:
+        // it is named by its Gateway (the Service it fronts goes on each span as
+        // `mesh.destination.service.name`), as Istio's own tracer does since 1.30.
+        let gateway = self
+            .is_waypoint()
+            .then(|| {
+                self.label("gateway.networking.k8s.io/gateway-name")
+                    .or_else(|| self.label("istio.io/gateway-name"))
+            })
+            .flatten();
+        let name = gateway
+            .or_else(|| self.label("service.istio.io/canonical-name"))
             .or_else(|| self.label("app.kubernetes.io/name"))
             .or_else(|| self.label("app"))
             .or(self.workload_name.as_deref())
-            .unwrap_or(crate::config::DEFAULT_SERVICE_NAME);
+            .unwrap_or(DEFAULT_SERVICE_NAME);
         set("service.name", name);
         let version = self
             .label("service.istio.io/canonical-revision")
@@ -190,49 +218,10 @@ impl NodeInfo {
     }
 }
 
-/// Protobuf encoders for tests (and the host harness): a Node as Istio's bootstrap builds it.
-#[cfg(test)]
-pub(crate) mod encode {
-    use prost::encoding::{encode_key, encode_varint, WireType};
-
-    pub fn bytes(tag: u32, b: &[u8], out: &mut Vec<u8>) {
-        encode_key(tag, WireType::LengthDelimited, out);
-        encode_varint(b.len() as u64, out);
-        out.extend_from_slice(b);
-    }
-
-    pub fn string_value(s: &str) -> Vec<u8> {
-        let mut v = Vec::new();
-        bytes(3, s.as_bytes(), &mut v);
-        v
-    }
-
-    pub fn struct_value(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
-        let mut st = Vec::new();
-        for (k, v) in entries {
-            let mut e = Vec::new();
-            bytes(1, k.as_bytes(), &mut e);
-            bytes(2, v, &mut e);
-            bytes(1, &e, &mut st);
-        }
-        st
-    }
-
-    pub fn node(id: &str, metadata: &[(&str, Vec<u8>)]) -> Vec<u8> {
-        let mut n = Vec::new();
-        bytes(1, id.as_bytes(), &mut n);
-        bytes(2, b"reviews.default", &mut n);
-        bytes(3, &struct_value(metadata), &mut n);
-        // A field after the metadata (user_agent_name) must not disturb decoding.
-        bytes(6, b"envoy", &mut n);
-        n
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::encode::*;
     use super::*;
+    use crate::test_support::protobuf::*;
 
     fn istio_node() -> Vec<u8> {
         let labels = struct_value(&[
@@ -333,6 +322,46 @@ mod tests {
     }
 
     #[test]
+    fn a_waypoint_is_named_by_its_gateway() {
+        let labels = struct_value(&[
+            (
+                "gateway.networking.k8s.io/gateway-name",
+                string_value("waypoint"),
+            ),
+            ("service.istio.io/canonical-name", string_value("reviews")),
+            ("istio.io/dataplane-mode", string_value("none")),
+        ]);
+        let mut lv = Vec::new();
+        bytes(5, &labels, &mut lv);
+        let buf = node(
+            "waypoint~10.1.4.7~waypoint-5d8f7c-k2x9p.default~default.svc.cluster.local",
+            &[
+                ("WORKLOAD_NAME", string_value("waypoint")),
+                ("NAMESPACE", string_value("default")),
+                ("ISTIO_VERSION", string_value("1.30.0")),
+                ("LABELS", lv.clone()),
+            ],
+        );
+        let n = NodeInfo::from_node_proto(&buf);
+        assert!(n.is_waypoint());
+        let r = n.resource(None, &BTreeMap::new());
+        assert_eq!(get(&r, "service.name"), Some("waypoint"));
+        assert_eq!(get(&r, "service.namespace"), Some("default"));
+        assert_eq!(get(&r, "k8s.pod.name"), Some("waypoint-5d8f7c-k2x9p"));
+        assert_eq!(get(&r, "service.mesh"), Some("istio"));
+        // The same labels on a sidecar or a gateway change nothing: only the node type counts.
+        let buf = node(
+            "router~10.1.4.8~ingress-7c9-x.istio-system~istio-system.svc.cluster.local",
+            &[("LABELS", lv)],
+        );
+        let n = NodeInfo::from_node_proto(&buf);
+        assert!(!n.is_waypoint());
+        let r = n.resource(None, &BTreeMap::new());
+        assert_eq!(get(&r, "service.name"), Some("reviews"));
+        assert!(!NodeInfo::from_node_proto(&istio_node()).is_waypoint());
+    }
+
+    #[test]
     fn config_overrides_win() {
         let n = NodeInfo::from_node_proto(&istio_node());
         let mut o = BTreeMap::new();
@@ -379,6 +408,20 @@ mod tests {
         let full = istio_node();
         for cut in 0..full.len() {
             let _ = NodeInfo::from_node_proto(&full[..cut]);
+        }
+    }
+}
+
+/// The node is bytes from the host: decoding it must not panic, whatever arrives.
+#[cfg(test)]
+mod never_panic {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn node_decoding_accepts_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = NodeInfo::from_node_proto(&bytes);
         }
     }
 }

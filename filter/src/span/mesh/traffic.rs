@@ -11,13 +11,14 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::span::SpanRecord;
 
 /// `traffic` in the configuration.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrafficConfig {
+    /// The rules, tried in order; every matching rule contributes its tags.
     pub rules: Vec<RuleConfig>,
     /// Subset name → configured weight (e.g. the VirtualService split), for `mesh.traffic.weight`.
     pub weights: BTreeMap<String, u32>,
@@ -36,10 +37,13 @@ pub struct RuleConfig {
     /// The value to compare; a header or cookie rule without one matches on presence.
     #[serde(default)]
     pub value: Option<String>,
+    /// `mesh.release` set by a match.
     #[serde(default)]
     pub release: Option<String>,
+    /// `mesh.canary` set by a match.
     #[serde(default)]
     pub canary: Option<bool>,
+    /// `mesh.ab_group` set by a match.
     #[serde(default)]
     pub ab_group: Option<String>,
 }
@@ -79,6 +83,10 @@ pub struct Traffic {
 pub struct RuleHits(pub u64);
 
 impl Traffic {
+    /// The rules of `c`, with names lowercased and values checked.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the rule (`traffic.rules[i].field`) and its value.
     pub fn compile(c: &TrafficConfig) -> Result<Self, ConfigError> {
         if c.rules.len() > MAX_RULES {
             return Err(ConfigError::new(
@@ -283,12 +291,7 @@ mod tests {
         Traffic::compile(&c).map_err(|e| e.to_string())
     }
 
-    fn s(rec: &SpanRecord, k: &str) -> Option<String> {
-        match rec.get(k) {
-            Some(Value::Str(r)) => Some(String::from_utf8(rec.text(r).to_vec()).unwrap()),
-            _ => None,
-        }
-    }
+    use crate::test_support::str_attr as s;
 
     const CONFIG: &str = r#"{
         "rules": [

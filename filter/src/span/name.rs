@@ -8,7 +8,7 @@
 //!
 //! 1. a configured `routes` template matching the path: always used, since the configuration
 //!    bounds how many there are;
-//! 2. otherwise the templater of [`crate::mesh::route`], which replaces segments that are
+//! 2. otherwise the templater of [`crate::span::mesh::route`], which replaces segments that are
 //!    clearly identifiers (numbers, UUIDs, long hex, long generated tokens) with `{id}`. Its
 //!    output is only a guess at the route (`/users/alice` stays as it is), so the name it gives
 //!    is provisional ([`Named::guessed`]): when the request is over, [`SpanNames::admit`] lets
@@ -28,7 +28,7 @@
 //! and the admitted set are all made from that one result: two paths that render alike are
 //! one name.
 
-use crate::mesh::route::SpanNameStyle;
+use crate::span::mesh::route::SpanNameStyle;
 
 /// What the request says about its route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,7 +42,8 @@ pub enum Route<'a> {
 /// A span's name as parts to concatenate, and the `http.route` that goes with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Named<'a> {
-    /// The name's parts, valid UTF-8 each, at most `limits.max_span_name_bytes` together.
+    /// The name's parts, concatenated in order (empty parts add nothing): valid UTF-8 each,
+    /// at most `limits.max_span_name_bytes` together.
     pub parts: [&'a [u8]; 4],
     /// `http.route` (`url.template` on client spans), or `None` when the name is `{method}`.
     pub route: Option<&'a [u8]>,
@@ -519,7 +520,7 @@ mod tests {
                 0..400,
             ),
             method in prop_oneof![
-                proptest::sample::select(&crate::tracer::KNOWN_METHODS[..]).prop_map(|m| (m.to_vec(), true)),
+                proptest::sample::select(&crate::span::http::KNOWN_METHODS[..]).prop_map(|m| (m.to_vec(), true)),
                 "[A-Za-z_]{1,40}".prop_map(|m| (m.into_bytes(), false)),
             ],
             configured: bool,

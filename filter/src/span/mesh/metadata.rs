@@ -5,7 +5,7 @@
 //! A canary split is a VirtualService, so naming it on the span says which experiment sent the
 //! request where it went.
 
-use crate::mesh::proto::{struct_entries, value_str};
+use crate::protobuf::{struct_entries, value_str};
 use crate::span::SpanRecord;
 
 /// A config object named by an Istio API path.
@@ -13,7 +13,9 @@ use crate::span::SpanRecord;
 pub struct ConfigRef<'a> {
     /// e.g. `virtual-service`, `destination-rule`.
     pub kind: &'a [u8],
+    /// The namespace of the resource.
     pub namespace: &'a [u8],
+    /// The resource's name.
     pub name: &'a [u8],
 }
 
@@ -58,19 +60,12 @@ pub fn record(route_metadata: &[u8], rec: &mut SpanRecord) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mesh::resource::encode::{bytes, string_value, struct_value};
     use crate::span::Value;
+    use crate::test_support::protobuf::{map_entries, string_value, struct_value};
 
     /// A `Metadata` with `filter_metadata` entries of the given structs.
     fn metadata(filters: &[(&str, Vec<u8>)]) -> Vec<u8> {
-        let mut m = Vec::new();
-        for (name, st) in filters {
-            let mut entry = Vec::new();
-            bytes(1, name.as_bytes(), &mut entry);
-            bytes(2, st, &mut entry);
-            bytes(1, &entry, &mut m);
-        }
-        m
+        map_entries(filters)
     }
 
     fn istio(config: &str) -> Vec<u8> {

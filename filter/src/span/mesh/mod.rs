@@ -9,33 +9,11 @@ pub mod fault;
 pub mod flags;
 pub mod identity;
 pub mod metadata;
-pub mod proto;
-pub mod resource;
 pub mod route;
 pub mod traffic;
 
-use crate::capture::Capture;
-use crate::config::{Config, ConfigError};
-
-/// Per-VM tables compiled from the configuration, so requests only look things up.
-#[derive(Clone, Debug, Default)]
-pub struct Tables {
-    pub traffic: traffic::Traffic,
-    pub routes: route::Routes,
-    pub capture: Capture,
-    pub identity: identity::IdentityMode,
-}
-
-impl Tables {
-    pub fn compile(c: &Config) -> Result<Self, ConfigError> {
-        Ok(Self {
-            traffic: traffic::Traffic::compile(&c.traffic)?,
-            routes: route::Routes::compile(&c.routes)?,
-            capture: Capture::compile(&c.capture)?,
-            identity: c.identity,
-        })
-    }
-}
+use super::{Finish, SpanKind, SpanRecord};
+use crate::text::split_host_port;
 
 /// What the request carried that the end of the request needs, kept by the glue between
 /// the request headers and the log phase (the headers themselves are gone by then).
@@ -43,11 +21,12 @@ impl Tables {
 pub struct RequestFacts {
     /// Header and cookie traffic rules that matched.
     pub hits: traffic::RuleHits,
+    /// Fault headers the request carried.
     pub fault: fault::FaultHeaders,
     /// `x-envoy-attempt-count` as the request arrived (set by the calling sidecar's router).
     pub attempt_count: Option<u64>,
     /// The call's gRPC framing, from `content-type`; `None` for plain HTTP.
-    pub grpc: Option<crate::grpc::Protocol>,
+    pub grpc: Option<crate::span::grpc::Protocol>,
 }
 
 /// What the host knows about the mesh when the request is over; every field is optional so an
@@ -76,14 +55,82 @@ pub struct EndFacts<'a> {
 
 /// The span kind an Istio cluster name implies, so `direction: auto` needs no extra host call
 /// for Istio traffic; `None` for other clusters.
-pub fn kind_from_cluster(name: &[u8]) -> Option<crate::span::SpanKind> {
+pub fn kind_from_cluster(name: &[u8]) -> Option<SpanKind> {
     cluster::parse(name).map(|c| {
         if c.is_outbound() {
-            crate::span::SpanKind::Client
+            SpanKind::Client
         } else {
-            crate::span::SpanKind::Server
+            SpanKind::Server
         }
     })
+}
+
+/// The mesh attributes: upstream cluster and subset, traffic tags, route name, faults,
+/// retries, timing, peer addresses and identity.
+pub fn finish(traffic: &traffic::Traffic, rec: &mut SpanRecord, f: &Finish<'_>) {
+    let m = &f.mesh;
+    let cluster = m.cluster_name.and_then(cluster::parse);
+    if let Some(name) = m.cluster_name {
+        rec.str("mesh.upstream.cluster", name);
+    }
+    let subset = cluster.map(|c| c.subset).filter(|s| !s.is_empty());
+    if let Some(s) = subset {
+        rec.str("mesh.upstream.subset", s);
+    }
+    if let Some(host) = cluster.map(|c| c.host).filter(|h| !h.is_empty()) {
+        rec.str("mesh.upstream.service", host);
+    }
+    // The Service the request went to, in the resource's words (`service.name`,
+    // `service.namespace`): on a waypoint the Service it fronts, on a sidecar's client span
+    // the Service called. The source is the mTLS peer (`mesh.peer.*`, below).
+    if let Some(svc) = cluster
+        .as_ref()
+        .and_then(cluster::IstioCluster::kubernetes_service)
+    {
+        rec.str("mesh.destination.service.name", svc.name);
+        rec.str("mesh.destination.service.namespace", svc.namespace);
+    }
+    if let Some(r) = m.route_name {
+        rec.str("mesh.route.name", r);
+    }
+    if let Some(md) = m.route_metadata {
+        metadata::record(md, rec);
+    }
+    traffic.record(f.request.hits, subset, m.route_name, rec);
+    if let Some(fault) = fault::Fault::detect(m.response_flags, m.code_details, &f.request.fault) {
+        fault.record(rec);
+    }
+    // Attempts this proxy made for a client span; the caller's count for a server span.
+    let attempts = match f.kind {
+        SpanKind::Client => m.upstream_attempts.map(|a| a.max(0) as u64),
+        _ => f.request.attempt_count,
+    };
+    if let Some(a) = attempts.filter(|a| *a > 1) {
+        rec.int(
+            "http.request.resend_count",
+            (a - 1).min(i64::MAX as u64) as i64,
+        );
+    }
+    if let Some(ns) = m.backend_latency_ns.filter(|n| *n >= 0) {
+        rec.double("mesh.upstream.service_time_ms", ns as f64 / 1e6);
+    }
+    // The immediate peer: the upstream host for a client span, the caller for a server one.
+    let peer = match f.kind {
+        SpanKind::Client => m.upstream_address,
+        _ => f.source_address,
+    };
+    if let Some(addr) = peer {
+        let (host, port) = split_host_port(addr);
+        rec.str("network.peer.address", host);
+        if let Some(p) = port {
+            rec.int("network.peer.port", i64::from(p));
+        }
+    }
+    let role = match f.kind {
+        SpanKind::Client => identity::PeerRole::Server,
+        _ => identity::PeerRole::Client,
+    };
+    m.tls.record(role, rec);
 }
 
 /// Every parser here reads data from the network or the host: none may panic, whatever arrives.
@@ -100,7 +147,6 @@ mod never_panic {
             let _ = kind_from_cluster(&bytes);
             let _ = identity::parse_spiffe(&bytes);
             let _ = traffic::cookie_value(&bytes, b"ab");
-            let _ = resource::NodeInfo::from_node_proto(&bytes);
             let mut rec = SpanRecord::default();
             metadata::record(&bytes, &mut rec);
             let _ = metadata::parse_config_path(&bytes);
@@ -154,6 +200,25 @@ mod never_panic {
             prop_assert_eq!(c.subset, subset.as_bytes());
             prop_assert_eq!(c.host, host.as_bytes());
             prop_assert_eq!(c.is_outbound(), outbound);
+            prop_assert_eq!(c.protocol, b"");
+        }
+
+        #[test]
+        fn waypoint_names_round_trip(
+            port in any::<u16>(),
+            protocol in "(http|tcp)",
+            subset in "[a-z0-9-]{0,12}",
+            host in "[a-z0-9-]{1,12}(\\.[a-z0-9-]{1,12}){0,4}",
+        ) {
+            let slot = if subset.is_empty() { protocol.clone() } else { format!("{protocol}/{subset}") };
+            let name = format!("inbound-vip|{port}|{slot}|{host}");
+            let c = cluster::parse(name.as_bytes()).unwrap();
+            prop_assert_eq!(c.direction, cluster::ClusterDirection::InboundVip);
+            prop_assert_eq!(c.port, port);
+            prop_assert_eq!(c.protocol, protocol.as_bytes());
+            prop_assert_eq!(c.subset, subset.as_bytes());
+            prop_assert_eq!(c.host, host.as_bytes());
+            prop_assert_eq!(kind_from_cluster(name.as_bytes()), Some(SpanKind::Server));
         }
     }
 }

@@ -6,9 +6,9 @@
 //! request headers say how long a requested delay was. A header alone proves nothing: the fault
 //! filter may not honour headers, or the percentage may have skipped this request.
 
-use crate::headers::parse_u64;
-use crate::mesh::flags::{DELAY_INJECTED, FAULT_INJECTED};
+use crate::span::mesh::flags::{DELAY_INJECTED, FAULT_INJECTED};
 use crate::span::SpanRecord;
+use crate::text::parse_u64;
 
 /// The `response.code_details` Envoy's fault filter sets when it aborts.
 const ABORT_DETAILS: &[u8] = b"fault_filter_abort";
@@ -16,7 +16,9 @@ const ABORT_DETAILS: &[u8] = b"fault_filter_abort";
 /// What the fault filter did to one request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Fault {
+    /// An abort was injected.
     pub abort: bool,
+    /// A delay was injected.
     pub delay: bool,
     /// The delay requested by `x-envoy-fault-delay-request`, when a delay was injected.
     pub delay_ms: Option<u64>,
@@ -27,7 +29,9 @@ pub struct Fault {
 /// The fault-related request headers, read when the request arrives.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FaultHeaders {
+    /// The status `x-envoy-fault-abort-request` asks for.
     pub abort_status: Option<u16>,
+    /// The delay `x-envoy-fault-delay-request` asks for, in ms.
     pub delay_ms: Option<u64>,
 }
 

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use crate::otlp::{encode_span, BatchHeader};
+use crate::export::otlp::{encode_span, BatchHeader};
 use crate::span::SpanRecord;
 
 /// Why a span did not make it into the queue.
@@ -29,6 +29,8 @@ pub struct SpanQueue {
 }
 
 impl SpanQueue {
+    /// An empty queue holding at most `max_spans` spans and `max_bytes` encoded bytes, cut into
+    /// batches of at most `max_batch` spans.
     pub fn new(max_spans: u32, max_bytes: u64, max_batch: u32) -> Self {
         Self {
             buf: Vec::new(),
@@ -88,14 +90,17 @@ impl SpanQueue {
         n
     }
 
+    /// Spans queued.
     pub fn len(&self) -> usize {
         self.lens.len()
     }
 
+    /// Whether no span is queued.
     pub fn is_empty(&self) -> bool {
         self.lens.is_empty()
     }
 
+    /// Encoded bytes queued.
     pub fn bytes(&self) -> usize {
         self.buf.len()
     }

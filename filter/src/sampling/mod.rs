@@ -14,8 +14,9 @@
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::ids::TraceId;
+use crate::propagation::ot::{OtEntry, OtUpdate};
 use crate::propagation::tracecontext::TraceState;
 
 /// `sampling` in the configuration.
@@ -67,6 +68,10 @@ impl KeepReason {
 }
 
 impl SamplingConfig {
+    /// Checks the ranges and that `slow_ms` is set exactly when `slow` is kept.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the field and its value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(0.0..=1.0).contains(&self.ratio) {
             return Err(ConfigError::new(
@@ -129,135 +134,10 @@ pub fn threshold(ratio: f64) -> Option<u64> {
     Some(SPACE - rounded)
 }
 
-/// Writes a threshold as `th`'s value: 14 hex digits with trailing zeros removed (`0` for 100%).
-pub fn write_th(t: u64, out: &mut Vec<u8>) {
-    let (digits, len) = th_digits(t);
-    out.extend_from_slice(&digits[..len]);
-}
-
-/// `th`'s digits on the stack, and how many of them to use.
-fn th_digits(t: u64) -> ([u8; 14], usize) {
-    let mut digits = [0u8; 14];
-    crate::hex::encode_lower(&t.to_be_bytes()[1..], &mut digits);
-    let len = digits.iter().rposition(|&d| d != b'0').map_or(1, |i| i + 1);
-    (digits, len)
-}
-
-/// Parses `th`'s value (1–14 lowercase hex digits, right-padded with zeros).
-pub fn parse_th(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 14 {
-        return None;
-    }
-    let mut v = 0u64;
-    for &c in s {
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => return None,
-        };
-        v = (v << 4) | u64::from(d);
-    }
-    Some(v << (4 * (14 - s.len())))
-}
-
-/// `rv`: exactly 14 lowercase hex digits.
-fn parse_rv(s: &[u8]) -> Option<u64> {
-    (s.len() == 14).then(|| parse_th(s)).flatten()
-}
-
-/// The OpenTelemetry `ot` entry of a `tracestate`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct OtEntry<'a> {
-    /// The whole value (`th:c;rv:...`).
-    pub value: &'a [u8],
-    pub th: Option<u64>,
-    pub rv: Option<u64>,
-}
-
-impl<'a> OtEntry<'a> {
-    /// Finds and parses the `ot` member.
-    pub fn find(ts: &TraceState<'a>) -> Option<Self> {
-        let value = ts.members().find_map(|m| m.strip_prefix(b"ot="))?;
-        let mut e = Self {
-            value,
-            ..Self::default()
-        };
-        for sub in value.split(|&b| b == b';') {
-            if let Some(v) = sub.strip_prefix(b"th:") {
-                e.th = parse_th(v);
-            } else if let Some(v) = sub.strip_prefix(b"rv:") {
-                e.rv = parse_rv(v);
-            }
-        }
-        Some(e)
-    }
-}
-
 /// The 56 random bits of a trace: an explicit `rv`, else the trace id's right-most 7 bytes.
 pub fn randomness(trace_id: &TraceId, ot: Option<&OtEntry<'_>>) -> u64 {
     ot.and_then(|e| e.rv)
         .unwrap_or(trace_id.low_u64() & (SPACE - 1))
-}
-
-/// How this hop changes the `ot` entry of the `tracestate` it forwards.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum OtUpdate {
-    /// Forward the incoming `tracestate` as it is.
-    #[default]
-    Forward,
-    /// Set `th` (a sampled root).
-    Set(u64),
-    /// Remove `th`: the parent's threshold contradicts its sampled flag, so the probability is
-    /// unknown.
-    EraseTh,
-}
-
-/// Writes the `tracestate` this hop sends, applying `update`. A modified `ot` entry moves to the
-/// front (W3C's rule for mutated keys); the other members keep their order, and the list stays
-/// within 32 members by dropping from the right.
-pub fn write_tracestate(ts: &TraceState<'_>, update: OtUpdate, out: &mut Vec<u8>) {
-    let mut ot: smallvec::SmallVec<[u8; 64]> = smallvec::SmallVec::new();
-    match update {
-        // Forwarding (the common case) needs no look at the `ot` entry.
-        OtUpdate::Forward => return ts.write_to(out),
-        OtUpdate::Set(t) => {
-            ot.extend_from_slice(b"th:");
-            let (digits, len) = th_digits(t);
-            ot.extend_from_slice(&digits[..len]);
-        }
-        OtUpdate::EraseTh => {}
-    }
-    let old = OtEntry::find(ts);
-    if let Some(old) = &old {
-        for sub in old.value.split(|&b| b == b';') {
-            if sub.is_empty() || sub.starts_with(b"th:") {
-                continue;
-            }
-            if !ot.is_empty() {
-                ot.push(b';');
-            }
-            ot.extend_from_slice(sub);
-        }
-        if *old.value == *ot {
-            return ts.write_to(out);
-        }
-    }
-    let mut written = 0usize;
-    if !ot.is_empty() {
-        out.extend_from_slice(b"ot=");
-        out.extend_from_slice(&ot);
-        written = 1;
-    }
-    for m in ts.members().filter(|m| !m.starts_with(b"ot=")) {
-        if written == 32 {
-            break;
-        }
-        if written > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(m);
-        written += 1;
-    }
 }
 
 /// A token bucket refilled by the caller's clock: `rate` tokens a second, holding at most one
@@ -271,6 +151,7 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
+    /// A full bucket refilled at `per_second` tokens a second.
     pub fn new(per_second: f64) -> Self {
         let capacity = per_second.max(1.0);
         Self {
@@ -300,7 +181,9 @@ impl TokenBucket {
 /// The "always keep" rules, compiled.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AlwaysKeep {
+    /// Keep 5xx responses.
     pub errors: bool,
+    /// Keep requests with an injected fault.
     pub faults: bool,
     /// 0 = off.
     pub slow_ns: u64,
@@ -351,13 +234,19 @@ pub fn is_keep_error(status: Option<i64>) -> bool {
     status.is_some_and(|c| c >= 500)
 }
 
-/// The sampling decision for one request.
+/// The sampler's result for one request, OpenTelemetry's `SamplingResult`.
+///
+/// `sampled` and `record` together are the spec's `SamplingDecision`: both true is
+/// `RECORD_AND_SAMPLE`, both false `DROP`. A sampled parent past the rate limit gives `sampled`
+/// without `record`: the trace stays sampled downstream, this hop exports nothing. `ot` is the
+/// `tracestate` change the sampler asks for, the spec's returned `Tracestate`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Verdict {
+pub struct SamplingResult {
     /// The sampled flag this hop propagates.
     pub sampled: bool,
     /// Whether this hop records and exports its span now.
     pub record: bool,
+    /// How the forwarded `tracestate`'s `ot` entry changes.
     pub ot: OtUpdate,
 }
 
@@ -366,10 +255,12 @@ pub struct Verdict {
 pub struct Sampler {
     threshold: Option<u64>,
     bucket: Option<TokenBucket>,
+    /// The always-keep rules, applied at the end of unsampled requests.
     pub keep: AlwaysKeep,
 }
 
 impl Sampler {
+    /// The sampler `c` describes (validated by [`SamplingConfig::validate`]).
     pub fn new(c: &SamplingConfig) -> Self {
         let has = |r| c.always_keep.contains(&r);
         Self {
@@ -399,7 +290,7 @@ impl Sampler {
         trace_id: &TraceId,
         parent: Option<(bool, &TraceState<'_>)>,
         now: impl FnOnce() -> u64,
-    ) -> Verdict {
+    ) -> SamplingResult {
         match parent {
             Some((sampled, ts)) => {
                 let ot = OtEntry::find(ts);
@@ -408,7 +299,7 @@ impl Sampler {
                     Some(th) if sampled != (r >= th) => OtUpdate::EraseTh,
                     _ => OtUpdate::Forward,
                 };
-                Verdict {
+                SamplingResult {
                     sampled,
                     record: sampled && self.take(now),
                     ot: update,
@@ -417,7 +308,7 @@ impl Sampler {
             None => {
                 let wins = self.threshold.filter(|&t| randomness(trace_id, None) >= t);
                 match wins {
-                    Some(t) if self.take(now) => Verdict {
+                    Some(t) if self.take(now) => SamplingResult {
                         sampled: true,
                         record: true,
                         // At 100% the threshold says nothing a backend would not assume, and
@@ -428,7 +319,7 @@ impl Sampler {
                             OtUpdate::Set(t)
                         },
                     },
-                    _ => Verdict {
+                    _ => SamplingResult {
                         sampled: false,
                         record: false,
                         ot: OtUpdate::Forward,
@@ -449,6 +340,7 @@ impl Sampler {
 mod tests {
     use super::*;
     use crate::ids::IdGenerator;
+    use crate::propagation::ot::write_th;
     use crate::propagation::tracecontext::parse_tracestate;
 
     fn th_str(ratio: f64) -> String {
@@ -471,33 +363,6 @@ mod tests {
         assert_eq!(threshold(f64::NAN), None);
         // The smallest probability still samples the largest randomness value.
         assert_eq!(threshold(1e-30), Some(SPACE - 1));
-    }
-
-    #[test]
-    fn th_round_trips() {
-        for s in [
-            "0",
-            "8",
-            "c",
-            "fd70a",
-            "ffbe77",
-            "fffffffffffff",
-            "00000000000001",
-        ] {
-            let mut out = Vec::new();
-            write_th(parse_th(s.as_bytes()).unwrap(), &mut out);
-            let canonical = match s.trim_end_matches('0') {
-                "" => "0",
-                t => t,
-            };
-            assert_eq!(String::from_utf8(out).unwrap(), canonical);
-        }
-        assert_eq!(parse_th(b"c"), Some(0xc0000000000000));
-        assert_eq!(parse_th(b""), None);
-        assert_eq!(parse_th(b"C"), None);
-        assert_eq!(parse_th(b"000000000000000"), None);
-        assert_eq!(parse_rv(b"7479cfb506891d"), Some(0x7479cfb506891d));
-        assert_eq!(parse_rv(b"7479cfb50689"), None);
     }
 
     /// 100,000 root decisions over random trace ids sample the configured fraction within 1%.
@@ -581,7 +446,7 @@ mod tests {
         let v = s.decide(&at, None, || 0);
         assert_eq!(
             v,
-            Verdict {
+            SamplingResult {
                 sampled: true,
                 record: true,
                 ot: OtUpdate::Set(0xc0000000000000)
@@ -602,7 +467,7 @@ mod tests {
         let v = s.decide(&id, Some((true, &ts)), || 0);
         assert_eq!(
             v,
-            Verdict {
+            SamplingResult {
                 sampled: true,
                 record: true,
                 ot: OtUpdate::Forward
@@ -612,7 +477,7 @@ mod tests {
         let v = s.decide(&id, Some((false, &ts)), || 0);
         assert_eq!(
             v,
-            Verdict {
+            SamplingResult {
                 sampled: false,
                 record: false,
                 ot: OtUpdate::EraseTh
@@ -626,49 +491,6 @@ mod tests {
             s.decide(&id, Some((false, &empty)), || 0).ot,
             OtUpdate::Forward
         );
-    }
-
-    fn rewrite(ts: &[u8], update: OtUpdate) -> String {
-        let ts = parse_tracestate(&[ts]).unwrap();
-        let mut out = Vec::new();
-        write_tracestate(&ts, update, &mut out);
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn tracestate_rewrites_move_ot_left() {
-        assert_eq!(rewrite(b"", OtUpdate::Set(0)), "ot=th:0");
-        assert_eq!(
-            rewrite(
-                b"congo=t61,ot=rv:7479cfb506891d;th:8",
-                OtUpdate::Set(0xc0000000000000)
-            ),
-            "ot=th:c;rv:7479cfb506891d,congo=t61"
-        );
-        assert_eq!(
-            rewrite(b"congo=t61,ot=th:8;rv:7479cfb506891d", OtUpdate::EraseTh),
-            "ot=rv:7479cfb506891d,congo=t61"
-        );
-        assert_eq!(
-            rewrite(b"congo=t61,ot=th:8", OtUpdate::EraseTh),
-            "congo=t61"
-        );
-        // Unchanged values keep their place.
-        assert_eq!(
-            rewrite(b"congo=t61,ot=th:8", OtUpdate::Set(0x80000000000000)),
-            "congo=t61,ot=th:8"
-        );
-        // Forwarding sends the fields as they came.
-        assert_eq!(
-            rewrite(b"congo=t61, rojo=1", OtUpdate::Forward),
-            "congo=t61, rojo=1"
-        );
-        // Adding a member to a full list drops the right-most one.
-        let full: Vec<String> = (0..32).map(|i| format!("k{i}=v")).collect();
-        let out = rewrite(full.join(",").as_bytes(), OtUpdate::Set(0));
-        assert_eq!(out.split(',').count(), 32);
-        assert!(out.starts_with("ot=th:0,k0=v,"));
-        assert!(out.ends_with(",k30=v"));
     }
 
     /// The bucket admits `rate` spans a second after its first second's burst, deterministically.
@@ -791,43 +613,9 @@ mod tests {
 #[cfg(test)]
 mod never_panic {
     use super::*;
-    use crate::propagation::tracecontext::parse_tracestate;
     use proptest::prelude::*;
 
     proptest! {
-        /// Any valid incoming `tracestate`, any update: the result is a valid `tracestate` of at
-        /// most 32 members with at most one `ot` entry.
-        #[test]
-        fn rewritten_tracestate_stays_valid(
-            members in proptest::collection::vec("[a-z][a-z0-9]{0,5}=[a-zA-Z0-9:;._-]{1,12}", 0..40),
-            th in proptest::option::of(0u64..(1 << 56)),
-            erase in any::<bool>(),
-        ) {
-            let joined = members.join(",");
-            let Some(ts) = parse_tracestate(&[joined.as_bytes()]) else { return Ok(()) };
-            let update = match (th, erase) {
-                (Some(t), _) => OtUpdate::Set(t),
-                (None, true) => OtUpdate::EraseTh,
-                (None, false) => OtUpdate::Forward,
-            };
-            let mut out = Vec::new();
-            write_tracestate(&ts, update, &mut out);
-            if out.is_empty() {
-                return Ok(());
-            }
-            let fields = [&out[..]];
-            let back = parse_tracestate(&fields);
-            prop_assert!(back.is_some(), "{}", String::from_utf8_lossy(&out));
-            let back = back.unwrap();
-            prop_assert!(back.members().count() <= 32);
-            if update != OtUpdate::Forward {
-                prop_assert!(back.members().filter(|m| m.starts_with(b"ot=")).count() <= 1);
-            }
-            if let OtUpdate::Set(t) = update {
-                prop_assert_eq!(OtEntry::find(&back).and_then(|e| e.th), Some(t));
-            }
-        }
-
         #[test]
         fn thresholds_are_monotonic(a in 0.0f64..=1.0, b in 0.0f64..=1.0) {
             let (lo, hi) = if a <= b { (a, b) } else { (b, a) };

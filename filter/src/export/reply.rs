@@ -6,7 +6,9 @@
 //! Everything here reads untrusted bytes: any malformed input yields a classification, never a
 //! panic.
 
-use crate::config::Protocol;
+use super::config::Protocol;
+use crate::protobuf::{fields, Wire};
+use crate::text::parse_u64;
 
 /// `:path` of OTLP/gRPC trace export.
 pub const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -15,7 +17,9 @@ pub const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceServic
 /// (reset, refused, or the host gave up).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Reply<'a> {
+    /// The HTTP status; `None` when no reply came.
     pub status: Option<u32>,
+    /// `Retry-After`, as the collector sent it.
     pub retry_after: Option<&'a [u8]>,
     /// `grpc-status`, from the trailers or (trailers-only replies) the headers.
     pub grpc_status: Option<&'a [u8]>,
@@ -23,6 +27,7 @@ pub struct Reply<'a> {
     pub grpc_details: Option<&'a [u8]>,
     /// `grpc-message`: the status message, percent-encoded.
     pub grpc_message: Option<&'a [u8]>,
+    /// The reply body (OTLP/HTTP: an `ExportTraceServiceResponse`; gRPC: its frame).
     pub body: &'a [u8],
 }
 
@@ -58,37 +63,24 @@ impl core::fmt::Display for Failure {
     }
 }
 
+/// The canonical name of a gRPC status code, as logs show it.
 fn grpc_code_name(code: u32) -> &'static str {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    NAMES.get(code as usize).copied().unwrap_or("unknown code")
+    crate::span::grpc::code_name(code).unwrap_or("unknown code")
 }
 
 /// How one export attempt ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExportResult {
     /// Accepted; `rejected` spans of it were refused by a partial success (not retried).
-    Ok { rejected: u64 },
+    Ok {
+        /// Spans the collector refused.
+        rejected: u64,
+    },
     /// Worth sending again, after `delay_ms` when the collector said so.
     Retry {
+        /// Why the attempt failed.
         failure: Failure,
+        /// The delay the collector asked for, in ms.
         delay_ms: Option<u64>,
     },
     /// Final: the batch is dropped.
@@ -141,14 +133,6 @@ fn classify_grpc(reply: &Reply<'_>) -> ExportResult {
         8 if delay_ms.is_some() => ExportResult::Retry { failure, delay_ms },
         _ => ExportResult::Fail(failure),
     }
-}
-
-fn parse_u64(v: &[u8]) -> Option<u64> {
-    let v = v.trim_ascii();
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(v.iter().fold(0u64, |n, d| n * 10 + (d - b'0') as u64))
 }
 
 /// `Retry-After` as a delay: delta-seconds, or an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37
@@ -208,77 +192,16 @@ fn days_from_civil(y: u64, m: u64, d: u64) -> u64 {
     (era * 146_097 + doe).saturating_sub(719_468)
 }
 
-/// Protobuf fields of `buf`, stopping (silently) at the first malformed one.
-pub(crate) struct Fields<'a> {
-    buf: &'a [u8],
-}
-
-pub(crate) enum Field<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-    Fixed,
-}
-
-fn varint(buf: &mut &[u8]) -> Option<u64> {
-    let mut v = 0u64;
-    for i in 0..10 {
-        let (&b, rest) = buf.split_first()?;
-        *buf = rest;
-        v |= ((b & 0x7f) as u64) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
-}
-
-impl<'a> Iterator for Fields<'a> {
-    type Item = (u64, Field<'a>);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.buf.is_empty() {
-            return None;
-        }
-        let parsed = (|| {
-            let key = varint(&mut self.buf)?;
-            let field = match key & 7 {
-                0 => Field::Varint(varint(&mut self.buf)?),
-                1 | 5 => {
-                    let n = if key & 7 == 1 { 8 } else { 4 };
-                    self.buf = self.buf.get(n..)?;
-                    Field::Fixed
-                }
-                2 => {
-                    let n = usize::try_from(varint(&mut self.buf)?).ok()?;
-                    let bytes = self.buf.get(..n)?;
-                    self.buf = &self.buf[n..];
-                    Field::Bytes(bytes)
-                }
-                _ => return None,
-            };
-            Some((key >> 3, field))
-        })();
-        if parsed.is_none() {
-            self.buf = &[];
-        }
-        parsed
-    }
-}
-
-pub(crate) fn fields(buf: &[u8]) -> Fields<'_> {
-    Fields { buf }
-}
-
 /// `ExportTraceServiceResponse.partial_success.rejected_spans`; 0 when absent or unreadable.
 pub fn rejected_spans(body: &[u8]) -> u64 {
     fields(body)
         .filter_map(|(n, f)| match (n, f) {
-            (1, Field::Bytes(partial)) => Some(partial),
+            (1, Wire::Bytes(partial)) => Some(partial),
             _ => None,
         })
         .flat_map(fields)
         .filter_map(|(n, f)| match (n, f) {
-            (1, Field::Varint(v)) => Some(v),
+            (1, Wire::Varint(v)) => Some(v),
             _ => None,
         })
         .last()
@@ -293,36 +216,38 @@ fn grpc_message(body: &[u8]) -> Option<&[u8]> {
     rest.get(4..4 + len)
 }
 
-/// The delay of a `google.rpc.RetryInfo` inside a base64 `google.rpc.Status`.
+/// The delay of a `google.rpc.RetryInfo` inside a base64 `google.rpc.Status`, in ms; `None`
+/// when the details carry no `RetryInfo`. Read with [`crate::protobuf`]'s field walker rather
+/// than the prost types of [`google_rpc`]: the generated decoder would add about 15 KB to the
+/// wasm module for one optional delay on a cold path.
 pub fn retry_info_ms(details_b64: &[u8]) -> Option<u64> {
-    const RETRY_INFO: &[u8] = b"type.googleapis.com/google.rpc.RetryInfo";
     let status = base64_decode(details_b64)?;
     for (n, f) in fields(&status) {
-        let (3, Field::Bytes(any)) = (n, f) else {
+        let (3, Wire::Bytes(any)) = (n, f) else {
             continue;
         };
         let mut type_url: &[u8] = &[];
         let mut value: &[u8] = &[];
         for (n, f) in fields(any) {
             match (n, f) {
-                (1, Field::Bytes(b)) => type_url = b,
-                (2, Field::Bytes(b)) => value = b,
+                (1, Wire::Bytes(b)) => type_url = b,
+                (2, Wire::Bytes(b)) => value = b,
                 _ => {}
             }
         }
-        if type_url != RETRY_INFO {
+        if type_url != google_rpc::RETRY_INFO.as_bytes() {
             continue;
         }
         let mut ms = 0u64;
         for (n, f) in fields(value) {
-            let (1, Field::Bytes(duration)) = (n, f) else {
+            let (1, Wire::Bytes(duration)) = (n, f) else {
                 continue;
             };
             for (n, f) in fields(duration) {
                 match (n, f) {
                     // Negative durations arrive as huge varints; the exporter caps delays.
-                    (1, Field::Varint(s)) => ms = ms.saturating_add(s.saturating_mul(1000)),
-                    (2, Field::Varint(nanos)) => {
+                    (1, Wire::Varint(s)) => ms = ms.saturating_add(s.saturating_mul(1000)),
+                    (2, Wire::Varint(nanos)) => {
                         ms = ms.saturating_add((nanos & 0xffff_ffff) / 1_000_000)
                     }
                     _ => {}
@@ -334,30 +259,103 @@ pub fn retry_info_ms(details_b64: &[u8]) -> Option<u64> {
     None
 }
 
-/// Standard or URL-safe base64, padding optional (gRPC sends it unpadded).
+/// `grpc-status-details-bin`: standard base64, padded or not (gRPC sends it unpadded); the
+/// URL-safe symbols some servers use are read as their standard twins. A failed export is the
+/// cold path, so the copy and the `Vec` cost nothing that matters.
 fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
-    let s = s.trim_ascii();
-    let s = s.strip_suffix(b"==").or(s.strip_suffix(b"=")).unwrap_or(s);
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for &c in s {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | v as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
+    let standard: Vec<u8> = s
+        .trim_ascii()
+        .iter()
+        .map(|&c| match c {
+            b'-' => b'+',
+            b'_' => b'/',
+            c => c,
+        })
+        .collect();
+    let mut out = vec![0; standard.len() / 4 * 3 + 3];
+    let n = crate::base64::decode(&standard, &mut out)?;
+    out.truncate(n);
     Some(out)
+}
+
+/// `google.rpc.Status` and `google.rpc.RetryInfo` as prost messages: what a collector sends in
+/// `grpc-status-details-bin` to ask for a delay. Collectors and test sinks encode with them;
+/// [`retry_info_ms`] reads the same bytes without them (see there why).
+pub mod google_rpc {
+    /// `google.protobuf.Duration`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Duration {
+        /// Whole seconds.
+        #[prost(int64, tag = "1")]
+        pub seconds: i64,
+        /// Nanoseconds past `seconds`.
+        #[prost(int32, tag = "2")]
+        pub nanos: i32,
+    }
+
+    /// `google.protobuf.Any`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Any {
+        /// `type.googleapis.com/<message name>`.
+        #[prost(string, tag = "1")]
+        pub type_url: String,
+        /// The encoded message.
+        #[prost(bytes = "vec", tag = "2")]
+        pub value: Vec<u8>,
+    }
+
+    /// `google.rpc.RetryInfo`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RetryInfo {
+        /// How long the client should wait before retrying.
+        #[prost(message, optional, tag = "1")]
+        pub retry_delay: Option<Duration>,
+    }
+
+    /// `google.rpc.Status`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Status {
+        /// The gRPC status code.
+        #[prost(int32, tag = "1")]
+        pub code: i32,
+        /// A developer-facing message.
+        #[prost(string, tag = "2")]
+        pub message: String,
+        /// Error details, such as a `RetryInfo`.
+        #[prost(message, repeated, tag = "3")]
+        pub details: Vec<Any>,
+    }
+
+    /// `Any.type_url` of a `RetryInfo`.
+    pub const RETRY_INFO: &str = "type.googleapis.com/google.rpc.RetryInfo";
+
+    /// The encoded `Status{code, message}`: how a collector refuses a request and says why.
+    pub fn status(code: i32, message: &str) -> Vec<u8> {
+        use prost::Message;
+        Status {
+            code,
+            message: message.into(),
+            details: Vec::new(),
+        }
+        .encode_to_vec()
+    }
+
+    /// The encoded `Status{code, details: [RetryInfo{retry_delay}]}`.
+    pub fn status_with_retry_info(code: i32, seconds: i64, nanos: i32) -> Vec<u8> {
+        use prost::Message;
+        let info = RetryInfo {
+            retry_delay: Some(Duration { seconds, nanos }),
+        };
+        Status {
+            code,
+            message: String::new(),
+            details: vec![Any {
+                type_url: RETRY_INFO.into(),
+                value: info.encode_to_vec(),
+            }],
+        }
+        .encode_to_vec()
+    }
 }
 
 #[cfg(test)]
@@ -476,38 +474,13 @@ mod tests {
     }
 
     fn status_with_retry_info(seconds: i64, nanos: i32) -> String {
-        // google.rpc.Status{code=8, details=[Any{RetryInfo{retry_delay}}]} built by hand.
-        let mut duration = Vec::new();
-        prost::encoding::int64::encode(1, &seconds, &mut duration);
-        prost::encoding::int32::encode(2, &nanos, &mut duration);
-        let mut info = Vec::new();
-        prost::encoding::bytes::encode(1, &duration, &mut info);
-        let mut any = Vec::new();
-        prost::encoding::string::encode(
-            1,
-            &"type.googleapis.com/google.rpc.RetryInfo".to_string(),
-            &mut any,
-        );
-        prost::encoding::bytes::encode(2, &info, &mut any);
-        let mut status = Vec::new();
-        prost::encoding::int32::encode(1, &8, &mut status);
-        prost::encoding::bytes::encode(3, &any, &mut status);
-        b64(&status)
+        b64(&google_rpc::status_with_retry_info(8, seconds, nanos))
     }
 
     fn b64(data: &[u8]) -> String {
-        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for chunk in data.chunks(3) {
-            let n = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
-            for i in 0..=chunk.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            }
-        }
-        out
+        let mut out = vec![0; crate::base64::encoded_len(data.len())];
+        let n = crate::base64::encode(data, &mut out, false).unwrap();
+        String::from_utf8(out[..n].to_vec()).unwrap()
     }
 
     #[test]
@@ -581,7 +554,7 @@ mod tests {
                 // The reason of a refusal is printable text whatever the reply held.
                 for status in [400, 200] {
                     let r = Reply { status: Some(status), ..r };
-                    if let Some(why) = crate::rejection::reason(&classify(p, &r, 0), &r) {
+                    if let Some(why) = crate::export::rejection::reason(&classify(p, &r, 0), &r) {
                         proptest::prop_assert!(!why.chars().any(char::is_control));
                     }
                 }

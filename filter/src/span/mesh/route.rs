@@ -4,12 +4,12 @@
 //! path is templated here by replacing segments that are clearly identifiers (all digits, a
 //! UUID, a long hex string, a long generated token) with `{id}`, so `/orders/8812/items` and
 //! `/orders/9001/items` name the same span. Words stay: `/users/alice` is not templated, and
-//! [`crate::span_name`] bounds how many such names a VM hands out.
+//! [`crate::span::name`] bounds how many such names a VM hands out.
 
 use serde::Deserialize;
 use smallvec::SmallVec;
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 
 /// The span-name style (`span_name` in the configuration).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
@@ -21,7 +21,7 @@ pub enum SpanNameStyle {
     /// `HTTP {METHOD} {ROUTE}`, the form older dashboards were built on.
     Legacy,
     /// `{method} {http.route}` for configured `routes` only, `{method}` for every other path:
-    /// no name is guessed from a path (see [`crate::span_name`]).
+    /// no name is guessed from a path (see [`crate::span::name`]).
     Strict,
 }
 
@@ -107,7 +107,7 @@ impl Routes {
     }
 
     /// `http.route` for `path` into `out`: a configured template (the result is `true`), else
-    /// the templated path (`false`: a guess, which [`crate::span_name`] bounds).
+    /// the templated path (`false`: a guess, which [`crate::span::name`] bounds).
     pub fn route(&self, path: &[u8], out: &mut RouteBuf) -> bool {
         out.clear();
         match self.matching(path) {

@@ -13,9 +13,12 @@ use crate::ids::{SpanId, TraceId};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[repr(i32)]
 pub enum SpanKind {
+    /// Internal work (not used by the proxy).
     Internal = 1,
+    /// The proxy received the request (inbound).
     #[default]
     Server = 2,
+    /// The proxy sent the request (outbound).
     Client = 3,
 }
 
@@ -23,9 +26,12 @@ pub enum SpanKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[repr(i32)]
 pub enum StatusCode {
+    /// No status set (success for HTTP below the error thresholds).
     #[default]
     Unset = 0,
+    /// Explicitly OK.
     Ok = 1,
+    /// An error.
     Error = 2,
 }
 
@@ -33,16 +39,22 @@ pub enum StatusCode {
 /// (captured header names such as `http.request.header.x-tenant`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Key {
+    /// A semantic-convention name.
     Static(&'static str),
+    /// A name built at run time, in the arena.
     Text(Range<u32>),
 }
 
 /// A typed attribute value. Strings and string arrays live in the arena.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
+    /// A string in the arena.
     Str(Range<u32>),
+    /// A signed integer.
     Int(i64),
+    /// A boolean.
     Bool(bool),
+    /// A double.
     Double(f64),
     /// A string array: the elements are consecutive `\0`-free ranges recorded in `lists`.
     StrArray(Range<u16>),
@@ -51,23 +63,31 @@ pub enum Value {
 /// One attribute of a span.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Attribute {
+    /// The attribute's name.
     pub key: Key,
+    /// Its value.
     pub value: Value,
 }
 
 /// A span event (e.g. `fault.injected`); its attributes share the span's arena.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
+    /// The event's name.
     pub name: &'static str,
+    /// When it happened, in ns since the Unix epoch.
     pub time_ns: u64,
+    /// Its attributes: a range of [`SpanRecord::event_attrs`].
     pub attrs: Range<u16>,
 }
 
 /// A link to another trace (an untrusted incoming context at the edge).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Link {
+    /// The linked trace.
     pub trace_id: TraceId,
+    /// The linked span.
     pub span_id: SpanId,
+    /// The linked context's W3C flags.
     pub flags: u8,
 }
 
@@ -79,9 +99,11 @@ pub enum GuessedName {
     /// The name is final (a configured route, the method alone, `grpc`).
     #[default]
     None,
-    /// `{method} {http.route}` from the path templater; without the route, the name is its
-    /// first `method_len` bytes.
-    Route { method_len: u32 },
+    /// `{method} {http.route}` from the path templater.
+    Route {
+        /// Without the route, the name is its first `method_len` bytes.
+        method_len: u32,
+    },
     /// A gRPC `rpc.method` taken from the `:path`.
     RpcMethod,
 }
@@ -92,25 +114,35 @@ pub type Attributes = SmallVec<[Attribute; 24]>;
 /// A span record. Reuse it with [`SpanRecord::clear`].
 #[derive(Clone, Debug, Default)]
 pub struct SpanRecord {
+    /// The trace id.
     pub trace_id: TraceId,
+    /// This span's id.
     pub span_id: SpanId,
+    /// The parent span's id; `None` for a root.
     pub parent_span_id: Option<SpanId>,
     /// W3C flags of this span's context (sampled, random).
     pub flags: u8,
     /// Whether the parent is remote (it always is for a proxy; kept for OTLP's flag bits).
     pub parent_is_remote: bool,
+    /// SERVER or CLIENT.
     pub kind: SpanKind,
+    /// Start time, in ns since the Unix epoch.
     pub start_ns: u64,
+    /// End time, in ns since the Unix epoch.
     pub end_ns: u64,
+    /// The span status.
     pub status: StatusCode,
     /// Status message (only for errors that the status code cannot explain).
     pub status_message: Option<Range<u32>>,
     name: Range<u32>,
     trace_state: Range<u32>,
+    /// The span's attributes, in the order written.
     pub attrs: Attributes,
     /// Attributes of events, kept apart so span attributes stay contiguous.
     pub event_attrs: SmallVec<[Attribute; 4]>,
+    /// Events (e.g. `fault.injected`).
     pub events: SmallVec<[Event; 2]>,
+    /// Links (an untrusted incoming context).
     pub links: SmallVec<[Link; 1]>,
     /// String-array element ranges.
     lists: SmallVec<[Range<u32>; 8]>,
@@ -127,7 +159,7 @@ pub struct SpanRecord {
     /// Cap on each string value in bytes (0 = no cap); longer values are cut at a UTF-8 boundary.
     pub max_value_len: u32,
     /// Cap on the name in bytes (0 = no cap), cut at a UTF-8 boundary. The tracer's names
-    /// already fit (see [`crate::span_name`]); this holds for any other caller.
+    /// already fit (see [`crate::span::name`]); this holds for any other caller.
     pub max_name_len: u32,
 }
 
@@ -239,6 +271,7 @@ impl SpanRecord {
         self.name = start as u32..self.text.len() as u32;
     }
 
+    /// The span name.
     pub fn name(&self) -> &[u8] {
         self.text(&self.name)
     }
@@ -257,21 +290,23 @@ impl SpanRecord {
 
     /// Sets the W3C `tracestate` from what `write` appends. What it wrote is checked (one SIMD
     /// scan when it is ASCII, as a valid `tracestate` is) and repaired if it is not UTF-8, then
-    /// cut at a list-member boundary to [`crate::limits::MAX_TRACE_STATE_BYTES`] (a valid list
+    /// cut at a list-member boundary to [`crate::propagation::tracecontext::MAX_TRACE_STATE_BYTES`] (a valid list
     /// may hold 32 members of 513 bytes).
     pub fn set_trace_state(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
         let start = self.text.len();
         write(&mut self.text);
         crate::text::repair_tail(&mut self.text, start, &mut self.scratch);
-        let max = crate::limits::MAX_TRACE_STATE_BYTES;
+        let max = crate::propagation::tracecontext::MAX_TRACE_STATE_BYTES;
         let end = start + crate::limits::cut_list_members(&self.text[start..], max).len();
         self.trace_state = start as u32..end as u32;
     }
 
+    /// The W3C `tracestate`.
     pub fn trace_state(&self) -> &[u8] {
         self.text(&self.trace_state)
     }
 
+    /// Sets the status message.
     pub fn set_status_message(&mut self, msg: &[u8]) {
         self.status_message = Some(self.push_text(msg, true));
     }
@@ -292,6 +327,7 @@ impl SpanRecord {
         false
     }
 
+    /// Adds a string attribute; the value is capped at `max_value_len` bytes.
     pub fn str(&mut self, key: &'static str, value: &[u8]) {
         if self.full() {
             return;
@@ -310,14 +346,17 @@ impl SpanRecord {
         self.push_attr(Key::Text(key), Value::Str(r));
     }
 
+    /// Adds an integer attribute.
     pub fn int(&mut self, key: &'static str, value: i64) {
         self.push_attr(Key::Static(key), Value::Int(value));
     }
 
+    /// Adds a boolean attribute.
     pub fn bool(&mut self, key: &'static str, value: bool) {
         self.push_attr(Key::Static(key), Value::Bool(value));
     }
 
+    /// Adds a double attribute.
     pub fn double(&mut self, key: &'static str, value: f64) {
         self.push_attr(Key::Static(key), Value::Double(value));
     }
@@ -398,6 +437,7 @@ pub struct EventAttrs<'s> {
 }
 
 impl EventAttrs<'_> {
+    /// Adds a string attribute to the event.
     pub fn str(&mut self, key: &'static str, value: &[u8]) {
         let r = self.span.push_text(value, true);
         self.span.event_attrs.push(Attribute {
@@ -406,6 +446,7 @@ impl EventAttrs<'_> {
         });
     }
 
+    /// Adds an integer attribute to the event.
     pub fn int(&mut self, key: &'static str, value: i64) {
         self.span.event_attrs.push(Attribute {
             key: Key::Static(key),

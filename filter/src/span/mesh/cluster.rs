@@ -2,33 +2,63 @@
 //!
 //! Istio names clusters `direction|port|subset|host` (`outbound|9080|v2|reviews.default.svc.cluster.local`,
 //! `inbound|8080||`), and the same key with `_.` separators in its DNS-SRV form
-//! (`outbound_.9080_.v2_.reviews.default.svc.cluster.local`). Anything else is a plain Envoy
-//! cluster: it is still recorded by name, but nothing is inferred from it.
+//! (`outbound_.9080_.v2_.reviews.default.svc.cluster.local`). An ambient waypoint's clusters
+//! are `inbound-vip|port|protocol[/subset]|host` (`inbound-vip|9080|http|reviews.default.svc.cluster.local`,
+//! `inbound-vip|9080|http/v2|...`): the subset slot starts with the protocol (Istio's
+//! `pilot/pkg/networking/core/cluster_waypoint.go`). Anything else is a plain Envoy cluster: it
+//! is still recorded by name, but nothing is inferred from it.
 
 /// Which listener side Istio built the cluster for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClusterDirection {
+    /// `inbound|...`: the sidecar's side of a server.
     Inbound,
     /// `inbound-vip`: inbound traffic addressed to a service VIP (ambient waypoints).
     InboundVip,
+    /// `outbound|...`: a client going to a service.
     Outbound,
 }
 
 /// The parts of an Istio subset key, borrowed from the cluster name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IstioCluster<'a> {
+    /// Which listener side the cluster serves.
     pub direction: ClusterDirection,
+    /// The service port.
     pub port: u16,
-    /// Empty when the cluster has no subset (the whole service).
+    /// The DestinationRule subset; empty when the cluster has no subset (the whole service).
     pub subset: &'a [u8],
+    /// `http` or `tcp` on waypoint (`inbound-vip`) clusters, which name the protocol before
+    /// the subset; empty on sidecar clusters.
+    pub protocol: &'a [u8],
     /// The service host (FQDN); empty on inbound clusters.
     pub host: &'a [u8],
 }
 
-impl IstioCluster<'_> {
+/// A Kubernetes Service named by its cluster-local host `<name>.<namespace>.svc[.<domain>]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KubernetesService<'a> {
+    /// The Service's name (`reviews`).
+    pub name: &'a [u8],
+    /// The Service's namespace (`default`).
+    pub namespace: &'a [u8],
+}
+
+impl<'a> IstioCluster<'a> {
     /// The span kind a cluster implies: outbound clusters carry client traffic.
     pub fn is_outbound(&self) -> bool {
         self.direction == ClusterDirection::Outbound
+    }
+
+    /// The Kubernetes Service the cluster's host names (`reviews.default.svc.cluster.local` →
+    /// `reviews` in `default`); `None` for hosts outside `svc` (ServiceEntry hosts, external
+    /// names) and for inbound sidecar clusters, which have no host.
+    pub fn kubernetes_service(&self) -> Option<KubernetesService<'a>> {
+        let host: &'a [u8] = self.host;
+        let mut labels = host.split(|&b| b == b'.');
+        let (name, namespace) = (labels.next()?, labels.next()?);
+        (labels.next()? == b"svc" && !name.is_empty() && !namespace.is_empty())
+            .then_some(KubernetesService { name, namespace })
     }
 }
 
@@ -44,10 +74,19 @@ pub fn parse(name: &[u8]) -> Option<IstioCluster<'_>> {
         b"outbound" => ClusterDirection::Outbound,
         _ => return None,
     };
+    // A waypoint's subset slot is `<protocol>[/<subset>]`.
+    let (protocol, subset) = match direction {
+        ClusterDirection::InboundVip => match parts[2].iter().position(|&b| b == b'/') {
+            Some(i) => (&parts[2][..i], &parts[2][i + 1..]),
+            None => (parts[2], &[][..]),
+        },
+        _ => (&[][..], parts[2]),
+    };
     Some(IstioCluster {
         direction,
         port: parse_port(parts[1])?,
-        subset: parts[2],
+        subset,
+        protocol,
         host: parts[3],
     })
 }
@@ -123,8 +162,48 @@ mod tests {
         let c = parse(b"outbound|443||api.example.com").unwrap();
         assert_eq!(c.subset, b"");
         assert_eq!(c.host, b"api.example.com");
-        let c = parse(b"inbound-vip|80|http|reviews.default.svc.cluster.local").unwrap();
+    }
+
+    #[test]
+    fn waypoint_clusters_name_the_protocol_before_the_subset() {
+        let c = parse(b"inbound-vip|9080|http|reviews.default.svc.cluster.local").unwrap();
         assert_eq!(c.direction, ClusterDirection::InboundVip);
+        assert_eq!(c.port, 9080);
+        assert_eq!(c.protocol, b"http");
+        assert_eq!(c.subset, b"");
+        assert_eq!(c.host, b"reviews.default.svc.cluster.local");
+        assert!(!c.is_outbound());
+        let c = parse(b"inbound-vip|9080|http/v2|reviews.default.svc.cluster.local").unwrap();
+        assert_eq!((c.protocol, c.subset), (&b"http"[..], &b"v2"[..]));
+        let c = parse(b"inbound-vip|5432|tcp/primary|db.data.svc.cluster.local").unwrap();
+        assert_eq!((c.protocol, c.subset), (&b"tcp"[..], &b"primary"[..]));
+        // Sidecar clusters have no protocol slot: `http` there would be a subset's name.
+        let c = parse(b"outbound|80|http|a.b.svc.cluster.local").unwrap();
+        assert_eq!((c.protocol, c.subset), (&b""[..], &b"http"[..]));
+    }
+
+    #[test]
+    fn kubernetes_services_from_the_host() {
+        let svc = |name: &[u8]| {
+            parse(name)
+                .and_then(|c| c.kubernetes_service())
+                .map(|s| (s.name.to_vec(), s.namespace.to_vec()))
+        };
+        let reviews = Some((b"reviews".to_vec(), b"default".to_vec()));
+        assert_eq!(
+            svc(b"inbound-vip|9080|http/v2|reviews.default.svc.cluster.local"),
+            reviews
+        );
+        assert_eq!(
+            svc(b"outbound|9080|v1|reviews.default.svc.cluster.local"),
+            reviews
+        );
+        assert_eq!(svc(b"outbound_.9080_.v1_.reviews.default.svc"), reviews);
+        // Not a Service of this cluster: a ServiceEntry host, a bare name, no host.
+        assert_eq!(svc(b"outbound|443||api.example.com"), None);
+        assert_eq!(svc(b"outbound|80||reviews"), None);
+        assert_eq!(svc(b"inbound|8080||"), None);
+        assert_eq!(svc(b"outbound|80||.default.svc.cluster.local"), None);
     }
 
     #[test]

@@ -8,9 +8,13 @@ use prost::encoding::decode_varint;
 /// A decoded protobuf field: its number and payload.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Wire<'a> {
+    /// Wire type 0.
     Varint(u64),
+    /// Wire type 1, little-endian.
     Fixed64(u64),
+    /// Wire type 2: a string, bytes or an embedded message.
     Bytes(&'a [u8]),
+    /// Wire type 5, little-endian.
     Fixed32(u32),
 }
 
@@ -60,6 +64,7 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
+/// The fields of `buf`, in order.
 pub fn fields(buf: &[u8]) -> Fields<'_> {
     Fields { buf }
 }

@@ -24,9 +24,11 @@ pub enum IdentityMode {
 /// An Istio-style SPIFFE id `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SpiffeId<'a> {
+    /// The trust domain (`cluster.local`).
     pub trust_domain: &'a [u8],
     /// `None` when the path is not Istio's `ns/<ns>/sa/<sa>` form.
     pub namespace: Option<&'a [u8]>,
+    /// The service account, in Istio's form.
     pub service_account: Option<&'a [u8]>,
 }
 
@@ -73,7 +75,9 @@ pub struct TlsFacts<'a> {
     pub mtls: Option<bool>,
     /// e.g. `TLSv1.3`.
     pub version: Option<&'a [u8]>,
+    /// The peer certificate's URI SAN (a SPIFFE id in a mesh).
     pub peer_uri_san: Option<&'a [u8]>,
+    /// The peer certificate's subject.
     pub peer_subject: Option<&'a [u8]>,
 }
 
@@ -116,12 +120,7 @@ mod tests {
     use super::*;
     use crate::span::Value;
 
-    fn s(rec: &SpanRecord, k: &str) -> Option<String> {
-        match rec.get(k) {
-            Some(Value::Str(r)) => Some(String::from_utf8(rec.text(r).to_vec()).unwrap()),
-            _ => None,
-        }
-    }
+    use crate::test_support::str_attr as s;
 
     #[test]
     fn istio_spiffe_ids() {

@@ -9,7 +9,8 @@
 //! interval. The text is the remote party's, so it is cut to [`MAX_REASON_BYTES`] and made
 //! printable before it reaches a log.
 
-use crate::transport::{fields, ExportResult, Failure, Field, Reply};
+use super::reply::{ExportResult, Failure, Reply};
+use crate::protobuf::{fields, Wire};
 
 /// The most of a collector's reason that is logged, in bytes of its text.
 pub const MAX_REASON_BYTES: usize = 200;
@@ -19,7 +20,7 @@ pub const MAX_REASON_BYTES: usize = 200;
 /// [`MAX_REASON_BYTES`] bytes of printable UTF-8, empty when it gave no reason. `None` for
 /// every other result (success, no reply, a gRPC reply without a status). The exporter counts
 /// the refusal, and logs the reason, only when the request ends on it
-/// ([`crate::exporter::Exporter::note_rejection`]): a retryable one on its last attempt.
+/// ([`crate::export::span_processor::BatchSpanProcessor::note_rejection`]): a retryable one on its last attempt.
 pub fn reason(result: &ExportResult, reply: &Reply<'_>) -> Option<String> {
     let failure = match result {
         ExportResult::Fail(f) | ExportResult::Retry { failure: f, .. } => f,
@@ -28,7 +29,7 @@ pub fn reason(result: &ExportResult, reply: &Reply<'_>) -> Option<String> {
     let raw = match failure {
         Failure::Http(_) => status_message(reply.body).unwrap_or(reply.body).to_vec(),
         Failure::Grpc(_) => match reply.grpc_message {
-            Some(m) => percent_decode(m),
+            Some(m) => decode_grpc_message(m),
             None => Vec::new(),
         },
         _ => return None,
@@ -42,36 +43,21 @@ fn status_message(body: &[u8]) -> Option<&[u8]> {
     let (mut code, mut message) = (false, None);
     for (n, f) in fields(body) {
         match (n, f) {
-            (1, Field::Varint(_)) => code = true,
-            (2, Field::Bytes(m)) => message = Some(m),
-            (3, Field::Bytes(_)) => {}
+            (1, Wire::Varint(_)) => code = true,
+            (2, Wire::Bytes(m)) => message = Some(m),
+            (3, Wire::Bytes(_)) => {}
             _ => return None,
         }
     }
     message.filter(|_| code)
 }
 
-/// `grpc-message` is percent-encoded UTF-8; a malformed escape is kept as it is.
-fn percent_decode(v: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| (b as char).to_digit(16);
-    let mut out = Vec::with_capacity(v.len().min(3 * MAX_REASON_BYTES));
-    let mut i = 0;
-    while i < v.len() && out.len() < 4 * MAX_REASON_BYTES {
-        match (
-            v[i],
-            v.get(i + 1).copied().and_then(hex),
-            v.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
+/// `grpc-message` is percent-encoded UTF-8; a malformed escape is kept as it is. At most
+/// four times [`MAX_REASON_BYTES`] are decoded: more cannot survive the cut.
+fn decode_grpc_message(v: &[u8]) -> Vec<u8> {
+    let mut out = vec![0; v.len().min(4 * MAX_REASON_BYTES)];
+    let n = crate::text::percent_decode(v, &mut out);
+    out.truncate(n);
     out
 }
 
@@ -85,7 +71,7 @@ mod tests {
             body,
             ..Reply::default()
         };
-        let r = crate::transport::classify(crate::config::Protocol::Http, &reply, 0);
+        let r = crate::export::reply::classify(crate::export::config::Protocol::Http, &reply, 0);
         reason(&r, &reply)
     }
 
@@ -93,9 +79,10 @@ mod tests {
     fn http_bodies() {
         // What the OpenTelemetry Collector answers a protobuf request with invalid UTF-8: a
         // `google.rpc.Status` with code 3 (INVALID_ARGUMENT).
-        let msg = b"proto: ExportTraceServiceRequest: not UTF-8 encoded";
-        let mut status = vec![0x08, 3, 0x12, msg.len() as u8];
-        status.extend_from_slice(msg);
+        let status = crate::export::reply::google_rpc::status(
+            3,
+            "proto: ExportTraceServiceRequest: not UTF-8 encoded",
+        );
         assert_eq!(
             http(400, &status).as_deref(),
             Some("proto: ExportTraceServiceRequest: not UTF-8 encoded")
@@ -125,7 +112,7 @@ mod tests {
             ..Reply::default()
         };
         let of = |r: &Reply<'_>| {
-            let c = crate::transport::classify(crate::config::Protocol::Grpc, r, 0);
+            let c = crate::export::reply::classify(crate::export::config::Protocol::Grpc, r, 0);
             reason(&c, r)
         };
         assert_eq!(

@@ -83,18 +83,35 @@ const NAMES: [&str; 17] = [
     "UNAUTHENTICATED",
 ];
 
+/// The canonical name of status `code`, `None` past 16.
+pub fn code_name(code: u32) -> Option<&'static str> {
+    NAMES.get(usize::try_from(code).ok()?).copied()
+}
+
 impl Code {
+    /// `OK`: not an error.
     pub const OK: Code = Code(0);
+    /// `CANCELLED`: the caller cancelled.
     pub const CANCELLED: Code = Code(1);
+    /// `UNKNOWN`.
     pub const UNKNOWN: Code = Code(2);
+    /// `INVALID_ARGUMENT`.
     pub const INVALID_ARGUMENT: Code = Code(3);
+    /// `DEADLINE_EXCEEDED`.
     pub const DEADLINE_EXCEEDED: Code = Code(4);
+    /// `NOT_FOUND`.
     pub const NOT_FOUND: Code = Code(5);
+    /// `PERMISSION_DENIED`.
     pub const PERMISSION_DENIED: Code = Code(7);
+    /// `UNIMPLEMENTED`: the server does not know the method.
     pub const UNIMPLEMENTED: Code = Code(12);
+    /// `INTERNAL`.
     pub const INTERNAL: Code = Code(13);
+    /// `UNAVAILABLE`.
     pub const UNAVAILABLE: Code = Code(14);
+    /// `DATA_LOSS`.
     pub const DATA_LOSS: Code = Code(15);
+    /// `UNAUTHENTICATED`.
     pub const UNAUTHENTICATED: Code = Code(16);
 
     /// A `grpc-status` value: decimal ASCII without leading zeros, surrounding whitespace
@@ -134,6 +151,7 @@ impl Code {
         }
     }
 
+    /// The numeric code (0 to 16).
     pub fn value(self) -> u8 {
         self.0
     }
@@ -273,9 +291,10 @@ pub fn original(path: &[u8]) -> &[u8] {
     path.strip_prefix(b"/").unwrap_or(path)
 }
 
-/// What the always-keep rules need to judge a gRPC call ([`crate::tracer::Tracer::keep_call`]).
+/// What the always-keep rules need to judge a gRPC call (`Tracer::keep_call`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GrpcEnd {
+    /// How the call framed its messages.
     pub protocol: Protocol,
     /// The `grpc-status` the response carried, if any.
     pub sent: Option<Code>,
@@ -297,7 +316,7 @@ pub fn call_status(
         protocol,
         sent,
         http_status,
-        crate::mesh::flags::downstream_only(response_flags),
+        crate::span::mesh::flags::downstream_only(response_flags),
     )
 }
 

@@ -7,7 +7,9 @@
 /// One response flag: its short code and, for failures, a stable `error.type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Flag {
+    /// The bit in `response.flags`.
     pub bit: u8,
+    /// Envoy's short code (`UF`, `URX`, ...).
     pub code: &'static str,
     /// `None` for flags that describe something other than a failure (an injected delay, a
     /// cache hit).
@@ -58,8 +60,11 @@ pub const FLAGS: [Flag; 30] = [
 
 /// Bits by name, for the rules other modules apply.
 pub const DELAY_INJECTED: u64 = 1 << 9;
+/// `FI`: the fault filter aborted the request.
 pub const FAULT_INJECTED: u64 = 1 << 10;
+/// `DC`: the downstream closed the connection.
 pub const DOWNSTREAM_DISCONNECT: u64 = 1 << 14;
+/// `DR`: the downstream reset the stream.
 pub const DOWNSTREAM_RESET: u64 = 1 << 28;
 
 /// When several failure flags are set, the first of these present names the error: the cause

@@ -1,0 +1,125 @@
+//! Stage 4, inject: the headers the upstream receives, written for this hop's span.
+//!
+//! Every configured inject format is written, and so is the format the request arrived in, so
+//! a service keeps receiving the format it speaks. Headers of other known context formats the
+//! request carried are removed: they name the caller's span, never ours, so the upstream would
+//! see two contradicting parents. Each format's writer sits beside its parser in the format's
+//! own module; this module owns the header buffer and the loop over formats.
+
+use smallvec::SmallVec;
+
+use super::context::SpanStart;
+use super::{b3, baggage, gcp, grpc_trace_bin, l5d, tracecontext, xray, Propagator};
+use crate::headers::RequestHeaders;
+
+/// Headers to write upstream: set each of [`Injection::headers`] (replacing any old value),
+/// remove each of `remove`. Values live in one reused buffer, so a warm injection allocates
+/// nothing.
+#[derive(Clone, Debug, Default)]
+pub struct Injection {
+    buf: Vec<u8>,
+    set: SmallVec<[(&'static str, core::ops::Range<usize>); 8]>,
+    /// Header names to remove from the request.
+    pub remove: SmallVec<[&'static str; 8]>,
+}
+
+impl Injection {
+    /// Empties the injection, keeping its capacity.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.set.clear();
+        self.remove.clear();
+    }
+
+    /// Sets header `name` to what `write` appends.
+    pub(crate) fn put(&mut self, name: &'static str, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.buf.len();
+        write(&mut self.buf);
+        self.set.push((name, start..self.buf.len()));
+    }
+
+    /// Takes back the last header set (a value that turned out empty).
+    pub(crate) fn unset_last(&mut self) {
+        self.set.pop();
+    }
+
+    /// The buffer and the set and remove lists, for a format that writes several headers at
+    /// once (`X-B3-*`).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn parts(
+        &mut self,
+    ) -> (
+        &mut Vec<u8>,
+        &mut SmallVec<[(&'static str, core::ops::Range<usize>); 8]>,
+        &mut SmallVec<[&'static str; 8]>,
+    ) {
+        (&mut self.buf, &mut self.set, &mut self.remove)
+    }
+
+    /// The headers to set, as `(name, value)`.
+    pub fn headers(&self) -> impl Iterator<Item = (&'static str, &[u8])> {
+        self.set.iter().map(|(n, r)| (*n, &self.buf[r.clone()]))
+    }
+
+    /// The value that will be set for `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+}
+
+/// Fills `out` with the headers the upstream must receive: every format of `always` (a bit per
+/// [`Propagator::bit`]) and the arrival format, written for the new span; headers of the other
+/// formats in `known` that the request carried are removed.
+pub fn inject(
+    s: &SpanStart<'_>,
+    h: &RequestHeaders<'_>,
+    always: u16,
+    known: u16,
+    out: &mut Injection,
+) {
+    out.clear();
+    let written = always | s.arrival.map_or(0, Propagator::bit);
+    for format in Propagator::ALL {
+        if written & format.bit() != 0 {
+            match format {
+                Propagator::TraceContext => tracecontext::inject(s, h, out),
+                Propagator::Baggage => baggage::inject(s, out),
+                Propagator::B3 => b3::inject_single(s, out),
+                Propagator::B3Multi => b3::inject_multi(s, h, out),
+                Propagator::L5d => l5d::inject(s, out),
+                Propagator::XRay => xray::inject(s, out),
+                Propagator::Gcp => gcp::inject(s, out),
+                Propagator::GrpcTraceBin => grpc_trace_bin::inject(s, out),
+            }
+        } else if known & format.bit() != 0 {
+            remove(format, h, out);
+        }
+    }
+}
+
+/// Queues the removal of every header of `f` the request carried.
+fn remove(f: Propagator, h: &RequestHeaders<'_>, out: &mut Injection) {
+    let mut drop_if = |present: bool, name: &'static str| {
+        if present {
+            out.remove.push(name);
+        }
+    };
+    match f {
+        Propagator::TraceContext => {
+            drop_if(h.traceparent.is_some(), tracecontext::TRACEPARENT);
+            drop_if(!h.tracestate.is_empty(), tracecontext::TRACESTATE);
+        }
+        Propagator::Baggage => drop_if(!h.baggage.is_empty(), baggage::HEADER),
+        Propagator::B3 => drop_if(h.b3.is_some(), b3::SINGLE),
+        Propagator::B3Multi => {
+            for name in b3::MULTI {
+                drop_if(b3::multi_present(h, name), name);
+            }
+        }
+        // `l5d-reqid` names a request for log correlation, not a parent span: it stays.
+        Propagator::L5d => drop_if(h.l5d_ctx_trace.is_some(), l5d::CTX_TRACE),
+        Propagator::XRay => drop_if(h.x_amzn_trace_id.is_some(), xray::HEADER),
+        Propagator::Gcp => drop_if(h.x_cloud_trace_context.is_some(), gcp::HEADER),
+        Propagator::GrpcTraceBin => drop_if(h.grpc_trace_bin.is_some(), grpc_trace_bin::HEADER),
+    }
+}

@@ -1,0 +1,109 @@
+//! What the end-to-end tests share: reading exported spans' attributes, hex, Envoy's log. One copy, so a
+//! helper fixed here is fixed for every test file (each includes it with `mod support;`).
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use meshtrace_host_test::envoy::Envoy;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+
+/// Lowercase hex of `b`.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The value of attribute `key` among `attrs`.
+pub fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+    attrs
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| a.value.as_ref()?.value.as_ref())
+}
+
+/// The value of the span's attribute `key`.
+pub fn attr<'a>(s: &'a Span, key: &str) -> Option<&'a Value> {
+    find(&s.attributes, key)
+}
+
+/// The span's string attribute `key`, if it is one.
+pub fn str_attr_opt(s: &Span, key: &str) -> Option<String> {
+    match attr(s, key) {
+        Some(Value::StringValue(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+/// The span's string attribute `key`; panics, naming the span, when it is absent or not a string.
+pub fn str_attr(s: &Span, key: &str) -> String {
+    match attr(s, key) {
+        Some(Value::StringValue(v)) => v.clone(),
+        other => panic!("{key}: expected a string, got {other:?} in {s:?}"),
+    }
+}
+
+/// Polls Envoy's log for `needle` until `within` has passed (failure summaries come once per
+/// 5 s); panics with the log when it never shows up.
+pub fn wait_log(e: &Envoy, needle: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !e.log().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "log never contained {needle:?}:\n{}",
+            e.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A test CA with a server and a client certificate, each holding a SPIFFE URI SAN (and
+/// `localhost` as DNS SAN), written as PEM files (`ca.crt`, `server.crt`/`.key`,
+/// `client.crt`/`.key`) into a fresh directory removed on drop.
+pub struct Certs {
+    /// The directory holding the files.
+    pub dir: std::path::PathBuf,
+}
+
+impl Certs {
+    /// `server` and `client` are (common name, URI SAN); subjects are
+    /// `O=cluster.local,CN=<common name>`, as Istio's certificates name the trust domain.
+    pub fn new(tag: &str, server: (&str, &str), client: (&str, &str)) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+        let dir = std::env::temp_dir().join(format!(
+            "meshtrace-{tag}-certs-{}-{}",
+            std::process::id(),
+            meshtrace_host_test::envoy::free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "meshtrace test CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        std::fs::write(dir.join("ca.crt"), ca_cert.pem()).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let leaf = |name: &str, (cn, uri): (&str, &str)| {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+            p.distinguished_name
+                .push(DnType::OrganizationName, "cluster.local");
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.subject_alt_names
+                .push(SanType::URI(uri.try_into().unwrap()));
+            let cert = p.signed_by(&key, &issuer).unwrap();
+            std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
+            std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        };
+        leaf("server", server);
+        leaf("client", client);
+        Self { dir }
+    }
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
