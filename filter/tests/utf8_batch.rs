@@ -236,7 +236,10 @@ fn bad_bytes_become_replacement_characters_at_the_exact_attributes() {
         Some(V::StringValue(s)) => s,
         other => panic!("{k}: {other:?}"),
     };
-    assert_eq!(s.name, "HTTP /a\u{FFFD}/b");
+    // Envoy failed the request itself (the flags), so the guessed route `/a\u{FFFD}/b` is not
+    // shown to exist: the name is the method's alone (naming of bad bytes: tracer/naming_tests).
+    assert_eq!(s.name, "HTTP");
+    assert_eq!(attr("http.route"), None);
     assert_eq!(str_of("http.request.method"), "_OTHER");
     assert_eq!(str_of("http.request.method_original"), "G\u{FFFD}T");
     assert_eq!(str_of("url.path"), "/a\u{FFFD}/b");
