@@ -1,7 +1,8 @@
 //! Request bytes that are not UTF-8, through real Envoy to an OTLP sink that decodes strictly
 //! (prost's `String`, as a collector does, answering 400 otherwise): every span of the batch
-//! arrives, the bad bytes are U+FFFD at the exact attributes, and `/stats` balances. Also: a
-//! collector that refuses a batch is counted and its reason logged.
+//! arrives, the bad bytes are U+FFFD at the exact attributes, and `/stats` balances; a path of
+//! bad bytes (sent over HTTP/2, whose codec lets it through) names the span exactly as its
+//! `http.route` says. Also: a collector that refuses a batch is counted and its reason logged.
 
 mod support;
 
@@ -225,4 +226,105 @@ fn a_grpc_refusal_logs_its_grpc_message() {
     );
     let (stats, ok) = faults::settle(&e, WAIT);
     assert!(ok, "accounting invariant does not hold: {stats:?}");
+}
+
+/// An HPACK integer with an `n`-bit prefix (RFC 7541 §5.1), the prefix's other bits zero.
+fn hpack_int(out: &mut Vec<u8>, mut v: usize, n: u32) {
+    let max = (1usize << n) - 1;
+    if v < max {
+        out.push(v as u8);
+        return;
+    }
+    out.push(max as u8);
+    v -= max;
+    while v >= 128 {
+        out.push((v % 128 + 128) as u8);
+        v /= 128;
+    }
+    out.push(v as u8);
+}
+
+/// One HTTP/2 frame: 24-bit length, type, flags, stream id, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Sends one GET over cleartext HTTP/2 (prior knowledge) with `:path` written byte for byte:
+/// every field a literal without indexing and without Huffman coding (RFC 7541 §6.2.2), which
+/// no client library lets carry bytes that are not UTF-8. Returns once the response stream
+/// ends (or the connection closes).
+fn h2_get(port: u16, path: &[u8]) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut block = Vec::new();
+    for (k, v) in [
+        (&b":method"[..], &b"GET"[..]),
+        (b":scheme", b"http"),
+        (b":authority", b"shop.local"),
+        (b":path", path),
+    ] {
+        block.push(0);
+        hpack_int(&mut block, k.len(), 7);
+        block.extend_from_slice(k);
+        hpack_int(&mut block, v.len(), 7);
+        block.extend_from_slice(v);
+    }
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(4, 0, 0, &[]));
+    // END_STREAM | END_HEADERS on stream 1.
+    out.extend(h2_frame(1, 0x5, 1, &block));
+    s.write_all(&out).unwrap();
+    let mut head = [0u8; 9];
+    loop {
+        if s.read_exact(&mut head).is_err() {
+            return;
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0; len];
+        if s.read_exact(&mut payload).is_err() {
+            return;
+        }
+        match kind {
+            // The server's SETTINGS: acknowledge them.
+            4 if flags & 1 == 0 => s.write_all(&h2_frame(4, 1, 0, &[])).unwrap(),
+            // GOAWAY, or the response stream's end.
+            7 => return,
+            0 | 1 if stream == 1 && flags & 1 != 0 => return,
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_path_of_invalid_bytes_over_http2_gives_a_name_that_agrees_with_http_route() {
+    let sink = OtlpSink::start(0).unwrap();
+    let cfg = r#"{"collector":{"cluster":"otel_collector"},"batch":{"flush_interval_ms":100}}"#;
+    let (e, _up) = envoy(sink.addr.port(), cfg);
+    // `/` and 300 bytes 0xFF: Envoy's HTTP/1 codec refuses them, its HTTP/2 codec does not.
+    let mut path = b"/".to_vec();
+    path.extend([0xff; 300]);
+    h2_get(e.vars.listen_port, &path);
+    let spans = sink.wait_spans(1, WAIT);
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let s = &spans[0];
+    // Each 0xFF is one U+FFFD (3 bytes): 83 of them fit the 252 bytes `GET ` leaves of 256.
+    let route = format!("/{}", "\u{FFFD}".repeat(83));
+    assert_eq!(s.name, format!("GET {route}"));
+    assert_eq!(s.name.len(), 254);
+    assert_eq!(str_attr(s, "http.route"), route);
+    assert_eq!(
+        str_attr(s, "url.path"),
+        format!("/{}", "\u{FFFD}".repeat(85))
+    );
+    assert_eq!(
+        e.wait_stat("meshtrace.export_requests.ok", 1, WAIT),
+        1,
+        "the collector accepted the span"
+    );
 }
