@@ -590,15 +590,20 @@ async fn collector_down_retries_then_counts_drops() {
         wait_metric(&b, "meshtrace_spans_dropped_export_failed_total", 1).await,
         1
     );
-    // Both attempts failed retryably; giving up is not a non-retryable failure.
+    // The first attempt failed and was retried; the last one failed the request for good, on
+    // the collector's 503, which counts it as refused.
     assert_eq!(metric(&b, "meshtrace_export_retries_total").await, 1);
     assert_eq!(
         metric(&b, "meshtrace_export_requests_retryable_total").await,
-        2
+        1
     );
     assert_eq!(
         metric(&b, "meshtrace_export_requests_failed_total").await,
-        0
+        1
+    );
+    assert_eq!(
+        metric(&b, "meshtrace_export_requests_rejected_total").await,
+        1
     );
     assert_eq!(metric(&b, "meshtrace_spans_started_total").await, 1);
     assert_eq!(metric(&b, "meshtrace_spans_sampled_total").await, 1);
@@ -617,7 +622,7 @@ async fn collector_down_retries_then_counts_drops() {
     assert_eq!(metric(&b, "meshtrace_export_retries_total").await, 1);
     assert_eq!(
         metric(&b, "meshtrace_export_requests_failed_total").await,
-        1
+        2
     );
     // The collector recovers: later spans go through.
     sink.set_mode(SinkMode::Ok);

@@ -138,6 +138,9 @@ impl Flusher {
                         )
                     }
                 };
+            // The collector's own words (first 200 bytes, printable) say why it refused, for
+            // a final refusal and for a retryable one on the last attempt alike.
+            let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
             let (failure, hint) = match result {
                 ExportResult::Ok { .. } => {
                     Stats::add(&self.shared.stats.relay_spans_exported, spans);
@@ -145,8 +148,6 @@ impl Flusher {
                     return out;
                 }
                 ExportResult::Fail(f) => {
-                    // The collector's own words (first 200 bytes, printable) say why it refused.
-                    let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
                     return self.drop_all(out, spans, &format!("{f} (not retryable){why}"));
                 }
                 ExportResult::Retry { failure, delay_ms } => (failure, delay_ms),
@@ -155,7 +156,7 @@ impl Flusher {
                 return self.drop_all(
                     out,
                     spans,
-                    &format!("{failure} after {} attempt(s)", out.attempts),
+                    &format!("{failure} after {} attempt(s){why}", out.attempts),
                 );
             }
             let delay =
