@@ -40,7 +40,9 @@
 //!   `on_log` (Trailers-Only and Envoy's local replies). Only for recorded calls and, with
 //!   `always_keep: error`, unsampled ones (which then also read `response.flags` when no status
 //!   was sent, to tell a cancelled call, and with `direction: auto` the cluster name when the
-//!   code is an error on client spans only).
+//!   code is an error on client spans only). A gRPC-Web call that reaches this filter still as
+//!   gRPC-Web reads, for the same calls, the last 512 bytes of its final body chunk instead,
+//!   and only when no trailer frame ends there, its last 16 KiB.
 //! - **Answered by an earlier filter** (fault abort, RBAC, ext_authz, rate limit before this
 //!   filter): only `on_log` runs; it reads the logged request header map, decides, and then
 //!   pays the sampled or always-keep cost above (+ `request.time` for the start).
