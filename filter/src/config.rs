@@ -16,10 +16,10 @@ use crate::resource::DEFAULT_SERVICE_NAME;
 use crate::sampling::Sampler;
 use crate::sampling::SamplingConfig;
 use crate::span::capture::{Capture, CaptureConfig, Limits};
+use crate::span::faas::{Faas, FaasConfig};
 use crate::span::mesh::identity::IdentityMode;
 use crate::span::mesh::route::Routes;
 use crate::span::mesh::route::SpanNameStyle;
-use crate::span::faas::{Faas, FaasConfig};
 use crate::span::mesh::traffic::{Traffic, TrafficConfig};
 use crate::span::Tables;
 

@@ -466,7 +466,9 @@ mod tests {
         // Not a Knative pod, no faas section: no faas.* at all.
         let r = NodeInfo::from_node_proto(&istio_node()).resource(None, &BTreeMap::new());
         assert!(!NodeInfo::from_node_proto(&istio_node()).is_knative());
-        assert!(r.iter().all(|(k, _)| !k.starts_with("faas.") && !k.starts_with("cloud.")));
+        assert!(r
+            .iter()
+            .all(|(k, _)| !k.starts_with("faas.") && !k.starts_with("cloud.")));
     }
 
     #[test]
@@ -488,7 +490,11 @@ mod tests {
         // A configured function without Knative labels: named like the service, the pod from
         // the node id, no version.
         let n = NodeInfo::from_node_proto(&istio_node());
-        let r = n.resource_with(Some("thumbnails"), &BTreeMap::new(), Some(&FaasConfig::default()));
+        let r = n.resource_with(
+            Some("thumbnails"),
+            &BTreeMap::new(),
+            Some(&FaasConfig::default()),
+        );
         assert_eq!(get(&r, "faas.name"), Some("thumbnails"));
         assert_eq!(get(&r, "faas.version"), None);
         assert_eq!(get(&r, "faas.instance"), Some("reviews-v2-7f9c"));

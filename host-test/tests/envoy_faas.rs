@@ -7,7 +7,9 @@ mod support;
 
 use std::time::Duration;
 
-use meshtrace_host_test::envoy::{envoy_binary, free_port, http_request, wasm_path, Envoy, EnvoyVars};
+use meshtrace_host_test::envoy::{
+    envoy_binary, free_port, http_request, wasm_path, Envoy, EnvoyVars,
+};
 use meshtrace_host_test::sink::{OtlpSink, Upstream};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
@@ -131,8 +133,9 @@ fn a_knative_split_between_revisions_shows_up_like_an_istio_canary() {
             .find(|s| str_attr_opt(s, "url.path").as_deref() == Some(p))
             .unwrap_or_else(|| panic!("no span for {p}: {spans:?}"))
     };
-    for ((revision, path), (release, canary, weight)) in
-        calls.iter().zip([("stable", false, 90), ("canary", true, 10)])
+    for ((revision, path), (release, canary, weight)) in calls
+        .iter()
+        .zip([("stable", false, 90), ("canary", true, 10)])
     {
         let s = by_path(path);
         assert_eq!(s.kind, SpanKind::Client as i32);
@@ -167,7 +170,10 @@ fn a_knative_split_between_revisions_shows_up_like_an_istio_canary() {
     let get = |k: &str| r.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
     assert_eq!(get("faas.name"), Some("hello"));
     assert_eq!(get("faas.version"), Some("hello-00002"));
-    assert_eq!(get("faas.instance"), Some("hello-00002-deployment-5c9d4-x7k2p"));
+    assert_eq!(
+        get("faas.instance"),
+        Some("hello-00002-deployment-5c9d4-x7k2p")
+    );
     assert_eq!(get("service.name"), Some("hello"));
     assert_eq!(get("service.version"), Some("hello-00002"));
     assert_eq!(get("k8s.namespace.name"), Some("shop"));

@@ -46,7 +46,10 @@ fn on(worker: usize, path: &str) -> Req {
 fn exactly_one_span_of_the_process_is_the_cold_start() {
     let mut h = function(2, "");
     // Configuring created the key, unclaimed.
-    assert_eq!(h.shared_data("meshtrace", KEY).map(|(v, _)| v), Some(b"0".to_vec()));
+    assert_eq!(
+        h.shared_data("meshtrace", KEY).map(|(v, _)| v),
+        Some(b"0".to_vec())
+    );
     for i in 0..20 {
         h.request(on(i % 2, &format!("/thumb/{i}"))).unwrap();
     }
@@ -60,7 +63,10 @@ fn exactly_one_span_of_the_process_is_the_cold_start() {
         Some(Attr::Str("/thumb/0".into()))
     );
     for s in &spans {
-        assert_eq!(attr(&s.attributes, "faas.trigger"), Some(Attr::Str("http".into())));
+        assert_eq!(
+            attr(&s.attributes, "faas.trigger"),
+            Some(Attr::Str("http".into()))
+        );
     }
     // Two writes in the process's life: the creation and the one claim. The other worker's
     // claim failed on its CAS and wrote nothing.
@@ -102,7 +108,10 @@ fn an_unsampled_first_request_spends_the_cold_start() {
     let spans = exported(&mut h);
     assert_eq!(spans.len(), 6);
     assert!(coldstarts(&spans).is_empty());
-    assert_eq!(h.shared_data("meshtrace", KEY).map(|(v, _)| v), Some(b"1".to_vec()));
+    assert_eq!(
+        h.shared_data("meshtrace", KEY).map(|(v, _)| v),
+        Some(b"1".to_vec())
+    );
 }
 
 #[test]

@@ -195,7 +195,10 @@ impl KnativeTarget {
     /// invalid namespace is left out, an invalid revision gives `None`.
     pub fn from_headers(h: &RequestHeaders<'_>) -> Option<Self> {
         let revision = dns_label(h.knative_serving_revision?)?;
-        let namespace = h.knative_serving_namespace.and_then(dns_label).unwrap_or(b"");
+        let namespace = h
+            .knative_serving_namespace
+            .and_then(dns_label)
+            .unwrap_or(b"");
         let mut t = Self {
             revision: [0; MAX_LABEL],
             revision_len: revision.len() as u8,
@@ -267,7 +270,10 @@ mod tests {
         assert!(!Faas::compile(None).unwrap().for_node(false).is_function());
         assert!(Faas::compile(None).unwrap().for_node(true).is_function());
         let c = FaasConfig::default();
-        assert!(Faas::compile(Some(&c)).unwrap().for_node(false).is_function());
+        assert!(Faas::compile(Some(&c))
+            .unwrap()
+            .for_node(false)
+            .is_function());
     }
 
     #[test]
@@ -287,7 +293,15 @@ mod tests {
         assert_eq!(t.namespace(), None);
         // Not DNS labels: ignored (the revision), left out (the namespace).
         let long = "a".repeat(64);
-        for bad in ["Hello-00001", "-x", "x-", "a b", "", long.as_str(), "h\u{e9}"] {
+        for bad in [
+            "Hello-00001",
+            "-x",
+            "x-",
+            "a b",
+            "",
+            long.as_str(),
+            "h\u{e9}",
+        ] {
             let pairs = [("knative-serving-revision", bad)];
             assert_eq!(KnativeTarget::from_headers(&headers(&pairs)), None, "{bad}");
         }
@@ -300,7 +314,10 @@ mod tests {
         let h = headers(&[("knative-serving-revision", "-00001")]);
         assert_eq!(KnativeTarget::from_headers(&h), None);
         let h = headers(&[("knative-serving-revision", "00001")]);
-        assert_eq!(KnativeTarget::from_headers(&h).unwrap().configuration(), None);
+        assert_eq!(
+            KnativeTarget::from_headers(&h).unwrap().configuration(),
+            None
+        );
     }
 
     fn finished(faas: Faas, kind: SpanKind, request: RequestFacts) -> SpanRecord {
@@ -359,11 +376,17 @@ mod tests {
         };
         let plain = Faas::compile(None).unwrap();
         let rec = finished(plain, SpanKind::Client, facts);
-        assert_eq!(s(&rec, "mesh.knative.revision").as_deref(), Some("hello-00001"));
+        assert_eq!(
+            s(&rec, "mesh.knative.revision").as_deref(),
+            Some("hello-00001")
+        );
         assert_eq!(s(&rec, "mesh.knative.namespace").as_deref(), Some("shop"));
         assert_eq!(s(&rec, "faas.invoked_name").as_deref(), Some("hello"));
         let rec = finished(plain, SpanKind::Server, facts);
-        assert_eq!(s(&rec, "mesh.knative.revision").as_deref(), Some("hello-00001"));
+        assert_eq!(
+            s(&rec, "mesh.knative.revision").as_deref(),
+            Some("hello-00001")
+        );
         assert_eq!(rec.get("faas.invoked_name"), None);
     }
 }

@@ -73,7 +73,12 @@ fn a_knative_split_is_tagged_like_an_istio_canary() {
     assert_eq!(s(&rec, "mesh.release").as_deref(), Some("stable"));
     assert_eq!(rec.get("mesh.traffic.weight"), Some(&Value::Int(90)));
     // Without the header, nothing Knative.
-    let rec = span(&mut t, &[], SpanKind::Client, b"outbound|80||x.shop.svc.cluster.local");
+    let rec = span(
+        &mut t,
+        &[],
+        SpanKind::Client,
+        b"outbound|80||x.shop.svc.cluster.local",
+    );
     assert_eq!(rec.get("mesh.knative.revision"), None);
     assert_eq!(rec.get("mesh.release"), None);
 }
@@ -90,10 +95,20 @@ fn a_configured_function_has_a_faas_resource_and_triggered_server_spans() {
     assert_eq!(r("cloud.provider").as_deref(), Some("aws"));
     assert_eq!(r("cloud.platform").as_deref(), Some("aws_lambda"));
     assert_eq!(r("cloud.region").as_deref(), Some("eu-west-1"));
-    let rec = span(&mut t, &[(":path", "/")], SpanKind::Server, b"inbound|8080||");
+    let rec = span(
+        &mut t,
+        &[(":path", "/")],
+        SpanKind::Server,
+        b"inbound|8080||",
+    );
     assert_eq!(s(&rec, "faas.trigger").as_deref(), Some("http"));
     // The cold start is the adapter's to set; without it, no attribute.
     assert_eq!(rec.get("faas.coldstart"), None);
-    let rec = span(&mut t, &[(":path", "/")], SpanKind::Client, b"outbound|80||x");
+    let rec = span(
+        &mut t,
+        &[(":path", "/")],
+        SpanKind::Client,
+        b"outbound|80||x",
+    );
     assert_eq!(rec.get("faas.trigger"), None);
 }
