@@ -266,6 +266,26 @@ mod tests {
     }
 
     #[test]
+    fn the_plugin_config_names_the_faas_field() {
+        let load = |faas: &str| {
+            let json = format!(r#"{{"collector": {{"cluster": "c"}}, "faas": {faas}}}"#);
+            crate::config::load(json.as_bytes()).map(|c| c.span.faas)
+        };
+        assert!(load("{}").unwrap().is_function());
+        assert_eq!(
+            load(r#"{"trigger": "cron"}"#).unwrap_err().to_string(),
+            "faas.trigger: expected one of datasource, http, pubsub, timer, other, got \"cron\""
+        );
+        let unknown = load(r#"{"memory": 128}"#).unwrap_err().to_string();
+        assert!(
+            unknown.starts_with("faas.memory: unknown field `memory`"),
+            "{unknown}"
+        );
+        let c = crate::config::load(br#"{"collector": {"cluster": "c"}}"#).unwrap();
+        assert!(!c.span.faas.is_function());
+    }
+
+    #[test]
     fn a_function_is_configured_or_labelled() {
         assert!(!Faas::compile(None).unwrap().for_node(false).is_function());
         assert!(Faas::compile(None).unwrap().for_node(true).is_function());
