@@ -16,6 +16,7 @@ use crate::resource::DEFAULT_SERVICE_NAME;
 use crate::sampling::Sampler;
 use crate::sampling::SamplingConfig;
 use crate::span::capture::{Capture, CaptureConfig, Limits};
+use crate::span::faas::{Faas, FaasConfig};
 use crate::span::mesh::identity::IdentityMode;
 use crate::span::mesh::route::Routes;
 use crate::span::mesh::route::SpanNameStyle;
@@ -99,6 +100,10 @@ pub struct Config {
     /// Trace context returned to the client in `server-timing` (`response`).
     #[serde(default)]
     pub response: ResponseConfig,
+    /// The function this sidecar fronts (`faas`); its presence makes the workload a
+    /// function. See [`crate::span::faas`].
+    #[serde(default)]
+    pub faas: Option<FaasConfig>,
 }
 
 /// The configuration with every component's compiled form, built once per VM by [`load`]:
@@ -201,6 +206,7 @@ impl Config {
             identity: self.identity,
             limits: self.limits.clone(),
             baggage_keys: self.baggage.attribute_keys.clone(),
+            faas: Faas::compile(self.faas.as_ref())?,
         };
         self.validate_resource()?;
         let correlation = Correlation::compile(

@@ -67,6 +67,11 @@ pub struct RequestHeaders<'a> {
     pub cookie: Option<&'a [u8]>,
     /// `content-type`: only to tell gRPC (and gRPC-Web) calls from other HTTP requests.
     pub content_type: Option<&'a [u8]>,
+    /// `knative-serving-revision`: the Knative revision a traffic split chose (set per split
+    /// by Knative's ingress, see [`crate::span::faas`]).
+    pub knative_serving_revision: Option<&'a [u8]>,
+    /// `knative-serving-namespace`: the namespace of that revision.
+    pub knative_serving_namespace: Option<&'a [u8]>,
     /// How many header fields were seen (for limits and diagnostics).
     pub count: u32,
 }
@@ -104,7 +109,7 @@ fn first<'v>(slot: &mut Option<&'v [u8]>, v: &'v [u8]) {
 type Setter = for<'a> fn(&mut RequestHeaders<'a>, &'a [u8]);
 
 /// Every name we look for, lowercase, with where its value goes.
-const NAMES: [(&[u8], Setter); 29] = [
+const NAMES: [(&[u8], Setter); 31] = [
     (b":method", |h, v| first(&mut h.method, v)),
     (b":path", |h, v| first(&mut h.path, v)),
     (b":authority", |h, v| first(&mut h.authority, v)),
@@ -149,11 +154,17 @@ const NAMES: [(&[u8], Setter); 29] = [
     }),
     (b"cookie", |h, v| first(&mut h.cookie, v)),
     (b"content-type", |h, v| first(&mut h.content_type, v)),
+    (b"knative-serving-revision", |h, v| {
+        first(&mut h.knative_serving_revision, v)
+    }),
+    (b"knative-serving-namespace", |h, v| {
+        first(&mut h.knative_serving_namespace, v)
+    }),
 ];
 
 /// The multiplier that makes [`name_hash`] collision-free over [`NAMES`] (found by search;
 /// [`TABLE`] refuses to compile if a name list change makes two names share a slot).
-const HASH_K: u64 = 0x69a5_9c1b_b357_7ce3;
+const HASH_K: u64 = 0x4d37_6fb4_b98e_ae95;
 /// Forces ASCII letters to lowercase; other bytes of a header name may change too, but only
 /// the hash sees them, never the final comparison.
 const FOLD: u64 = 0x2020_2020_2020_2020;
@@ -385,6 +396,8 @@ mod tests {
             (h.x_envoy_fault_delay_request, "x-envoy-fault-delay-request"),
             (h.cookie, "cookie"),
             (h.content_type, "content-type"),
+            (h.knative_serving_revision, "knative-serving-revision"),
+            (h.knative_serving_namespace, "knative-serving-namespace"),
         ];
         for (got, name) in single {
             assert_eq!(got, Some(name.as_bytes()), "{name}");

@@ -14,6 +14,7 @@ pub const DEFAULT_SERVICE_NAME: &str = "unknown_service:envoy";
 use crate::protobuf::{fields, struct_entries, value_struct, Wire};
 
 use crate::export::otlp::ResourceValue;
+use crate::span::faas::{FaasConfig, LABEL_CONFIGURATION, LABEL_REVISION, LABEL_SERVICE};
 
 /// The node facts that become resource attributes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -130,6 +131,14 @@ impl NodeInfo {
         self.id.starts_with("waypoint~")
     }
 
+    /// Whether the pod is a Knative Serving revision's: it carries one of Knative's
+    /// `serving.knative.dev/{service,configuration,revision}` labels.
+    pub fn is_knative(&self) -> bool {
+        [LABEL_SERVICE, LABEL_CONFIGURATION, LABEL_REVISION]
+            .iter()
+            .any(|l| self.label(l).is_some())
+    }
+
     /// Whether the node looks like an Istio proxy.
     fn is_istio(&self) -> bool {
         self.istio_version.is_some() || self.mesh_id.is_some()
@@ -141,6 +150,22 @@ impl NodeInfo {
         &self,
         service_name: Option<&str>,
         overrides: &BTreeMap<String, String>,
+    ) -> Vec<(String, ResourceValue)> {
+        self.resource_with(service_name, overrides, None)
+    }
+
+    /// [`NodeInfo::resource`] with the configured `faas` section. A function (configured, or
+    /// a pod with Knative's labels, [`NodeInfo::is_knative`]) adds the FaaS resource
+    /// (semantic conventions `docs/resource/faas.md`): `faas.name` (configured, else the
+    /// `serving.knative.dev/service` label, else `/configuration`, else `service.name`),
+    /// `faas.version` (configured, else the `serving.knative.dev/revision` label),
+    /// `faas.instance` (the pod name) and the configured `cloud.provider`, `cloud.platform`,
+    /// `cloud.region`. The configured `resource` map still wins.
+    pub fn resource_with(
+        &self,
+        service_name: Option<&str>,
+        overrides: &BTreeMap<String, String>,
+        faas: Option<&FaasConfig>,
     ) -> Vec<(String, ResourceValue)> {
         let mut out: Vec<(String, ResourceValue)> = Vec::new();
         let mut set = |k: &str, v: &str| {
@@ -198,6 +223,31 @@ impl NodeInfo {
         }
         if let Some(s) = service_name {
             set("service.name", s);
+        }
+        if faas.is_some() || self.is_knative() {
+            let c = faas.cloned().unwrap_or_default();
+            let fname = c
+                .name
+                .as_deref()
+                .or_else(|| self.label(LABEL_SERVICE))
+                .or_else(|| self.label(LABEL_CONFIGURATION))
+                .unwrap_or(service_name.unwrap_or(name));
+            set("faas.name", fname);
+            if let Some(v) = c.version.as_deref().or_else(|| self.label(LABEL_REVISION)) {
+                set("faas.version", v);
+            }
+            if let Some(p) = self.pod() {
+                set("faas.instance", p);
+            }
+            for (k, v) in [
+                ("cloud.provider", &c.provider),
+                ("cloud.platform", &c.platform),
+                ("cloud.region", &c.region),
+            ] {
+                if let Some(v) = v {
+                    set(k, v);
+                }
+            }
         }
         for (k, v) in overrides {
             set(k, v);
@@ -375,6 +425,81 @@ mod tests {
         assert_eq!(get(&r, "service.version"), Some("pinned"));
         assert_eq!(get(&r, "deployment.environment.name"), Some("prod"));
         assert_eq!(r.iter().filter(|(k, _)| k == "service.name").count(), 1);
+    }
+
+    fn knative_node() -> Vec<u8> {
+        let labels = struct_value(&[
+            ("app", string_value("hello-00002")),
+            (LABEL_SERVICE, string_value("hello")),
+            (LABEL_CONFIGURATION, string_value("hello")),
+            (LABEL_REVISION, string_value("hello-00002")),
+            ("service.istio.io/canonical-name", string_value("hello")),
+        ]);
+        let mut lv = Vec::new();
+        bytes(5, &labels, &mut lv);
+        node(
+            "sidecar~10.1.7.3~hello-00002-deployment-5c9d-x7k2p.shop~shop.svc.cluster.local",
+            &[
+                ("NAME", string_value("hello-00002-deployment-5c9d-x7k2p")),
+                ("NAMESPACE", string_value("shop")),
+                ("ISTIO_VERSION", string_value("1.28.0")),
+                ("LABELS", lv),
+            ],
+        )
+    }
+
+    #[test]
+    fn a_knative_pod_is_a_function_named_by_its_labels() {
+        let n = NodeInfo::from_node_proto(&knative_node());
+        assert!(n.is_knative());
+        let r = n.resource(None, &BTreeMap::new());
+        assert_eq!(get(&r, "faas.name"), Some("hello"));
+        assert_eq!(get(&r, "faas.version"), Some("hello-00002"));
+        assert_eq!(
+            get(&r, "faas.instance"),
+            Some("hello-00002-deployment-5c9d-x7k2p")
+        );
+        assert_eq!(get(&r, "service.name"), Some("hello"));
+        // Nothing says which cloud: no cloud.* guessed.
+        assert_eq!(get(&r, "cloud.provider"), None);
+        assert_eq!(get(&r, "cloud.platform"), None);
+        // Not a Knative pod, no faas section: no faas.* at all.
+        let r = NodeInfo::from_node_proto(&istio_node()).resource(None, &BTreeMap::new());
+        assert!(!NodeInfo::from_node_proto(&istio_node()).is_knative());
+        assert!(r
+            .iter()
+            .all(|(k, _)| !k.starts_with("faas.") && !k.starts_with("cloud.")));
+    }
+
+    #[test]
+    fn configured_faas_values_win_over_labels_and_overrides_win_over_both() {
+        let n = NodeInfo::from_node_proto(&knative_node());
+        let c: FaasConfig = serde_json::from_str(
+            r#"{"name": "greeter", "version": "7", "provider": "gcp",
+                "platform": "gcp_cloud_run", "region": "europe-west1"}"#,
+        )
+        .unwrap();
+        let mut o = BTreeMap::new();
+        o.insert("cloud.region".to_string(), "europe-west4".to_string());
+        let r = n.resource_with(None, &o, Some(&c));
+        assert_eq!(get(&r, "faas.name"), Some("greeter"));
+        assert_eq!(get(&r, "faas.version"), Some("7"));
+        assert_eq!(get(&r, "cloud.provider"), Some("gcp"));
+        assert_eq!(get(&r, "cloud.platform"), Some("gcp_cloud_run"));
+        assert_eq!(get(&r, "cloud.region"), Some("europe-west4"));
+        // A configured function without Knative labels: named like the service, the pod from
+        // the node id, no version.
+        let n = NodeInfo::from_node_proto(&istio_node());
+        let r = n.resource_with(
+            Some("thumbnails"),
+            &BTreeMap::new(),
+            Some(&FaasConfig::default()),
+        );
+        assert_eq!(get(&r, "faas.name"), Some("thumbnails"));
+        assert_eq!(get(&r, "faas.version"), None);
+        assert_eq!(get(&r, "faas.instance"), Some("reviews-v2-7f9c"));
+        let r = n.resource_with(None, &BTreeMap::new(), Some(&FaasConfig::default()));
+        assert_eq!(get(&r, "faas.name"), Some("reviews-svc"));
     }
 
     #[test]

@@ -67,7 +67,13 @@ impl Tracer {
             span,
             correlation,
         } = config;
-        let resource = node.resource(config.service_name.as_deref(), &config.resource);
+        let resource = node.resource_with(
+            config.service_name.as_deref(),
+            &config.resource,
+            config.faas.as_ref(),
+        );
+        let mut span = span;
+        span.faas = span.faas.for_node(node.is_knative());
         // Node metadata and configured values are capped like span attributes; keys are
         // conventional names or configured ones, which validation bounds.
         let cap = config.limits.max_attribute_value_bytes as usize;
@@ -273,6 +279,9 @@ mod grpc_tests;
 
 #[cfg(test)]
 mod naming_tests;
+
+#[cfg(test)]
+mod faas_tests;
 
 #[cfg(test)]
 mod tests {

@@ -68,9 +68,10 @@ impl Bridge {
             None => BTreeMap::new(),
         };
         let node = resource::pod_node(&mut config.core.config, env, &labels);
-        let resource = node.resource(
+        let resource = node.resource_with(
             config.core.config.service_name.as_deref(),
             &config.core.config.resource,
+            config.core.config.faas.as_ref(),
         );
         Ok(Self {
             args,

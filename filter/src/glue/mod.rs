@@ -54,9 +54,14 @@
 //!   one `proxy_add_header_map_value` in `on_http_response_headers` of a recorded SERVER span
 //!   (two with `expose_server_timing`). Neither reads a property.
 //!
+//! - **Functions** (`faas`, or a Knative pod): a VM's first request that is unsampled or a
+//!   recorded SERVER span makes one `proxy_set_shared_data` (see [`coldstart`]); no other
+//!   request does, and other workloads never touch shared data.
+//!
 //! Per VM, `xds.node` is read once in `on_configure` for the resource. Metrics are accumulated
 //! in the VM and pushed to the host on the tick, not per request.
 
+mod coldstart;
 mod export;
 mod host;
 mod metrics;
@@ -114,6 +119,8 @@ struct Worker {
     propagation: counters::Counters,
     /// Downstream connection facts, read once per connection.
     connections: ConnectionCache<Connection>,
+    /// A function's claim on the process's cold start (`faas.coldstart`).
+    coldstart: coldstart::ColdStart,
 }
 
 #[derive(Default)]
@@ -177,7 +184,9 @@ impl Root {
             tick_ms: interval,
             propagation: counters::Counters::default(),
             connections: ConnectionCache::default(),
+            coldstart: coldstart::ColdStart::Spent,
         };
+        worker.coldstart = coldstart::ColdStart::prepare(worker.tracer.span.faas.is_function());
         worker.export_headers = export::request_headers(&worker);
         if mode == ExportMode::Singleton {
             worker.queue = export::register_queue();
@@ -449,9 +458,17 @@ impl HttpContext for Http {
             w.tracer
                 .begin_span(&decision, &headers, clock.now(), &mut rec);
             self.facts = w.tracer.record_request(&headers, pairs(&buf), &mut rec);
-            self.span = Some((rec, Stream::read(w)));
-        } else if w.tracer.may_keep() {
-            self.candidate = Some(decision.ids());
+            let stream = Stream::read(w);
+            if stream.kind == SpanKind::Server {
+                self.facts.coldstart = w.coldstart.claim();
+            }
+            self.span = Some((rec, stream));
+        } else {
+            // An unsampled first request spends the cold start (see `coldstart`).
+            w.coldstart.claim();
+            if w.tracer.may_keep() {
+                self.candidate = Some(decision.ids());
+            }
         }
         Action::Continue
     }

@@ -194,6 +194,8 @@ pub fn record_request<'h>(
         ),
         attempt_count: h.x_envoy_attempt_count.and_then(crate::text::parse_u64),
         grpc: h.content_type.and_then(grpc::protocol),
+        knative: super::faas::KnativeTarget::from_headers(h),
+        coldstart: false,
     }
 }
 
@@ -222,6 +224,7 @@ pub fn finish(t: &Tables, names: &mut SpanNames, rec: &mut SpanRecord, f: &Finis
     }
     status(rec, f);
     mesh::finish(&t.traffic, rec, f);
+    t.faas.finish(rec, f);
 }
 
 /// Keeps a name guessed from the request (a templated route, a gRPC method) only when the

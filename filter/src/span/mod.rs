@@ -5,9 +5,11 @@
 //! - [`http`]: the HTTP semantic-convention attributes and the status rules;
 //! - [`grpc`]: gRPC calls seen as HTTP: `rpc.*` attributes, the method as the name, the status;
 //! - [`name`]: the span name and `http.route`, bounded in length and cardinality;
-//! - [`mesh`]: what the mesh did (cluster, subset, release, faults, flags, peer identity).
+//! - [`mesh`]: what the mesh did (cluster, subset, release, faults, flags, peer identity);
+//! - [`faas`]: functions in the mesh: `faas.*` on a function's spans, Knative revisions.
 
 pub mod capture;
+pub mod faas;
 pub mod grpc;
 pub mod http;
 pub mod mesh;
@@ -35,6 +37,8 @@ pub struct Tables {
     pub limits: capture::Limits,
     /// Baggage keys copied into `baggage.<key>` attributes (`baggage.attribute_keys`).
     pub baggage_keys: Vec<String>,
+    /// Whether the workload is a function, and its trigger (`faas`, Knative pod labels).
+    pub faas: faas::Faas,
 }
 
 /// What the host knows when the request is over.

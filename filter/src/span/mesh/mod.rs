@@ -27,6 +27,12 @@ pub struct RequestFacts {
     pub attempt_count: Option<u64>,
     /// The call's gRPC framing, from `content-type`; `None` for plain HTTP.
     pub grpc: Option<crate::span::grpc::Protocol>,
+    /// The Knative revision the request was sent to (`Knative-Serving-Revision`): it stands
+    /// for the subset in the traffic rules and weights when the cluster names none.
+    pub knative: Option<crate::span::faas::KnativeTarget>,
+    /// This is the first request of the proxy process (`faas.coldstart`): set by the adapter,
+    /// which alone can tell (the Envoy glue with one compare-and-swap on shared data).
+    pub coldstart: bool,
 }
 
 /// What the host knows about the mesh when the request is over; every field is optional so an
@@ -96,7 +102,9 @@ pub fn finish(traffic: &traffic::Traffic, rec: &mut SpanRecord, f: &Finish<'_>) 
     if let Some(md) = m.route_metadata {
         metadata::record(md, rec);
     }
-    traffic.record(f.request.hits, subset, m.route_name, rec);
+    // A Knative split routes by revision, not by subset: the revision plays the subset's part.
+    let release_key = subset.or_else(|| f.request.knative.as_ref().map(|k| k.revision()));
+    traffic.record(f.request.hits, release_key, m.route_name, rec);
     if let Some(fault) = fault::Fault::detect(m.response_flags, m.code_details, &f.request.fault) {
         fault.record(rec);
     }
