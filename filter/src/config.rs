@@ -166,7 +166,13 @@ fn wrong_enum_value(mut doc: serde_json::Value, pointer: &str) -> String {
     };
     let got = slot.to_string();
     *slot = serde_json::Value::String(String::new());
-    let expected = match serde_path_to_error::deserialize::<_, Config>(doc) {
+    // Deserialized from bytes again, not from the `Value`: a second instantiation of the whole
+    // config's deserializer (for `Value`) would add about 165 KB to the wasm module.
+    let Ok(bytes) = serde_json::to_vec(&doc) else {
+        return format!("invalid value {got}");
+    };
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    let expected = match serde_path_to_error::deserialize::<_, Config>(de) {
         Err(e) => {
             let s = without_position(e.inner());
             s.find("expected").map(|i| s[i..].to_string())
