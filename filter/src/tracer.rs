@@ -148,6 +148,22 @@ impl Tracer {
         inject::inject(d, h, self.propagation.inject, self.propagation.known, out);
     }
 
+    /// Appends to `out` what a recorded request to a Lambda upstream sends besides the trace
+    /// context ([`crate::span::faas::lambda`]): `X-Amzn-Trace-Id` for the new span, even when
+    /// `xray` is not an inject format (with `Sampled=1` when sampled, so a function with
+    /// PassThrough tracing continues the trace; the aws_lambda filter leaves this header out
+    /// of the SigV4 signature), unless `out` already has it; and `X-Amz-Log-Type: Tail` with
+    /// `faas.lambda_log_tail`.
+    pub fn inject_lambda(&self, d: &SpanStart<'_>, out: &mut Injection) {
+        use crate::propagation::xray;
+        if out.get(xray::HEADER).is_none() {
+            xray::inject(d, out);
+        }
+        if let Some((name, value)) = self.span.lambda.request_headers() {
+            out.put(name, |b| b.extend_from_slice(value));
+        }
+    }
+
     /// Applies the sampler to a [`SpanStart`] from [`Tracer::extract`]: parent-based, with the
     /// configured root sampler and rate limit. `now` is read only if the rate limit is consulted.
     pub fn sample(&mut self, d: &mut SpanStart<'_>, now: impl FnOnce() -> u64) {

@@ -84,7 +84,7 @@ use crate::resource::NodeInfo;
 use crate::span::grpc::{self, GrpcEnd};
 use crate::span::mesh::identity::{IdentityMode, TlsFacts};
 use crate::span::mesh::{self, EndFacts, RequestFacts};
-use crate::span::Finish;
+use crate::span::{faas, Finish};
 use crate::span::{SpanKind, SpanRecord};
 use crate::tracer::Tracer;
 use metrics::{metric_values, CounterSet, Stats, Values, METRICS};
@@ -443,6 +443,14 @@ impl HttpContext for Http {
             if stream.kind == SpanKind::Server {
                 self.facts.coldstart = w.coldstart.claim();
             }
+            if stream.lambda.is_some() {
+                // Only the headers this adds: the trace context is already set.
+                let from = w.injection.headers().count();
+                w.tracer.inject_lambda(&decision, &mut w.injection);
+                for (name, value) in w.injection.headers().skip(from) {
+                    host::replace_header(host::REQUEST_HEADERS, name, value);
+                }
+            }
             self.span = Some((rec, stream));
         } else {
             // An unsampled first request spends the cold start (see `coldstart`).
@@ -770,6 +778,8 @@ impl Connection {
 /// the route the request arrived on.
 struct Stream {
     cluster: Option<Vec<u8>>,
+    /// The cluster is a configured Lambda upstream (`faas.lambda`): its index.
+    lambda: Option<u8>,
     route: Option<Vec<u8>>,
     route_metadata: Option<Vec<u8>>,
     kind: SpanKind,
@@ -803,7 +813,11 @@ impl Stream {
                     }
                 }),
         };
+        let lambda = cluster
+            .as_deref()
+            .and_then(|c| w.tracer.span.lambda.lookup(c));
         Self {
+            lambda,
             route: host::property(b"xds\0route_name"),
             route_metadata: w
                 .tracer
@@ -910,10 +924,23 @@ fn finish(
             .peer
             .get_or_init(|| Tls::read(mode, kind, w.tracer.waypoint)),
     };
-    if w.tracer.captures_response_headers() {
-        let buf = host::header_map(host::RESPONSE_HEADERS).unwrap_or_default();
-        w.tracer.record_response_headers(pairs(&buf), &mut rec);
+    // One read of the response header map serves both capture and a Lambda invocation.
+    let captures = w.tracer.captures_response_headers();
+    let response = (captures || stream.lambda.is_some())
+        .then(|| host::header_map(host::RESPONSE_HEADERS).unwrap_or_default())
+        .unwrap_or_default();
+    if captures {
+        w.tracer.record_response_headers(pairs(&response), &mut rec);
     }
+    let lambda = stream.lambda.map(|i| {
+        let mut invalid = false;
+        let log_tail = w.tracer.span.lambda.log_tail();
+        let inv = faas::lambda::Invocation::from_headers(pairs(&response), log_tail, &mut invalid);
+        w.stats.lambda_invocations += 1;
+        w.stats.lambda_function_errors += u64::from(inv.function_error.is_some());
+        w.stats.lambda_log_invalid += u64::from(invalid);
+        (i, inv)
+    });
     let finish = Finish {
         end_ns,
         status_code: status,
@@ -933,6 +960,7 @@ fn finish(
             tls: tls.facts(),
         },
         grpc_status,
+        lambda,
     };
     w.tracer.finish_span(&mut rec, &finish);
     let _ = w.exporter.push(&rec);

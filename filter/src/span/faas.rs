@@ -20,6 +20,8 @@
 //!   canary. A CLIENT span also names the function it calls: `faas.invoked_name`, the
 //!   revision's Configuration (Knative names revisions `<configuration>-<5-digit generation>`).
 
+pub mod lambda;
+
 use serde::Deserialize;
 
 use super::{Finish, SpanKind, SpanRecord};
@@ -39,7 +41,7 @@ pub const TRIGGERS: [&str; 5] = ["datasource", "http", "pubsub", "timer", "other
 /// `faas` in the configuration: the function this sidecar fronts. Every key is optional;
 /// the section's presence alone makes the workload a function. Node metadata fills what is
 /// not configured (`name`, `version` from Knative's labels).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FaasConfig {
     /// `faas.name`; default: the `serving.knative.dev/service` (else `/configuration`) label,
@@ -55,6 +57,15 @@ pub struct FaasConfig {
     pub region: Option<String>,
     /// `faas.trigger` on SERVER spans: one of [`TRIGGERS`]; default `http`.
     pub trigger: Option<String>,
+    /// Lambda functions this sidecar calls through Envoy's aws_lambda filter, keyed by
+    /// cluster (see [`lambda`]). Calling functions does not make this workload one.
+    pub lambda: Vec<lambda::LambdaUpstream>,
+    /// Ask Lambda upstreams for the log tail (`X-Amz-Log-Type: Tail`) and read its `REPORT`
+    /// line: cold start, billed duration, memory. Default false.
+    pub lambda_log_tail: bool,
+    /// Price per GB-second of billed duration, for `aws.lambda.estimated_cost_usd`
+    /// (e.g. `0.0000166667`, us-east-1 x86); unset: no cost is recorded.
+    pub lambda_price_per_gb_second: Option<f64>,
 }
 
 impl FaasConfig {
@@ -90,6 +101,22 @@ impl FaasConfig {
         Ok(())
     }
 
+    /// Whether the section describes this workload as a function: any key but the Lambda
+    /// upstream ones (`lambda`, `lambda_log_tail`, `lambda_price_per_gb_second`) is set, or
+    /// none at all is (`"faas": {}`).
+    pub fn describes_function(&self) -> bool {
+        let upstream_only = !self.lambda.is_empty()
+            || self.lambda_log_tail
+            || self.lambda_price_per_gb_second.is_some();
+        let own = self.name.is_some()
+            || self.version.is_some()
+            || self.provider.is_some()
+            || self.platform.is_some()
+            || self.region.is_some()
+            || self.trigger.is_some();
+        own || !upstream_only
+    }
+
     /// `faas.trigger` as configured, `http` by default.
     pub fn trigger(&self) -> &'static str {
         let t = self.trigger.as_deref().unwrap_or("http");
@@ -114,7 +141,7 @@ impl Faas {
             c.validate()?;
         }
         Ok(Self {
-            function: c.is_some(),
+            function: c.is_some_and(FaasConfig::describes_function),
             trigger: c.map_or("http", FaasConfig::trigger),
         })
     }

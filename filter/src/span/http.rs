@@ -217,6 +217,9 @@ pub fn finish(t: &Tables, rec: &mut SpanRecord, f: &Finish<'_>) {
     status(rec, f);
     mesh::finish(&t.traffic, rec, f);
     t.faas.finish(rec, f);
+    if let Some((i, inv)) = &f.lambda {
+        t.lambda.finish(rec, f.kind, *i, inv);
+    }
 }
 
 /// Status code, span status and `error.type`: a response flag names the failure better

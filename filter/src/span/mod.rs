@@ -38,6 +38,8 @@ pub struct Tables {
     pub baggage_keys: Vec<String>,
     /// Whether the workload is a function, and its trigger (`faas`, Knative pod labels).
     pub faas: faas::Faas,
+    /// Lambda upstreams, the log tail opt-in and the price (`faas.lambda*`).
+    pub lambda: faas::lambda::Lambda,
 }
 
 /// What the host knows when the request is over.
@@ -60,4 +62,7 @@ pub struct Finish<'a> {
     /// The `grpc-status` the response carried (trailers, else headers), parsed with
     /// [`grpc::Code::parse`]; read only for gRPC requests (`request.grpc`).
     pub grpc_status: Option<grpc::Code>,
+    /// A request to a Lambda upstream: its index in [`faas::lambda::Lambda::lookup`] and what
+    /// the response headers said.
+    pub lambda: Option<(u8, faas::lambda::Invocation<'a>)>,
 }
