@@ -264,12 +264,37 @@ impl Tracer {
         grpc: Option<grpc::GrpcEnd>,
         now: impl FnOnce() -> u64,
     ) -> Option<KeepReason> {
-        let fault = response_flags & (flags::FAULT_INJECTED | flags::DELAY_INJECTED) != 0;
         let error = match grpc {
             Some(g) => grpc::call_status(g.protocol, g.sent, status, response_flags)
                 .is_some_and(|c| c.is_error(g.kind)),
             None => sampling::is_keep_error(status),
         };
+        self.keep_if(error, response_flags, duration_ns, now)
+    }
+
+    /// [`Tracer::keep`] for a Lambda invocation ([`crate::span::faas::lambda`]): "error"
+    /// also means an `X-Amz-Function-Error` behind a 2xx, as on the span. The adapter reads
+    /// that header only when the status alone does not already say error.
+    pub fn keep_invocation(
+        &mut self,
+        status: Option<i64>,
+        function_error: bool,
+        response_flags: u64,
+        duration_ns: Option<u64>,
+        now: impl FnOnce() -> u64,
+    ) -> Option<KeepReason> {
+        let error = function_error || sampling::is_keep_error(status);
+        self.keep_if(error, response_flags, duration_ns, now)
+    }
+
+    fn keep_if(
+        &mut self,
+        error: bool,
+        response_flags: u64,
+        duration_ns: Option<u64>,
+        now: impl FnOnce() -> u64,
+    ) -> Option<KeepReason> {
+        let fault = response_flags & (flags::FAULT_INJECTED | flags::DELAY_INJECTED) != 0;
         let reason = self.sampler.keep.check_error(error, fault, duration_ns)?;
         self.sampler.take(now).then_some(reason)
     }

@@ -581,3 +581,41 @@ fn a_lambda_call_reads_no_property_more_and_unsampled_ones_pay_nothing() {
     assert_eq!(h.metric("meshtrace.lambda.function_errors"), Some(2));
     assert_eq!(h.metric("meshtrace.lambda.log_result_invalid"), Some(0));
 }
+
+#[test]
+fn always_keep_error_keeps_a_function_error_behind_a_200() {
+    let lambda = r#","faas":{"lambda":[{"cluster":"lambda_thumbnails","arn":"arn:aws:lambda:us-east-1:123456789012:function:thumbnails"}]}"#;
+    let mut h = host(&format!(
+        r#","direction":"outbound","sampling":{{"always_keep":["error"]}}{lambda}"#
+    ));
+    h.request(lambda_call(9, UNSAMPLED)).unwrap();
+    let reads = h.take_property_reads();
+    assert_eq!(
+        reads[..3],
+        [
+            "response.code",
+            "xds.cluster_name",
+            "response_headers[x-amz-function-error]"
+        ]
+    );
+    // Another cluster: the cluster read, no header read, not kept.
+    let other = lambda_call(9, UNSAMPLED).property("xds.cluster_name", "outbound|80||x");
+    h.request(other).unwrap();
+    assert_eq!(
+        h.take_property_reads(),
+        ["response.code", "xds.cluster_name"]
+    );
+    let spans = flush_one(&mut h);
+    assert_eq!(spans.len(), 1);
+    let s = &spans[0];
+    assert_eq!(
+        str_attr(s, "mesh.sampling.kept_by").as_deref(),
+        Some("error")
+    );
+    assert_eq!(str_attr(s, "error.type").as_deref(), Some("Unhandled"));
+    assert_eq!(str_attr(s, "aws.request_id").as_deref(), Some("req-1"));
+    // Without Lambda upstreams, an unsampled 200 reads only its status.
+    let mut h = host(r#","direction":"outbound","sampling":{"always_keep":["error"]}"#);
+    h.request(lambda_call(9, UNSAMPLED)).unwrap();
+    assert_eq!(h.take_property_reads(), ["response.code"]);
+}

@@ -633,10 +633,25 @@ fn keep_unsampled(
     });
     // Only a fault rule needs the flags themselves; a gRPC read must not make it fire.
     let fault_flags = if rules.faults { response_flags } else { 0 };
-    let Some(reason) = w
-        .tracer
-        .keep_call(status, fault_flags, duration, end, || clock.now())
-    else {
+    // A Lambda invocation that failed behind a 200: one cluster read (only with Lambda
+    // upstreams configured and a status that is not an error already), then one header read
+    // for a Lambda cluster.
+    let function_error = call.is_none()
+        && rules.errors
+        && w.tracer.span.lambda.any()
+        && !crate::sampling::is_keep_error(status)
+        && host::property(b"xds\0cluster_name")
+            .is_some_and(|c| w.tracer.span.lambda.lookup(&c).is_some())
+        && host::header_value(host::RESPONSE_HEADERS, faas::lambda::FUNCTION_ERROR)
+            .is_some_and(|v| !v.is_empty());
+    let verdict = if function_error {
+        w.tracer
+            .keep_invocation(status, true, fault_flags, duration, || clock.now())
+    } else {
+        w.tracer
+            .keep_call(status, fault_flags, duration, end, || clock.now())
+    };
+    let Some(reason) = verdict else {
         return;
     };
     w.stats.kept += 1;
