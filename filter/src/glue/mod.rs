@@ -52,6 +52,13 @@
 //!   one `proxy_add_header_map_value` in `on_http_response_headers` of a recorded SERVER span
 //!   (two with `expose_server_timing`). Neither reads a property.
 //!
+//! - **Lambda upstreams** (`faas.lambda`, see [`crate::span::faas::lambda`]): a recorded
+//!   request whose cluster (already read) is one gets `X-Amzn-Trace-Id` (unless an inject
+//!   format wrote it) and with `lambda_log_tail` `X-Amz-Log-Type: Tail`: +1 or +2 header
+//!   writes, no read; in `on_log` the response header map (one call, shared with
+//!   `capture.response_headers`). Unsampled requests add nothing, except with
+//!   `always_keep: error` and a status that is no error: `xds.cluster_name`, then for a
+//!   Lambda cluster the `x-amz-function-error` header.
 //! - **Functions** (`faas`, or a Knative pod): a VM's first request that is unsampled or a
 //!   recorded SERVER span makes one `proxy_set_shared_data` (see [`coldstart`]); no other
 //!   request does, and other workloads never touch shared data.

@@ -18,7 +18,10 @@
 //!   subset in the traffic rules and weights (`mesh.release`, `mesh.canary`,
 //!   `mesh.traffic.weight`), so a Knative split between revisions is tagged like an Istio
 //!   canary. A CLIENT span also names the function it calls: `faas.invoked_name`, the
-//!   revision's Configuration (Knative names revisions `<configuration>-<5-digit generation>`).
+//!   revision's Configuration (Knative names revisions `<configuration>-<5-digit generation>`);
+//! - CLIENT spans of AWS Lambda invocations through Envoy's aws_lambda filter
+//!   (`faas.lambda`): see [`lambda`]. A `faas` section with only those keys describes the
+//!   functions this workload calls, not this workload.
 
 pub mod lambda;
 
