@@ -948,9 +948,11 @@ fn finish(
     };
     // One read of the response header map serves both capture and a Lambda invocation.
     let captures = w.tracer.captures_response_headers();
-    let response = (captures || stream.lambda.is_some())
-        .then(|| host::header_map(host::RESPONSE_HEADERS).unwrap_or_default())
-        .unwrap_or_default();
+    let response = if captures || stream.lambda.is_some() {
+        host::header_map(host::RESPONSE_HEADERS).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     if captures {
         w.tracer.record_response_headers(pairs(&response), &mut rec);
     }
