@@ -324,6 +324,21 @@ mod tests {
             .unwrap()
             .for_node(false)
             .is_function());
+        // Calling Lambda functions does not make this workload one; naming it does.
+        let arn = "arn:aws:lambda:us-east-1:123456789012:function:f";
+        let only: FaasConfig = serde_json::from_str(&format!(
+            r#"{{"lambda": [{{"cluster": "c", "arn": "{arn}"}}]}}"#
+        ))
+        .unwrap();
+        assert!(!only.describes_function());
+        assert!(!Faas::compile(Some(&only)).unwrap().is_function());
+        let named = FaasConfig {
+            name: Some("f".into()),
+            ..only
+        };
+        assert!(Faas::compile(Some(&named)).unwrap().is_function());
+        let tail_only: FaasConfig = serde_json::from_str(r#"{"lambda_log_tail": true}"#).unwrap();
+        assert!(!tail_only.describes_function());
     }
 
     #[test]

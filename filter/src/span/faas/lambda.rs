@@ -438,6 +438,23 @@ mod tests {
     const WARM: &str =
         "REPORT RequestId: 9a1 Duration: 2.50 ms Billed Duration: 3 ms Memory Size: 1024 MB Max Memory Used: 80 MB\n";
 
+    proptest::proptest! {
+        /// Any bytes a response or a config carries: no panic, and a parsed report is sane.
+        #[test]
+        fn any_input_is_parsed_or_refused(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300), text in ".{0,120}") {
+            if let Some(r) = Report::find(&bytes) {
+                proptest::prop_assert!(r.duration_ms.is_finite() && r.duration_ms >= 0.0);
+            }
+            let _ = Report::from_log_result(&bytes);
+            let _ = Report::parse_line(text.as_bytes());
+            let _ = Arn::parse(&text);
+            let mut invalid = false;
+            let pairs = [(&b"x-amz-log-result"[..], &bytes[..]), (b"x-amzn-requestid", &bytes[..])];
+            let inv = Invocation::from_headers(pairs.iter().copied(), true, &mut invalid);
+            proptest::prop_assert_eq!(inv.request_id, Some(&bytes[..]));
+        }
+    }
+
     #[test]
     fn arns_are_parsed_and_bad_ones_refused() {
         let a = Arn::parse(ARN).unwrap();
