@@ -102,6 +102,7 @@ fn sampled(c: &mut Criterion) {
                             tls: TlsFacts::default(),
                         },
                         grpc_status: None,
+                        lambda: None,
                     },
                 );
                 out.clear();

@@ -101,7 +101,8 @@ pub struct Config {
     #[serde(default)]
     pub response: ResponseConfig,
     /// The function this sidecar fronts (`faas`); its presence makes the workload a
-    /// function. See [`crate::span::faas`].
+    /// function unless it only lists Lambda upstreams (`faas.lambda*`). See
+    /// [`crate::span::faas`].
     #[serde(default)]
     pub faas: Option<FaasConfig>,
 }
@@ -213,6 +214,14 @@ impl Config {
             limits: self.limits.clone(),
             baggage_keys: self.baggage.attribute_keys.clone(),
             faas: Faas::compile(self.faas.as_ref())?,
+            lambda: match &self.faas {
+                Some(f) => crate::span::faas::lambda::Lambda::compile(
+                    &f.lambda,
+                    f.lambda_log_tail,
+                    f.lambda_price_per_gb_second,
+                )?,
+                None => Default::default(),
+            },
         };
         self.validate_resource()?;
         let correlation = Correlation::compile(

@@ -148,6 +148,22 @@ impl Tracer {
         inject::inject(d, h, self.propagation.inject, self.propagation.known, out);
     }
 
+    /// Appends to `out` what a recorded request to a Lambda upstream sends besides the trace
+    /// context ([`crate::span::faas::lambda`]): `X-Amzn-Trace-Id` for the new span, even when
+    /// `xray` is not an inject format (with `Sampled=1` when sampled, so a function with
+    /// PassThrough tracing continues the trace; the aws_lambda filter leaves this header out
+    /// of the SigV4 signature), unless `out` already has it; and `X-Amz-Log-Type: Tail` with
+    /// `faas.lambda_log_tail`.
+    pub fn inject_lambda(&self, d: &SpanStart<'_>, out: &mut Injection) {
+        use crate::propagation::xray;
+        if out.get(xray::HEADER).is_none() {
+            xray::inject(d, out);
+        }
+        if let Some((name, value)) = self.span.lambda.request_headers() {
+            out.put(name, |b| b.extend_from_slice(value));
+        }
+    }
+
     /// Applies the sampler to a [`SpanStart`] from [`Tracer::extract`]: parent-based, with the
     /// configured root sampler and rate limit. `now` is read only if the rate limit is consulted.
     pub fn sample(&mut self, d: &mut SpanStart<'_>, now: impl FnOnce() -> u64) {
@@ -248,12 +264,37 @@ impl Tracer {
         grpc: Option<grpc::GrpcEnd>,
         now: impl FnOnce() -> u64,
     ) -> Option<KeepReason> {
-        let fault = response_flags & (flags::FAULT_INJECTED | flags::DELAY_INJECTED) != 0;
         let error = match grpc {
             Some(g) => grpc::call_status(g.protocol, g.sent, status, response_flags)
                 .is_some_and(|c| c.is_error(g.kind)),
             None => sampling::is_keep_error(status),
         };
+        self.keep_if(error, response_flags, duration_ns, now)
+    }
+
+    /// [`Tracer::keep`] for a Lambda invocation ([`crate::span::faas::lambda`]): "error"
+    /// also means an `X-Amz-Function-Error` behind a 2xx, as on the span. The adapter reads
+    /// that header only when the status alone does not already say error.
+    pub fn keep_invocation(
+        &mut self,
+        status: Option<i64>,
+        function_error: bool,
+        response_flags: u64,
+        duration_ns: Option<u64>,
+        now: impl FnOnce() -> u64,
+    ) -> Option<KeepReason> {
+        let error = function_error || sampling::is_keep_error(status);
+        self.keep_if(error, response_flags, duration_ns, now)
+    }
+
+    fn keep_if(
+        &mut self,
+        error: bool,
+        response_flags: u64,
+        duration_ns: Option<u64>,
+        now: impl FnOnce() -> u64,
+    ) -> Option<KeepReason> {
+        let fault = response_flags & (flags::FAULT_INJECTED | flags::DELAY_INJECTED) != 0;
         let reason = self.sampler.keep.check_error(error, fault, duration_ns)?;
         self.sampler.take(now).then_some(reason)
     }

@@ -70,8 +70,22 @@ const CONFIG: &str = r#"{
     "weights": {"v1": 90, "v2": 10}
   },
   "routes": ["/api/reviews/{id}"],
-  "capture": {"request_headers": ["x-tenant", "authorization"]}
+  "capture": {"request_headers": ["x-tenant", "authorization"]},
+  "faas": {
+    "lambda": [{"cluster": "outbound|9080|v2|reviews.default.svc.cluster.local",
+                "arn": "arn:aws:lambda:us-east-1:123456789012:function:reviews:live"}],
+    "lambda_log_tail": true,
+    "lambda_price_per_gb_second": 0.0000166667
+  }
 }"#;
+
+/// A Lambda answer with a function error and a cold start's log tail (base64 of a `REPORT`
+/// line), as the glue reads it from the response header map.
+const LAMBDA_RESPONSE: [(&[u8], &[u8]); 3] = [
+    (b"x-amzn-requestid", b"req-1"),
+    (b"x-amz-function-error", b"Unhandled"),
+    (b"x-amz-log-result", b"UkVQT1JUIFJlcXVlc3RJZDogcgkgRHVyYXRpb246IDEuMDAgbXMJQmlsbGVkIER1cmF0aW9uOiAyIG1zCU1lbW9yeSBTaXplOiAxMjggTUIJTWF4IE1lbW9yeSBVc2VkOiA2NCBNQglJbml0IER1cmF0aW9uOiA5OS41MCBtcwo="),
+];
 
 /// One request through the whole core path, as the wasm glue drives it, answered 200 (a gRPC
 /// call `INTERNAL`).
@@ -102,6 +116,19 @@ fn request_answered(
     assert!(decision.record);
     tracer.begin_span(&decision, &headers, now, rec);
     let facts = tracer.record_request(&headers, pairs(buf), rec);
+    let cluster = b"outbound|9080|v2|reviews.default.svc.cluster.local";
+    // A Lambda upstream: its extra headers and its response, as the glue handles them.
+    let lambda = tracer.span.lambda.lookup(cluster).map(|i| {
+        tracer.inject_lambda(&decision, injection);
+        let mut invalid = false;
+        let inv = meshtrace::span::faas::lambda::Invocation::from_headers(
+            LAMBDA_RESPONSE.iter().copied(),
+            true,
+            &mut invalid,
+        );
+        assert!(inv.report.is_some() && !invalid);
+        (i, inv)
+    });
     let finish = Finish {
         end_ns: now + 1_500_000,
         status_code: Some(status),
@@ -121,6 +148,7 @@ fn request_answered(
             tls: TlsFacts::default(),
         },
         grpc_status: facts.grpc.map(|_| grpc_status),
+        lambda,
     };
     tracer.finish_span(rec, &finish);
     exporter.push(rec).expect("queue has room");
@@ -302,6 +330,8 @@ fn whole_request_path_allocates_nothing_once_warm() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let config = meshtrace::config::load(CONFIG.as_bytes()).unwrap();
     let mut tracer = Tracer::new(config, 42);
+    // Every request goes to a Lambda upstream: its headers, response and attributes too.
+    assert!(tracer.span.lambda.any());
     let header: BatchHeader = tracer.batch_header.clone();
     let mut exporter = meshtrace::export::span_processor::BatchSpanProcessor::new(
         tracer.config.export(),

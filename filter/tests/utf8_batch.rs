@@ -141,6 +141,7 @@ fn drive(
         kind: SpanKind::Server,
         request,
         grpc_status: grpc.then_some(meshtrace::span::grpc::Code::INTERNAL),
+        lambda: None,
         mesh: EndFacts {
             // UF and FI: the flags that make details and fault facts recorded.
             response_flags: 0x1 | 0x40,

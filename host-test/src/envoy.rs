@@ -84,6 +84,9 @@ pub struct EnvoyVars {
     /// Further `{{NAME}}` → value substitutions for templates with their own placeholders
     /// (applied before the standard ones, so a value may itself use them).
     pub extra: Vec<(String, String)>,
+    /// Environment variables Envoy is started with, besides the test's own (e.g. the AWS
+    /// credentials the aws_lambda filter signs with).
+    pub env: Vec<(String, String)>,
 }
 
 impl EnvoyVars {
@@ -106,6 +109,7 @@ impl EnvoyVars {
             collector_http2: false,
             exporter_config: String::new(),
             extra: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -190,6 +194,7 @@ impl Envoy {
         std::fs::write(&cfg_path, vars.render(template)?)?;
         let log = std::fs::File::create(dir.path().join("envoy.log"))?;
         let child = Command::new(binary)
+            .envs(vars.env.iter().map(|(k, v)| (k, v)))
             .arg("-c")
             .arg(&cfg_path)
             .arg("--concurrency")
@@ -221,6 +226,7 @@ impl Envoy {
         let cfg_path = dir.path().join("envoy.yaml");
         std::fs::write(&cfg_path, vars.render(template)?)?;
         let mut child = Command::new(binary)
+            .envs(vars.env.iter().map(|(k, v)| (k, v)))
             .arg("-c")
             .arg(&cfg_path)
             .args(["--concurrency", "1", "--disable-hot-restart", "-l", "info"])

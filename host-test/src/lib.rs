@@ -7,5 +7,6 @@ pub mod grpc_app;
 pub mod grpc_sink;
 pub mod host;
 pub mod istio;
+pub mod lambda;
 pub mod oci;
 pub mod sink;

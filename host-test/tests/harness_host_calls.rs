@@ -584,3 +584,115 @@ fn a_kept_span_writes_its_ids_in_on_log() {
         expected_writes(&hex(&span.trace_id), &hex(&span.span_id), "0")
     );
 }
+
+/// A call from this sidecar to an AWS Lambda function through Envoy's aws_lambda filter
+/// (`faas.lambda` names the cluster), answered like Lambda with a function error and the log
+/// tail; `body` says nothing, the headers say it all.
+fn lambda_call(conn: u64, traceparent: &str) -> Req {
+    let tail = "UkVQT1JUIFJlcXVlc3RJZDogcgkgRHVyYXRpb246IDEuMDAgbXMJQmlsbGVkIER1cmF0aW9uOiAyIG1zCU1lbW9yeSBTaXplOiAxMjggTUIJTWF4IE1lbW9yeSBVc2VkOiA2NCBNQglJbml0IER1cmF0aW9uOiA5OS41MCBtcwo=";
+    Req::get("/thumbnails")
+        .header("traceparent", traceparent)
+        .property("connection.id", conn)
+        .property("xds.cluster_name", "lambda_thumbnails")
+        .property("xds.route_name", "thumbnails")
+        .property("request.protocol", "HTTP/1.1")
+        .property("source.address", "10.0.0.7:5001")
+        .property("response.code", 200i64)
+        .property("response.flags", 0i64)
+        .property("response.backend_latency", 3_000_000i64)
+        .property("upstream.address", "10.9.9.9:443")
+        .property("upstream.request_attempt_count", 1i64)
+        .response(
+            Resp::status(200)
+                .header("x-amzn-requestid", "req-1")
+                .header("x-amz-function-error", "Unhandled")
+                .header("x-amz-log-result", tail),
+        )
+}
+
+#[test]
+fn a_lambda_call_reads_no_property_more_and_unsampled_ones_pay_nothing() {
+    let mut h = host(
+        r#","direction":"outbound","faas":{"lambda":[{"cluster":"lambda_thumbnails","arn":"arn:aws:lambda:us-east-1:123456789012:function:thumbnails"}],"lambda_log_tail":true}"#,
+    );
+    h.request(lambda_call(9, SAMPLED)).unwrap();
+    h.take_property_reads();
+    // On a reused connection: the outbound request's reads, nothing for the function (the
+    // cluster is read anyway; the response headers come in the map capture would read).
+    let x = h.request(lambda_call(9, SAMPLED)).unwrap();
+    let mut want: Vec<&str> = REUSED_CONNECTION.to_vec();
+    want.extend(["upstream.address", "upstream.request_attempt_count"]);
+    assert_eq!(h.take_property_reads(), want);
+    let tp = x.upstream_header("traceparent").unwrap().to_string();
+    let span_id = &tp[36..52];
+    assert_eq!(
+        x.upstream_header("x-amzn-trace-id"),
+        Some(
+            format!("Root=1-4bf92f35-77b34da6a3ce929d0e0e4736;Parent={span_id};Sampled=1").as_str()
+        )
+    );
+    assert_eq!(x.upstream_header("x-amz-log-type"), Some("Tail"));
+    // Unsampled: no property, no X-Ray header, no log tail.
+    let x = h.request(lambda_call(9, UNSAMPLED)).unwrap();
+    assert_eq!(h.take_property_reads(), Vec::<String>::new());
+    assert_eq!(x.upstream_header("x-amzn-trace-id"), None);
+    assert_eq!(x.upstream_header("x-amz-log-type"), None);
+    let spans = flush_one(&mut h);
+    assert_eq!(spans.len(), 2);
+    let s = &spans[1];
+    assert_eq!(
+        str_attr(s, "faas.invoked_name").as_deref(),
+        Some("thumbnails")
+    );
+    assert_eq!(str_attr(s, "aws.request_id").as_deref(), Some("req-1"));
+    assert_eq!(str_attr(s, "error.type").as_deref(), Some("Unhandled"));
+    assert_eq!(
+        attr(&s.attributes, "faas.coldstart"),
+        Some(Attr::Bool(true))
+    );
+    assert_eq!(
+        attr(&s.attributes, "aws.lambda.billed_duration_ms"),
+        Some(Attr::Int(2))
+    );
+    assert_eq!(h.metric("meshtrace.lambda.invocations"), Some(2));
+    assert_eq!(h.metric("meshtrace.lambda.function_errors"), Some(2));
+    assert_eq!(h.metric("meshtrace.lambda.log_result_invalid"), Some(0));
+}
+
+#[test]
+fn always_keep_error_keeps_a_function_error_behind_a_200() {
+    let lambda = r#","faas":{"lambda":[{"cluster":"lambda_thumbnails","arn":"arn:aws:lambda:us-east-1:123456789012:function:thumbnails"}]}"#;
+    let mut h = host(&format!(
+        r#","direction":"outbound","sampling":{{"always_keep":["error"]}}{lambda}"#
+    ));
+    h.request(lambda_call(9, UNSAMPLED)).unwrap();
+    let reads = h.take_property_reads();
+    assert_eq!(
+        reads[..3],
+        [
+            "response.code",
+            "xds.cluster_name",
+            "response_headers[x-amz-function-error]"
+        ]
+    );
+    // Another cluster: the cluster read, no header read, not kept.
+    let other = lambda_call(9, UNSAMPLED).property("xds.cluster_name", "outbound|80||x");
+    h.request(other).unwrap();
+    assert_eq!(
+        h.take_property_reads(),
+        ["response.code", "xds.cluster_name"]
+    );
+    let spans = flush_one(&mut h);
+    assert_eq!(spans.len(), 1);
+    let s = &spans[0];
+    assert_eq!(
+        str_attr(s, "mesh.sampling.kept_by").as_deref(),
+        Some("error")
+    );
+    assert_eq!(str_attr(s, "error.type").as_deref(), Some("Unhandled"));
+    assert_eq!(str_attr(s, "aws.request_id").as_deref(), Some("req-1"));
+    // Without Lambda upstreams, an unsampled 200 reads only its status.
+    let mut h = host(r#","direction":"outbound","sampling":{"always_keep":["error"]}"#);
+    h.request(lambda_call(9, UNSAMPLED)).unwrap();
+    assert_eq!(h.take_property_reads(), ["response.code"]);
+}

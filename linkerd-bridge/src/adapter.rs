@@ -334,6 +334,8 @@ pub fn finish_request(shared: &Shared, started: Started, end: &End<'_>) -> bool 
         // No Envoy cluster, route or flags: the Linkerd facts are request attributes.
         mesh: EndFacts::default(),
         grpc_status: end.grpc_status,
+        // No aws_lambda filter in a Linkerd sidecar.
+        lambda: None,
     };
     core.tracer.finish_span(&mut rec, &finish);
     let _ = core.exporter.push(&rec);

@@ -155,6 +155,7 @@ impl CorePath {
                         ..Default::default()
                     },
                     grpc_status: None,
+                    lambda: None,
                 },
             );
             let _ = self.exporter.push(&self.record);

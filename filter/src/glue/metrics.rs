@@ -18,10 +18,16 @@ pub struct Stats {
     pub grpc_status_missing: u64,
     /// `grpc-status` values that are not a canonical code (recorded as `UNKNOWN`).
     pub grpc_status_invalid: u64,
+    /// Exported CLIENT spans of Lambda invocations (`faas.lambda`).
+    pub lambda_invocations: u64,
+    /// Lambda invocations answered with `X-Amz-Function-Error`.
+    pub lambda_function_errors: u64,
+    /// `X-Amz-Log-Result` values that were not base64 of a log with a `REPORT` line.
+    pub lambda_log_invalid: u64,
 }
 
 /// Every stat, its kind, and (by position) its value in [`metric_values`].
-pub const METRICS: [(&str, MetricType); 24] = [
+pub const METRICS: [(&str, MetricType); 27] = [
     ("meshtrace.spans_started", MetricType::Counter),
     ("meshtrace.spans_sampled", MetricType::Counter),
     ("meshtrace.spans_kept", MetricType::Counter),
@@ -46,6 +52,9 @@ pub const METRICS: [(&str, MetricType); 24] = [
     ("meshtrace.grpc.status_invalid", MetricType::Counter),
     ("meshtrace.span_names.overflow", MetricType::Counter),
     ("meshtrace.export_requests.rejected", MetricType::Counter),
+    ("meshtrace.lambda.invocations", MetricType::Counter),
+    ("meshtrace.lambda.function_errors", MetricType::Counter),
+    ("meshtrace.lambda.log_result_invalid", MetricType::Counter),
 ];
 
 /// This VM's current values, in [`METRICS`] order.
@@ -90,6 +99,9 @@ pub fn metric_values(v: &Values<'_>) -> [u64; METRICS.len()] {
         s.grpc_status_invalid,
         v.span_names_overflow,
         c.requests_rejected,
+        s.lambda_invocations,
+        s.lambda_function_errors,
+        s.lambda_log_invalid,
     ]
 }
 

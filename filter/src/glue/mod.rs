@@ -54,6 +54,13 @@
 //!   one `proxy_add_header_map_value` in `on_http_response_headers` of a recorded SERVER span
 //!   (two with `expose_server_timing`). Neither reads a property.
 //!
+//! - **Lambda upstreams** (`faas.lambda`, see [`crate::span::faas::lambda`]): a recorded
+//!   request whose cluster (already read) is one gets `X-Amzn-Trace-Id` (unless an inject
+//!   format wrote it) and with `lambda_log_tail` `X-Amz-Log-Type: Tail`: +1 or +2 header
+//!   writes, no read; in `on_log` the response header map (one call, shared with
+//!   `capture.response_headers`). Unsampled requests add nothing, except with
+//!   `always_keep: error` and a status that is no error: `xds.cluster_name`, then for a
+//!   Lambda cluster the `x-amz-function-error` header.
 //! - **Functions** (`faas`, or a Knative pod): a VM's first request that is unsampled or a
 //!   recorded SERVER span makes one `proxy_set_shared_data` (see [`coldstart`]); no other
 //!   request does, and other workloads never touch shared data.
@@ -86,7 +93,7 @@ use crate::resource::NodeInfo;
 use crate::span::grpc::{self, GrpcEnd};
 use crate::span::mesh::identity::{IdentityMode, TlsFacts};
 use crate::span::mesh::{self, EndFacts, RequestFacts};
-use crate::span::Finish;
+use crate::span::{faas, Finish};
 use crate::span::{SpanKind, SpanRecord};
 use crate::tracer::Tracer;
 use metrics::{metric_values, CounterSet, Stats, Values, METRICS};
@@ -462,6 +469,14 @@ impl HttpContext for Http {
             if stream.kind == SpanKind::Server {
                 self.facts.coldstart = w.coldstart.claim();
             }
+            if stream.lambda.is_some() {
+                // Only the headers this adds: the trace context is already set.
+                let from = w.injection.headers().count();
+                w.tracer.inject_lambda(&decision, &mut w.injection);
+                for (name, value) in w.injection.headers().skip(from) {
+                    host::replace_header(host::REQUEST_HEADERS, name, value);
+                }
+            }
             self.span = Some((rec, stream));
         } else {
             // An unsampled first request spends the cold start (see `coldstart`).
@@ -650,10 +665,25 @@ fn keep_unsampled(
     });
     // Only a fault rule needs the flags themselves; a gRPC read must not make it fire.
     let fault_flags = if rules.faults { response_flags } else { 0 };
-    let Some(reason) = w
-        .tracer
-        .keep_call(status, fault_flags, duration, end, || clock.now())
-    else {
+    // A Lambda invocation that failed behind a 200: one cluster read (only with Lambda
+    // upstreams configured and a status that is not an error already), then one header read
+    // for a Lambda cluster.
+    let function_error = call.is_none()
+        && rules.errors
+        && w.tracer.span.lambda.any()
+        && !crate::sampling::is_keep_error(status)
+        && host::property(b"xds\0cluster_name")
+            .is_some_and(|c| w.tracer.span.lambda.lookup(&c).is_some())
+        && host::header_value(host::RESPONSE_HEADERS, faas::lambda::FUNCTION_ERROR)
+            .is_some_and(|v| !v.is_empty());
+    let verdict = if function_error {
+        w.tracer
+            .keep_invocation(status, true, fault_flags, duration, || clock.now())
+    } else {
+        w.tracer
+            .keep_call(status, fault_flags, duration, end, || clock.now())
+    };
+    let Some(reason) = verdict else {
         return;
     };
     w.stats.kept += 1;
@@ -795,6 +825,8 @@ impl Connection {
 /// the route the request arrived on.
 struct Stream {
     cluster: Option<Vec<u8>>,
+    /// The cluster is a configured Lambda upstream (`faas.lambda`): its index.
+    lambda: Option<u8>,
     route: Option<Vec<u8>>,
     route_metadata: Option<Vec<u8>>,
     kind: SpanKind,
@@ -828,7 +860,11 @@ impl Stream {
                     }
                 }),
         };
+        let lambda = cluster
+            .as_deref()
+            .and_then(|c| w.tracer.span.lambda.lookup(c));
         Self {
+            lambda,
             route: host::property(b"xds\0route_name"),
             route_metadata: w
                 .tracer
@@ -935,10 +971,25 @@ fn finish(
             .peer
             .get_or_init(|| Tls::read(mode, kind, w.tracer.waypoint)),
     };
-    if w.tracer.captures_response_headers() {
-        let buf = host::header_map(host::RESPONSE_HEADERS).unwrap_or_default();
-        w.tracer.record_response_headers(pairs(&buf), &mut rec);
+    // One read of the response header map serves both capture and a Lambda invocation.
+    let captures = w.tracer.captures_response_headers();
+    let response = if captures || stream.lambda.is_some() {
+        host::header_map(host::RESPONSE_HEADERS).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    if captures {
+        w.tracer.record_response_headers(pairs(&response), &mut rec);
     }
+    let lambda = stream.lambda.map(|i| {
+        let mut invalid = false;
+        let log_tail = w.tracer.span.lambda.log_tail();
+        let inv = faas::lambda::Invocation::from_headers(pairs(&response), log_tail, &mut invalid);
+        w.stats.lambda_invocations += 1;
+        w.stats.lambda_function_errors += u64::from(inv.function_error.is_some());
+        w.stats.lambda_log_invalid += u64::from(invalid);
+        (i, inv)
+    });
     let finish = Finish {
         end_ns,
         status_code: status,
@@ -958,6 +1009,7 @@ fn finish(
             tls: tls.facts(),
         },
         grpc_status,
+        lambda,
     };
     w.tracer.finish_span(&mut rec, &finish);
     let _ = w.exporter.push(&rec);

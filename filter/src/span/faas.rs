@@ -18,7 +18,12 @@
 //!   subset in the traffic rules and weights (`mesh.release`, `mesh.canary`,
 //!   `mesh.traffic.weight`), so a Knative split between revisions is tagged like an Istio
 //!   canary. A CLIENT span also names the function it calls: `faas.invoked_name`, the
-//!   revision's Configuration (Knative names revisions `<configuration>-<5-digit generation>`).
+//!   revision's Configuration (Knative names revisions `<configuration>-<5-digit generation>`);
+//! - CLIENT spans of AWS Lambda invocations through Envoy's aws_lambda filter
+//!   (`faas.lambda`): see [`lambda`]. A `faas` section with only those keys describes the
+//!   functions this workload calls, not this workload.
+
+pub mod lambda;
 
 use serde::Deserialize;
 
@@ -39,7 +44,7 @@ pub const TRIGGERS: [&str; 5] = ["datasource", "http", "pubsub", "timer", "other
 /// `faas` in the configuration: the function this sidecar fronts. Every key is optional;
 /// the section's presence alone makes the workload a function. Node metadata fills what is
 /// not configured (`name`, `version` from Knative's labels).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FaasConfig {
     /// `faas.name`; default: the `serving.knative.dev/service` (else `/configuration`) label,
@@ -55,6 +60,15 @@ pub struct FaasConfig {
     pub region: Option<String>,
     /// `faas.trigger` on SERVER spans: one of [`TRIGGERS`]; default `http`.
     pub trigger: Option<String>,
+    /// Lambda functions this sidecar calls through Envoy's aws_lambda filter, keyed by
+    /// cluster (see [`lambda`]). Calling functions does not make this workload one.
+    pub lambda: Vec<lambda::LambdaUpstream>,
+    /// Ask Lambda upstreams for the log tail (`X-Amz-Log-Type: Tail`) and read its `REPORT`
+    /// line: cold start, billed duration, memory. Default false.
+    pub lambda_log_tail: bool,
+    /// Price per GB-second of billed duration, for `aws.lambda.estimated_cost_usd`
+    /// (e.g. `0.0000166667`, us-east-1 x86); unset: no cost is recorded.
+    pub lambda_price_per_gb_second: Option<f64>,
 }
 
 impl FaasConfig {
@@ -90,6 +104,22 @@ impl FaasConfig {
         Ok(())
     }
 
+    /// Whether the section describes this workload as a function: any key but the Lambda
+    /// upstream ones (`lambda`, `lambda_log_tail`, `lambda_price_per_gb_second`) is set, or
+    /// none at all is (`"faas": {}`).
+    pub fn describes_function(&self) -> bool {
+        let upstream_only = !self.lambda.is_empty()
+            || self.lambda_log_tail
+            || self.lambda_price_per_gb_second.is_some();
+        let own = self.name.is_some()
+            || self.version.is_some()
+            || self.provider.is_some()
+            || self.platform.is_some()
+            || self.region.is_some()
+            || self.trigger.is_some();
+        own || !upstream_only
+    }
+
     /// `faas.trigger` as configured, `http` by default.
     pub fn trigger(&self) -> &'static str {
         let t = self.trigger.as_deref().unwrap_or("http");
@@ -114,7 +144,7 @@ impl Faas {
             c.validate()?;
         }
         Ok(Self {
-            function: c.is_some(),
+            function: c.is_some_and(FaasConfig::describes_function),
             trigger: c.map_or("http", FaasConfig::trigger),
         })
     }
@@ -294,6 +324,21 @@ mod tests {
             .unwrap()
             .for_node(false)
             .is_function());
+        // Calling Lambda functions does not make this workload one; naming it does.
+        let arn = "arn:aws:lambda:us-east-1:123456789012:function:f";
+        let only: FaasConfig = serde_json::from_str(&format!(
+            r#"{{"lambda": [{{"cluster": "c", "arn": "{arn}"}}]}}"#
+        ))
+        .unwrap();
+        assert!(!only.describes_function());
+        assert!(!Faas::compile(Some(&only)).unwrap().is_function());
+        let named = FaasConfig {
+            name: Some("f".into()),
+            ..only
+        };
+        assert!(Faas::compile(Some(&named)).unwrap().is_function());
+        let tail_only: FaasConfig = serde_json::from_str(r#"{"lambda_log_tail": true}"#).unwrap();
+        assert!(!tail_only.describes_function());
     }
 
     #[test]

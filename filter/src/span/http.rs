@@ -225,6 +225,9 @@ pub fn finish(t: &Tables, names: &mut SpanNames, rec: &mut SpanRecord, f: &Finis
     status(rec, f);
     mesh::finish(&t.traffic, rec, f);
     t.faas.finish(rec, f);
+    if let Some((i, inv)) = &f.lambda {
+        t.lambda.finish(rec, f.kind, *i, inv);
+    }
 }
 
 /// Keeps a name guessed from the request (a templated route, a gRPC method) only when the

@@ -6,7 +6,8 @@
 //! - [`grpc`]: gRPC calls seen as HTTP: `rpc.*` attributes, the method as the name, the status;
 //! - [`name`]: the span name and `http.route`, bounded in length and cardinality;
 //! - [`mesh`]: what the mesh did (cluster, subset, release, faults, flags, peer identity);
-//! - [`faas`]: functions in the mesh: `faas.*` on a function's spans, Knative revisions.
+//! - [`faas`]: functions in the mesh: `faas.*` on a function's spans, Knative revisions, and
+//!   calls to AWS Lambda through Envoy's aws_lambda filter ([`faas::lambda`]).
 
 pub mod capture;
 pub mod faas;
@@ -39,6 +40,8 @@ pub struct Tables {
     pub baggage_keys: Vec<String>,
     /// Whether the workload is a function, and its trigger (`faas`, Knative pod labels).
     pub faas: faas::Faas,
+    /// Lambda upstreams, the log tail opt-in and the price (`faas.lambda*`).
+    pub lambda: faas::lambda::Lambda,
 }
 
 /// What the host knows when the request is over.
@@ -61,4 +64,7 @@ pub struct Finish<'a> {
     /// The `grpc-status` the response carried (trailers, else headers), parsed with
     /// [`grpc::Code::parse`]; read only for gRPC requests (`request.grpc`).
     pub grpc_status: Option<grpc::Code>,
+    /// A request to a Lambda upstream: its index in [`faas::lambda::Lambda::lookup`] and what
+    /// the response headers said.
+    pub lambda: Option<(u8, faas::lambda::Invocation<'a>)>,
 }

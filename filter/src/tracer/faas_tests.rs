@@ -112,3 +112,114 @@ fn a_configured_function_has_a_faas_resource_and_triggered_server_spans() {
     );
     assert_eq!(rec.get("faas.trigger"), None);
 }
+
+const LAMBDA: &str = r#","faas":{"lambda":[{"cluster":"lambda_thumbnails","arn":"arn:aws:lambda:us-east-1:123456789012:function:thumbnails:live"}],"lambda_log_tail":true,"lambda_price_per_gb_second":0.0000166667}"#;
+
+#[test]
+fn a_caller_of_lambdas_is_no_function_and_injects_xray_with_the_log_tail() {
+    let mut t = crate::test_support::tracer(LAMBDA, 3);
+    assert!(!t.span.faas.is_function());
+    assert_eq!(crate::test_support::resource_attr(&t, "faas.name"), None);
+    let pairs = [(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    )];
+    let h = crate::test_support::headers(&pairs);
+    let mut inj = Injection::default();
+    let d = t.start(&h, || 0, Some(&mut inj));
+    // Not an inject format: only the Lambda hook adds X-Ray, after the configured formats.
+    assert_eq!(inj.get("x-amzn-trace-id"), None);
+    let before = inj.headers().count();
+    t.inject_lambda(&d, &mut inj);
+    let added: Vec<_> = inj.headers().skip(before).collect();
+    let xray = format!(
+        "Root=1-4bf92f35-77b34da6a3ce929d0e0e4736;Parent={};Sampled=1",
+        d.span_id
+    );
+    assert_eq!(
+        added,
+        [
+            ("x-amzn-trace-id", xray.as_bytes()),
+            ("x-amz-log-type", &b"Tail"[..]),
+        ]
+    );
+    // With xray configured, the header is already there and is not written twice.
+    let mut t = crate::test_support::tracer(
+        &format!(r#","propagators":{{"inject":["tracecontext","xray"]}}{LAMBDA}"#),
+        3,
+    );
+    let mut inj = Injection::default();
+    let d = t.start(&h, || 0, Some(&mut inj));
+    let before = inj.headers().count();
+    t.inject_lambda(&d, &mut inj);
+    let added: Vec<_> = inj.headers().skip(before).map(|(n, _)| n).collect();
+    assert_eq!(added, ["x-amz-log-type"]);
+    assert_eq!(
+        inj.headers()
+            .filter(|(n, _)| *n == "x-amzn-trace-id")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_function_error_behind_a_200_is_the_span_error() {
+    use crate::span::faas::lambda::{Invocation, Report};
+    let mut t = crate::test_support::tracer(LAMBDA, 3);
+    let i = t.span.lambda.lookup(b"lambda_thumbnails").unwrap();
+    let h = RequestHeaders::default();
+    let mut d = t.extract(&h);
+    t.sample(&mut d, || 0);
+    let mut rec = SpanRecord::default();
+    t.begin_span(&d, &h, 1_000, &mut rec);
+    let report = Report::parse_line(b"REPORT RequestId: r Duration: 1.5 ms Billed Duration: 2 ms Memory Size: 512 MB Max Memory Used: 64 MB Init Duration: 99.5 ms");
+    t.finish_span(
+        &mut rec,
+        &Finish {
+            end_ns: 2_000,
+            status_code: Some(200),
+            kind: SpanKind::Client,
+            lambda: Some((
+                i,
+                Invocation {
+                    request_id: Some(b"r"),
+                    function_error: Some(b"Handled"),
+                    executed_version: Some(b"3"),
+                    report,
+                },
+            )),
+            ..Default::default()
+        },
+    );
+    assert_eq!(rec.get("http.response.status_code"), Some(&Value::Int(200)));
+    assert_eq!(rec.status, crate::span::StatusCode::Error);
+    assert_eq!(s(&rec, "error.type").as_deref(), Some("Handled"));
+    assert_eq!(s(&rec, "faas.invoked_name").as_deref(), Some("thumbnails"));
+    assert_eq!(s(&rec, "faas.invoked_region").as_deref(), Some("us-east-1"));
+    assert_eq!(s(&rec, "aws.request_id").as_deref(), Some("r"));
+    assert_eq!(rec.get("faas.coldstart"), Some(&Value::Bool(true)));
+    assert_eq!(
+        rec.get("aws.lambda.estimated_cost_usd"),
+        Some(&Value::Double(0.5 * 0.002 * 0.0000166667))
+    );
+    // A 502 from the API keeps its own error.type.
+    let mut rec = SpanRecord::default();
+    t.begin_span(&d, &h, 1_000, &mut rec);
+    t.finish_span(
+        &mut rec,
+        &Finish {
+            end_ns: 2_000,
+            status_code: Some(502),
+            kind: SpanKind::Client,
+            lambda: Some((
+                i,
+                Invocation {
+                    function_error: Some(b"Unhandled"),
+                    ..Invocation::default()
+                },
+            )),
+            ..Default::default()
+        },
+    );
+    assert_eq!(s(&rec, "error.type").as_deref(), Some("502"));
+}
