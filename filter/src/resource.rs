@@ -224,7 +224,7 @@ impl NodeInfo {
         if let Some(s) = service_name {
             set("service.name", s);
         }
-        if faas.is_some() || self.is_knative() {
+        if faas.is_some_and(FaasConfig::describes_function) || self.is_knative() {
             let c = faas.cloned().unwrap_or_default();
             let fname = c
                 .name

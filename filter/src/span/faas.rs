@@ -22,6 +22,8 @@
 
 use serde::Deserialize;
 
+pub mod upstream;
+
 use super::{Finish, SpanKind, SpanRecord};
 use crate::error::ConfigError;
 use crate::headers::RequestHeaders;
@@ -55,6 +57,10 @@ pub struct FaasConfig {
     pub region: Option<String>,
     /// `faas.trigger` on SERVER spans: one of [`TRIGGERS`]; default `http`.
     pub trigger: Option<String>,
+    /// Functions this workload calls: rules naming serverless upstreams by host or cluster
+    /// ([`upstream`]). A section holding only `upstreams` does not make the workload a
+    /// function (a gateway calling Cloud Run is no function itself).
+    pub upstreams: Vec<upstream::UpstreamRule>,
 }
 
 impl FaasConfig {
@@ -90,6 +96,22 @@ impl FaasConfig {
         Ok(())
     }
 
+    /// Whether the section describes this workload as a function: any key but `upstreams`
+    /// set, or no key at all (`"faas": {}`).
+    pub fn describes_function(&self) -> bool {
+        self.upstreams.is_empty()
+            || [
+                &self.name,
+                &self.version,
+                &self.provider,
+                &self.platform,
+                &self.region,
+                &self.trigger,
+            ]
+            .iter()
+            .any(|v| v.is_some())
+    }
+
     /// `faas.trigger` as configured, `http` by default.
     pub fn trigger(&self) -> &'static str {
         let t = self.trigger.as_deref().unwrap_or("http");
@@ -114,7 +136,7 @@ impl Faas {
             c.validate()?;
         }
         Ok(Self {
-            function: c.is_some(),
+            function: c.is_some_and(FaasConfig::describes_function),
             trigger: c.map_or("http", FaasConfig::trigger),
         })
     }

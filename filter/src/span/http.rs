@@ -189,6 +189,7 @@ pub fn record_request<'h>(
         attempt_count: h.x_envoy_attempt_count.and_then(crate::text::parse_u64),
         grpc: h.content_type.and_then(grpc::protocol),
         knative: super::faas::KnativeTarget::from_headers(h),
+        invoked: t.faas_upstreams.from_headers(h),
         coldstart: false,
     }
 }
@@ -217,6 +218,7 @@ pub fn finish(t: &Tables, rec: &mut SpanRecord, f: &Finish<'_>) {
     status(rec, f);
     mesh::finish(&t.traffic, rec, f);
     t.faas.finish(rec, f);
+    t.faas_upstreams.finish(rec, f);
 }
 
 /// Status code, span status and `error.type`: a response flag names the failure better

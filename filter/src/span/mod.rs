@@ -38,6 +38,8 @@ pub struct Tables {
     pub baggage_keys: Vec<String>,
     /// Whether the workload is a function, and its trigger (`faas`, Knative pod labels).
     pub faas: faas::Faas,
+    /// Serverless upstreams this workload calls (`faas.upstreams`).
+    pub faas_upstreams: faas::upstream::Upstreams,
 }
 
 /// What the host knows when the request is over.
