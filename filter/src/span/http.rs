@@ -189,7 +189,7 @@ pub fn record_request<'h>(
         attempt_count: h.x_envoy_attempt_count.and_then(crate::text::parse_u64),
         grpc: h.content_type.and_then(grpc::protocol),
         knative: super::faas::KnativeTarget::from_headers(h),
-        invoked: t.faas_upstreams.from_headers(h),
+        invoked: t.faas_upstreams.for_request(h),
         coldstart: false,
     }
 }

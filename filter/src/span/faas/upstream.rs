@@ -213,7 +213,7 @@ impl Upstreams {
 
     /// The function a recorded request's host names (host rules only), with what the host
     /// and path give, kept until the span ends.
-    pub fn from_headers(&self, h: &RequestHeaders<'_>) -> Option<Invoked> {
+    pub fn for_request(&self, h: &RequestHeaders<'_>) -> Option<Invoked> {
         if self.rules.is_empty() {
             return None;
         }
@@ -224,7 +224,7 @@ impl Upstreams {
 
     /// The function a cluster name names (cluster rules), derived from the host after the
     /// last `|` of an Istio cluster name.
-    fn from_cluster(&self, cluster: &[u8]) -> Option<Invoked> {
+    fn for_cluster(&self, cluster: &[u8]) -> Option<Invoked> {
         let rule = self
             .rules
             .iter()
@@ -242,7 +242,7 @@ impl Upstreams {
         let Some(inv) = f
             .request
             .invoked
-            .or_else(|| f.mesh.cluster_name.and_then(|c| self.from_cluster(c)))
+            .or_else(|| f.mesh.cluster_name.and_then(|c| self.for_cluster(c)))
         else {
             return;
         };
@@ -404,7 +404,7 @@ mod tests {
     ]"#;
 
     fn derived(u: &Upstreams, host: &str, path: &str) -> (Option<String>, Option<String>) {
-        let inv = u.from_headers(&headers(host, path)).unwrap();
+        let inv = u.for_request(&headers(host, path)).unwrap();
         let text = |v: Option<&[u8]>| v.map(|v| String::from_utf8(v.to_vec()).unwrap());
         (text(inv.name()), text(inv.region()))
     }
@@ -453,12 +453,12 @@ mod tests {
             (None, some("us-east1"))
         );
         // No rule: nothing.
-        assert!(u.from_headers(&headers("example.org", "/")).is_none());
-        assert!(u.from_headers(&headers("run.app", "/")).is_none());
+        assert!(u.for_request(&headers("example.org", "/")).is_none());
+        assert!(u.for_request(&headers("run.app", "/")).is_none());
         assert!(u
-            .from_cluster(b"outbound|80||orders.internal.example")
+            .for_cluster(b"outbound|80||orders.internal.example")
             .is_some());
-        assert!(u.from_cluster(b"outbound|80||orders.example.org").is_none());
+        assert!(u.for_cluster(b"outbound|80||orders.example.org").is_none());
     }
 
     #[test]
@@ -560,7 +560,7 @@ mod tests {
     #[test]
     fn client_spans_to_matched_upstreams_carry_the_invoked_function() {
         let u = rules(RULES).unwrap();
-        let inv = u.from_headers(&headers("myfn-abc123-uc.a.run.app", "/"));
+        let inv = u.for_request(&headers("myfn-abc123-uc.a.run.app", "/"));
         let rec = finished(
             &u,
             SpanKind::Client,
