@@ -55,7 +55,7 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 /// A production-like config: every propagation format, canary rules, route templates,
-/// always-keep rules, header capture.
+/// always-keep rules, header capture, serverless upstream rules.
 const CONFIG: &str = r#"{
   "service_name": "reviews",
   "collector": {"cluster": "otel_collector"},
@@ -70,7 +70,10 @@ const CONFIG: &str = r#"{
     "weights": {"v1": 90, "v2": 10}
   },
   "routes": ["/api/reviews/{id}"],
-  "capture": {"request_headers": ["x-tenant", "authorization"]}
+  "capture": {"request_headers": ["x-tenant", "authorization"]},
+  "faas": {"upstreams": [
+    {"match": {"host": "*.run.app"}, "provider": "gcp", "region": "us-central1"},
+    {"match": {"cluster": "*.svc.cluster.local"}, "provider": "acme"}]}
 }"#;
 
 /// One request through the whole core path, as the wasm glue drives it.
@@ -276,8 +279,19 @@ fn whole_request_path_allocates_nothing_once_warm() {
         })
         .collect();
     serialize_pairs(bad_hdrs.iter().copied(), &mut bad);
-    // The three alternate: plain HTTP, HTTP with bad bytes, a failed gRPC call.
-    let bufs = [&buf, &bad, &grpc_buf];
+    // A call to a Cloud Run service: `faas.invoked_*` derived from the host, and
+    // `x-cloud-trace-context` injected.
+    let mut run = Vec::new();
+    let run_hdrs: Vec<(&[u8], &[u8])> = hdrs
+        .iter()
+        .map(|&(k, v)| match k {
+            b":authority" => (k, &b"myfn-abc123-uc.a.run.app"[..]),
+            _ => (k, v),
+        })
+        .collect();
+    serialize_pairs(run_hdrs.iter().copied(), &mut run);
+    // The four alternate: plain HTTP, HTTP with bad bytes, a failed gRPC call, a function.
+    let bufs = [&buf, &bad, &grpc_buf, &run];
     let mut rec = SpanRecord::default();
     let mut injection = Injection::default();
 
@@ -295,6 +309,8 @@ fn whole_request_path_allocates_nothing_once_warm() {
         }
         export_due(&mut exporter, i);
     }
+    // The last request of each round is the function's: its platform header was measured.
+    assert!(injection.get("x-cloud-trace-context").is_some());
 
     let allocs = allocations(|| {
         for i in 0..10_000u64 {
