@@ -19,6 +19,9 @@
 //!   `mesh.traffic.weight`), so a Knative split between revisions is tagged like an Istio
 //!   canary. A CLIENT span also names the function it calls: `faas.invoked_name`, the
 //!   revision's Configuration (Knative names revisions `<configuration>-<5-digit generation>`).
+//!
+//! Calls to functions on a cloud platform (Cloud Run, Cloud Functions, Azure Functions) are
+//! named by configured rules, `faas.upstreams`: see [`upstream`].
 
 use serde::Deserialize;
 

@@ -6,7 +6,8 @@
 //! - [`grpc`]: gRPC calls seen as HTTP: `rpc.*` attributes, the method as the name, the status;
 //! - [`name`]: the span name and `http.route`, bounded in length and cardinality;
 //! - [`mesh`]: what the mesh did (cluster, subset, release, faults, flags, peer identity);
-//! - [`faas`]: functions in the mesh: `faas.*` on a function's spans, Knative revisions.
+//! - [`faas`]: functions in the mesh: `faas.*` on a function's spans, Knative revisions, and
+//!   `faas.invoked_*` on calls to serverless upstreams ([`faas::upstream`]).
 
 pub mod capture;
 pub mod faas;

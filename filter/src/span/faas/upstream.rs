@@ -397,6 +397,7 @@ mod tests {
 
     const RULES: &str = r#"[
         {"match": {"cluster": "*.internal.example"}, "provider": "aws", "region": "eu-west-1", "name": "billing"},
+        {"match": {"cluster": "*.a.run.app"}, "provider": "gcp"},
         {"match": {"host": "*.run.app"}, "provider": "gcp", "region": "us-central1"},
         {"match": {"host": "*.cloudfunctions.net"}, "provider": "gcp"},
         {"match": {"host": "*.azurewebsites.net"}, "provider": "azure", "region": "westeurope"},
@@ -459,6 +460,12 @@ mod tests {
             .for_cluster(b"outbound|80||orders.internal.example")
             .is_some());
         assert!(u.for_cluster(b"outbound|80||orders.example.org").is_none());
+        // A cluster rule derives from the host in Istio's cluster name.
+        let inv = u
+            .for_cluster(b"outbound|443||svc-abc123-ue.a.run.app")
+            .unwrap();
+        assert_eq!(inv.name(), Some(&b"svc"[..]));
+        assert_eq!(inv.region(), None);
     }
 
     #[test]
