@@ -177,9 +177,11 @@ impl Upstreams {
                 name: r.name.clone(),
             });
         }
-        // Host rules first: they are the ones the request-time match uses.
-        out.sort_by_key(|r| !r.by_host);
-        Ok(Self { rules: out })
+        // Host rules first: they are the ones the request-time match uses. (A partition, not
+        // a sort: a stable sort's code costs the wasm binary kilobytes for one cold call.)
+        let (mut rules, cluster): (Vec<Rule>, Vec<Rule>) = out.into_iter().partition(|r| r.by_host);
+        rules.extend(cluster);
+        Ok(Self { rules })
     }
 
     /// Whether any rule is configured.
