@@ -16,6 +16,7 @@ use crate::resource::DEFAULT_SERVICE_NAME;
 use crate::sampling::Sampler;
 use crate::sampling::SamplingConfig;
 use crate::span::capture::{Capture, CaptureConfig, Limits};
+use crate::span::faas::upstream::Upstreams;
 use crate::span::faas::{Faas, FaasConfig};
 use crate::span::mesh::identity::IdentityMode;
 use crate::span::mesh::route::Routes;
@@ -222,6 +223,9 @@ impl Config {
                 )?,
                 None => Default::default(),
             },
+            faas_upstreams: Upstreams::compile(
+                self.faas.as_ref().map_or(&[][..], |f| &f.upstreams[..]),
+            )?,
         };
         self.validate_resource()?;
         let correlation = Correlation::compile(

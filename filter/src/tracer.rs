@@ -144,8 +144,20 @@ impl Tracer {
     /// and the arrival format, written for the new span. Headers of other known context formats
     /// the request carried are removed: they name the caller's span, never ours, so the upstream
     /// would see two contradicting parents.
+    /// A request to a serverless upstream (`faas.upstreams`, by host) also gets the format
+    /// its platform reads, unless the filter is configured `direction: inbound`.
     pub fn inject(&self, d: &SpanStart<'_>, h: &RequestHeaders<'_>, out: &mut Injection) {
-        inject::inject(d, h, self.propagation.inject, self.propagation.known, out);
+        let platform = match self.config.direction {
+            crate::config::Direction::Inbound => 0,
+            _ => self.span.faas_upstreams.inject_bits(h),
+        };
+        inject::inject(
+            d,
+            h,
+            self.propagation.inject | platform,
+            self.propagation.known,
+            out,
+        );
     }
 
     /// Appends to `out` what a recorded request to a Lambda upstream sends besides the trace

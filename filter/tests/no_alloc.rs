@@ -55,7 +55,7 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 /// A production-like config: every propagation format, canary rules, route templates,
-/// always-keep rules, header capture.
+/// always-keep rules, header capture, serverless upstream rules.
 const CONFIG: &str = r#"{
   "service_name": "reviews",
   "collector": {"cluster": "otel_collector"},
@@ -75,7 +75,10 @@ const CONFIG: &str = r#"{
     "lambda": [{"cluster": "outbound|9080|v2|reviews.default.svc.cluster.local",
                 "arn": "arn:aws:lambda:us-east-1:123456789012:function:reviews:live"}],
     "lambda_log_tail": true,
-    "lambda_price_per_gb_second": 0.0000166667
+    "lambda_price_per_gb_second": 0.0000166667,
+    "upstreams": [
+      {"match": {"host": "*.run.app"}, "provider": "gcp", "region": "us-central1"},
+      {"match": {"cluster": "*.svc.cluster.local"}, "provider": "acme"}]
   }
 }"#;
 
@@ -392,8 +395,19 @@ fn whole_request_path_allocates_nothing_once_warm() {
         })
         .collect();
     serialize_pairs(bad_hdrs.iter().copied(), &mut bad);
-    // The three alternate: plain HTTP, HTTP with bad bytes, a failed gRPC call.
-    let bufs = [&buf, &bad, &grpc_buf];
+    // A call to a Cloud Run service: `faas.invoked_*` derived from the host, and
+    // `x-cloud-trace-context` injected.
+    let mut run = Vec::new();
+    let run_hdrs: Vec<(&[u8], &[u8])> = hdrs
+        .iter()
+        .map(|&(k, v)| match k {
+            b":authority" => (k, &b"myfn-abc123-uc.a.run.app"[..]),
+            _ => (k, v),
+        })
+        .collect();
+    serialize_pairs(run_hdrs.iter().copied(), &mut run);
+    // The four alternate: plain HTTP, HTTP with bad bytes, a failed gRPC call, a function.
+    let bufs = [&buf, &bad, &grpc_buf, &run];
     let mut rec = SpanRecord::default();
     let mut injection = Injection::default();
 
@@ -411,6 +425,9 @@ fn whole_request_path_allocates_nothing_once_warm() {
         }
         export_due(&mut exporter, i);
     }
+
+    // The last request of each round is the function's: its platform header was measured.
+    assert!(injection.get("x-cloud-trace-context").is_some());
 
     let allocs = allocations(|| {
         for i in 0..10_000u64 {

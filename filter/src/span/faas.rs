@@ -20,10 +20,15 @@
 //!   canary. A CLIENT span also names the function it calls: `faas.invoked_name`, the
 //!   revision's Configuration (Knative names revisions `<configuration>-<5-digit generation>`);
 //! - CLIENT spans of AWS Lambda invocations through Envoy's aws_lambda filter
-//!   (`faas.lambda`): see [`lambda`]. A `faas` section with only those keys describes the
-//!   functions this workload calls, not this workload.
+//!   (`faas.lambda`): see [`lambda`];
+//! - calls to functions on a cloud platform (Cloud Run, Cloud Functions, Azure Functions),
+//!   named by configured rules, `faas.upstreams`: see [`upstream`].
+//!
+//! A `faas` section holding only the keys that describe the functions this workload calls
+//! (`lambda*`, `upstreams`) does not make this workload a function.
 
 pub mod lambda;
+pub mod upstream;
 
 use serde::Deserialize;
 
@@ -69,6 +74,10 @@ pub struct FaasConfig {
     /// Price per GB-second of billed duration, for `aws.lambda.estimated_cost_usd`
     /// (e.g. `0.0000166667`, us-east-1 x86); unset: no cost is recorded.
     pub lambda_price_per_gb_second: Option<f64>,
+    /// Functions this workload calls: rules naming serverless upstreams by host or cluster
+    /// ([`upstream`]). A section holding only `upstreams` does not make the workload a
+    /// function (a gateway calling Cloud Run is no function itself).
+    pub upstreams: Vec<upstream::UpstreamRule>,
 }
 
 impl FaasConfig {
@@ -104,13 +113,14 @@ impl FaasConfig {
         Ok(())
     }
 
-    /// Whether the section describes this workload as a function: any key but the Lambda
-    /// upstream ones (`lambda`, `lambda_log_tail`, `lambda_price_per_gb_second`) is set, or
-    /// none at all is (`"faas": {}`).
+    /// Whether the section describes this workload as a function: any key but those of the
+    /// functions it calls (`lambda`, `lambda_log_tail`, `lambda_price_per_gb_second`,
+    /// `upstreams`) is set, or none at all is (`"faas": {}`).
     pub fn describes_function(&self) -> bool {
         let upstream_only = !self.lambda.is_empty()
             || self.lambda_log_tail
-            || self.lambda_price_per_gb_second.is_some();
+            || self.lambda_price_per_gb_second.is_some()
+            || !self.upstreams.is_empty();
         let own = self.name.is_some()
             || self.version.is_some()
             || self.provider.is_some()

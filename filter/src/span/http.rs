@@ -195,6 +195,7 @@ pub fn record_request<'h>(
         attempt_count: h.x_envoy_attempt_count.and_then(crate::text::parse_u64),
         grpc: h.content_type.and_then(grpc::protocol),
         knative: super::faas::KnativeTarget::from_headers(h),
+        invoked: t.faas_upstreams.for_request(h),
         coldstart: false,
     }
 }
@@ -228,6 +229,8 @@ pub fn finish(t: &Tables, names: &mut SpanNames, rec: &mut SpanRecord, f: &Finis
     if let Some((i, inv)) = &f.lambda {
         t.lambda.finish(rec, f.kind, *i, inv);
     }
+    // After Knative and Lambda: a rule names no function they have named already.
+    t.faas_upstreams.finish(rec, f);
 }
 
 /// Keeps a name guessed from the request (a templated route, a gRPC method) only when the

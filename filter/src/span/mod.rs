@@ -7,7 +7,8 @@
 //! - [`name`]: the span name and `http.route`, bounded in length and cardinality;
 //! - [`mesh`]: what the mesh did (cluster, subset, release, faults, flags, peer identity);
 //! - [`faas`]: functions in the mesh: `faas.*` on a function's spans, Knative revisions, and
-//!   calls to AWS Lambda through Envoy's aws_lambda filter ([`faas::lambda`]).
+//!   calls to AWS Lambda through Envoy's aws_lambda filter ([`faas::lambda`]), and
+//!   `faas.invoked_*` on calls to serverless upstreams ([`faas::upstream`]).
 
 pub mod capture;
 pub mod faas;
@@ -42,6 +43,8 @@ pub struct Tables {
     pub faas: faas::Faas,
     /// Lambda upstreams, the log tail opt-in and the price (`faas.lambda*`).
     pub lambda: faas::lambda::Lambda,
+    /// Serverless upstreams this workload calls (`faas.upstreams`).
+    pub faas_upstreams: faas::upstream::Upstreams,
 }
 
 /// What the host knows when the request is over.

@@ -223,3 +223,96 @@ fn a_function_error_behind_a_200_is_the_span_error() {
     );
     assert_eq!(s(&rec, "error.type").as_deref(), Some("502"));
 }
+
+/// A gateway calling a Cloud Run service and an Azure Function: `propagators.inject` lists
+/// only B3, yet each platform receives the context it reads, sampled or not, and the CLIENT
+/// spans name the function.
+const CLOUD: &str = r#","direction":"outbound","propagators":{"inject":["b3"]},
+  "faas":{"upstreams":[
+    {"match":{"host":"*.run.app"},"provider":"gcp","region":"us-central1"},
+    {"match":{"host":"*.azurewebsites.net"},"provider":"azure","region":"westeurope"}]}"#;
+
+/// The request arrives in B3 (`sampled` is `1` or `0`), so only a platform rule adds
+/// `traceparent`.
+fn injected(t: &mut Tracer, host: &str, sampled: &str) -> (SpanIds, Injection) {
+    let pairs = [
+        (":authority".as_bytes(), host.as_bytes().to_vec()),
+        (":path".as_bytes(), b"/api/resize".to_vec()),
+        (
+            "b3".as_bytes(),
+            format!("4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{sampled}").into_bytes(),
+        ),
+    ];
+    let h = RequestHeaders::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_slice())));
+    let mut out = Injection::default();
+    let d = t.start(&h, || 1_000, Some(&mut out));
+    (d.ids(), out)
+}
+
+#[test]
+fn serverless_upstreams_receive_their_platform_context_and_name_the_function() {
+    let mut t = crate::test_support::tracer(CLOUD, 3);
+    // A section holding only upstreams does not make the gateway a function.
+    assert!(!t.span.faas.is_function());
+    assert_eq!(crate::test_support::resource_attr(&t, "faas.name"), None);
+    for (sampled, o, flags) in [("1", 1, "01"), ("0", 0, "00")] {
+        let (d, out) = injected(&mut t, "myfn-abc123-uc.a.run.app", sampled);
+        assert_eq!(
+            out.get("x-cloud-trace-context"),
+            Some(
+                format!(
+                    "4bf92f3577b34da6a3ce929d0e0e4736/{};o={o}",
+                    d.span_id.as_u64()
+                )
+                .as_bytes()
+            )
+        );
+        assert_eq!(out.get("traceparent"), None);
+        let (d, out) = injected(&mut t, "myapp.azurewebsites.net:443", sampled);
+        assert_eq!(
+            out.get("traceparent"),
+            Some(format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{}-{flags}", d.span_id).as_bytes())
+        );
+        assert_eq!(out.get("x-cloud-trace-context"), None);
+        // Any other upstream gets what is configured.
+        let (_, out) = injected(&mut t, "orders.shop.svc.cluster.local", sampled);
+        assert_eq!(out.get("x-cloud-trace-context"), None);
+        assert_eq!(out.get("traceparent"), None);
+        assert!(out.get("b3").is_some());
+    }
+    let rec = span(
+        &mut t,
+        &[(":authority", "myfn-abc123-uc.a.run.app"), (":path", "/")],
+        SpanKind::Client,
+        b"outbound|443||myfn-abc123-uc.a.run.app",
+    );
+    assert_eq!(s(&rec, "faas.invoked_name").as_deref(), Some("myfn"));
+    assert_eq!(s(&rec, "faas.invoked_provider").as_deref(), Some("gcp"));
+    assert_eq!(
+        s(&rec, "faas.invoked_region").as_deref(),
+        Some("us-central1")
+    );
+    let rec = span(
+        &mut t,
+        &[
+            (":authority", "myapp.azurewebsites.net"),
+            (":path", "/api/Resize"),
+        ],
+        SpanKind::Client,
+        b"outbound|443||myapp.azurewebsites.net",
+    );
+    assert_eq!(s(&rec, "faas.invoked_name").as_deref(), Some("Resize"));
+    assert_eq!(s(&rec, "faas.invoked_provider").as_deref(), Some("azure"));
+    assert_eq!(
+        s(&rec, "faas.invoked_region").as_deref(),
+        Some("westeurope")
+    );
+}
+
+#[test]
+fn an_inbound_filter_injects_no_platform_context() {
+    let inbound = CLOUD.replace("\"outbound\"", "\"inbound\"");
+    let mut t = crate::test_support::tracer(&inbound, 3);
+    let (_, out) = injected(&mut t, "myfn-abc123-uc.a.run.app", "1");
+    assert_eq!(out.get("x-cloud-trace-context"), None);
+}

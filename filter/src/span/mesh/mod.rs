@@ -30,6 +30,8 @@ pub struct RequestFacts {
     /// The Knative revision the request was sent to (`Knative-Serving-Revision`): it stands
     /// for the subset in the traffic rules and weights when the cluster names none.
     pub knative: Option<crate::span::faas::KnativeTarget>,
+    /// The serverless function the request's host names (`faas.upstreams` host rules).
+    pub invoked: Option<crate::span::faas::upstream::Invoked>,
     /// This is the first request of the proxy process (`faas.coldstart`): set by the adapter,
     /// which alone can tell (the Envoy glue with one compare-and-swap on shared data).
     pub coldstart: bool,
