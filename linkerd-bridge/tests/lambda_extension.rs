@@ -588,7 +588,9 @@ async fn shutdown_with_a_hanging_collector(early: bool) {
             r#"{{"collector":{{"endpoint":"http://{hang_addr}/v1/traces","timeout_ms":60000}},"bridge":{{"relay_max_bytes":{bound}}}}}"#
         ),
     );
-    let margin = Duration::from_millis(300);
+    // A wide margin and budget: the assertions below are about which deadline the extension
+    // honours, and a loaded machine must not turn scheduling delay into a failure.
+    let margin = Duration::from_millis(1000);
     let ext = lambda::start(
         args(api.addr, config, margin.as_millis() as u64),
         "meshtrace-relay",
@@ -609,7 +611,7 @@ async fn shutdown_with_a_hanging_collector(early: bool) {
             .unwrap();
     }
 
-    let budget = Duration::from_millis(1500);
+    let budget = Duration::from_millis(3000);
     let delivered = Instant::now();
     api.deliver(serde_json::json!({
         "eventType": "SHUTDOWN",
@@ -641,7 +643,7 @@ async fn shutdown_with_a_hanging_collector(early: bool) {
     }
     assert!(took < budget, "returned {took:?} after SHUTDOWN");
     assert!(
-        took >= budget - margin - Duration::from_millis(100),
+        took >= budget - margin - Duration::from_millis(200),
         "gave up early: {took:?}"
     );
     assert_eq!(api.log().nexts.len(), 2);
