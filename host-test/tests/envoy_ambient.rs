@@ -16,7 +16,7 @@ use meshtrace_host_test::sink::{OtlpSink, Upstream};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{json, Value as Json};
-use support::{attr, hex, str_attr, str_attr_opt, Certs};
+use support::{attr, boolean, hex, int, response_flags as flags, str_attr, str_attr_opt, Certs};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -112,28 +112,6 @@ impl Waypoint {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-fn int(v: i64) -> Option<&'static Value> {
-    Some(Box::leak(Box::new(Value::IntValue(v))))
-}
-
-fn boolean(v: bool) -> Option<&'static Value> {
-    Some(Box::leak(Box::new(Value::BoolValue(v))))
-}
-
-fn flags(s: &Span) -> Vec<String> {
-    match attr(s, "envoy.response_flags") {
-        Some(Value::ArrayValue(a)) => a
-            .values
-            .iter()
-            .map(|v| match &v.value {
-                Some(Value::StringValue(s)) => s.clone(),
-                other => panic!("flag {other:?}"),
-            })
-            .collect(),
-        other => panic!("envoy.response_flags: {other:?}"),
     }
 }
 

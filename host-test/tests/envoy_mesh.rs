@@ -13,7 +13,7 @@ use meshtrace_host_test::sink::{OtlpSink, Upstream};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{json, Value as Json};
-use support::{attr, find, str_attr, str_attr_opt, Certs};
+use support::{attr, boolean, find, int, response_flags as flags, str_attr, str_attr_opt, Certs};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -212,28 +212,6 @@ impl Mesh {
 
 fn mesh() -> Mesh {
     Mesh::start(&plugin_config("meshtrace-client"))
-}
-
-fn int(v: i64) -> Option<&'static Value> {
-    Some(Box::leak(Box::new(Value::IntValue(v))))
-}
-
-fn boolean(v: bool) -> Option<&'static Value> {
-    Some(Box::leak(Box::new(Value::BoolValue(v))))
-}
-
-fn flags(s: &Span) -> Vec<String> {
-    match attr(s, "envoy.response_flags") {
-        Some(Value::ArrayValue(a)) => a
-            .values
-            .iter()
-            .map(|v| match &v.value {
-                Some(Value::StringValue(s)) => s.clone(),
-                other => panic!("flag {other:?}"),
-            })
-            .collect(),
-        other => panic!("envoy.response_flags: {other:?}"),
-    }
 }
 
 fn no_fault(s: &Span) {

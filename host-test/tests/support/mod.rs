@@ -27,6 +27,31 @@ pub fn attr<'a>(s: &'a Span, key: &str) -> Option<&'a Value> {
     find(&s.attributes, key)
 }
 
+/// An integer attribute value, to compare with [`attr`] (leaked: tests only).
+pub fn int(v: i64) -> Option<&'static Value> {
+    Some(Box::leak(Box::new(Value::IntValue(v))))
+}
+
+/// A boolean attribute value, to compare with [`attr`] (leaked: tests only).
+pub fn boolean(v: bool) -> Option<&'static Value> {
+    Some(Box::leak(Box::new(Value::BoolValue(v))))
+}
+
+/// The span's `envoy.response_flags` (a string array); panics when it is missing or not one.
+pub fn response_flags(s: &Span) -> Vec<String> {
+    match attr(s, "envoy.response_flags") {
+        Some(Value::ArrayValue(a)) => a
+            .values
+            .iter()
+            .map(|v| match &v.value {
+                Some(Value::StringValue(s)) => s.clone(),
+                other => panic!("flag {other:?}"),
+            })
+            .collect(),
+        other => panic!("envoy.response_flags: {other:?}"),
+    }
+}
+
 /// The span's string attribute `key`, if it is one.
 pub fn str_attr_opt(s: &Span, key: &str) -> Option<String> {
     match attr(s, key) {
