@@ -377,6 +377,12 @@ impl Function {
     }
 
     async fn invoke(&mut self, invoke: u8) {
+        self.invoke_http(invoke).await;
+        self.invoke_grpc(invoke).await;
+    }
+
+    /// The invocation's first export, over OTLP/HTTP.
+    async fn invoke_http(&mut self, invoke: u8) {
         let req = Self::request(invoke, 1);
         let post = Request::post(format!("http://{}/v1/traces", self.http))
             .header("content-type", "application/x-protobuf")
@@ -385,6 +391,10 @@ impl Function {
         let resp = http1_client().request(post).await.unwrap();
         assert_eq!(resp.status(), 200);
         self.note(&req);
+    }
+
+    /// The invocation's second export, over OTLP/gRPC.
+    async fn invoke_grpc(&mut self, invoke: u8) {
         let req = Self::request(invoke, 2);
         self.grpc.export(req.clone()).await.unwrap();
         self.note(&req);
@@ -603,12 +613,17 @@ async fn shutdown_with_a_hanging_collector(early: bool) {
     api.wait_next(1).await;
     api.deliver(invoke_event(1));
     api.wait_next(2).await;
-    function.invoke(1).await;
     if early {
+        // The first export fills half the buffer and is sent at once; the second waits until
+        // that send has taken the buffer, or on a slow machine it would find the buffer full.
+        function.invoke_http(1).await;
         tokio::time::timeout(Duration::from_secs(30), conns.recv())
             .await
             .expect("the early send connected")
             .unwrap();
+        function.invoke_grpc(1).await;
+    } else {
+        function.invoke(1).await;
     }
 
     let budget = Duration::from_millis(3000);
@@ -790,8 +805,15 @@ async fn a_filling_buffer_is_sent_while_the_invocation_runs() {
     api.wait_next(1).await;
     api.deliver(invoke_event(1));
     api.wait_next(2).await;
-    function.invoke(1).await;
     let mut accepted = collector.state.accepted.subscribe();
+    // Each export is sent on its own; the second waits for the first to arrive, or on a slow
+    // machine it could find the buffer still holding the first, and full.
+    function.invoke_http(1).await;
+    tokio::time::timeout(Duration::from_secs(30), accepted.wait_for(|n| *n == 2))
+        .await
+        .expect("the first export is sent during the invocation")
+        .unwrap();
+    function.invoke_grpc(1).await;
     tokio::time::timeout(Duration::from_secs(30), accepted.wait_for(|n| *n == 4))
         .await
         .expect("the spans are sent during the invocation")
