@@ -464,6 +464,42 @@ impl Upstream {
         })
     }
 
+    /// An upstream standing for one release of a service: every answer carries
+    /// `x-release: <release>`, and with `fail_every` = n every n-th request (the n-th, 2n-th,
+    /// ...) is answered 500, a faulty canary whose failures the load generator can count.
+    ///
+    /// # Errors
+    /// When no port can be bound.
+    pub fn start_release(release: &str, fail_every: Option<u64>) -> anyhow::Result<Self> {
+        let seen = Arc::new(Mutex::new(VecDeque::new()));
+        let s = seen.clone();
+        let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let release = hyper::header::HeaderValue::from_str(release)?;
+        let server = Server::start(0, move |req: Request<Incoming>| {
+            let (s, served, release) = (s.clone(), served.clone(), release.clone());
+            async move {
+                lock(&s).push_back(UpstreamRequest {
+                    method: req.method().to_string(),
+                    path: req.uri().path().to_string(),
+                    headers: header_list(req.headers()),
+                });
+                let n = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                let status = match fail_every {
+                    Some(every) if every > 0 && n % every == 0 => 500,
+                    _ => 200,
+                };
+                let mut r = reply(status, Bytes::from_static(b"ok\n"));
+                r.headers_mut().insert("x-release", release);
+                Ok::<_, Infallible>(r)
+            }
+        })?;
+        Ok(Self {
+            addr: server.addr,
+            seen,
+            _server: server,
+        })
+    }
+
     /// Requests seen so far, oldest first, removing them.
     pub fn take(&self) -> Vec<UpstreamRequest> {
         lock(&self.seen).drain(..).collect()
