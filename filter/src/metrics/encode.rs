@@ -125,6 +125,7 @@ pub struct Scratch {
     point: Vec<u8>,
     name: Vec<u8>,
     metrics: Vec<u8>,
+    body: Vec<u8>,
 }
 
 /// Writes the interval `(red.start_ns, end_ns]` as an `ExportMetricsServiceRequest` into `out`
@@ -144,6 +145,7 @@ pub fn encode_request(
         point,
         name,
         metrics,
+        body,
     } = scratch;
     calls.clear();
     duration.clear();
@@ -170,22 +172,22 @@ pub fn encode_request(
     }
     metrics.clear();
     // Metric{calls}: name, unit, sum{data_points, temporality, monotonic}
-    let mut body = Vec::with_capacity(calls.len() + 64);
-    put_bytes(1, CALLS.as_bytes(), &mut body);
-    put_bytes(3, b"{call}", &mut body);
-    put_len(7, calls.len() + 4, &mut body);
+    body.clear();
+    put_bytes(1, CALLS.as_bytes(), body);
+    put_bytes(3, b"{call}", body);
+    put_len(7, calls.len() + 4, body);
     body.extend_from_slice(calls);
-    put_varint(2, DELTA, &mut body);
-    put_varint(3, 1, &mut body);
-    put_bytes(2, &body, metrics);
+    put_varint(2, DELTA, body);
+    put_varint(3, 1, body);
+    put_bytes(2, body, metrics);
     // Metric{duration}: name, unit, histogram{data_points, temporality}
     body.clear();
-    put_bytes(1, DURATION.as_bytes(), &mut body);
-    put_bytes(3, labels.unit.as_str().as_bytes(), &mut body);
-    put_len(9, duration.len() + 2, &mut body);
+    put_bytes(1, DURATION.as_bytes(), body);
+    put_bytes(3, labels.unit.as_str().as_bytes(), body);
+    put_len(9, duration.len() + 2, body);
     body.extend_from_slice(duration);
-    put_varint(2, DELTA, &mut body);
-    put_bytes(2, &body, metrics);
+    put_varint(2, DELTA, body);
+    put_bytes(2, body, metrics);
     header.encode_request(metrics, out);
 }
 
