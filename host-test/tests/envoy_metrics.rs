@@ -170,7 +170,8 @@ fn points(requests: &[ReceivedMetrics]) -> Vec<Point> {
 fn exported(points: &[Point]) -> Truth {
     let mut t = Truth::new();
     for p in points {
-        let release = attr(&p.attributes, "mesh.release").expect("every point has a release");
+        let release =
+            attr(&p.attributes, "mesh.release").expect("every served request has a release");
         let e = t.entry(release).or_default();
         e.0 += p.calls;
         if attr(&p.attributes, "status.code").as_deref() == Some("STATUS_CODE_ERROR") {
@@ -389,4 +390,46 @@ fn metrics_export_over_grpc_with_gzip_to_a_tonic_metrics_service() {
     // The stats count tonic's OK replies (trailers `grpc-status: 0`), none failed.
     assert!(envoy.wait_stat("meshtrace.metrics.export_requests.ok", 1, WAIT) >= 1);
     assert_eq!(envoy.stat("meshtrace.metrics.export_requests.failed"), 0);
+}
+
+/// Requests an earlier filter answers (a fault abort ahead of meshtrace, as Istio places the
+/// fault filter) reach meshtrace only in `on_log`; they are counted too, as errors.
+#[test]
+fn requests_aborted_before_the_filter_are_counted() {
+    let c = Canary::start(1);
+    let port = c.envoy.vars.listen_port;
+    let mut aborted = 0;
+    for i in 0..20 {
+        let r = meshtrace_host_test::envoy::http_request(
+            port,
+            "GET",
+            &format!("/items/{i}"),
+            &[("x-envoy-fault-abort-request", "503")],
+            b"",
+        )
+        .unwrap();
+        assert_eq!(r.status, 503);
+        aborted += 1;
+    }
+    let truth = load(port, 80, 2);
+    let served: i64 = truth.values().map(|t| t.0).sum();
+    let failed: i64 = truth.values().map(|t| t.1).sum();
+    let requests = wait_for_calls(&c.sink, served + aborted);
+    let points = points(&requests);
+    let errors: i64 = points
+        .iter()
+        .filter(|p| attr(&p.attributes, "status.code").as_deref() == Some("STATUS_CODE_ERROR"))
+        .map(|p| p.calls)
+        .sum();
+    assert_eq!(errors, failed + aborted);
+    let fives: i64 = points
+        .iter()
+        .filter(|p| attr(&p.attributes, "http.response.status_class").as_deref() == Some("5xx"))
+        .map(|p| p.calls)
+        .sum();
+    assert_eq!(fives, failed + aborted);
+    assert_eq!(
+        c.envoy.stat("meshtrace.metrics.requests"),
+        (served + aborted) as u64
+    );
 }
