@@ -91,6 +91,14 @@ impl BridgeConfig {
                 "must be \"off\" in linkerd-bridge: it writes Envoy filter state, which the Linkerd proxy's access log cannot read",
             ));
         }
+        if core.config.metrics.enabled {
+            // The core counts and encodes them, but the bridge has no metrics export yet:
+            // refusing beats a silent absence of the metrics a user turned on.
+            return Err(err(
+                "metrics.enabled",
+                "must be false in linkerd-bridge: it exports spans only (RED metrics are exported by the Envoy filter)",
+            ));
+        }
         endpoint.timeout = Duration::from_millis(core.config.collector.timeout_ms);
         endpoint.protocol = core.config.collector.protocol;
         endpoint.path = core.config.collector.path.clone();
@@ -282,6 +290,19 @@ mod tests {
         let c =
             BridgeConfig::from_json(br#"{"collector":{"endpoint":"http://otel:4318"}}"#).unwrap();
         assert_eq!(c.endpoint.url(), "http://otel:4318/v1/traces");
+    }
+
+    #[test]
+    fn red_metrics_are_refused() {
+        let base = r#""collector":{"endpoint":"http://otel:4318"}"#;
+        assert_eq!(
+            bad(&format!(r#"{{{base},"metrics":{{"enabled":true}}}}"#)),
+            "metrics.enabled: must be false in linkerd-bridge: it exports spans only (RED metrics are exported by the Envoy filter)"
+        );
+        assert!(BridgeConfig::from_json(
+            format!(r#"{{{base},"metrics":{{"enabled":false}}}}"#).as_bytes()
+        )
+        .is_ok());
     }
 
     #[test]
