@@ -705,11 +705,13 @@ fn request_start(clock: &mut Clock, duration_ns: Option<u64>) -> u64 {
         .unwrap_or_else(|| clock.now().saturating_sub(duration_ns.unwrap_or(0)))
 }
 
-/// Applies the always-keep rules to an unsampled request, reading only what they use; a kept
-/// request's span is built from the logged request headers (`logged` when already fetched).
+/// Ends an unsampled request: applies the always-keep rules when it is a candidate (`ids`),
+/// reading only what they use, and counts it in the RED metrics when they are on (`metric`),
+/// sharing those reads. A kept request's span is built from the logged request headers
+/// (`logged` when already fetched) and counted from what the span read.
 /// `call` is a gRPC request's framing and the `grpc-status` its trailers carried: with
-/// `always_keep: error`, its status is then looked for in the headers too, and judged as on
-/// the span.
+/// `always_keep: error` or metrics, its status is then looked for in the headers too, and
+/// judged as on the span.
 /// `written`: whether the request already wrote its ids to filter state.
 fn keep_unsampled(
     w: &mut Worker,
