@@ -163,6 +163,7 @@ mod tests {
                     value: Some(AnyValue {
                         value: Some(Value::StringValue(evil.into())),
                     }),
+                    ..Default::default()
                 }],
                 ..Default::default()
             },

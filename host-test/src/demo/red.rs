@@ -355,6 +355,7 @@ mod tests {
             value: Some(AnyValue {
                 value: Some(Value::StringValue(v.into())),
             }),
+            ..Default::default()
         }
     }
 

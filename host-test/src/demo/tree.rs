@@ -454,6 +454,7 @@ mod tests {
                     },
                 )),
             }),
+            ..Default::default()
         });
         let t = Trace {
             trace_id: vec![1; 16],
