@@ -53,7 +53,7 @@ impl Backend {
             async move {
                 let n = served.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(latency).await;
-                let failed = fail_every.is_some_and(|k| k > 0 && n % k == 0);
+                let failed = fail_every.is_some_and(|k| k > 0 && n.is_multiple_of(k));
                 let (status, body) = if failed {
                     (500, format!("{{\"error\":\"{version} failed\"}}\n"))
                 } else {

@@ -193,29 +193,23 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         "meshtrace demo: 4 workloads on 127.0.0.1, each behind its own Envoy running {}\n",
         opts.binaries.wasm.display()
     )?;
-    writeln!(
-        out,
+    let first = format!(
         "  user ─> frontend sidecar :{} ─> frontend app ─> outbound :{} ─┬─ mTLS, 90% ─> backend-v1 sidecar :{} (stable)",
         m.entry_port(),
         m.frontend_outbound_port(),
         port(1),
-    )?;
+    );
+    let fork = " ".repeat(first.chars().take_while(|&c| c != '┬').count());
+    writeln!(out, "{first}")?;
     writeln!(
         out,
-        "{:>72}├─ mTLS, 10% ─> backend-v2 sidecar :{} (canary, fails 1 call in 4)",
-        "",
+        "{fork}├─ mTLS, 10% ─> backend-v2 sidecar :{} (canary, fails 1 call in 4)",
         port(2)
     )?;
+    writeln!(out, "{fork}├─ mTLS, gRPC ─> greeter sidecar :{}", port(3))?;
     writeln!(
         out,
-        "{:>72}├─ mTLS, gRPC ─> greeter sidecar :{}",
-        "",
-        port(3)
-    )?;
-    writeln!(
-        out,
-        "{:>72}└─ recommendations: Envoy fault filter aborts with 503",
-        ""
+        "{fork}└─ recommendations: Envoy's fault filter aborts every call with 503"
     )?;
     writeln!(
         out,

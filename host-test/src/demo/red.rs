@@ -104,7 +104,7 @@ pub fn from_spans(spans: &[ServiceSpan]) -> BTreeMap<String, Red> {
         .collect()
 }
 
-fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<String> {
+fn attr(attrs: &[KeyValue], key: &str) -> Option<String> {
     attrs
         .iter()
         .find(|a| a.key == key)
@@ -209,8 +209,8 @@ pub fn from_metrics(requests: &[ExportMetricsServiceRequest]) -> BTreeMap<String
     let mut delta_calls: BTreeMap<(String, bool), u64> = BTreeMap::new();
     let mut cumulative_calls: BTreeMap<String, ((String, bool), u64)> = BTreeMap::new();
     let mut buckets: BTreeMap<String, Buckets> = BTreeMap::new();
-    let mut cumulative_hist: BTreeMap<String, (String, Vec<f64>, Vec<u64>, Option<f64>)> =
-        BTreeMap::new();
+    // Series → (release, its latest buckets).
+    let mut cumulative_hist: BTreeMap<String, (String, Buckets)> = BTreeMap::new();
     for req in requests {
         for rm in &req.resource_metrics {
             let res: &[KeyValue] = rm
@@ -248,10 +248,10 @@ pub fn from_metrics(requests: &[ExportMetricsServiceRequest]) -> BTreeMap<String
                                 p.explicit_bounds.iter().map(|b| b * scale).collect();
                             let max = p.max.map(|m| m * scale);
                             if h.aggregation_temporality == 2 {
-                                cumulative_hist.insert(
-                                    series_key(res, &p.attributes),
-                                    (release, bounds, p.bucket_counts.clone(), max),
-                                );
+                                let mut latest = Buckets::default();
+                                latest.add(&bounds, &p.bucket_counts, max);
+                                cumulative_hist
+                                    .insert(series_key(res, &p.attributes), (release, latest));
                             } else {
                                 buckets.entry(release).or_default().add(
                                     &bounds,
@@ -269,11 +269,11 @@ pub fn from_metrics(requests: &[ExportMetricsServiceRequest]) -> BTreeMap<String
     for (key, n) in cumulative_calls.into_values() {
         *delta_calls.entry(key).or_default() += n;
     }
-    for (release, bounds, counts, max) in cumulative_hist.into_values() {
+    for (release, latest) in cumulative_hist.into_values() {
         buckets
             .entry(release)
             .or_default()
-            .add(&bounds, &counts, max);
+            .add(&latest.bounds, &latest.counts, latest.max);
     }
     let mut out: BTreeMap<String, Red> = BTreeMap::new();
     for ((release, error), n) in delta_calls {
