@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::correlation::{AccessLogConfig, Correlation, ResponseConfig};
 use crate::error::ConfigError;
 use crate::export::config::{Batch, Collector, ExportConfig, ExporterConfig};
+use crate::metrics::MetricsConfig;
 use crate::propagation::config::{BaggageConfig, Propagation, Propagators};
 use crate::resource::DEFAULT_SERVICE_NAME;
 use crate::sampling::Sampler;
@@ -106,6 +107,10 @@ pub struct Config {
     /// [`crate::span::faas`].
     #[serde(default)]
     pub faas: Option<FaasConfig>,
+    /// RED metrics from every request, exported as OTLP metrics (`metrics`, off by default);
+    /// see [`crate::metrics`].
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// The configuration with every component's compiled form, built once per VM by [`load`]:
@@ -207,6 +212,7 @@ impl Config {
         self.baggage.validate()?;
         self.sampling.validate()?;
         self.limits.validate()?;
+        self.metrics.validate()?;
         let span = Tables {
             traffic: Traffic::compile(&self.traffic)?,
             routes: Routes::compile(&self.routes)?,

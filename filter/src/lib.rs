@@ -38,6 +38,7 @@ pub mod span;
 pub mod resource;
 
 pub mod export;
+pub mod metrics;
 
 pub mod correlation;
 

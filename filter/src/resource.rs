@@ -97,6 +97,14 @@ impl NodeInfo {
         }
     }
 
+    /// The workload's version from its pod labels, as `service.version` takes it
+    /// (`service.istio.io/canonical-revision`, `app.kubernetes.io/version`, `version`).
+    pub fn workload_version(&self) -> Option<&str> {
+        self.label("service.istio.io/canonical-revision")
+            .or_else(|| self.label("app.kubernetes.io/version"))
+            .or_else(|| self.label("version"))
+    }
+
     fn label(&self, k: &str) -> Option<&str> {
         self.labels
             .get(k)
@@ -192,11 +200,7 @@ impl NodeInfo {
             .or(self.workload_name.as_deref())
             .unwrap_or(DEFAULT_SERVICE_NAME);
         set("service.name", name);
-        let version = self
-            .label("service.istio.io/canonical-revision")
-            .or_else(|| self.label("app.kubernetes.io/version"))
-            .or_else(|| self.label("version"));
-        if let Some(v) = version {
+        if let Some(v) = self.workload_version() {
             set("service.version", v);
         }
         if let Some(ns) = &self.namespace {

@@ -49,6 +49,8 @@ pub struct Tracer {
     /// `direction: auto` its spans are SERVER spans, and the caller's identity is the one
     /// the HBONE tunnel carried, not the waypoint's own internal connection's.
     pub waypoint: bool,
+    /// RED metrics, when `metrics.enabled` ([`crate::metrics`]).
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Tracer {
@@ -97,8 +99,18 @@ impl Tracer {
             // Keyed apart from the id generator's stream.
             seed ^ 0x6e61_6d65_7365_6564,
         );
+        let metrics = config.metrics.enabled.then(|| {
+            crate::metrics::Metrics::new(
+                &config.metrics,
+                &span,
+                node.workload_version(),
+                // Keyed apart from the other streams of the seed.
+                seed ^ 0x6d65_7472_6963_7321,
+            )
+        });
         Self {
             names,
+            metrics,
             waypoint: node.is_waypoint(),
             sampler,
             span,
@@ -316,6 +328,21 @@ impl Tracer {
     /// shows that the route or gRPC method exists (see [`crate::span::name`]).
     pub fn finish_span(&mut self, rec: &mut SpanRecord, f: &Finish<'_>) {
         http::finish(&self.span, &mut self.names, rec, f);
+    }
+
+    /// Counts a finished request in the RED metrics, when they are on.
+    pub fn record_metrics(&mut self, e: &crate::metrics::Ended<'_>) {
+        if let Some(m) = &mut self.metrics {
+            m.record(&self.span, e);
+        }
+    }
+
+    /// The RED metrics' name of a request (see [`crate::metrics::Metrics::name`]), when they
+    /// are on.
+    pub fn metric_name(&self, h: &RequestHeaders<'_>) -> Option<crate::metrics::red::NameKey> {
+        self.metrics
+            .as_ref()
+            .map(|_| crate::metrics::Metrics::name(&self.span, h))
     }
 
     /// Generates a fresh id (for adapters that need one outside a request, e.g. tests).

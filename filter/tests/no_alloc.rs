@@ -446,3 +446,109 @@ fn whole_request_path_allocates_nothing_once_warm() {
     });
     assert_eq!(allocs, 0, "allocations on the warm request path");
 }
+
+/// RED metrics on: every request, sampled or not, is counted as the glue counts it (a name from
+/// the request headers, then the end facts), and each round ends with an export of the
+/// interval. Once the series exist and the export buffers have grown, none of it allocates.
+#[test]
+fn red_metrics_recording_allocates_nothing_once_warm() {
+    use meshtrace::metrics::Ended;
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let json = CONFIG.replacen(
+        r#""service_name": "reviews","#,
+        r#""service_name": "reviews", "metrics": {"enabled": true},"#,
+        1,
+    );
+    let config = meshtrace::config::load(json.as_bytes()).unwrap();
+    let mut tracer = Tracer::new(config, 42);
+    assert!(tracer.metrics.is_some());
+    let header: BatchHeader = tracer.batch_header.clone();
+    let mut exporter = meshtrace::export::span_processor::BatchSpanProcessor::new(
+        tracer.config.export(),
+        header.clone(),
+        0,
+        7,
+    );
+    let serialize = |traceparent: &'static [u8], path: &'static [u8]| {
+        let mut buf = Vec::new();
+        let hdrs: [(&[u8], &[u8]); 5] = [
+            (b":method", b"GET"),
+            (b":path", path),
+            (b":authority", b"reviews.default.svc.cluster.local:9080"),
+            (b"traceparent", traceparent),
+            (b"x-ab-group", b"b"),
+        ];
+        serialize_pairs(hdrs.iter().copied(), &mut buf);
+        buf
+    };
+    let sampled = serialize(
+        b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        b"/api/reviews/12345?lang=en",
+    );
+    let unsampled = serialize(
+        b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        b"/other/path",
+    );
+    let clusters: [&[u8]; 2] = [
+        b"outbound|9080|v1|reviews.default.svc.cluster.local",
+        b"outbound|9080|v2|reviews.default.svc.cluster.local",
+    ];
+    let mut rec = SpanRecord::default();
+    let mut injection = Injection::default();
+    let mut body = Vec::new();
+    let mut round = |tracer: &mut Tracer,
+                     exporter: &mut meshtrace::export::span_processor::BatchSpanProcessor,
+                     i: u64| {
+        // A sampled request: its span, then its count from the same facts.
+        request(
+            tracer,
+            exporter,
+            &sampled,
+            &mut rec,
+            &mut injection,
+            1_000 + i,
+        );
+        let h = RequestHeaders::from_pairs(pairs(&sampled));
+        let name = tracer.metric_name(&h).unwrap();
+        tracer.record_metrics(&Ended {
+            name,
+            kind: SpanKind::Client,
+            cluster_name: Some(clusters[1]),
+            status: Some(200),
+            duration_ns: 1_500_000,
+            ..Ended::default()
+        });
+        // Unsampled requests: the sampler says no, only the count remains.
+        for (j, status) in [200i64, 503, 404, 0].into_iter().enumerate() {
+            let h = RequestHeaders::from_pairs(pairs(&unsampled));
+            let d = tracer.start(&h, || 0, Some(&mut injection));
+            assert!(!d.record);
+            let name = tracer.metric_name(&h).unwrap();
+            tracer.record_metrics(&Ended {
+                name,
+                kind: SpanKind::Client,
+                cluster_name: Some(clusters[j % 2]),
+                status: Some(status),
+                response_flags: if status == 0 { 0x10 } else { 0 },
+                duration_ns: (i % 20_000) * 1_000_000,
+                ..Ended::default()
+            });
+        }
+        export_due(exporter, i);
+        if i % 100 == 0 {
+            let m = tracer.metrics.as_mut().unwrap();
+            assert!(m.collect(&header, i, &mut body));
+        }
+    };
+    for i in 0..2_000u64 {
+        round(&mut tracer, &mut exporter, i);
+    }
+    let before = tracer.metrics.as_ref().unwrap().recorded;
+    let allocs = allocations(|| {
+        for i in 0..10_000u64 {
+            round(&mut tracer, &mut exporter, i);
+        }
+    });
+    assert_eq!(allocs, 0, "allocations recording RED metrics");
+    assert_eq!(tracer.metrics.as_ref().unwrap().recorded - before, 50_000);
+}

@@ -8,6 +8,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -18,7 +24,8 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use tonic::codec::CompressionEncoding;
 use tower_service::Service;
 
-use crate::sink::{lock, spans_of, Received, Server, Tally};
+use crate::sink::{lock, metrics_of, spans_of, Received, ReceivedMetrics, Server, Tally};
+use opentelemetry_proto::tonic::metrics::v1::Metric;
 
 /// How the receiver answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +44,7 @@ pub enum GrpcMode {
 #[derive(Default)]
 struct State {
     received: Vec<Received>,
+    metrics: Vec<ReceivedMetrics>,
     mode: Option<GrpcMode>,
     tally: Tally,
 }
@@ -91,6 +99,42 @@ impl TraceService for Receiver {
     }
 }
 
+fn metadata_list(m: &tonic::metadata::MetadataMap) -> Vec<(String, String)> {
+    m.clone()
+        .into_headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl MetricsService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let headers = metadata_list(request.metadata());
+        let mut st = lock(&self.0);
+        if let Some(GrpcMode::Status { code, .. }) = st.mode {
+            return Err(tonic::Status::new(
+                tonic::Code::from_i32(code as i32),
+                "collector says no",
+            ));
+        }
+        st.metrics.push(ReceivedMetrics {
+            path: "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export".into(),
+            headers,
+            request: request.into_inner(),
+        });
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
 /// A running OTLP/gRPC receiver.
 pub struct GrpcSink {
     /// The address it listens on.
@@ -103,12 +147,24 @@ impl GrpcSink {
     /// Starts on `127.0.0.1:port` (0 picks a free port).
     pub fn start(port: u16) -> anyhow::Result<Self> {
         let state = Arc::new(Mutex::new(State::default()));
-        let svc = TraceServiceServer::new(Receiver(state.clone()))
+        let traces = TraceServiceServer::new(Receiver(state.clone()))
             .accept_compressed(CompressionEncoding::Gzip);
-        let server = Server::start(port, move |req| {
-            let mut svc = svc.clone();
+        let metrics = MetricsServiceServer::new(Receiver(state.clone()))
+            .accept_compressed(CompressionEncoding::Gzip);
+        let server = Server::start(port, move |req: hyper::Request<hyper::body::Incoming>| {
+            let mut traces = traces.clone();
+            let mut metrics = metrics.clone();
             async move {
-                let r = svc.call(req).await;
+                // Two services on one port, routed by the gRPC path's service name.
+                let r = if req
+                    .uri()
+                    .path()
+                    .starts_with("/opentelemetry.proto.collector.metrics.")
+                {
+                    metrics.call(req).await
+                } else {
+                    traces.call(req).await
+                };
                 Ok::<_, Infallible>(match r {
                     Ok(r) => r,
                     Err(never) => match never {},
@@ -153,6 +209,24 @@ impl GrpcSink {
     /// Waits until at least `n` spans arrived (or `timeout` passes) and returns them.
     pub fn wait_spans(&self, n: usize, timeout: Duration) -> Vec<Span> {
         crate::sink::poll_spans(|| self.spans(), n, timeout)
+    }
+
+    /// Every metrics export request so far (`MetricsService/Export`), in arrival order.
+    pub fn metric_requests(&self) -> Vec<ReceivedMetrics> {
+        lock(&self.state).metrics.clone()
+    }
+
+    /// Every metric so far, in arrival order.
+    pub fn metrics(&self) -> Vec<Metric> {
+        self.metric_requests()
+            .iter()
+            .flat_map(|r| metrics_of(&r.request))
+            .collect()
+    }
+
+    /// Waits until at least `n` metrics export requests arrived (or `timeout` passes).
+    pub fn wait_metric_requests(&self, n: usize, timeout: Duration) -> Vec<ReceivedMetrics> {
+        crate::sink::poll_metric_requests(|| self.metric_requests(), n, timeout)
     }
 }
 

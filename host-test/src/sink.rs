@@ -1,5 +1,6 @@
-//! An in-process OTLP/HTTP receiver: decodes every `POST /v1/traces` body with
-//! `opentelemetry-proto` and keeps the requests for assertions, plus a recording upstream.
+//! An in-process OTLP/HTTP receiver: decodes every `POST /v1/traces` body (and every
+//! `POST /v1/metrics` body, as `ExportMetricsServiceRequest`) with `opentelemetry-proto` and
+//! keeps the requests for assertions, plus a recording upstream.
 //!
 //! Both servers run on their own Tokio runtime thread so synchronous tests can use them.
 
@@ -14,7 +15,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::metrics::v1::Metric;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
@@ -27,6 +30,43 @@ pub struct Received {
     pub headers: Vec<(String, String)>,
     /// The decoded request.
     pub request: ExportTraceServiceRequest,
+}
+
+/// One metrics export request the sink received (`POST /v1/metrics`, or the gRPC
+/// `MetricsService/Export`).
+#[derive(Clone, Debug)]
+pub struct ReceivedMetrics {
+    /// `:path`.
+    pub path: String,
+    /// Request headers, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// The decoded request.
+    pub request: ExportMetricsServiceRequest,
+}
+
+/// Every metric of one metrics export request, in order.
+pub fn metrics_of(req: &ExportMetricsServiceRequest) -> Vec<Metric> {
+    req.resource_metrics
+        .iter()
+        .flat_map(|rm| rm.scope_metrics.iter())
+        .flat_map(|sm| sm.metrics.iter().cloned())
+        .collect()
+}
+
+/// Polls `requests` until it holds at least `n` metrics export requests or `timeout` passes.
+pub fn poll_metric_requests(
+    requests: impl Fn() -> Vec<ReceivedMetrics>,
+    n: usize,
+    timeout: Duration,
+) -> Vec<ReceivedMetrics> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = requests();
+        if got.len() >= n || Instant::now() >= deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// How the sink answers (tests flip this to simulate collector trouble).
@@ -95,6 +135,7 @@ impl Tally {
 #[derive(Default)]
 struct SinkState {
     received: Vec<Received>,
+    metrics: Vec<ReceivedMetrics>,
     mode: Option<SinkMode>,
     tally: Tally,
 }
@@ -155,6 +196,25 @@ impl OtlpSink {
     pub fn wait_spans(&self, n: usize, timeout: Duration) -> Vec<Span> {
         poll_spans(|| self.spans(), n, timeout)
     }
+
+    /// Every metrics export request so far (`POST /v1/metrics`), in arrival order. Kept even
+    /// in count-only mode: a VM sends at most one per flush interval.
+    pub fn metric_requests(&self) -> Vec<ReceivedMetrics> {
+        lock(&self.state).metrics.clone()
+    }
+
+    /// Every metric so far, in arrival order (one entry per metric per export request).
+    pub fn metrics(&self) -> Vec<Metric> {
+        self.metric_requests()
+            .iter()
+            .flat_map(|r| metrics_of(&r.request))
+            .collect()
+    }
+
+    /// Waits until at least `n` metrics export requests arrived (or `timeout` passes).
+    pub fn wait_metric_requests(&self, n: usize, timeout: Duration) -> Vec<ReceivedMetrics> {
+        poll_metric_requests(|| self.metric_requests(), n, timeout)
+    }
 }
 
 /// Polls `spans` until it holds at least `n` spans or `timeout` passes; shared by the sinks.
@@ -210,7 +270,7 @@ async fn sink_handle(req: Request<Incoming>, st: Arc<Mutex<SinkState>>) -> Respo
         }
         SinkMode::Partial { .. } | SinkMode::Garbage => {}
     }
-    if path != "/v1/traces" {
+    if path != "/v1/traces" && path != "/v1/metrics" {
         return reply(404, Bytes::new());
     }
     let gzip = headers
@@ -224,6 +284,26 @@ async fn sink_handle(req: Request<Incoming>, st: Arc<Mutex<SinkState>>) -> Respo
     } else {
         body
     };
+    if path == "/v1/metrics" {
+        return match ExportMetricsServiceRequest::decode(body) {
+            Ok(request) => {
+                lock(&st).metrics.push(ReceivedMetrics {
+                    path,
+                    headers,
+                    request,
+                });
+                use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+                reply(
+                    200,
+                    Bytes::from(ExportMetricsServiceResponse::default().encode_to_vec()),
+                )
+            }
+            Err(e) => reply(
+                400,
+                rpc_status(3, format!("undecodable OTLP body: {e}").as_bytes()),
+            ),
+        };
+    }
     match ExportTraceServiceRequest::decode(body) {
         Ok(request) => {
             let mut st = lock(&st);
@@ -375,6 +455,42 @@ impl Upstream {
                     .and_then(|c| c.parse::<u16>().ok())
                     .unwrap_or(200);
                 Ok::<_, Infallible>(reply(status, Bytes::from_static(b"ok\n")))
+            }
+        })?;
+        Ok(Self {
+            addr: server.addr,
+            seen,
+            _server: server,
+        })
+    }
+
+    /// An upstream standing for one release of a service: every answer carries
+    /// `x-release: <release>`, and with `fail_every` = n every n-th request (the n-th, 2n-th,
+    /// ...) is answered 500, a faulty canary whose failures the load generator can count.
+    ///
+    /// # Errors
+    /// When no port can be bound.
+    pub fn start_release(release: &str, fail_every: Option<u64>) -> anyhow::Result<Self> {
+        let seen = Arc::new(Mutex::new(VecDeque::new()));
+        let s = seen.clone();
+        let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let release = hyper::header::HeaderValue::from_str(release)?;
+        let server = Server::start(0, move |req: Request<Incoming>| {
+            let (s, served, release) = (s.clone(), served.clone(), release.clone());
+            async move {
+                lock(&s).push_back(UpstreamRequest {
+                    method: req.method().to_string(),
+                    path: req.uri().path().to_string(),
+                    headers: header_list(req.headers()),
+                });
+                let n = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                let status = match fail_every {
+                    Some(every) if every > 0 && n % every == 0 => 500,
+                    _ => 200,
+                };
+                let mut r = reply(status, Bytes::from_static(b"ok\n"));
+                r.headers_mut().insert("x-release", release);
+                Ok::<_, Infallible>(r)
             }
         })?;
         Ok(Self {

@@ -696,3 +696,119 @@ fn always_keep_error_keeps_a_function_error_behind_a_200() {
     h.request(lambda_call(9, UNSAMPLED)).unwrap();
     assert_eq!(h.take_property_reads(), ["response.code"]);
 }
+
+// RED metrics (`metrics.enabled`): every request is counted, so an unsampled one must learn its
+// status and duration; what it reads is exactly what the always-keep rules read, so with
+// `always_keep: [error, slow]` the metrics add nothing, and a recorded request reads nothing
+// more than its span.
+
+const METRICS_ON: &str = r#", "metrics": {"enabled": true}"#;
+
+/// [`inbound`] with the `request.duration` Envoy has in `on_log`.
+fn timed(conn: u64, traceparent: &str) -> Req {
+    inbound(conn, 5001, traceparent).property("request.duration", 7_000_000i64)
+}
+
+#[test]
+fn metrics_on_an_unsampled_request_read_its_status_and_duration() {
+    // Inbound: the kind is known, no rule needs the cluster.
+    let mut h = host(&format!(r#", "direction": "inbound"{METRICS_ON}"#));
+    h.request(timed(7, UNSAMPLED)).unwrap();
+    assert_eq!(
+        h.take_property_reads(),
+        ["response.code", "request.duration"]
+    );
+    // `direction: auto` (the default): the cluster name gives the kind, as on a span.
+    let mut h = host(METRICS_ON);
+    h.request(timed(7, UNSAMPLED)).unwrap();
+    assert_eq!(
+        h.take_property_reads(),
+        ["response.code", "request.duration", "xds.cluster_name"]
+    );
+    // A request that got no response reads the flags too, to judge it as the span would.
+    let mut h = host(&format!(r#", "direction": "inbound"{METRICS_ON}"#));
+    h.request(timed(7, UNSAMPLED).property("response.code", 0i64))
+        .unwrap();
+    assert_eq!(
+        h.take_property_reads(),
+        ["response.code", "response.flags", "request.duration"]
+    );
+}
+
+#[test]
+fn metrics_reuse_the_always_keep_reads_and_add_none() {
+    let keep = r#", "sampling": {"always_keep": ["error", "slow"], "slow_ms": 500}"#;
+    for direction in ["inbound", "auto"] {
+        let base = format!(r#", "direction": "{direction}"{keep}"#);
+        let mut off = host(&base);
+        off.request(timed(7, UNSAMPLED)).unwrap();
+        let without = off.take_property_reads();
+        let mut on = host(&format!("{base}{METRICS_ON}"));
+        on.request(timed(7, UNSAMPLED)).unwrap();
+        let with = on.take_property_reads();
+        if direction == "inbound" {
+            assert_eq!(without, ["response.code", "request.duration"]);
+            assert_eq!(with, without, "inbound: no read added");
+        } else {
+            // `auto` needs the kind, which the always-keep rules do not: one cluster read.
+            assert_eq!(with[..2], without[..], "{with:?}");
+            assert_eq!(with[2..], ["xds.cluster_name"]);
+        }
+    }
+}
+
+#[test]
+fn metrics_on_a_recorded_request_read_nothing_more_than_its_span() {
+    let mut h = host(METRICS_ON);
+    h.request(timed(41, SAMPLED)).unwrap();
+    assert_eq!(h.take_property_reads(), NEW_CONNECTION);
+    h.request(timed(41, SAMPLED)).unwrap();
+    assert_eq!(h.take_property_reads(), REUSED_CONNECTION);
+}
+
+#[test]
+fn metrics_on_an_unsampled_grpc_call_read_its_status_once() {
+    let mut h = host(&format!(r#", "direction": "inbound"{METRICS_ON}"#));
+    let failed = grpc_reply()
+        .body(vec![0, 0, 0, 0, 0])
+        .trailer("grpc-status", "13");
+    h.request(grpc_call(UNSAMPLED, failed).property("request.duration", 1i64))
+        .unwrap();
+    assert_eq!(
+        h.take_property_reads(),
+        [
+            "response_trailers[grpc-status]",
+            "response.code",
+            "request.duration"
+        ]
+    );
+}
+
+#[test]
+fn metrics_subset_rules_read_the_cluster_of_unsampled_requests_only() {
+    let rules = r#", "direction": "outbound", "traffic": {"rules": [
+        {"match": "subset", "value": "v1", "release": "stable"},
+        {"match": "header", "name": "x-canary", "release": "canary"}]}"#;
+    let mut h = host(&format!("{rules}{METRICS_ON}"));
+    let out = |traceparent: &str| {
+        timed(3, traceparent).property(
+            "xds.cluster_name",
+            "outbound|80|v1|backend.default.svc.cluster.local",
+        )
+    };
+    h.request(out(UNSAMPLED)).unwrap();
+    assert_eq!(
+        h.take_property_reads(),
+        ["response.code", "request.duration", "xds.cluster_name"]
+    );
+    // Header rules are decided from the request headers: no read.
+    let mut h = host(&format!(
+        r#", "direction": "outbound", "traffic": {{"rules": [
+        {{"match": "header", "name": "x-canary", "release": "canary"}}]}}{METRICS_ON}"#
+    ));
+    h.request(out(UNSAMPLED).header("x-canary", "1")).unwrap();
+    assert_eq!(
+        h.take_property_reads(),
+        ["response.code", "request.duration"]
+    );
+}

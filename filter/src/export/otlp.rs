@@ -17,7 +17,7 @@ const FLAGS_HAS_IS_REMOTE: u32 = 0x100;
 /// Protobuf wire types.
 #[derive(Clone, Copy)]
 #[repr(u8)]
-enum WireType {
+pub(crate) enum WireType {
     Varint = 0,
     SixtyFourBit = 1,
     LengthDelimited = 2,
@@ -26,7 +26,7 @@ enum WireType {
 
 /// Bytes a varint of `v` takes.
 #[inline]
-fn encoded_len_varint(v: u64) -> usize {
+pub(crate) fn encoded_len_varint(v: u64) -> usize {
     // One byte per started group of 7 significant bits (at least one).
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
@@ -60,29 +60,29 @@ const fn key_byte(tag: u32, wire: WireType) -> u8 {
 }
 
 #[inline(always)]
-fn encode_key(tag: u32, wire: WireType, buf: &mut Vec<u8>) {
+pub(crate) fn encode_key(tag: u32, wire: WireType, buf: &mut Vec<u8>) {
     encode_varint(u64::from(tag) << 3 | wire as u64, buf);
 }
 
 #[inline]
-fn len_field(tag: u32, len: usize) -> usize {
+pub(crate) fn len_field(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
 #[inline]
-fn put_len(tag: u32, len: usize, buf: &mut Vec<u8>) {
+pub(crate) fn put_len(tag: u32, len: usize, buf: &mut Vec<u8>) {
     encode_key(tag, WireType::LengthDelimited, buf);
     encode_varint(len as u64, buf);
 }
 
 #[inline]
-fn put_bytes(tag: u32, bytes: &[u8], buf: &mut Vec<u8>) {
+pub(crate) fn put_bytes(tag: u32, bytes: &[u8], buf: &mut Vec<u8>) {
     put_len(tag, bytes.len(), buf);
     crate::copy::append(bytes, buf);
 }
 
 #[inline]
-fn put_fixed64(tag: u32, v: u64, buf: &mut Vec<u8>) {
+pub(crate) fn put_fixed64(tag: u32, v: u64, buf: &mut Vec<u8>) {
     encode_key(tag, WireType::SixtyFourBit, buf);
     buf.extend_from_slice(&v.to_le_bytes());
 }
@@ -94,7 +94,7 @@ fn put_fixed32(tag: u32, v: u32, buf: &mut Vec<u8>) {
 }
 
 #[inline]
-fn put_varint(tag: u32, v: u64, buf: &mut Vec<u8>) {
+pub(crate) fn put_varint(tag: u32, v: u64, buf: &mut Vec<u8>) {
     encode_key(tag, WireType::Varint, buf);
     encode_varint(v, buf);
 }
@@ -404,7 +404,10 @@ impl BatchHeader {
     }
 
     /// Writes an `ExportTraceServiceRequest` holding `spans` (concatenated [`encode_span`]
-    /// output) into `out`, replacing its contents.
+    /// output) into `out`, replacing its contents. `ExportMetricsServiceRequest` has the same
+    /// shape (`resource_metrics` 1 → `resource` 1, `scope_metrics` 2 → `scope` 1), so given
+    /// concatenated `ScopeMetrics.metrics` fields this writes a metrics request with the same
+    /// resource and scope as the spans.
     pub fn encode_request(&self, spans: &[u8], out: &mut Vec<u8>) {
         out.clear();
         let scope_spans = self.scope_field.len() + spans.len();

@@ -42,6 +42,15 @@ impl Calls {
 /// logged).
 pub fn request_headers(w: &Worker) -> Vec<(String, String)> {
     let c = &w.tracer.config.collector;
+    request_headers_for(c, &c.path, GRPC_PATH)
+}
+
+/// [`request_headers`] for a signal's OTLP/HTTP path and gRPC method.
+fn request_headers_for(
+    c: &crate::export::config::Collector,
+    http_path: &str,
+    grpc_path: &str,
+) -> Vec<(String, String)> {
     let mut h = vec![
         (":method".to_string(), "POST".to_string()),
         (":authority".to_string(), c.authority().to_string()),
@@ -53,14 +62,14 @@ pub fn request_headers(w: &Worker) -> Vec<(String, String)> {
     let gzip = c.compression == Compression::Gzip;
     match c.protocol {
         Protocol::Http => {
-            h.push((":path".into(), c.path.clone()));
+            h.push((":path".into(), http_path.into()));
             h.push(("content-type".into(), "application/x-protobuf".into()));
             if gzip {
                 h.push(("content-encoding".into(), "gzip".into()));
             }
         }
         Protocol::Grpc => {
-            h.push((":path".into(), GRPC_PATH.into()));
+            h.push((":path".into(), grpc_path.into()));
             h.push(("content-type".into(), "application/grpc".into()));
             h.push(("te".into(), "trailers".into()));
             h.push(("grpc-timeout".into(), format!("{}m", c.timeout_ms)));
@@ -216,4 +225,127 @@ pub fn drain(ctx: &dyn Context, w: &mut Worker, queue_id: u32) {
         }
     }
     flush(ctx, w, now_ms());
+}
+
+/// The RED metrics' export state: one request per flush interval, not retried (the next
+/// interval carries its own delta).
+#[derive(Default)]
+pub struct MetricsExport {
+    /// The request headers, built once: the span exports' with the metrics path.
+    headers: Vec<(String, String)>,
+    /// The encoded request, reused.
+    body: Vec<u8>,
+    raw: Vec<u8>,
+    /// Calls in flight.
+    calls: Vec<u32>,
+    /// When the interval ends, ms.
+    next_ms: u64,
+    /// Export requests the collector accepted, and those that failed (refused, unanswered,
+    /// or not dispatched).
+    pub ok: u64,
+    pub failed: u64,
+}
+
+/// Calls in flight kept track of; older ones are written off as failed.
+const MAX_METRICS_CALLS: usize = 8;
+
+impl MetricsExport {
+    /// The export state for `config`, its first interval ending a flush interval from `now`.
+    pub fn new(config: &crate::config::Config, now: u64) -> Self {
+        let c = &config.collector;
+        let mut headers = request_headers_for(c, &config.metrics.path, metrics::GRPC_PATH);
+        headers.shrink_to_fit();
+        Self {
+            headers,
+            next_ms: now + config.batch.flush_interval_ms,
+            ..Self::default()
+        }
+    }
+}
+
+use crate::metrics;
+
+/// Ends the metrics interval when it is due and sends it (at most one request per interval,
+/// none for an interval without requests). `ctx` must be the root context.
+pub fn flush_metrics(ctx: &dyn Context, w: &mut Worker, now: u64) {
+    let Worker {
+        tracer, metrics: m, ..
+    } = w;
+    let Some(red) = &mut tracer.metrics else {
+        return;
+    };
+    if now < m.next_ms {
+        return;
+    }
+    m.next_ms = now + tracer.config.batch.flush_interval_ms;
+    if !red.collect(&tracer.batch_header, host::now_ns(), &mut m.raw) {
+        return;
+    }
+    let c = &tracer.config.collector;
+    let gzip = c.compression == Compression::Gzip;
+    m.body.clear();
+    if c.protocol == Protocol::Grpc {
+        // Length-prefixed message: compressed flag, then the length patched in below.
+        m.body.extend_from_slice(&[gzip as u8, 0, 0, 0, 0]);
+    }
+    if gzip {
+        crate::export::gzip::compress(&m.raw, &mut m.body);
+    } else {
+        m.body.extend_from_slice(&m.raw);
+    }
+    if c.protocol == Protocol::Grpc {
+        let len = (m.body.len() - 5) as u32;
+        m.body[1..5].copy_from_slice(&len.to_be_bytes());
+    }
+    let headers: Vec<(&str, &str)> = m
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    match ctx.dispatch_http_call(
+        &c.cluster,
+        headers,
+        Some(&m.body),
+        vec![],
+        Duration::from_millis(c.timeout_ms),
+    ) {
+        Ok(token) => {
+            if m.calls.len() >= MAX_METRICS_CALLS {
+                m.calls.remove(0);
+                m.failed += 1;
+            }
+            m.calls.push(token);
+        }
+        Err(_) => m.failed += 1,
+    }
+}
+
+/// Counts the collector's answer to a metrics export; `false` when `token` is not one.
+pub fn on_metrics_response(w: &mut Worker, token: u32, num_headers: usize) -> bool {
+    let Some(i) = w.metrics.calls.iter().position(|t| *t == token) else {
+        return false;
+    };
+    w.metrics.calls.swap_remove(i);
+    let headers = if num_headers == 0 {
+        Vec::new()
+    } else {
+        host::header_map(CALL_RESPONSE_HEADERS).unwrap_or_default()
+    };
+    let status = header(&headers, b":status");
+    let ok = match w.tracer.config.collector.protocol {
+        Protocol::Http => status.is_some_and(|s| s.starts_with(b"2")),
+        Protocol::Grpc => {
+            // A trailers-only reply carries its status in the headers.
+            let trailers = host::header_map(CALL_RESPONSE_TRAILERS).unwrap_or_default();
+            status == Some(b"200")
+                && header(&trailers, b"grpc-status").or_else(|| header(&headers, b"grpc-status"))
+                    == Some(b"0")
+        }
+    };
+    if ok {
+        w.metrics.ok += 1;
+    } else {
+        w.metrics.failed += 1;
+    }
+    true
 }

@@ -105,6 +105,22 @@ pub fn metric_values(v: &Values<'_>) -> [u64; METRICS.len()] {
     ]
 }
 
+/// The RED metrics' stats, defined only when `metrics.enabled`.
+pub const RED_STATS: [&str; 4] = [
+    "meshtrace.metrics.requests",
+    "meshtrace.metrics.series_overflow",
+    "meshtrace.metrics.export_requests.ok",
+    "meshtrace.metrics.export_requests.failed",
+];
+
+/// This VM's values of [`RED_STATS`].
+pub fn red_values(
+    m: &crate::metrics::Metrics,
+    e: &super::export::MetricsExport,
+) -> [u64; RED_STATS.len()] {
+    [m.recorded, m.red.overflowed, e.ok, e.failed]
+}
+
 /// A set of Envoy stats defined once per root context and pushed as deltas, so a failed or
 /// late push loses nothing. Gauges are pushed as (possibly negative) deltas too: each VM adds
 /// its own share, so the stat is the process total rather than whichever VM wrote last.

@@ -86,12 +86,15 @@ use crate::correlation::{self, FilterState, Moment, ServerTimingEntry};
 use crate::export::config::ExportMode;
 use crate::export::span_processor::BatchSpanProcessor;
 use crate::headers::{pairs, RequestHeaders};
+use crate::metrics::red::NameKey;
+use crate::metrics::Ended;
 use crate::propagation::context::SpanIds;
 use crate::propagation::counters;
 use crate::propagation::inject::Injection;
 use crate::resource::NodeInfo;
 use crate::span::grpc::{self, GrpcEnd};
 use crate::span::mesh::identity::{IdentityMode, TlsFacts};
+use crate::span::mesh::traffic::RuleHits;
 use crate::span::mesh::{self, EndFacts, RequestFacts};
 use crate::span::{faas, Finish};
 use crate::span::{SpanKind, SpanRecord};
@@ -128,6 +131,8 @@ struct Worker {
     connections: ConnectionCache<Connection>,
     /// A function's claim on the process's cold start (`faas.coldstart`).
     coldstart: coldstart::ColdStart,
+    /// RED metrics export (`metrics`), when enabled.
+    metrics: export::MetricsExport,
 }
 
 #[derive(Default)]
@@ -136,6 +141,8 @@ struct Root {
     metrics: CounterSet,
     /// The counters of [`counters::NAMES`].
     propagation_metrics: CounterSet,
+    /// The RED metrics' own stats ([`metrics::RED_STATS`]), defined only when they are on.
+    red_stats: CounterSet,
 }
 
 fn log(level: LogLevel, msg: &str) {
@@ -192,9 +199,15 @@ impl Root {
             propagation: counters::Counters::default(),
             connections: ConnectionCache::default(),
             coldstart: coldstart::ColdStart::Spent,
+            metrics: export::MetricsExport::default(),
         };
         worker.coldstart = coldstart::ColdStart::prepare(worker.tracer.span.faas.is_function());
         worker.export_headers = export::request_headers(&worker);
+        if let Some(m) = &mut worker.tracer.metrics {
+            m.red.start_ns = host::now_ns();
+            worker.metrics = export::MetricsExport::new(&worker.tracer.config, now_ms());
+            self.red_stats.define(&metrics::RED_STATS);
+        }
         if mode == ExportMode::Singleton {
             worker.queue = export::register_queue();
         }
@@ -248,6 +261,9 @@ impl Root {
         }));
         self.propagation_metrics
             .push(w.propagation.values().map(|(_, v)| v));
+        if let Some(m) = &w.tracer.metrics {
+            self.red_stats.push(metrics::red_values(m, &w.metrics));
+        }
         for line in w.exporter.take_log(now) {
             log(LogLevel::Warn, &line);
         }
@@ -264,6 +280,9 @@ impl Context for Root {
     ) {
         if let Some(w) = &self.worker {
             let mut w = w.borrow_mut();
+            if export::on_metrics_response(&mut w, token, num_headers) {
+                return;
+            }
             export::on_response(&mut w, token, num_headers, body_size);
             // A freed slot or a retry may let the next batch go now rather than next tick.
             let now = now_ms();
@@ -291,7 +310,9 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         let now = now_ms();
         if let Some(w) = &self.worker {
-            self.export(&mut w.borrow_mut(), now);
+            let mut w = w.borrow_mut();
+            self.export(&mut w, now);
+            export::flush_metrics(self, &mut w, now);
         }
         self.report(now);
         if let Some(w) = &self.worker {
@@ -322,6 +343,7 @@ impl RootContext for Root {
             written: false,
             grpc: None,
             grpc_status: None,
+            metric: None,
         }))
     }
 
@@ -350,6 +372,38 @@ struct Http {
     /// The `grpc-status` of the response trailers, read as they pass (see
     /// `on_http_response_trailers`), or of a gRPC-Web body's trailer frame.
     grpc_status: Option<Sent>,
+    /// The RED metrics' name and the header/cookie rules the request matched, decided from
+    /// its headers (`None` when metrics are off).
+    metric: Option<Metric>,
+}
+
+/// What the request headers told the RED metrics, kept until `on_log`.
+#[derive(Clone, Copy)]
+struct Metric {
+    name: NameKey,
+    hits: RuleHits,
+}
+
+impl Metric {
+    /// The request's metric facts, when metrics are on: no host call. `hits` are the
+    /// recorded span's (`None` to evaluate the rules here, for an unsampled request).
+    fn of(
+        w: &Worker,
+        headers: &RequestHeaders<'_>,
+        buf: &[u8],
+        hits: Option<RuleHits>,
+    ) -> Option<Self> {
+        let name = w.tracer.metric_name(headers)?;
+        let traffic = &w.tracer.span.traffic;
+        let hits = hits.unwrap_or_else(|| {
+            if traffic.has_request_rules() {
+                traffic.request_hits(pairs(buf), headers.cookie)
+            } else {
+                RuleHits::default()
+            }
+        });
+        Some(Self { name, hits })
+    }
 }
 
 /// The host clock, read at most once per callback.
@@ -369,6 +423,8 @@ struct Known {
     flags: Option<u64>,
     /// The `grpc-status` the response carried, once looked for.
     grpc_status: Option<Option<Sent>>,
+    /// `request.duration`, ns, when read.
+    duration: Option<u64>,
 }
 
 impl Known {
@@ -420,6 +476,7 @@ impl Http {
     /// with `always_keep: error` on.
     fn wants_grpc_status(&self) -> bool {
         self.span.is_some()
+            || self.metric.is_some()
             || (self.candidate.is_some() && self.worker.borrow().tracer.sampler.keep.errors)
     }
 }
@@ -477,6 +534,7 @@ impl HttpContext for Http {
                     host::replace_header(host::REQUEST_HEADERS, name, value);
                 }
             }
+            self.metric = Metric::of(w, &headers, &buf, Some(self.facts.hits));
             self.span = Some((rec, stream));
         } else {
             // An unsampled first request spends the cold start (see `coldstart`).
@@ -484,6 +542,7 @@ impl HttpContext for Http {
             if w.tracer.may_keep() {
                 self.candidate = Some(decision.ids());
             }
+            self.metric = Metric::of(w, &headers, &buf, None);
         }
         Action::Continue
     }
@@ -561,12 +620,18 @@ impl HttpContext for Http {
         let mut clock = Clock::default();
         let known = Known::trailers(self.grpc_status);
         let written = self.written;
+        let metric = self.metric.take();
         if let Some((rec, stream)) = self.span.take() {
-            let end = End { known, written };
+            let end = End {
+                known,
+                written,
+                metric: metric.map(|m| m.name),
+            };
             finish(w, rec, &self.facts, &stream, end, &mut clock);
-        } else if let Some(ids) = self.candidate.take() {
+        } else if self.candidate.is_some() || metric.is_some() {
             let call = self.grpc.map(|p| (p, self.grpc_status));
-            keep_unsampled(w, &ids, None, call, written, &mut clock);
+            let ids = self.candidate.take();
+            keep_unsampled(w, ids.as_ref(), None, call, written, metric, &mut clock);
         } else if !self.seen_request {
             answered_early(w, &mut clock);
         }
@@ -604,16 +669,20 @@ fn answered_early(w: &mut Worker, clock: &mut Clock) {
             let end = End {
                 known: Known::default(),
                 written: false,
+                metric: w.tracer.metric_name(&headers),
             };
             finish(w, rec, &facts, &stream, end, clock);
             None
         } else {
-            w.tracer.may_keep().then(|| (decision.ids(), call))
+            let metric = Metric::of(w, &headers, &buf, None);
+            let ids = w.tracer.may_keep().then(|| decision.ids());
+            (ids.is_some() || metric.is_some()).then_some((ids, call, metric))
         }
     };
-    if let Some((ids, call)) = candidate {
+    if let Some((ids, call, metric)) = candidate {
         // The reply came from an earlier filter: any gRPC status is in its headers.
-        keep_unsampled(w, &ids, Some(buf), call.map(|p| (p, None)), false, clock);
+        let call = call.map(|p| (p, None));
+        keep_unsampled(w, ids.as_ref(), Some(buf), call, false, metric, clock);
     }
 }
 
@@ -632,58 +701,76 @@ fn request_start(clock: &mut Clock, duration_ns: Option<u64>) -> u64 {
 /// `written`: whether the request already wrote its ids to filter state.
 fn keep_unsampled(
     w: &mut Worker,
-    ids: &SpanIds,
+    ids: Option<&SpanIds>,
     logged: Option<Vec<u8>>,
     call: Option<(grpc::Protocol, Option<Sent>)>,
     written: bool,
+    metric: Option<Metric>,
     clock: &mut Clock,
 ) {
     let rules = w.tracer.sampler.keep;
-    let call = call.filter(|_| rules.errors);
+    // The RED metrics need the status and duration of every request; they reuse these reads.
+    let counting = metric.is_some();
+    let call = call.filter(|_| rules.errors || counting);
     let grpc_status = call.map(|(_, sent)| sent.or_else(grpc_status_in_headers));
-    // Without a sent status, the flags tell a cancelled call from a failed one.
-    let need_flags = rules.faults || grpc_status.is_some_and(|s| s.is_none());
+    let status = (rules.errors || counting).then(|| host::property_i64(b"response\0code"));
+    // Without a sent status, the flags tell a cancelled call from a failed one; without a
+    // response, they tell the metrics' error rule (the span's) a failure from a cancellation.
+    let need_flags = rules.faults
+        || grpc_status.is_some_and(|s| s.is_none())
+        || (counting && status.flatten().is_none_or(|c| c <= 0));
     let known = Known {
-        status: rules.errors.then(|| host::property_i64(b"response\0code")),
+        status,
         flags: need_flags.then(|| host::property_i64(b"response\0flags").map_or(0, |f| f as u64)),
         grpc_status,
+        duration: (rules.slow_ns > 0 || counting)
+            .then(|| host::property_i64(b"request\0duration"))
+            .flatten()
+            .map(|d| d.max(0) as u64),
     };
-    let duration = (rules.slow_ns > 0)
-        .then(|| host::property_i64(b"request\0duration"))
-        .flatten()
-        .map(|d| d.max(0) as u64);
+    let duration = known.duration.filter(|_| rules.slow_ns > 0);
     let status = known.status.flatten();
     let response_flags = known.flags.unwrap_or(0);
-    let end = call.map(|(protocol, _)| {
-        let sent = grpc_status.flatten().map(|s| s.code);
-        let code = grpc::call_status(protocol, sent, status, response_flags);
-        GrpcEnd {
-            protocol,
-            sent,
-            kind: keep_kind(w, code),
+    // Read at most once, by whichever of the kind, the Lambda check and the metrics needs it.
+    let cluster = OnceCell::new();
+    let verdict = match ids {
+        Some(_) => {
+            let call = call.filter(|_| rules.errors);
+            let end = call.map(|(protocol, _)| {
+                let sent = grpc_status.flatten().map(|s| s.code);
+                let code = grpc::call_status(protocol, sent, status, response_flags);
+                GrpcEnd {
+                    protocol,
+                    sent,
+                    kind: keep_kind(w, code, &cluster),
+                }
+            });
+            // Only a fault rule needs the flags themselves; a gRPC read must not make it fire.
+            let fault_flags = if rules.faults { response_flags } else { 0 };
+            // A Lambda invocation that failed behind a 200: one cluster read (only with Lambda
+            // upstreams configured and a status that is not an error already), then one header
+            // read for a Lambda cluster.
+            let function_error = call.is_none()
+                && rules.errors
+                && w.tracer.span.lambda.any()
+                && !crate::sampling::is_keep_error(status)
+                && cluster_name(&cluster).is_some_and(|c| w.tracer.span.lambda.lookup(c).is_some())
+                && host::header_value(host::RESPONSE_HEADERS, faas::lambda::FUNCTION_ERROR)
+                    .is_some_and(|v| !v.is_empty());
+            if function_error {
+                w.tracer
+                    .keep_invocation(status, true, fault_flags, duration, || clock.now())
+            } else {
+                w.tracer
+                    .keep_call(status, fault_flags, duration, end, || clock.now())
+            }
         }
-    });
-    // Only a fault rule needs the flags themselves; a gRPC read must not make it fire.
-    let fault_flags = if rules.faults { response_flags } else { 0 };
-    // A Lambda invocation that failed behind a 200: one cluster read (only with Lambda
-    // upstreams configured and a status that is not an error already), then one header read
-    // for a Lambda cluster.
-    let function_error = call.is_none()
-        && rules.errors
-        && w.tracer.span.lambda.any()
-        && !crate::sampling::is_keep_error(status)
-        && host::property(b"xds\0cluster_name")
-            .is_some_and(|c| w.tracer.span.lambda.lookup(&c).is_some())
-        && host::header_value(host::RESPONSE_HEADERS, faas::lambda::FUNCTION_ERROR)
-            .is_some_and(|v| !v.is_empty());
-    let verdict = if function_error {
-        w.tracer
-            .keep_invocation(status, true, fault_flags, duration, || clock.now())
-    } else {
-        w.tracer
-            .keep_call(status, fault_flags, duration, end, || clock.now())
+        None => None,
     };
-    let Some(reason) = verdict else {
+    let (Some(reason), Some(ids)) = (verdict, ids) else {
+        if let Some(m) = metric {
+            count_unsampled(w, m, call, &known, &cluster);
+        }
         return;
     };
     w.stats.kept += 1;
@@ -696,21 +783,80 @@ fn keep_unsampled(
         .begin_kept_span(ids, &headers, start, reason, &mut rec);
     let facts = w.tracer.record_request(&headers, pairs(&buf), &mut rec);
     let stream = Stream::read(w);
-    finish(w, rec, &facts, &stream, End { known, written }, clock);
+    let end = End {
+        known,
+        written,
+        metric: metric.map(|m| m.name),
+    };
+    finish(w, rec, &facts, &stream, end, clock);
+}
+
+/// `xds.cluster_name`, read on first use.
+fn cluster_name(cell: &OnceCell<Option<Vec<u8>>>) -> Option<&[u8]> {
+    cell.get_or_init(|| host::property(b"xds\0cluster_name"))
+        .as_deref()
+}
+
+/// Counts an unsampled request in the RED metrics from what was read for it (`known`), plus
+/// the routing facts only its series needs: `xds.cluster_name` with subset rules or, for the
+/// span kind, `direction: auto` off a waypoint (and `xds.listener_direction` when that cluster
+/// is not Istio's); `xds.route_name` with route rules.
+fn count_unsampled(
+    w: &mut Worker,
+    m: Metric,
+    call: Option<(grpc::Protocol, Option<Sent>)>,
+    known: &Known,
+    cluster: &OnceCell<Option<Vec<u8>>>,
+) {
+    let traffic = &w.tracer.span.traffic;
+    let auto = w.tracer.config.direction == Direction::Auto && !w.tracer.waypoint;
+    let cluster = (traffic.has_subset_rules() || auto)
+        .then(|| cluster_name(cluster))
+        .flatten();
+    let kind = match w.tracer.config.direction {
+        Direction::Inbound => SpanKind::Server,
+        Direction::Outbound => SpanKind::Client,
+        Direction::Auto if w.tracer.waypoint => SpanKind::Server,
+        Direction::Auto => cluster
+            .and_then(mesh::kind_from_cluster)
+            .unwrap_or_else(|| match host::property_i64(b"xds\0listener_direction") {
+                Some(2) => SpanKind::Client,
+                _ => SpanKind::Server,
+            }),
+    };
+    let route = traffic
+        .has_route_rules()
+        .then(|| host::property(b"xds\0route_name"))
+        .flatten();
+    let grpc = call.map(|(p, _)| (p, known.grpc_status.flatten().map(|s| s.code)));
+    w.tracer.record_metrics(&Ended {
+        name: m.name,
+        kind,
+        hits: m.hits,
+        cluster_name: cluster,
+        route_name: route.as_deref(),
+        status: known.status.flatten(),
+        response_flags: known.flags.unwrap_or(0),
+        grpc,
+        duration_ns: known.duration.unwrap_or(0),
+    });
 }
 
 /// The span kind an unsampled gRPC call would get, for judging its status: from the configured
 /// direction, and with `direction: auto` read (as `Stream::read` would) only when the kind
 /// changes the verdict, i.e. for a code that is an error on CLIENT spans only.
-fn keep_kind(w: &Worker, code: Option<grpc::Code>) -> SpanKind {
+fn keep_kind(
+    w: &Worker,
+    code: Option<grpc::Code>,
+    cluster: &OnceCell<Option<Vec<u8>>>,
+) -> SpanKind {
     let matters =
         code.is_some_and(|c| c.is_error(SpanKind::Client) && !c.is_error(SpanKind::Server));
     match w.tracer.config.direction {
         Direction::Inbound => SpanKind::Server,
         Direction::Outbound => SpanKind::Client,
         Direction::Auto if !matters => SpanKind::Server,
-        Direction::Auto => host::property(b"xds\0cluster_name")
-            .as_deref()
+        Direction::Auto => cluster_name(cluster)
             .and_then(mesh::kind_from_cluster)
             .unwrap_or_else(|| match host::property_i64(b"xds\0listener_direction") {
                 Some(2) => SpanKind::Client,
@@ -885,6 +1031,8 @@ struct End {
     known: Known,
     /// Whether the ids were written to filter state at request time.
     written: bool,
+    /// The request's RED metrics name, when metrics are on.
+    metric: Option<NameKey>,
 }
 
 /// Writes the ids for the access log (`access_log.filter_state`): three host calls. A refusal
@@ -907,7 +1055,11 @@ fn finish(
     end: End,
     clock: &mut Clock,
 ) {
-    let End { known, written } = end;
+    let End {
+        known,
+        written,
+        metric,
+    } = end;
     if w.tracer
         .correlation
         .writes_filter_state(Moment::Log { written })
@@ -1012,6 +1164,21 @@ fn finish(
         lambda,
     };
     w.tracer.finish_span(&mut rec, &finish);
+    if let Some(name) = metric {
+        w.tracer.record_metrics(&Ended {
+            name,
+            kind,
+            hits: facts.hits,
+            cluster_name: stream.cluster.as_deref(),
+            route_name: stream.route.as_deref(),
+            status,
+            response_flags: flags,
+            grpc: facts.grpc.map(|p| (p, grpc_status)),
+            duration_ns: known
+                .duration
+                .unwrap_or_else(|| end_ns.saturating_sub(rec.start_ns)),
+        });
+    }
     let _ = w.exporter.push(&rec);
     w.pool.push(rec);
     if w.exporter.due(end_ns / 1_000_000) && !w.fast_tick {

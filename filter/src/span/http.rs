@@ -279,6 +279,18 @@ fn target_exists(f: &Finish<'_>) -> bool {
     }
 }
 
+/// Whether an HTTP request's span status is ERROR: 5xx on every span, 4xx too on CLIENT
+/// spans; with no response (`code` `None`), a failure Envoy's flags name, unless only the
+/// caller went away. The RED metrics' `status.code` uses the same rule.
+pub fn is_error(kind: SpanKind, code: Option<i64>, response_flags: u64) -> bool {
+    match code.filter(|c| *c > 0) {
+        Some(code) => code >= 500 || (code >= 400 && kind == SpanKind::Client),
+        None => {
+            flags::error_type(response_flags).is_some() && !flags::downstream_only(response_flags)
+        }
+    }
+}
+
 /// Status code, span status and `error.type`: a response flag names the failure better
 /// than the number, and a request that ended without a response failed unless only the
 /// caller went away (cancellation is not the server's error).
@@ -303,10 +315,7 @@ fn status(rec: &mut SpanRecord, f: &Finish<'_>) {
         record_flags(rec, f);
         return;
     }
-    let error = match code {
-        Some(code) => code >= 500 || (code >= 400 && f.kind == SpanKind::Client),
-        None => flag_error.is_some() && !flags::downstream_only(bits),
-    };
+    let error = is_error(f.kind, code, bits);
     if error {
         rec.status = StatusCode::Error;
     }

@@ -92,18 +92,25 @@ impl Routes {
 
     /// The first configured template matching `path` (without its query).
     pub fn matching(&self, path: &[u8]) -> Option<&[u8]> {
+        self.matching_index(path).map(|i| &*self.templates[i].text)
+    }
+
+    /// The configured templates, in order.
+    pub fn templates(&self) -> impl Iterator<Item = &[u8]> {
+        self.templates.iter().map(|t| &*t.text)
+    }
+
+    /// The index of the first configured template matching `path` (without its query).
+    pub fn matching_index(&self, path: &[u8]) -> Option<usize> {
         let rest = path.strip_prefix(b"/")?;
-        self.templates
-            .iter()
-            .find(|t| {
-                let mut segs = rest.split(|&b| b == b'/');
-                t.segments.iter().all(|s| match (s, segs.next()) {
-                    (Segment::Literal(l), Some(p)) => **l == *p,
-                    (Segment::Param, Some(p)) => !p.is_empty(),
-                    (_, None) => false,
-                }) && segs.next().is_none()
-            })
-            .map(|t| &*t.text)
+        self.templates.iter().position(|t| {
+            let mut segs = rest.split(|&b| b == b'/');
+            t.segments.iter().all(|s| match (s, segs.next()) {
+                (Segment::Literal(l), Some(p)) => **l == *p,
+                (Segment::Param, Some(p)) => !p.is_empty(),
+                (_, None) => false,
+            }) && segs.next().is_none()
+        })
     }
 
     /// `http.route` for `path` into `out`: a configured template (the result is `true`), else

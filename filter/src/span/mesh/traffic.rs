@@ -66,6 +66,23 @@ struct Rule {
     ab_group: Option<Box<[u8]>>,
 }
 
+impl Rule {
+    /// Whether rule `i` matches: by the request-time `hits`, or by subset or route name.
+    fn hit(
+        &self,
+        i: usize,
+        hits: RuleHits,
+        subset: Option<&[u8]>,
+        route_name: Option<&[u8]>,
+    ) -> bool {
+        match &self.matcher {
+            Matcher::Subset(s) => subset.is_some_and(|x| x == &**s),
+            Matcher::Route(n) => route_name.is_some_and(|x| x == &**n),
+            Matcher::Header(..) | Matcher::Cookie(..) => hits.0 & (1 << i) != 0,
+        }
+    }
+}
+
 /// Rules fit one bitmask of per-request hits.
 pub const MAX_RULES: usize = 64;
 
@@ -231,12 +248,7 @@ impl Traffic {
         let mut canary: Option<bool> = None;
         let mut ab_group: Option<&[u8]> = None;
         for (i, r) in self.rules.iter().enumerate() {
-            let hit = match &r.matcher {
-                Matcher::Subset(s) => subset.is_some_and(|x| x == &**s),
-                Matcher::Route(n) => route_name.is_some_and(|x| x == &**n),
-                Matcher::Header(..) | Matcher::Cookie(..) => hits.0 & (1 << i) != 0,
-            };
-            if !hit {
+            if !r.hit(i, hits, subset, route_name) {
                 continue;
             }
             release = release.or(r.release.as_deref());
@@ -255,6 +267,44 @@ impl Traffic {
         if let Some(w) = subset.and_then(|s| self.weight(s)) {
             rec.int("mesh.traffic.weight", i64::from(w));
         }
+    }
+
+    /// The index of the first rule that matches and sets a release: the `mesh.release` that
+    /// [`Traffic::record`] writes is [`Traffic::rule_release`] of it.
+    pub fn release_rule(
+        &self,
+        hits: RuleHits,
+        subset: Option<&[u8]>,
+        route_name: Option<&[u8]>,
+    ) -> Option<usize> {
+        self.rules
+            .iter()
+            .enumerate()
+            .position(|(i, r)| r.release.is_some() && r.hit(i, hits, subset, route_name))
+    }
+
+    /// The release rule `i` sets, if any.
+    pub fn rule_release(&self, i: usize) -> Option<&[u8]> {
+        self.rules.get(i)?.release.as_deref()
+    }
+
+    /// How many rules there are.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether a rule needs the subset (the cluster name) at the end of the request.
+    pub fn has_subset_rules(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(r.matcher, Matcher::Subset(..)))
+    }
+
+    /// Whether a rule needs the route name at the end of the request.
+    pub fn has_route_rules(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(r.matcher, Matcher::Route(..)))
     }
 
     /// The configured weight of `subset`.

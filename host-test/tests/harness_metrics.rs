@@ -1,0 +1,250 @@
+//! RED metrics from the compiled filter in the wasmtime host: every request counted, sampled or
+//! not, exported on the flush interval as an OTLP `ExportMetricsServiceRequest` (decoded here
+//! by `opentelemetry-proto`'s prost types), with delta intervals that follow each other and one
+//! writer per series across worker VMs.
+
+use meshtrace_host_test::host::{load_filter, Host, HttpCall, Req};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as N;
+use prost::Message;
+
+const SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+const UNSAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+
+fn host(workers: usize, extra: &str) -> Host {
+    load_filter()
+        .workers(workers)
+        .configure(&format!(
+            r#"{{"collector": {{"cluster": "otel_collector"}}, "direction": "outbound",
+                "traffic": {{"rules": [
+                    {{"match": "subset", "value": "v1", "release": "stable"}},
+                    {{"match": "subset", "value": "v2", "release": "canary"}}]}},
+                "routes": ["/items/{{id}}"],
+                "metrics": {{"enabled": true{extra}}}}}"#
+        ))
+        .unwrap()
+}
+
+fn call(subset: &str, status: i64, ms: i64, traceparent: &str) -> Req {
+    Req::get("/items/42?x=1")
+        .header("traceparent", traceparent)
+        .property(
+            "xds.cluster_name",
+            format!("outbound|80|{subset}|backend.default.svc.cluster.local"),
+        )
+        .property("response.code", status)
+        .property("response.flags", 0i64)
+        .property("request.duration", ms * 1_000_000)
+}
+
+/// A flat view of one point: its attributes and its calls count or histogram.
+#[derive(Debug, Clone, PartialEq)]
+struct Point {
+    attrs: Vec<(String, String)>,
+    start: u64,
+    end: u64,
+    calls: i64,
+}
+
+fn attrs(kv: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> Vec<(String, String)> {
+    kv.iter()
+        .map(|kv| {
+            let v = match kv.value.as_ref().and_then(|v| v.value.clone()) {
+                Some(V::StringValue(s)) => s,
+                Some(V::BoolValue(b)) => b.to_string(),
+                other => format!("{other:?}"),
+            };
+            (kv.key.clone(), v)
+        })
+        .collect()
+}
+
+fn get<'a>(p: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    p.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+}
+
+fn metrics_calls(h: &Host) -> Vec<HttpCall> {
+    h.pending_http_calls()
+        .into_iter()
+        .filter(|c| c.headers.get(":path") == Some("/v1/metrics"))
+        .collect()
+}
+
+/// Decodes a metrics export and checks the histogram agrees with the counter point by point.
+fn points(c: &HttpCall) -> Vec<Point> {
+    let req = ExportMetricsServiceRequest::decode(&c.body[..]).expect("decodes with prost");
+    let sm = &req.resource_metrics[0].scope_metrics[0];
+    let (Some(Data::Sum(sum)), Some(Data::Histogram(hist))) =
+        (&sm.metrics[0].data, &sm.metrics[1].data)
+    else {
+        panic!("calls and duration: {sm:?}")
+    };
+    assert_eq!(sm.metrics[0].name, "traces.span.metrics.calls");
+    assert_eq!(sm.metrics[1].name, "traces.span.metrics.duration");
+    assert_eq!(sum.data_points.len(), hist.data_points.len());
+    sum.data_points
+        .iter()
+        .zip(&hist.data_points)
+        .map(|(n, h)| {
+            let Some(N::AsInt(calls)) = n.value else {
+                panic!("int point: {n:?}")
+            };
+            assert_eq!(n.attributes, h.attributes);
+            assert_eq!(h.count, calls as u64);
+            assert_eq!(h.bucket_counts.iter().sum::<u64>(), h.count);
+            assert_eq!(
+                (h.start_time_unix_nano, h.time_unix_nano),
+                (n.start_time_unix_nano, n.time_unix_nano)
+            );
+            Point {
+                attrs: attrs(&n.attributes),
+                start: n.start_time_unix_nano,
+                end: n.time_unix_nano,
+                calls,
+            }
+        })
+        .collect()
+}
+
+fn calls_where(points: &[Point], release: &str, status: &str) -> i64 {
+    points
+        .iter()
+        .filter(|p| get(&p.attrs, "mesh.release") == Some(release))
+        .filter(|p| get(&p.attrs, "status.code") == Some(status))
+        .map(|p| p.calls)
+        .sum()
+}
+
+#[test]
+fn every_request_is_counted_sampled_or_not_and_intervals_follow_each_other() {
+    let mut h = host(1, "");
+    let mut sent = 0;
+    for i in 0..20 {
+        let tp = if i % 10 == 0 { SAMPLED } else { UNSAMPLED };
+        let (subset, status) = if i % 4 == 0 { ("v2", 500) } else { ("v1", 200) };
+        h.request(call(subset, status, 3, tp)).unwrap();
+        sent += 1;
+    }
+    assert_eq!(sent, 20);
+    h.advance(1000).unwrap();
+    let calls = metrics_calls(&h);
+    assert_eq!(calls.len(), 1, "one metrics export per interval");
+    assert_eq!(
+        calls[0].headers.get("content-type"),
+        Some("application/x-protobuf")
+    );
+    let first = points(&calls[0]);
+    // 5 canary requests, all 500 (errors on a CLIENT span); 15 stable ones, all 200.
+    assert_eq!(calls_where(&first, "canary", "STATUS_CODE_ERROR"), 5);
+    assert_eq!(calls_where(&first, "canary", "STATUS_CODE_UNSET"), 0);
+    assert_eq!(calls_where(&first, "stable", "STATUS_CODE_UNSET"), 15);
+    assert_eq!(calls_where(&first, "stable", "STATUS_CODE_ERROR"), 0);
+    for p in &first {
+        assert_eq!(get(&p.attrs, "span.name"), Some("GET /items/{id}"));
+        assert_eq!(get(&p.attrs, "span.kind"), Some("SPAN_KIND_CLIENT"));
+    }
+    let canary = first
+        .iter()
+        .find(|p| get(&p.attrs, "mesh.release") == Some("canary"))
+        .unwrap();
+    assert_eq!(
+        get(&canary.attrs, "http.response.status_class"),
+        Some("5xx")
+    );
+    h.answer(calls[0].token, 200, b"").unwrap();
+
+    // The next interval starts where the first ended.
+    h.request(call("v1", 200, 3, UNSAMPLED)).unwrap();
+    h.advance(1000).unwrap();
+    let calls = metrics_calls(&h);
+    assert_eq!(calls.len(), 1);
+    let second = points(&calls[0]);
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].calls, 1);
+    assert_eq!(second[0].start, first[0].end);
+    assert!(second[0].end > second[0].start);
+    h.fail(calls[0].token).unwrap();
+    // An interval without requests sends nothing.
+    h.advance(1000).unwrap();
+    assert!(metrics_calls(&h).is_empty());
+    h.advance(1000).unwrap();
+    assert_eq!(h.metric("meshtrace.metrics.requests"), Some(21));
+    assert_eq!(h.metric("meshtrace.metrics.export_requests.ok"), Some(1));
+    assert_eq!(
+        h.metric("meshtrace.metrics.export_requests.failed"),
+        Some(1)
+    );
+    assert_eq!(h.metric("meshtrace.metrics.series_overflow"), Some(0));
+}
+
+#[test]
+fn series_beyond_max_series_go_to_the_overflow_series() {
+    let mut h = host(1, r#", "max_series": 1"#);
+    h.request(call("v1", 200, 3, UNSAMPLED)).unwrap();
+    h.request(call("v2", 200, 3, UNSAMPLED)).unwrap();
+    h.request(call("v2", 503, 3, UNSAMPLED)).unwrap();
+    h.advance(1000).unwrap();
+    let p = points(&metrics_calls(&h)[0]);
+    assert_eq!(p.len(), 2);
+    assert_eq!(get(&p[0].attrs, "mesh.release"), Some("stable"));
+    assert_eq!(p[0].calls, 1);
+    assert_eq!(
+        p[1].attrs,
+        [("otel.metric.overflow".to_string(), "true".to_string())]
+    );
+    assert_eq!(p[1].calls, 2);
+    h.advance(1000).unwrap();
+    assert_eq!(h.metric("meshtrace.metrics.series_overflow"), Some(2));
+}
+
+#[test]
+fn two_workers_export_their_own_series_and_sum_to_the_exact_total() {
+    let mut h = host(2, "");
+    for i in 0..30 {
+        let (subset, status) = if i % 3 == 0 { ("v2", 500) } else { ("v1", 200) };
+        h.request(call(subset, status, 3, UNSAMPLED).on_worker(i % 2))
+            .unwrap();
+    }
+    h.advance(1000).unwrap();
+    let calls = metrics_calls(&h);
+    assert_eq!(calls.len(), 2, "one export per worker VM");
+    let all: Vec<Point> = calls.iter().flat_map(points).collect();
+    assert_eq!(calls_where(&all, "canary", "STATUS_CODE_ERROR"), 10);
+    assert_eq!(calls_where(&all, "stable", "STATUS_CODE_UNSET"), 20);
+    // Each VM's points carry its own `meshtrace.worker`: no two writers share a series.
+    let workers: Vec<String> = calls
+        .iter()
+        .map(|c| {
+            let p = points(c);
+            let w = get(&p[0].attrs, "meshtrace.worker").unwrap().to_string();
+            assert!(p
+                .iter()
+                .all(|q| get(&q.attrs, "meshtrace.worker") == Some(w.as_str())));
+            w
+        })
+        .collect();
+    assert_ne!(workers[0], workers[1]);
+}
+
+#[test]
+fn metrics_config_errors_name_the_field() {
+    for (metrics, want) in [
+        (
+            r#"{"max_series": 0}"#,
+            "metrics.max_series: must be between 1 and 100000, got 0",
+        ),
+        (
+            r#"{"path": "v1/metrics"}"#,
+            r#"metrics.path: must start with '/', got "v1/metrics""#,
+        ),
+        (r#"{"unit": "us"}"#, "metrics.unit"),
+    ] {
+        let json = format!(r#"{{"collector": {{"cluster": "c"}}, "metrics": {metrics}}}"#);
+        let err = meshtrace::config::Config::from_json(json.as_bytes())
+            .expect_err(metrics)
+            .to_string();
+        assert!(err.contains(want), "{err}");
+    }
+}
