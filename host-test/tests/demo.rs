@@ -192,6 +192,15 @@ fn red_line<'a>(text: &'a str, release: &str) -> (&'a str, &'a str) {
     (lines[i], lines[i + 1])
 }
 
+fn metrics_line(text: &str, release: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let i = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with(release) && l.contains("frontend app observed"))
+        .unwrap();
+    lines[i + 2].to_string()
+}
+
 fn numbers(line: &str, after: &str) -> Vec<u64> {
     line.split_once(after)
         .unwrap()
@@ -291,7 +300,25 @@ fn the_demo_prints_trees_red_and_stats_that_match_the_collector() {
             numbers(spans_line, "collector: CLIENT spans"),
             [red.calls, red.errors]
         );
+        // The span metrics count every request, with the same release and error rules.
+        let metrics = out.from_metrics.as_ref().expect("span metrics");
+        let from_metrics = &metrics[release];
+        assert_eq!(
+            (from_metrics.calls, from_metrics.errors),
+            (red.calls, red.errors),
+            "{release}"
+        );
+        assert!(from_metrics.p50_ms.is_some() && from_metrics.p99_ms.is_some());
+        assert_eq!(
+            numbers(&metrics_line(&text, release), "collector: span metrics"),
+            [red.calls, red.errors]
+        );
     }
+    assert_eq!(
+        out.from_metrics.as_ref().map(|m| m.len()),
+        Some(out.observed.len()),
+        "no other release in the metrics"
+    );
     assert_eq!(out.observed["stable"].errors, 0, "v1 never fails");
     let canary = &out.observed["canary"];
     assert_eq!(
@@ -306,6 +333,8 @@ fn the_demo_prints_trees_red_and_stats_that_match_the_collector() {
         assert!(s.balanced(), "{s:?}");
         assert_eq!((s.dropped, s.queued, s.kept), (0, 0, 0), "{s:?}");
         assert_eq!(s.started, s.sampled, "everything is sampled: {s:?}");
+        assert_eq!(s.red_counted, s.started, "every request counted: {s:?}");
+        assert!(s.metric_exports > 0, "{s:?}");
     }
     assert_eq!(
         stats["frontend"].exported,

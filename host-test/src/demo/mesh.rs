@@ -64,7 +64,8 @@ pub struct Mesh {
     _ca: MeshCa,
 }
 
-/// The plugin config of every inbound side (SERVER spans): everything sampled, short flushes.
+/// The plugin config of every inbound side (SERVER spans): everything sampled, short flushes,
+/// RED metrics exported beside the spans.
 pub fn server_plugin_config() -> String {
     json!({
         "direction": "inbound",
@@ -72,6 +73,7 @@ pub fn server_plugin_config() -> String {
         "batch": {"flush_interval_ms": FLUSH_INTERVAL_MS},
         "sampling": {"ratio": 1.0},
         "routes": ROUTES,
+        "metrics": {"enabled": true},
     })
     .to_string()
 }
@@ -100,6 +102,7 @@ pub fn client_plugin_config() -> String {
         "sampling": {"ratio": 1.0},
         "routes": ROUTES,
         "traffic": {"rules": rules, "weights": weights},
+        "metrics": {"enabled": true},
     })
     .to_string()
 }

@@ -75,6 +75,10 @@ pub struct SidecarStats {
     pub dropped: u64,
     /// `queue_spans`.
     pub queued: u64,
+    /// `metrics.requests`: requests counted into the RED metrics.
+    pub red_counted: u64,
+    /// `metrics.export_requests.ok`: metrics export requests the collector accepted.
+    pub metric_exports: u64,
 }
 
 impl SidecarStats {
@@ -128,6 +132,8 @@ fn sidecar_stats(s: &mesh::Sidecar) -> SidecarStats {
             .map(|(_, v)| v)
             .sum(),
         queued: get("meshtrace.queue_spans"),
+        red_counted: get("meshtrace.metrics.requests"),
+        metric_exports: get("meshtrace.metrics.export_requests.ok"),
     }
 }
 
@@ -283,11 +289,34 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Outcome> {
 
     let observed = red::from_observed(&m.observed());
     let from_spans = red::from_spans(&spans);
-    let from_metrics: Option<BTreeMap<String, Red>> = None;
     let backend_calls: u64 = m.observed().by_version.values().map(|c| c.calls).sum();
+    // The sidecars export their RED metrics every flush interval; wait for the interval that
+    // holds the last call.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let from_metrics = loop {
+        let requests: Vec<_> = m
+            .sink
+            .metric_requests()
+            .into_iter()
+            .map(|r| r.request)
+            .collect();
+        let red = red::from_metrics(&requests);
+        let calls: u64 = red.values().map(|r| r.calls).sum();
+        if calls >= backend_calls || Instant::now() > deadline {
+            break red;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let from_metrics = Some(from_metrics);
     writeln!(
         out,
         "── RED metrics per release: the frontend's {backend_calls} calls to backend ──\n"
+    )?;
+    writeln!(
+        out,
+        "  span metrics: the sidecars' {} and {} (delta, every request), p50/p99 estimated from the buckets\n",
+        red::CALLS_METRIC,
+        red::DURATION_METRIC
     )?;
     writeln!(
         out,
@@ -301,13 +330,21 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     )?;
     writeln!(
         out,
-        "  {:<11} {:>8} {:>8} {:>5} {:>9} {:>8} {:>7}",
-        "sidecar", "started", "sampled", "kept", "exported", "dropped", "queued"
+        "  {:<11} {:>8} {:>8} {:>5} {:>9} {:>8} {:>7} {:>12} {:>15}",
+        "sidecar",
+        "started",
+        "sampled",
+        "kept",
+        "exported",
+        "dropped",
+        "queued",
+        "RED counted",
+        "metric exports"
     )?;
     for s in &stats {
         writeln!(
             out,
-            "  {:<11} {:>8} {:>8} {:>5} {:>9} {:>8} {:>7}   {}",
+            "  {:<11} {:>8} {:>8} {:>5} {:>9} {:>8} {:>7} {:>12} {:>15}   {}",
             s.workload,
             s.started,
             s.sampled,
@@ -315,13 +352,15 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             s.exported,
             s.dropped,
             s.queued,
-            if s.balanced() {
-                "sampled + kept = exported + dropped + queued"
-            } else {
-                "NOT BALANCED"
-            }
+            s.red_counted,
+            s.metric_exports,
+            if s.balanced() { "✓" } else { "NOT BALANCED" }
         )?;
     }
+    writeln!(
+        out,
+        "  ✓: sampled + kept = exported + dropped + queued (every recorded span accounted for)"
+    )?;
 
     let shown_traces: Vec<Trace> = shown.iter().map(|(_, t)| t.clone()).collect();
     let page = html::render(
