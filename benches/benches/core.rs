@@ -246,8 +246,124 @@ fn core_path(c: &mut Criterion) {
     g.finish();
 }
 
+/// The histogram bucket of a duration among the 16 `spanmetrics` bounds: the aggregator's
+/// branch-free search in four fixed halvings (`scalar`), a count of the bounds below the value
+/// (`count`), the standard library's binary search (`binary`), and a
+/// trial SSE2 kernel on whole-millisecond bounds (`simd`: the duration rounded up to ms as
+/// `u32`, since SSE2 has no 64-bit compare). The aggregator keeps whichever wins.
+fn bucket(c: &mut Criterion) {
+    use meshtrace::metrics::red::{self, BOUNDS};
+    let bounds_ms = meshtrace::metrics::DEFAULT_BOUNDS_MS;
+    let bounds_ns = bounds_ms.map(|b| b * 1_000_000);
+    // Durations spread over every bucket, exact bounds included.
+    let values: Vec<u64> = (0..256u64)
+        .map(|i| (i * 7919 % 17_000) * 1_000_000 + (i % 3) * 333_333)
+        .collect();
+    let mut g = c.benchmark_group("histogram_bucket");
+    g.bench_function("scalar", |b| {
+        b.iter(|| {
+            values
+                .iter()
+                .map(|&v| red::bucket(black_box(&bounds_ns), v))
+                .sum::<usize>()
+        })
+    });
+    g.bench_function("count", |b| {
+        b.iter(|| {
+            values
+                .iter()
+                .map(|&v| {
+                    black_box(&bounds_ns)
+                        .iter()
+                        .map(|&x| usize::from(x < v))
+                        .sum::<usize>()
+                })
+                .sum::<usize>()
+        })
+    });
+    g.bench_function("binary", |b| {
+        b.iter(|| {
+            values
+                .iter()
+                .map(|&v| black_box(&bounds_ns).partition_point(|&x| x < v))
+                .sum::<usize>()
+        })
+    });
+    #[cfg(target_arch = "x86_64")]
+    {
+        let bounds32: [i32; BOUNDS] = bounds_ms.map(|b| b as i32);
+        for &v in &values {
+            assert_eq!(sse2_bucket(&bounds32, v), red::bucket(&bounds_ns, v), "{v}");
+        }
+        g.bench_function("simd", |b| {
+            b.iter(|| {
+                values
+                    .iter()
+                    .map(|&v| sse2_bucket(black_box(&bounds32), v))
+                    .sum::<usize>()
+            })
+        });
+    }
+    g.finish();
+}
+
+/// The trial kernel: bounds below `ceil(v / 1 ms)`, four lanes at a time.
+#[cfg(target_arch = "x86_64")]
+fn sse2_bucket(bounds: &[i32; 16], v: u64) -> usize {
+    use std::arch::x86_64::*;
+    let ms = v.div_ceil(1_000_000).min(i32::MAX as u64) as i32;
+    // SAFETY: SSE2 is part of the x86_64 baseline; the loads read 16 i32 of a [i32; 16].
+    unsafe {
+        let x = _mm_set1_epi32(ms);
+        let p = bounds.as_ptr() as *const __m128i;
+        let a = _mm_cmpgt_epi32(x, _mm_loadu_si128(p));
+        let b = _mm_cmpgt_epi32(x, _mm_loadu_si128(p.add(1)));
+        let c = _mm_cmpgt_epi32(x, _mm_loadu_si128(p.add(2)));
+        let d = _mm_cmpgt_epi32(x, _mm_loadu_si128(p.add(3)));
+        let m = _mm_packs_epi16(_mm_packs_epi32(a, b), _mm_packs_epi32(c, d));
+        (_mm_movemask_epi8(m) as u32).count_ones() as usize
+    }
+}
+
+/// One finished request counted into a warm aggregator of 64 series: key, hash lookup,
+/// bucket, count, sum, min, max.
+fn red_record(c: &mut Criterion) {
+    use meshtrace::metrics::red::{Call, NameKey, Red};
+    use meshtrace::span::SpanKind;
+    let bounds_ns = meshtrace::metrics::DEFAULT_BOUNDS_MS.map(|b| b * 1_000_000);
+    let mut red = Red::new(bounds_ns, 1000, 0);
+    let calls: Vec<Call> = (0..256u64)
+        .map(|i| Call {
+            name: NameKey {
+                method: (i % 2) as u8,
+                route: (i % 4) as u16,
+            },
+            kind: SpanKind::Client,
+            error: i % 8 == 0,
+            release: (i % 2) as u8 + 1,
+            http_status: Some(if i % 8 == 0 { 503 } else { 200 }),
+            grpc: None,
+            duration_ns: (i * 7919 % 3_000) * 1_000_000,
+        })
+        .collect();
+    for c in &calls {
+        red.record(c);
+    }
+    let mut g = c.benchmark_group("red_record");
+    let mut i = 0;
+    g.bench_function("scalar", |b| {
+        b.iter(|| {
+            i = (i + 1) & 255;
+            red.record(black_box(&calls[i]));
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    bucket,
+    red_record,
     hex,
     traceparent,
     headers,

@@ -170,7 +170,8 @@ fn points(requests: &[ReceivedMetrics]) -> Vec<Point> {
 fn exported(points: &[Point]) -> Truth {
     let mut t = Truth::new();
     for p in points {
-        let release = attr(&p.attributes, "mesh.release").expect("every point has a release");
+        let release =
+            attr(&p.attributes, "mesh.release").expect("every served request has a release");
         let e = t.entry(release).or_default();
         e.0 += p.calls;
         if attr(&p.attributes, "status.code").as_deref() == Some("STATUS_CODE_ERROR") {
@@ -312,4 +313,123 @@ fn two_workers_export_exact_totals_one_writer_per_series() {
             assert!(w[0].1 <= w[1].0, "intervals overlap: {intervals:?}");
         }
     }
+}
+
+/// Over OTLP/gRPC with gzip, through the same collector settings as the spans: tonic's
+/// generated `MetricsService` server (an independent gRPC implementation) accepts the
+/// metrics, and they still count every request exactly.
+#[test]
+fn metrics_export_over_grpc_with_gzip_to_a_tonic_metrics_service() {
+    use meshtrace_host_test::grpc_sink::GrpcSink;
+    let binary = envoy_binary().expect("Envoy lookup");
+    let sink = GrpcSink::start(0).unwrap();
+    let stable = Upstream::start_release("stable", None).unwrap();
+    let canary = Upstream::start_release("canary", Some(2)).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&plugin_config()).unwrap();
+    cfg["collector"] = serde_json::json!({
+        "cluster": "otel_collector", "protocol": "grpc", "compression": "gzip",
+        "headers": {"x-api-key": "k"}
+    });
+    let mut vars = EnvoyVars::new(
+        wasm_path().unwrap(),
+        stable.addr.port(),
+        sink.addr.port(),
+        &cfg.to_string(),
+    );
+    vars.collector_http2 = true;
+    vars.set("UPSTREAM2_PORT", canary.addr.port());
+    let envoy = Envoy::start(&binary, "canary-metrics.yaml", vars).expect("start Envoy");
+    let n = 100;
+    let truth = load(envoy.vars.listen_port, n, 2);
+    let deadline = Instant::now() + WAIT;
+    let requests = loop {
+        let got = sink.metric_requests();
+        let total: i64 = got
+            .iter()
+            .flat_map(|r| meshtrace_host_test::sink::metrics_of(&r.request))
+            .filter_map(|m| match m.data {
+                Some(Data::Sum(s)) => Some(s.data_points),
+                _ => None,
+            })
+            .flatten()
+            .map(|p| match p.value {
+                Some(N::AsInt(v)) => v,
+                _ => 0,
+            })
+            .sum();
+        if total >= n as i64 {
+            break got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{total} of {n} calls exported\n{}",
+            envoy.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for r in &requests {
+        assert_eq!(
+            r.path,
+            "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+        );
+        assert!(r.headers.iter().any(|(k, v)| k == "x-api-key" && v == "k"));
+        assert!(r
+            .headers
+            .iter()
+            .any(|(k, v)| k == "grpc-encoding" && v == "gzip"));
+    }
+    // The HTTP sink's checks apply unchanged to what tonic decoded.
+    let as_http: Vec<ReceivedMetrics> = requests
+        .into_iter()
+        .map(|r| ReceivedMetrics {
+            path: "/v1/metrics".into(),
+            ..r
+        })
+        .collect();
+    assert_eq!(exported(&points(&as_http)), truth);
+    // The stats count tonic's OK replies (trailers `grpc-status: 0`), none failed.
+    assert!(envoy.wait_stat("meshtrace.metrics.export_requests.ok", 1, WAIT) >= 1);
+    assert_eq!(envoy.stat("meshtrace.metrics.export_requests.failed"), 0);
+}
+
+/// Requests an earlier filter answers (a fault abort ahead of meshtrace, as Istio places the
+/// fault filter) reach meshtrace only in `on_log`; they are counted too, as errors.
+#[test]
+fn requests_aborted_before_the_filter_are_counted() {
+    let c = Canary::start(1);
+    let port = c.envoy.vars.listen_port;
+    let mut aborted = 0;
+    for i in 0..20 {
+        let r = meshtrace_host_test::envoy::http_request(
+            port,
+            "GET",
+            &format!("/items/{i}"),
+            &[("x-envoy-fault-abort-request", "503")],
+            b"",
+        )
+        .unwrap();
+        assert_eq!(r.status, 503);
+        aborted += 1;
+    }
+    let truth = load(port, 80, 2);
+    let served: i64 = truth.values().map(|t| t.0).sum();
+    let failed: i64 = truth.values().map(|t| t.1).sum();
+    let requests = wait_for_calls(&c.sink, served + aborted);
+    let points = points(&requests);
+    let errors: i64 = points
+        .iter()
+        .filter(|p| attr(&p.attributes, "status.code").as_deref() == Some("STATUS_CODE_ERROR"))
+        .map(|p| p.calls)
+        .sum();
+    assert_eq!(errors, failed + aborted);
+    let fives: i64 = points
+        .iter()
+        .filter(|p| attr(&p.attributes, "http.response.status_class").as_deref() == Some("5xx"))
+        .map(|p| p.calls)
+        .sum();
+    assert_eq!(fives, failed + aborted);
+    assert_eq!(
+        c.envoy.stat("meshtrace.metrics.requests"),
+        (served + aborted) as u64
+    );
 }

@@ -65,7 +65,19 @@
 //!   recorded SERVER span makes one `proxy_set_shared_data` (see [`coldstart`]); no other
 //!   request does, and other workloads never touch shared data.
 //!
-//! Per VM, `xds.node` is read once in `on_configure` for the resource. Metrics are accumulated
+//! - **RED metrics** (`metrics.enabled`, see [`crate::metrics`]): every request is counted,
+//!   so one that is not recorded must learn its status and duration. In `on_log` it reads
+//!   `response.code`, then `response.flags` only when no response was sent (the span's error
+//!   rule needs them then), then `request.duration`; a gRPC call also its `grpc-status` as
+//!   above. These are the reads the always-keep rules make and they are shared: with
+//!   `always_keep: [error, slow]` the metrics add none of them. Then, only for the series:
+//!   `xds.cluster_name` with subset traffic rules or with `direction: auto` off a waypoint (and
+//!   `xds.listener_direction` when that cluster is not Istio's), `xds.route_name` with route
+//!   rules. Header and cookie rules, the name and the workload's own release (node labels, once
+//!   per VM) cost no call. A recorded request (sampled or kept) is counted from what its span
+//!   read: no call at all. Exports go out from the root on the tick, one per flush interval.
+//!
+//! Per VM, `xds.node` is read once in `on_configure` for the resource. Stats are accumulated
 //! in the VM and pushed to the host on the tick, not per request.
 
 mod coldstart;

@@ -165,10 +165,19 @@ impl Series {
 
 /// The bucket of `v` among ascending `bounds`: how many bounds are below it, so a value equal
 /// to a bound falls in that bound's bucket (upper-inclusive, as OTLP defines explicit
-/// buckets). Branch-free: sixteen compares the compiler keeps in registers.
+/// buckets). A binary search in four fixed halvings and a last compare, which compile to
+/// conditional moves: five compares instead of sixteen. Measured (`make bench`,
+/// `histogram_bucket`) against counting all sixteen and against an SSE2 kernel on
+/// whole-millisecond bounds, both slower; so there is no `simd` kernel for it.
 #[inline]
 pub fn bucket(bounds: &[u64; BOUNDS], v: u64) -> usize {
-    bounds.iter().map(|&b| usize::from(b < v)).sum()
+    let mut i = 0;
+    for step in [8, 4, 2, 1] {
+        if bounds[i + step - 1] < v {
+            i += step;
+        }
+    }
+    i + usize::from(bounds[i] < v)
 }
 
 /// splitmix64's finalizer: keys differ in a few bits anywhere, and the table takes its index
@@ -317,6 +326,21 @@ mod tests {
             assert_eq!(bucket(&b, bound - 1), i, "just below {bound} ns");
         }
         assert_eq!(bucket(&b, u64::MAX), BOUNDS);
+    }
+
+    proptest::proptest! {
+        /// The halving search agrees with counting the bounds below the value, for any
+        /// ascending bounds.
+        #[test]
+        fn bucket_is_the_count_of_bounds_below(
+            mut b in proptest::array::uniform16(0u64..50_000_000_000),
+            v in 0u64..60_000_000_000,
+        ) {
+            b.sort_unstable();
+            let count = b.iter().filter(|&&x| x < v).count();
+            proptest::prop_assert_eq!(bucket(&b, v), count);
+            proptest::prop_assert_eq!(bucket(&b, b[7]), b.iter().filter(|&&x| x < b[7]).count());
+        }
     }
 
     #[test]
