@@ -104,8 +104,8 @@ pub struct Outcome {
     pub observed: BTreeMap<String, Red>,
     /// RED per release from the CLIENT spans.
     pub from_spans: BTreeMap<String, Red>,
-    /// RED per release from the span metrics, when the sidecars export them.
-    pub from_metrics: Option<BTreeMap<String, Red>>,
+    /// RED per release from the span metrics the sidecars exported.
+    pub from_metrics: BTreeMap<String, Red>,
     /// Each sidecar's accounting once its queue drained.
     pub stats: Vec<SidecarStats>,
     /// Where the HTML was written.
@@ -307,7 +307,6 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let from_metrics = Some(from_metrics);
     writeln!(
         out,
         "── RED metrics per release: the frontend's {backend_calls} calls to backend ──\n"
@@ -321,7 +320,7 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     writeln!(
         out,
         "{}",
-        red::render(&observed, &from_spans, from_metrics.as_ref())
+        red::render(&observed, &from_spans, Some(&from_metrics))
     )?;
 
     writeln!(
