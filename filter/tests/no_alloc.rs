@@ -535,7 +535,7 @@ fn red_metrics_recording_allocates_nothing_once_warm() {
             });
         }
         export_due(exporter, i);
-        if i % 100 == 0 {
+        if i.is_multiple_of(100) {
             let m = tracer.metrics.as_mut().unwrap();
             assert!(m.collect(&header, i, &mut body));
         }
