@@ -358,7 +358,10 @@ fn the_demo_prints_trees_red_and_stats_that_match_the_collector() {
     ] {
         assert!(!page.contains(needle), "{needle} in the HTML");
     }
-    for (_, t) in &out.shown {
+    assert!(page.contains("RED metrics per release"));
+    assert!(page.contains("Each sidecar&#39;s /stats"));
+    for (caption, t) in &out.shown {
+        assert!(page.contains(&caption.replace('\'', "&#39;")), "{caption}");
         assert!(page.contains(&hex(&t.trace_id)));
         for s in &t.spans {
             assert!(page.contains(&hex(&s.span.span_id)));

@@ -30,6 +30,8 @@ p.lead { color: #5a6475; margin: 0 0 20px; }
 section { background: #fff; border: 1px solid #dde2ea; border-radius: 6px; margin: 0 0 18px; padding: 10px 14px; }
 section h2 { font-size: 15px; margin: 0 0 8px; font-weight: 600; }
 section h2 code { font-weight: normal; color: #5a6475; }
+p.caption { margin: 0 0 2px; color: #5a6475; font-size: 13px; }
+pre { font: 12px/1.35 ui-monospace, monospace; overflow-x: auto; margin: 0; }
 .row { display: grid; grid-template-columns: 380px 1fr 80px; align-items: center; gap: 10px; padding: 3px 0; border-top: 1px solid #f0f2f5; }
 .name { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .svc { display: inline-block; min-width: 92px; padding: 0 6px; margin-right: 6px; border-radius: 3px; color: #fff; font-size: 12px; }
@@ -48,10 +50,16 @@ details td { padding: 1px 10px 1px 0; vertical-align: top; font-family: ui-monos
 .c3 { background: #9467bd; } .c4 { background: #8c564b; } .c5 { background: #17becf; }
 "#;
 
-/// The page: a title, then one section per trace with one row per span in tree order
-/// (indented by depth), a bar placed and sized by the span's share of the trace, the key mesh
-/// tags, and every attribute in a collapsed `<details>`.
-pub fn render(title: &str, lead: &str, traces: &[Trace]) -> String {
+/// The page: a title, then one section per `(caption, trace)` with one row per span in tree
+/// order (indented by depth), a bar placed and sized by the span's share of the trace, the key
+/// mesh tags, and every attribute in a collapsed `<details>`; then each `(heading, text)` of
+/// `notes` as preformatted text (the RED and `/stats` tables).
+pub fn render(
+    title: &str,
+    lead: &str,
+    traces: &[(String, Trace)],
+    notes: &[(String, String)],
+) -> String {
     let mut services: Vec<String> = Vec::new();
     let mut color = |svc: &str| {
         let i = services.iter().position(|s| s == svc).unwrap_or_else(|| {
@@ -69,11 +77,12 @@ pub fn render(title: &str, lead: &str, traces: &[Trace]) -> String {
         escape(title),
         escape(lead)
     ));
-    for t in traces {
+    for (caption, t) in traces {
         let (start, end) = (t.start(), t.end());
         let root = t.root().map(|s| s.span.name.clone()).unwrap_or_default();
         out.push_str(&format!(
-            "<section>\n<h2>{} <code>trace {}</code> {}, {} spans</h2>\n",
+            "<section>\n<p class=\"caption\">{}</p>\n<h2>{} <code>trace {}</code> {}, {} spans</h2>\n",
+            escape(caption),
             escape(&root),
             t.id_hex(),
             duration(end.saturating_sub(start)),
@@ -125,6 +134,13 @@ pub fn render(title: &str, lead: &str, traces: &[Trace]) -> String {
         }
         out.push_str("</section>\n");
     }
+    for (heading, text) in notes {
+        out.push_str(&format!(
+            "<section>\n<h2>{}</h2>\n<pre>{}</pre>\n</section>\n",
+            escape(heading),
+            escape(text)
+        ));
+    }
     out.push_str("</body>\n</html>\n");
     out
 }
@@ -171,11 +187,18 @@ mod tests {
         let page = render(
             "t",
             "l",
-            &[Trace {
-                trace_id: vec![0xab; 16],
-                spans: vec![s],
-            }],
+            &[(
+                "<u>caption</u>".into(),
+                Trace {
+                    trace_id: vec![0xab; 16],
+                    spans: vec![s],
+                },
+            )],
+            &[("<h1>".into(), "a < b".into())],
         );
+        assert!(!page.contains("<u>"), "{page}");
+        assert!(page.contains("&lt;u&gt;caption"), "{page}");
+        assert!(page.contains("<pre>a &lt; b</pre>"), "{page}");
         assert!(!page.contains("<script"), "{page}");
         assert!(!page.contains("<b>"), "{page}");
         assert!(!page.contains("<i>"), "{page}");

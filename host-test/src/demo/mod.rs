@@ -137,6 +137,41 @@ fn sidecar_stats(s: &mesh::Sidecar) -> SidecarStats {
     }
 }
 
+/// The `/stats` accounting, one line per sidecar, then what the check mark means.
+pub fn stats_table(stats: &[SidecarStats]) -> String {
+    let mut out = format!(
+        "  {:<11} {:>8} {:>8} {:>5} {:>9} {:>8} {:>7} {:>12} {:>15}\n",
+        "sidecar",
+        "started",
+        "sampled",
+        "kept",
+        "exported",
+        "dropped",
+        "queued",
+        "RED counted",
+        "metric exports"
+    );
+    for s in stats {
+        out.push_str(&format!(
+            "  {:<11} {:>8} {:>8} {:>5} {:>9} {:>8} {:>7} {:>12} {:>15}   {}\n",
+            s.workload,
+            s.started,
+            s.sampled,
+            s.kept,
+            s.exported,
+            s.dropped,
+            s.queued,
+            s.red_counted,
+            s.metric_exports,
+            if s.balanced() { "✓" } else { "NOT BALANCED" }
+        ));
+    }
+    out.push_str(
+        "  ✓: sampled + kept = exported + dropped + queued (every recorded span accounted for)\n",
+    );
+    out
+}
+
 /// Picks the traces worth printing: a call served by the stable release, one by the canary (a
 /// failed one when there is one), the checkout (gRPC) and the home page (injected fault).
 pub fn representative(traces: &[Trace]) -> Vec<(String, Trace)> {
@@ -317,51 +352,16 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         red::CALLS_METRIC,
         red::DURATION_METRIC
     )?;
-    writeln!(
-        out,
-        "{}",
-        red::render(&observed, &from_spans, Some(&from_metrics))
-    )?;
+    let red_table = red::render(&observed, &from_spans, Some(&from_metrics));
+    writeln!(out, "{red_table}")?;
 
     writeln!(
         out,
         "── each sidecar's /stats (wasmcustom.meshtrace.*) ──\n"
     )?;
-    writeln!(
-        out,
-        "  {:<11} {:>8} {:>8} {:>5} {:>9} {:>8} {:>7} {:>12} {:>15}",
-        "sidecar",
-        "started",
-        "sampled",
-        "kept",
-        "exported",
-        "dropped",
-        "queued",
-        "RED counted",
-        "metric exports"
-    )?;
-    for s in &stats {
-        writeln!(
-            out,
-            "  {:<11} {:>8} {:>8} {:>5} {:>9} {:>8} {:>7} {:>12} {:>15}   {}",
-            s.workload,
-            s.started,
-            s.sampled,
-            s.kept,
-            s.exported,
-            s.dropped,
-            s.queued,
-            s.red_counted,
-            s.metric_exports,
-            if s.balanced() { "✓" } else { "NOT BALANCED" }
-        )?;
-    }
-    writeln!(
-        out,
-        "  ✓: sampled + kept = exported + dropped + queued (every recorded span accounted for)"
-    )?;
+    let stats_table = stats_table(&stats);
+    writeln!(out, "{stats_table}")?;
 
-    let shown_traces: Vec<Trace> = shown.iter().map(|(_, t)| t.clone()).collect();
     let page = html::render(
         "meshtrace demo: traces of a small mesh",
         &format!(
@@ -369,7 +369,14 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             shown.len(),
             traces.len()
         ),
-        &shown_traces,
+        &shown,
+        &[
+            (
+                format!("RED metrics per release: the frontend's {backend_calls} calls to backend"),
+                red_table,
+            ),
+            ("Each sidecar's /stats".to_string(), stats_table),
+        ],
     );
     if let Some(dir) = opts.html.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -377,7 +384,7 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     std::fs::write(&opts.html, page).with_context(|| format!("writing {}", opts.html.display()))?;
     writeln!(
         out,
-        "\nHTML waterfall of these traces: {} (self-contained; open it in a browser)",
+        "\nHTML waterfall of these traces, with the tables: {} (self-contained; open it in a browser)",
         opts.html.display()
     )?;
     writeln!(out, "done in {:.1} s", began.elapsed().as_secs_f64())?;
