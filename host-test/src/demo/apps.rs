@@ -37,8 +37,9 @@ pub struct Backend {
 
 impl Backend {
     /// Starts `version` (`v1`, `v2`): every request waits `latency` and is answered 200 with
-    /// `x-served-by: <version>` and a small JSON body; with `fail_every: Some(n)` the 1st,
-    /// (n+1)th, (2n+1)th... request is answered 500 instead (a release with a bug).
+    /// `x-served-by: <version>` and a small JSON body (`{"path": ..., "version": ...}`); with
+    /// `fail_every: Some(n)` the 1st, (n+1)th, (2n+1)th... request is answered 500 instead (a
+    /// release with a bug).
     ///
     /// # Errors
     /// When no port can be bound.
@@ -55,16 +56,17 @@ impl Backend {
                 tokio::time::sleep(latency).await;
                 let failed = fail_every.is_some_and(|k| k > 0 && n.is_multiple_of(k));
                 let (status, body) = if failed {
-                    (500, format!("{{\"error\":\"{version} failed\"}}\n"))
+                    (
+                        500,
+                        serde_json::json!({"error": format!("{version} failed")}),
+                    )
                 } else {
                     (
                         200,
-                        format!(
-                            "{{\"path\":{:?},\"version\":\"{version}\"}}\n",
-                            req.uri().path()
-                        ),
+                        serde_json::json!({"path": req.uri().path(), "version": version}),
                     )
                 };
+                let body = format!("{body}\n");
                 let mut r = Response::new(Full::new(Bytes::from(body)));
                 *r.status_mut() = hyper::StatusCode::from_u16(status)
                     .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
