@@ -172,6 +172,25 @@ pub fn stats_table(stats: &[SidecarStats]) -> String {
     out
 }
 
+/// Every sidecar's accounting once its queue has drained and, when it counted requests into
+/// the RED metrics, it has exported them (at most 10 s later; the report shows what it got).
+fn settled_stats(m: &Mesh) -> Vec<SidecarStats> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats: Vec<SidecarStats> = m.sidecars.iter().map(sidecar_stats).collect();
+        let settled = stats.iter().all(|s| {
+            s.queued == 0
+                && s.balanced()
+                && s.started > 0
+                && (s.red_counted == 0 || s.metric_exports > 0)
+        });
+        if settled || Instant::now() > deadline {
+            return stats;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Picks the traces worth printing: a call served by the stable release, one by the canary (a
 /// failed one when there is one), the checkout (gRPC) and the home page (injected fault).
 pub fn representative(traces: &[Trace]) -> Vec<(String, Trace)> {
@@ -289,18 +308,6 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Outcome> {
 
     let expected: usize = paths.iter().map(|p| spans_per_request(p)).sum();
     m.sink.wait_spans(expected, Duration::from_secs(20));
-    // Every sidecar's accounting, once its queue has drained.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let stats = loop {
-        let stats: Vec<SidecarStats> = m.sidecars.iter().map(sidecar_stats).collect();
-        let settled = stats
-            .iter()
-            .all(|s| s.queued == 0 && s.balanced() && s.started > 0);
-        if settled || Instant::now() > deadline {
-            break stats;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
     let spans = tree::collect(&m.sink.received());
     let traces = tree::group(spans.clone());
     writeln!(
@@ -342,6 +349,7 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    let stats = settled_stats(&m);
     writeln!(
         out,
         "── RED metrics per release: the frontend's {backend_calls} calls to backend ──\n"
@@ -384,7 +392,7 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     std::fs::write(&opts.html, page).with_context(|| format!("writing {}", opts.html.display()))?;
     writeln!(
         out,
-        "\nHTML waterfall of these traces, with the tables: {} (self-contained; open it in a browser)",
+        "HTML waterfall of these traces, with the tables: {} (self-contained; open it in a browser)",
         opts.html.display()
     )?;
     writeln!(out, "done in {:.1} s", began.elapsed().as_secs_f64())?;

@@ -149,11 +149,12 @@ fn series_key(resource: &[KeyValue], point: &[KeyValue]) -> String {
 struct Buckets {
     bounds: Vec<f64>,
     counts: Vec<u64>,
+    min: Option<f64>,
     max: Option<f64>,
 }
 
 impl Buckets {
-    fn add(&mut self, bounds: &[f64], counts: &[u64], max: Option<f64>) {
+    fn add(&mut self, bounds: &[f64], counts: &[u64], (min, max): (Option<f64>, Option<f64>)) {
         if self.counts.is_empty() {
             self.bounds = bounds.to_vec();
             self.counts = vec![0; counts.len()];
@@ -166,6 +167,10 @@ impl Buckets {
         for (c, n) in self.counts.iter_mut().zip(counts) {
             *c += n;
         }
+        self.min = match (self.min, min) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         self.max = match (self.max, max) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
@@ -173,7 +178,9 @@ impl Buckets {
     }
 
     /// The `q` quantile, linearly interpolated inside its bucket (lower edge 0 for the first
-    /// bucket; the overflow bucket ends at `max`, or at its lower edge without one).
+    /// bucket; the overflow bucket ends at `max`, or at its lower edge without one), and kept
+    /// within the points' `min` and `max` when they carry them: a bucket as wide as (10, 50] ms
+    /// says little, the recorded extremes bound it.
     fn quantile(&self, q: f64) -> Option<f64> {
         let total: u64 = self.counts.iter().sum();
         if total == 0 {
@@ -192,7 +199,9 @@ impl Buckets {
                     None => self.max.unwrap_or(lower).max(lower),
                 };
                 let within = (rank - seen as f64) / n as f64;
-                return Some(lower + (upper - lower) * within.clamp(0.0, 1.0));
+                let estimate = lower + (upper - lower) * within.clamp(0.0, 1.0);
+                let estimate = self.max.map_or(estimate, |m| estimate.min(m));
+                return Some(self.min.map_or(estimate, |m| estimate.max(m)));
             }
             seen += n;
         }
@@ -246,17 +255,17 @@ pub fn from_metrics(requests: &[ExportMetricsServiceRequest]) -> BTreeMap<String
                             };
                             let bounds: Vec<f64> =
                                 p.explicit_bounds.iter().map(|b| b * scale).collect();
-                            let max = p.max.map(|m| m * scale);
+                            let extremes = (p.min.map(|m| m * scale), p.max.map(|m| m * scale));
                             if h.aggregation_temporality == 2 {
                                 let mut latest = Buckets::default();
-                                latest.add(&bounds, &p.bucket_counts, max);
+                                latest.add(&bounds, &p.bucket_counts, extremes);
                                 cumulative_hist
                                     .insert(series_key(res, &p.attributes), (release, latest));
                             } else {
                                 buckets.entry(release).or_default().add(
                                     &bounds,
                                     &p.bucket_counts,
-                                    max,
+                                    extremes,
                                 );
                             }
                         }
@@ -270,10 +279,11 @@ pub fn from_metrics(requests: &[ExportMetricsServiceRequest]) -> BTreeMap<String
         *delta_calls.entry(key).or_default() += n;
     }
     for (release, latest) in cumulative_hist.into_values() {
-        buckets
-            .entry(release)
-            .or_default()
-            .add(&latest.bounds, &latest.counts, latest.max);
+        buckets.entry(release).or_default().add(
+            &latest.bounds,
+            &latest.counts,
+            (latest.min, latest.max),
+        );
     }
     let mut out: BTreeMap<String, Red> = BTreeMap::new();
     for ((release, error), n) in delta_calls {
@@ -460,6 +470,32 @@ mod tests {
         // rank 49.5: 9.5 of 10 in (4, 6].
         assert_eq!(red["stable"].p99_ms, Some(5.9));
         assert_eq!(red["canary"].p50_ms, None);
+    }
+
+    #[test]
+    fn bucket_estimates_stay_within_the_recorded_min_and_max() {
+        let mut m = hist(
+            attrs("SPAN_KIND_CLIENT", "STATUS_CODE_UNSET", Some("canary")),
+            vec![0, 0, 0, 0, 0, 4],
+        );
+        if let Some(Data::Histogram(h)) = &mut m.data {
+            h.data_points[0].min = Some(11.0);
+            h.data_points[0].max = Some(13.0);
+        }
+        // The overflow bucket (10, ∞) ends at max 13: rank 2 of 4 → 11.5.
+        let red = from_metrics(&[request(vec![m.clone()])]);
+        assert_eq!(red["canary"].p50_ms, Some(11.5));
+        // rank 3.96 of 4: 10 + 3 * 0.99.
+        assert!((red["canary"].p99_ms.unwrap() - 12.97).abs() < 1e-9);
+        let mut bounded = m;
+        if let Some(Data::Histogram(h)) = &mut bounded.data {
+            h.data_points[0].explicit_bounds.push(50.0);
+            h.data_points[0].bucket_counts = vec![0, 0, 0, 0, 0, 4, 0];
+        }
+        // (10, 50] without the extremes would give 30 and 49.6.
+        let red = from_metrics(&[request(vec![bounded])]);
+        assert_eq!(red["canary"].p50_ms, Some(13.0));
+        assert_eq!(red["canary"].p99_ms, Some(13.0));
     }
 
     #[test]
