@@ -61,8 +61,9 @@ done = function(summary, latency, requests)
 end
 """
 
-# The Istio-like traffic: three plain requests, then one gRPC call (a 5-byte empty message). Built
-# in `init`, once wrk has set the `Host` header `wrk.format` copies.
+# The Istio-like traffic: three plain requests, then one gRPC call. The call carries no message:
+# the app answers from its route without reading a body, and over HTTP/1.1 an unread body would
+# cost a new upstream connection per call. Built in `init`, once wrk has set the `Host` header.
 MIXED_LUA = """
 local plain, call
 init = function(args)
@@ -80,7 +81,7 @@ init = function(args)
     ["content-type"] = "application/grpc",
     ["te"] = "trailers",
     ["x-tenant"] = "acme",
-  }, "\\0\\0\\0\\0\\0")
+  })
 end
 local n = 0
 request = function()
@@ -194,11 +195,18 @@ def modes(args):
         all_modes.append(Mode(f"w:{label}", f"meshtrace 100% {label}",
                               wasm_filter("meshtrace", os.path.abspath(path), MESHTRACE_100),
                               meshtrace=True))
+    for spec in args.variant_wasm_full:
+        label, _, path = spec.partition("=")
+        all_modes.append(Mode(f"f:{label}", f"meshtrace full-featured {label}",
+                              wasm_filter("meshtrace", os.path.abspath(path), MESHTRACE_FULL),
+                              mesh=True, meshtrace=True))
     wanted = set(args.modes.split(",")) if args.modes else None
     if wanted is not None:
         # The floors and the tracer are what the others are read against.
-        wanted |= {"floor", "tracer"} | ({"floor-mtls"} if "full" in wanted else set())
-        all_modes = [m for m in all_modes if m.key in wanted or m.key[:2] in ("v:", "w:")]
+        if "full" in wanted or args.variant_wasm_full:
+            wanted.add("floor-mtls")
+        wanted |= {"floor", "tracer"}
+        all_modes = [m for m in all_modes if m.key in wanted or m.key[:2] in ("v:", "w:", "f:")]
     return all_modes
 
 
@@ -424,6 +432,8 @@ def main():
                         "'batch256={\"batch\":{\"max_batch\":256}}' (repeatable)")
     p.add_argument("--variant-wasm", action="append", default=[], metavar="LABEL=PATH",
                    help="add a meshtrace 100%% mode running another build (repeatable)")
+    p.add_argument("--variant-wasm-full", action="append", default=[], metavar="LABEL=PATH",
+                   help="add a full-featured mode running another build (repeatable)")
     p.add_argument("--markdown", action="store_true", help="also print a README-ready table")
     p.add_argument("--loop-stats", action="store_true",
                    help="turn on Envoy's dispatcher stats and print each worker's event-loop "

@@ -155,11 +155,19 @@ fn outbound(conn: u64, cluster: &str, route: &str) -> Req {
 fn only_an_inbound_sidecar_connection_keeps_its_route() {
     // Outbound, one connection, two routes: each request reads where it went.
     let mut h = host("");
-    h.request(outbound(61, "outbound|9080|v1|reviews.shop.svc.cluster.local", "r1"))
-        .unwrap();
+    h.request(outbound(
+        61,
+        "outbound|9080|v1|reviews.shop.svc.cluster.local",
+        "r1",
+    ))
+    .unwrap();
     h.take_property_reads();
-    h.request(outbound(61, "outbound|9080|v2|reviews.shop.svc.cluster.local", "r2"))
-        .unwrap();
+    h.request(outbound(
+        61,
+        "outbound|9080|v2|reviews.shop.svc.cluster.local",
+        "r2",
+    ))
+    .unwrap();
     let mut want: Vec<&str> = REUSED_CONNECTION.to_vec();
     want.extend(["upstream.address", "upstream.request_attempt_count"]);
     assert_eq!(h.take_property_reads(), want);
@@ -286,14 +294,22 @@ fn a_recorded_grpc_call_reads_its_status_once() {
     h.request(grpc_call(SAMPLED, ok)).unwrap();
     assert_eq!(
         h.take_property_reads(),
-        with_grpc_read(&REUSED_INBOUND_CONNECTION, 1, "response_trailers[grpc-status]")
+        with_grpc_read(
+            &REUSED_INBOUND_CONNECTION,
+            1,
+            "response_trailers[grpc-status]"
+        )
     );
     // Trailers-Only: no trailers, so `on_log` looks in the response headers.
     let only = grpc_reply().header("grpc-status", "14");
     h.request(grpc_call(SAMPLED, only)).unwrap();
     assert_eq!(
         h.take_property_reads(),
-        with_grpc_read(&REUSED_INBOUND_CONNECTION, 3, "response_headers[grpc-status]")
+        with_grpc_read(
+            &REUSED_INBOUND_CONNECTION,
+            3,
+            "response_headers[grpc-status]"
+        )
     );
     let spans = flush_one(&mut h);
     assert_eq!(spans.len(), 3);

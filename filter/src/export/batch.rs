@@ -360,7 +360,10 @@ mod tests {
         assert_eq!(q.take_batch(&header, &mut out), 1);
         let mut chunk = Vec::new();
         assert_eq!(q.take_chunk(&mut chunk), 1);
-        assert_eq!(chunk_spans(&chunk).unwrap().collect::<Vec<_>>(), [&encoded([8])[..]]);
+        assert_eq!(
+            chunk_spans(&chunk).unwrap().collect::<Vec<_>>(),
+            [&encoded([8])[..]]
+        );
         assert!(q.is_empty() && q.bytes() == 0);
     }
 }

@@ -155,7 +155,12 @@ impl BatchSpanProcessor {
         let b = config.batch;
         let e = config.exporter;
         Self {
-            queue: SpanQueue::new(b.max_queue, b.max_queue_bytes, b.max_batch, b.max_export_bytes),
+            queue: SpanQueue::new(
+                b.max_queue,
+                b.max_queue_bytes,
+                b.max_batch,
+                b.max_export_bytes,
+            ),
             header,
             protocol: config.collector.protocol,
             compression: config.collector.compression,
@@ -972,9 +977,8 @@ mod tests {
     fn a_full_batch_goes_out_as_requests_bounded_by_bytes() {
         // The default bounds (2,048 spans a batch, 64 KiB of spans a request), spans of about
         // the size a sidecar's are.
-        let mut e = exporter(
-            r#","batch":{"max_queue":8192,"max_batch":2048,"flush_interval_ms":1000}"#,
-        );
+        let mut e =
+            exporter(r#","batch":{"max_queue":8192,"max_batch":2048,"flush_interval_ms":1000}"#);
         let sized = |i: u16| {
             let mut s = SpanRecord::default();
             s.span_id = SpanId([(i >> 8) as u8 + 1, i as u8, 1, 1, 1, 1, 1, 1]);

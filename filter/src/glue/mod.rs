@@ -847,9 +847,11 @@ impl Routing {
                 .flatten(),
             cluster,
         };
-        let sidecar_inbound = routing.cluster.as_deref().and_then(mesh::cluster::parse).is_some_and(
-            |c| c.direction == mesh::cluster::ClusterDirection::Inbound,
-        );
+        let sidecar_inbound = routing
+            .cluster
+            .as_deref()
+            .and_then(mesh::cluster::parse)
+            .is_some_and(|c| c.direction == mesh::cluster::ClusterDirection::Inbound);
         if sidecar_inbound {
             let _ = conn.inbound.set(routing.clone());
         }
