@@ -25,8 +25,12 @@ tail is what a request queued behind a stall sees). Per-round paired ratios (mod
 mode/tracer within a round) are the steadier statistic on a shared machine: their median and
 range are printed beside the medians. `--markdown` prints a ready-to-paste table for the README.
 
-Exports are counted from each meshtrace Envoy's own stats at the end (requests, mean body bytes,
-spans dropped), so the export pattern behind a tail is visible in the same run.
+Each round also reads the worker thread's CPU time from /proc: CPU us per request does not
+count time the worker waited for a CPU, so it is the steadier cost on a shared machine. Exports
+are counted from each meshtrace Envoy's own stats at the end (requests, mean body bytes, spans
+dropped), so the export pattern behind a tail is visible in the same run; `--loop-stats` adds
+Envoy's event-loop iteration times (a stall shows there whatever its cause). `--variant`,
+`--variant-wasm` and `--variant-wasm-full` add A/B modes (another config or build) to the run.
 """
 
 import argparse
