@@ -16,7 +16,10 @@ mode alike):
               and response header capture, and one request in four a gRPC call (Trailers-Only
               reply). Requests come through a caller sidecar (plain in, mTLS out) and go to an
               app, both served by a helper Envoy on the load core; compare `full` only with
-              `floor-mtls`, which has the same path.
+              `floor-mtls`, which has the same path. On 2 cores the helper and wrk saturate
+              the load core first, so the measured worker is not saturated in these two modes:
+              read them by worker CPU per request (which also carries the per-wakeup cost of a
+              worker that is not saturated), not by req/s.
 
 Envoy runs with one worker pinned to CPU 0; wrk, the OTLP sink and the helper Envoy run on
 CPU 1. Latency percentiles come from wrk's own histogram through its Lua `done()` hook (p50, p90,
