@@ -1,17 +1,46 @@
 #!/usr/bin/env python3
-"""`make bench-envoy`: real Envoy in four modes, interleaved and repeated, in one run.
+"""`make bench-envoy`: real Envoy in every mode, interleaved and repeated, in one run.
 
-Modes: no filter, a no-op wasm filter that reads every header (benches/noop-filter), meshtrace
-(default features, every request sampled: each carries a sampled traceparent), and Envoy's own
-OpenTelemetry tracer (OTLP/HTTP). The traced modes export to the same `otlp-sink`.
+Modes (all up for the whole run, taking turns under load, so drift on a shared machine hits every
+mode alike):
+  none        no filter
+  floor       a no-op wasm filter that reads every request and response header
+              (benches/noop-filter): the floor of any wasm filter
+  mt100       meshtrace, default config, every request sampled (a sampled traceparent on each)
+  mt1         meshtrace in production shape: `sampling.ratio` 0.01, requests carry no context
+  tracer      Envoy's own OpenTelemetry tracer (OTLP/gRPC, its default flush every 5 spans)
+  floor-mtls  the no-op filter on the Istio-like inbound sidecar below: the floor of `full`
+  full        meshtrace with an Istio-like config on an Istio-like inbound sidecar: Istio node
+              metadata, an mTLS listener requiring the caller's SPIFFE certificate (identity),
+              Istio's route and cluster names, a real upstream, traffic rules, baggage and request
+              and response header capture, and one request in four a gRPC call (Trailers-Only
+              reply). Requests come through a caller sidecar (plain in, mTLS out) and go to an
+              app, both served by a helper Envoy on the load core; compare `full` only with
+              `floor-mtls`, which has the same path. On 2 cores the helper and wrk saturate
+              the load core first, so the measured worker is not saturated in these two modes:
+              read them by worker CPU per request (which also carries the per-wakeup cost of a
+              worker that is not saturated), not by req/s.
 
-Envoy runs with one worker pinned to CPU 0; wrk (and the sink) run on CPU 1. All four Envoys
-stay up for the whole run (idle ones cost nothing) and take turns under load, so drift on a
-shared machine hits every mode alike. Prints req/s, p50 and p99 (medians over rounds) and ratios.
+Envoy runs with one worker pinned to CPU 0; wrk, the OTLP sink and the helper Envoy run on
+CPU 1. Latency percentiles come from wrk's own histogram through its Lua `done()` hook (p50, p90,
+p99, p99.9; wrk measures from the request's send, so under a closed loop of `-c` connections the
+tail is what a request queued behind a stall sees). Per-round paired ratios (mode/floor and
+mode/tracer within a round) are the steadier statistic on a shared machine: their median and
+range are printed beside the medians. `--markdown` prints a ready-to-paste table for the README.
+
+Each round also reads the worker thread's CPU time from /proc: CPU us per request does not
+count time the worker waited for a CPU, so it is the steadier cost on a shared machine. Exports
+are counted from each meshtrace Envoy's own stats at the end (requests, mean body bytes, spans
+dropped), so the export pattern behind a tail is visible in the same run; `--loop-stats` adds
+Envoy's event-loop iteration times (a stall shows there whatever its cause). `--variant`,
+`--variant-wasm` and `--variant-wasm-full` add A/B modes (another config or build) to the run.
 """
 
 import argparse
+import datetime
+import json
 import os
+import platform
 import re
 import shutil
 import socket
@@ -22,8 +51,72 @@ import tempfile
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+PERCENTILES = (50, 90, 99, 99.9)
+
+# wrk's `done()` hook prints the percentiles wrk's `--latency` does not (p99.9) from the same
+# histogram, in microseconds, one per line for the parser below.
+DONE_LUA = """
+done = function(summary, latency, requests)
+  for _, p in ipairs({ 50, 90, 99, 99.9 }) do
+    io.write(string.format("bench-latency %g %d\\n", p, latency:percentile(p)))
+  end
+  io.write(string.format("bench-summary %d %d %d\\n", summary.requests, summary.duration,
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.timeout))
+end
+"""
+
+# The Istio-like traffic: three plain requests, then one gRPC call. The call carries no message:
+# the app answers from its route without reading a body, and over HTTP/1.1 an unread body would
+# cost a new upstream connection per call. Built in `init`, once wrk has set the `Host` header.
+MIXED_LUA = """
+local plain, call
+init = function(args)
+  plain = wrk.format("GET", "/api/users/42", {
+    ["Host"] = "reviews.bookinfo:9080",
+    ["traceparent"] = "%s",
+    ["baggage"] = "tenant=acme,session=s-1",
+    ["x-canary"] = "true",
+    ["x-tenant"] = "acme",
+    ["user-agent"] = "bench/1.0 (wrk)",
+  })
+  call = wrk.format("POST", "/shop.v1.Cart/GetCart", {
+    ["Host"] = "reviews.bookinfo:9080",
+    ["traceparent"] = "%s",
+    ["content-type"] = "application/grpc",
+    ["te"] = "trailers",
+    ["x-tenant"] = "acme",
+  })
+end
+local n = 0
+request = function()
+  n = n + 1
+  if n %% 4 == 0 then return call end
+  return plain
+end
+""" % (TRACEPARENT, TRACEPARENT)
+
+MESHTRACE_100 = {"collector": {"cluster": "otel_collector"}, "service_name": "bench"}
+MESHTRACE_1 = {**MESHTRACE_100, "sampling": {"ratio": 0.01}}
+# An Istio sidecar's config with every feature family that costs on the sampled path on: traffic
+# rules, baggage attributes, header capture both ways, route templates; identity is on by
+# default (the listener is mTLS); the service name comes from the Istio node metadata.
+MESHTRACE_FULL = {
+    "collector": {"cluster": "otel_collector"},
+    "traffic": {
+        "rules": [
+            {"match": "header", "name": "x-canary", "value": "true", "release": "canary",
+             "canary": True},
+            {"match": "header", "name": "x-ab-group", "value": "b", "ab_group": "B"},
+        ],
+    },
+    "baggage": {"attribute_keys": ["tenant"]},
+    "capture": {"request_headers": ["x-tenant", "x-request-id"],
+                "response_headers": ["x-app-version"]},
+    "routes": ["/api/users/{id}"],
+}
 
 
 def free_port():
@@ -33,7 +126,7 @@ def free_port():
 
 
 def wasm_filter(name, path, config):
-    cfg = config.replace("'", "''")
+    cfg = json.dumps(config, separators=(",", ":")).replace("'", "''")
     return f"""          - name: envoy.filters.http.wasm
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
@@ -65,35 +158,83 @@ def otel_tracing():
                   timeout: 1s"""
 
 
+def merged(base, extra):
+    """`base` with `extra` merged in, objects key by key."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+class Mode:
+    """One Envoy under test: `mesh` modes use the Istio-like sidecar and the caller path."""
+
+    def __init__(self, key, label, filters="", tracing="", mesh=False, traceparent=True,
+                 meshtrace=False):
+        self.key, self.label = key, label
+        self.filters, self.tracing = filters, tracing
+        self.mesh, self.traceparent, self.meshtrace = mesh, traceparent, meshtrace
+        self.floor = "floor-mtls" if mesh else "floor"
+
+
 def modes(args):
-    meshtrace_cfg = '{"collector":{"cluster":"otel_collector"},"service_name":"bench"}'
-    return [
-        ("no filter", "", ""),
-        ("no-op wasm (reads all headers)", wasm_filter("noop", args.noop, "{}"), ""),
-        ("meshtrace", wasm_filter("meshtrace", args.wasm, meshtrace_cfg), ""),
-        ("envoy otel tracer", "", otel_tracing()),
+    w = args.wasm
+    all_modes = [
+        Mode("none", "no filter"),
+        Mode("floor", "no-op wasm (reads all headers)", wasm_filter("noop", args.noop, {})),
+        Mode("mt100", "meshtrace 100% sampled", wasm_filter("meshtrace", w, MESHTRACE_100),
+             meshtrace=True),
+        Mode("mt1", "meshtrace 1%, no incoming context", wasm_filter("meshtrace", w, MESHTRACE_1),
+             traceparent=False, meshtrace=True),
+        Mode("tracer", "Envoy OpenTelemetry tracer", tracing=otel_tracing()),
+        Mode("floor-mtls", "no-op wasm, Istio-like mTLS sidecar", wasm_filter("noop", args.noop, {}),
+             mesh=True),
+        Mode("full", "meshtrace full-featured, mTLS sidecar",
+             wasm_filter("meshtrace", w, MESHTRACE_FULL), mesh=True, meshtrace=True),
     ]
+    for spec in args.variant:
+        label, _, cfg = spec.partition("=")
+        all_modes.append(Mode(f"v:{label}", f"meshtrace 100% {label}",
+                              wasm_filter("meshtrace", w, merged(MESHTRACE_100, json.loads(cfg))),
+                              meshtrace=True))
+    for spec in args.variant_wasm:
+        label, _, path = spec.partition("=")
+        all_modes.append(Mode(f"w:{label}", f"meshtrace 100% {label}",
+                              wasm_filter("meshtrace", os.path.abspath(path), MESHTRACE_100),
+                              meshtrace=True))
+    for spec in args.variant_wasm_full:
+        label, _, path = spec.partition("=")
+        all_modes.append(Mode(f"f:{label}", f"meshtrace full-featured {label}",
+                              wasm_filter("meshtrace", os.path.abspath(path), MESHTRACE_FULL),
+                              mesh=True, meshtrace=True))
+    wanted = set(args.modes.split(",")) if args.modes else None
+    if wanted is not None:
+        # The floors and the tracer are what the others are read against.
+        if "full" in wanted or args.variant_wasm_full:
+            wanted.add("floor-mtls")
+        wanted |= {"floor", "tracer"}
+        all_modes = [m for m in all_modes if m.key in wanted or m.key[:2] in ("v:", "w:", "f:")]
+    return all_modes
+
+
+def render(template, values):
+    with open(os.path.join(HERE, template)) as f:
+        text = f.read()
+    for k, v in values.items():
+        text = text.replace("{{" + k + "}}", str(v))
+    left = re.findall(r"\{\{[A-Z_]+\}\}", text)
+    if left:
+        raise SystemExit(f"{template}: placeholders left unfilled: {left}")
+    return text
 
 
 class Envoy:
-    def __init__(self, binary, name, filters, tracing, collector_ports, cpu, workdir):
+    def __init__(self, binary, name, config_text, cpu, workdir):
         self.name = name
-        self.port = free_port()
-        self.admin = free_port()
-        with open(os.path.join(ROOT, "benches/envoy/bench.yaml")) as f:
-            text = f.read()
-        text = (
-            text.replace("{{ADMIN_PORT}}", str(self.admin))
-            .replace("{{LISTEN_PORT}}", str(self.port))
-            .replace("{{COLLECTOR_PORT}}", str(collector_ports[0]))
-            .replace("{{GRPC_COLLECTOR_PORT}}", str(collector_ports[1]))
-            .replace("{{HTTP_FILTERS}}", filters)
-            .replace("{{TRACING}}", tracing)
-        )
-        slug = re.sub(r"[^a-z0-9]+", "-", name)
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower())
         cfg = os.path.join(workdir, f"{slug}.yaml")
         with open(cfg, "w") as f:
-            f.write(text)
+            f.write(config_text)
         self.log = os.path.join(workdir, f"{slug}.log")
         self.proc = subprocess.Popen(
             ["taskset", "-c", str(cpu), binary, "-c", cfg, "--concurrency", "1",
@@ -116,6 +257,35 @@ class Envoy:
             time.sleep(0.2)
         raise SystemExit(f"{self.name}: Envoy not ready after {timeout}s:\n{self.tail()}")
 
+    def stats(self, prefix):
+        """Counter and gauge values whose names start with `prefix`."""
+        url = f"http://127.0.0.1:{self.admin}/stats?filter=^{prefix}"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+        return {k: int(v) for k, v in re.findall(r"^(\S+): (\d+)$", text, re.M)}
+
+    def worker_cpu_s(self):
+        """CPU seconds the worker thread (`wrk:worker_0`) has used: user plus system."""
+        task = f"/proc/{self.proc.pid}/task"
+        for tid in os.listdir(task):
+            try:
+                with open(f"{task}/{tid}/comm") as f:
+                    if f.read().strip() != "wrk:worker_0":
+                        continue
+                with open(f"{task}/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except OSError:
+                continue
+        return float("nan")
+
+    def loop_quantiles(self):
+        """The worker's event-loop iteration time quantiles, cumulative over the run."""
+        url = f"http://127.0.0.1:{self.admin}/stats?filter=worker_0.dispatcher.loop_duration_us"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+        return {p: float(v) for p, v in re.findall(r"(P[\d.]+)\([^,]+,([\d.e+]+)\)", text)}
+
     def tail(self, lines=20):
         try:
             with open(self.log) as f:
@@ -131,41 +301,165 @@ class Envoy:
             self.proc.kill()
 
 
-UNITS = {"us": 1.0, "ms": 1000.0, "s": 1e6}
+def make_certs(workdir):
+    """A CA, and server and client certificates with SPIFFE URI SANs (as Istio issues them)."""
+    d = os.path.join(workdir, "certs")
+    os.makedirs(d)
+
+    def run(*cmd):
+        subprocess.run(["openssl", *cmd], cwd=d, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=bench CA")
+    for name, sa in (("server", "reviews"), ("client", "productpage")):
+        with open(os.path.join(d, f"{name}.ext"), "w") as f:
+            f.write(f"subjectAltName=DNS:localhost,URI:spiffe://cluster.local/ns/bookinfo/sa/{sa}\n")
+        run("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/O=cluster.local/CN={sa}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-out", f"{name}.crt", "-extfile", f"{name}.ext")
+    return d
 
 
-def wrk(port, seconds, connections, cpu):
-    out = subprocess.run(
-        ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-         "-H", f"traceparent: {TRACEPARENT}", f"http://127.0.0.1:{port}/api/users/42"],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    lat = {}
-    for pct, val, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
-        lat[pct] = float(val) * UNITS[unit]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:
-        print(f"  warning: {errors.group(1)} non-2xx responses", file=sys.stderr)
-    return rps, lat.get("50"), lat.get("99")
+def helper_config(admin, app_port, callers, cert_dir):
+    """The helper Envoy: the app and one caller-sidecar listener per mesh mode."""
+    listeners, clusters = [], []
+    for key, port, target in callers:
+        name = "to_" + re.sub(r"[^a-z0-9]+", "_", key)
+        listeners.append(f"""  - name: caller_{name}
+    address:
+      socket_address: {{ address: 127.0.0.1, port_value: {port} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: caller_{name}
+          codec_type: AUTO
+          route_config:
+            virtual_hosts:
+            - name: out
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: {name}, timeout: 0s }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router""")
+        clusters.append(f"""  - name: {name}
+    type: STATIC
+    connect_timeout: 1s
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: outbound_.9080_._.reviews.bookinfo.svc.cluster.local
+        common_tls_context:
+          tls_params: {{ tls_maximum_protocol_version: TLSv1_3 }}
+          tls_certificates:
+          - certificate_chain: {{ filename: "{cert_dir}/client.crt" }}
+            private_key: {{ filename: "{cert_dir}/client.key" }}
+          validation_context:
+            trusted_ca: {{ filename: "{cert_dir}/ca.crt" }}
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {target} }} }} }}""")
+    return render("bench-helper.yaml", {
+        "ADMIN_PORT": admin, "APP_PORT": app_port,
+        "CALLERS": "\n".join(listeners), "CALLER_CLUSTERS": "\n".join(clusters),
+    })
+
+
+def wrk(port, seconds, connections, cpu, mode, scripts):
+    cmd = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
+    if mode.mesh:
+        cmd += ["-s", scripts["mixed"]]
+    else:
+        cmd += ["-s", scripts["done"]]
+        if mode.traceparent:
+            cmd += ["-H", f"traceparent: {TRACEPARENT}"]
+    out = subprocess.run(cmd + [f"http://127.0.0.1:{port}/api/users/42"],
+                         capture_output=True, text=True, check=True).stdout
+    lat = {float(p): int(v) for p, v in re.findall(r"^bench-latency (\S+) (\d+)$", out, re.M)}
+    requests, duration_us, errors = map(int, re.search(r"^bench-summary (\d+) (\d+) (\d+)$", out,
+                                                       re.M).groups())
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors or non2xx:
+        print(f"  warning: {mode.label}: {errors} errors, "
+              f"{non2xx.group(1) if non2xx else 0} non-2xx responses", file=sys.stderr)
+    return {"rps": requests / (duration_us / 1e6), "requests": requests,
+            **{p: lat.get(p) for p in PERCENTILES}}
+
+
+def spread(values):
+    v = sorted(values)
+    return statistics.median(v), v[0], v[-1]
+
+
+def machine():
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"^model name\s*:\s*(.+)$", f.read(), re.M)
+            model = m.group(1).strip() if m else model
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs, Linux {platform.release()}"
+
+
+def envoy_version(binary):
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+        m = re.search(r"version: \S+/(\d+\.\d+\.\d+)", out)
+        return m.group(1) if m else "?"
+    except OSError:
+        return "?"
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[2:]))
     p.add_argument("--envoy", required=True)
     p.add_argument("--wasm", required=True, help="dist/meshtrace.wasm")
     p.add_argument("--noop", required=True, help="the no-op filter's .wasm")
     p.add_argument("--sink", required=True, help="the otlp-sink binary")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--modes", default="",
+                   help="comma-separated mode keys (default all; floor, floor-mtls and tracer "
+                        "are always added)")
+    p.add_argument("--variant", action="append", default=[], metavar="LABEL=JSON",
+                   help="add a meshtrace 100%% mode with JSON merged into its config, e.g. "
+                        "'batch256={\"batch\":{\"max_batch\":256}}' (repeatable)")
+    p.add_argument("--variant-wasm", action="append", default=[], metavar="LABEL=PATH",
+                   help="add a meshtrace 100%% mode running another build (repeatable)")
+    p.add_argument("--variant-wasm-full", action="append", default=[], metavar="LABEL=PATH",
+                   help="add a full-featured mode running another build (repeatable)")
+    p.add_argument("--markdown", action="store_true", help="also print a README-ready table")
+    p.add_argument("--loop-stats", action="store_true",
+                   help="turn on Envoy's dispatcher stats and print each worker's event-loop "
+                        "iteration time (P99, P99.9, max): a stall shows there whatever its cause")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the work directory (configs, Envoy logs) and print its path")
     args = p.parse_args()
-    for tool in ("wrk", "taskset"):
+    for tool in ("wrk", "taskset", "openssl"):
         if not shutil.which(tool):
-            raise SystemExit(f"{tool} is missing (make bench-envoy installs wrk)")
+            raise SystemExit(f"{tool} is missing (make bench-envoy installs wrk; "
+                             f"apt-get install -y {'util-linux' if tool == 'taskset' else tool})")
     envoy_cpu, load_cpu = (0, 1) if (os.cpu_count() or 1) > 1 else (0, 0)
-
+    selected = modes(args)
     workdir = tempfile.mkdtemp(prefix="meshtrace-bench-envoy-")
+    scripts = {"done": os.path.join(workdir, "done.lua"), "mixed": os.path.join(workdir, "mixed.lua")}
+    with open(scripts["done"], "w") as f:
+        f.write(DONE_LUA)
+    with open(scripts["mixed"], "w") as f:
+        f.write(MIXED_LUA + DONE_LUA)
     collector_ports = (free_port(), free_port())
     sink_log = open(os.path.join(workdir, "sink.log"), "w")
     sink = subprocess.Popen(
@@ -173,57 +467,181 @@ def main():
          "--grpc-port", str(collector_ports[1]), "--quiet"],
         stdout=sink_log, stderr=subprocess.STDOUT,
     )
+    started = datetime.datetime.now(datetime.timezone.utc)
+    load_before = os.getloadavg()
     sink_summary = "?"
-    envoys = []
+    envoys, ports, exports, loops = {}, {}, {}, {}
     try:
-        for name, filters, tracing in modes(args):
-            envoys.append(Envoy(args.envoy, name, filters, tracing, collector_ports, envoy_cpu, workdir))
-        for e in envoys:
+        cert_dir = make_certs(workdir) if any(m.mesh for m in selected) else ""
+        app_port = free_port()
+        callers = []
+        for m in selected:
+            admin, port = free_port(), free_port()
+            common = {"ADMIN_PORT": admin, "LISTEN_PORT": port,
+                      "COLLECTOR_PORT": collector_ports[0], "HTTP_FILTERS": m.filters}
+            if m.mesh:
+                text = render("bench-mesh.yaml", {**common, "CERT_DIR": cert_dir,
+                                                  "APP_PORT": app_port})
+                ports[m.key] = free_port()
+                callers.append((m.key, ports[m.key], port))
+            else:
+                text = render("bench.yaml", {**common, "GRPC_COLLECTOR_PORT": collector_ports[1],
+                                             "TRACING": m.tracing})
+                ports[m.key] = port
+            if args.loop_stats:
+                text += "\nenable_dispatcher_stats: true\n"
+            envoys[m.key] = Envoy(args.envoy, m.label, text, envoy_cpu, workdir)
+            envoys[m.key].admin = admin
+        if callers:
+            admin = free_port()
+            envoys["helper"] = Envoy(args.envoy, "helper",
+                                     helper_config(admin, app_port, callers, cert_dir),
+                                     load_cpu, workdir)
+            envoys["helper"].admin = admin
+        for e in envoys.values():
             e.wait_ready()
         # Warm every mode once (wasm compilation, connection pools, the exporters' first flush).
-        for e in envoys:
-            wrk(e.port, 1, args.connections, load_cpu)
-        results = {e.name: [] for e in envoys}
+        for m in selected:
+            wrk(ports[m.key], 1, args.connections, load_cpu, m, scripts)
+        results = {m.key: [] for m in selected}
         for r in range(args.rounds):
             # Rotate the order each round so no mode always follows the same neighbour.
-            order = envoys[r % len(envoys):] + envoys[: r % len(envoys)]
-            for e in order:
-                results[e.name].append(wrk(e.port, args.seconds, args.connections, load_cpu))
-                rps = results[e.name][-1][0]
-                print(f"  round {r + 1}: {e.name:<32} {rps:>9.0f} req/s", file=sys.stderr)
+            order = selected[r % len(selected):] + selected[: r % len(selected)]
+            for m in order:
+                cpu = envoys[m.key].worker_cpu_s()
+                res = wrk(ports[m.key], args.seconds, args.connections, load_cpu, m, scripts)
+                res["cpu"] = (envoys[m.key].worker_cpu_s() - cpu) * 1e6 / res["requests"]
+                results[m.key].append(res)
+                print(f"  round {r + 1}: {m.label:<40} {res['rps']:>8.0f} req/s  "
+                      f"p99 {res[99]:>6} us  p99.9 {res[99.9]:>6} us  "
+                      f"cpu {res['cpu']:>5.1f} us/req", file=sys.stderr)
+        for m in selected:
+            if m.meshtrace:
+                exports[m.key] = envoys[m.key].stats("wasmcustom.meshtrace.")
+        if args.loop_stats:
+            time.sleep(5.5)  # histograms reach the admin on the stats flush (every 5 s)
+            for m in selected:
+                loops[m.key] = envoys[m.key].loop_quantiles()
         # The sink prints a running count each second: its last line proves both tracers exported.
         time.sleep(2)
         with open(os.path.join(workdir, "sink.log")) as f:
             lines = f.read().splitlines()
         sink_summary = lines[-1] if lines else "nothing"
     finally:
-        for e in envoys:
+        for e in envoys.values():
             e.stop()
         sink.terminate()
         sink.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep:
+            print(f"work directory kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
-    med = {
-        name: tuple(statistics.median(x[i] for x in rows if x[i] is not None) for i in range(3))
-        for name, rows in results.items()
-    }
-    base, floor, tracer = med["no filter"][0], med["no-op wasm (reads all headers)"][0], med["envoy otel tracer"][0]
-    print(f"\nEnvoy 1 worker on CPU {envoy_cpu}, wrk -t1 -c{args.connections} on CPU {load_cpu}, "
-          f"{args.rounds} rounds x {args.seconds}s interleaved, medians; sampled traceparent on every request")
-    print(f"{'mode':<32} {'req/s':>9} {'p50 us':>8} {'p99 us':>8} {'vs none':>8} {'vs no-op':>9} {'vs otel':>8} {'us/req':>7}")
-    for name, (rps, p50, p99) in med.items():
-        print(f"{name:<32} {rps:>9.0f} {p50:>8.0f} {p99:>8.0f} {rps / base:>8.2f} {rps / floor:>9.2f} "
-              f"{rps / tracer:>8.2f} {1e6 / rps:>7.1f}")
+    report(args, selected, results, exports, sink_summary, envoy_cpu, load_cpu, started,
+           load_before, loops)
+
+
+def report(args, selected, results, exports, sink_summary, envoy_cpu, load_cpu, started,
+           load_before, loops):
+    keys = [m.key for m in selected]
+    by_key = {m.key: m for m in selected}
+    med = {k: {q: statistics.median(x[q] for x in results[k])
+               for q in ("rps", "cpu", *PERCENTILES)}
+           for k in keys}
+
+    def paired(k, other, q):
+        """Per-round ratios of `k` to `other` on statistic `q`: median, low, high."""
+        return spread(a[q] / b[q] for a, b in zip(results[k], results[other]))
+
+    print(f"\nEnvoy {envoy_version(args.envoy)}, 1 worker on CPU {envoy_cpu}; wrk -t1 "
+          f"-c{args.connections}, otlp-sink and the mTLS modes' helper Envoy on CPU {load_cpu}; "
+          f"{args.rounds} rounds x {args.seconds}s interleaved; medians over rounds, latency in us")
+    print(f"{'mode':<40} {'req/s':>8} {'p50':>6} {'p90':>6} {'p99':>6} {'p99.9':>7} "
+          f"{'us/req':>7} {'cpu us/req':>10}")
+    for k in keys:
+        s = med[k]
+        print(f"{by_key[k].label:<40} {s['rps']:>8.0f} {s[50]:>6.0f} {s[90]:>6.0f} {s[99]:>6.0f} "
+              f"{s[99.9]:>7.0f} {1e6 / s['rps']:>7.1f} {s['cpu']:>10.1f}")
+    print("(cpu us/req: the Envoy worker thread's own CPU time per request, from /proc; unlike "
+          "req/s it does not count time the thread waited for a CPU, so it is the steadier cost "
+          "on a shared machine)")
+
+    print("\nper-round paired ratios, median (low to high); floor = the mode's own floor")
+    print(f"{'mode':<40} {'req/s vs floor':>20} {'p99 vs floor':>20} {'req/s vs tracer':>20} "
+          f"{'p99 vs tracer':>20} {'cpu/req vs floor':>20}")
+    fmt = "{:.2f} ({:.2f}-{:.2f})"
+    for k in keys:
+        m = by_key[k]
+        if k in ("floor", "floor-mtls", "tracer"):
+            continue
+        cols = [fmt.format(*paired(k, m.floor, "rps")), fmt.format(*paired(k, m.floor, 99))]
+        if not m.mesh and k != "none":
+            cols += [fmt.format(*paired(k, "tracer", "rps")), fmt.format(*paired(k, "tracer", 99))]
+        else:
+            cols += ["-", "-"]
+        cols.append(fmt.format(*paired(k, m.floor, "cpu")))
+        print(f"{m.label:<40} " + " ".join(f"{c:>20}" for c in cols))
+
+    if exports:
+        print("\nexports over the whole run, from each Envoy's stats")
+        print(f"{'mode':<40} {'spans':>9} {'requests':>9} {'bytes/req':>10} {'spans/req':>10} "
+              f"{'dropped':>8}")
+        for k, s in exports.items():
+            get = lambda name: s.get(f"wasmcustom.meshtrace.{name}", 0)
+            reqs = get("export_requests.ok") + get("export_requests.retryable") + \
+                get("export_requests.failed")
+            dropped = sum(get(f"spans_dropped.{d}") for d in ("queue_full", "too_large",
+                                                              "export_failed"))
+            spans = get("spans_exported")
+            print(f"{by_key[k].label:<40} {spans:>9} {reqs:>9} "
+                  f"{get('export_bytes.sent') / max(reqs, 1):>10.0f} "
+                  f"{spans / max(reqs, 1):>10.1f} {dropped:>8}")
+    if loops:
+        print("\nworker event-loop iterations over the whole run (us, Envoy's dispatcher stats)")
+        print(f"{'mode':<40} {'P50':>7} {'P99':>7} {'P99.9':>7} {'max':>7}")
+        for k, q in loops.items():
+            print(f"{by_key[k].label:<40} " + " ".join(f"{q.get(p, float('nan')):>7.0f}"
+                                                      for p in ("P50", "P99", "P99.9", "P100")))
     print(f"otlp-sink received: {sink_summary}")
-    m = med["meshtrace"][0]
-    print(f"\ngoals: meshtrace/no-op floor = {m / floor:.2f} (goal >= 0.85); "
-          f"meshtrace/envoy otel = {m / tracer:.2f} (goal >= 1.6)")
-    # Machine drift moves all modes of a round together, so the ratio within each round is the
-    # steadier statistic; its median and range show how much of a gap is noise.
-    for other in ("no-op wasm (reads all headers)", "envoy otel tracer"):
-        paired = sorted(a[0] / b[0] for a, b in zip(results["meshtrace"], results[other]))
-        print(f"meshtrace/{other}, per round: median {statistics.median(paired):.2f} "
-              f"(range {paired[0]:.2f} to {paired[-1]:.2f})")
+    print(f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} "
+          f"(a busy machine widens every spread)")
+
+    if "mt100" in med:
+        rps_f, p99_f = paired("mt100", "floor", "rps")[0], paired("mt100", "floor", 99)[0]
+        rps_t = paired("mt100", "tracer", "rps")[0]
+        print(f"\ngoals (per-round medians): meshtrace 100% req/s vs floor {rps_f:.2f} (>= 0.85), "
+              f"vs tracer {rps_t:.2f} (>= 1.6); p99 vs floor {p99_f:.2f} (<= 1.3), "
+              f"p99 {med['mt100'][99]:.0f} us vs tracer {med['tracer'][99]:.0f} us (below)")
+    if "mt1" in med:
+        print(f"       meshtrace 1% req/s vs floor {paired('mt1', 'floor', 'rps')[0]:.2f} (>= 0.97)")
+
+    if args.markdown:
+        print(f"\n`make bench-envoy` ({args.rounds} rounds x {args.seconds} s, "
+              f"{started:%Y-%m-%d}, {machine()}, Envoy {envoy_version(args.envoy)}):\n")
+        print("| mode | req/s | p50 µs | p99 µs | p99.9 µs | worker CPU µs/req | req/s vs floor "
+              "| p99 vs floor | req/s vs Envoy's tracer | p99 vs Envoy's tracer |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        mfmt = "{:.2f} ({:.2f}–{:.2f})"
+        for k in keys:
+            m, s = by_key[k], med[k]
+            own = k in ("floor", "floor-mtls")
+            vs_floor = ["1.00", "1.00"] if own else [mfmt.format(*paired(k, m.floor, "rps")),
+                                                     mfmt.format(*paired(k, m.floor, 99))]
+            if k == "tracer":
+                vs_tracer = ["1.00", "1.00"]
+            elif m.mesh or k in ("none", "floor"):
+                vs_tracer = ["", ""]
+            else:
+                vs_tracer = [mfmt.format(*paired(k, "tracer", "rps")),
+                             mfmt.format(*paired(k, "tracer", 99))]
+            if k == "none":
+                vs_floor = [mfmt.format(*paired(k, "floor", "rps")),
+                            mfmt.format(*paired(k, "floor", 99))]
+            print(f"| {m.label} | {s['rps']:,.0f} | {s[50]:.0f} | {s[99]:.0f} | {s[99.9]:.0f} | "
+                  f"{s['cpu']:.1f} | "
+                  + " | ".join(vs_floor + vs_tracer) + " |")
+        print("\nRatios are per-round paired medians (low–high over rounds); the mTLS rows are read "
+              "against the no-op filter on the same mTLS sidecar path.")
 
 
 if __name__ == "__main__":

@@ -65,6 +65,10 @@ fn each_invalid_field_is_named() {
             "batch.max_batch: must be between 1 and batch.max_queue (10), got 11",
         ),
         (
+            r#"{"collector": {"cluster": "c"}, "batch": {"max_export_bytes": 1023}}"#,
+            "batch.max_export_bytes: must be at least 1024, got 1023",
+        ),
+        (
             r#"{"collector": {"cluster": "c"}, "batch": {"flush_interval_ms": 0}}"#,
             "batch.flush_interval_ms: must be between 1 and 3600000, got 0",
         ),

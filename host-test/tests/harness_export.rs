@@ -94,3 +94,63 @@ fn large_backlog_is_cut_into_batches() {
     h.advance(1).unwrap();
     assert_eq!(sizes(&h), vec![4, 4, 2]);
 }
+
+/// The bytes a span takes inside `ScopeSpans` (field 2: key, length, message), which is what
+/// `batch.max_export_bytes` bounds.
+fn span_field_len(s: &opentelemetry_proto::tonic::trace::v1::Span) -> usize {
+    use prost::Message;
+    let len = s.encoded_len();
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+#[test]
+fn a_backlog_goes_out_in_requests_of_at_most_max_export_bytes() {
+    // The default bounds: 2,048 spans a batch, 64 KiB of spans a request, 2 in flight.
+    let mut h = host("{}");
+    for _ in 0..1000 {
+        h.request(Req::get("/api/users/42")).unwrap();
+    }
+    h.advance(1).unwrap();
+    let mut counts = Vec::new();
+    let mut span_bytes = Vec::new();
+    let mut answered = 0;
+    loop {
+        let pending = h.pending_http_calls();
+        assert!(pending.len() <= 2, "exporter.max_in_flight");
+        if pending.is_empty() {
+            break;
+        }
+        for c in pending {
+            let s = spans(&decode(&c.body).unwrap());
+            counts.push(s.len());
+            span_bytes.push(s.iter().map(span_field_len).collect::<Vec<_>>());
+            // Each reply frees a slot, and the next full request goes out at once.
+            h.answer(c.token, 200, b"").unwrap();
+            answered += 1;
+        }
+    }
+    // Full requests: as many spans as fit in 64 KiB, and not one more.
+    let full = counts.len();
+    assert!(full >= 3, "{counts:?}");
+    let one = span_bytes[0][0];
+    for (n, lens) in counts.iter().zip(&span_bytes) {
+        assert!(lens.iter().all(|&l| l == one), "the spans are alike");
+        assert_eq!(*n, 65536 / one, "{counts:?}");
+    }
+    // The rest is under the bound, so it waits for the interval from the last cut (at 1 ms).
+    h.advance(999).unwrap();
+    assert_eq!(h.pending_http_calls().len(), 0);
+    h.advance(1).unwrap();
+    let rest = h.pending_http_calls();
+    assert_eq!(rest.len(), 1);
+    let last = spans(&decode(&rest[0].body).unwrap()).len();
+    assert_eq!(last, 1000 - full * (65536 / one));
+    h.answer(rest[0].token, 200, b"").unwrap();
+    assert_eq!(answered, full);
+    h.advance(1000).unwrap();
+    assert_eq!(h.metric("meshtrace.spans_exported"), Some(1000));
+    assert_eq!(
+        h.metric("meshtrace.export_requests.ok"),
+        Some(full as u64 + 1)
+    );
+}

@@ -54,7 +54,17 @@ fn str_attr(s: &Span, key: &str) -> Option<String> {
     }
 }
 
-/// A recorded request on a connection already seen: routing at request time, then `on_log`.
+/// A recorded request on an Istio sidecar's inbound connection already seen: its routing facts
+/// are the connection's (one route per inbound port), so only its id, then `on_log`.
+const REUSED_INBOUND_CONNECTION: [&str; 4] = [
+    "connection.id",
+    "response.code",
+    "response.flags",
+    "response.backend_latency",
+];
+
+/// A recorded request on any other connection already seen (outbound, a waypoint's): routing
+/// at request time, since a route table may send each request elsewhere, then `on_log`.
 const REUSED_CONNECTION: [&str; 6] = [
     "connection.id",
     "xds.cluster_name",
@@ -65,7 +75,8 @@ const REUSED_CONNECTION: [&str; 6] = [
 ];
 
 /// A connection's first recorded request adds its facts: protocol and peer address with the
-/// connection id, the mTLS identity when the server span is finished.
+/// connection id, the inbound route and cluster, the mTLS identity when the server span is
+/// finished.
 const NEW_CONNECTION: [&str; 12] = [
     "connection.id",
     "request.protocol",
@@ -92,7 +103,7 @@ fn connection_facts_are_read_once_per_connection() {
     let other = h.take_property_reads();
 
     assert_eq!(first, NEW_CONNECTION);
-    assert_eq!(second, REUSED_CONNECTION);
+    assert_eq!(second, REUSED_INBOUND_CONNECTION);
     assert_eq!(
         other, NEW_CONNECTION,
         "a new connection reads its own facts"
@@ -107,6 +118,11 @@ fn connection_facts_are_read_once_per_connection() {
     assert_eq!(h.metric("meshtrace.connection_facts.read"), Some(2));
     for (s, port) in spans.iter().zip([5001, 5001, 5002]) {
         assert_eq!(str_attr(s, "mesh.peer.spiffe_id"), Some(peer(port as u16)));
+        assert_eq!(str_attr(s, "mesh.route.name").as_deref(), Some("default"));
+        assert_eq!(
+            str_attr(s, "mesh.upstream.cluster").as_deref(),
+            Some("inbound|8080||cart.shop.svc.cluster.local")
+        );
         assert_eq!(
             str_attr(s, "network.protocol.version").as_deref(),
             Some("2")
@@ -117,6 +133,79 @@ fn connection_facts_are_read_once_per_connection() {
             Some(Attr::Int(port))
         );
     }
+}
+
+/// An outbound request on connection `conn` that routing sent to `cluster` by route `route`.
+fn outbound(conn: u64, cluster: &str, route: &str) -> Req {
+    Req::get("/reviews")
+        .header("traceparent", SAMPLED)
+        .property("connection.id", conn)
+        .property("xds.cluster_name", cluster)
+        .property("xds.route_name", route)
+        .property("request.protocol", "HTTP/1.1")
+        .property("source.address", "10.0.0.7:6001")
+        .property("response.code", 200i64)
+        .property("response.flags", 0i64)
+        .property("response.backend_latency", 1_000_000i64)
+        .property("upstream.address", "10.1.1.1:9080")
+        .property("upstream.request_attempt_count", 1i64)
+}
+
+#[test]
+fn only_an_inbound_sidecar_connection_keeps_its_route() {
+    // Outbound, one connection, two routes: each request reads where it went.
+    let mut h = host("");
+    h.request(outbound(
+        61,
+        "outbound|9080|v1|reviews.shop.svc.cluster.local",
+        "r1",
+    ))
+    .unwrap();
+    h.take_property_reads();
+    h.request(outbound(
+        61,
+        "outbound|9080|v2|reviews.shop.svc.cluster.local",
+        "r2",
+    ))
+    .unwrap();
+    let mut want: Vec<&str> = REUSED_CONNECTION.to_vec();
+    want.extend(["upstream.address", "upstream.request_attempt_count"]);
+    assert_eq!(h.take_property_reads(), want);
+    let spans = flush_one(&mut h);
+    let routes: Vec<_> = spans
+        .iter()
+        .map(|s| {
+            (
+                str_attr(s, "mesh.route.name").unwrap(),
+                str_attr(s, "mesh.upstream.subset").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        routes,
+        [("r1".into(), "v1".into()), ("r2".into(), "v2".into())]
+    );
+
+    // A plain Envoy cluster is no Istio inbound port: read every time as well.
+    let mut h = host(r#", "direction": "inbound""#);
+    for _ in 0..2 {
+        h.request(outbound(62, "backend", "api")).unwrap();
+    }
+    let reads = h.take_property_reads();
+    assert_eq!(
+        reads.iter().filter(|r| *r == "xds.route_name").count(),
+        2,
+        "{reads:?}"
+    );
+
+    // With `route_metadata: true` the inbound connection keeps the metadata too.
+    let mut h = host(r#", "route_metadata": true"#);
+    h.request(inbound(43, 5003, SAMPLED)).unwrap();
+    assert!(h
+        .take_property_reads()
+        .contains(&"xds.route_metadata".to_string()));
+    h.request(inbound(43, 5003, SAMPLED)).unwrap();
+    assert_eq!(h.take_property_reads(), REUSED_INBOUND_CONNECTION);
 }
 
 #[test]
@@ -205,14 +294,22 @@ fn a_recorded_grpc_call_reads_its_status_once() {
     h.request(grpc_call(SAMPLED, ok)).unwrap();
     assert_eq!(
         h.take_property_reads(),
-        with_grpc_read(&REUSED_CONNECTION, 3, "response_trailers[grpc-status]")
+        with_grpc_read(
+            &REUSED_INBOUND_CONNECTION,
+            1,
+            "response_trailers[grpc-status]"
+        )
     );
     // Trailers-Only: no trailers, so `on_log` looks in the response headers.
     let only = grpc_reply().header("grpc-status", "14");
     h.request(grpc_call(SAMPLED, only)).unwrap();
     assert_eq!(
         h.take_property_reads(),
-        with_grpc_read(&REUSED_CONNECTION, 5, "response_headers[grpc-status]")
+        with_grpc_read(
+            &REUSED_INBOUND_CONNECTION,
+            3,
+            "response_headers[grpc-status]"
+        )
     );
     let spans = flush_one(&mut h);
     assert_eq!(spans.len(), 3);

@@ -244,6 +244,7 @@ fn plugin_configs_use_only_the_agreed_keys() {
                 "max_queue",
                 "max_queue_bytes",
                 "max_batch",
+                "max_export_bytes",
                 "flush_interval_ms",
             ][..],
         ),

@@ -3,6 +3,16 @@
 //! Spans are stored already encoded, back to back in one buffer, so a batch is one copy into the
 //! request body. The bound is in spans and in bytes; on overflow the newest span is dropped and
 //! counted, never blocking a request.
+//!
+//! A batch is bounded twice: at most `max_batch` spans and at most `max_export_bytes` encoded
+//! span bytes (a single larger span goes alone). The byte bound is what keeps each export's work
+//! on the worker thread small: building, copying and sending one request of about a megabyte in
+//! one callback stalls every request queued behind it, where several requests of a few dozen
+//! KiB spread the same work over separate callbacks.
+//!
+//! Taken batches advance a head offset instead of shifting the rest of the buffer down, so a
+//! backlog cut into many small batches costs one copy per byte, not one move of the backlog per
+//! batch; the buffer is compacted once the taken part outgrows the live part.
 
 use std::collections::VecDeque;
 
@@ -21,24 +31,35 @@ pub enum DropReason {
 /// Encoded spans waiting for export.
 #[derive(Debug)]
 pub struct SpanQueue {
+    /// `buf[head..]` holds the queued spans; `buf[..head]` was taken already.
     buf: Vec<u8>,
+    head: usize,
     lens: VecDeque<u32>,
     max_spans: usize,
     max_bytes: usize,
     max_batch: usize,
+    max_export_bytes: usize,
 }
 
 impl SpanQueue {
     /// An empty queue holding at most `max_spans` spans and `max_bytes` encoded bytes, cut into
-    /// batches of at most `max_batch` spans.
-    pub fn new(max_spans: u32, max_bytes: u64, max_batch: u32) -> Self {
+    /// batches of at most `max_batch` spans and `max_export_bytes` encoded span bytes.
+    pub fn new(max_spans: u32, max_bytes: u64, max_batch: u32, max_export_bytes: u64) -> Self {
         Self {
             buf: Vec::new(),
+            head: 0,
             lens: VecDeque::new(),
             max_spans: max_spans as usize,
             max_bytes: max_bytes.min(usize::MAX as u64) as usize,
             max_batch: max_batch as usize,
+            max_export_bytes: max_export_bytes.min(usize::MAX as u64) as usize,
         }
+    }
+
+    /// Moves the live spans to the front of the buffer, dropping the taken ones.
+    fn compact(&mut self) {
+        self.buf.drain(..self.head);
+        self.head = 0;
     }
 
     /// Encodes `span` onto the tail of the queue, or says why it was dropped.
@@ -49,8 +70,14 @@ impl SpanQueue {
         let start = self.buf.len();
         encode_span(span, &mut self.buf);
         let len = self.buf.len() - start;
+        if self.buf.len() > self.max_bytes && self.head > 0 {
+            // The bound is on the buffer itself: reclaim the taken part before refusing. Only a
+            // queue near its byte bound gets here (with the default bounds the span bound comes
+            // first), so this move is rare.
+            self.compact();
+        }
         if self.buf.len() > self.max_bytes {
-            self.buf.truncate(start);
+            self.buf.truncate(self.buf.len() - len);
             return Err(if len > self.max_bytes {
                 DropReason::TooLarge
             } else {
@@ -66,6 +93,9 @@ impl SpanQueue {
         if span.len() > self.max_bytes || span.len() > u32::MAX as usize {
             return Err(DropReason::TooLarge);
         }
+        if self.buf.len() + span.len() > self.max_bytes && self.head > 0 {
+            self.compact();
+        }
         if self.lens.len() >= self.max_spans || self.buf.len() + span.len() > self.max_bytes {
             return Err(DropReason::QueueFull);
         }
@@ -80,13 +110,14 @@ impl SpanQueue {
     pub fn take_chunk(&mut self, out: &mut Vec<u8>) -> usize {
         out.clear();
         let n = self.lens.len();
-        out.reserve(4 + 4 * n + self.buf.len());
+        out.reserve(4 + 4 * n + self.bytes());
         out.extend_from_slice(&(n as u32).to_le_bytes());
         for len in self.lens.drain(..) {
             out.extend_from_slice(&len.to_le_bytes());
         }
-        out.extend_from_slice(&self.buf);
+        out.extend_from_slice(&self.buf[self.head..]);
         self.buf.clear();
+        self.head = 0;
         n
     }
 
@@ -102,21 +133,40 @@ impl SpanQueue {
 
     /// Encoded bytes queued.
     pub fn bytes(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.head
     }
 
-    /// A full batch is waiting: export now rather than at the next interval.
+    /// A full batch is waiting, by spans or by bytes: export now rather than at the next
+    /// interval.
     pub fn batch_ready(&self) -> bool {
-        self.lens.len() >= self.max_batch
+        self.lens.len() >= self.max_batch || self.bytes() >= self.max_export_bytes
     }
 
-    /// Moves up to `max_batch` spans from the head into an `ExportTraceServiceRequest` in
-    /// `out`. Returns how many spans it holds.
+    /// Moves the next batch from the head (up to `max_batch` spans and `max_export_bytes`
+    /// span bytes, at least one span) into an `ExportTraceServiceRequest` appended to `out`.
+    /// Returns how many spans it holds.
     pub fn take_batch(&mut self, header: &BatchHeader, out: &mut Vec<u8>) -> usize {
-        let n = self.lens.len().min(self.max_batch);
-        let bytes: usize = self.lens.drain(..n).map(|l| l as usize).sum();
-        header.encode_request(&self.buf[..bytes], out);
-        self.buf.drain(..bytes);
+        let mut n = 0;
+        let mut bytes = 0;
+        for &len in self.lens.iter().take(self.max_batch) {
+            let len = len as usize;
+            if n > 0 && bytes + len > self.max_export_bytes {
+                break;
+            }
+            n += 1;
+            bytes += len;
+        }
+        self.lens.drain(..n);
+        header.append_request(&self.buf[self.head..self.head + bytes], out);
+        self.head += bytes;
+        if self.head == self.buf.len() {
+            self.buf.clear();
+            self.head = 0;
+        } else if self.head >= self.buf.len() - self.head {
+            // The live part is at most as large as what was taken since the last move: moving
+            // it costs no more than the copies already made.
+            self.compact();
+        }
         n
     }
 }
@@ -157,7 +207,7 @@ mod tests {
 
     #[test]
     fn bounded_and_batched() {
-        let mut q = SpanQueue::new(3, 1 << 20, 2);
+        let mut q = SpanQueue::new(3, 1 << 20, 2, 1 << 20);
         for i in 1..=3 {
             q.push(&span(i)).unwrap();
         }
@@ -178,13 +228,14 @@ mod tests {
             vec![1, 2]
         );
         assert_eq!(q.len(), 1);
+        out.clear();
         assert_eq!(q.take_batch(&header, &mut out), 1);
         assert!(q.is_empty() && q.bytes() == 0);
     }
 
     #[test]
     fn chunks_round_trip_and_reject_garbage() {
-        let mut q = SpanQueue::new(10, 1 << 20, 10);
+        let mut q = SpanQueue::new(10, 1 << 20, 10, 1 << 20);
         q.push(&span(1)).unwrap();
         q.push(&span(2)).unwrap();
         let mut chunk = Vec::new();
@@ -194,14 +245,14 @@ mod tests {
         let mut one = Vec::new();
         encode_span(&span(1), &mut one);
         assert_eq!(spans[0], &one[..]);
-        let mut other = SpanQueue::new(1, 1 << 20, 10);
+        let mut other = SpanQueue::new(1, 1 << 20, 10, 1 << 20);
         assert_eq!(other.push_encoded(spans[0]), Ok(()));
         assert_eq!(other.push_encoded(spans[1]), Err(DropReason::QueueFull));
         assert!(chunk_spans(&chunk[..chunk.len() - 1]).is_none());
         assert!(chunk_spans(&[]).is_none());
         assert!(chunk_spans(&[255, 255, 255, 255]).is_none());
         let mut empty = Vec::new();
-        assert_eq!(SpanQueue::new(1, 1, 1).take_chunk(&mut empty), 0);
+        assert_eq!(SpanQueue::new(1, 1, 1, 1).take_chunk(&mut empty), 0);
         assert_eq!(chunk_spans(&empty).unwrap().count(), 0);
     }
 
@@ -209,11 +260,110 @@ mod tests {
     fn byte_bound() {
         let mut one = Vec::new();
         encode_span(&span(1), &mut one);
-        let mut q = SpanQueue::new(100, (one.len() * 3 / 2) as u64, 10);
+        let mut q = SpanQueue::new(100, (one.len() * 3 / 2) as u64, 10, 1 << 20);
         q.push(&span(1)).unwrap();
         assert_eq!(q.push(&span(2)), Err(DropReason::QueueFull));
-        let mut tiny = SpanQueue::new(100, 10, 10);
+        let mut tiny = SpanQueue::new(100, 10, 10, 1 << 20);
         assert_eq!(tiny.push(&span(1)), Err(DropReason::TooLarge));
         assert!(tiny.is_empty());
+    }
+
+    /// Span `i` of the byte-bound tests: every one encodes to the same length.
+    fn sized(i: u8) -> SpanRecord {
+        let mut s = span(i);
+        s.set_name(&[&[b'n'; 100]]);
+        s
+    }
+
+    fn encoded(spans: impl IntoIterator<Item = u8>) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for i in spans {
+            encode_span(&sized(i), &mut buf);
+        }
+        buf
+    }
+
+    #[test]
+    fn batches_are_bounded_by_bytes_and_a_large_span_goes_alone() {
+        let len = encoded([1]).len();
+        // Room for three spans and a half per request; ten spans per batch by count.
+        let mut q = SpanQueue::new(100, 1 << 20, 10, (len * 7 / 2) as u64);
+        let header = BatchHeader::new(&[]);
+        for i in 1..=3 {
+            q.push(&sized(i)).unwrap();
+        }
+        assert!(!q.batch_ready(), "three spans are under the byte bound");
+        q.push(&sized(4)).unwrap();
+        assert!(q.batch_ready(), "four spans are over it");
+        for i in 5..=8 {
+            q.push(&sized(i)).unwrap();
+        }
+        // Requests are exactly the spans they say, appended to what the body held.
+        let mut out = b"prefix".to_vec();
+        assert_eq!(q.take_batch(&header, &mut out), 3);
+        let mut want = b"prefix".to_vec();
+        header.append_request(&encoded(1..=3), &mut want);
+        assert_eq!(out, want);
+        assert_eq!((q.len(), q.bytes()), (5, 5 * len));
+        for (n, first) in [(3, 4), (2, 7)] {
+            out.clear();
+            assert_eq!(q.take_batch(&header, &mut out), n);
+            let mut want = Vec::new();
+            header.encode_request(&encoded(first..first + n as u8), &mut want);
+            assert_eq!(out, want);
+        }
+        assert!(q.is_empty() && q.bytes() == 0);
+        // A span larger than the bound is not stuck: it goes alone.
+        let mut small = SpanQueue::new(100, 1 << 20, 10, 1024);
+        let mut huge = span(9);
+        huge.set_name(&[&[b'h'; 2000]]);
+        small.push(&huge).unwrap();
+        small.push(&sized(1)).unwrap();
+        assert!(small.batch_ready());
+        out.clear();
+        assert_eq!(small.take_batch(&header, &mut out), 1);
+        out.clear();
+        assert_eq!(small.take_batch(&header, &mut out), 1);
+        assert!(small.is_empty());
+    }
+
+    #[test]
+    fn taken_spans_are_reclaimed_before_the_byte_bound_refuses() {
+        let len = encoded([1]).len();
+        // The buffer holds four spans; requests take one.
+        let mut q = SpanQueue::new(100, (4 * len) as u64, 10, len as u64);
+        let header = BatchHeader::new(&[]);
+        for i in 1..=4 {
+            q.push(&sized(i)).unwrap();
+        }
+        assert_eq!(q.push(&sized(5)), Err(DropReason::QueueFull));
+        let mut out = Vec::new();
+        assert_eq!(q.take_batch(&header, &mut out), 1);
+        // One span's room is free again, though the taken bytes were not moved yet.
+        q.push(&sized(5)).unwrap();
+        assert_eq!(q.push(&sized(6)), Err(DropReason::QueueFull));
+        assert_eq!((q.len(), q.bytes()), (4, 4 * len));
+        let mut spans = Vec::new();
+        while !q.is_empty() {
+            out.clear();
+            assert_eq!(q.take_batch(&header, &mut out), 1);
+            let mut want = Vec::new();
+            header.encode_request(&encoded([2 + spans.len() as u8]), &mut want);
+            assert_eq!(out, want, "in order after the move");
+            spans.push(out.len());
+        }
+        assert_eq!(spans.len(), 4);
+        // A hand-off chunk takes what is live, whatever was taken before.
+        q.push(&sized(7)).unwrap();
+        q.push(&sized(8)).unwrap();
+        out.clear();
+        assert_eq!(q.take_batch(&header, &mut out), 1);
+        let mut chunk = Vec::new();
+        assert_eq!(q.take_chunk(&mut chunk), 1);
+        assert_eq!(
+            chunk_spans(&chunk).unwrap().collect::<Vec<_>>(),
+            [&encoded([8])[..]]
+        );
+        assert!(q.is_empty() && q.bytes() == 0);
     }
 }

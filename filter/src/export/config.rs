@@ -76,6 +76,10 @@ pub struct Batch {
     pub max_queue: u32,
     /// Spans per export request; a full batch is exported at once.
     pub max_batch: u32,
+    /// Encoded span bytes per export request (before compression); a batch this large is
+    /// exported at once, and a single larger span goes alone. Bounds the work one export does
+    /// on the worker thread: see [`crate::export::batch`].
+    pub max_export_bytes: u64,
     /// Export at least this often while spans are queued.
     pub flush_interval_ms: u64,
     /// Encoded bytes held while waiting for export; the second bound beside `max_queue`.
@@ -87,11 +91,15 @@ impl Default for Batch {
         Self {
             max_queue: 8192,
             max_batch: 2048,
+            max_export_bytes: DEFAULT_MAX_EXPORT_BYTES,
             flush_interval_ms: 1000,
             max_queue_bytes: 8 << 20,
         }
     }
 }
+
+/// `batch.max_export_bytes` by default: 64 KiB, about 140 spans of a typical sidecar's.
+pub const DEFAULT_MAX_EXPORT_BYTES: u64 = 64 << 10;
 
 /// Where this VM's spans go, and how hard the exporter tries.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -280,6 +288,12 @@ impl ExportConfig<'_> {
                     "must be between 1 and batch.max_queue ({}), got {}",
                     b.max_queue, b.max_batch
                 ),
+            ));
+        }
+        if b.max_export_bytes < 1024 {
+            return Err(ConfigError::new(
+                "batch.max_export_bytes",
+                format!("must be at least 1024, got {}", b.max_export_bytes),
             ));
         }
         if b.flush_interval_ms == 0 || b.flush_interval_ms > 3_600_000 {

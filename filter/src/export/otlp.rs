@@ -410,6 +410,11 @@ impl BatchHeader {
     /// resource and scope as the spans.
     pub fn encode_request(&self, spans: &[u8], out: &mut Vec<u8>) {
         out.clear();
+        self.append_request(spans, out);
+    }
+
+    /// [`Self::encode_request`], appended to what `out` holds (a gRPC frame's prefix).
+    pub fn append_request(&self, spans: &[u8], out: &mut Vec<u8>) {
         let scope_spans = self.scope_field.len() + spans.len();
         let resource_spans = self.resource_field.len() + len_field(2, scope_spans);
         out.reserve(len_field(1, resource_spans));

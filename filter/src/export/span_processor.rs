@@ -155,7 +155,12 @@ impl BatchSpanProcessor {
         let b = config.batch;
         let e = config.exporter;
         Self {
-            queue: SpanQueue::new(b.max_queue, b.max_queue_bytes, b.max_batch),
+            queue: SpanQueue::new(
+                b.max_queue,
+                b.max_queue_bytes,
+                b.max_batch,
+                b.max_export_bytes,
+            ),
             header,
             protocol: config.collector.protocol,
             compression: config.collector.compression,
@@ -306,12 +311,9 @@ impl BatchSpanProcessor {
 
     /// Cuts the next batch into slot `i`, framed and compressed for the wire.
     fn fill(&mut self, i: usize) {
-        let spans = self.queue.take_batch(&self.header, &mut self.scratch) as u64;
         let slot = &mut self.slots[i];
         slot.id = self.next_id;
         self.next_id += 1;
-        slot.spans = spans;
-        slot.raw_bytes = self.scratch.len() as u64;
         slot.attempts = 0;
         let body = &mut slot.body;
         body.clear();
@@ -322,9 +324,14 @@ impl BatchSpanProcessor {
         }
         let start = body.len();
         if gzip {
+            self.scratch.clear();
+            slot.spans = self.queue.take_batch(&self.header, &mut self.scratch) as u64;
+            slot.raw_bytes = self.scratch.len() as u64;
             crate::export::gzip::compress(&self.scratch, body);
         } else {
-            body.extend_from_slice(&self.scratch);
+            // Straight into the body: one copy of the spans per request.
+            slot.spans = self.queue.take_batch(&self.header, body) as u64;
+            slot.raw_bytes = (body.len() - start) as u64;
         }
         if self.protocol == Protocol::Grpc {
             let len = (body.len() - start) as u32;
@@ -964,5 +971,74 @@ mod tests {
                 "meshtrace: 1 malformed hand-off chunk(s) ignored"
             ]
         );
+    }
+
+    #[test]
+    fn a_full_batch_goes_out_as_requests_bounded_by_bytes() {
+        // The default bounds (2,048 spans a batch, 64 KiB of spans a request), spans of about
+        // the size a sidecar's are.
+        let mut e =
+            exporter(r#","batch":{"max_queue":8192,"max_batch":2048,"flush_interval_ms":1000}"#);
+        let sized = |i: u16| {
+            let mut s = SpanRecord::default();
+            s.span_id = SpanId([(i >> 8) as u8 + 1, i as u8, 1, 1, 1, 1, 1, 1]);
+            s.set_name(&[&[b'n'; 392]]);
+            s
+        };
+        let encoded = |range: std::ops::Range<u16>| {
+            let mut spans = Vec::new();
+            for i in range {
+                crate::export::otlp::encode_span(&sized(i), &mut spans);
+            }
+            let mut body = Vec::new();
+            BatchHeader::new(&[]).encode_request(&spans, &mut body);
+            body
+        };
+        let mut one = Vec::new();
+        crate::export::otlp::encode_span(&sized(0), &mut one);
+        let len = one.len();
+        assert_eq!(len, 452);
+        let per = (64 << 10) / len;
+        assert_eq!(per, 144);
+        for i in 0..2048 {
+            e.push(&sized(i)).unwrap();
+        }
+        // Fourteen full requests of 144 spans (65,088 span bytes), two in flight at a time;
+        // the last 32 spans wait for the interval.
+        let mut sent = Vec::new();
+        let mut next = 0u16;
+        loop {
+            let mut ids = Vec::new();
+            while let Some(r) = e.poll(1) {
+                let n = ((r.body.len() - encoded(0..0).len()) / len) as u16;
+                assert_eq!(r.body, encoded(next..next + n), "request {}", sent.len());
+                assert!(r.body.len() <= (64 << 10) + 16);
+                next += n;
+                sent.push(n);
+                ids.push(r.id);
+            }
+            if ids.is_empty() {
+                break;
+            }
+            assert!(ids.len() <= 2, "max_in_flight");
+            for id in ids {
+                e.on_result(id, OK, 1);
+            }
+        }
+        assert_eq!(sent, [144; 14]);
+        assert_eq!(e.held(), 32);
+        // The interval runs from the last cut, at 1 ms.
+        assert!(e.poll(1000).is_none());
+        let r = e.poll(1001).unwrap();
+        assert_eq!(r.body, encoded(2016..2048));
+        let id = r.id;
+        e.on_result(id, OK, 1001);
+        assert_eq!(e.counters.requests_ok, 15);
+        assert_eq!(e.counters.spans_exported, 2048);
+        assert_eq!(
+            e.counters.bytes_sent,
+            14 * encoded(0..144).len() as u64 + encoded(0..32).len() as u64
+        );
+        balanced(&e, 2048);
     }
 }

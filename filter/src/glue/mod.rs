@@ -14,7 +14,10 @@
 //! - **Sampled**: at request time, +1 clock read (span start) and the routing facts, which
 //!   Envoy settles before the filter chain runs: `connection.id`, `xds.cluster_name` (an Istio
 //!   name also gives the span kind for `direction: auto`), `xds.route_name`, and
-//!   `xds.route_metadata` only with `route_metadata: true`. On a connection's first recorded
+//!   `xds.route_metadata` only with `route_metadata: true`. On an Istio sidecar's inbound
+//!   connection (cluster `inbound|<port>||`, one route per inbound port) these routing facts
+//!   are the same for every request, so they are read on the connection's first recorded
+//!   request only (`Routing::read`). On a connection's first recorded
 //!   request only (see [`crate::connection`]): `request.protocol`, `source.address`,
 //!   `xds.listener_direction` (only for `auto` with a non-Istio cluster) and, for server spans
 //!   with `identity` on, `connection.mtls`, then only if it is true
@@ -32,8 +35,9 @@
 //!      and subject;
 //!   5. the response header map only when `capture.response_headers` is set.
 //!
-//!   A typical sampled inbound Istio request on a reused connection: 2 + 1 + 3 at request
-//!   time, 1 + 3 in `on_log` (`host-test/tests/harness_host_calls.rs` asserts the list).
+//!   A typical sampled inbound Istio request on a reused connection: 2 + 1 + 1 at request
+//!   time (`connection.id`), 1 + 3 in `on_log` (`host-test/tests/harness_host_calls.rs`
+//!   asserts the list); on an outbound or gateway connection, 2 + 1 + 3 at request time.
 //! - **gRPC calls** (`content-type: application/grpc*`, known from the request headers with no
 //!   host call): +1 single header read, the `grpc-status` of the response trailers in
 //!   `on_http_response_trailers` or, when they carried none, of the response headers in
@@ -966,6 +970,53 @@ struct Connection {
     listener_direction: OnceCell<Option<i64>>,
     /// The downstream peer's identity, read on the connection's first server span.
     peer: OnceCell<Tls>,
+    /// On an Istio sidecar's inbound listener, the routing facts of the connection's first
+    /// recorded request, which every later one shares (see [`Routing::read`]).
+    inbound: OnceCell<Routing>,
+}
+
+/// `xds.cluster_name`, `xds.route_name` and (with `route_metadata: true`) `xds.route_metadata`
+/// of a request.
+#[derive(Clone, Default)]
+struct Routing {
+    cluster: Option<Vec<u8>>,
+    route: Option<Vec<u8>>,
+    route_metadata: Option<Vec<u8>>,
+}
+
+impl Routing {
+    /// Reads the routing facts, or takes them from the connection. Istio gives each inbound
+    /// port of a sidecar its own filter chain whose route table has one route (`default`, to
+    /// the cluster `inbound|<port>||`), so every request on such a connection goes the same
+    /// way and the facts are read on its first recorded request only: two host calls fewer on
+    /// every later one. Any other cluster (outbound, a waypoint's `inbound-vip`, a plain Envoy
+    /// cluster, none) is read per request, since a route table there may send each request
+    /// elsewhere.
+    fn read(w: &Worker, conn: &Connection) -> Self {
+        if let Some(known) = conn.inbound.get() {
+            return known.clone();
+        }
+        let cluster = host::property(b"xds\0cluster_name");
+        let routing = Self {
+            route: host::property(b"xds\0route_name"),
+            route_metadata: w
+                .tracer
+                .config
+                .route_metadata
+                .then(|| host::property(b"xds\0route_metadata"))
+                .flatten(),
+            cluster,
+        };
+        let sidecar_inbound = routing
+            .cluster
+            .as_deref()
+            .and_then(mesh::cluster::parse)
+            .is_some_and(|c| c.direction == mesh::cluster::ClusterDirection::Inbound);
+        if sidecar_inbound {
+            let _ = conn.inbound.set(routing.clone());
+        }
+        routing
+    }
 }
 
 impl Connection {
@@ -999,7 +1050,11 @@ impl Stream {
             Some(id) => w.connections.get_or_read(id as u64, Connection::read),
             None => Rc::new(Connection::read()),
         };
-        let cluster = host::property(b"xds\0cluster_name");
+        let Routing {
+            cluster,
+            route,
+            route_metadata,
+        } = Routing::read(w, &conn);
         let kind = match w.tracer.config.direction {
             Direction::Inbound => SpanKind::Server,
             Direction::Outbound => SpanKind::Client,
@@ -1025,13 +1080,8 @@ impl Stream {
             .and_then(|c| w.tracer.span.lambda.lookup(c));
         Self {
             lambda,
-            route: host::property(b"xds\0route_name"),
-            route_metadata: w
-                .tracer
-                .config
-                .route_metadata
-                .then(|| host::property(b"xds\0route_metadata"))
-                .flatten(),
+            route,
+            route_metadata,
             cluster,
             kind,
             conn,
