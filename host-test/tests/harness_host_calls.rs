@@ -860,7 +860,7 @@ fn metrics_on_a_recorded_request_read_nothing_more_than_its_span() {
     h.request(timed(41, SAMPLED)).unwrap();
     assert_eq!(h.take_property_reads(), NEW_CONNECTION);
     h.request(timed(41, SAMPLED)).unwrap();
-    assert_eq!(h.take_property_reads(), REUSED_CONNECTION);
+    assert_eq!(h.take_property_reads(), REUSED_INBOUND_CONNECTION);
 }
 
 #[test]
