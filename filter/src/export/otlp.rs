@@ -60,6 +60,11 @@ pub fn put_varint_at(slot: &mut [u8], mut v: u64) {
     }
 }
 
+/// Appends `v` as a varint.
+pub fn push_varint(v: u64, buf: &mut Vec<u8>) {
+    encode_varint(v, buf);
+}
+
 /// Bytes a varint of `v` takes.
 #[inline]
 fn encoded_len_varint(v: u64) -> usize {

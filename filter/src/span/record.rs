@@ -127,8 +127,10 @@ pub enum GuessedName {
     RpcMethod,
 }
 
-/// Typical span sizes: 24 inline attributes cover the semantic conventions plus mesh tags.
-pub type Attributes = SmallVec<[Attribute; 24]>;
+/// A span's attribute index. A `Vec`, not inline storage: records are pooled, so its capacity
+/// is kept across requests, every operation skips the inline-or-heap check, and a record moves
+/// (into and out of its pool, with its stream) without a kilobyte of inline attributes.
+pub type Attributes = Vec<Attribute>;
 
 /// A span record. Reuse it with [`SpanRecord::clear`].
 #[derive(Clone, Debug, Default)]
@@ -480,13 +482,24 @@ impl SpanRecord {
             crate::text::append(v, cap, &mut self.scratch);
             self.lists.push(at..self.scratch.len() as u32);
         }
+        let key = match key {
+            KeyParts::Static(s) => Some(s),
+            KeyParts::Parts(_) => None,
+        };
+        self.encode_array(key, key_len, first);
+    }
+
+    /// The non-generic half of [`Self::push_array`]: `scratch` holds the key (`key_len`
+    /// bytes) then the elements, which `lists[first..]` locates in it.
+    #[inline(never)]
+    fn encode_array(&mut self, static_key: Option<&'static str>, key_len: usize, first: usize) {
         let last = self.lists.len();
         let start = self.text.len();
         {
             let scratch = &self.scratch;
             let items = self.lists[first..last]
                 .iter()
-                .map(|r| &scratch[r.start as usize..r.end as usize]);
+                .map(|r| scratch.get(r.start as usize..r.end as usize).unwrap_or(&[]));
             otlp::put_kv(
                 otlp::SPAN_ATTRIBUTES,
                 &scratch[..key_len],
@@ -504,13 +517,12 @@ impl SpanRecord {
             let inner = 1 + otlp::varint_len(n as u64) + n;
             at -= inner + 1 + otlp::varint_len(inner as u64);
         }
-        let key = match key {
-            KeyParts::Static(s) => Key::Static(s),
-            KeyParts::Parts(_) => {
-                // `tag kvlen 0a klen key ...`
-                let kv_len = end - start - 1 - otlp::varint_at(&self.text[start + 1..]);
-                let k =
-                    start + 2 + otlp::varint_len(kv_len as u64) + otlp::varint_len(key_len as u64);
+        let key = match static_key {
+            Some(s) => Key::Static(s),
+            None => {
+                // `4a kv 0a klen key ...`
+                let k = start + 1 + otlp::varint_at(&self.text[start + 1..end]) + 1;
+                let k = k + otlp::varint_len(key_len as u64);
                 Key::Text(k as u32..(k + key_len) as u32)
             }
         };
@@ -571,55 +583,55 @@ impl SpanRecord {
         }
     }
 
-    /// Renames attribute `i` (an index into [`Self::attrs`]) to the static key `to`.
+    /// Renames attribute `i` (an index into [`Self::attrs`]) to the static key `to`: a new
+    /// `KeyValue` head with the new key, then the old encoded value (`12 ...`) copied whole,
+    /// whatever its type; the value's ranges move with it.
     pub fn rename_at(&mut self, i: usize, to: &'static str) {
-        let Some(a) = self.attrs.get(i).cloned() else {
+        let Some(a) = self.attrs.get(i) else {
             return;
         };
-        // Re-encoding pushes a new entry at the end; it then takes the old one's place.
-        let before = self.attrs.len();
-        let max = core::mem::replace(&mut self.max_attributes, 0);
-        match &a.value {
-            Value::Str(r) => {
-                let mut value = core::mem::take(&mut self.scratch);
-                value.clear();
-                value.extend_from_slice(self.text(r));
-                // Already valid and within the cap: written back unchanged.
-                let cap = core::mem::replace(&mut self.max_value_len, 0);
-                self.push_str(KeyParts::Static(to), &value);
-                self.max_value_len = cap;
-                self.scratch = value;
-            }
-            Value::StrArray(r) => {
-                let items: SmallVec<[Range<u32>; 8]> =
-                    self.lists[r.start as usize..r.end as usize].into();
-                let mut copy = Vec::new();
-                let mut ends: SmallVec<[usize; 8]> = SmallVec::new();
-                for x in &items {
-                    copy.extend_from_slice(self.text(x));
-                    ends.push(copy.len());
+        let (enc, key_len) = (a.enc.clone(), self.key_bytes(&a.key).len());
+        let (enc_start, enc_end) = (enc.start as usize, enc.end as usize);
+        // `4a kv 0a klen key`: the value starts after the key.
+        let Some(kv_at) = enc_start.checked_add(1) else {
+            return;
+        };
+        let head = self.text.get(kv_at..enc_end).map_or(0, otlp::varint_at);
+        let klen_at = kv_at + head + 1;
+        let klen_w = self.text.get(klen_at..enc_end).map_or(0, otlp::varint_at);
+        let value_at = klen_at + klen_w + key_len;
+        if value_at > enc_end || self.text.len() > u32::MAX as usize / 2 {
+            return;
+        }
+        let value_len = enc_end - value_at;
+        let start = self.text.len();
+        let kv = 1 + otlp::varint_len(to.len() as u64) + to.len() + value_len;
+        self.text.push(otlp::SPAN_ATTRIBUTES_KEY);
+        otlp::push_varint(kv as u64, &mut self.text);
+        self.text.push(0x0a);
+        otlp::push_varint(to.len() as u64, &mut self.text);
+        self.text.extend_from_slice(to.as_bytes());
+        let moved_to = self.text.len();
+        self.text.extend_from_within(value_at..enc_end);
+        let shift = |r: &mut Range<u32>| {
+            r.start = r.start - value_at as u32 + moved_to as u32;
+            r.end = r.end - value_at as u32 + moved_to as u32;
+        };
+        let mut value = self.attrs[i].value.clone();
+        match &mut value {
+            Value::Str(r) => shift(r),
+            Value::StrArray(l) => {
+                for r in &mut self.lists[l.start as usize..l.end as usize] {
+                    shift(r);
                 }
-                let cap = core::mem::replace(&mut self.max_value_len, 0);
-                let mut at = 0;
-                let parts: SmallVec<[&[u8]; 8]> = ends
-                    .iter()
-                    .map(|&e| {
-                        let p = &copy[at..e];
-                        at = e;
-                        p
-                    })
-                    .collect();
-                self.push_array(KeyParts::Static(to), parts);
-                self.max_value_len = cap;
             }
-            v => self.push_scalar(to, v.clone()),
+            Value::Int(_) | Value::Bool(_) | Value::Double(_) => {}
         }
-        self.max_attributes = max;
-        if self.attrs.len() > before {
-            if let Some(new) = self.attrs.pop() {
-                self.attrs[i] = new;
-            }
-        }
+        self.attrs[i] = Attribute {
+            key: Key::Static(to),
+            value,
+            enc: start as u32..self.text.len() as u32,
+        };
     }
 
     /// The span's attributes as they were encoded when set (`Span.attributes` fields, in
