@@ -1,6 +1,8 @@
 //! OTLP protobuf encoding written straight into reused buffers.
 //!
-//! A span is encoded once, when it finishes, as a complete `ScopeSpans.spans` field. A batch is
+//! A span's attributes are encoded as they are set, into the record's arena
+//! ([`crate::span::SpanRecord`], with the writers below); when it finishes, the fixed fields
+//! and those bytes make one complete `ScopeSpans.spans` field, copied once. A batch is
 //! then the pre-encoded resource and scope (built once per VM) followed by those span fields, so
 //! export is a length header plus one copy: no tree of owned prost messages per request.
 //! Keys and varints are written by the small helpers below rather than prost's `BufMut`
@@ -17,16 +19,44 @@ const FLAGS_HAS_IS_REMOTE: u32 = 0x100;
 /// Protobuf wire types.
 #[derive(Clone, Copy)]
 #[repr(u8)]
-pub(crate) enum WireType {
+pub enum WireType {
+    /// Integers and booleans.
     Varint = 0,
+    /// `fixed64`, `double`.
     SixtyFourBit = 1,
+    /// Strings, bytes and messages.
     LengthDelimited = 2,
+    /// `fixed32`.
     ThirtyTwoBit = 5,
 }
 
-/// Bytes a varint of `v` takes.
+/// `Span.attributes`: the field number of a span's `KeyValue`s.
+pub const SPAN_ATTRIBUTES: u32 = 9;
+/// Its key byte (length-delimited).
+pub const SPAN_ATTRIBUTES_KEY: u8 = key_byte(SPAN_ATTRIBUTES, WireType::LengthDelimited);
+
+/// Bytes the varint at the start of `buf` takes (those with the continuation bit, plus one),
+/// at most `buf.len()`.
+pub fn varint_at(buf: &[u8]) -> usize {
+    buf.iter()
+        .position(|b| b & 0x80 == 0)
+        .map_or(buf.len(), |i| i + 1)
+}
+
+/// Writes `v` as a varint filling exactly `slot` (which must be [`encoded_len_varint`]`(v)` long for
+/// the canonical encoding a decoder re-encodes to the same size).
 #[inline]
-pub(crate) fn encoded_len_varint(v: u64) -> usize {
+pub fn put_varint_at(slot: &mut [u8], mut v: u64) {
+    let n = slot.len();
+    for (i, b) in slot.iter_mut().enumerate() {
+        *b = (v & 0x7f) as u8 | if i + 1 < n { 0x80 } else { 0 };
+        v >>= 7;
+    }
+}
+
+/// Bytes a varint of `v` takes (1 to 10).
+#[inline]
+pub fn encoded_len_varint(v: u64) -> usize {
     // One byte per started group of 7 significant bits (at least one).
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
@@ -36,8 +66,9 @@ fn key_len(tag: u32) -> usize {
     encoded_len_varint(u64::from(tag) << 3)
 }
 
+/// Appends `v` as a varint.
 #[inline(always)]
-fn encode_varint(mut v: u64, buf: &mut Vec<u8>) {
+pub fn encode_varint(mut v: u64, buf: &mut Vec<u8>) {
     if v < 0x80 {
         buf.push(v as u8);
         return;
@@ -55,7 +86,7 @@ fn encode_varint(mut v: u64, buf: &mut Vec<u8>) {
 
 /// A field key that fits one byte (`tag` < 16).
 #[inline(always)]
-const fn key_byte(tag: u32, wire: WireType) -> u8 {
+pub const fn key_byte(tag: u32, wire: WireType) -> u8 {
     (tag << 3) as u8 | wire as u8
 }
 
@@ -285,7 +316,7 @@ pub fn span_len(span: &SpanRecord) -> usize {
     n += len_field(5, span.name().len());
     n += 1 + encoded_len_varint(span.kind as u64);
     n += 9 + 9; // start and end, fixed64
-    n += attrs_len(span, &span.attrs, 9);
+    n += span.encoded_attrs().map(<[u8]>::len).sum::<usize>();
     if span.dropped_attributes > 0 {
         n += 1 + encoded_len_varint(span.dropped_attributes as u64);
     }
@@ -319,7 +350,9 @@ pub fn encode_span(span: &SpanRecord, buf: &mut Vec<u8>) {
     put_varint(6, span.kind as u64, buf);
     put_fixed64(7, span.start_ns, buf);
     put_fixed64(8, span.end_ns, buf);
-    put_attrs(span, &span.attrs, 9, buf);
+    for run in span.encoded_attrs() {
+        crate::copy::append(run, buf);
+    }
     if span.dropped_attributes > 0 {
         put_varint(10, span.dropped_attributes as u64, buf);
     }
@@ -461,6 +494,73 @@ mod tests {
         }
 
         #[test]
+        fn attributes_encoded_when_set_are_what_prost_writes(
+            key in proptest::collection::vec(bytes_near_the_widths(), 0..3),
+            values in proptest::collection::vec(
+                proptest::collection::vec(bytes_near_the_widths(), 0..3), 1..4),
+            cap in 0u32..200,
+            int: i64,
+            double: f64,
+            rename: bool,
+        ) {
+            // Repaired and cut values change lengths after their varint widths were chosen
+            // (U+FFFD is three bytes for one): every path must still give prost's exact bytes,
+            // and the typed view (`get`, `text`, `list`) must point inside them.
+            use opentelemetry_proto::tonic::common::v1::{AnyValue as Pv, ArrayValue, KeyValue};
+            let flat = |v: &Vec<Vec<u8>>| v.concat();
+            let key = flat(&key);
+            let values: Vec<Vec<u8>> = values.iter().map(flat).collect();
+            let mut span = SpanRecord::default();
+            span.max_value_len = cap;
+            span.str("s", &values[0]);
+            span.str_dyn(&[b"k.", &key], &values[0]);
+            span.int("i", int);
+            span.bool("b", rename);
+            span.double("d", double);
+            span.str_array("a", values.iter().map(Vec::as_slice));
+            span.str_array_dyn(&[&key, b".a"], values.iter().map(Vec::as_slice));
+            span.str("route", &values[values.len() - 1]);
+            if rename {
+                span.rename("route", "url.template");
+                span.rename("a", "array");
+                span.rename("i", "int");
+                span.remove("b");
+            }
+            let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+            let mut theirs = Vec::new();
+            for a in &span.attrs {
+                let value = match &a.value {
+                    Value::Str(r) => V::StringValue(text(span.text(r))),
+                    Value::Int(i) => V::IntValue(*i),
+                    Value::Bool(b) => V::BoolValue(*b),
+                    Value::Double(d) => V::DoubleValue(*d),
+                    Value::StrArray(r) => V::ArrayValue(ArrayValue {
+                        values: span
+                            .list(r)
+                            .map(|s| Pv { value: Some(V::StringValue(text(s))) })
+                            .collect(),
+                    }),
+                };
+                let kv = KeyValue {
+                    key: text(span.key_bytes(&a.key)),
+                    value: Some(Pv { value: Some(value) }),
+                    ..Default::default()
+                };
+                prost::encoding::message::encode(SPAN_ATTRIBUTES, &kv, &mut theirs);
+            }
+            let ours: Vec<u8> = span.encoded_attrs().flatten().copied().collect();
+            proptest::prop_assert_eq!(ours, theirs);
+            let first = span.get("s").cloned();
+            let Some(Value::Str(r)) = first else { panic!("{first:?}") };
+            let want = String::from_utf8_lossy(&values[0]);
+            let want = crate::limits::cut_at_char_boundary(
+                want.as_bytes(),
+                if cap == 0 { usize::MAX } else { cap as usize },
+            );
+            proptest::prop_assert_eq!(span.text(&r), want);
+        }
+
+        #[test]
         fn varints_match_prost(v: u64, tag in 1u32..(1 << 29)) {
             let (mut ours, mut theirs) = (Vec::new(), Vec::new());
             encode_varint(v, &mut ours);
@@ -475,6 +575,46 @@ mod tests {
             proptest::prop_assert_eq!(ours, theirs);
         }
 
+    }
+
+    #[test]
+    fn a_value_repaired_past_a_varint_width_is_written_again_exactly() {
+        use opentelemetry_proto::tonic::common::v1::{AnyValue as Pv, KeyValue};
+        // 127 input bytes guess one-byte lengths; U+FFFD for the last makes the value 129.
+        let mut value = vec![b'a'; 126];
+        value.push(0xff);
+        let mut span = SpanRecord::default();
+        span.str("k", &value);
+        span.str_dyn(&[b"\xff".repeat(43).as_slice()], b"v");
+        let fixed = String::from_utf8_lossy(&value).into_owned();
+        assert_eq!(fixed.len(), 129);
+        let mut theirs = Vec::new();
+        for (k, v) in [
+            ("k".to_string(), fixed),
+            ("\u{FFFD}".repeat(43), "v".into()),
+        ] {
+            let kv = KeyValue {
+                key: k,
+                value: Some(Pv {
+                    value: Some(V::StringValue(v)),
+                }),
+                ..Default::default()
+            };
+            prost::encoding::message::encode(SPAN_ATTRIBUTES, &kv, &mut theirs);
+        }
+        let ours: Vec<u8> = span.encoded_attrs().flatten().copied().collect();
+        assert_eq!(ours, theirs);
+    }
+
+    /// Runs of bytes whose lengths straddle the one-byte varint limit (127), with bytes that
+    /// are not UTF-8 and two-byte characters mixed in.
+    fn bytes_near_the_widths() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let byte = prop_oneof![8 => Just(b'a'), 1 => Just(0xff_u8), 1 => Just(0xc3_u8), 1 => Just(0xa9_u8)];
+        prop_oneof![
+            proptest::collection::vec(byte.clone(), 0..8),
+            proptest::collection::vec(byte, 118..136),
+        ]
     }
 
     fn sample_span() -> SpanRecord {

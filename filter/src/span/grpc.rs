@@ -360,7 +360,7 @@ pub fn unrecognised_method(rec: &mut SpanRecord) {
             return;
         }
     }
-    rec.attrs[i].key = Key::Static("rpc.method_original");
+    rec.rename_at(i, "rpc.method_original");
     rec.set_name(&[b"grpc"]);
     rec.str("rpc.method", OTHER);
 }

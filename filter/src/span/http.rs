@@ -10,7 +10,7 @@ use super::capture::Side;
 use super::grpc;
 use super::mesh::{self, fault, flags, route, RequestFacts};
 use super::name::{Route, SpanNames};
-use super::{Finish, GuessedName, Key, SpanKind, SpanRecord, StatusCode, Tables};
+use super::{Finish, GuessedName, SpanKind, SpanRecord, StatusCode, Tables};
 use crate::headers::RequestHeaders;
 use crate::propagation::baggage;
 use crate::propagation::context::{SpanIds, SpanStart};
@@ -209,11 +209,7 @@ pub fn finish(t: &Tables, names: &mut SpanNames, rec: &mut SpanRecord, f: &Finis
     if f.kind == SpanKind::Client {
         // The conventions call a client's path template `url.template`; `http.route` is
         // the server's. The kind is only known now (`direction: auto`).
-        for a in rec.attrs.iter_mut() {
-            if a.key == Key::Static("http.route") {
-                a.key = Key::Static("url.template");
-            }
-        }
+        rec.rename("http.route", "url.template");
     }
     if let Some(v) = f.protocol.and_then(protocol_version) {
         rec.str("network.protocol.version", v);

@@ -2,11 +2,19 @@
 //!
 //! String values are copied into one text arena owned by the record and referenced by range,
 //! so a record cleared and reused keeps its capacity: no per-attribute `String`s.
+//!
+//! A span attribute enters the arena already in its OTLP encoding: the complete
+//! `Span.attributes` field (a `KeyValue`), with its string value (and a built key) inside it,
+//! where [`Value`] and [`Key`] ranges point. Finishing a span is then writing its fixed fields
+//! and copying these bytes once ([`crate::export::otlp::encode_span`]), instead of walking
+//! typed attributes a second time. The index ([`SpanRecord::attrs`]) keeps the typed view for
+//! reading back (`get`) and for the few edits a span sees at its end (rename, remove).
 
 use core::ops::Range;
 
 use smallvec::SmallVec;
 
+use crate::export::otlp::{self, AnyValue};
 use crate::ids::{SpanId, TraceId};
 
 /// OTLP `Span.SpanKind`.
@@ -67,6 +75,17 @@ pub struct Attribute {
     pub key: Key,
     /// Its value.
     pub value: Value,
+    /// A span attribute's complete `Span.attributes` field in the arena (empty for an event's
+    /// attribute, encoded with its event). Built only by [`SpanRecord`], so it always matches
+    /// `key` and `value`.
+    enc: Range<u32>,
+}
+
+impl Attribute {
+    /// The bytes of the encoded `Span.attributes` field in `span`'s arena.
+    pub fn encoded<'s>(&self, span: &'s SpanRecord) -> &'s [u8] {
+        span.text(&self.enc)
+    }
 }
 
 /// A span event (e.g. `fault.injected`); its attributes share the span's arena.
@@ -108,8 +127,10 @@ pub enum GuessedName {
     RpcMethod,
 }
 
-/// Typical span sizes: 24 inline attributes cover the semantic conventions plus mesh tags.
-pub type Attributes = SmallVec<[Attribute; 24]>;
+/// A span's attribute index. A `Vec`, not inline storage: records are pooled, so its capacity
+/// is kept across requests, every operation skips the inline-or-heap check, and a record moves
+/// (into and out of its pool, with its stream) without a kilobyte of inline attributes.
+pub type Attributes = Vec<Attribute>;
 
 /// A span record. Reuse it with [`SpanRecord::clear`].
 #[derive(Clone, Debug, Default)]
@@ -136,7 +157,9 @@ pub struct SpanRecord {
     pub status_message: Option<Range<u32>>,
     name: Range<u32>,
     trace_state: Range<u32>,
-    /// The span's attributes, in the order written.
+    /// The span's attributes, in the order written: an index of their encoded fields. Edit it
+    /// only through the record's methods ([`Self::remove`], [`Self::rename`]), which keep the
+    /// encoding in step.
     pub attrs: Attributes,
     /// Attributes of events, kept apart so span attributes stay contiguous.
     pub event_attrs: SmallVec<[Attribute; 4]>,
@@ -188,8 +211,7 @@ impl SpanRecord {
             dropped_attributes,
             guessed_name,
             text,
-            // Holds nothing between calls; its capacity is kept.
-            scratch: _,
+            scratch,
             // The caps are configuration, kept across reuse.
             max_attributes: _,
             max_value_len: _,
@@ -217,6 +239,8 @@ impl SpanRecord {
         links.clear();
         lists.clear();
         text.clear();
+        // Holds only a setter's leftovers; its capacity is kept.
+        scratch.clear();
     }
 
     /// Copies `s` into the arena as valid UTF-8 ([`crate::text::append`]: invalid sequences
@@ -232,16 +256,6 @@ impl SpanRecord {
         };
         let start = self.text.len() as u32;
         crate::text::append(s, cap, &mut self.text);
-        start..self.text.len() as u32
-    }
-
-    /// Copies `parts` into the arena one after another, each as valid UTF-8 (uncapped), as one
-    /// range: span names and built attribute keys.
-    fn push_parts(&mut self, parts: &[&[u8]]) -> Range<u32> {
-        let start = self.text.len() as u32;
-        for p in parts {
-            crate::text::append(p, usize::MAX, &mut self.text);
-        }
         start..self.text.len() as u32
     }
 
@@ -283,7 +297,8 @@ impl SpanRecord {
         self.name.end = end;
     }
 
-    /// Removes every attribute with the static key `key`, keeping the others in order.
+    /// Removes every attribute with the static key `key`, keeping the others in order (their
+    /// encoded bytes stay in the arena, unused).
     pub fn remove(&mut self, key: &'static str) {
         self.attrs.retain(|a| a.key != Key::Static(key));
     }
@@ -311,12 +326,12 @@ impl SpanRecord {
         self.status_message = Some(self.push_text(msg, true));
     }
 
-    fn push_attr(&mut self, key: Key, value: Value) {
-        if self.max_attributes > 0 && self.attrs.len() >= self.max_attributes as usize {
-            self.dropped_attributes += 1;
-            return;
+    /// The cap on a string value, in bytes.
+    fn value_cap(&self) -> usize {
+        match self.max_value_len {
+            0 => usize::MAX,
+            n => n as usize,
         }
-        self.attrs.push(Attribute { key, value });
     }
 
     fn full(&mut self) -> bool {
@@ -327,52 +342,225 @@ impl SpanRecord {
         false
     }
 
-    /// Adds a string attribute; the value is capped at `max_value_len` bytes.
-    pub fn str(&mut self, key: &'static str, value: &[u8]) {
+    /// Encodes a scalar attribute (its value holds no arena range) and indexes it.
+    fn push_scalar(&mut self, key: &'static str, value: Value) {
         if self.full() {
             return;
         }
-        let r = self.push_text(value, true);
-        self.push_attr(Key::Static(key), Value::Str(r));
+        let start = self.text.len();
+        // `AnyValue`: `18 varint` (int), `10 b` (bool) or `21 fixed64` (double).
+        let mut any = [0u8; 11];
+        let (any_len, general): (usize, AnyValue<'_, core::iter::Empty<&[u8]>>) = match value {
+            Value::Int(i) => {
+                any[0] = otlp::key_byte(3, otlp::WireType::Varint);
+                let n = otlp::encoded_len_varint(i as u64);
+                otlp::put_varint_at(&mut any[1..1 + n], i as u64);
+                (1 + n, AnyValue::Int(i))
+            }
+            Value::Bool(b) => {
+                any[0] = otlp::key_byte(2, otlp::WireType::Varint);
+                any[1] = b as u8;
+                (2, AnyValue::Bool(b))
+            }
+            Value::Double(d) => {
+                any[0] = otlp::key_byte(4, otlp::WireType::SixtyFourBit);
+                any[1..9].copy_from_slice(&d.to_le_bytes());
+                (9, AnyValue::Double(d))
+            }
+            // Strings have their own writers.
+            Value::Str(_) | Value::StrArray(_) => return,
+        };
+        let k = key.len();
+        let kv = 2 + k + 2 + any_len;
+        if kv < 128 {
+            // Every length is one byte (all conventional keys): `4a kv 0a k key 12 any ...`.
+            self.text.reserve(2 + kv);
+            self.text
+                .extend_from_slice(&[otlp::SPAN_ATTRIBUTES_KEY, kv as u8, 0x0a, k as u8]);
+            crate::copy::append(key.as_bytes(), &mut self.text);
+            self.text.extend_from_slice(&[0x12, any_len as u8]);
+            crate::copy::append_prefix(&any, any_len, &mut self.text);
+        } else {
+            otlp::put_kv(
+                otlp::SPAN_ATTRIBUTES,
+                key.as_bytes(),
+                &general,
+                &mut self.text,
+            );
+        }
+        self.attrs.push(Attribute {
+            key: Key::Static(key),
+            value,
+            enc: start as u32..self.text.len() as u32,
+        });
+    }
+
+    /// Encodes a string attribute and indexes it: the key (static, or built from parts made
+    /// valid UTF-8) and the value (valid UTF-8 within the cap, [`crate::text::append`]) are
+    /// written in place inside their `KeyValue`. The common pair, every length under 128,
+    /// is written with one-byte length slots filled in afterwards; the input lengths predict
+    /// that, and when a repaired or cut value (or a long one) needs wider varints, key and
+    /// value are made in `scratch` and the pair written with exact lengths.
+    fn push_str(&mut self, key: KeyParts<'_>, value: &[u8]) {
+        if self.full() {
+            return;
+        }
+        let cap = self.value_cap();
+        let start = self.text.len();
+        let (k_in, v_in) = (key.len(), value.len().min(cap));
+        let (k, v) = if k_in + v_in + SHORT_KV_OVERHEAD < 128 {
+            self.text.reserve(2 + SHORT_KV_OVERHEAD + k_in + v_in);
+            self.text
+                .extend_from_slice(&[otlp::SPAN_ATTRIBUTES_KEY, 0, 0x0a, 0]);
+            let ks = self.text.len();
+            key.write(&mut self.text);
+            let ke = self.text.len();
+            self.text.extend_from_slice(&[0x12, 0, 0x0a, 0]);
+            let vs = self.text.len();
+            crate::text::append(value, cap, &mut self.text);
+            let ve = self.text.len();
+            let (k, v) = (ke - ks, ve - vs);
+            if k + v + SHORT_KV_OVERHEAD < 128 {
+                // The slots: `4a [kv] 0a [k] key 12 [any] 0a [v] value`.
+                let t = &mut self.text[start..];
+                t[1] = (k + v + SHORT_KV_OVERHEAD) as u8;
+                t[3] = k as u8;
+                t[ke - start + 1] = (v + 2) as u8;
+                t[vs - start - 1] = v as u8;
+                let key = match key {
+                    KeyParts::Static(s) => Key::Static(s),
+                    KeyParts::Parts(_) => Key::Text(ks as u32..ke as u32),
+                };
+                self.attrs.push(Attribute {
+                    key,
+                    value: Value::Str(vs as u32..ve as u32),
+                    enc: start as u32..ve as u32,
+                });
+                return;
+            }
+            // Repair made a length outgrow its one-byte slot: move the made key and value
+            // aside and write them again.
+            self.scratch.clear();
+            self.scratch.extend_from_slice(&self.text[ks..ke]);
+            self.scratch.extend_from_slice(&self.text[vs..ve]);
+            self.text.truncate(start);
+            (k, v)
+        } else {
+            self.scratch.clear();
+            key.write(&mut self.scratch);
+            let k = self.scratch.len();
+            crate::text::append(value, cap, &mut self.scratch);
+            (k, self.scratch.len() - k)
+        };
+        let (kb, vb) = self.scratch.split_at(k);
+        let (kr, vr) = write_str_kv(&mut self.text, kb, &vb[..v]);
+        let key = match key {
+            KeyParts::Static(s) => Key::Static(s),
+            KeyParts::Parts(_) => Key::Text(kr),
+        };
+        self.attrs.push(Attribute {
+            key,
+            value: Value::Str(vr),
+            enc: start as u32..self.text.len() as u32,
+        });
+    }
+
+    /// Encodes a string-array attribute and indexes it. The elements are made valid and capped
+    /// into `scratch` first, so the encoding is written once with exact lengths (arrays are
+    /// rare: response flags, repeated captured headers).
+    fn push_array<'s>(&mut self, key: KeyParts<'_>, values: impl IntoIterator<Item = &'s [u8]>) {
+        if self.full() {
+            return;
+        }
+        let cap = self.value_cap();
+        self.scratch.clear();
+        key.write(&mut self.scratch);
+        let key_len = self.scratch.len();
+        let first = self.lists.len();
+        for v in values {
+            let at = self.scratch.len() as u32;
+            crate::text::append(v, cap, &mut self.scratch);
+            self.lists.push(at..self.scratch.len() as u32);
+        }
+        let key = match key {
+            KeyParts::Static(s) => Some(s),
+            KeyParts::Parts(_) => None,
+        };
+        self.encode_array(key, key_len, first);
+    }
+
+    /// The non-generic half of [`Self::push_array`]: `scratch` holds the key (`key_len`
+    /// bytes) then the elements, which `lists[first..]` locates in it.
+    #[inline(never)]
+    fn encode_array(&mut self, static_key: Option<&'static str>, key_len: usize, first: usize) {
+        let last = self.lists.len();
+        let start = self.text.len();
+        {
+            let scratch = &self.scratch;
+            let items = self.lists[first..last]
+                .iter()
+                .map(|r| scratch.get(r.start as usize..r.end as usize).unwrap_or(&[]));
+            otlp::put_kv(
+                otlp::SPAN_ATTRIBUTES,
+                &scratch[..key_len],
+                &AnyValue::StrArray(items),
+                &mut self.text,
+            );
+        }
+        let end = self.text.len();
+        // Point the element ranges at the copies inside the encoding: walking back from its
+        // end, each element is preceded by `0a len(0a n s) 0a n`.
+        let mut at = end;
+        for r in self.lists[first..last].iter_mut().rev() {
+            let n = (r.end - r.start) as usize;
+            *r = (at - n) as u32..at as u32;
+            let inner = 1 + otlp::encoded_len_varint(n as u64) + n;
+            at -= inner + 1 + otlp::encoded_len_varint(inner as u64);
+        }
+        let key = match static_key {
+            Some(s) => Key::Static(s),
+            None => {
+                // `4a kv 0a klen key ...`
+                let k = start + 1 + otlp::varint_at(&self.text[start + 1..end]) + 1;
+                let k = k + otlp::encoded_len_varint(key_len as u64);
+                Key::Text(k as u32..(k + key_len) as u32)
+            }
+        };
+        self.attrs.push(Attribute {
+            key,
+            value: Value::StrArray(first as u16..last as u16),
+            enc: start as u32..end as u32,
+        });
+    }
+
+    /// Adds a string attribute; the value is capped at `max_value_len` bytes.
+    pub fn str(&mut self, key: &'static str, value: &[u8]) {
+        self.push_str(KeyParts::Static(key), value);
     }
 
     /// A string attribute whose key is built from parts (e.g. a captured header name).
     pub fn str_dyn(&mut self, key_parts: &[&[u8]], value: &[u8]) {
-        if self.full() {
-            return;
-        }
-        let key = self.push_parts(key_parts);
-        let r = self.push_text(value, true);
-        self.push_attr(Key::Text(key), Value::Str(r));
+        self.push_str(KeyParts::Parts(key_parts), value);
     }
 
     /// Adds an integer attribute.
     pub fn int(&mut self, key: &'static str, value: i64) {
-        self.push_attr(Key::Static(key), Value::Int(value));
+        self.push_scalar(key, Value::Int(value));
     }
 
     /// Adds a boolean attribute.
     pub fn bool(&mut self, key: &'static str, value: bool) {
-        self.push_attr(Key::Static(key), Value::Bool(value));
+        self.push_scalar(key, Value::Bool(value));
     }
 
     /// Adds a double attribute.
     pub fn double(&mut self, key: &'static str, value: f64) {
-        self.push_attr(Key::Static(key), Value::Double(value));
+        self.push_scalar(key, Value::Double(value));
     }
 
     /// A string-array attribute (`envoy.response_flags`, captured header values).
     pub fn str_array<'s>(&mut self, key: &'static str, values: impl IntoIterator<Item = &'s [u8]>) {
-        if self.full() {
-            return;
-        }
-        let first = self.lists.len() as u16;
-        for v in values {
-            let r = self.push_text(v, true);
-            self.lists.push(r);
-        }
-        let last = self.lists.len() as u16;
-        self.push_attr(Key::Static(key), Value::StrArray(first..last));
+        self.push_array(KeyParts::Static(key), values);
     }
 
     /// A string-array attribute whose key is built from parts (captured header values).
@@ -381,17 +569,83 @@ impl SpanRecord {
         key_parts: &[&[u8]],
         values: impl IntoIterator<Item = &'s [u8]>,
     ) {
-        if self.full() {
+        self.push_array(KeyParts::Parts(key_parts), values);
+    }
+
+    /// Renames every attribute with the static key `from` to `to`, in place in the order
+    /// (the kind, and so the conventional name, may be known only when the span ends). Each is
+    /// encoded again at the arena's end; the old bytes are left unused.
+    pub fn rename(&mut self, from: &'static str, to: &'static str) {
+        for i in 0..self.attrs.len() {
+            if self.attrs[i].key == Key::Static(from) {
+                self.rename_at(i, to);
+            }
+        }
+    }
+
+    /// Renames attribute `i` (an index into [`Self::attrs`]) to the static key `to`: a new
+    /// `KeyValue` head with the new key, then the old encoded value (`12 ...`) copied whole,
+    /// whatever its type; the value's ranges move with it.
+    pub fn rename_at(&mut self, i: usize, to: &'static str) {
+        let Some(a) = self.attrs.get(i) else {
+            return;
+        };
+        let (enc, key_len) = (a.enc.clone(), self.key_bytes(&a.key).len());
+        let (enc_start, enc_end) = (enc.start as usize, enc.end as usize);
+        // `4a kv 0a klen key`: the value starts after the key.
+        let Some(kv_at) = enc_start.checked_add(1) else {
+            return;
+        };
+        let head = self.text.get(kv_at..enc_end).map_or(0, otlp::varint_at);
+        let klen_at = kv_at + head + 1;
+        let klen_w = self.text.get(klen_at..enc_end).map_or(0, otlp::varint_at);
+        let value_at = klen_at + klen_w + key_len;
+        if value_at > enc_end || self.text.len() > u32::MAX as usize / 2 {
             return;
         }
-        let key = self.push_parts(key_parts);
-        let first = self.lists.len() as u16;
-        for v in values {
-            let r = self.push_text(v, true);
-            self.lists.push(r);
+        let value_len = enc_end - value_at;
+        let start = self.text.len();
+        let kv = 1 + otlp::encoded_len_varint(to.len() as u64) + to.len() + value_len;
+        self.text.push(otlp::SPAN_ATTRIBUTES_KEY);
+        otlp::encode_varint(kv as u64, &mut self.text);
+        self.text.push(0x0a);
+        otlp::encode_varint(to.len() as u64, &mut self.text);
+        self.text.extend_from_slice(to.as_bytes());
+        let moved_to = self.text.len();
+        self.text.extend_from_within(value_at..enc_end);
+        let shift = |r: &mut Range<u32>| {
+            r.start = r.start - value_at as u32 + moved_to as u32;
+            r.end = r.end - value_at as u32 + moved_to as u32;
+        };
+        let mut value = self.attrs[i].value.clone();
+        match &mut value {
+            Value::Str(r) => shift(r),
+            Value::StrArray(l) => {
+                for r in &mut self.lists[l.start as usize..l.end as usize] {
+                    shift(r);
+                }
+            }
+            Value::Int(_) | Value::Bool(_) | Value::Double(_) => {}
         }
-        let last = self.lists.len() as u16;
-        self.push_attr(Key::Text(key), Value::StrArray(first..last));
+        self.attrs[i] = Attribute {
+            key: Key::Static(to),
+            value,
+            enc: start as u32..self.text.len() as u32,
+        };
+    }
+
+    /// The span's attributes as they were encoded when set (`Span.attributes` fields, in
+    /// order), as contiguous runs of the arena: attributes set back to back, nearly always all
+    /// of them, are one run and so one copy.
+    pub fn encoded_attrs(&self) -> impl Iterator<Item = &[u8]> {
+        let mut attrs = self.attrs.iter().map(|a| a.enc.clone()).peekable();
+        core::iter::from_fn(move || {
+            let mut run = attrs.next()?;
+            while let Some(next) = attrs.next_if(|n| n.start == run.end) {
+                run.end = next.end;
+            }
+            Some(self.text(&run))
+        })
     }
 
     /// The elements of a string array.
@@ -431,6 +685,57 @@ impl SpanRecord {
     }
 }
 
+/// An attribute key as a setter receives it: a semantic-convention name, or parts to be made
+/// valid UTF-8 and joined (a captured header's name).
+#[derive(Clone, Copy)]
+enum KeyParts<'a> {
+    Static(&'static str),
+    Parts(&'a [&'a [u8]]),
+}
+
+impl KeyParts<'_> {
+    /// The input length, which is the written length unless a part needs repair.
+    #[inline(always)]
+    fn len(&self) -> usize {
+        match self {
+            Self::Static(s) => s.len(),
+            Self::Parts(p) => p.iter().map(|p| p.len()).sum(),
+        }
+    }
+
+    /// Appends the key: a static name as is (it is UTF-8), parts through
+    /// [`crate::text::append`], uncapped.
+    #[inline(always)]
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Static(s) => crate::copy::append(s.as_bytes(), out),
+            Self::Parts(parts) => {
+                for p in *parts {
+                    crate::text::append(p, usize::MAX, out);
+                }
+            }
+        }
+    }
+}
+
+/// What a string `KeyValue` field adds to its key and value when every length is one byte:
+/// `0a klen` and `12 anylen 0a vlen` inside it.
+const SHORT_KV_OVERHEAD: usize = 6;
+
+/// Writes a string `KeyValue` as a `Span.attributes` field with exact lengths,
+/// `4a kv 0a klen key 12 any 0a vlen value`, and returns where the key and the value landed.
+fn write_str_kv(text: &mut Vec<u8>, key: &[u8], value: &[u8]) -> (Range<u32>, Range<u32>) {
+    let any = AnyValue::<core::iter::Empty<&[u8]>>::Str(value);
+    otlp::put_kv(otlp::SPAN_ATTRIBUTES, key, &any, text);
+    let end = text.len();
+    let vs = end - value.len();
+    // Back from the value: `12 any 0a vlen` precede it.
+    let any_len = 1 + otlp::encoded_len_varint(value.len() as u64) + value.len();
+    let ke = vs - 2 - otlp::encoded_len_varint(value.len() as u64) - otlp::encoded_len_varint(any_len as u64);
+    let ks = ke - key.len();
+    (ks as u32..ke as u32, vs as u32..end as u32)
+}
+
 /// Builder handed to [`SpanRecord::event`].
 pub struct EventAttrs<'s> {
     span: &'s mut SpanRecord,
@@ -443,6 +748,7 @@ impl EventAttrs<'_> {
         self.span.event_attrs.push(Attribute {
             key: Key::Static(key),
             value: Value::Str(r),
+            enc: 0..0,
         });
     }
 
@@ -451,6 +757,7 @@ impl EventAttrs<'_> {
         self.span.event_attrs.push(Attribute {
             key: Key::Static(key),
             value: Value::Int(value),
+            enc: 0..0,
         });
     }
 }

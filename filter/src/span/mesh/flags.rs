@@ -82,6 +82,10 @@ pub fn codes(bits: u64) -> impl Iterator<Item = &'static str> + Clone {
 
 /// The failure reason for `error.type`, or `None` when no failure flag is set.
 pub fn error_type(bits: u64) -> Option<&'static str> {
+    // Nearly every request has no flag: skip the two table walks.
+    if bits == 0 {
+        return None;
+    }
     let prioritized = PRIORITY
         .iter()
         .find(|&&b| bits & (1 << b) != 0)
