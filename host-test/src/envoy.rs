@@ -200,6 +200,9 @@ impl Envoy {
             .arg("--concurrency")
             .arg(vars.concurrency.to_string())
             .args(["--disable-hot-restart", "-l", "info"])
+            // Envoy writes files (access logs, `--log-path`) every 10 s by default, as long as
+            // the tests wait for a line: flush them promptly so a wait never races the timer.
+            .args(["--file-flush-interval-msec", "100"])
             .arg("--log-path")
             .arg(dir.path().join("envoy.log"))
             .stdin(Stdio::null())
