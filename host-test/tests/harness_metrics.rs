@@ -248,3 +248,106 @@ fn metrics_config_errors_name_the_field() {
         assert!(err.contains(want), "{err}");
     }
 }
+
+/// The Warn lines about metrics exports.
+fn metrics_warnings(h: &Host) -> Vec<String> {
+    h.log_messages(meshtrace_host_test::host::LogLevel::Warn)
+        .into_iter()
+        .filter(|m| m.contains("metrics export"))
+        .collect()
+}
+
+#[test]
+fn a_collector_refusing_metrics_is_counted_and_logged_once_per_interval_never_retried() {
+    let mut h = host(1, "");
+    // Three intervals, each exported once and refused: the collector has no metrics pipeline.
+    for _ in 0..3 {
+        h.request(call("v1", 200, 3, UNSAMPLED)).unwrap();
+        h.advance(1000).unwrap();
+        let calls = metrics_calls(&h);
+        assert_eq!(calls.len(), 1, "one request per interval: {calls:?}");
+        h.answer(calls[0].token, 404, b"404 page not found")
+            .unwrap();
+        assert!(
+            metrics_calls(&h).is_empty(),
+            "a refused interval is not sent again"
+        );
+    }
+    // The first refusal is logged on the next tick; the two after it within the log interval
+    // wait for one summary line.
+    assert_eq!(
+        metrics_warnings(&h),
+        [
+            "meshtrace: 1 metrics export request(s) failed, the last with HTTP 404; \
+          not retried, their intervals' points are dropped"
+        ]
+    );
+    h.advance(5000).unwrap();
+    assert_eq!(
+        metrics_warnings(&h)[1..],
+        [
+            "meshtrace: 2 metrics export request(s) failed, the last with HTTP 404; \
+          not retried, their intervals' points are dropped"
+        ]
+    );
+    assert!(
+        metrics_calls(&h).is_empty(),
+        "nothing recorded since: nothing sent"
+    );
+    let sent = h
+        .http_calls()
+        .iter()
+        .filter(|c| c.headers.get(":path") == Some("/v1/metrics"))
+        .count();
+    assert_eq!(sent, 3);
+    assert_eq!(
+        h.metric("meshtrace.metrics.export_requests.failed"),
+        Some(3)
+    );
+    assert_eq!(h.metric("meshtrace.metrics.export_requests.ok"), Some(0));
+    // Nothing new: no further line.
+    h.advance(10_000).unwrap();
+    assert_eq!(metrics_warnings(&h).len(), 2);
+}
+
+#[test]
+fn a_refused_grpc_metrics_export_is_logged_with_its_status() {
+    use meshtrace_host_test::host::HeaderMap;
+    let mut h = load_filter()
+        .configure(
+            r#"{"collector": {"cluster": "otel_collector", "protocol": "grpc"},
+                "direction": "outbound", "metrics": {"enabled": true}}"#,
+        )
+        .unwrap();
+    h.request(call("v1", 200, 3, UNSAMPLED)).unwrap();
+    h.advance(1000).unwrap();
+    let calls: Vec<HttpCall> = h
+        .pending_http_calls()
+        .into_iter()
+        .filter(|c| {
+            c.headers.get(":path")
+                == Some("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export")
+        })
+        .collect();
+    assert_eq!(calls.len(), 1);
+    // Trailers-only: a collector without a metrics service answers UNIMPLEMENTED.
+    let headers = HeaderMap::from_pairs(&[
+        (":status", "200"),
+        ("content-type", "application/grpc"),
+        ("grpc-status", "12"),
+    ]);
+    h.answer_with(calls[0].token, headers, b"", HeaderMap::new())
+        .unwrap();
+    h.advance(1000).unwrap();
+    assert_eq!(
+        metrics_warnings(&h),
+        [
+            "meshtrace: 1 metrics export request(s) failed, the last with gRPC status 12 \
+          (UNIMPLEMENTED); not retried, their intervals' points are dropped"
+        ]
+    );
+    assert_eq!(
+        h.metric("meshtrace.metrics.export_requests.failed"),
+        Some(1)
+    );
+}
