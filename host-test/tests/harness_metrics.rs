@@ -240,6 +240,18 @@ fn metrics_config_errors_name_the_field() {
             r#"metrics.path: must start with '/', got "v1/metrics""#,
         ),
         (r#"{"unit": "us"}"#, "metrics.unit"),
+        (
+            r#"{"path": "/v1/metrics\n"}"#,
+            r#"metrics.path: must be visible ASCII (no space or control character), got "/v1/metrics\n""#,
+        ),
+        (
+            r#"{"path": "/v1/my metrics"}"#,
+            r#"metrics.path: must be visible ASCII (no space or control character), got "/v1/my metrics""#,
+        ),
+        (
+            r#"{"enable": true}"#,
+            "metrics.enable: unknown field `enable`, expected one of `enabled`, `path`, `unit`, `max_series`",
+        ),
     ] {
         let json = format!(r#"{{"collector": {{"cluster": "c"}}, "metrics": {metrics}}}"#);
         let err = meshtrace::config::Config::from_json(json.as_bytes())

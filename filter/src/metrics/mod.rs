@@ -34,7 +34,7 @@
 //!
 //! **Temporality.** Delta: each export covers `(previous export, now]` of its VM; the first
 //! starts when the VM was configured. An export that fails is counted
-//! (`meshtrace.metrics.export_requests.failed`) and not retried: the next interval starts
+//! (`meshtrace.metrics.export_requests.failed`), logged at most every 5 s, and not retried: the next interval starts
 //! afresh.
 //!
 //! **One writer per series.** Envoy runs one VM per worker thread, each with its own table. Two
@@ -144,12 +144,7 @@ impl MetricsConfig {
     /// # Errors
     /// A [`ConfigError`] naming the field and its value.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.path.starts_with('/') {
-            return Err(ConfigError::new(
-                "metrics.path",
-                format!("must start with '/', got {:?}", self.path),
-            ));
-        }
+        crate::export::config::check_http_path("metrics.path", &self.path)?;
         if !(1..=MAX_SERIES_LIMIT).contains(&self.max_series) {
             return Err(ConfigError::new(
                 "metrics.max_series",
