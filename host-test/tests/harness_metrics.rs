@@ -363,3 +363,31 @@ fn a_refused_grpc_metrics_export_is_logged_with_its_status() {
         Some(1)
     );
 }
+
+#[test]
+fn shared_queue_filters_export_their_metrics_themselves_to_their_collector_cluster() {
+    // Spans go to the singleton through the shared queue; the metrics do not: each worker
+    // sends its interval to the filter's own `collector` (so it must name a defined cluster).
+    let mut h = load_filter()
+        .configure(
+            r#"{"collector": {"cluster": "otel_collector"}, "direction": "outbound",
+                "exporter": {"mode": "shared_queue"}, "metrics": {"enabled": true}}"#,
+        )
+        .unwrap();
+    h.request(call("v1", 200, 3, SAMPLED)).unwrap();
+    h.advance(1000).unwrap();
+    let calls = metrics_calls(&h);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].cluster, "otel_collector");
+    let p = points(&calls[0]);
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].calls, 1);
+    h.answer(calls[0].token, 200, b"").unwrap();
+    h.advance(1000).unwrap();
+    assert_eq!(h.metric("meshtrace.metrics.export_requests.ok"), Some(1));
+    // No span export left this worker.
+    assert!(h
+        .http_calls()
+        .iter()
+        .all(|c| c.headers.get(":path") == Some("/v1/metrics")));
+}
