@@ -190,9 +190,13 @@ fn series_beyond_max_series_go_to_the_overflow_series() {
     assert_eq!(p.len(), 2);
     assert_eq!(get(&p[0].attrs, "mesh.release"), Some("stable"));
     assert_eq!(p[0].calls, 1);
+    let worker = get(&p[0].attrs, "meshtrace.worker").unwrap().to_string();
     assert_eq!(
         p[1].attrs,
-        [("otel.metric.overflow".to_string(), "true".to_string())]
+        [
+            ("otel.metric.overflow".to_string(), "true".to_string()),
+            ("meshtrace.worker".to_string(), worker),
+        ]
     );
     assert_eq!(p[1].calls, 2);
     h.advance(1000).unwrap();
@@ -390,4 +394,43 @@ fn shared_queue_filters_export_their_metrics_themselves_to_their_collector_clust
         .http_calls()
         .iter()
         .all(|c| c.headers.get(":path") == Some("/v1/metrics")));
+}
+
+#[test]
+fn overflow_series_of_two_workers_are_two_writers_each_with_its_worker() {
+    // Both VMs overflow in the same interval: without `meshtrace.worker` their overflow
+    // points would share one attribute set, and a backend would keep one of the two.
+    let mut h = host(2, r#", "max_series": 1"#);
+    for worker in 0..2 {
+        h.request(call("v1", 200, 3, UNSAMPLED).on_worker(worker))
+            .unwrap();
+        for _ in 0..=worker {
+            h.request(call("v2", 503, 3, UNSAMPLED).on_worker(worker))
+                .unwrap();
+        }
+    }
+    h.advance(1000).unwrap();
+    let calls = metrics_calls(&h);
+    assert_eq!(calls.len(), 2, "one export per worker VM");
+    let mut overflow: Vec<(Vec<(String, String)>, i64)> = Vec::new();
+    for c in &calls {
+        let p = points(c);
+        assert_eq!(p.len(), 2);
+        let worker = get(&p[0].attrs, "meshtrace.worker").unwrap().to_string();
+        assert_eq!(
+            p[1].attrs,
+            [
+                ("otel.metric.overflow".to_string(), "true".to_string()),
+                ("meshtrace.worker".to_string(), worker),
+            ]
+        );
+        overflow.push((p[1].attrs.clone(), p[1].calls));
+    }
+    assert_ne!(
+        overflow[0].0, overflow[1].0,
+        "one writer per overflow series"
+    );
+    let mut counts: Vec<i64> = overflow.iter().map(|(_, n)| *n).collect();
+    counts.sort_unstable();
+    assert_eq!(counts, [1, 2]);
 }

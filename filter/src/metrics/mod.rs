@@ -27,8 +27,9 @@
 //! `service.name` and the rest of the resource are the spans' resource.
 //!
 //! **Cardinality.** At most `metrics.max_series` series per interval (default 1000); requests
-//! of further combinations go to one overflow series with the single attribute
-//! `otel.metric.overflow = true`, as the OpenTelemetry SDK's cardinality limit does, and are
+//! of further combinations go to one overflow series with the attribute
+//! `otel.metric.overflow = true`, as the OpenTelemetry SDK's cardinality limit does (plus
+//! `meshtrace.worker`: it too has one writer per VM), and are
 //! counted in `meshtrace.metrics.series_overflow`. The table is emptied at each export (delta),
 //! so the limit applies per interval.
 //!
