@@ -288,8 +288,11 @@ impl Metrics {
     }
 
     /// Ends the interval at `end_ns`: writes it as an `ExportMetricsServiceRequest` into `out`
-    /// (`false`, and `out` untouched, when nothing was recorded) and starts the next one.
+    /// (`false`, and `out` untouched, when nothing was recorded) and starts the next one. A
+    /// wall clock stepped back before the interval's start ends it at its start: a point's
+    /// time never precedes its start time (OTLP data model), and intervals never overlap.
     pub fn collect(&mut self, header: &BatchHeader, end_ns: u64, out: &mut Vec<u8>) -> bool {
+        let end_ns = end_ns.max(self.red.start_ns);
         let any = !self.red.is_empty();
         if any {
             encode::encode_request(
@@ -303,5 +306,63 @@ impl Metrics {
         }
         self.red.reset(end_ns);
         any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::otlp::ResourceValue;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    use prost::Message;
+
+    fn one_request(m: &mut Metrics, tables: &Tables) {
+        m.record(
+            tables,
+            &Ended {
+                kind: SpanKind::Server,
+                status: Some(200),
+                duration_ns: 1_000,
+                ..Ended::default()
+            },
+        );
+    }
+
+    /// `(start, time)` of the calls points of one export.
+    fn times(out: &[u8]) -> Vec<(u64, u64)> {
+        let req = ExportMetricsServiceRequest::decode(out).expect("prost decodes");
+        let Some(Data::Sum(sum)) = &req.resource_metrics[0].scope_metrics[0].metrics[0].data else {
+            panic!("calls is a Sum")
+        };
+        sum.data_points
+            .iter()
+            .map(|p| (p.start_time_unix_nano, p.time_unix_nano))
+            .collect()
+    }
+
+    #[test]
+    fn intervals_follow_each_other_even_when_the_clock_steps_back() {
+        let tables = Tables::default();
+        let header = BatchHeader::new(&[("service.name", ResourceValue::Str("s".into()))]);
+        let config = MetricsConfig {
+            enabled: true,
+            ..MetricsConfig::default()
+        };
+        let mut m = Metrics::new(&config, &tables, None, 1);
+        m.red.start_ns = 5_000;
+        let mut out = Vec::new();
+        one_request(&mut m, &tables);
+        assert!(m.collect(&header, 9_000, &mut out));
+        assert_eq!(times(&out), [(5_000, 9_000)]);
+        // An empty interval sends nothing, and the next one starts where it ended.
+        assert!(!m.collect(&header, 10_000, &mut out));
+        one_request(&mut m, &tables);
+        // The wall clock stepped back to 7 000: the interval ends at its start, not before.
+        assert!(m.collect(&header, 7_000, &mut out));
+        assert_eq!(times(&out), [(10_000, 10_000)]);
+        one_request(&mut m, &tables);
+        assert!(m.collect(&header, 12_000, &mut out));
+        assert_eq!(times(&out), [(10_000, 12_000)]);
     }
 }
