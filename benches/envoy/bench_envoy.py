@@ -209,6 +209,11 @@ def modes(args):
                               mesh=True, meshtrace=True))
     wanted = set(args.modes.split(",")) if args.modes else None
     if wanted is not None:
+        # A misspelt key would otherwise leave only the floors and the tracer, silently.
+        unknown = sorted(wanted - {m.key for m in all_modes})
+        if unknown:
+            raise SystemExit(f"--modes: unknown mode(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(m.key for m in all_modes)}")
         # The floors and the tracer are what the others are read against.
         if "full" in wanted or args.variant_wasm_full:
             wanted.add("floor-mtls")

@@ -451,6 +451,11 @@ mod tests {
             "collector.path: must start with '/', got \"v1\""
         );
         assert_eq!(
+            bad(r#"{"collector": {"cluster": "c", "path": "/v1/traces\r\nx-evil: 1"}}"#),
+            "collector.path: must be visible ASCII (no space or control character), \
+             got \"/v1/traces\\r\\nx-evil: 1\""
+        );
+        assert_eq!(
             bad(r#"{"collector": {"cluster": "c"}, "batch": {"max_queue": 0}}"#),
             "batch.max_queue: must be at least 1, got 0"
         );

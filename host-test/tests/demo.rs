@@ -135,9 +135,15 @@ fn printed_tree(text: &str, t: &Trace) -> Vec<(usize, String, String)> {
         .iter()
         .map(|l| {
             let body = l.strip_prefix("  ").expect("indented");
-            let (depth, rest) = match body.find("└─ ") {
+            // A child's branch (`├─ ` or `└─ `) follows three columns per ancestor below the
+            // root (`│  ` or blanks).
+            let branch = ["├─ ", "└─ "]
+                .into_iter()
+                .filter_map(|b| body.find(b))
+                .min();
+            let (depth, rest) = match branch {
                 None => (0, body),
-                Some(i) => (i / 3 + 1, &body[i + "└─ ".len()..]),
+                Some(i) => (body[..i].chars().count() / 3 + 1, &body[i + "└─ ".len()..]),
             };
             // `<service> <version>  <KIND>  <name...>`: split at the kind column.
             let kind = ["SERVER", "CLIENT"]

@@ -190,9 +190,13 @@ fn series_beyond_max_series_go_to_the_overflow_series() {
     assert_eq!(p.len(), 2);
     assert_eq!(get(&p[0].attrs, "mesh.release"), Some("stable"));
     assert_eq!(p[0].calls, 1);
+    let worker = get(&p[0].attrs, "meshtrace.worker").unwrap().to_string();
     assert_eq!(
         p[1].attrs,
-        [("otel.metric.overflow".to_string(), "true".to_string())]
+        [
+            ("otel.metric.overflow".to_string(), "true".to_string()),
+            ("meshtrace.worker".to_string(), worker),
+        ]
     );
     assert_eq!(p[1].calls, 2);
     h.advance(1000).unwrap();
@@ -240,6 +244,18 @@ fn metrics_config_errors_name_the_field() {
             r#"metrics.path: must start with '/', got "v1/metrics""#,
         ),
         (r#"{"unit": "us"}"#, "metrics.unit"),
+        (
+            r#"{"path": "/v1/metrics\n"}"#,
+            r#"metrics.path: must be visible ASCII (no space or control character), got "/v1/metrics\n""#,
+        ),
+        (
+            r#"{"path": "/v1/my metrics"}"#,
+            r#"metrics.path: must be visible ASCII (no space or control character), got "/v1/my metrics""#,
+        ),
+        (
+            r#"{"enable": true}"#,
+            "metrics.enable: unknown field `enable`, expected one of `enabled`, `path`, `unit`, `max_series`",
+        ),
     ] {
         let json = format!(r#"{{"collector": {{"cluster": "c"}}, "metrics": {metrics}}}"#);
         let err = meshtrace::config::Config::from_json(json.as_bytes())
@@ -247,4 +263,174 @@ fn metrics_config_errors_name_the_field() {
             .to_string();
         assert!(err.contains(want), "{err}");
     }
+}
+
+/// The Warn lines about metrics exports.
+fn metrics_warnings(h: &Host) -> Vec<String> {
+    h.log_messages(meshtrace_host_test::host::LogLevel::Warn)
+        .into_iter()
+        .filter(|m| m.contains("metrics export"))
+        .collect()
+}
+
+#[test]
+fn a_collector_refusing_metrics_is_counted_and_logged_once_per_interval_never_retried() {
+    let mut h = host(1, "");
+    // Three intervals, each exported once and refused: the collector has no metrics pipeline.
+    for _ in 0..3 {
+        h.request(call("v1", 200, 3, UNSAMPLED)).unwrap();
+        h.advance(1000).unwrap();
+        let calls = metrics_calls(&h);
+        assert_eq!(calls.len(), 1, "one request per interval: {calls:?}");
+        h.answer(calls[0].token, 404, b"404 page not found")
+            .unwrap();
+        assert!(
+            metrics_calls(&h).is_empty(),
+            "a refused interval is not sent again"
+        );
+    }
+    // The first refusal is logged on the next tick; the two after it within the log interval
+    // wait for one summary line.
+    assert_eq!(
+        metrics_warnings(&h),
+        [
+            "meshtrace: 1 metrics export request(s) failed, the last with HTTP 404; \
+          not retried, their intervals' points are dropped"
+        ]
+    );
+    h.advance(5000).unwrap();
+    assert_eq!(
+        metrics_warnings(&h)[1..],
+        [
+            "meshtrace: 2 metrics export request(s) failed, the last with HTTP 404; \
+          not retried, their intervals' points are dropped"
+        ]
+    );
+    assert!(
+        metrics_calls(&h).is_empty(),
+        "nothing recorded since: nothing sent"
+    );
+    let sent = h
+        .http_calls()
+        .iter()
+        .filter(|c| c.headers.get(":path") == Some("/v1/metrics"))
+        .count();
+    assert_eq!(sent, 3);
+    assert_eq!(
+        h.metric("meshtrace.metrics.export_requests.failed"),
+        Some(3)
+    );
+    assert_eq!(h.metric("meshtrace.metrics.export_requests.ok"), Some(0));
+    // Nothing new: no further line.
+    h.advance(10_000).unwrap();
+    assert_eq!(metrics_warnings(&h).len(), 2);
+}
+
+#[test]
+fn a_refused_grpc_metrics_export_is_logged_with_its_status() {
+    use meshtrace_host_test::host::HeaderMap;
+    let mut h = load_filter()
+        .configure(
+            r#"{"collector": {"cluster": "otel_collector", "protocol": "grpc"},
+                "direction": "outbound", "metrics": {"enabled": true}}"#,
+        )
+        .unwrap();
+    h.request(call("v1", 200, 3, UNSAMPLED)).unwrap();
+    h.advance(1000).unwrap();
+    let calls: Vec<HttpCall> = h
+        .pending_http_calls()
+        .into_iter()
+        .filter(|c| {
+            c.headers.get(":path")
+                == Some("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export")
+        })
+        .collect();
+    assert_eq!(calls.len(), 1);
+    // Trailers-only: a collector without a metrics service answers UNIMPLEMENTED.
+    let headers = HeaderMap::from_pairs(&[
+        (":status", "200"),
+        ("content-type", "application/grpc"),
+        ("grpc-status", "12"),
+    ]);
+    h.answer_with(calls[0].token, headers, b"", HeaderMap::new())
+        .unwrap();
+    h.advance(1000).unwrap();
+    assert_eq!(
+        metrics_warnings(&h),
+        [
+            "meshtrace: 1 metrics export request(s) failed, the last with gRPC status 12 \
+          (UNIMPLEMENTED); not retried, their intervals' points are dropped"
+        ]
+    );
+    assert_eq!(
+        h.metric("meshtrace.metrics.export_requests.failed"),
+        Some(1)
+    );
+}
+
+#[test]
+fn shared_queue_filters_export_their_metrics_themselves_to_their_collector_cluster() {
+    // Spans go to the singleton through the shared queue; the metrics do not: each worker
+    // sends its interval to the filter's own `collector` (so it must name a defined cluster).
+    let mut h = load_filter()
+        .configure(
+            r#"{"collector": {"cluster": "otel_collector"}, "direction": "outbound",
+                "exporter": {"mode": "shared_queue"}, "metrics": {"enabled": true}}"#,
+        )
+        .unwrap();
+    h.request(call("v1", 200, 3, SAMPLED)).unwrap();
+    h.advance(1000).unwrap();
+    let calls = metrics_calls(&h);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].cluster, "otel_collector");
+    let p = points(&calls[0]);
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].calls, 1);
+    h.answer(calls[0].token, 200, b"").unwrap();
+    h.advance(1000).unwrap();
+    assert_eq!(h.metric("meshtrace.metrics.export_requests.ok"), Some(1));
+    // No span export left this worker.
+    assert!(h
+        .http_calls()
+        .iter()
+        .all(|c| c.headers.get(":path") == Some("/v1/metrics")));
+}
+
+#[test]
+fn overflow_series_of_two_workers_are_two_writers_each_with_its_worker() {
+    // Both VMs overflow in the same interval: without `meshtrace.worker` their overflow
+    // points would share one attribute set, and a backend would keep one of the two.
+    let mut h = host(2, r#", "max_series": 1"#);
+    for worker in 0..2 {
+        h.request(call("v1", 200, 3, UNSAMPLED).on_worker(worker))
+            .unwrap();
+        for _ in 0..=worker {
+            h.request(call("v2", 503, 3, UNSAMPLED).on_worker(worker))
+                .unwrap();
+        }
+    }
+    h.advance(1000).unwrap();
+    let calls = metrics_calls(&h);
+    assert_eq!(calls.len(), 2, "one export per worker VM");
+    let mut overflow: Vec<(Vec<(String, String)>, i64)> = Vec::new();
+    for c in &calls {
+        let p = points(c);
+        assert_eq!(p.len(), 2);
+        let worker = get(&p[0].attrs, "meshtrace.worker").unwrap().to_string();
+        assert_eq!(
+            p[1].attrs,
+            [
+                ("otel.metric.overflow".to_string(), "true".to_string()),
+                ("meshtrace.worker".to_string(), worker),
+            ]
+        );
+        overflow.push((p[1].attrs.clone(), p[1].calls));
+    }
+    assert_ne!(
+        overflow[0].0, overflow[1].0,
+        "one writer per overflow series"
+    );
+    let mut counts: Vec<i64> = overflow.iter().map(|(_, n)| *n).collect();
+    counts.sort_unstable();
+    assert_eq!(counts, [1, 2]);
 }

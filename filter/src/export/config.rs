@@ -54,6 +54,28 @@ pub enum Compression {
     Gzip,
 }
 
+/// Checks an OTLP/HTTP request path (`collector.path`, `metrics.path`): it becomes the export
+/// call's `:path` header, which Envoy refuses with a space, a control character or non-ASCII
+/// in it (RFC 9110 §4.1: the origin form is visible ASCII), and then every export would fail.
+///
+/// # Errors
+/// A [`ConfigError`] naming `field` and the value.
+pub fn check_http_path(field: &'static str, path: &str) -> Result<(), ConfigError> {
+    if !path.starts_with('/') {
+        return Err(ConfigError::new(
+            field,
+            format!("must start with '/', got {path:?}"),
+        ));
+    }
+    if !path.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::new(
+            field,
+            format!("must be visible ASCII (no space or control character), got {path:?}"),
+        ));
+    }
+    Ok(())
+}
+
 fn default_path() -> String {
     "/v1/traces".into()
 }
@@ -195,12 +217,7 @@ impl ExportConfig<'_> {
                 ));
             }
         }
-        if !self.collector.path.starts_with('/') {
-            return Err(ConfigError::new(
-                "collector.path",
-                format!("must start with '/', got {:?}", self.collector.path),
-            ));
-        }
+        check_http_path("collector.path", &self.collector.path)?;
         if self.collector.timeout_ms == 0 || self.collector.timeout_ms > 600_000 {
             return Err(ConfigError::new(
                 "collector.timeout_ms",

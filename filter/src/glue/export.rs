@@ -10,6 +10,7 @@ use proxy_wasm::types::BufferType;
 use super::{host, log, now_ms, Worker};
 use crate::export::config::{Compression, Protocol, SHARED_QUEUE_NAME};
 use crate::export::reply::{classify, ExportResult, Failure, Reply, GRPC_PATH};
+use crate::export::span_processor::LOG_INTERVAL_MS;
 use crate::headers::pairs;
 
 /// `MapType::HttpCallResponseHeaders` / `HttpCallResponseTrailers`.
@@ -244,6 +245,10 @@ pub struct MetricsExport {
     /// or not dispatched).
     pub ok: u64,
     pub failed: u64,
+    /// Failures since the last log line, and why the latest one failed.
+    unlogged: u64,
+    last_failure: Option<Failure>,
+    last_log_ms: u64,
 }
 
 /// Calls in flight kept track of; older ones are written off as failed.
@@ -264,6 +269,31 @@ impl MetricsExport {
 }
 
 use crate::metrics;
+
+impl MetricsExport {
+    /// Counts a failed export; [`MetricsExport::take_log`] reports it.
+    fn fail(&mut self, failure: Failure) {
+        self.failed += 1;
+        self.unlogged += 1;
+        self.last_failure = Some(failure);
+    }
+
+    /// At most once per [`LOG_INTERVAL_MS`] (as the span exporter's summary), one line for
+    /// the exports that failed since the last: a collector without a metrics pipeline
+    /// otherwise shows only in a stat.
+    pub fn take_log(&mut self, now_ms: u64) -> Option<String> {
+        let failure = self.last_failure?;
+        if self.unlogged == 0 || now_ms.saturating_sub(self.last_log_ms) < LOG_INTERVAL_MS {
+            return None;
+        }
+        self.last_log_ms = now_ms;
+        let n = core::mem::take(&mut self.unlogged);
+        Some(format!(
+            "meshtrace: {n} metrics export request(s) failed, the last with {failure}; \
+             not retried, their intervals' points are dropped"
+        ))
+    }
+}
 
 /// Ends the metrics interval when it is due and sends it (at most one request per interval,
 /// none for an interval without requests). `ctx` must be the root context.
@@ -312,11 +342,11 @@ pub fn flush_metrics(ctx: &dyn Context, w: &mut Worker, now: u64) {
         Ok(token) => {
             if m.calls.len() >= MAX_METRICS_CALLS {
                 m.calls.remove(0);
-                m.failed += 1;
+                m.fail(Failure::Lost);
             }
             m.calls.push(token);
         }
-        Err(_) => m.failed += 1,
+        Err(_) => m.fail(Failure::DispatchFailed),
     }
 }
 
@@ -331,21 +361,33 @@ pub fn on_metrics_response(w: &mut Worker, token: u32, num_headers: usize) -> bo
     } else {
         host::header_map(CALL_RESPONSE_HEADERS).unwrap_or_default()
     };
-    let status = header(&headers, b":status");
-    let ok = match w.tracer.config.collector.protocol {
-        Protocol::Http => status.is_some_and(|s| s.starts_with(b"2")),
-        Protocol::Grpc => {
-            // A trailers-only reply carries its status in the headers.
-            let trailers = host::header_map(CALL_RESPONSE_TRAILERS).unwrap_or_default();
-            status == Some(b"200")
-                && header(&trailers, b"grpc-status").or_else(|| header(&headers, b"grpc-status"))
-                    == Some(b"0")
-        }
+    let protocol = w.tracer.config.collector.protocol;
+    let trailers = match protocol {
+        Protocol::Http => Vec::new(),
+        Protocol::Grpc => host::header_map(CALL_RESPONSE_TRAILERS).unwrap_or_default(),
     };
-    if ok {
-        w.metrics.ok += 1;
-    } else {
-        w.metrics.failed += 1;
+    let status = header(&headers, b":status").and_then(|s| {
+        core::str::from_utf8(s)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+    });
+    // A trailers-only gRPC reply carries its status in the headers.
+    let grpc = |name: &[u8]| header(&trailers, name).or_else(|| header(&headers, name));
+    // The spans' classification, so a failure reads the same in both logs; the body (a
+    // partial success at most) is not read: the interval is not retried either way.
+    let reply = Reply {
+        status: (num_headers > 0).then(|| status.unwrap_or(0)),
+        retry_after: None,
+        grpc_status: grpc(b"grpc-status"),
+        grpc_details: None,
+        grpc_message: None,
+        body: &[],
+    };
+    match classify(protocol, &reply, 0) {
+        ExportResult::Ok { .. } => w.metrics.ok += 1,
+        ExportResult::Retry { failure, .. } | ExportResult::Fail(failure) => {
+            w.metrics.fail(failure)
+        }
     }
     true
 }

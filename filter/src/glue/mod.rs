@@ -283,6 +283,9 @@ impl Root {
         for line in w.exporter.take_log(now) {
             log(LogLevel::Warn, &line);
         }
+        if let Some(line) = w.metrics.take_log(now) {
+            log(LogLevel::Warn, &line);
+        }
     }
 }
 

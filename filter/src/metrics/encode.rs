@@ -74,7 +74,10 @@ impl Labels {
     /// Writes a series' attributes as field `tag` entries.
     fn put_attributes(&self, key: Option<u64>, tag: u32, name: &mut Vec<u8>, out: &mut Vec<u8>) {
         let Some(key) = key else {
+            // Each VM's overflow series is its own writer too: without the worker two VMs'
+            // overflow points would share one attribute set and a backend would keep one.
             put_kv(tag, b"otel.metric.overflow", &Str::Bool(true), out);
+            put_kv(tag, b"meshtrace.worker", &Str::Str(&self.worker), out);
             return;
         };
         let d = Dims::of(key);
@@ -343,7 +346,13 @@ mod tests {
         assert_eq!(overflow.value, Some(N::AsInt(1)));
         assert_eq!(
             attrs(&overflow.attributes),
-            [("otel.metric.overflow".to_string(), "true".to_string())]
+            [
+                ("otel.metric.overflow".to_string(), "true".to_string()),
+                (
+                    "meshtrace.worker".to_string(),
+                    "00000000000000aa".to_string()
+                ),
+            ]
         );
 
         let duration = &sm.metrics[1];

@@ -27,14 +27,15 @@
 //! `service.name` and the rest of the resource are the spans' resource.
 //!
 //! **Cardinality.** At most `metrics.max_series` series per interval (default 1000); requests
-//! of further combinations go to one overflow series with the single attribute
-//! `otel.metric.overflow = true`, as the OpenTelemetry SDK's cardinality limit does, and are
+//! of further combinations go to one overflow series with the attribute
+//! `otel.metric.overflow = true`, as the OpenTelemetry SDK's cardinality limit does (plus
+//! `meshtrace.worker`: it too has one writer per VM), and are
 //! counted in `meshtrace.metrics.series_overflow`. The table is emptied at each export (delta),
 //! so the limit applies per interval.
 //!
 //! **Temporality.** Delta: each export covers `(previous export, now]` of its VM; the first
 //! starts when the VM was configured. An export that fails is counted
-//! (`meshtrace.metrics.export_requests.failed`) and not retried: the next interval starts
+//! (`meshtrace.metrics.export_requests.failed`), logged at most every 5 s, and not retried: the next interval starts
 //! afresh.
 //!
 //! **One writer per series.** Envoy runs one VM per worker thread, each with its own table. Two
@@ -144,12 +145,7 @@ impl MetricsConfig {
     /// # Errors
     /// A [`ConfigError`] naming the field and its value.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.path.starts_with('/') {
-            return Err(ConfigError::new(
-                "metrics.path",
-                format!("must start with '/', got {:?}", self.path),
-            ));
-        }
+        crate::export::config::check_http_path("metrics.path", &self.path)?;
         if !(1..=MAX_SERIES_LIMIT).contains(&self.max_series) {
             return Err(ConfigError::new(
                 "metrics.max_series",
@@ -292,8 +288,11 @@ impl Metrics {
     }
 
     /// Ends the interval at `end_ns`: writes it as an `ExportMetricsServiceRequest` into `out`
-    /// (`false`, and `out` untouched, when nothing was recorded) and starts the next one.
+    /// (`false`, and `out` untouched, when nothing was recorded) and starts the next one. A
+    /// wall clock stepped back before the interval's start ends it at its start: a point's
+    /// time never precedes its start time (OTLP data model), and intervals never overlap.
     pub fn collect(&mut self, header: &BatchHeader, end_ns: u64, out: &mut Vec<u8>) -> bool {
+        let end_ns = end_ns.max(self.red.start_ns);
         let any = !self.red.is_empty();
         if any {
             encode::encode_request(
@@ -307,5 +306,63 @@ impl Metrics {
         }
         self.red.reset(end_ns);
         any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::otlp::ResourceValue;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    use prost::Message;
+
+    fn one_request(m: &mut Metrics, tables: &Tables) {
+        m.record(
+            tables,
+            &Ended {
+                kind: SpanKind::Server,
+                status: Some(200),
+                duration_ns: 1_000,
+                ..Ended::default()
+            },
+        );
+    }
+
+    /// `(start, time)` of the calls points of one export.
+    fn times(out: &[u8]) -> Vec<(u64, u64)> {
+        let req = ExportMetricsServiceRequest::decode(out).expect("prost decodes");
+        let Some(Data::Sum(sum)) = &req.resource_metrics[0].scope_metrics[0].metrics[0].data else {
+            panic!("calls is a Sum")
+        };
+        sum.data_points
+            .iter()
+            .map(|p| (p.start_time_unix_nano, p.time_unix_nano))
+            .collect()
+    }
+
+    #[test]
+    fn intervals_follow_each_other_even_when_the_clock_steps_back() {
+        let tables = Tables::default();
+        let header = BatchHeader::new(&[("service.name", ResourceValue::Str("s".into()))]);
+        let config = MetricsConfig {
+            enabled: true,
+            ..MetricsConfig::default()
+        };
+        let mut m = Metrics::new(&config, &tables, None, 1);
+        m.red.start_ns = 5_000;
+        let mut out = Vec::new();
+        one_request(&mut m, &tables);
+        assert!(m.collect(&header, 9_000, &mut out));
+        assert_eq!(times(&out), [(5_000, 9_000)]);
+        // An empty interval sends nothing, and the next one starts where it ended.
+        assert!(!m.collect(&header, 10_000, &mut out));
+        one_request(&mut m, &tables);
+        // The wall clock stepped back to 7 000: the interval ends at its start, not before.
+        assert!(m.collect(&header, 7_000, &mut out));
+        assert_eq!(times(&out), [(10_000, 10_000)]);
+        one_request(&mut m, &tables);
+        assert!(m.collect(&header, 12_000, &mut out));
+        assert_eq!(times(&out), [(10_000, 12_000)]);
     }
 }

@@ -310,6 +310,39 @@ pub fn printable(s: &str, max: usize) -> String {
     out
 }
 
+/// The branch drawing in front of each row of [`Trace::rows`]: `├─ ` for a span with a later
+/// sibling, `└─ ` for the last one, and under each ancestor that has a later sibling a `│  `
+/// carrying its branch down to that sibling (empty for roots).
+pub fn tree_prefixes(rows: &[Row<'_>]) -> Vec<String> {
+    // Whether row `i` has a later sibling: a row at its depth before any shallower row.
+    let continues: Vec<bool> = (0..rows.len())
+        .map(|i| {
+            rows[i + 1..]
+                .iter()
+                .find(|r| r.depth <= rows[i].depth)
+                .is_some_and(|r| r.depth == rows[i].depth)
+        })
+        .collect();
+    // The row of the current ancestor at each depth, as the rows are walked in order.
+    let mut path: Vec<usize> = Vec::new();
+    rows.iter()
+        .enumerate()
+        .map(|(i, row)| {
+            path.truncate(row.depth);
+            let mut prefix = String::new();
+            if row.depth > 0 {
+                // Depths 1.. of the ancestors; depth 0 (the root) draws no column.
+                for &a in path.iter().skip(1) {
+                    prefix.push_str(if continues[a] { "│  " } else { "   " });
+                }
+                prefix.push_str(if continues[i] { "├─ " } else { "└─ " });
+            }
+            path.push(i);
+            prefix
+        })
+        .collect()
+}
+
 /// The trace as text: a header line (trace id, root name, duration, span count), then one line
 /// per span in [`Trace::rows`] order, indented by depth:
 ///
@@ -331,12 +364,8 @@ pub fn render(t: &Trace) -> String {
         duration(end.saturating_sub(start)),
         t.spans.len()
     );
-    for row in t.rows() {
-        let indent = if row.depth == 0 {
-            String::new()
-        } else {
-            format!("{}└─ ", "   ".repeat(row.depth - 1))
-        };
+    let rows = t.rows();
+    for (row, indent) in rows.iter().zip(tree_prefixes(&rows)) {
         let who = format!("{indent}{}", printable(&row.span.service_label(), 24));
         let tags = key_tags(row.span)
             .into_iter()
@@ -406,9 +435,39 @@ mod tests {
         assert_eq!(lines.len(), 5);
         assert!(lines[0].starts_with("trace 07070707"), "{text}");
         assert!(lines[1].starts_with("  svc "), "{text}");
-        assert!(lines[2].starts_with("  └─ svc "), "{text}");
-        assert!(lines[3].starts_with("     └─ svc "), "{text}");
+        // b has a later sibling (d): its branch continues past c.
+        assert!(lines[2].starts_with("  ├─ svc "), "{text}");
+        assert!(lines[3].starts_with("  │  └─ svc "), "{text}");
         assert!(lines[4].starts_with("  └─ svc "), "{text}");
+    }
+
+    #[test]
+    fn branch_lines_follow_siblings_at_every_depth() {
+        // a ─┬─ b ─┬─ c
+        //    │     └─ e ── f
+        //    └─ d
+        let t = group(vec![
+            span(1, None, 0, 100, "a"),
+            span(2, Some(1), 10, 45, "b"),
+            span(3, Some(2), 20, 25, "c"),
+            span(5, Some(2), 30, 40, "e"),
+            span(6, Some(5), 31, 39, "f"),
+            span(4, Some(1), 50, 60, "d"),
+        ])
+        .remove(0);
+        assert_eq!(
+            tree_prefixes(&t.rows()),
+            ["", "├─ ", "│  ├─ ", "│  └─ ", "│     └─ ", "└─ "]
+        );
+        // A second root starts its own tree.
+        let t = group(vec![
+            span(1, None, 0, 10, "a"),
+            span(2, Some(1), 1, 2, "b"),
+            span(9, None, 20, 30, "z"),
+            span(8, Some(9), 21, 22, "y"),
+        ])
+        .remove(0);
+        assert_eq!(tree_prefixes(&t.rows()), ["", "└─ ", "", "└─ "]);
     }
 
     #[test]
