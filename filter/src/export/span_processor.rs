@@ -11,6 +11,7 @@
 
 use super::config::{Compression, ExportConfig, ExportMode, Protocol, Retry};
 use crate::export::batch::{chunk_spans, DropReason, SpanQueue};
+use crate::export::gzip::GzipEncoder;
 use crate::export::otlp::BatchHeader;
 use crate::export::reply::{ExportResult, Failure};
 use crate::span::SpanRecord;
@@ -123,7 +124,6 @@ pub struct BatchSpanProcessor {
     queue: SpanQueue,
     header: BatchHeader,
     protocol: Protocol,
-    compression: Compression,
     /// Shared-queue filters hand spans off instead of exporting.
     hand_off: bool,
     flush_interval_ms: u64,
@@ -139,6 +139,8 @@ pub struct BatchSpanProcessor {
     last_flush_ms: u64,
     last_log_ms: u64,
     scratch: Vec<u8>,
+    /// Made with the processor when bodies are gzip-compressed, reused for every body.
+    gzip: Option<GzipEncoder>,
     rng: fastrand::Rng,
     pending: Pending,
     /// The collector's reason for the reply about to be handed to
@@ -163,7 +165,6 @@ impl BatchSpanProcessor {
             ),
             header,
             protocol: config.collector.protocol,
-            compression: config.collector.compression,
             hand_off: e.mode == ExportMode::SharedQueue,
             flush_interval_ms: b.flush_interval_ms,
             lost_after_ms: config.collector.timeout_ms.saturating_mul(2) + 10_000,
@@ -184,6 +185,7 @@ impl BatchSpanProcessor {
             last_flush_ms: now_ms,
             last_log_ms: now_ms,
             scratch: Vec::new(),
+            gzip: (config.collector.compression == Compression::Gzip).then(GzipEncoder::new),
             rng: fastrand::Rng::with_seed(seed),
             pending: Pending::default(),
             noted_reason: None,
@@ -317,17 +319,16 @@ impl BatchSpanProcessor {
         slot.attempts = 0;
         let body = &mut slot.body;
         body.clear();
-        let gzip = self.compression == Compression::Gzip;
         if self.protocol == Protocol::Grpc {
             // Length-prefixed message: compressed flag, then the length patched in below.
-            body.extend_from_slice(&[gzip as u8, 0, 0, 0, 0]);
+            body.extend_from_slice(&[self.gzip.is_some() as u8, 0, 0, 0, 0]);
         }
         let start = body.len();
-        if gzip {
+        if let Some(gzip) = &mut self.gzip {
             self.scratch.clear();
             slot.spans = self.queue.take_batch(&self.header, &mut self.scratch) as u64;
             slot.raw_bytes = self.scratch.len() as u64;
-            crate::export::gzip::compress(&self.scratch, body);
+            gzip.compress(&self.scratch, body);
         } else {
             // Straight into the body: one copy of the spans per request.
             slot.spans = self.queue.take_batch(&self.header, body) as u64;
