@@ -360,6 +360,95 @@ fn red_record(c: &mut Criterion) {
     g.finish();
 }
 
+/// 64 KiB of encoded spans as one export request (the default `batch.max_export_bytes`): the
+/// typical span with the fields that differ between requests (ids, times, the path's id, the
+/// client) varied, so the compressor sees what a real batch looks like, not one span repeated.
+fn export_request_64k() -> Vec<u8> {
+    let mut spans = Vec::new();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut i = 0u64;
+    while spans.len() < 64 * 1024 {
+        let mut s = k::typical_span();
+        let (a, b) = (next(), next());
+        s.trace_id = meshtrace::ids::TraceId(
+            [a.to_le_bytes(), b.to_le_bytes()]
+                .concat()
+                .try_into()
+                .unwrap(),
+        );
+        s.span_id = meshtrace::ids::SpanId(next().to_le_bytes());
+        s.parent_span_id = Some(meshtrace::ids::SpanId(next().to_le_bytes()));
+        s.start_ns += i * 1_713_117;
+        s.end_ns = s.start_ns + next() % 50_000_000;
+        s.str(
+            "url.path",
+            format!("/api/users/{}", next() % 100_000).as_bytes(),
+        );
+        s.str(
+            "client.address",
+            format!("10.0.{}.{}", next() % 256, next() % 256).as_bytes(),
+        );
+        let before = spans.len();
+        meshtrace::export::otlp::encode_span(&s, &mut spans);
+        if spans.len() > 64 * 1024 {
+            spans.truncate(before);
+            break;
+        }
+        i += 1;
+    }
+    let mut req = Vec::new();
+    k::batch_header().encode_request(&spans, &mut req);
+    req
+}
+
+/// Compressing one full export request with gzip, the work one export callback does when
+/// `collector.compression` is `gzip`: at deflate levels 1, 2 and 6 with a fresh compressor
+/// per body (`fresh_*`, what `miniz_oxide::deflate::compress_to_vec` does), the exporter's
+/// reused [`GzipEncoder`](meshtrace::export::gzip::GzipEncoder) with its gzip framing and
+/// CRC-32 (`encoder`), and the copy a body without compression costs (`none`). The ratio of each level is printed once.
+fn export_gzip(c: &mut Criterion) {
+    use miniz_oxide::deflate::compress_to_vec;
+    let req = export_request_64k();
+    for level in [1u8, 2, 6] {
+        let z = compress_to_vec(&req, level);
+        eprintln!(
+            "export_gzip: {} bytes, level {level}: {} bytes ({:.2}x)",
+            req.len(),
+            z.len(),
+            req.len() as f64 / z.len() as f64
+        );
+    }
+    let mut g = c.benchmark_group("export_gzip");
+    let mut out = Vec::with_capacity(128 * 1024);
+    g.bench_function("none", |b| {
+        b.iter(|| {
+            out.clear();
+            out.extend_from_slice(black_box(&req));
+            out.len()
+        })
+    });
+    for level in [1u8, 2, 6] {
+        g.bench_function(format!("fresh_{level}"), |b| {
+            b.iter(|| compress_to_vec(black_box(&req), level).len())
+        });
+    }
+    let mut encoder = meshtrace::export::gzip::GzipEncoder::new();
+    g.bench_function("encoder", |b| {
+        b.iter(|| {
+            out.clear();
+            encoder.compress(black_box(&req), &mut out);
+            out.len()
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bucket,
@@ -370,6 +459,7 @@ criterion_group!(
     span_encode,
     ids,
     core_path,
+    export_gzip,
     utf8
 );
 criterion_main!(benches);

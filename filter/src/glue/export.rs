@@ -237,6 +237,8 @@ pub struct MetricsExport {
     /// The encoded request, reused.
     body: Vec<u8>,
     raw: Vec<u8>,
+    /// Made at the first gzip body and reused: a compressor's tables are a few hundred KiB.
+    gzip: Option<crate::export::gzip::GzipEncoder>,
     /// Calls in flight.
     calls: Vec<u32>,
     /// When the interval ends, ms.
@@ -319,7 +321,9 @@ pub fn flush_metrics(ctx: &dyn Context, w: &mut Worker, now: u64) {
         m.body.extend_from_slice(&[gzip as u8, 0, 0, 0, 0]);
     }
     if gzip {
-        crate::export::gzip::compress(&m.raw, &mut m.body);
+        m.gzip
+            .get_or_insert_with(crate::export::gzip::GzipEncoder::new)
+            .compress(&m.raw, &mut m.body);
     } else {
         m.body.extend_from_slice(&m.raw);
     }

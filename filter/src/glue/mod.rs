@@ -347,7 +347,10 @@ impl RootContext for Root {
 
     fn on_queue_ready(&mut self, queue_id: u32) {
         if let Some(w) = &self.worker {
-            export::drain(self, &mut w.borrow_mut(), queue_id);
+            let mut w = w.borrow_mut();
+            export::drain(self, &mut w, queue_id);
+            // A batch held back to the next callback (gzip) goes out on a tick a millisecond on.
+            self.retune_tick(&mut w, now_ms());
         }
     }
 
