@@ -495,7 +495,7 @@ fn red_metrics_recording_allocates_nothing_once_warm() {
     ];
     let mut rec = SpanRecord::default();
     let mut injection = Injection::default();
-    let mut body = Vec::new();
+    let mut requests = Vec::new();
     let mut round = |tracer: &mut Tracer,
                      exporter: &mut meshtrace::export::span_processor::BatchSpanProcessor,
                      i: u64| {
@@ -537,7 +537,7 @@ fn red_metrics_recording_allocates_nothing_once_warm() {
         export_due(exporter, i);
         if i.is_multiple_of(100) {
             let m = tracer.metrics.as_mut().unwrap();
-            assert!(m.collect(&header, i, &mut body));
+            assert_eq!(m.collect(&header, i, 65_536, &mut requests), 1);
         }
     };
     for i in 0..2_000u64 {

@@ -434,3 +434,52 @@ fn overflow_series_of_two_workers_are_two_writers_each_with_its_worker() {
     counts.sort_unstable();
     assert_eq!(counts, [1, 2]);
 }
+
+#[test]
+fn an_interval_larger_than_max_export_bytes_goes_out_in_bounded_requests_one_per_tick() {
+    let mut h = load_filter()
+        .configure(
+            r#"{"collector": {"cluster": "otel_collector"}, "direction": "outbound",
+                "traffic": {"rules": [
+                    {"match": "subset", "value": "v1", "release": "stable"},
+                    {"match": "subset", "value": "v2", "release": "canary"}]},
+                "batch": {"max_export_bytes": 1024},
+                "metrics": {"enabled": true}}"#,
+        )
+        .unwrap();
+    // Six series (two releases by three status classes), 1 + 2 + ... + 6 requests.
+    let mut n = 0;
+    for subset in ["v1", "v2"] {
+        for status in [200, 404, 503] {
+            n += 1;
+            for _ in 0..n {
+                h.request(call(subset, status, 3, UNSAMPLED)).unwrap();
+            }
+        }
+    }
+    // The interval ends: its first request goes out on that tick, each next one a tick
+    // (1 ms) later. A pair of points (a sum and a 17-bucket histogram, 6 attributes each)
+    // takes about 600 bytes, so each request carries one series.
+    h.advance(1000).unwrap();
+    assert_eq!(metrics_calls(&h).len(), 1);
+    for sent in 2..=6 {
+        h.advance(1).unwrap();
+        assert_eq!(metrics_calls(&h).len(), sent);
+    }
+    h.advance(1).unwrap();
+    let calls = metrics_calls(&h);
+    let per_request: Vec<usize> = calls.iter().map(|c| points(c).len()).collect();
+    assert_eq!(per_request, [1; 6]);
+    for c in &calls {
+        assert!(c.body.len() <= 1024, "{} bytes", c.body.len());
+    }
+    let all: Vec<Point> = calls.iter().flat_map(points).collect();
+    assert_eq!(all.iter().map(|p| p.calls).sum::<i64>(), 21);
+    let mut counts: Vec<i64> = all.iter().map(|p| p.calls).collect();
+    counts.sort();
+    assert_eq!(counts, [1, 2, 3, 4, 5, 6]);
+    // One interval for every point.
+    assert!(all
+        .windows(2)
+        .all(|w| (w[0].start, w[0].end) == (w[1].start, w[1].end)));
+}

@@ -228,15 +228,19 @@ pub fn drain(ctx: &dyn Context, w: &mut Worker, queue_id: u32) {
     flush(ctx, w, now_ms());
 }
 
-/// The RED metrics' export state: one request per flush interval, not retried (the next
+/// The RED metrics' export state: each flush interval's points, in requests bounded like the
+/// span exports' (`batch.max_export_bytes`) and sent one per callback, not retried (the next
 /// interval carries its own delta).
 #[derive(Default)]
 pub struct MetricsExport {
     /// The request headers, built once: the span exports' with the metrics path.
     headers: Vec<(String, String)>,
-    /// The encoded request, reused.
+    /// The request being sent (framed and compressed as configured), reused.
     body: Vec<u8>,
-    raw: Vec<u8>,
+    /// The interval's encoded requests: `requests[..ready]`, `requests[..sent]` already sent.
+    requests: Vec<Vec<u8>>,
+    ready: usize,
+    sent: usize,
     /// Made at the first gzip body and reused: a compressor's tables are a few hundred KiB.
     gzip: Option<crate::export::gzip::GzipEncoder>,
     /// Calls in flight.
@@ -257,6 +261,12 @@ pub struct MetricsExport {
 const MAX_METRICS_CALLS: usize = 8;
 
 impl MetricsExport {
+    /// Whether requests of the last interval are still to be sent (one per callback: the tick
+    /// then wakes a millisecond on).
+    pub fn sending(&self) -> bool {
+        self.sent < self.ready
+    }
+
     /// The export state for `config`, its first interval ending a flush interval from `now`.
     pub fn new(config: &crate::config::Config, now: u64) -> Self {
         let c = &config.collector;
@@ -306,13 +316,25 @@ pub fn flush_metrics(ctx: &dyn Context, w: &mut Worker, now: u64) {
     let Some(red) = &mut tracer.metrics else {
         return;
     };
-    if now < m.next_ms {
-        return;
+    if !m.sending() {
+        if now < m.next_ms {
+            return;
+        }
+        m.next_ms = now + tracer.config.batch.flush_interval_ms;
+        let max_bytes = usize::try_from(tracer.config.batch.max_export_bytes).unwrap_or(usize::MAX);
+        m.ready = red.collect(
+            &tracer.batch_header,
+            host::now_ns(),
+            max_bytes,
+            &mut m.requests,
+        );
+        m.sent = 0;
+        if m.ready == 0 {
+            return;
+        }
     }
-    m.next_ms = now + tracer.config.batch.flush_interval_ms;
-    if !red.collect(&tracer.batch_header, host::now_ns(), &mut m.raw) {
-        return;
-    }
+    let raw = &m.requests[m.sent];
+    m.sent += 1;
     let c = &tracer.config.collector;
     let gzip = c.compression == Compression::Gzip;
     m.body.clear();
@@ -323,9 +345,9 @@ pub fn flush_metrics(ctx: &dyn Context, w: &mut Worker, now: u64) {
     if gzip {
         m.gzip
             .get_or_insert_with(crate::export::gzip::GzipEncoder::new)
-            .compress(&m.raw, &mut m.body);
+            .compress(raw, &mut m.body);
     } else {
-        m.body.extend_from_slice(&m.raw);
+        m.body.extend_from_slice(raw);
     }
     if c.protocol == Protocol::Grpc {
         let len = (m.body.len() - 5) as u32;

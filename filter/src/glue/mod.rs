@@ -251,6 +251,7 @@ impl Root {
     fn retune_tick(&self, w: &mut Worker, now: u64) {
         let interval = tick_interval(&w.tracer.config);
         let want = match w.exporter.next_wake() {
+            _ if w.metrics.sending() => 1,
             Some(at) if at < now + interval => at.saturating_sub(now).max(1),
             _ => interval,
         };

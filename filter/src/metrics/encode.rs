@@ -12,8 +12,8 @@
 use super::red::{method, release, Dims, Red, Series, BOUNDS};
 use super::Unit;
 use crate::export::otlp::{
-    encode_key, put_bytes, put_fixed64, put_kv, put_len, put_varint, AnyValue, BatchHeader,
-    WireType,
+    encode_key, len_field, put_bytes, put_fixed64, put_kv, put_len, put_varint, AnyValue,
+    BatchHeader, WireType,
 };
 use crate::span::http::KNOWN_METHODS;
 use crate::span::SpanKind;
@@ -126,32 +126,30 @@ pub struct Scratch {
     calls: Vec<u8>,
     duration: Vec<u8>,
     point: Vec<u8>,
+    hpoint: Vec<u8>,
     name: Vec<u8>,
     metrics: Vec<u8>,
     body: Vec<u8>,
 }
 
-/// Writes the interval `(red.start_ns, end_ns]` as an `ExportMetricsServiceRequest` into `out`
-/// (replacing its contents): one `calls` point and one `duration` point per series, the
-/// overflow series last.
-pub fn encode_request(
+/// Writes the interval `(red.start_ns, end_ns]` as `ExportMetricsServiceRequest`s: one `calls`
+/// point and one `duration` point per series, the overflow series last, cut into requests whose
+/// points take at most `max_bytes` (a series alone may exceed it; it then goes alone), like the
+/// span exports' `batch.max_export_bytes`, so no flush builds or sends one huge body on a
+/// worker. Request `i` goes into `out[i]` (buffers are reused, never dropped, so a warm pool
+/// allocates nothing); returns how many were written.
+pub fn encode_requests(
     header: &BatchHeader,
     red: &Red,
     labels: &Labels,
     end_ns: u64,
+    max_bytes: usize,
     scratch: &mut Scratch,
-    out: &mut Vec<u8>,
-) {
-    let Scratch {
-        calls,
-        duration,
-        point,
-        name,
-        metrics,
-        body,
-    } = scratch;
-    calls.clear();
-    duration.clear();
+    out: &mut Vec<Vec<u8>>,
+) -> usize {
+    scratch.calls.clear();
+    scratch.duration.clear();
+    let mut n = 0;
     let bounds: [f64; BOUNDS] = red.bounds_ns().map(|b| b as f64 / labels.unit.ns());
     let series = red
         .series()
@@ -159,6 +157,12 @@ pub fn encode_request(
         .map(|(k, s)| (Some(*k), s))
         .chain(red.overflow().map(|s| (None, s)));
     for (key, s) in series {
+        let Scratch {
+            point,
+            hpoint,
+            name,
+            ..
+        } = scratch;
         // NumberDataPoint
         point.clear();
         labels.put_attributes(key, 7, name, point);
@@ -166,13 +170,45 @@ pub fn encode_request(
         put_fixed64(3, end_ns, point);
         encode_key(6, WireType::SixtyFourBit, point);
         point.extend_from_slice(&(s.count as i64).to_le_bytes());
-        put_bytes(1, point, calls);
         // HistogramDataPoint
-        point.clear();
-        labels.put_attributes(key, 9, name, point);
-        histogram_point(s, &bounds, labels.unit, red.start_ns, end_ns, point);
-        put_bytes(1, point, duration);
+        hpoint.clear();
+        labels.put_attributes(key, 9, name, hpoint);
+        histogram_point(s, &bounds, labels.unit, red.start_ns, end_ns, hpoint);
+        let held = scratch.calls.len() + scratch.duration.len();
+        let adds = len_field(1, point.len()) + len_field(1, hpoint.len());
+        if held > 0 && held + adds > max_bytes {
+            finish_request(header, labels, scratch, request_buffer(out, n));
+            n += 1;
+        }
+        put_bytes(1, &scratch.point, &mut scratch.calls);
+        put_bytes(1, &scratch.hpoint, &mut scratch.duration);
     }
+    if !scratch.calls.is_empty() {
+        finish_request(header, labels, scratch, request_buffer(out, n));
+        n += 1;
+    }
+    n
+}
+
+/// `out[i]`, cleared, added when the pool is short.
+fn request_buffer(out: &mut Vec<Vec<u8>>, i: usize) -> &mut Vec<u8> {
+    if out.len() <= i {
+        out.resize_with(i + 1, Vec::new);
+    }
+    let buf = &mut out[i];
+    buf.clear();
+    buf
+}
+
+/// Wraps the points held in `scratch` into one request in `out` and empties them.
+fn finish_request(header: &BatchHeader, labels: &Labels, scratch: &mut Scratch, out: &mut Vec<u8>) {
+    let Scratch {
+        calls,
+        duration,
+        metrics,
+        body,
+        ..
+    } = scratch;
     metrics.clear();
     // Metric{calls}: name, unit, sum{data_points, temporality, monotonic}
     body.clear();
@@ -192,6 +228,8 @@ pub fn encode_request(
     put_varint(2, DELTA, body);
     put_bytes(2, body, metrics);
     header.encode_request(metrics, out);
+    calls.clear();
+    duration.clear();
 }
 
 fn histogram_point(
@@ -228,6 +266,7 @@ mod tests {
     use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
     use opentelemetry_proto::tonic::common::v1::KeyValue;
     use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    use opentelemetry_proto::tonic::metrics::v1::number_data_point;
     use prost::Message;
 
     const MS: u64 = 1_000_000;
@@ -258,15 +297,17 @@ mod tests {
     fn decode(unit: Unit, red: &Red, end: u64) -> ExportMetricsServiceRequest {
         let header = BatchHeader::new(&[("service.name", ResourceValue::Str("shop".into()))]);
         let mut out = Vec::new();
-        encode_request(
+        let n = encode_requests(
             &header,
             red,
             &labels(unit),
             end,
+            usize::MAX,
             &mut Scratch::default(),
             &mut out,
         );
-        ExportMetricsServiceRequest::decode(&out[..]).expect("prost decodes the request")
+        assert_eq!(n, 1);
+        ExportMetricsServiceRequest::decode(&out[0][..]).expect("prost decodes the request")
     }
 
     #[test]
@@ -385,6 +426,88 @@ mod tests {
         let o = &h.data_points[1];
         assert_eq!(o.count, 1);
         assert_eq!(o.bucket_counts[16], 1);
+    }
+
+    #[test]
+    fn an_interval_is_cut_into_requests_of_at_most_max_bytes_of_points() {
+        let bounds = crate::metrics::DEFAULT_BOUNDS_MS.map(|b| b * MS);
+        let mut red = Red::new(bounds, 100, 1_000);
+        // Ten series (methods 0..10), series i holding i + 1 calls.
+        for m in 0..10u8 {
+            for _ in 0..=m {
+                red.record(&Call {
+                    name: NameKey {
+                        method: m,
+                        route: 0,
+                    },
+                    kind: SpanKind::Server,
+                    error: false,
+                    release: release::NONE,
+                    http_status: Some(200),
+                    grpc: None,
+                    duration_ns: 3 * MS,
+                });
+            }
+        }
+        let header = BatchHeader::new(&[("service.name", ResourceValue::Str("shop".into()))]);
+        let encode = |max_bytes: usize, out: &mut Vec<Vec<u8>>| {
+            let (l, mut scratch) = (labels(Unit::Ms), Scratch::default());
+            encode_requests(&header, &red, &l, 9_000, max_bytes, &mut scratch, out)
+        };
+        let mut whole = Vec::new();
+        assert_eq!(encode(usize::MAX, &mut whole), 1);
+        // Every series' pair of points takes the same bytes here (same attribute shapes).
+        let one = ExportMetricsServiceRequest::decode(&whole[0][..]).unwrap();
+        let points = |r: &ExportMetricsServiceRequest| {
+            let m = &r.resource_metrics[0].scope_metrics[0].metrics;
+            let calls: Vec<i64> = match &m[0].data {
+                Some(Data::Sum(s)) => s
+                    .data_points
+                    .iter()
+                    .map(|p| match p.value {
+                        Some(number_data_point::Value::AsInt(v)) => v,
+                        other => panic!("{other:?}"),
+                    })
+                    .collect(),
+                other => panic!("{other:?}"),
+            };
+            let counts: Vec<u64> = match &m[1].data {
+                Some(Data::Histogram(h)) => h.data_points.iter().map(|p| p.count).collect(),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(calls.len(), counts.len());
+            calls
+        };
+        assert_eq!(points(&one), (1..=10).collect::<Vec<i64>>());
+        let pair = (whole[0].len() - encode_requests_overhead(&header)) / 10;
+        // Room for three pairs per request: 3 + 3 + 3 + 1, in order, nothing lost or repeated.
+        let mut pool = vec![Vec::new(); 1];
+        let n = encode(3 * pair + pair / 2, &mut pool);
+        assert_eq!(n, 4);
+        let got: Vec<Vec<i64>> = pool[..n]
+            .iter()
+            .map(|b| points(&ExportMetricsServiceRequest::decode(&b[..]).unwrap()))
+            .collect();
+        assert_eq!(got, [vec![1, 2, 3], vec![4, 5, 6], vec![7, 8, 9], vec![10]]);
+        // A bound below one series still sends each series, alone; the pool is reused.
+        assert_eq!(encode(1, &mut pool), 10);
+        assert_eq!(pool.len(), 10);
+        // Nothing recorded since: an empty table writes nothing.
+        let empty = Red::new(bounds, 100, 1_000);
+        let (l, mut scratch) = (labels(Unit::Ms), Scratch::default());
+        assert_eq!(
+            encode_requests(&header, &empty, &l, 9_000, 1, &mut scratch, &mut pool),
+            0
+        );
+    }
+
+    /// The bytes of a request besides its points: resource, scope and the two metrics' heads
+    /// (with one-byte lengths, as the small requests of these tests have).
+    fn encode_requests_overhead(header: &BatchHeader) -> usize {
+        let mut out = Vec::new();
+        let mut scratch = Scratch::default();
+        finish_request(header, &labels(Unit::Ms), &mut scratch, &mut out);
+        out.len()
     }
 
     #[test]

@@ -287,25 +287,35 @@ impl Metrics {
         });
     }
 
-    /// Ends the interval at `end_ns`: writes it as an `ExportMetricsServiceRequest` into `out`
-    /// (`false`, and `out` untouched, when nothing was recorded) and starts the next one. A
-    /// wall clock stepped back before the interval's start ends it at its start: a point's
-    /// time never precedes its start time (OTLP data model), and intervals never overlap.
-    pub fn collect(&mut self, header: &BatchHeader, end_ns: u64, out: &mut Vec<u8>) -> bool {
+    /// Ends the interval at `end_ns`: writes it as `ExportMetricsServiceRequest`s into
+    /// `out[..n]`, each holding at most `max_bytes` of points
+    /// ([`encode::encode_requests`]), returns `n` (0, and `out` untouched, when nothing was
+    /// recorded) and starts the next interval. A wall clock stepped back before the interval's
+    /// start ends it at its start: a point's time never precedes its start time (OTLP data
+    /// model), and intervals never overlap.
+    pub fn collect(
+        &mut self,
+        header: &BatchHeader,
+        end_ns: u64,
+        max_bytes: usize,
+        out: &mut Vec<Vec<u8>>,
+    ) -> usize {
         let end_ns = end_ns.max(self.red.start_ns);
-        let any = !self.red.is_empty();
-        if any {
-            encode::encode_request(
+        let n = if self.red.is_empty() {
+            0
+        } else {
+            encode::encode_requests(
                 header,
                 &self.red,
                 &self.labels,
                 end_ns,
+                max_bytes,
                 &mut self.scratch,
                 out,
-            );
-        }
+            )
+        };
         self.red.reset(end_ns);
-        any
+        n
     }
 }
 
@@ -353,16 +363,16 @@ mod tests {
         m.red.start_ns = 5_000;
         let mut out = Vec::new();
         one_request(&mut m, &tables);
-        assert!(m.collect(&header, 9_000, &mut out));
-        assert_eq!(times(&out), [(5_000, 9_000)]);
+        assert_eq!(m.collect(&header, 9_000, usize::MAX, &mut out), 1);
+        assert_eq!(times(&out[0]), [(5_000, 9_000)]);
         // An empty interval sends nothing, and the next one starts where it ended.
-        assert!(!m.collect(&header, 10_000, &mut out));
+        assert_eq!(m.collect(&header, 10_000, usize::MAX, &mut out), 0);
         one_request(&mut m, &tables);
         // The wall clock stepped back to 7 000: the interval ends at its start, not before.
-        assert!(m.collect(&header, 7_000, &mut out));
-        assert_eq!(times(&out), [(10_000, 10_000)]);
+        assert_eq!(m.collect(&header, 7_000, usize::MAX, &mut out), 1);
+        assert_eq!(times(&out[0]), [(10_000, 10_000)]);
         one_request(&mut m, &tables);
-        assert!(m.collect(&header, 12_000, &mut out));
-        assert_eq!(times(&out), [(10_000, 12_000)]);
+        assert_eq!(m.collect(&header, 12_000, usize::MAX, &mut out), 1);
+        assert_eq!(times(&out[0]), [(10_000, 12_000)]);
     }
 }
