@@ -407,6 +407,32 @@ impl SpanRecord {
         }
         let cap = self.value_cap();
         let start = self.text.len();
+        if let KeyParts::Static(static_key) = key {
+            // Nearly every attribute: a conventional key and a short ASCII value. One scan
+            // proves the value needs no repair, so every length is known before writing and
+            // the pair goes out in order, with no slots to fill in afterwards.
+            let (k, v) = (static_key.len(), value.len().min(cap));
+            if k + v + SHORT_KV_OVERHEAD < 128 && crate::simd::find_non_ascii(value).is_none() {
+                self.text.reserve(2 + SHORT_KV_OVERHEAD + k + v);
+                self.text.extend_from_slice(&[
+                    otlp::SPAN_ATTRIBUTES_KEY,
+                    (k + v + SHORT_KV_OVERHEAD) as u8,
+                    0x0a,
+                    k as u8,
+                ]);
+                crate::copy::append(static_key.as_bytes(), &mut self.text);
+                self.text
+                    .extend_from_slice(&[0x12, (v + 2) as u8, 0x0a, v as u8]);
+                let vs = self.text.len();
+                crate::copy::append(&value[..v], &mut self.text);
+                self.attrs.push(Attribute {
+                    key: Key::Static(static_key),
+                    value: Value::Str(vs as u32..(vs + v) as u32),
+                    enc: start as u32..(vs + v) as u32,
+                });
+                return;
+            }
+        }
         let (k_in, v_in) = (key.len(), value.len().min(cap));
         let (k, v) = if k_in + v_in + SHORT_KV_OVERHEAD < 128 {
             self.text.reserve(2 + SHORT_KV_OVERHEAD + k_in + v_in);
