@@ -392,7 +392,10 @@ fn plain_value_end(f: &[u8], mut i: usize) -> usize {
         }
         i += 8;
     }
-    while f.get(i).is_some_and(|&b| TRACESTATE_CLASS[usize::from(b)] & VALUE_CHAR != 0) {
+    while f
+        .get(i)
+        .is_some_and(|&b| TRACESTATE_CLASS[usize::from(b)] & VALUE_CHAR != 0)
+    {
         i += 1;
     }
     i
