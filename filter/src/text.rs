@@ -196,24 +196,34 @@ fn parse_port(p: &[u8]) -> Option<u16> {
         .and_then(|v| u16::try_from(v).ok())
 }
 
-/// Whether `s` holds a `:`, eight bytes at a time (SWAR zero-byte test on `word ^ ':'s`).
+/// Whether `s` holds a `:`.
 #[inline]
 fn has_colon(s: &[u8]) -> bool {
+    find_byte(s, b':').is_some()
+}
+
+/// The first `needle` in `hay`, eight bytes at a time (SWAR zero-byte test on `word ^ needle`)
+/// then byte by byte: for the short scans of the span path (host names, cluster names), where
+/// a byte loop costs several instructions a byte and `memchr`'s setup outweighs the scan.
+#[inline]
+pub fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
-    let zero_byte = |w: u64| {
-        let x = w ^ (LO * u64::from(b':'));
-        x.wrapping_sub(LO) & !x & HI != 0
-    };
-    let mut words = s.chunks_exact(8);
-    for w in &mut words {
-        if let Some(w) = w.first_chunk::<8>() {
-            if zero_byte(u64::from_le_bytes(*w)) {
-                return true;
-            }
+    let mut at = 0;
+    while let Some(w) = hay.get(at..).and_then(|t| t.first_chunk::<8>()) {
+        let x = u64::from_le_bytes(*w) ^ (LO * u64::from(needle));
+        // Exact per byte: a zero byte of `x` sets its high bit here; bytes below a zero may be
+        // flagged too by the borrow, but never one before the first zero.
+        let zero = x.wrapping_sub(LO) & !x & HI;
+        if zero != 0 {
+            return Some(at + (zero.trailing_zeros() / 8) as usize);
         }
+        at += 8;
     }
-    words.remainder().contains(&b':')
+    hay.get(at..)?
+        .iter()
+        .position(|&b| b == needle)
+        .map(|i| at + i)
 }
 
 /// Formats an integer without allocating.
@@ -420,6 +430,16 @@ mod tests {
             )
         ) {
             prop_assert_eq!(split_host_port(&s), split_host_port_reference(&s));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn find_byte_is_position(
+            hay in proptest::collection::vec(prop_oneof![Just(b':'), Just(0u8), Just(0x80u8), any::<u8>()], 0..40),
+            needle in prop_oneof![Just(b':'), Just(0u8), Just(0x80u8), any::<u8>()],
+        ) {
+            prop_assert_eq!(find_byte(&hay, needle), hay.iter().position(|&b| b == needle));
         }
     }
 
