@@ -348,6 +348,34 @@ impl SpanRecord {
             return;
         }
         let start = self.text.len();
+        let k = key.len();
+        if let Value::Int(i @ 0..=0x3fff) = value {
+            // Ports, status codes, milliseconds: a varint of one or two bytes, every length
+            // one byte, written in order with nothing to build first.
+            let n = 1 + usize::from(i >= 0x80);
+            let any_len = 1 + n;
+            let kv = 2 + k + 2 + any_len;
+            if kv < 128 {
+                self.text.reserve(2 + kv);
+                self.text
+                    .extend_from_slice(&[otlp::SPAN_ATTRIBUTES_KEY, kv as u8, 0x0a, k as u8]);
+                crate::copy::append(key.as_bytes(), &mut self.text);
+                let (lo, hi) = ((i & 0x7f) as u8, (i >> 7) as u8);
+                if n == 1 {
+                    self.text
+                        .extend_from_slice(&[0x12, any_len as u8, 0x18, lo]);
+                } else {
+                    self.text
+                        .extend_from_slice(&[0x12, any_len as u8, 0x18, lo | 0x80, hi]);
+                }
+                self.attrs.push(Attribute {
+                    key: Key::Static(key),
+                    value,
+                    enc: start as u32..self.text.len() as u32,
+                });
+                return;
+            }
+        }
         // `AnyValue`: `18 varint` (int), `10 b` (bool) or `21 fixed64` (double).
         let mut any = [0u8; 11];
         let (any_len, general): (usize, AnyValue<'_, core::iter::Empty<&[u8]>>) = match value {
