@@ -823,6 +823,37 @@ impl EventAttrs<'_> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Both integer writers (small non-negative values, and the rest) and both string
+        /// writers (plain ASCII, and repaired or long values) give what prost writes.
+        #[test]
+        fn attributes_are_what_prost_writes(
+            small in 0i64..0x5000,
+            int: i64,
+            key in "[a-z._]{1,130}",
+            value in "[ -~é\u{0}]{0,130}",
+        ) {
+            use opentelemetry_proto::tonic::common::v1::{any_value::Value as V, AnyValue, KeyValue};
+            let key: &'static str = Box::leak(key.into_boxed_str());
+            let mut span = SpanRecord::default();
+            span.int(key, small);
+            span.int(key, int);
+            span.str(key, value.as_bytes());
+            let mut theirs = Vec::new();
+            for v in [V::IntValue(small), V::IntValue(int), V::StringValue(value.clone())] {
+                let kv = KeyValue {
+                    key: key.to_string(),
+                    value: Some(AnyValue { value: Some(v) }),
+                    ..Default::default()
+                };
+                prost::encoding::message::encode(9, &kv, &mut theirs);
+            }
+            let ours: Vec<u8> = span.attrs.iter().flat_map(|a| a.encoded(&span).to_vec()).collect();
+            proptest::prop_assert_eq!(ours, theirs);
+            proptest::prop_assert_eq!(span.get(key), Some(&Value::Int(small)));
+        }
+    }
+
     #[test]
     fn caps_and_reuse() {
         let mut s = SpanRecord {
