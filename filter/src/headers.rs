@@ -206,15 +206,42 @@ const fn word(s: &[u8], at: usize) -> u64 {
 /// candidate after candidate. The same function builds [`TABLE`] at compile time.
 #[inline]
 const fn name_hash(name: &[u8]) -> usize {
+    let (a, b, c) = name_words(name);
+    words_hash(a, b, c, name.len())
+}
+
+/// The three words [`name_hash`] reads: start, middle and end for a name of eight bytes or
+/// more (together they cover every byte of a name up to [`COVERED`] bytes), else the
+/// zero-padded name and two zeros.
+#[inline(always)]
+const fn name_words(name: &[u8]) -> (u64, u64, u64) {
     let n = name.len();
-    let (a, b, c) = if n >= 8 {
+    if n >= 8 {
         (word(name, 0), word(name, (n - 8) / 2), word(name, n - 8))
     } else {
         (word(name, 0), 0, 0)
-    };
+    }
+}
+
+/// The longest name whose three [`name_words`] cover all of its bytes.
+const COVERED: usize = 24;
+
+#[inline(always)]
+const fn words_hash(a: u64, b: u64, c: u64, n: usize) -> usize {
     let x = (a | FOLD) ^ (b | FOLD).rotate_left(21) ^ (c | FOLD).rotate_left(42) ^ n as u64;
     (x.wrapping_mul(HASH_K) >> 58) as usize
 }
+
+/// Each known name's [`name_words`], for the one-step comparison in [`lookup`].
+const KNOWN_WORDS: [(u64, u64, u64); NAMES.len()] = {
+    let mut t = [(0, 0, 0); NAMES.len()];
+    let mut i = 0;
+    while i < NAMES.len() {
+        t[i] = name_words(NAMES[i].0);
+        i += 1;
+    }
+    t
+};
 
 /// Slot → index into [`NAMES`] + 1 (0 is empty), built at compile time.
 const TABLE: [u8; 64] = {
@@ -230,9 +257,24 @@ const TABLE: [u8; 64] = {
 };
 
 /// The index in [`NAMES`] of a header name, matched case-insensitively: one hash, one compare.
+/// Envoy and hyper hand over lowercase names, so a plain comparison settles nearly every
+/// lookup; only a name that differs is folded and compared again.
+///
+/// The words hashed are the words compared: a lowercase name of up to [`COVERED`] bytes
+/// (all but two known names) whose words equal the known name's is that name, with no
+/// second pass; any other candidate is compared in full, folding case.
+#[inline]
 fn lookup(name: &[u8]) -> Option<usize> {
-    let i = usize::from(TABLE[name_hash(name)]).checked_sub(1)?;
-    eq_lowercase(name, NAMES.get(i)?.0).then_some(i)
+    let (a, b, c) = name_words(name);
+    let i = usize::from(TABLE[words_hash(a, b, c, name.len())]).checked_sub(1)?;
+    let known = NAMES.get(i)?.0;
+    if name.len() != known.len() {
+        return None;
+    }
+    if name.len() <= COVERED && KNOWN_WORDS.get(i) == Some(&(a, b, c)) {
+        return Some(i);
+    }
+    eq_lowercase(name, known).then_some(i)
 }
 
 /// ASCII-lowercases eight bytes at once (SWAR): adds 0x20 to each byte in `A..=Z` only.
@@ -258,16 +300,23 @@ fn eq_lowercase(name: &[u8], known: &[u8]) -> bool {
         return false;
     }
     if n < 8 {
-        return lower8(word(name, 0)) == word(known, 0);
+        return eq_word(word(name, 0), word(known, 0));
     }
     let mut at = 0;
     while at + 8 < n {
-        if lower8(word(name, at)) != word(known, at) {
+        if !eq_word(word(name, at), word(known, at)) {
             return false;
         }
         at += 8;
     }
-    lower8(word(name, n - 8)) == word(known, n - 8)
+    eq_word(word(name, n - 8), word(known, n - 8))
+}
+
+/// One word of a name against the lowercase `known` word. Envoy and hyper hand over lowercase
+/// names, so the plain comparison settles nearly every word; only one that differs is folded.
+#[inline(always)]
+fn eq_word(w: u64, known: u64) -> bool {
+    w == known || lower8(w) == known
 }
 
 /// Keeps at most 64 fields of a multi-valued header: more is an attack, not a trace.
@@ -313,8 +362,11 @@ impl<'a> Iterator for PairsIter<'a> {
         if self.i >= self.n {
             return None;
         }
-        let klen = read_u32(self.buf, 4 + self.i * 8)? as usize;
-        let vlen = read_u32(self.buf, 8 + self.i * 8)? as usize;
+        // Both lengths with one bounds check.
+        let at = 4 + self.i * 8;
+        let lens = self.buf.get(at..at + 8)?.first_chunk::<8>()?;
+        let klen = u32::from_le_bytes([lens[0], lens[1], lens[2], lens[3]]) as usize;
+        let vlen = u32::from_le_bytes([lens[4], lens[5], lens[6], lens[7]]) as usize;
         let k_end = self.data.checked_add(klen)?;
         let v_start = k_end.checked_add(1)?;
         let v_end = v_start.checked_add(vlen)?;

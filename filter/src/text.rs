@@ -141,16 +141,10 @@ pub fn parse_u64(s: &[u8]) -> Option<u64> {
     )
 }
 
-/// Splits `host:port`, `[v6]:port` or a bare host.
+/// Splits `host:port`, `[v6]:port` or a bare host. The port is 1 to 5 digits up to 65535
+/// after the last colon; any other suffix, or a second colon (a bare IPv6 address), leaves
+/// the whole input as the host.
 pub fn split_host_port(s: &[u8]) -> (&[u8], Option<u16>) {
-    let parse_port = |p: &[u8]| -> Option<u16> {
-        if p.is_empty() || p.len() > 5 || !p.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        p.iter()
-            .try_fold(0u32, |acc, &d| Some(acc * 10 + (d - b'0') as u32))
-            .and_then(|v| u16::try_from(v).ok())
-    };
     if let Some(rest) = s.strip_prefix(b"[") {
         if let Some(end) = rest.iter().position(|&b| b == b']') {
             let host = &rest[..end];
@@ -162,14 +156,74 @@ pub fn split_host_port(s: &[u8]) -> (&[u8], Option<u16>) {
         }
         return (s, None);
     }
-    match s.iter().rposition(|&b| b == b':') {
-        // A second colon means a bare IPv6 address, not host:port.
-        Some(i) if !s[..i].contains(&b':') => match parse_port(&s[i + 1..]) {
-            Some(p) => (&s[..i], Some(p)),
-            None => (s, None),
-        },
-        _ => (s, None),
+    // Called on every recorded request (authority, peer addresses): walk back over at most
+    // five digits to the colon, then look for another colon a word at a time, instead of a
+    // reverse search, a forward search and a second pass over the digits.
+    let n = s.len();
+    let mut i = n;
+    let mut port = 0u32;
+    let mut scale = 1u32;
+    while i > 0 && n - i <= 5 {
+        let b = s[i - 1];
+        if b == b':' {
+            break;
+        }
+        if !b.is_ascii_digit() {
+            return (s, None);
+        }
+        port += u32::from(b - b'0') * scale;
+        scale *= 10;
+        i -= 1;
     }
+    let digits = n - i;
+    if i == 0 || s[i - 1] != b':' || digits == 0 || digits > 5 || port > u32::from(u16::MAX) {
+        return (s, None);
+    }
+    let host = &s[..i - 1];
+    if has_colon(host) {
+        return (s, None);
+    }
+    (host, Some(port as u16))
+}
+
+/// A port: 1 to 5 ASCII digits, at most 65535.
+fn parse_port(p: &[u8]) -> Option<u16> {
+    if p.is_empty() || p.len() > 5 || !p.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    p.iter()
+        .try_fold(0u32, |acc, &d| Some(acc * 10 + (d - b'0') as u32))
+        .and_then(|v| u16::try_from(v).ok())
+}
+
+/// Whether `s` holds a `:`.
+#[inline]
+fn has_colon(s: &[u8]) -> bool {
+    find_byte(s, b':').is_some()
+}
+
+/// The first `needle` in `hay`, eight bytes at a time (SWAR zero-byte test on `word ^ needle`)
+/// then byte by byte: for the short scans of the span path (host names, cluster names), where
+/// a byte loop costs several instructions a byte and `memchr`'s setup outweighs the scan.
+#[inline]
+pub fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut at = 0;
+    while let Some(w) = hay.get(at..).and_then(|t| t.first_chunk::<8>()) {
+        let x = u64::from_le_bytes(*w) ^ (LO * u64::from(needle));
+        // Exact per byte: a zero byte of `x` sets its high bit here; bytes below a zero may be
+        // flagged too by the borrow, but never one before the first zero.
+        let zero = x.wrapping_sub(LO) & !x & HI;
+        if zero != 0 {
+            return Some(at + (zero.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    hay.get(at..)?
+        .iter()
+        .position(|&b| b == needle)
+        .map(|i| at + i)
 }
 
 /// Formats an integer without allocating.
@@ -353,8 +407,59 @@ mod tests {
         }
     }
 
+    /// The plain reading of `host:port`: the last colon, no colon before it, a valid port.
+    fn split_host_port_reference(s: &[u8]) -> (&[u8], Option<u16>) {
+        if s.starts_with(b"[") {
+            return split_host_port(s);
+        }
+        match s.iter().rposition(|&b| b == b':') {
+            Some(i) if !s[..i].contains(&b':') => match parse_port(&s[i + 1..]) {
+                Some(p) => (&s[..i], Some(p)),
+                None => (s, None),
+            },
+            _ => (s, None),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn host_port_matches_the_plain_reading(
+            s in proptest::collection::vec(
+                prop_oneof![Just(b':'), Just(b'0'), Just(b'9'), Just(b'6'), Just(b'a'), any::<u8>()],
+                0..24,
+            )
+        ) {
+            prop_assert_eq!(split_host_port(&s), split_host_port_reference(&s));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn find_byte_is_position(
+            hay in proptest::collection::vec(prop_oneof![Just(b':'), Just(0u8), Just(0x80u8), any::<u8>()], 0..40),
+            needle in prop_oneof![Just(b':'), Just(0u8), Just(0x80u8), any::<u8>()],
+        ) {
+            prop_assert_eq!(find_byte(&hay, needle), hay.iter().position(|&b| b == needle));
+        }
+    }
+
     #[test]
     fn host_port_forms() {
+        assert_eq!(split_host_port(b"a:65535"), (&b"a"[..], Some(65535)));
+        assert_eq!(split_host_port(b"a:65536"), (&b"a:65536"[..], None));
+        assert_eq!(split_host_port(b"a:080"), (&b"a"[..], Some(80)));
+        assert_eq!(split_host_port(b"a:000080"), (&b"a:000080"[..], None));
+        assert_eq!(split_host_port(b"a:"), (&b"a:"[..], None));
+        assert_eq!(split_host_port(b":80"), (&b""[..], Some(80)));
+        assert_eq!(split_host_port(b"80"), (&b"80"[..], None));
+        assert_eq!(
+            split_host_port(b"reviews.default.svc.cluster.local:9080"),
+            (&b"reviews.default.svc.cluster.local"[..], Some(9080))
+        );
+        assert_eq!(
+            split_host_port(b"fe80:0000:0000:0000:0000:0000:0000:1:80"),
+            (&b"fe80:0000:0000:0000:0000:0000:0000:1:80"[..], None)
+        );
         assert_eq!(split_host_port(b"a:80"), (&b"a"[..], Some(80)));
         assert_eq!(split_host_port(b"[::1]:80"), (&b"::1"[..], Some(80)));
         assert_eq!(split_host_port(b"::1"), (&b"::1"[..], None));

@@ -282,8 +282,22 @@ fn split_member(m: &[u8]) -> Option<(&[u8], &[u8])> {
 /// Validates the combined `tracestate` fields. `None` means drop it whole.
 pub fn parse_tracestate<'a>(fields: &[&'a [u8]]) -> Option<TraceState<'a>> {
     let state = TraceState {
-        fields: fields.iter().copied().collect(),
+        fields: SmallVec::from_slice(fields),
     };
+    // Nearly every list is in its plain form; one pass settles it. Anything else (whitespace,
+    // empty members, a space inside a value, an invalid member) takes the rule-by-rule walk.
+    let mut simple = 0usize;
+    for f in fields {
+        match plain_members(f) {
+            Some(n) => simple += n,
+            None => return parse_members(state),
+        }
+    }
+    (simple <= MAX_TRACESTATE_MEMBERS).then_some(state)
+}
+
+/// [`parse_tracestate`] member by member, by the rules as written.
+fn parse_members(state: TraceState<'_>) -> Option<TraceState<'_>> {
     let mut members = 0usize;
     for member in state.members() {
         members += 1;
@@ -292,6 +306,99 @@ pub fn parse_tracestate<'a>(fields: &[&'a [u8]]) -> Option<TraceState<'a>> {
         }
     }
     Some(state)
+}
+
+/// Byte classes of a plain `tracestate` ([`plain_members`]).
+const KEY_FIRST: u8 = 1;
+const KEY_CHAR: u8 = 2;
+const VALUE_CHAR: u8 = 4;
+const TRACESTATE_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c: u8 = 0x21;
+    while c <= 0x7e {
+        let i = c as usize;
+        if c != b',' && c != b'=' {
+            t[i] = VALUE_CHAR;
+        }
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            t[i] |= KEY_FIRST | KEY_CHAR;
+        }
+        if matches!(c, b'_' | b'-' | b'*' | b'/' | b'@') {
+            t[i] |= KEY_CHAR;
+        }
+        c += 1;
+    }
+    t
+};
+
+/// The member count of one `tracestate` field in its plain form: `key=value` members joined
+/// by bare commas, no whitespace anywhere, every member valid ([`valid_key`], and a value of
+/// printable ASCII without spaces, `,` or `=`). `None` is not "invalid": the field is
+/// judged by the full rules instead. Whatever this accepts, the full rules accept with the
+/// same members.
+fn plain_members(f: &[u8]) -> Option<usize> {
+    let class = |i: usize| f.get(i).map_or(0, |&b| TRACESTATE_CLASS[usize::from(b)]);
+    let n = f.len();
+    let mut members = 0;
+    let mut i = 0;
+    loop {
+        let key = i;
+        if class(i) & KEY_FIRST == 0 {
+            return None;
+        }
+        i += 1;
+        while class(i) & KEY_CHAR != 0 {
+            i += 1;
+        }
+        if f.get(i) != Some(&b'=') || i - key > MAX_KEY {
+            return None;
+        }
+        i += 1;
+        let value = i;
+        i = plain_value_end(f, i);
+        if i == value || i - value > MAX_VALUE {
+            return None;
+        }
+        members += 1;
+        if i >= n {
+            return Some(members);
+        }
+        if f[i] != b',' {
+            return None;
+        }
+        i += 1;
+    }
+}
+
+/// The end of the run of value bytes (printable ASCII but space, `,` and `=`) from `i`: eight
+/// at a time while a whole word qualifies, then byte by byte.
+#[inline]
+fn plain_value_end(f: &[u8], mut i: usize) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    while let Some(w) = f.get(i..).and_then(|t| t.first_chunk::<8>()) {
+        let w = u64::from_le_bytes(*w);
+        // On the low seven bits of each byte every sum stays below 0x100, so no carry crosses
+        // into the next byte and each test is exact; bytes of 0x80 and up are flagged apart.
+        let b = w & !HI;
+        let below_0x21 = !(b + LO * (0x80 - 0x21)) & HI;
+        let is_0x7f = (b + LO) & HI;
+        let is = |c: u8| {
+            let x = b ^ (LO * u64::from(c));
+            !((x + LO * 0x7f) | x) & HI
+        };
+        if (w & HI) | below_0x21 | is_0x7f | is(b',') | is(b'=') != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while f
+        .get(i)
+        .is_some_and(|&b| TRACESTATE_CLASS[usize::from(b)] & VALUE_CHAR != 0)
+    {
+        i += 1;
+    }
+    i
 }
 
 fn valid_member(m: &[u8]) -> bool {
@@ -398,6 +505,48 @@ mod tests {
     const VALID: &[u8] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     proptest::proptest! {
+        /// A plain `tracestate` field is one the rules accept, with the same members, and
+        /// the whole list is judged as the rules judge it.
+        #[test]
+        fn plain_tracestate_agrees_with_the_rules(
+            fields in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::prop_oneof![
+                        proptest::sample::select(&b"az09=,=,_-*/@ \t~!\x7f\x80\xff\x20\x21"[..]),
+                        proptest::arbitrary::any::<u8>(),
+                    ],
+                    0..40,
+                ),
+                0..3,
+            ),
+            word in "[a-z0-9]{1,3}=[!-+.-<>-~]{0,20}",
+        ) {
+            let mut fields = fields;
+            fields.push(word.clone().into_bytes());
+            fields.push(format!("{word},{word}").into_bytes());
+            for f in &fields {
+                if let Some(n) = plain_members(f) {
+                    let general = parse_members(TraceState { fields: SmallVec::from_slice(&[&f[..]]) });
+                    proptest::prop_assert_eq!(general.map(|t| t.len()), Some(n));
+                }
+            }
+            let refs: Vec<&[u8]> = fields.iter().map(|f| &f[..]).collect();
+            let general = parse_members(TraceState { fields: SmallVec::from_slice(&refs) });
+            proptest::prop_assert_eq!(
+                parse_tracestate(&refs).map(|t| t.members().collect::<Vec<_>>()),
+                general.map(|t| t.members().collect::<Vec<_>>())
+            );
+        }
+
+        #[test]
+        fn plain_value_end_is_the_byte_rule(v in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..40)) {
+            let by_byte = v
+                .iter()
+                .position(|&c| !((0x21..=0x7e).contains(&c) && c != b',' && c != b'='))
+                .unwrap_or(v.len());
+            proptest::prop_assert_eq!(plain_value_end(&v, 0), by_byte);
+        }
+
         /// The one-pass fast path agrees with the rule-by-rule parser, errors included.
         #[test]
         fn fast_path_matches_rules(

@@ -83,7 +83,7 @@ fn request(t: &Tables, names: &mut SpanNames, h: &RequestHeaders<'_>, rec: &mut 
     let method = h.method.unwrap_or(b"GET");
     let known = KNOWN_METHODS.contains(&method);
     let path = h.path.unwrap_or(b"/");
-    let (url_path, query) = match path.iter().position(|&b| b == b'?') {
+    let (url_path, query) = match crate::text::find_byte(path, b'?') {
         Some(i) => (&path[..i], Some(&path[i + 1..])),
         None => (path, None),
     };
@@ -137,7 +137,7 @@ fn request(t: &Tables, names: &mut SpanNames, h: &RequestHeaders<'_>, rec: &mut 
     }
     if let Some(xff) = h.x_forwarded_for {
         // The left-most entry is the original client.
-        let first = xff.split(|&b| b == b',').next().unwrap_or(xff);
+        let first = crate::text::find_byte(xff, b',').map_or(xff, |i| &xff[..i]);
         rec.str("client.address", first.trim_ascii());
     }
 }

@@ -348,6 +348,34 @@ impl SpanRecord {
             return;
         }
         let start = self.text.len();
+        let k = key.len();
+        if let Value::Int(i @ 0..=0x3fff) = value {
+            // Ports, status codes, milliseconds: a varint of one or two bytes, every length
+            // one byte, written in order with nothing to build first.
+            let n = 1 + usize::from(i >= 0x80);
+            let any_len = 1 + n;
+            let kv = 2 + k + 2 + any_len;
+            if kv < 128 {
+                self.text.reserve(2 + kv);
+                self.text
+                    .extend_from_slice(&[otlp::SPAN_ATTRIBUTES_KEY, kv as u8, 0x0a, k as u8]);
+                crate::copy::append(key.as_bytes(), &mut self.text);
+                let (lo, hi) = ((i & 0x7f) as u8, (i >> 7) as u8);
+                if n == 1 {
+                    self.text
+                        .extend_from_slice(&[0x12, any_len as u8, 0x18, lo]);
+                } else {
+                    self.text
+                        .extend_from_slice(&[0x12, any_len as u8, 0x18, lo | 0x80, hi]);
+                }
+                self.attrs.push(Attribute {
+                    key: Key::Static(key),
+                    value,
+                    enc: start as u32..self.text.len() as u32,
+                });
+                return;
+            }
+        }
         // `AnyValue`: `18 varint` (int), `10 b` (bool) or `21 fixed64` (double).
         let mut any = [0u8; 11];
         let (any_len, general): (usize, AnyValue<'_, core::iter::Empty<&[u8]>>) = match value {
@@ -407,6 +435,32 @@ impl SpanRecord {
         }
         let cap = self.value_cap();
         let start = self.text.len();
+        if let KeyParts::Static(static_key) = key {
+            // Nearly every attribute: a conventional key and a short ASCII value. One scan
+            // proves the value needs no repair, so every length is known before writing and
+            // the pair goes out in order, with no slots to fill in afterwards.
+            let (k, v) = (static_key.len(), value.len().min(cap));
+            if k + v + SHORT_KV_OVERHEAD < 128 && crate::simd::find_non_ascii(value).is_none() {
+                self.text.reserve(2 + SHORT_KV_OVERHEAD + k + v);
+                self.text.extend_from_slice(&[
+                    otlp::SPAN_ATTRIBUTES_KEY,
+                    (k + v + SHORT_KV_OVERHEAD) as u8,
+                    0x0a,
+                    k as u8,
+                ]);
+                crate::copy::append(static_key.as_bytes(), &mut self.text);
+                self.text
+                    .extend_from_slice(&[0x12, (v + 2) as u8, 0x0a, v as u8]);
+                let vs = self.text.len();
+                crate::copy::append(&value[..v], &mut self.text);
+                self.attrs.push(Attribute {
+                    key: Key::Static(static_key),
+                    value: Value::Str(vs as u32..(vs + v) as u32),
+                    enc: start as u32..(vs + v) as u32,
+                });
+                return;
+            }
+        }
         let (k_in, v_in) = (key.len(), value.len().min(cap));
         let (k, v) = if k_in + v_in + SHORT_KV_OVERHEAD < 128 {
             self.text.reserve(2 + SHORT_KV_OVERHEAD + k_in + v_in);
@@ -768,6 +822,37 @@ impl EventAttrs<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Both integer writers (small non-negative values, and the rest) and both string
+        /// writers (plain ASCII, and repaired or long values) give what prost writes.
+        #[test]
+        fn attributes_are_what_prost_writes(
+            small in 0i64..0x5000,
+            int: i64,
+            key in "[a-z._]{1,130}",
+            value in "[ -~é\u{0}]{0,130}",
+        ) {
+            use opentelemetry_proto::tonic::common::v1::{any_value::Value as V, AnyValue, KeyValue};
+            let key: &'static str = Box::leak(key.into_boxed_str());
+            let mut span = SpanRecord::default();
+            span.int(key, small);
+            span.int(key, int);
+            span.str(key, value.as_bytes());
+            let mut theirs = Vec::new();
+            for v in [V::IntValue(small), V::IntValue(int), V::StringValue(value.clone())] {
+                let kv = KeyValue {
+                    key: key.to_string(),
+                    value: Some(AnyValue { value: Some(v) }),
+                    ..Default::default()
+                };
+                prost::encoding::message::encode(9, &kv, &mut theirs);
+            }
+            let ours: Vec<u8> = span.attrs.iter().flat_map(|a| a.encoded(&span).to_vec()).collect();
+            proptest::prop_assert_eq!(ours, theirs);
+            proptest::prop_assert_eq!(span.get(key), Some(&Value::Int(small)));
+        }
+    }
 
     #[test]
     fn caps_and_reuse() {

@@ -105,7 +105,7 @@ fn split4<'a>(s: &'a [u8], sep: &[u8], out: &mut [&'a [u8]; 4]) -> bool {
         }
     }
     // A fifth `|` part means this is not a subset key.
-    if sep == b"|" && rest.contains(&b'|') {
+    if sep == b"|" && crate::text::find_byte(rest, b'|').is_some() {
         return false;
     }
     out[3] = rest;
@@ -117,7 +117,7 @@ fn split4<'a>(s: &'a [u8], sep: &[u8], out: &mut [&'a [u8]; 4]) -> bool {
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     let (&first, rest) = needle.split_first()?;
     let mut at = 0;
-    while let Some(i) = hay.get(at..)?.iter().position(|&b| b == first) {
+    while let Some(i) = crate::text::find_byte(hay.get(at..)?, first) {
         let p = at + i;
         if hay[p + 1..].starts_with(rest) {
             return Some(p);
