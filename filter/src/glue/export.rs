@@ -121,6 +121,12 @@ fn header<'a>(map: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     pairs(map).find(|(k, _)| *k == name).map(|(_, v)| v)
 }
 
+/// The `:status` of a call's response headers (a serialized map), if it is a number.
+fn http_status(map: &[u8]) -> Option<u32> {
+    let s = header(map, b":status")?;
+    core::str::from_utf8(s).ok()?.trim().parse().ok()
+}
+
 /// Classifies the collector's reply to call `token` and hands it to the exporter.
 pub fn on_response(w: &mut Worker, token: u32, num_headers: usize, body_size: usize) {
     let Some(id) = w.calls.take(token) else {
@@ -143,11 +149,7 @@ pub fn on_response(w: &mut Worker, token: u32, num_headers: usize, body_size: us
         .ok()
         .flatten()
     };
-    let status = header(&headers, b":status").and_then(|s| {
-        core::str::from_utf8(s)
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
-    });
+    let status = http_status(&headers);
     // A trailers-only gRPC reply carries its status in the headers.
     let grpc = |name: &[u8]| header(&trailers, name).or_else(|| header(&headers, name));
     let reply = Reply {
@@ -392,11 +394,7 @@ pub fn on_metrics_response(w: &mut Worker, token: u32, num_headers: usize) -> bo
         Protocol::Http => Vec::new(),
         Protocol::Grpc => host::header_map(CALL_RESPONSE_TRAILERS).unwrap_or_default(),
     };
-    let status = header(&headers, b":status").and_then(|s| {
-        core::str::from_utf8(s)
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
-    });
+    let status = http_status(&headers);
     // A trailers-only gRPC reply carries its status in the headers.
     let grpc = |name: &[u8]| header(&trailers, name).or_else(|| header(&headers, name));
     // The spans' classification, so a failure reads the same in both logs; the body (a
