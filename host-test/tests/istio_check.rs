@@ -224,6 +224,7 @@ fn plugin_configs_use_only_the_agreed_keys() {
                 "span_name",
                 "access_log",
                 "response",
+                "metrics",
             ][..],
         ),
         (
@@ -269,6 +270,7 @@ fn plugin_configs_use_only_the_agreed_keys() {
             ][..],
         ),
         ("access_log", &["filter_state"][..]),
+        ("metrics", &["enabled", "path", "unit", "max_series"][..]),
         (
             "response",
             &["server_timing", "expose_server_timing", "at_untrusted_edge"][..],
