@@ -731,7 +731,10 @@ fn write_str_kv(text: &mut Vec<u8>, key: &[u8], value: &[u8]) -> (Range<u32>, Ra
     let vs = end - value.len();
     // Back from the value: `12 any 0a vlen` precede it.
     let any_len = 1 + otlp::encoded_len_varint(value.len() as u64) + value.len();
-    let ke = vs - 2 - otlp::encoded_len_varint(value.len() as u64) - otlp::encoded_len_varint(any_len as u64);
+    let ke = vs
+        - 2
+        - otlp::encoded_len_varint(value.len() as u64)
+        - otlp::encoded_len_varint(any_len as u64);
     let ks = ke - key.len();
     (ks as u32..ke as u32, vs as u32..end as u32)
 }
