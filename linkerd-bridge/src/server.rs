@@ -147,6 +147,7 @@ impl Bridge {
                                 return;
                             }
                         };
+                        tokio::spawn(keep_timer_armed(timeout));
                         // One client pool per thread: a pooled connection is driven by the
                         // runtime that opened it, so its requests never wake another thread.
                         let proxy = Arc::new(Proxy::new(shared, upstream, protocol, timeout));
@@ -235,6 +236,19 @@ impl Running {
         let _ = self.stop_export.send(true);
         let _ = self.exporter.await;
         let _ = self.admin_task.await;
+    }
+}
+
+/// Keeps a timer due within `timeout` armed on the current runtime, for ever.
+///
+/// Every proxied request arms an upstream timeout. When that is the earliest timer the
+/// runtime has, tokio wakes its own driver to re-plan its sleep (a write to an eventfd, one
+/// syscall per request); with an earlier timer always pending, a request's timeout is never the
+/// earliest and costs no wake. The price is a few wakes a second on an idle thread.
+async fn keep_timer_armed(timeout: Duration) {
+    let period = (timeout / 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(period).await;
     }
 }
 
