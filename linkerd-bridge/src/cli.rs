@@ -59,4 +59,9 @@ pub struct Args {
         default_value_t = 20_000
     )]
     pub drain_timeout_ms: u64,
+    /// Threads serving the proxy listener, each with its own single-threaded runtime and its
+    /// own `SO_REUSEPORT` listener on `--listen`, so a request never changes thread; 0 means one
+    /// per available core.
+    #[arg(long, env = "MESHTRACE_BRIDGE_PROXY_THREADS", default_value_t = 0)]
+    pub proxy_threads: usize,
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::{self, Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -70,7 +71,8 @@ pub struct Proxy {
     shared: Arc<Shared>,
     http1: AppClient,
     h2c: AppClient,
-    upstream: SocketAddr,
+    /// The application's address as a URI authority, for requests that name none usable.
+    upstream_authority: Option<Authority>,
     protocol: UpstreamProtocol,
     timeout: Duration,
     /// `access_log` and `response`, copied once: read per response without the core's lock.
@@ -105,7 +107,7 @@ impl Proxy {
             correlation,
             http1,
             h2c,
-            upstream,
+            upstream_authority: Authority::try_from(upstream.to_string()).ok(),
             protocol,
             timeout,
         }
@@ -198,37 +200,28 @@ impl Proxy {
         to_h2: bool,
     ) -> Request<Incoming> {
         strip_hop_by_hop(&mut parts.headers, upgrade);
-        let authority = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_string())
+        // The request's own parts are moved into the absolute URI the pool wants, not copied
+        // and re-parsed: this runs on every request.
+        let incoming = std::mem::take(&mut parts.uri).into_parts();
+        let authority = incoming
+            .authority
             .or_else(|| {
                 parts
                     .headers
                     .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
+                    .and_then(|h| Authority::try_from(h.as_bytes()).ok())
             })
-            .unwrap_or_else(|| self.upstream.to_string());
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        parts.uri = Uri::builder()
-            .scheme("http")
-            .authority(authority.as_str())
-            .path_and_query(path.as_str())
-            .build()
             // An authority the URI grammar refuses still reaches the app by its address.
-            .or_else(|_| {
-                Uri::builder()
-                    .scheme("http")
-                    .authority(self.upstream.to_string())
-                    .path_and_query(path.as_str())
-                    .build()
-            })
-            .unwrap_or_default();
+            .or_else(|| self.upstream_authority.clone());
+        let mut uri = uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = authority;
+        uri.path_and_query = Some(
+            incoming
+                .path_and_query
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        parts.uri = Uri::from_parts(uri).unwrap_or_default();
         if to_h2 {
             parts.version = Version::HTTP_2;
             // HTTP/2 carries the authority as a pseudo-header.

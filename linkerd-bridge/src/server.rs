@@ -16,7 +16,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::net::TcpSocket;
+use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::adapter::Core;
@@ -97,8 +98,12 @@ impl Bridge {
         let (stop_serving, stop_rx) = watch::channel(false);
         let (stop_export, export_rx) = watch::channel(false);
 
-        let listener = TcpListener::bind(self.args.listen).await?;
-        let listen = listener.local_addr()?;
+        let threads = match self.args.proxy_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let listeners = bind_shared(self.args.listen, threads)?;
+        let listen = listeners[0].local_addr()?;
         let admin_listener = TcpListener::bind(self.args.admin).await?;
         let admin = admin_listener.local_addr()?;
         let relay_listener = match self.args.otlp_relay {
@@ -116,16 +121,51 @@ impl Bridge {
             export_rx.clone(),
         ));
 
-        let proxy = Arc::new(Proxy::new(
-            shared.clone(),
-            self.args.upstream,
-            self.args.upstream_protocol,
-            self.config.upstream_timeout,
-        ));
         let drain = Duration::from_millis(self.args.drain_timeout_ms);
-        let proxy_task = tokio::spawn(serve(listener, stop_rx.clone(), drain, move |req, peer| {
-            proxy.clone().handle(req, peer)
-        }));
+        let mut finished = Vec::with_capacity(listeners.len());
+        for (i, listener) in listeners.into_iter().enumerate() {
+            // Built here so a failure is the caller's error, not a silent missing thread.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (done, finished_rx) = oneshot::channel::<()>();
+            finished.push(finished_rx);
+            let (shared, stop) = (shared.clone(), stop_rx.clone());
+            let (upstream, protocol, timeout) = (
+                self.args.upstream,
+                self.args.upstream_protocol,
+                self.config.upstream_timeout,
+            );
+            std::thread::Builder::new()
+                .name(format!("bridge-proxy-{i}"))
+                .spawn(move || {
+                    rt.block_on(async move {
+                        let listener = match TcpListener::from_std(listener) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                eprintln!("linkerd-bridge: proxy listener {i}: {e}");
+                                return;
+                            }
+                        };
+                        tokio::spawn(keep_timer_armed(timeout));
+                        // One client pool per thread: a pooled connection is driven by the
+                        // runtime that opened it, so its requests never wake another thread.
+                        let proxy = Arc::new(Proxy::new(shared, upstream, protocol, timeout));
+                        serve(listener, stop, drain, move |req, peer| {
+                            proxy.clone().handle(req, peer)
+                        })
+                        .await;
+                    });
+                    // Dropping the runtime here ends what the drain left; spans finish on drop.
+                    drop(rt);
+                    let _ = done.send(());
+                })?;
+        }
+        let proxy_task = tokio::spawn(async move {
+            for f in finished {
+                let _ = f.await;
+            }
+        });
 
         let s = shared.clone();
         let admin_task = tokio::spawn(serve(
@@ -197,6 +237,45 @@ impl Running {
         let _ = self.exporter.await;
         let _ = self.admin_task.await;
     }
+}
+
+/// Keeps a timer due within `timeout` armed on the current runtime, for ever.
+///
+/// Every proxied request arms an upstream timeout. When that is the earliest timer the
+/// runtime has, tokio wakes its own driver to re-plan its sleep (a write to an eventfd, one
+/// syscall per request); with an earlier timer always pending, a request's timeout is never the
+/// earliest and costs no wake. The price is a few wakes a second on an idle thread.
+async fn keep_timer_armed(timeout: Duration) {
+    let period = (timeout / 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(period).await;
+    }
+}
+
+/// `count` listening sockets on `addr` (its port, once chosen, shared by all of them through
+/// `SO_REUSEPORT`, which the kernel balances new connections across), ready for
+/// [`TcpListener::from_std`] on any runtime. One socket is a plain listener.
+fn bind_shared(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut out = Vec::with_capacity(count.max(1));
+    let mut at = addr;
+    for _ in 0..count.max(1) {
+        let socket = if at.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // As tokio's own `TcpListener::bind` does on Unix.
+        socket.set_reuseaddr(true)?;
+        if count > 1 {
+            socket.set_reuseport(true)?;
+        }
+        socket.bind(at)?;
+        let listener = socket.listen(1024)?;
+        // Port 0 picks a port once; the others join it.
+        at = listener.local_addr()?;
+        out.push(listener.into_std()?);
+    }
+    Ok(out)
 }
 
 /// Serves `listener` until `stop`, then drains open connections for at most `drain`.

@@ -3,7 +3,12 @@
 //! run sends load to the application directly and through the bridge:
 //!
 //! 1. a fixed rate on one connection (latency: p50 and p99, direct vs. bridged);
-//! 2. closed-loop saturation on several connections (throughput).
+//! 2. closed-loop saturation on several connections (throughput);
+//! 3. a fixed offered load below saturation on several connections: whether the bridge keeps
+//!    up, and its CPU per request. The load generator, the application and the bridge share
+//!    this machine's cores, so at saturation the bridge's CPU is taken from the other two and the
+//!    ratio measures the sum of all three; a real sidecar has its own CPU budget, which the
+//!    fixed-load phase and the CPU per request describe.
 //!
 //! Every request carries a sampled `traceparent`, so the bridge traces all of them.
 
@@ -32,9 +37,13 @@ struct Opts {
     /// Requests per second in the latency phase.
     #[arg(long, default_value_t = 1000)]
     rate: u64,
-    /// Connections in the throughput phase.
+    /// Connections in the throughput phases.
     #[arg(long, default_value_t = 16)]
     connections: usize,
+    /// Requests per second offered in the fixed-load phase (spread over `connections`), below
+    /// saturation; 0 skips the phase.
+    #[arg(long, default_value_t = 10_000)]
+    offered: u64,
 }
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -188,6 +197,37 @@ async fn throughput(addr: SocketAddr, connections: usize, seconds: u64) -> f64 {
     total as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Open-loop load: `rate` requests per second in total over `connections` connections, each
+/// paced on its own clock; returns the requests per second completed.
+async fn offered(addr: SocketAddr, rate: u64, connections: usize, seconds: u64) -> f64 {
+    let per_conn = (rate as f64 / connections.max(1) as f64).max(1.0);
+    let period = Duration::from_secs_f64(1.0 / per_conn);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        tasks.push(tokio::spawn(async move {
+            let mut conn = connect(addr).await;
+            let mut tick = tokio::time::interval(period);
+            // A late request is not made up for: the offered load never exceeds `rate`.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                tick.tick().await;
+                if one(&mut conn).await {
+                    n += 1;
+                }
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap_or(0);
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
 /// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
 fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -324,7 +364,32 @@ fn main() {
         // The bridge's own cost, which other load on a shared machine does not inflate.
         if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
             let per_req = (b - a) / (bridged * s as f64) * 1e6;
-            println!("  bridge CPU {:.2} s, {per_req:.1} µs per request", b - a);
+            println!(
+                "  bridge CPU {:.2} s ({:.2} cores), {per_req:.1} µs per request",
+                b - a,
+                (b - a) / s as f64
+            );
+        }
+        if opts.offered > 0 {
+            println!(
+                "fixed load, {} req/s offered on {} connections, {s}s each (req/s):",
+                opts.offered, opts.connections
+            );
+            let direct = offered(app, opts.offered, opts.connections, s).await;
+            let cpu_before = cpu_seconds(pid);
+            let bridged = offered(listen, opts.offered, opts.connections, s).await;
+            let cpu_after = cpu_seconds(pid);
+            println!("  direct   {direct:10.0}");
+            println!("  bridge   {bridged:10.0}");
+            println!("  ratio    {:10.2}", bridged / direct);
+            if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
+                let per_req = (b - a) / (bridged * s as f64) * 1e6;
+                println!(
+                    "  bridge CPU {:.2} s ({:.2} cores), {per_req:.1} µs per request",
+                    b - a,
+                    (b - a) / s as f64
+                );
+            }
         }
         let m = metrics(admin).await;
         for name in [

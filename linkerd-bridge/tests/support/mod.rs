@@ -304,6 +304,8 @@ pub async fn bridge(upstream: SocketAddr, config: &str, relay: bool) -> (Running
         otlp_relay: relay.then(|| "127.0.0.1:0".parse().unwrap()),
         upstream_protocol: Default::default(),
         drain_timeout_ms: 10_000,
+        // More than one, so every test also crosses the shared-port listeners.
+        proxy_threads: 2,
     };
     let b = Bridge::with_env(args, &pod_env).unwrap();
     (b.start().await.unwrap(), dir)
