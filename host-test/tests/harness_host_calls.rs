@@ -374,21 +374,9 @@ fn an_unsampled_grpc_call_pays_only_what_always_keep_needs() {
 fn a_grpc_web_status_is_read_from_the_body_trailer_frame() {
     // No grpc_web filter ahead: the upstream answers gRPC-Web itself, status in the body.
     let mut h = host("");
-    let frame = |flag: u8, payload: &[u8]| {
-        let mut f = vec![flag];
-        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        f.extend_from_slice(payload);
-        f
-    };
-    let mut body = frame(0, b"\x0a\x02hi");
-    body.extend(frame(0x80, b"grpc-status:13\r\ngrpc-message:boom\r\n"));
-    let reply = Resp::status(200)
-        .header("content-type", "application/grpc-web+proto")
-        .body(body);
-    let mut req = grpc_call(SAMPLED, reply);
-    req.headers
-        .replace(b"content-type", b"application/grpc-web+proto");
-    h.request(req).unwrap();
+    let mut body = web_frame(0, b"\x0a\x02hi");
+    body.extend(web_frame(0x80, b"grpc-status:13\r\ngrpc-message:boom\r\n"));
+    h.request(grpc_web_call(body)).unwrap();
     // The body tail is a buffer read, not a header read: no `grpc-status` lookup follows.
     let reads = h.take_property_reads();
     assert!(

@@ -175,26 +175,7 @@ async fn latency(addr: SocketAddr, rate: u64, seconds: u64) -> Vec<f64> {
 
 /// Closed-loop requests per second over `connections` connections.
 async fn throughput(addr: SocketAddr, connections: usize, seconds: u64) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        tasks.push(tokio::spawn(async move {
-            let mut conn = connect(addr).await;
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                if one(&mut conn).await {
-                    n += 1;
-                }
-            }
-            n
-        }));
-    }
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.unwrap_or(0);
-    }
-    total as f64 / start.elapsed().as_secs_f64()
+    load(addr, None, connections, seconds).await
 }
 
 /// Open-loop load: `rate` requests per second in total over `connections` connections, each
@@ -202,18 +183,28 @@ async fn throughput(addr: SocketAddr, connections: usize, seconds: u64) -> f64 {
 async fn offered(addr: SocketAddr, rate: u64, connections: usize, seconds: u64) -> f64 {
     let per_conn = (rate as f64 / connections.max(1) as f64).max(1.0);
     let period = Duration::from_secs_f64(1.0 / per_conn);
+    load(addr, Some(period), connections, seconds).await
+}
+
+/// Requests per second completed over `connections` connections for `seconds`: back to back,
+/// or one per `period` on each connection.
+async fn load(addr: SocketAddr, period: Option<Duration>, connections: usize, seconds: u64) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..connections {
         tasks.push(tokio::spawn(async move {
             let mut conn = connect(addr).await;
-            let mut tick = tokio::time::interval(period);
-            // A late request is not made up for: the offered load never exceeds `rate`.
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut tick = period.map(tokio::time::interval);
+            if let Some(t) = &mut tick {
+                // A late request is not made up for: the offered load never exceeds the rate.
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            }
             let mut n = 0u64;
             while Instant::now() < deadline {
-                tick.tick().await;
+                if let Some(t) = &mut tick {
+                    t.tick().await;
+                }
                 if one(&mut conn).await {
                     n += 1;
                 }
