@@ -50,12 +50,25 @@ pub fn wasm_path() -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
-/// A free TCP port on loopback (released just before Envoy binds it).
+/// A free TCP port on loopback.
+///
+/// The port is released before Envoy binds it, so two tests running at once could be handed
+/// the same one; Envoy binds listeners with `SO_REUSEPORT`, so both Envoys would then share it
+/// and each take the other's requests. A port is therefore never handed out twice in a process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(0);
+        if port != 0 && !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    0
 }
 
 /// Values substituted into a config template (`{{NAME}}`).
