@@ -331,19 +331,22 @@ struct Paced {
     /// Latencies in microseconds (see [`open_loop`]).
     latencies: Vec<f64>,
     errors: u64,
-    /// Requests whose intended start found the connection still busy with the previous one.
+    /// Requests that would have found their connection still busy with the previous one.
     queued: u64,
 }
 
-/// Open-loop load on `connections` connections, each sending one request per
-/// `connections / rate` seconds on a fixed schedule (staggered across connections), for
-/// `seconds`; `specs` are sent in turn.
+/// Open-loop load: `rate` requests per second for `seconds`, the `j`-th due at `start + j / rate`
+/// on connection `j % connections`; `specs` are sent in turn.
 ///
-/// Latency is taken from the request's intended start when the previous request on its
-/// connection was still in flight at that moment (the wait is the server's doing, and a
-/// generator that measured from the actual send would hide it: coordinated omission), and
-/// from the actual send otherwise (tokio's timers fire up to a millisecond late, and that
-/// lateness is the generator's, not the server's).
+/// A pacing thread wakes for each request at its due time (`std::thread::sleep`, which is
+/// accurate to tens of microseconds, where tokio's timers fire on a millisecond tick and would
+/// send the requests of each millisecond as one burst) and hands it to its connection.
+///
+/// A request's latency is what a generator sending exactly on schedule would see: the time
+/// it would have waited for its connection, still busy with the previous request (that
+/// request's due time plus its latency, past this one's due time), plus the time from its
+/// actual send to its response. A stall thus counts for every request it delays, not once
+/// (coordinated omission), while the generator's own lateness counts for none.
 async fn open_loop(
     addr: SocketAddr,
     specs: std::rc::Rc<Vec<Spec>>,
@@ -352,42 +355,58 @@ async fn open_loop(
     seconds: u64,
 ) -> (Paced, f64) {
     let connections = connections.max(1);
-    let period = Duration::from_secs_f64(connections as f64 / rate.max(1) as f64);
+    let step = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     let mut conns = Vec::with_capacity(connections);
+    let mut txs = Vec::with_capacity(connections);
     for _ in 0..connections {
         conns.push(connect(addr).await);
     }
-    let start = tokio::time::Instant::now() + Duration::from_millis(10);
+    let start = Instant::now() + Duration::from_millis(10);
     let end = start + Duration::from_secs(seconds);
     let local = tokio::task::LocalSet::new();
     let mut tasks = Vec::new();
     for (i, mut conn) in conns.into_iter().enumerate() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        txs.push(tx);
         let specs = specs.clone();
-        let first = start + period.mul_f64(i as f64 / connections as f64);
         tasks.push(local.spawn_local(async move {
             let mut out = Paced::default();
-            let mut intended = first;
-            let mut free_at = first;
+            // When the previous request would have been answered had it been sent on time.
+            let mut busy_until = start;
             let mut k = i;
-            while intended < end {
-                tokio::time::sleep_until(intended).await;
-                let sent = tokio::time::Instant::now();
-                let from = if free_at > intended { intended } else { sent };
-                out.queued += u64::from(free_at > intended);
+            while let Some(due) = rx.recv().await {
+                let wait = busy_until.saturating_duration_since(due);
+                out.queued += u64::from(!wait.is_zero());
+                let sent = Instant::now();
                 let ok = send(&mut conn, &specs[k % specs.len()]).await;
-                let done = tokio::time::Instant::now();
-                free_at = done;
+                let latency = wait + sent.elapsed();
+                busy_until = due + latency;
                 if ok {
-                    out.latencies.push((done - from).as_secs_f64() * 1e6);
+                    out.latencies.push(latency.as_secs_f64() * 1e6);
                 } else {
                     out.errors += 1;
                 }
                 k += 1;
-                intended += period;
             }
             out
         }));
     }
+    let pacer = std::thread::spawn(move || {
+        let mut due = start;
+        let mut j = 0usize;
+        while due < end {
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            if txs[j % txs.len()].send(due).is_err() {
+                break;
+            }
+            j += 1;
+            due = start + step.mul_f64(j as f64);
+        }
+        // Dropping the senders ends each connection's loop once it has sent what it was given.
+    });
     let mut all = Paced::default();
     local
         .run_until(async {
@@ -399,7 +418,8 @@ async fn open_loop(
             }
         })
         .await;
-    let elapsed = (tokio::time::Instant::now() - start).as_secs_f64();
+    let _ = pacer.join();
+    let elapsed = start.elapsed().as_secs_f64();
     all.latencies.sort_by(f64::total_cmp);
     (all, elapsed)
 }
