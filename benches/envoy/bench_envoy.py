@@ -39,9 +39,10 @@ connections / throughput (Little's law), so its p99 against the floor mostly res
 throughput ratio. The fixed-rate phase that follows drives every mode at the same offered rate
 (`--rate`, by default `--rate-fraction` of the slowest mode's saturated req/s in each group, the
 mTLS modes being their own group), open loop, from `bridge-load --target` (linkerd-bridge's
-load generator, `--bridge-load`): each connection sends on a fixed schedule, and a request that
-had to wait for its connection is timed from its intended start, so a stall counts for every
-request it delays (no coordinated omission). It sends the same requests as wrk. Its table gives
+load generator, `--bridge-load`): a pacing thread sends each request at its due time, and a
+request's latency is what a generator keeping that schedule would see (the wait for its
+connection, still busy with the previous request, plus its own round trip), so a stall counts
+for every request it delays (no coordinated omission). It sends the same requests as wrk. Its table gives
 p50 to p99.9 at that rate with per-round paired p99 and p99.9 ratios against the floor and the
 tracer; `--rate 0` skips it.
 
@@ -50,8 +51,9 @@ count time the worker waited for a CPU, so it is the steadier cost on a shared m
 are counted from each meshtrace Envoy's own stats at the end (requests, mean body bytes, spans
 dropped), so the export pattern behind a tail is visible in the same run; `--loop-stats` adds
 Envoy's event-loop iteration times (a stall shows there whatever its cause). `--variant`,
-`--variant-wasm` and `--variant-wasm-full` add A/B modes (another config or build) to the run; `--probe` adds no-op
-filter modes making other host calls (its configuration is in benches/noop-filter/src/lib.rs).
+`--variant-wasm` and `--variant-wasm-full` add A/B modes (another config or build) to the
+run; `--probe` adds no-op filter modes making other host calls (its configuration is in
+benches/noop-filter/src/lib.rs).
 """
 
 import argparse
