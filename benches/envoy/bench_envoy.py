@@ -42,8 +42,8 @@ mTLS modes being their own group), open loop, from `bridge-load --target` (linke
 load generator, `--bridge-load`): a pacing thread sends each request at its due time, and a
 request's latency is what a generator keeping that schedule would see (the wait for its
 connection, still busy with the previous request, plus its own round trip), so a stall counts
-for every request it delays (no coordinated omission). It sends the same requests as wrk. Its table gives
-p50 to p99.9 at that rate with per-round paired p99 and p99.9 ratios against the floor and the
+for every request it delays (no coordinated omission). It sends the same requests as wrk. Its
+table gives p50 to p99.9 at that rate with per-round paired p99 and p99.9 ratios against the floor and the
 tracer; `--rate 0` skips it.
 
 Each round also reads the worker thread's CPU time from /proc: CPU us per request does not
