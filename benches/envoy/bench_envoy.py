@@ -43,8 +43,8 @@ load generator, `--bridge-load`): a pacing thread sends each request at its due 
 request's latency is what a generator keeping that schedule would see (the wait for its
 connection, still busy with the previous request, plus its own round trip), so a stall counts
 for every request it delays (no coordinated omission). It sends the same requests as wrk. Its
-table gives p50 to p99.9 at that rate with per-round paired p99 and p99.9 ratios against the floor and the
-tracer; `--rate 0` skips it.
+table gives p50 to p99.9 at that rate with per-round paired p99 and p99.9 ratios against the
+floor and the tracer; `--rate 0` skips it.
 
 Each round also reads the worker thread's CPU time from /proc: CPU us per request does not
 count time the worker waited for a CPU, so it is the steadier cost on a shared machine. Exports
