@@ -26,9 +26,9 @@ mode alike):
               read them by worker CPU per request (which also carries the per-wakeup cost of a
               worker that is not saturated), not by req/s.
 
-Envoy runs with one worker pinned to CPU 0; wrk, the OTLP sink (at nice 19, so that decoding
-exports does not delay the load generator: see `lowest_priority`) and the helper Envoy run on
-CPU 1. Latency percentiles come from wrk's own histogram through its Lua `done()` hook (p50, p90,
+Envoy runs with one worker pinned to CPU 0; wrk, the OTLP sink (at nice 19 in the fixed-rate
+phase, so that decoding exports does not delay the load generator: see `lowest_priority`) and
+the helper Envoy run on CPU 1. Latency percentiles come from wrk's own histogram through its Lua `done()` hook (p50, p90,
 p99, p99.9; wrk measures from the request's send, so under a closed loop of `-c` connections the
 tail is what a request queued behind a stall sees). Per-round paired ratios (mode/floor and
 mode/tracer within a round) are the steadier statistic on a shared machine: their median and
@@ -260,16 +260,24 @@ def modes(args):
     return all_modes
 
 
-def lowest_priority():
-    """Makes the calling (forked) process an ordinary process of the lowest priority.
+def lowest_priority(pid, nice):
+    """Makes every thread of process `pid` an ordinary thread at `nice` (19: the lowest priority).
 
-    The OTLP sink shares the load core with wrk and bridge-load only for want of cores (a real
-    collector runs elsewhere). Decoding one 64 KiB export takes it hundreds of microseconds; at
-    equal priority that time is taken from the load generator, whose late reads then show as
-    the traced mode's tail. At nice 19 (and never real-time, should the bench run under
-    `chrt`) it runs when the load generator waits."""
-    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-    os.nice(19 - os.nice(0))
+    For the OTLP sink in the fixed-rate phase: it shares the load core with the load generator
+    only for want of cores (a real collector runs elsewhere), and decoding one 64 KiB export
+    takes it hundreds of microseconds; at equal priority that time is taken from the generator,
+    whose late reads then show as the traced modes' tail. At nice 19 (and never real-time,
+    should the bench run under `chrt`) it runs when the generator waits, which at a fixed rate
+    below saturation leaves it most of the core. Not in the saturated phase: there wrk and the
+    mTLS modes' helper Envoy can fill the load core, and a starved sink would drop spans. On a
+    machine busy with other work even the fixed-rate phase can starve it (Envoy's tracer, which
+    flushes every 5 spans over one gRPC stream, then shows the sink's delays): `--sink-nice`."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setscheduler(int(tid), os.SCHED_OTHER, os.sched_param(0))
+            os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+        except OSError as e:
+            print(f"  warning: the sink's thread {tid} keeps its priority: {e}", file=sys.stderr)
 
 
 def render(template, values):
@@ -549,6 +557,9 @@ def main():
                         "saturated req/s (default 0.6)")
     p.add_argument("--rate-seconds", type=int, default=0,
                    help="seconds per fixed-rate run (default --seconds)")
+    p.add_argument("--sink-nice", type=int, default=19,
+                   help="the OTLP sink's nice value in the fixed-rate phase (default 19, so that "
+                        "it does not delay the load generator; 0 leaves it as it is)")
     p.add_argument("--markdown", action="store_true", help="also print a README-ready table")
     p.add_argument("--loop-stats", action="store_true",
                    help="turn on Envoy's dispatcher stats and print each worker's event-loop "
@@ -573,7 +584,7 @@ def main():
     sink = subprocess.Popen(
         ["taskset", "-c", str(load_cpu), args.sink, "--port", str(collector_ports[0]),
          "--grpc-port", str(collector_ports[1]), "--quiet"],
-        stdout=sink_log, stderr=subprocess.STDOUT, preexec_fn=lowest_priority,
+        stdout=sink_log, stderr=subprocess.STDOUT,
     )
     started = datetime.datetime.now(datetime.timezone.utc)
     load_before = os.getloadavg()
@@ -632,6 +643,8 @@ def main():
                                   for m in group)
                     rates[mesh] = args.rate or args.rate_fraction * slowest
             seconds = args.rate_seconds or args.seconds
+            if args.sink_nice:
+                lowest_priority(sink.pid, args.sink_nice)
             for m in selected:
                 paced(args.bridge_load, ports[m.key], rates[m.mesh], 1, args.connections,
                       load_cpu, m, workdir)
