@@ -28,9 +28,9 @@ mode alike):
 
 Envoy runs with one worker pinned to CPU 0; wrk, the OTLP sink (at nice 19 in the fixed-rate
 phase, so that decoding exports does not delay the load generator: see `lowest_priority`) and
-the helper Envoy run on CPU 1. Latency percentiles come from wrk's own histogram through its Lua `done()` hook (p50, p90,
-p99, p99.9; wrk measures from the request's send, so under a closed loop of `-c` connections the
-tail is what a request queued behind a stall sees). Per-round paired ratios (mode/floor and
+the helper Envoy run on CPU 1. Latency percentiles come from wrk's own histogram through its
+Lua `done()` hook (p50, p90, p99, p99.9; wrk measures from the request's send, so under a closed
+loop of `-c` connections the tail is what a request queued behind a stall sees). Per-round paired ratios (mode/floor and
 mode/tracer within a round) are the steadier statistic on a shared machine: their median and
 range are printed beside the medians. `--markdown` prints a ready-to-paste table for the README.
 
