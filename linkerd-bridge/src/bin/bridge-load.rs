@@ -39,10 +39,10 @@ struct Opts {
     /// Seconds per phase.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
-    /// Requests per second in the latency phase.
+    /// Requests per second in the latency phase, or offered in all with `--target`.
     #[arg(long, default_value_t = 1000)]
     rate: u64,
-    /// Connections in the throughput phases.
+    /// Connections in the throughput phases (and with `--target`).
     #[arg(long, default_value_t = 16)]
     connections: usize,
     /// Requests per second offered in the fixed-load phase (spread over `connections`), below
