@@ -9,6 +9,11 @@ mode alike):
   mt100       meshtrace, default config, every request sampled (a sampled traceparent on each)
   mt1         meshtrace in production shape: `sampling.ratio` 0.01, requests carry no context
   tracer      Envoy's own OpenTelemetry tracer (OTLP/gRPC, its default flush every 5 spans)
+  probe       the no-op filter configured to make exactly the host calls a sampled meshtrace
+              request makes (request headers, inject `traceparent`, a clock read and three
+              properties at request time, three properties and a clock read in `on_log`;
+              not the amortized export call) and nothing else: the best req/s and CPU per
+              request any filter recording these facts can get (`--probe` adds others)
   floor-mtls  the no-op filter on the Istio-like inbound sidecar below: the floor of `full`
   full        meshtrace with an Istio-like config on an Istio-like inbound sidecar: Istio node
               metadata, an mTLS listener requiring the caller's SPIFFE certificate (identity),
@@ -21,19 +26,34 @@ mode alike):
               read them by worker CPU per request (which also carries the per-wakeup cost of a
               worker that is not saturated), not by req/s.
 
-Envoy runs with one worker pinned to CPU 0; wrk, the OTLP sink and the helper Envoy run on
-CPU 1. Latency percentiles come from wrk's own histogram through its Lua `done()` hook (p50, p90,
-p99, p99.9; wrk measures from the request's send, so under a closed loop of `-c` connections the
-tail is what a request queued behind a stall sees). Per-round paired ratios (mode/floor and
+Envoy runs with one worker pinned to CPU 0; wrk, the OTLP sink (at nice 19 in the fixed-rate
+phase, so that decoding exports does not delay the load generator: see `lowest_priority`) and
+the helper Envoy run on CPU 1. Latency percentiles come from wrk's own histogram through its
+Lua `done()` hook (p50, p90, p99, p99.9; wrk measures from the request's send, so under a closed
+loop of `-c` connections the tail is what a request queued behind a stall sees). Per-round paired ratios (mode/floor and
 mode/tracer within a round) are the steadier statistic on a shared machine: their median and
 range are printed beside the medians. `--markdown` prints a ready-to-paste table for the README.
+
+The saturated phase above is a closed loop: at saturation a request's latency is about
+connections / throughput (Little's law), so its p99 against the floor mostly restates the
+throughput ratio. The fixed-rate phase that follows drives every mode at the same offered rate
+(`--rate`, by default `--rate-fraction` of the slowest mode's saturated req/s in each group, the
+mTLS modes being their own group), open loop, from `bridge-load --target` (linkerd-bridge's
+load generator, `--bridge-load`): a pacing thread sends each request at its due time, and a
+request's latency is what a generator keeping that schedule would see (the wait for its
+connection, still busy with the previous request, plus its own round trip), so a stall counts
+for every request it delays (no coordinated omission). It sends the same requests as wrk. Its
+table gives p50 to p99.9 at that rate with per-round paired p99 and p99.9 ratios against the
+floor and the tracer; `--rate 0` skips it.
 
 Each round also reads the worker thread's CPU time from /proc: CPU us per request does not
 count time the worker waited for a CPU, so it is the steadier cost on a shared machine. Exports
 are counted from each meshtrace Envoy's own stats at the end (requests, mean body bytes, spans
 dropped), so the export pattern behind a tail is visible in the same run; `--loop-stats` adds
 Envoy's event-loop iteration times (a stall shows there whatever its cause). `--variant`,
-`--variant-wasm` and `--variant-wasm-full` add A/B modes (another config or build) to the run.
+`--variant-wasm` and `--variant-wasm-full` add A/B modes (another config or build) to the
+run; `--probe` adds no-op filter modes making other host calls (its configuration is in
+benches/noop-filter/src/lib.rs).
 """
 
 import argparse
@@ -99,6 +119,17 @@ end
 """ % (TRACEPARENT, TRACEPARENT)
 
 MESHTRACE_100 = {"collector": {"cluster": "otel_collector"}, "service_name": "bench"}
+# The host calls a sampled meshtrace request makes with MESHTRACE_100 on a plain listener
+# (host-test/tests/harness_host_calls.rs, REUSED_CONNECTION; filter/src/glue/mod.rs), on the
+# no-op filter: it reads no response headers, as meshtrace does not by default.
+PROBE_MESHTRACE = {
+    "response_headers": False,
+    "set_request_header": "traceparent",
+    "request_properties": ["connection.id", "xds.cluster_name", "xds.route_name"],
+    "request_clock_reads": 1,
+    "log_properties": ["response.code", "response.flags", "response.backend_latency"],
+    "log_clock_reads": 1,
+}
 MESHTRACE_1 = {**MESHTRACE_100, "sampling": {"ratio": 0.01}}
 # An Istio sidecar's config with every feature family that costs on the sampled path on: traffic
 # rules, baggage attributes, header capture both ways, route templates; identity is on by
@@ -187,6 +218,8 @@ def modes(args):
         Mode("mt1", "meshtrace 1%, no incoming context", wasm_filter("meshtrace", w, MESHTRACE_1),
              traceparent=False, meshtrace=True),
         Mode("tracer", "Envoy OpenTelemetry tracer", tracing=otel_tracing()),
+        Mode("probe", "no-op + meshtrace's host calls",
+             wasm_filter("noop", args.noop, PROBE_MESHTRACE)),
         Mode("floor-mtls", "no-op wasm, Istio-like mTLS sidecar", wasm_filter("noop", args.noop, {}),
              mesh=True),
         Mode("full", "meshtrace full-featured, mTLS sidecar",
@@ -207,6 +240,10 @@ def modes(args):
         all_modes.append(Mode(f"f:{label}", f"meshtrace full-featured {label}",
                               wasm_filter("meshtrace", os.path.abspath(path), MESHTRACE_FULL),
                               mesh=True, meshtrace=True))
+    for spec in args.probe:
+        label, _, cfg = spec.partition("=")
+        all_modes.append(Mode(f"p:{label}", f"no-op + {label}",
+                              wasm_filter("noop", args.noop, json.loads(cfg))))
     wanted = set(args.modes.split(",")) if args.modes else None
     if wanted is not None:
         # A misspelt key would otherwise leave only the floors and the tracer, silently.
@@ -218,8 +255,29 @@ def modes(args):
         if "full" in wanted or args.variant_wasm_full:
             wanted.add("floor-mtls")
         wanted |= {"floor", "tracer"}
-        all_modes = [m for m in all_modes if m.key in wanted or m.key[:2] in ("v:", "w:", "f:")]
+        all_modes = [m for m in all_modes
+                     if m.key in wanted or m.key[:2] in ("v:", "w:", "f:", "p:")]
     return all_modes
+
+
+def lowest_priority(pid, nice):
+    """Makes every thread of process `pid` an ordinary thread at `nice` (19: the lowest priority).
+
+    For the OTLP sink in the fixed-rate phase: it shares the load core with the load generator
+    only for want of cores (a real collector runs elsewhere), and decoding one 64 KiB export
+    takes it hundreds of microseconds; at equal priority that time is taken from the generator,
+    whose late reads then show as the traced modes' tail. At nice 19 (and never real-time,
+    should the bench run under `chrt`) it runs when the generator waits, which at a fixed rate
+    below saturation leaves it most of the core. Not in the saturated phase: there wrk and the
+    mTLS modes' helper Envoy can fill the load core, and a starved sink would drop spans. On a
+    machine busy with other work even the fixed-rate phase can starve it (Envoy's tracer, which
+    flushes every 5 spans over one gRPC stream, then shows the sink's delays): `--sink-nice`."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setscheduler(int(tid), os.SCHED_OTHER, os.sched_param(0))
+            os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+        except OSError as e:
+            print(f"  warning: the sink's thread {tid} keeps its priority: {e}", file=sys.stderr)
 
 
 def render(template, values):
@@ -400,6 +458,43 @@ def wrk(port, seconds, connections, cpu, mode, scripts):
             **{p: lat.get(p) for p in PERCENTILES}}
 
 
+def requests_json(mode, port):
+    """The requests wrk sends to `mode`, as `bridge-load --requests` reads them."""
+    if mode.mesh:
+        host = "reviews.bookinfo:9080"
+        plain = {"method": "GET", "path": "/api/users/42", "headers": [
+            ["host", host], ["traceparent", TRACEPARENT], ["baggage", "tenant=acme,session=s-1"],
+            ["x-canary", "true"], ["x-tenant", "acme"], ["user-agent", "bench/1.0 (wrk)"]]}
+        call = {"method": "POST", "path": "/shop.v1.Cart/GetCart", "headers": [
+            ["host", host], ["traceparent", TRACEPARENT], ["content-type", "application/grpc"],
+            ["te", "trailers"], ["x-tenant", "acme"]]}
+        return [plain, plain, plain, call]
+    headers = [["host", f"127.0.0.1:{port}"]]
+    if mode.traceparent:
+        headers.append(["traceparent", TRACEPARENT])
+    return [{"method": "GET", "path": "/api/users/42", "headers": headers}]
+
+
+def paced(loader, port, rate, seconds, connections, cpu, mode, workdir):
+    """One open-loop run at `rate` req/s: latencies from intended start (see the docstring)."""
+    spec = os.path.join(workdir, f"requests-{port}.json")
+    with open(spec, "w") as f:
+        json.dump(requests_json(mode, port), f)
+    out = subprocess.run(
+        ["taskset", "-c", str(cpu), loader, "--target", f"127.0.0.1:{port}", "--requests", spec,
+         "--rate", str(int(rate)), "--seconds", str(seconds), "--connections", str(connections)],
+        capture_output=True, text=True, check=True).stdout
+    res = json.loads(out.strip().splitlines()[-1])
+    if res["errors"]:
+        print(f"  warning: {mode.label}: {res['errors']} failed requests at a fixed rate",
+              file=sys.stderr)
+    if res["achieved_rps"] < 0.97 * rate:
+        print(f"  warning: {mode.label}: {res['achieved_rps']:.0f} req/s achieved of {rate:.0f} "
+              f"offered: the rate is above what this mode sustains", file=sys.stderr)
+    return {"rps": res["achieved_rps"], "requests": res["requests"], "queued": res["queued"],
+            "max": res["max"], **{p: res["p99.9" if p == 99.9 else f"p{p}"] for p in PERCENTILES}}
+
+
 def spread(values):
     v = sorted(values)
     return statistics.median(v), v[0], v[-1]
@@ -446,6 +541,25 @@ def main():
                    help="add a meshtrace 100%% mode running another build (repeatable)")
     p.add_argument("--variant-wasm-full", action="append", default=[], metavar="LABEL=PATH",
                    help="add a full-featured mode running another build (repeatable)")
+    p.add_argument("--probe", action="append", default=[], metavar="LABEL=JSON",
+                   help="add a no-op filter mode making the host calls JSON names, e.g. "
+                        "'clock={\"request_clock_reads\":1}' (benches/noop-filter/src/lib.rs; "
+                        "repeatable)")
+    p.add_argument("--bridge-load", default="",
+                   help="the bridge-load binary (linkerd-bridge), the fixed-rate phase's load "
+                        "generator; without it that phase is skipped")
+    p.add_argument("--rate", type=float, default=None,
+                   help="the fixed-rate phase's offered req/s for every mode (default: "
+                        "--rate-fraction of the slowest mode's saturated req/s, per group); "
+                        "0 skips the phase")
+    p.add_argument("--rate-fraction", type=float, default=0.6,
+                   help="the automatic fixed rate as a fraction of the slowest mode's "
+                        "saturated req/s (default 0.6)")
+    p.add_argument("--rate-seconds", type=int, default=0,
+                   help="seconds per fixed-rate run (default --seconds)")
+    p.add_argument("--sink-nice", type=int, default=19,
+                   help="the OTLP sink's nice value in the fixed-rate phase (default 19, so that "
+                        "it does not delay the load generator; 0 leaves it as it is)")
     p.add_argument("--markdown", action="store_true", help="also print a README-ready table")
     p.add_argument("--loop-stats", action="store_true",
                    help="turn on Envoy's dispatcher stats and print each worker's event-loop "
@@ -520,6 +634,32 @@ def main():
                 print(f"  round {r + 1}: {m.label:<40} {res['rps']:>8.0f} req/s  "
                       f"p99 {res[99]:>6} us  p99.9 {res[99.9]:>6} us  "
                       f"cpu {res['cpu']:>5.1f} us/req", file=sys.stderr)
+        fixed, rates = {}, {}
+        if args.bridge_load and args.rate != 0:
+            for mesh in (False, True):
+                group = [m for m in selected if m.mesh == mesh]
+                if group:
+                    slowest = min(statistics.median(x["rps"] for x in results[m.key])
+                                  for m in group)
+                    rates[mesh] = args.rate or args.rate_fraction * slowest
+            seconds = args.rate_seconds or args.seconds
+            if args.sink_nice:
+                lowest_priority(sink.pid, args.sink_nice)
+            for m in selected:
+                paced(args.bridge_load, ports[m.key], rates[m.mesh], 1, args.connections,
+                      load_cpu, m, workdir)
+            fixed = {m.key: [] for m in selected}
+            for r in range(args.rounds):
+                order = selected[r % len(selected):] + selected[: r % len(selected)]
+                for m in order:
+                    cpu = envoys[m.key].worker_cpu_s()
+                    res = paced(args.bridge_load, ports[m.key], rates[m.mesh], seconds,
+                                args.connections, load_cpu, m, workdir)
+                    res["cpu"] = (envoys[m.key].worker_cpu_s() - cpu) * 1e6 / res["requests"]
+                    fixed[m.key].append(res)
+                    print(f"  fixed {rates[m.mesh]:.0f}/s round {r + 1}: {m.label:<40} "
+                          f"p50 {res[50]:>6.0f} p99 {res[99]:>6.0f} us  p99.9 {res[99.9]:>6.0f} "
+                          f"us  cpu {res['cpu']:>5.1f} us/req", file=sys.stderr)
         for m in selected:
             if m.meshtrace:
                 exports[m.key] = envoys[m.key].stats("wasmcustom.meshtrace.")
@@ -543,11 +683,11 @@ def main():
             shutil.rmtree(workdir, ignore_errors=True)
 
     report(args, selected, results, exports, sink_summary, envoy_cpu, load_cpu, started,
-           load_before, loops)
+           load_before, loops, fixed, rates)
 
 
 def report(args, selected, results, exports, sink_summary, envoy_cpu, load_cpu, started,
-           load_before, loops):
+           load_before, loops, fixed, rates):
     keys = [m.key for m in selected]
     by_key = {m.key: m for m in selected}
     med = {k: {q: statistics.median(x[q] for x in results[k])
@@ -587,6 +727,47 @@ def report(args, selected, results, exports, sink_summary, envoy_cpu, load_cpu, 
         cols.append(fmt.format(*paired(k, m.floor, "cpu")))
         print(f"{m.label:<40} " + " ".join(f"{c:>20}" for c in cols))
 
+    probes = [k for k in keys if k == "probe" or k.startswith("p:")]
+    if probes and "mt100" in keys:
+        print("\nhost-call probes (no-op filter + host calls, nothing else) against meshtrace "
+              "100%: per-round paired ratios, median (low to high)")
+        print(f"{'mode':<40} {'req/s vs floor':>20} {'cpu/req vs floor':>20} "
+              f"{'req/s vs meshtrace':>20} {'cpu/req vs meshtrace':>20}")
+        for k in probes:
+            cols = [fmt.format(*paired(k, "floor", "rps")), fmt.format(*paired(k, "floor", "cpu")),
+                    fmt.format(*paired(k, "mt100", "rps")), fmt.format(*paired(k, "mt100", "cpu"))]
+            print(f"{by_key[k].label:<40} " + " ".join(f"{c:>20}" for c in cols))
+
+    fmed = {k: {q: statistics.median(x[q] for x in fixed[k])
+                for q in ("rps", "cpu", "max", *PERCENTILES)}
+            for k in fixed}
+
+    def fpaired(k, other, q):
+        return spread(a[q] / b[q] for a, b in zip(fixed[k], fixed[other]))
+
+    if fixed:
+        print(f"\nfixed rate, open loop (bridge-load --target, {args.connections} connections, "
+              f"latency from each request's intended start, us): "
+              + ", ".join(f"{'mTLS modes' if mesh else 'plain modes'} at {r:.0f} req/s"
+                          for mesh, r in rates.items()))
+        print(f"{'mode':<40} {'req/s':>8} {'p50':>6} {'p90':>6} {'p99':>6} {'p99.9':>7} "
+              f"{'max':>7} {'cpu us/req':>10} {'p99 vs floor':>17} {'p99.9 vs floor':>17} "
+              f"{'p99 vs tracer':>17} {'p99.9 vs tracer':>17}")
+        for k in keys:
+            m, s = by_key[k], fmed[k]
+            cols = ["-"] * 4
+            if k not in ("floor", "floor-mtls"):
+                cols[:2] = [fmt.format(*fpaired(k, m.floor, 99)),
+                            fmt.format(*fpaired(k, m.floor, 99.9))]
+            if not m.mesh and k not in ("tracer", "none", "floor"):
+                cols[2:] = [fmt.format(*fpaired(k, "tracer", 99)),
+                            fmt.format(*fpaired(k, "tracer", 99.9))]
+            print(f"{m.label:<40} {s['rps']:>8.0f} {s[50]:>6.0f} {s[90]:>6.0f} {s[99]:>6.0f} "
+                  f"{s[99.9]:>7.0f} {s['max']:>7.0f} {s['cpu']:>10.1f} "
+                  + " ".join(f"{c:>17}" for c in cols))
+        print("(cpu us/req at a fixed rate also carries the cost of a worker that sleeps and "
+              "wakes between requests)")
+
     if exports:
         print("\nexports over the whole run, from each Envoy's stats")
         print(f"{'mode':<40} {'spans':>9} {'requests':>9} {'bytes/req':>10} {'spans/req':>10} "
@@ -619,6 +800,13 @@ def report(args, selected, results, exports, sink_summary, envoy_cpu, load_cpu, 
               f"p99 {med['mt100'][99]:.0f} us vs tracer {med['tracer'][99]:.0f} us (below)")
     if "mt1" in med:
         print(f"       meshtrace 1% req/s vs floor {paired('mt1', 'floor', 'rps')[0]:.2f} (>= 0.97)")
+    if "mt100" in fmed:
+        print(f"       at {rates[False]:.0f} req/s fixed: meshtrace 100% p99 vs floor "
+              f"{fpaired('mt100', 'floor', 99)[0]:.2f} (<= 1.3), p99.9 vs floor "
+              f"{fpaired('mt100', 'floor', 99.9)[0]:.2f}")
+    if "probe" in med:
+        print(f"       probe (the host calls alone) req/s vs floor "
+              f"{paired('probe', 'floor', 'rps')[0]:.2f}: the ceiling of meshtrace's 0.85 goal")
 
     if args.markdown:
         print(f"\n`make bench-envoy` ({args.rounds} rounds x {args.seconds} s, "
@@ -647,6 +835,28 @@ def report(args, selected, results, exports, sink_summary, envoy_cpu, load_cpu, 
                   + " | ".join(vs_floor + vs_tracer) + " |")
         print("\nRatios are per-round paired medians (low–high over rounds); the mTLS rows are read "
               "against the no-op filter on the same mTLS sidecar path.")
+        if fixed:
+            print(f"\nAt a fixed offered rate (open loop, {args.connections} connections, latency "
+                  "from each request's intended start; "
+                  + ", ".join(f"{'mTLS rows' if mesh else 'plain rows'} at {r:,.0f} req/s"
+                              for mesh, r in rates.items()) + "):\n")
+            print("| mode | p50 µs | p90 µs | p99 µs | p99.9 µs | worker CPU µs/req "
+                  "| p99 vs floor | p99.9 vs floor | p99 vs Envoy's tracer "
+                  "| p99.9 vs Envoy's tracer |")
+            print("|---|---|---|---|---|---|---|---|---|---|")
+            for k in keys:
+                m, s = by_key[k], fmed[k]
+                cols = ["1.00", "1.00"] if k in ("floor", "floor-mtls") else \
+                    [mfmt.format(*fpaired(k, m.floor, 99)), mfmt.format(*fpaired(k, m.floor, 99.9))]
+                if k == "tracer":
+                    cols += ["1.00", "1.00"]
+                elif m.mesh or k in ("none", "floor"):
+                    cols += ["", ""]
+                else:
+                    cols += [mfmt.format(*fpaired(k, "tracer", 99)),
+                             mfmt.format(*fpaired(k, "tracer", 99.9))]
+                print(f"| {m.label} | {s[50]:.0f} | {s[90]:.0f} | {s[99]:.0f} | {s[99.9]:.0f} | "
+                      f"{s['cpu']:.1f} | " + " | ".join(cols) + " |")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,11 @@
 //!    fixed-load phase and the CPU per request describe.
 //!
 //! Every request carries a sampled `traceparent`, so the bridge traces all of them.
+//!
+//! With `--target`, it is an open-loop load generator for any HTTP/1.1 server instead (used by
+//! `make bench-envoy`'s fixed-rate phase): no bridge, no application, `--rate` requests per
+//! second paced over `--connections`, and latency percentiles taken from each request's
+//! intended start, printed as JSON (see [`open_loop`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -34,16 +39,25 @@ struct Opts {
     /// Seconds per phase.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
-    /// Requests per second in the latency phase.
+    /// Requests per second in the latency phase, or offered in all with `--target`.
     #[arg(long, default_value_t = 1000)]
     rate: u64,
-    /// Connections in the throughput phases.
+    /// Connections in the throughput phases (and with `--target`).
     #[arg(long, default_value_t = 16)]
     connections: usize,
     /// Requests per second offered in the fixed-load phase (spread over `connections`), below
     /// saturation; 0 skips the phase.
     #[arg(long, default_value_t = 10_000)]
     offered: u64,
+    /// Open-loop mode: load this `host:port` at `--rate` over `--connections` for `--seconds`
+    /// and print one JSON object of latencies from each request's intended start.
+    #[arg(long)]
+    target: Option<SocketAddr>,
+    /// With `--target`: a JSON array of requests sent in turn on each connection, each
+    /// `{"method": "GET", "path": "/x", "headers": [["host", "a"], ...]}`; default one GET `/`
+    /// with a sampled `traceparent`.
+    #[arg(long)]
+    requests: Option<PathBuf>,
 }
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -281,8 +295,194 @@ async fn metrics(admin: SocketAddr) -> String {
     }
 }
 
+/// One request of an open-loop run, as `--requests` gives it.
+#[derive(serde::Deserialize)]
+struct Spec {
+    method: String,
+    path: String,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+}
+
+fn specs(path: Option<&PathBuf>, target: SocketAddr) -> Vec<Spec> {
+    let Some(path) = path else {
+        return vec![Spec {
+            method: "GET".into(),
+            path: "/".into(),
+            headers: vec![
+                ("host".into(), target.to_string()),
+                ("traceparent".into(), TRACEPARENT.into()),
+            ],
+        }];
+    };
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| fail(&format!("--requests {}: {e}", path.display())));
+    let specs: Vec<Spec> = serde_json::from_str(&text)
+        .unwrap_or_else(|e| fail(&format!("--requests {}: {e}", path.display())));
+    if specs.is_empty() {
+        fail(&format!("--requests {}: no requests", path.display()));
+    }
+    specs
+}
+
+/// What one connection of an open-loop run saw.
+#[derive(Default)]
+struct Paced {
+    /// Latencies in microseconds (see [`open_loop`]).
+    latencies: Vec<f64>,
+    errors: u64,
+    /// Requests that would have found their connection still busy with the previous one.
+    queued: u64,
+}
+
+/// Open-loop load: `rate` requests per second for `seconds`, the `j`-th due at `start + j / rate`
+/// on connection `j % connections`; `specs` are sent in turn.
+///
+/// A pacing thread wakes for each request at its due time (`std::thread::sleep`, which is
+/// accurate to tens of microseconds, where tokio's timers fire on a millisecond tick and would
+/// send the requests of each millisecond as one burst) and hands it to its connection.
+///
+/// A request's latency is what a generator sending exactly on schedule would see: the time
+/// it would have waited for its connection, still busy with the previous request (that
+/// request's due time plus its latency, past this one's due time), plus the time from its
+/// actual send to its response. A stall thus counts for every request it delays, not once
+/// (coordinated omission), while the generator's own lateness counts for none.
+async fn open_loop(
+    addr: SocketAddr,
+    specs: std::rc::Rc<Vec<Spec>>,
+    rate: u64,
+    connections: usize,
+    seconds: u64,
+) -> (Paced, f64) {
+    let connections = connections.max(1);
+    let step = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let mut conns = Vec::with_capacity(connections);
+    let mut txs = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        conns.push(connect(addr).await);
+    }
+    let start = Instant::now() + Duration::from_millis(10);
+    let end = start + Duration::from_secs(seconds);
+    let local = tokio::task::LocalSet::new();
+    let mut tasks = Vec::new();
+    for (i, mut conn) in conns.into_iter().enumerate() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        txs.push(tx);
+        let specs = specs.clone();
+        tasks.push(local.spawn_local(async move {
+            let mut out = Paced::default();
+            // When the previous request would have been answered had it been sent on time.
+            let mut busy_until = start;
+            let mut k = i;
+            while let Some(due) = rx.recv().await {
+                let wait = busy_until.saturating_duration_since(due);
+                out.queued += u64::from(!wait.is_zero());
+                let sent = Instant::now();
+                let ok = send(&mut conn, &specs[k % specs.len()]).await;
+                let latency = wait + sent.elapsed();
+                busy_until = due + latency;
+                if ok {
+                    out.latencies.push(latency.as_secs_f64() * 1e6);
+                } else {
+                    out.errors += 1;
+                }
+                k += 1;
+            }
+            out
+        }));
+    }
+    let pacer = std::thread::spawn(move || {
+        let mut due = start;
+        let mut j = 0usize;
+        while due < end {
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            if txs[j % txs.len()].send(due).is_err() {
+                break;
+            }
+            j += 1;
+            due = start + step.mul_f64(j as f64);
+        }
+        // Dropping the senders ends each connection's loop once it has sent what it was given.
+    });
+    let mut all = Paced::default();
+    local
+        .run_until(async {
+            for t in tasks {
+                let p = t.await.unwrap_or_default();
+                all.latencies.extend(p.latencies);
+                all.errors += p.errors;
+                all.queued += p.queued;
+            }
+        })
+        .await;
+    let _ = pacer.join();
+    let elapsed = start.elapsed().as_secs_f64();
+    all.latencies.sort_by(f64::total_cmp);
+    (all, elapsed)
+}
+
+/// Sends `spec` with an empty body; false when it failed or was not a 2xx.
+async fn send(conn: &mut Conn, spec: &Spec) -> bool {
+    if conn.ready().await.is_err() {
+        return false;
+    }
+    let mut req = Request::builder()
+        .method(spec.method.as_str())
+        .uri(spec.path.as_str());
+    for (k, v) in &spec.headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let Ok(req) = req.body(Empty::new()) else {
+        return false;
+    };
+    match conn.send_request(req).await {
+        Ok(resp) => {
+            let ok = resp.status().is_success();
+            resp.into_body().collect().await.is_ok() && ok
+        }
+        Err(_) => false,
+    }
+}
+
+fn run_open_loop(opts: &Opts, target: SocketAddr) {
+    let specs = std::rc::Rc::new(specs(opts.requests.as_ref(), target));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| fail(&e.to_string()));
+    let (p, elapsed) = rt.block_on(open_loop(
+        target,
+        specs,
+        opts.rate,
+        opts.connections,
+        opts.seconds,
+    ));
+    let n = p.latencies.len();
+    let q = |x: f64| pct(&p.latencies, x);
+    let json = serde_json::json!({
+        "offered_rps": opts.rate,
+        "achieved_rps": n as f64 / elapsed,
+        "requests": n,
+        "errors": p.errors,
+        "queued": p.queued,
+        "p50": q(0.5),
+        "p90": q(0.9),
+        "p99": q(0.99),
+        "p99.9": q(0.999),
+        "max": p.latencies.last().copied().unwrap_or(f64::NAN),
+    });
+    println!("{json}");
+}
+
 fn main() {
     let opts = Opts::parse();
+    if let Some(target) = opts.target {
+        run_open_loop(&opts, target);
+        return;
+    }
     let bridge_bin = opts.bridge.clone().unwrap_or_else(|| {
         std::env::current_exe()
             .ok()
