@@ -4,6 +4,8 @@
 //! has a default. Unknown keys are errors, because a misspelt key silently ignored is a
 //! production incident waiting for a postmortem.
 
+pub mod section;
+
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -40,7 +42,7 @@ pub enum Direction {
 
 /// The validated configuration.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct Config {
     /// The resource's `service.name`; from node metadata when absent.
     #[serde(default)]
@@ -112,6 +114,7 @@ pub struct Config {
     #[serde(default)]
     pub metrics: MetricsConfig,
 }
+crate::config::section::object_section!(Config);
 
 /// The configuration with every component's compiled form, built once per VM by [`load`]:
 /// nothing later re-validates it or falls back to a default.
@@ -426,6 +429,67 @@ mod tests {
         assert!(!e.contains("hunter2"));
         let e = bad(r#"{"collector": {"cluster": "c", "headers": {"k": 5}}}"#);
         assert!(e.starts_with("collector.headers.k: invalid type"), "{e}");
+    }
+
+    /// Every struct the configuration reaches, given as an array (which serde's derive would
+    /// read by position) or as another non-object value, is refused by name. `{}` in a
+    /// template marks where the wrong value goes.
+    #[test]
+    fn sections_must_be_objects() {
+        let with = |s: &str| format!(r#"{{"collector": {{"cluster": "c"}}, {s}}}"#);
+        let sections = [
+            ("collector", r#"{"collector": {}}"#.to_string()),
+            ("batch", with(r#""batch": {}"#)),
+            ("exporter", with(r#""exporter": {}"#)),
+            ("exporter.retry", with(r#""exporter": {"retry": {}}"#)),
+            ("propagators", with(r#""propagators": {}"#)),
+            ("baggage", with(r#""baggage": {}"#)),
+            ("sampling", with(r#""sampling": {}"#)),
+            ("traffic", with(r#""traffic": {}"#)),
+            ("traffic.rules[0]", with(r#""traffic": {"rules": [{}]}"#)),
+            ("capture", with(r#""capture": {}"#)),
+            ("limits", with(r#""limits": {}"#)),
+            ("access_log", with(r#""access_log": {}"#)),
+            ("response", with(r#""response": {}"#)),
+            ("faas", with(r#""faas": {}"#)),
+            ("faas.lambda[0]", with(r#""faas": {"lambda": [{}]}"#)),
+            ("faas.upstreams[0]", with(r#""faas": {"upstreams": [{}]}"#)),
+            (
+                "faas.upstreams[0].match",
+                with(r#""faas": {"upstreams": [{"provider": "gcp", "match": {}}]}"#),
+            ),
+            ("metrics", with(r#""metrics": {}"#)),
+        ];
+        for (field, template) in &sections {
+            for (value, shape) in [
+                (r#"["x"]"#, "an array"),
+                ("[]", "an array"),
+                ("[true]", "an array"),
+                ("5", "5"),
+                ("true", "true"),
+                (r#""x""#, r#""x""#),
+            ] {
+                assert_eq!(
+                    bad(&template.replacen("{}", value, 1)),
+                    format!("{field}: must be an object, got {shape}"),
+                    "{template} with {value}"
+                );
+            }
+        }
+        // The whole configuration too, and `null` where a section is not optional.
+        assert_eq!(
+            bad(r#"[{"cluster": "c"}]"#),
+            "must be an object, got an array"
+        );
+        assert_eq!(
+            bad(&with(r#""metrics": null"#)),
+            "metrics: must be an object, got null"
+        );
+        // An optional section may still be null, and every section's object form still loads.
+        assert!(Config::from_json(with(r#""faas": null"#).as_bytes())
+            .unwrap()
+            .faas
+            .is_none());
     }
 
     #[test]

@@ -51,12 +51,13 @@ pub enum FilterStateMode {
 
 /// The `access_log` section.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct AccessLogConfig {
     /// Which requests write `meshtrace.trace_id`, `meshtrace.span_id` and `meshtrace.sampled`.
     #[serde(default)]
     pub filter_state: FilterStateMode,
 }
+crate::config::section::object_section!(AccessLogConfig);
 
 /// The spelling of the `server-timing` entry (`response.server_timing`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
@@ -73,7 +74,7 @@ pub enum ServerTiming {
 
 /// The `response` section: trace context returned to the client.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct ResponseConfig {
     /// Which `server-timing` entry SERVER spans this proxy records add to the response.
     #[serde(default)]
@@ -87,6 +88,7 @@ pub struct ResponseConfig {
     #[serde(default)]
     pub at_untrusted_edge: bool,
 }
+crate::config::section::object_section!(ResponseConfig);
 
 impl ResponseConfig {
     /// Validates the section against `trust_incoming` and compiles it: `None` when no entry is

@@ -483,3 +483,105 @@ fn an_interval_larger_than_max_export_bytes_goes_out_in_bounded_requests_one_per
         .windows(2)
         .all(|w| (w[0].start, w[0].end) == (w[1].start, w[1].end)));
 }
+
+/// An `ExportMetricsServiceResponse` with a partial success, as the prost types encode it.
+fn partial_success(rejected: i64, message: &str) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::metrics::v1::*;
+    ExportMetricsServiceResponse {
+        partial_success: Some(ExportMetricsPartialSuccess {
+            rejected_data_points: rejected,
+            error_message: message.into(),
+        }),
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn a_partial_success_counts_the_rejected_points_and_logs_the_collectors_message() {
+    let mut h = host(1, "");
+    // The collector stand-in accepts each interval but refuses some of its points.
+    for (rejected, message) in [
+        (3, "duration histogram: bucket bounds not increasing"),
+        (2, "later"),
+    ] {
+        h.request(call("v1", 200, 3, UNSAMPLED)).unwrap();
+        h.advance(1000).unwrap();
+        let calls = metrics_calls(&h);
+        assert_eq!(calls.len(), 1, "one request per interval: {calls:?}");
+        h.answer(calls[0].token, 200, &partial_success(rejected, message))
+            .unwrap();
+    }
+    h.advance(5000).unwrap();
+    assert_eq!(h.metric("meshtrace.metrics.rejected_points"), Some(5));
+    assert_eq!(h.metric("meshtrace.metrics.export_requests.ok"), Some(2));
+    assert_eq!(
+        h.metric("meshtrace.metrics.export_requests.failed"),
+        Some(0)
+    );
+    // Once per log interval, with the first message of the interval: both partial successes
+    // came before the first log tick after them.
+    let lines: Vec<String> = h
+        .log_messages(meshtrace_host_test::host::LogLevel::Warn)
+        .into_iter()
+        .filter(|m| m.contains("partial success"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "meshtrace: the collector rejected 3 metric data point(s) in metrics export partial \
+             successes; first message: \"duration histogram: bucket bounds not increasing\"",
+            "meshtrace: the collector rejected 2 metric data point(s) in metrics export partial \
+             successes; first message: \"later\""
+        ]
+    );
+    // A full success adds nothing.
+    h.request(call("v1", 200, 3, UNSAMPLED)).unwrap();
+    h.advance(1000).unwrap();
+    let calls = metrics_calls(&h);
+    h.answer(calls[0].token, 200, b"").unwrap();
+    h.advance(10_000).unwrap();
+    assert_eq!(h.metric("meshtrace.metrics.rejected_points"), Some(5));
+    assert_eq!(h.metric("meshtrace.metrics.export_requests.ok"), Some(3));
+}
+
+#[test]
+fn a_grpc_partial_success_is_read_from_its_frame() {
+    use meshtrace_host_test::host::HeaderMap;
+    let mut h = load_filter()
+        .configure(
+            r#"{"collector": {"cluster": "otel_collector", "protocol": "grpc"},
+                "direction": "outbound", "metrics": {"enabled": true}}"#,
+        )
+        .unwrap();
+    h.request(call("v1", 200, 3, UNSAMPLED)).unwrap();
+    h.advance(1000).unwrap();
+    let calls: Vec<HttpCall> = h
+        .pending_http_calls()
+        .into_iter()
+        .filter(|c| {
+            c.headers.get(":path")
+                == Some("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export")
+        })
+        .collect();
+    assert_eq!(calls.len(), 1);
+    let message = partial_success(4, "too many series\n");
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    let headers =
+        HeaderMap::from_pairs(&[(":status", "200"), ("content-type", "application/grpc")]);
+    let trailers = HeaderMap::from_pairs(&[("grpc-status", "0")]);
+    h.answer_with(calls[0].token, headers, &frame, trailers)
+        .unwrap();
+    h.advance(1000).unwrap();
+    assert_eq!(h.metric("meshtrace.metrics.rejected_points"), Some(4));
+    assert_eq!(h.metric("meshtrace.metrics.export_requests.ok"), Some(1));
+    // The collector's text is made printable before it reaches the log.
+    assert!(h
+        .log_messages(meshtrace_host_test::host::LogLevel::Warn)
+        .contains(
+            &"meshtrace: the collector rejected 4 metric data point(s) in metrics export partial \
+              successes; first message: \"too many series\\n\""
+                .to_string()
+        ));
+}

@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use meshtrace::config::section::shape;
 use meshtrace::config::Compiled;
 use meshtrace::correlation::FilterStateMode;
 use meshtrace::error::ConfigError;
@@ -69,19 +70,32 @@ impl BridgeConfig {
         let mut root: Value =
             serde_json::from_slice(bytes).map_err(|e| err("", format!("invalid JSON: {e}")))?;
         let Some(obj) = root.as_object_mut() else {
-            return Err(err("", format!("must be a JSON object, got {root}")));
+            return Err(err("", format!("must be an object, got {}", shape(&root))));
         };
         let bridge = match obj.remove("bridge") {
             None => Map::new(),
             Some(Value::Object(m)) => m,
-            Some(other) => return Err(err("bridge", format!("must be an object, got {other}"))),
+            Some(other) => {
+                return Err(err(
+                    "bridge",
+                    format!("must be an object, got {}", shape(&other)),
+                ))
+            }
         };
         let (upstream_timeout, relay_max_bytes) = bridge_section(bridge)?;
-        let Some(collector) = obj.get_mut("collector").and_then(Value::as_object_mut) else {
-            return Err(err(
+        let collector = match obj.get_mut("collector") {
+            Some(Value::Object(c)) => c,
+            // Refused here, not by the core: the bridge's keys are taken out of an object first.
+            Some(other) => {
+                return Err(err(
+                    "collector",
+                    format!("must be an object, got {}", shape(other)),
+                ))
+            }
+            None => return Err(err(
                 "collector",
                 "missing; the smallest bridge config is {\"collector\": {\"endpoint\": \"http://otel-collector:4318/v1/traces\"}}",
-            ));
+            )),
         };
         let mut endpoint = collector_section(collector)?;
         let core = meshtrace::config::load(root.to_string().as_bytes())?;
@@ -239,6 +253,43 @@ mod tests {
             .to_string()
     }
 
+    /// Every section, the bridge's own and the core's, refuses an array (which serde's derive
+    /// would read by position) with the same message as the filter.
+    #[test]
+    fn sections_must_be_objects() {
+        let endpoint = r#""collector":{"endpoint":"http://otel:4318"}"#;
+        let with = |s: &str| format!("{{{endpoint},{s}}}");
+        let sections = [
+            ("collector", r#"{"collector":{}}"#.to_string()),
+            ("bridge", with(r#""bridge":{}"#)),
+            ("batch", with(r#""batch":{}"#)),
+            ("exporter", with(r#""exporter":{}"#)),
+            ("exporter.retry", with(r#""exporter":{"retry":{}}"#)),
+            ("propagators", with(r#""propagators":{}"#)),
+            ("baggage", with(r#""baggage":{}"#)),
+            ("sampling", with(r#""sampling":{}"#)),
+            ("traffic", with(r#""traffic":{}"#)),
+            ("traffic.rules[0]", with(r#""traffic":{"rules":[{}]}"#)),
+            ("capture", with(r#""capture":{}"#)),
+            ("limits", with(r#""limits":{}"#)),
+            ("access_log", with(r#""access_log":{}"#)),
+            ("response", with(r#""response":{}"#)),
+            ("faas", with(r#""faas":{}"#)),
+            ("faas.lambda[0]", with(r#""faas":{"lambda":[{}]}"#)),
+            ("faas.upstreams[0]", with(r#""faas":{"upstreams":[{}]}"#)),
+            ("metrics", with(r#""metrics":{}"#)),
+        ];
+        for (field, template) in &sections {
+            for (value, shape) in [(r#"["x"]"#, "an array"), ("[true]", "an array"), ("5", "5")] {
+                assert_eq!(
+                    bad(&template.replacen("{}", value, 1)),
+                    format!("{field}: must be an object, got {shape}"),
+                    "{template} with {value}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn http_endpoint_with_defaults() {
         let c = BridgeConfig::from_json(
@@ -354,7 +405,7 @@ mod tests {
             bad(r#"{"collector":{"endpoint":"http://otel:4318"},"batch":{"max_queue":0}}"#),
             "batch.max_queue: must be at least 1, got 0"
         );
-        assert_eq!(bad(r#"[1]"#), "must be a JSON object, got [1]");
+        assert_eq!(bad(r#"[1]"#), "must be an object, got an array");
         // The export keys are the core's now; its errors name them too.
         assert_eq!(
             bad(r#"{"collector":{"endpoint":"http://otel:4318","max_attempts":3}}"#),

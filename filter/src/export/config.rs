@@ -7,7 +7,7 @@ use crate::error::ConfigError;
 
 /// Where and how spans are exported.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct Collector {
     /// The Envoy cluster of the OTLP collector.
     pub cluster: String,
@@ -31,6 +31,7 @@ pub struct Collector {
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
 }
+crate::config::section::object_section!(Collector);
 
 /// The OTLP transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
@@ -92,7 +93,7 @@ impl Collector {
 
 /// Batching and queue bounds.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(remote = "Self", deny_unknown_fields, default)]
 pub struct Batch {
     /// Spans held while waiting for export; newer spans are dropped (and counted) beyond it.
     pub max_queue: u32,
@@ -107,6 +108,7 @@ pub struct Batch {
     /// Encoded bytes held while waiting for export; the second bound beside `max_queue`.
     pub max_queue_bytes: u64,
 }
+crate::config::section::object_section!(Batch);
 
 impl Default for Batch {
     fn default() -> Self {
@@ -125,7 +127,7 @@ pub const DEFAULT_MAX_EXPORT_BYTES: u64 = 64 << 10;
 
 /// Where this VM's spans go, and how hard the exporter tries.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(remote = "Self", deny_unknown_fields, default)]
 pub struct ExporterConfig {
     /// The deployment shape.
     pub mode: ExportMode,
@@ -136,6 +138,7 @@ pub struct ExporterConfig {
     /// The backoff between sends of one batch.
     pub retry: Retry,
 }
+crate::config::section::object_section!(ExporterConfig);
 
 /// The deployment shape: see `filter/envoy/README.md`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
@@ -152,7 +155,7 @@ pub enum ExportMode {
 
 /// Exponential backoff with full jitter between `initial_ms` and `max_ms`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(remote = "Self", deny_unknown_fields, default)]
 pub struct Retry {
     /// The first backoff, in ms (1 to `max_ms`).
     pub initial_ms: u64,
@@ -161,6 +164,7 @@ pub struct Retry {
     /// Sends of one batch, the first included; 1 disables retries.
     pub max_attempts: u32,
 }
+crate::config::section::object_section!(Retry);
 
 impl Default for Retry {
     fn default() -> Self {

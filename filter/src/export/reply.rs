@@ -110,7 +110,7 @@ pub fn classify(protocol: Protocol, reply: &Reply<'_>, now_unix_ms: u64) -> Expo
     }
     match protocol {
         Protocol::Http => ExportResult::Ok {
-            rejected: rejected_spans(reply.body),
+            rejected: partial_success(reply.body).rejected,
         },
         Protocol::Grpc => classify_grpc(reply),
     }
@@ -125,7 +125,7 @@ fn classify_grpc(reply: &Reply<'_>) -> ExportResult {
     let failure = Failure::Grpc(code);
     match code {
         0 => ExportResult::Ok {
-            rejected: grpc_message(reply.body).map_or(0, rejected_spans),
+            rejected: partial_success(response_message(Protocol::Grpc, reply.body)).rejected,
         },
         // CANCELLED, DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS.
         1 | 4 | 10 | 11 | 14 | 15 => ExportResult::Retry { failure, delay_ms },
@@ -192,20 +192,50 @@ fn days_from_civil(y: u64, m: u64, d: u64) -> u64 {
     (era * 146_097 + doe).saturating_sub(719_468)
 }
 
+/// An OTLP export response's `partial_success`. Every signal's response has the same shape
+/// (`opentelemetry/proto/collector/*/v1/*_service.proto`): field 1 of the response is the
+/// partial success, whose field 1 counts what was refused (`rejected_spans`,
+/// `rejected_data_points`, `rejected_log_records`) and field 2 is `error_message`. So one
+/// reader serves the span and the metrics exporters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PartialSuccess<'a> {
+    /// Spans or data points the collector refused (0: none, or no partial success).
+    pub rejected: u64,
+    /// The collector's `error_message`, as sent (untrusted: make it printable to log it).
+    pub error_message: &'a [u8],
+}
+
+/// The `partial_success` of an export response message (for gRPC, the frame's message:
+/// [`response_message`]); all zero when absent or unreadable. The last occurrence of each
+/// field wins, as protobuf merges them.
+pub fn partial_success(message: &[u8]) -> PartialSuccess<'_> {
+    let mut out = PartialSuccess::default();
+    let partials = fields(message).filter_map(|(n, f)| match (n, f) {
+        (1, Wire::Bytes(partial)) => Some(partial),
+        _ => None,
+    });
+    for (n, f) in partials.flat_map(fields) {
+        match (n, f) {
+            (1, Wire::Varint(v)) => out.rejected = v,
+            (2, Wire::Bytes(m)) => out.error_message = m,
+            _ => {}
+        }
+    }
+    out
+}
+
 /// `ExportTraceServiceResponse.partial_success.rejected_spans`; 0 when absent or unreadable.
 pub fn rejected_spans(body: &[u8]) -> u64 {
-    fields(body)
-        .filter_map(|(n, f)| match (n, f) {
-            (1, Wire::Bytes(partial)) => Some(partial),
-            _ => None,
-        })
-        .flat_map(fields)
-        .filter_map(|(n, f)| match (n, f) {
-            (1, Wire::Varint(v)) => Some(v),
-            _ => None,
-        })
-        .last()
-        .unwrap_or(0)
+    partial_success(body).rejected
+}
+
+/// The export response message of a successful reply's body: the body itself for OTLP/HTTP,
+/// the message of its single uncompressed frame for gRPC (empty when it has none).
+pub fn response_message(protocol: Protocol, body: &[u8]) -> &[u8] {
+    match protocol {
+        Protocol::Http => body,
+        Protocol::Grpc => grpc_message(body).unwrap_or_default(),
+    }
 }
 
 /// The message of a single uncompressed gRPC frame.
@@ -461,6 +491,63 @@ mod tests {
             "garbage is no rejection"
         );
         assert_eq!(rejected_spans(&body[..body.len() - 2]), 0);
+    }
+
+    #[test]
+    fn a_metrics_partial_success_reads_as_the_spans_one() {
+        use opentelemetry_proto::tonic::collector::metrics::v1::*;
+        let body = ExportMetricsServiceResponse {
+            partial_success: Some(ExportMetricsPartialSuccess {
+                rejected_data_points: 7,
+                error_message: "histogram buckets out of order".into(),
+            }),
+        }
+        .encode_to_vec();
+        let expected = PartialSuccess {
+            rejected: 7,
+            error_message: b"histogram buckets out of order",
+        };
+        assert_eq!(
+            partial_success(response_message(Protocol::Http, &body)),
+            expected
+        );
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&body);
+        assert_eq!(
+            partial_success(response_message(Protocol::Grpc, &framed)),
+            expected
+        );
+        let r = Reply {
+            body: &body,
+            ..http(200)
+        };
+        assert_eq!(
+            classify(Protocol::Http, &r, 0),
+            ExportResult::Ok { rejected: 7 }
+        );
+        // A message without a count (a warning only), an empty reply, and garbage.
+        let warning = ExportMetricsServiceResponse {
+            partial_success: Some(ExportMetricsPartialSuccess {
+                rejected_data_points: 0,
+                error_message: "deprecated unit".into(),
+            }),
+        }
+        .encode_to_vec();
+        assert_eq!(
+            partial_success(&warning),
+            PartialSuccess {
+                rejected: 0,
+                error_message: b"deprecated unit"
+            }
+        );
+        assert_eq!(partial_success(b""), PartialSuccess::default());
+        assert_eq!(partial_success(b"\xff\xff\xff"), PartialSuccess::default());
+        assert_eq!(response_message(Protocol::Grpc, b"\x00\x00\x00"), b"");
+        assert_eq!(
+            response_message(Protocol::Grpc, &framed[..framed.len() - 1]),
+            b""
+        );
     }
 
     fn grpc<'a>(code: &'a [u8], details: Option<&'a [u8]>, body: &'a [u8]) -> Reply<'a> {

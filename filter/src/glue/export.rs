@@ -9,9 +9,14 @@ use proxy_wasm::types::BufferType;
 
 use super::{host, log, now_ms, Worker};
 use crate::export::config::{Compression, Protocol, SHARED_QUEUE_NAME};
-use crate::export::reply::{classify, ExportResult, Failure, Reply, GRPC_PATH};
+use crate::export::rejection::MAX_REASON_BYTES;
+use crate::export::reply::{
+    classify, partial_success, response_message, ExportResult, Failure, PartialSuccess, Reply,
+    GRPC_PATH,
+};
 use crate::export::span_processor::LOG_INTERVAL_MS;
 use crate::headers::pairs;
+use crate::text::printable;
 
 /// `MapType::HttpCallResponseHeaders` / `HttpCallResponseTrailers`.
 const CALL_RESPONSE_HEADERS: u32 = 6;
@@ -127,6 +132,20 @@ fn http_status(map: &[u8]) -> Option<u32> {
     core::str::from_utf8(s).ok()?.trim().parse().ok()
 }
 
+/// The body of a call's reply, up to [`MAX_REPLY_BODY`]; no host call when it is empty.
+fn reply_body(body_size: usize) -> Option<Vec<u8>> {
+    if body_size == 0 {
+        return None;
+    }
+    proxy_wasm::hostcalls::get_buffer(
+        BufferType::HttpCallResponseBody,
+        0,
+        body_size.min(MAX_REPLY_BODY),
+    )
+    .ok()
+    .flatten()
+}
+
 /// Classifies the collector's reply to call `token` and hands it to the exporter.
 pub fn on_response(w: &mut Worker, token: u32, num_headers: usize, body_size: usize) {
     let Some(id) = w.calls.take(token) else {
@@ -138,17 +157,7 @@ pub fn on_response(w: &mut Worker, token: u32, num_headers: usize, body_size: us
         host::header_map(CALL_RESPONSE_HEADERS).unwrap_or_default()
     };
     let trailers = host::header_map(CALL_RESPONSE_TRAILERS).unwrap_or_default();
-    let body = if body_size == 0 {
-        None
-    } else {
-        proxy_wasm::hostcalls::get_buffer(
-            BufferType::HttpCallResponseBody,
-            0,
-            body_size.min(MAX_REPLY_BODY),
-        )
-        .ok()
-        .flatten()
-    };
+    let body = reply_body(body_size);
     let status = http_status(&headers);
     // A trailers-only gRPC reply carries its status in the headers.
     let grpc = |name: &[u8]| header(&trailers, name).or_else(|| header(&headers, name));
@@ -253,9 +262,17 @@ pub struct MetricsExport {
     /// or not dispatched).
     pub ok: u64,
     pub failed: u64,
+    /// Data points the collector refused in partial successes of accepted requests
+    /// (`ExportMetricsPartialSuccess.rejected_data_points`).
+    pub rejected_points: u64,
     /// Failures since the last log line, and why the latest one failed.
     unlogged: u64,
     last_failure: Option<Failure>,
+    /// Partial successes since the last log line, the points they refused, and the first
+    /// one's `error_message` (printable, cut to [`MAX_REASON_BYTES`]).
+    unlogged_partial: u64,
+    unlogged_rejected_points: u64,
+    first_partial_message: Option<String>,
     last_log_ms: u64,
 }
 
@@ -292,20 +309,46 @@ impl MetricsExport {
         self.last_failure = Some(failure);
     }
 
+    /// Counts an accepted request's partial success (points refused, or only a warning
+    /// message); [`MetricsExport::take_log`] reports it.
+    fn partial(&mut self, partial: PartialSuccess<'_>) {
+        if partial.rejected == 0 && partial.error_message.is_empty() {
+            return;
+        }
+        self.rejected_points += partial.rejected;
+        self.unlogged_partial += 1;
+        self.unlogged_rejected_points += partial.rejected;
+        self.first_partial_message
+            .get_or_insert_with(|| printable(partial.error_message, MAX_REASON_BYTES));
+    }
+
     /// At most once per [`LOG_INTERVAL_MS`] (as the span exporter's summary), one line for
-    /// the exports that failed since the last: a collector without a metrics pipeline
-    /// otherwise shows only in a stat.
-    pub fn take_log(&mut self, now_ms: u64) -> Option<String> {
-        let failure = self.last_failure?;
-        if self.unlogged == 0 || now_ms.saturating_sub(self.last_log_ms) < LOG_INTERVAL_MS {
-            return None;
+    /// the exports that failed since the last, and one for the partial successes with the
+    /// collector's first message: a collector without a metrics pipeline, or one refusing
+    /// some points, otherwise shows only in a stat.
+    pub fn take_log(&mut self, now_ms: u64) -> Vec<String> {
+        let mut lines = Vec::new();
+        if (self.unlogged == 0 && self.unlogged_partial == 0)
+            || now_ms.saturating_sub(self.last_log_ms) < LOG_INTERVAL_MS
+        {
+            return lines;
         }
         self.last_log_ms = now_ms;
-        let n = core::mem::take(&mut self.unlogged);
-        Some(format!(
-            "meshtrace: {n} metrics export request(s) failed, the last with {failure}; \
-             not retried, their intervals' points are dropped"
-        ))
+        if let (n @ 1.., Some(failure)) = (core::mem::take(&mut self.unlogged), self.last_failure) {
+            lines.push(format!(
+                "meshtrace: {n} metrics export request(s) failed, the last with {failure}; \
+                 not retried, their intervals' points are dropped"
+            ));
+        }
+        if core::mem::take(&mut self.unlogged_partial) > 0 {
+            let points = core::mem::take(&mut self.unlogged_rejected_points);
+            let message = self.first_partial_message.take().unwrap_or_default();
+            lines.push(format!(
+                "meshtrace: the collector rejected {points} metric data point(s) in metrics \
+                 export partial successes; first message: \"{message}\""
+            ));
+        }
+        lines
     }
 }
 
@@ -379,7 +422,12 @@ pub fn flush_metrics(ctx: &dyn Context, w: &mut Worker, now: u64) {
 }
 
 /// Counts the collector's answer to a metrics export; `false` when `token` is not one.
-pub fn on_metrics_response(w: &mut Worker, token: u32, num_headers: usize) -> bool {
+pub fn on_metrics_response(
+    w: &mut Worker,
+    token: u32,
+    num_headers: usize,
+    body_size: usize,
+) -> bool {
     let Some(i) = w.metrics.calls.iter().position(|t| *t == token) else {
         return false;
     };
@@ -397,18 +445,25 @@ pub fn on_metrics_response(w: &mut Worker, token: u32, num_headers: usize) -> bo
     let status = http_status(&headers);
     // A trailers-only gRPC reply carries its status in the headers.
     let grpc = |name: &[u8]| header(&trailers, name).or_else(|| header(&headers, name));
-    // The spans' classification, so a failure reads the same in both logs; the body (a
-    // partial success at most) is not read: the interval is not retried either way.
+    // The spans' classification, so a failure reads the same in both logs; a retry delay is
+    // not read: the interval is not retried either way.
+    let body = reply_body(body_size);
+    let body = body.as_deref().unwrap_or_default();
     let reply = Reply {
         status: (num_headers > 0).then(|| status.unwrap_or(0)),
         retry_after: None,
         grpc_status: grpc(b"grpc-status"),
         grpc_details: None,
         grpc_message: None,
-        body: &[],
+        body,
     };
     match classify(protocol, &reply, 0) {
-        ExportResult::Ok { .. } => w.metrics.ok += 1,
+        ExportResult::Ok { .. } => {
+            w.metrics.ok += 1;
+            // The count `classify` read, with the message beside it, from the same reader.
+            w.metrics
+                .partial(partial_success(response_message(protocol, body)));
+        }
         ExportResult::Retry { failure, .. } | ExportResult::Fail(failure) => {
             w.metrics.fail(failure)
         }

@@ -106,11 +106,12 @@ pub fn metric_values(v: &Values<'_>) -> [u64; METRICS.len()] {
 }
 
 /// The RED metrics' stats, defined only when `metrics.enabled`.
-pub const RED_STATS: [&str; 4] = [
+pub const RED_STATS: [&str; 5] = [
     "meshtrace.metrics.requests",
     "meshtrace.metrics.series_overflow",
     "meshtrace.metrics.export_requests.ok",
     "meshtrace.metrics.export_requests.failed",
+    "meshtrace.metrics.rejected_points",
 ];
 
 /// This VM's values of [`RED_STATS`].
@@ -118,7 +119,13 @@ pub fn red_values(
     m: &crate::metrics::Metrics,
     e: &super::export::MetricsExport,
 ) -> [u64; RED_STATS.len()] {
-    [m.recorded, m.red.overflowed, e.ok, e.failed]
+    [
+        m.recorded,
+        m.red.overflowed,
+        e.ok,
+        e.failed,
+        e.rejected_points,
+    ]
 }
 
 /// A set of Envoy stats defined once per root context and pushed as deltas, so a failed or

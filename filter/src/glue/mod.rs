@@ -284,7 +284,7 @@ impl Root {
         for line in w.exporter.take_log(now) {
             log(LogLevel::Warn, &line);
         }
-        if let Some(line) = w.metrics.take_log(now) {
+        for line in w.metrics.take_log(now) {
             log(LogLevel::Warn, &line);
         }
     }
@@ -300,7 +300,7 @@ impl Context for Root {
     ) {
         if let Some(w) = &self.worker {
             let mut w = w.borrow_mut();
-            if export::on_metrics_response(&mut w, token, num_headers) {
+            if export::on_metrics_response(&mut w, token, num_headers, body_size) {
                 return;
             }
             export::on_response(&mut w, token, num_headers, body_size);

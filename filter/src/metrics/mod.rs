@@ -113,7 +113,7 @@ impl Unit {
 /// `metrics` in the configuration: `{"enabled": true, "path": "/v1/metrics", "unit": "ms",
 /// "max_series": 1000}`. Off by default.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(remote = "Self", deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Count requests and export RED metrics.
     pub enabled: bool,
@@ -124,6 +124,7 @@ pub struct MetricsConfig {
     /// Series per interval before the overflow series takes the rest, 1..=100000.
     pub max_series: u32,
 }
+crate::config::section::object_section!(MetricsConfig);
 
 impl Default for MetricsConfig {
     fn default() -> Self {

@@ -10,7 +10,7 @@ use crate::error::ConfigError;
 
 /// Which trace-context formats are read and written, and how far incoming contexts are trusted.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(remote = "Self", deny_unknown_fields, default)]
 pub struct Propagators {
     /// Formats tried in order on the way in; the first that yields a valid context wins.
     pub extract: Vec<String>,
@@ -22,6 +22,7 @@ pub struct Propagators {
     /// Honour Linkerd 1's `l5d-sample` rate as a sampling override.
     pub trust_l5d_sample: bool,
 }
+crate::config::section::object_section!(Propagators);
 
 impl Default for Propagators {
     fn default() -> Self {
@@ -119,12 +120,13 @@ pub struct Propagation {
 
 /// What may be read from W3C baggage.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(remote = "Self", deny_unknown_fields, default)]
 pub struct BaggageConfig {
     /// Baggage keys copied into span attributes as `baggage.<key>`; nothing else is, because
     /// baggage is set by callers and may carry what must not reach a trace backend.
     pub attribute_keys: Vec<String>,
 }
+crate::config::section::object_section!(BaggageConfig);
 
 impl BaggageConfig {
     /// Checks that every key is an HTTP token.

@@ -21,7 +21,7 @@ use crate::propagation::tracecontext::TraceState;
 
 /// `sampling` in the configuration.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(remote = "Self", deny_unknown_fields, default)]
 pub struct SamplingConfig {
     /// Root sampling probability in [0, 1] (typical: gateway 1.0, sidecars 0.01).
     pub ratio: f64,
@@ -32,6 +32,7 @@ pub struct SamplingConfig {
     /// "slow" means a request that took longer than this.
     pub slow_ms: u64,
 }
+crate::config::section::object_section!(SamplingConfig);
 
 impl Default for SamplingConfig {
     fn default() -> Self {

@@ -19,7 +19,7 @@ pub const REDACTED: &[u8] = b"REDACTED";
 
 /// `capture` in the configuration.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(remote = "Self", deny_unknown_fields, default)]
 pub struct CaptureConfig {
     /// Request headers recorded as `http.request.header.<name>`.
     pub request_headers: Vec<String>,
@@ -30,10 +30,11 @@ pub struct CaptureConfig {
     /// Record `url.query`.
     pub query: bool,
 }
+crate::config::section::object_section!(CaptureConfig);
 
 /// `limits` in the configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(remote = "Self", deny_unknown_fields, default)]
 pub struct Limits {
     /// Longest string value, in bytes; longer ones are cut at a UTF-8 boundary.
     pub max_attribute_value_bytes: u32,
@@ -46,6 +47,7 @@ pub struct Limits {
     /// falls back to `{method}` and `meshtrace.span_names.overflow` counts it.
     pub max_span_names: u32,
 }
+crate::config::section::object_section!(Limits);
 
 impl Default for Limits {
     fn default() -> Self {

@@ -50,7 +50,7 @@ pub const TRIGGERS: [&str; 5] = ["datasource", "http", "pubsub", "timer", "other
 /// the section's presence alone makes the workload a function. Node metadata fills what is
 /// not configured (`name`, `version` from Knative's labels).
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(remote = "Self", deny_unknown_fields, default)]
 pub struct FaasConfig {
     /// `faas.name`; default: the `serving.knative.dev/service` (else `/configuration`) label,
     /// else the resource's `service.name`.
@@ -79,6 +79,7 @@ pub struct FaasConfig {
     /// function (a gateway calling Cloud Run is no function itself).
     pub upstreams: Vec<upstream::UpstreamRule>,
 }
+crate::config::section::object_section!(FaasConfig);
 
 impl FaasConfig {
     /// Checks the section.

@@ -150,11 +150,22 @@ pub fn load_config(args: &LambdaArgs) -> Result<BridgeConfig, String> {
             o.entry("collector")
                 .or_insert_with(|| serde_json::json!({}))
         });
-        match collector.and_then(Value::as_object_mut) {
-            Some(c) => {
+        match collector {
+            Some(Value::Object(c)) => {
                 c.insert("endpoint".into(), Value::String(endpoint.clone()));
             }
-            None => return Err(format!("{origin}: collector: must be an object")),
+            Some(other) => {
+                return Err(format!(
+                    "{origin}: collector: must be an object, got {}",
+                    meshtrace::config::section::shape(other)
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "{origin}: must be an object, got {}",
+                    meshtrace::config::section::shape(&root)
+                ))
+            }
         }
     }
     BridgeConfig::from_json(root.to_string().as_bytes()).map_err(|e| format!("{origin}: {e}"))

@@ -43,7 +43,7 @@ const MAX_QUALIFIER: usize = 128;
 
 /// One entry of `faas.lambda`: the function a cluster invokes.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct LambdaUpstream {
     /// The Envoy cluster name (`xds.cluster_name`) routed to the aws_lambda filter.
     pub cluster: String,
@@ -55,6 +55,7 @@ pub struct LambdaUpstream {
     #[serde(default)]
     pub invocation_mode: Option<String>,
 }
+crate::config::section::object_section!(LambdaUpstream);
 
 /// A Lambda function ARN's parts (AWS `API_Invoke.md`, Envoy's aws_lambda `arn`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -48,7 +48,7 @@ pub const MAX_RULES: usize = 64;
 
 /// What a rule matches.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct UpstreamMatch {
     /// The request's `:authority` host: exact, or `*` + suffix (`*.run.app`).
     #[serde(default)]
@@ -57,10 +57,11 @@ pub struct UpstreamMatch {
     #[serde(default)]
     pub cluster: Option<String>,
 }
+crate::config::section::object_section!(UpstreamMatch);
 
 /// One entry of `faas.upstreams`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct UpstreamRule {
     /// What the rule matches: exactly one of `host` or `cluster`.
     #[serde(rename = "match")]
@@ -75,6 +76,7 @@ pub struct UpstreamRule {
     #[serde(default)]
     pub name: Option<String>,
 }
+crate::config::section::object_section!(UpstreamRule);
 
 /// A compiled pattern: exact or suffix, lowercased.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,17 +16,18 @@ use crate::span::SpanRecord;
 
 /// `traffic` in the configuration.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(remote = "Self", deny_unknown_fields, default)]
 pub struct TrafficConfig {
     /// The rules, tried in order; every matching rule contributes its tags.
     pub rules: Vec<RuleConfig>,
     /// Subset name → configured weight (e.g. the VirtualService split), for `mesh.traffic.weight`.
     pub weights: BTreeMap<String, u32>,
 }
+crate::config::section::object_section!(TrafficConfig);
 
 /// One rule as written: `{"match": "header", "name": "x-group", "value": "b", "ab_group": "B"}`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct RuleConfig {
     /// `subset`, `header`, `cookie` or `route`.
     #[serde(rename = "match")]
@@ -47,6 +48,7 @@ pub struct RuleConfig {
     #[serde(default)]
     pub ab_group: Option<String>,
 }
+crate::config::section::object_section!(RuleConfig);
 
 /// What a compiled rule looks at.
 #[derive(Clone, Debug, PartialEq, Eq)]
