@@ -292,6 +292,11 @@ fn is_upgrade(h: &HeaderMap) -> bool {
         })
 }
 
+/// Hop-by-hop headers that `http` has no constant for. Named once: a name given as a string
+/// is parsed and validated again on every lookup, twice per request here.
+const KEEP_ALIVE: header::HeaderName = header::HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: header::HeaderName = header::HeaderName::from_static("proxy-connection");
+
 /// Headers that describe one connection, not the message; a proxy must not forward them.
 /// An upgrade keeps `connection` and `upgrade`, which carry the handshake.
 fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
@@ -306,7 +311,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
     for name in listed {
         h.remove(name);
     }
-    for name in ["keep-alive", "proxy-connection", "transfer-encoding"] {
+    for name in [KEEP_ALIVE, PROXY_CONNECTION, header::TRANSFER_ENCODING] {
         h.remove(name);
     }
     if !upgrade {
