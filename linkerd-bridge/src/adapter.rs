@@ -221,13 +221,30 @@ pub fn start_request(shared: &Shared, parts: &mut Parts) -> Option<Started> {
     }
 }
 
+/// W3C trace context's headers, the ones nearly every traced request gets.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+/// The Linkerd headers read per sampled request.
+const L5D_CLIENT_ID: HeaderName = HeaderName::from_static("l5d-client-id");
+const L5D_ORIG_PROTO: HeaderName = HeaderName::from_static("l5d-orig-proto");
+
+/// `name` as a header name. `HeaderName::from_static` validates its argument each time it
+/// runs, so the names injected on most requests are constants.
+fn header_name(name: &'static str) -> HeaderName {
+    match name {
+        "traceparent" => TRACEPARENT,
+        "tracestate" => TRACESTATE,
+        _ => HeaderName::from_static(name),
+    }
+}
+
 /// Writes the core's injection into the request headers going to the application.
 fn apply(injection: &Injection, headers: &mut http::HeaderMap) {
     for (name, value) in injection.headers() {
         // The core writes ASCII it generated itself; a value it cannot turn into a header is
         // skipped rather than failing the request.
         if let Ok(v) = HeaderValue::from_bytes(value) {
-            headers.insert(HeaderName::from_static(name), v);
+            headers.insert(header_name(name), v);
         }
     }
     for name in &injection.remove {
@@ -255,8 +272,8 @@ fn linkerd_attributes(client_id: Option<&[u8]>, orig_proto: Option<&[u8]>, rec: 
 
 fn header_attributes(headers: &http::HeaderMap, rec: &mut SpanRecord) {
     linkerd_attributes(
-        headers.get("l5d-client-id").map(HeaderValue::as_bytes),
-        headers.get("l5d-orig-proto").map(HeaderValue::as_bytes),
+        headers.get(L5D_CLIENT_ID).map(HeaderValue::as_bytes),
+        headers.get(L5D_ORIG_PROTO).map(HeaderValue::as_bytes),
         rec,
     );
 }

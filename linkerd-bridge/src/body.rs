@@ -66,7 +66,8 @@ impl SpanGuard {
         if !self.grpc {
             return;
         }
-        if let Some(v) = headers.get("grpc-status") {
+        const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+        if let Some(v) = headers.get(GRPC_STATUS) {
             self.grpc_status = Some(meshtrace::span::grpc::Code::parse(v.as_bytes()));
         }
     }

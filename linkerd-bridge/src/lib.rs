@@ -17,6 +17,7 @@ pub mod relay;
 pub mod resource;
 pub mod server;
 pub mod shared;
+pub mod upstream;
 
 pub use cli::Args;
 pub use server::{Bridge, Running};

@@ -1,8 +1,10 @@
 //! Forwarding one request to the application and its response back, with the span around it.
 //!
 //! Bodies stream through in both directions. The application gets a pooled keep-alive
-//! connection in the HTTP version chosen by `--upstream-protocol`. Upgrades (websockets) are
-//! tunnelled once both sides agree on `101 Switching Protocols`.
+//! connection in the HTTP version chosen by `--upstream-protocol`: HTTP/1 from this runtime's
+//! own [`Http1Pool`], HTTP/2 from hyper-util's client, which multiplexes every request on one
+//! connection. Upgrades (websockets) are tunnelled once both sides agree on
+//! `101 Switching Protocols`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{self, Authority, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -25,6 +27,7 @@ use crate::adapter;
 use crate::body::{BoxError, ResponseBody, SpanGuard, TracedBody};
 use crate::cli::UpstreamProtocol;
 use crate::shared::{Shared, Stats};
+use crate::upstream::{AppBody, Http1Pool};
 use meshtrace::correlation::{self, Correlation, ServerTimingEntry};
 
 /// A connector that always dials the application, whatever the request's authority: the
@@ -48,6 +51,11 @@ impl AppConnector {
             .unwrap_or_default();
         Self { inner, target }
     }
+
+    /// The HTTP/1 pool of one runtime, dialling the same way.
+    fn http1_pool(&self, idle_timeout: Duration) -> Http1Pool {
+        Http1Pool::new(self.inner.clone(), self.target.clone(), idle_timeout)
+    }
 }
 
 impl tower_service::Service<Uri> for AppConnector {
@@ -69,7 +77,7 @@ type AppClient = Client<AppConnector, Incoming>;
 /// Everything a request handler needs.
 pub struct Proxy {
     shared: Arc<Shared>,
-    http1: AppClient,
+    http1: Arc<Http1Pool>,
     h2c: AppClient,
     /// The application's address as a URI authority, for requests that name none usable.
     upstream_authority: Option<Authority>,
@@ -95,9 +103,7 @@ impl Proxy {
         timeout: Duration,
     ) -> Self {
         let connector = AppConnector::new(upstream);
-        let http1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector.clone());
+        let http1 = Arc::new(connector.http1_pool(Duration::from_secs(90)));
         let h2c = Client::builder(TokioExecutor::new())
             .http2_only(true)
             .build(connector);
@@ -133,18 +139,26 @@ impl Proxy {
             };
         let out = self.outgoing(parts, body, upgrade, to_h2);
         async move {
-            let client = if to_h2 { &self.h2c } else { &self.http1 };
-            let sent = tokio::time::timeout(self.timeout, client.request(out)).await;
-            let result = match sent {
-                Ok(Ok(resp)) => Ok(resp),
-                Ok(Err(_)) => Err(Failure::Unreachable),
-                Err(_) => Err(Failure::Timeout),
+            let result = if to_h2 {
+                match tokio::time::timeout(self.timeout, self.h2c.request(out)).await {
+                    Ok(Ok(resp)) => Ok(resp.map(AppBody::unpooled)),
+                    Ok(Err(_)) => Err(Failure::Unreachable),
+                    Err(_) => Err(Failure::Timeout),
+                }
+            } else {
+                match tokio::time::timeout(self.timeout, self.http1.send(out)).await {
+                    Ok(Ok(resp)) => Ok(resp),
+                    Ok(Err(_)) => Err(Failure::Unreachable),
+                    Err(_) => Err(Failure::Timeout),
+                }
             };
             let resp = match result {
                 Ok(mut resp) => {
                     if let (Some(client_side), StatusCode::SWITCHING_PROTOCOLS) =
                         (client_upgrade, resp.status())
                     {
+                        // The connection now belongs to the tunnel.
+                        resp.body_mut().forget_connection();
                         tunnel(client_side, hyper::upgrade::on(&mut resp));
                     } else {
                         strip_hop_by_hop(resp.headers_mut(), false);
@@ -200,37 +214,71 @@ impl Proxy {
         to_h2: bool,
     ) -> Request<Incoming> {
         strip_hop_by_hop(&mut parts.headers, upgrade);
-        // The request's own parts are moved into the absolute URI the pool wants, not copied
-        // and re-parsed: this runs on every request.
+        // The request's own parts are moved, not copied and re-parsed: this runs on every
+        // request.
         let incoming = std::mem::take(&mut parts.uri).into_parts();
-        let authority = incoming
-            .authority
-            .or_else(|| {
-                parts
-                    .headers
-                    .get(header::HOST)
-                    .and_then(|h| Authority::try_from(h.as_bytes()).ok())
-            })
-            // An authority the URI grammar refuses still reaches the app by its address.
-            .or_else(|| self.upstream_authority.clone());
-        let mut uri = uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = authority;
-        uri.path_and_query = Some(
-            incoming
-                .path_and_query
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        );
-        parts.uri = Uri::from_parts(uri).unwrap_or_default();
+        let host = || {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        };
         if to_h2 {
+            // The HTTP/2 client wants the absolute URI, and carries the authority as a
+            // pseudo-header.
+            let authority = incoming
+                .authority
+                .or_else(host)
+                // An authority the URI grammar refuses still reaches the app by its address.
+                .or_else(|| self.upstream_authority.clone());
+            let mut uri = uri::Parts::default();
+            uri.scheme = Some(Scheme::HTTP);
+            uri.authority = authority;
+            uri.path_and_query = Some(
+                incoming
+                    .path_and_query
+                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            );
+            parts.uri = Uri::from_parts(uri).unwrap_or_default();
             parts.version = Version::HTTP_2;
-            // HTTP/2 carries the authority as a pseudo-header.
             parts.headers.remove(header::HOST);
-        } else {
-            parts.version = Version::HTTP_11;
+            return Request::from_parts(parts, body);
         }
+        // HTTP/1 on the wire: the request target in origin form (authority form for CONNECT),
+        // and `host` from the request's authority when the request carried none (an HTTP/2
+        // request sent on as HTTP/1), as hyper-util's client does.
+        parts.uri = if parts.method == Method::CONNECT {
+            incoming
+                .authority
+                .clone()
+                .or_else(host)
+                .or_else(|| self.upstream_authority.clone())
+                .map(Uri::from)
+                .unwrap_or_default()
+        } else {
+            incoming.path_and_query.map(Uri::from).unwrap_or_default()
+        };
+        if !parts.headers.contains_key(header::HOST) {
+            let authority = incoming
+                .authority
+                .as_ref()
+                .or(self.upstream_authority.as_ref());
+            if let Some(v) = authority.and_then(host_value) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+        parts.version = Version::HTTP_11;
         Request::from_parts(parts, body)
     }
+}
+
+/// The `host` header naming `authority`, without the default port of `http`.
+fn host_value(authority: &Authority) -> Option<HeaderValue> {
+    let text = match authority.port_u16() {
+        Some(80) => authority.host(),
+        _ => authority.as_str(),
+    };
+    HeaderValue::from_str(text).ok()
 }
 
 /// True when the request asks to switch protocols (websockets and the like).
@@ -243,6 +291,11 @@ fn is_upgrade(h: &HeaderMap) -> bool {
             })
         })
 }
+
+/// Hop-by-hop headers that `http` has no constant for. Named once: a name given as a string
+/// is parsed and validated again on every lookup, twice per request here.
+const KEEP_ALIVE: header::HeaderName = header::HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: header::HeaderName = header::HeaderName::from_static("proxy-connection");
 
 /// Headers that describe one connection, not the message; a proxy must not forward them.
 /// An upgrade keeps `connection` and `upgrade`, which carry the handshake.
@@ -258,7 +311,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
     for name in listed {
         h.remove(name);
     }
-    for name in ["keep-alive", "proxy-connection", "transfer-encoding"] {
+    for name in [KEEP_ALIVE, PROXY_CONNECTION, header::TRANSFER_ENCODING] {
         h.remove(name);
     }
     if !upgrade {

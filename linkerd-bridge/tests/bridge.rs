@@ -1185,3 +1185,159 @@ async fn server_timing_on_recorded_requests_after_the_apps_entry() {
         .unwrap();
     assert_eq!(timing(&resp), ["app;dur=5"]);
 }
+
+/// A raw HTTP/1.1 application: answers every request `200 ok` on a keep-alive connection,
+/// recording each request head as sent (request line and headers, in order); with
+/// `close_after_one`, it closes each connection shortly after its first response, as an
+/// application's idle timeout does. Returns the address, the connections accepted, and the
+/// heads seen.
+async fn raw_app(
+    close_after_one: bool,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let (a, h) = (accepted.clone(), heads.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            a.fetch_add(1, Ordering::SeqCst);
+            let h = h.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // Requests without bodies: a head ends the request.
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let head: Vec<u8> = buf.drain(..end).collect();
+                    h.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&head).into_owned());
+                    let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(reply).await.is_err() {
+                        return;
+                    }
+                    if close_after_one {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted, heads)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_upstream_connections_are_reused_and_closed_ones_replaced() {
+    use std::sync::atomic::Ordering;
+    let sink = OtlpSink::start(0).unwrap();
+    // Keep-alive: sequential requests from one client connection stay on one runtime of the
+    // bridge and share one connection to the application.
+    let (addr, accepted, heads) = raw_app(false).await;
+    let (b, _dir) = bridge(addr, &http_config(&sink, ""), false).await;
+    let client = http1_client();
+    for path in ["/a", "/b?q=1", "/c"] {
+        let r = client.request(get(b.listen, path, &[])).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(body_text(r).await, "ok");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    let lines: Vec<String> = heads
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|h| h.lines().next().unwrap().to_string())
+        .collect();
+    // Origin form, as an HTTP/1.1 server expects from a client that is not a proxy.
+    assert_eq!(
+        lines,
+        ["GET /a HTTP/1.1", "GET /b?q=1 HTTP/1.1", "GET /c HTTP/1.1"]
+    );
+    b.shutdown().await;
+
+    // The application closes each connection after one response: a later request must not
+    // be sent on the closed one, and succeeds on a new connection.
+    let (addr, accepted, _) = raw_app(true).await;
+    let (b, _dir) = bridge(addr, &http_config(&sink, ""), false).await;
+    for path in ["/one", "/two"] {
+        let r = client.request(get(b.listen, path, &[])).await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(body_text(r).await, "ok");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        wait_metric(&b, "meshtrace_bridge_upstream_errors_total", 0).await,
+        0
+    );
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_request_to_an_http1_upstream_carries_its_authority_as_host() {
+    let sink = OtlpSink::start(0).unwrap();
+    let (addr, _, heads) = raw_app(false).await;
+    let dir = TempDir::new();
+    let args = linkerd_bridge::Args {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        upstream: addr,
+        config: dir.write("bridge.json", &http_config(&sink, "")),
+        admin: "127.0.0.1:0".parse().unwrap(),
+        podinfo_labels: None,
+        otlp_relay: None,
+        upstream_protocol: linkerd_bridge::cli::UpstreamProtocol::Http1,
+        drain_timeout_ms: 10_000,
+        proxy_threads: 2,
+    };
+    let b = linkerd_bridge::Bridge::with_env(args, &pod_env)
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let stream = tokio::net::TcpStream::connect(b.listen).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for (uri, host) in [
+        (
+            "http://web.shop.svc.cluster.local:8080/items?id=7",
+            "web.shop.svc.cluster.local:8080",
+        ),
+        // The scheme's default port is left out, as clients write `host`.
+        (
+            "http://web.shop.svc.cluster.local:80/",
+            "web.shop.svc.cluster.local",
+        ),
+    ] {
+        let resp = send
+            .send_request(Request::get(uri).body(full("")).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(body_text(resp).await, "ok");
+        let head = heads.lock().unwrap().last().unwrap().clone();
+        let mut lines = head.lines();
+        let path = uri.splitn(4, '/').nth(3).unwrap();
+        assert_eq!(lines.next().unwrap(), format!("GET /{path} HTTP/1.1"));
+        let hosts: Vec<&str> = lines.filter_map(|l| l.strip_prefix("host: ")).collect();
+        assert_eq!(hosts, [host]);
+    }
+    b.shutdown().await;
+}
