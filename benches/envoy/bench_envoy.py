@@ -646,7 +646,8 @@ def check_spans(selected, envoys, sink_log, timeout=15):
             recorded = get("spans_sampled") + get("spans_kept")
             row = {"served": served(envoys[m.key]) if m.all_sampled else None,
                    "recorded": recorded, "exported": get("spans_exported"),
-                   "dropped": sum(get(f"spans_dropped.{d}") for d in DROPS)}
+                   "drops": {d: get(f"spans_dropped.{d}") for d in DROPS}}
+            row["dropped"] = sum(row["drops"].values())
             row["ok"] = row["dropped"] == 0 and row["exported"] == recorded and \
                 row["served"] in (None, recorded)
             modes[m.key] = row
@@ -670,7 +671,10 @@ def print_spans_check(check, by_key):
     for k, r in check["modes"].items():
         rq = "-" if r["served"] is None else r["served"]
         print(f"{by_key[k].label:<40} {rq:>9} {r['recorded']:>9} {r['exported']:>9} "
-              f"{r['dropped']:>8}  {'ok' if r['ok'] else 'SPANS LOST'}")
+              f"{r['dropped']:>8}  {'ok' if r['ok'] else 'SPANS LOST'}"
+              + "".join(f", {n} {d}" for d, n in r["drops"].items() if n)
+              + (f" ({r['saturated_drops']} of them in the saturated phase)"
+                 if r["dropped"] and "saturated_drops" in r else ""))
     if check["sink"]:
         received, sent, tracer = check["sink"]
         print(f"otlp-sink received {received} spans; meshtrace exported {sent - tracer} and "
@@ -811,6 +815,12 @@ def main():
                       f"p99 {res[99]:>6} us  p99.9 {res[99.9]:>6} us  "
                       f"cpu {res['cpu']:>5.1f} us/req", file=sys.stderr)
         fixed, rates = {}, {}
+        # Drops so far, so that the spans check can say which phase lost spans (the filter
+        # pushes its counters on its tick, about every second).
+        time.sleep(1.5)
+        saturated_drops = {
+            m.key: sum(envoys[m.key].stats("wasmcustom.meshtrace.spans_dropped.").values())
+            for m in selected if m.meshtrace}
         if args.bridge_load and args.rate != 0:
             for mesh in (False, True):
                 group = [m for m in selected if m.mesh == mesh]
@@ -839,6 +849,8 @@ def main():
                           f"p50 {res[50]:>6.0f} p99 {res[99]:>6.0f} us  p99.9 {res[99.9]:>6.0f} "
                           f"us  cpu {res['cpu']:>5.1f} us/req", file=sys.stderr)
         exports, spans_check = check_spans(selected, envoys, os.path.join(workdir, "sink.log"))
+        for k, n in saturated_drops.items():
+            spans_check["modes"][k]["saturated_drops"] = n
         if args.loop_stats:
             time.sleep(5.5)  # histograms reach the admin on the stats flush (every 5 s)
             for m in selected:
