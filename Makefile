@@ -123,7 +123,8 @@ bench: wasm-target
 ## (5 rounds x 5 s per phase, about 8 minutes).
 ## BENCH_ENVOY_ARGS passes e.g. `--rounds 3 --seconds 3`, `--modes mt100`, `--rate 12000`,
 ## `--variant 'b16k={"batch":{"max_export_bytes":16384}}'`, `--probe 'clock={"log_clock_reads":1}'`
-## or `--loop-stats` (see --help).
+## `--variant-singleton 'gzip={"collector":{"compression":"gzip"}}'`, `--worker-alone` or `--loop-stats`
+## (see --help).
 NOOP_WASM := target/$(WASM_TARGET)/release/meshtrace_noop_filter.wasm
 bench-envoy: build-wasm $(if $(wildcard $(MESHTRACE_ENVOY)),,envoy)
 	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }

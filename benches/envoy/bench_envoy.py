@@ -30,15 +30,18 @@ mode alike):
               read them by worker CPU per request (which also carries the per-wakeup cost of a
               worker that is not saturated), not by req/s.
 
-Envoy runs with one worker, the whole process pinned to CPU 0 (so the singleton's main thread
-shares the worker's CPU; `--worker-alone` leaves CPU 0 to the worker thread and moves Envoy's
-other threads to CPU 1, a second data point closer to a gateway with spare cores); wrk, the OTLP sink (at nice 19 in the fixed-rate
-phase, so that decoding exports does not delay the load generator: see `lowest_priority`) and
-the helper Envoy run on CPU 1. Latency percentiles come from wrk's own histogram through its
-Lua `done()` hook (p50, p90, p99, p99.9; wrk measures from the request's send, so under a closed
-loop of `-c` connections the tail is what a request queued behind a stall sees). Per-round paired ratios (mode/floor and
-mode/tracer within a round) are the steadier statistic on a shared machine: their median and
-range are printed beside the medians. `--markdown` prints a ready-to-paste table for the README.
+Envoy runs with one worker, the whole process pinned to CPU 0, so the singleton exporter's main
+thread shares the worker's CPU (`--worker-alone` leaves CPU 0 to the worker thread and moves
+Envoy's other threads to CPU 1: a second data point, closer to a gateway with spare cores). wrk,
+the OTLP sink (at nice 19 in the fixed-rate phase, so that decoding exports does not delay the
+load generator: see `lowest_priority`) and the helper Envoy run on CPU 1. Latency percentiles
+come from wrk's own histogram through its Lua `done()` hook (p50, p90, p99, p99.9; wrk measures
+from the request's send, so under a closed loop of `-c` connections the tail is what a request
+queued behind a stall sees). Per-round paired ratios (mode/floor and mode/tracer within a round)
+are the steadier statistic on a shared machine: their median and range are printed beside the
+medians. `--markdown` prints a ready-to-paste table for the README. Under `chrt -f` (a busy
+machine), pass `--sink-nice 0`: the real-time load generator already comes first, and a sink at
+nice 19 behind other work starves, so that exports time out and spans are dropped.
 
 The saturated phase above is a closed loop: at saturation a request's latency is about
 connections / throughput (Little's law), so its p99 against the floor mostly restates the
@@ -53,16 +56,17 @@ table gives p50 to p99.9 at that rate with per-round paired p99 and p99.9 ratios
 floor and the tracer; `--rate 0` skips it.
 
 Each round also reads the worker thread's CPU time from /proc: CPU us per request does not
-count time the worker waited for a CPU, so it is the steadier cost on a shared machine. Exports
-are counted from each meshtrace Envoy's own stats at the end (requests, mean body bytes, spans
+count time the worker waited for a CPU, so it is the steadier cost on a shared machine (the
+whole process's is printed beside it: the singleton exports from the main thread). Exports are
+counted from each meshtrace Envoy's own stats at the end (requests, mean body bytes, spans
 dropped), so the export pattern behind a tail is visible in the same run, and checked once the
 exporters have flushed: every meshtrace mode must have exported every span it recorded (in the
-modes sampling every request, one per request Envoy served), dropped none, and the sink must
-have received exactly what the Envoys sent (the script fails otherwise); `--loop-stats` adds
-Envoy's event-loop iteration times (a stall shows there whatever its cause). `--variant`,
-`--variant-singleton`, `--variant-wasm` and `--variant-wasm-full` add A/B modes (another config or build) to the
-run; `--probe` adds no-op filter modes making other host calls (its configuration is in
-benches/noop-filter/src/lib.rs).
+modes sampling every request, one per request Envoy served) and dropped none, and the sink must
+have received exactly what the Envoys sent; the script fails otherwise, after its report.
+`--loop-stats` adds Envoy's event-loop iteration times (a stall shows there whatever its
+cause). `--variant`, `--variant-singleton`, `--variant-wasm` and `--variant-wasm-full` add A/B
+modes (another config or build) to the run; `--probe` adds no-op filter modes making other host
+calls (its configuration is in benches/noop-filter/src/lib.rs).
 """
 
 import argparse
