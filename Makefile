@@ -121,7 +121,7 @@ bench: wasm-target
 ## interleaved and repeated: saturated (wrk) req/s,
 ## p50/p90/p99/p99.9, the worker's CPU per request, per-round paired ratios; then every mode at
 ## one fixed offered rate, open loop (bridge-load), for the tail; and README-ready markdown tables
-## (5 rounds x 5 s per phase, about 8 minutes).
+## (5 rounds x 5 s per phase, about 9 minutes).
 ## BENCH_ENVOY_ARGS passes e.g. `--rounds 3 --seconds 3`, `--modes mt100`, `--rate 12000`,
 ## `--variant 'b16k={"batch":{"max_export_bytes":16384}}'`, `--probe 'clock={"log_clock_reads":1}'`,
 ## `--variant-singleton 'gzip={"collector":{"compression":"gzip"}}'`, `--worker-alone` or
