@@ -115,15 +115,17 @@ bench: wasm-target
 		--out target/bench-wasm.json
 	$(CARGO) run -q --release -p meshtrace-benches --bin bench-table -- target/criterion target/bench-wasm.json
 
-## Real Envoy in eight modes (no filter, no-op wasm floor, meshtrace 100% and 1%, Envoy's OTel
-## tracer, the no-op filter making meshtrace's host calls, and an Istio-like mTLS sidecar with the
-## no-op filter and with meshtrace full-featured), interleaved and repeated: saturated (wrk) req/s,
+## Real Envoy in nine modes (no filter, no-op wasm floor, meshtrace 100% per worker and with the
+## singleton exporter, meshtrace 1%, Envoy's OTel tracer, the no-op filter making meshtrace's host
+## calls, and an Istio-like mTLS sidecar with the no-op filter and with meshtrace full-featured),
+## interleaved and repeated: saturated (wrk) req/s,
 ## p50/p90/p99/p99.9, the worker's CPU per request, per-round paired ratios; then every mode at
 ## one fixed offered rate, open loop (bridge-load), for the tail; and README-ready markdown tables
-## (5 rounds x 5 s per phase, about 8 minutes).
+## (5 rounds x 5 s per phase, about 9 minutes).
 ## BENCH_ENVOY_ARGS passes e.g. `--rounds 3 --seconds 3`, `--modes mt100`, `--rate 12000`,
-## `--variant 'b16k={"batch":{"max_export_bytes":16384}}'`, `--probe 'clock={"log_clock_reads":1}'`
-## or `--loop-stats` (see --help).
+## `--variant 'b16k={"batch":{"max_export_bytes":16384}}'`, `--probe 'clock={"log_clock_reads":1}'`,
+## `--variant-singleton 'gzip={"collector":{"compression":"gzip"}}'`, `--worker-alone` or
+## `--loop-stats` (see --help).
 NOOP_WASM := target/$(WASM_TARGET)/release/meshtrace_noop_filter.wasm
 bench-envoy: build-wasm $(if $(wildcard $(MESHTRACE_ENVOY)),,envoy)
 	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }

@@ -7,6 +7,10 @@ mode alike):
   floor       a no-op wasm filter that reads every request and response header
               (benches/noop-filter): the floor of any wasm filter
   mt100       meshtrace, default config, every request sampled (a sampled traceparent on each)
+  singleton   mt100 deployed with one exporter per Envoy (README, filter/envoy/singleton.yaml):
+              the filter in `exporter.mode` shared_queue hands its spans to a shared queue, and
+              an `envoy.bootstrap.wasm` singleton running the same .wasm (mode singleton)
+              batches and exports them from Envoy's main thread
   mt1         meshtrace in production shape: `sampling.ratio` 0.01, requests carry no context
   tracer      Envoy's own OpenTelemetry tracer (OTLP/gRPC, its default flush every 5 spans)
   probe       the no-op filter configured to make exactly the host calls a sampled meshtrace
@@ -26,13 +30,18 @@ mode alike):
               read them by worker CPU per request (which also carries the per-wakeup cost of a
               worker that is not saturated), not by req/s.
 
-Envoy runs with one worker pinned to CPU 0; wrk, the OTLP sink (at nice 19 in the fixed-rate
-phase, so that decoding exports does not delay the load generator: see `lowest_priority`) and
-the helper Envoy run on CPU 1. Latency percentiles come from wrk's own histogram through its
-Lua `done()` hook (p50, p90, p99, p99.9; wrk measures from the request's send, so under a closed
-loop of `-c` connections the tail is what a request queued behind a stall sees). Per-round paired ratios (mode/floor and
-mode/tracer within a round) are the steadier statistic on a shared machine: their median and
-range are printed beside the medians. `--markdown` prints a ready-to-paste table for the README.
+Envoy runs with one worker, the whole process pinned to CPU 0, so the singleton exporter's main
+thread shares the worker's CPU (`--worker-alone` leaves CPU 0 to the worker thread and moves
+Envoy's other threads to CPU 1: a second data point, closer to a gateway with spare cores). wrk,
+the OTLP sink (at nice 19 in the fixed-rate phase, so that decoding exports does not delay the
+load generator: see `lowest_priority`) and the helper Envoy run on CPU 1. Latency percentiles
+come from wrk's own histogram through its Lua `done()` hook (p50, p90, p99, p99.9; wrk measures
+from the request's send, so under a closed loop of `-c` connections the tail is what a request
+queued behind a stall sees). Per-round paired ratios (mode/floor and mode/tracer within a round)
+are the steadier statistic on a shared machine: their median and range are printed beside the
+medians. `--markdown` prints a ready-to-paste table for the README. Under `chrt -f` (a busy
+machine), pass `--sink-nice 0`: the real-time load generator already comes first, and a sink at
+nice 19 behind other work starves, so that exports time out and spans are dropped.
 
 The saturated phase above is a closed loop: at saturation a request's latency is about
 connections / throughput (Little's law), so its p99 against the floor mostly restates the
@@ -47,13 +56,17 @@ table gives p50 to p99.9 at that rate with per-round paired p99 and p99.9 ratios
 floor and the tracer; `--rate 0` skips it.
 
 Each round also reads the worker thread's CPU time from /proc: CPU us per request does not
-count time the worker waited for a CPU, so it is the steadier cost on a shared machine. Exports
-are counted from each meshtrace Envoy's own stats at the end (requests, mean body bytes, spans
-dropped), so the export pattern behind a tail is visible in the same run; `--loop-stats` adds
-Envoy's event-loop iteration times (a stall shows there whatever its cause). `--variant`,
-`--variant-wasm` and `--variant-wasm-full` add A/B modes (another config or build) to the
-run; `--probe` adds no-op filter modes making other host calls (its configuration is in
-benches/noop-filter/src/lib.rs).
+count time the worker waited for a CPU, so it is the steadier cost on a shared machine (the
+whole process's is printed beside it: the singleton exports from the main thread). Exports are
+counted from each meshtrace Envoy's own stats at the end (requests, mean body bytes, spans
+dropped), so the export pattern behind a tail is visible in the same run, and checked once the
+exporters have flushed: every meshtrace mode must have exported every span it recorded (in the
+modes sampling every request, one per request Envoy served) and dropped none, and the sink must
+have received exactly what the Envoys sent; the script fails otherwise, after its report.
+`--loop-stats` adds Envoy's event-loop iteration times (a stall shows there whatever its
+cause). `--variant`, `--variant-singleton`, `--variant-wasm` and `--variant-wasm-full` add A/B
+modes (another config or build) to the run; `--probe` adds no-op filter modes making other host
+calls (its configuration is in benches/noop-filter/src/lib.rs).
 """
 
 import argparse
@@ -131,6 +144,11 @@ PROBE_MESHTRACE = {
     "log_clock_reads": 1,
 }
 MESHTRACE_1 = {**MESHTRACE_100, "sampling": {"ratio": 0.01}}
+# One exporter per Envoy (README, filter/envoy/singleton.yaml): the filter hands its encoded spans
+# to a shared queue, and a bootstrap singleton running the same .wasm on Envoy's main thread drains
+# it, batches and exports. Both get the same config beside their `exporter.mode`.
+SHARED_QUEUE = {"exporter": {"mode": "shared_queue"}}
+SINGLETON = {"exporter": {"mode": "singleton"}}
 # An Istio sidecar's config with every feature family that costs on the sampled path on: traffic
 # rules, baggage attributes, header capture both ways, route templates; identity is on by
 # default (the listener is mTLS); the service name comes from the Istio node metadata.
@@ -174,6 +192,29 @@ def wasm_filter(name, path, config):
                   value: '{cfg}'"""
 
 
+def singleton_service(path, config):
+    """The `envoy.bootstrap.wasm` singleton of filter/envoy/singleton.yaml, exporting with `config`.
+
+    Its vm_id is the filter's default `exporter.singleton_vm_id`."""
+    cfg = json.dumps(config, separators=(",", ":")).replace("'", "''")
+    return f"""bootstrap_extensions:
+- name: envoy.bootstrap.wasm
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.wasm.v3.WasmService
+    singleton: true
+    config:
+      name: meshtrace_exporter
+      root_id: meshtrace_exporter
+      vm_config:
+        vm_id: meshtrace_exporter
+        runtime: envoy.wasm.runtime.v8
+        code: {{ local: {{ filename: "{path}" }} }}
+      configuration:
+        "@type": type.googleapis.com/google.protobuf.StringValue
+        value: '{cfg}'
+"""
+
+
 def otel_tracing():
     # Envoy's tracer as users deploy it (and as peers.md §6 measured it): OTLP/gRPC through
     # Envoy's own gRPC client, with its default flush of every 5 spans.
@@ -198,14 +239,26 @@ def merged(base, extra):
 
 
 class Mode:
-    """One Envoy under test: `mesh` modes use the Istio-like sidecar and the caller path."""
+    """One Envoy under test: `mesh` modes use the Istio-like sidecar and the caller path.
+
+    `bootstrap` is the config's `bootstrap_extensions` (the singleton exporter) or empty;
+    `all_sampled`: a meshtrace mode that records every request it serves, so that the spans it
+    exports must equal the requests Envoy counted."""
 
     def __init__(self, key, label, filters="", tracing="", mesh=False, traceparent=True,
-                 meshtrace=False):
+                 meshtrace=False, bootstrap="", all_sampled=None):
         self.key, self.label = key, label
-        self.filters, self.tracing = filters, tracing
+        self.filters, self.tracing, self.bootstrap = filters, tracing, bootstrap
         self.mesh, self.traceparent, self.meshtrace = mesh, traceparent, meshtrace
+        self.all_sampled = meshtrace and traceparent if all_sampled is None else all_sampled
         self.floor = "floor-mtls" if mesh else "floor"
+
+
+def singleton_mode(key, label, wasm, config):
+    """meshtrace with `config` in shared_queue mode, and its singleton exporting with `config`."""
+    return Mode(key, label, wasm_filter("meshtrace", wasm, merged(config, SHARED_QUEUE)),
+                bootstrap=singleton_service(wasm, merged(config, SINGLETON)), meshtrace=True,
+                all_sampled="sampling" not in config)
 
 
 def modes(args):
@@ -215,6 +268,7 @@ def modes(args):
         Mode("floor", "no-op wasm (reads all headers)", wasm_filter("noop", args.noop, {})),
         Mode("mt100", "meshtrace 100% sampled", wasm_filter("meshtrace", w, MESHTRACE_100),
              meshtrace=True),
+        singleton_mode("singleton", "meshtrace 100%, singleton exporter", w, MESHTRACE_100),
         Mode("mt1", "meshtrace 1%, no incoming context", wasm_filter("meshtrace", w, MESHTRACE_1),
              traceparent=False, meshtrace=True),
         Mode("tracer", "Envoy OpenTelemetry tracer", tracing=otel_tracing()),
@@ -227,9 +281,14 @@ def modes(args):
     ]
     for spec in args.variant:
         label, _, cfg = spec.partition("=")
+        extra = json.loads(cfg)
         all_modes.append(Mode(f"v:{label}", f"meshtrace 100% {label}",
-                              wasm_filter("meshtrace", w, merged(MESHTRACE_100, json.loads(cfg))),
-                              meshtrace=True))
+                              wasm_filter("meshtrace", w, merged(MESHTRACE_100, extra)),
+                              meshtrace=True, all_sampled="sampling" not in extra))
+    for spec in args.variant_singleton:
+        label, _, cfg = spec.partition("=")
+        all_modes.append(singleton_mode(f"s:{label}", f"meshtrace 100% singleton {label}", w,
+                                        merged(MESHTRACE_100, json.loads(cfg))))
     for spec in args.variant_wasm:
         label, _, path = spec.partition("=")
         all_modes.append(Mode(f"w:{label}", f"meshtrace 100% {label}",
@@ -256,7 +315,7 @@ def modes(args):
             wanted.add("floor-mtls")
         wanted |= {"floor", "tracer"}
         all_modes = [m for m in all_modes
-                     if m.key in wanted or m.key[:2] in ("v:", "w:", "f:", "p:")]
+                     if m.key in wanted or m.key[:2] in ("v:", "w:", "f:", "p:", "s:")]
     return all_modes
 
 
@@ -327,20 +386,48 @@ class Envoy:
             text = r.read().decode()
         return {k: int(v) for k, v in re.findall(r"^(\S+): (\d+)$", text, re.M)}
 
-    def worker_cpu_s(self):
-        """CPU seconds the worker thread (`wrk:worker_0`) has used: user plus system."""
+    def threads(self):
+        """(thread id, name) of every thread of this Envoy."""
         task = f"/proc/{self.proc.pid}/task"
+        out = []
         for tid in os.listdir(task):
             try:
                 with open(f"{task}/{tid}/comm") as f:
-                    if f.read().strip() != "wrk:worker_0":
-                        continue
-                with open(f"{task}/{tid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                    out.append((int(tid), f.read().strip()))
             except OSError:
-                continue
+                continue  # the thread has exited
+        return out
+
+    def worker_cpu_s(self):
+        """CPU seconds the worker thread (`wrk:worker_0`) has used: user plus system."""
+        for tid, name in self.threads():
+            if name == "wrk:worker_0":
+                try:
+                    return cpu_s(f"/proc/{self.proc.pid}/task/{tid}/stat")
+                except OSError:
+                    break
         return float("nan")
+
+    def process_cpu_s(self):
+        """CPU seconds every thread of this Envoy has used (the main thread's exports included)."""
+        return cpu_s(f"/proc/{self.proc.pid}/stat")
+
+    def split_threads(self, worker_cpu, other_cpu, nice):
+        """Pins the worker thread alone to `worker_cpu` and every other thread (main, with the
+        singleton exporter; stats flush; file flush; ...) to `other_cpu`, as ordinary threads at
+        `nice` (never real-time, like the sink: see `lowest_priority`). Called again before each
+        phase, so that threads started later move too."""
+        for tid, name in self.threads():
+            try:
+                if name == "wrk:worker_0":
+                    os.sched_setaffinity(tid, {worker_cpu})
+                else:
+                    os.sched_setaffinity(tid, {other_cpu})
+                    os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+                    os.setpriority(os.PRIO_PROCESS, tid, nice)
+            except OSError as e:
+                print(f"  warning: {self.name}: thread {tid} ({name}) not moved: {e}",
+                      file=sys.stderr)
 
     def loop_quantiles(self):
         """The worker's event-loop iteration time quantiles, cumulative over the run."""
@@ -362,6 +449,13 @@ class Envoy:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def cpu_s(stat_path):
+    """User plus system CPU seconds from a /proc `stat` file (a process's or a thread's)."""
+    with open(stat_path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def make_certs(workdir):
@@ -520,6 +614,77 @@ def envoy_version(binary):
         return "?"
 
 
+DROPS = ("queue_full", "too_large", "export_failed")
+
+
+def sink_line(path):
+    """The sink's last line: it prints a running count each second (`N spans in M requests`)."""
+    with open(path) as f:
+        lines = f.read().splitlines()
+    return lines[-1] if lines else "nothing"
+
+
+def served(envoy):
+    """Requests this Envoy's HTTP connection managers counted, the admin's aside."""
+    return sum(v for k, v in envoy.stats("http.").items()
+               if k.endswith(".downstream_rq_total") and not k.startswith("http.admin."))
+
+
+def check_spans(selected, envoys, sink_log, timeout=15):
+    """Waits (up to `timeout` s) for every exporter to flush, then checks that no span was lost.
+
+    Per meshtrace mode, from its Envoy's stats: nothing dropped, every recorded span (sampled or
+    kept) exported, and in a mode that records every request (`Mode.all_sampled`) as many spans
+    as requests Envoy served (warm-up and both phases). Across the run: the sink received
+    exactly the spans the meshtrace Envoys exported plus those Envoy's tracer sent. The filter
+    pushes its counters on its tick and Envoy's tracer flushes on a timer, hence the wait.
+    Returns each meshtrace mode's stats and the check."""
+    meshtrace = [m for m in selected if m.meshtrace]
+    deadline = time.time() + timeout
+    while True:
+        exports = {m.key: envoys[m.key].stats("wasmcustom.meshtrace.") for m in meshtrace}
+        modes = {}
+        for m in meshtrace:
+            def get(name, s=exports[m.key]):
+                return s.get(f"wasmcustom.meshtrace.{name}", 0)
+            recorded = get("spans_sampled") + get("spans_kept")
+            row = {"served": served(envoys[m.key]) if m.all_sampled else None,
+                   "recorded": recorded, "exported": get("spans_exported"),
+                   "drops": {d: get(f"spans_dropped.{d}") for d in DROPS}}
+            row["dropped"] = sum(row["drops"].values())
+            row["ok"] = row["dropped"] == 0 and row["exported"] == recorded and \
+                row["served"] in (None, recorded)
+            modes[m.key] = row
+        tracer = envoys["tracer"].stats("tracing.opentelemetry.").get(
+            "tracing.opentelemetry.spans_sent", 0) if "tracer" in envoys else 0
+        sent = sum(r["exported"] for r in modes.values()) + tracer
+        line = re.match(r"(\d+) spans in", sink_line(sink_log))
+        received = int(line.group(1)) if line else None
+        ok = all(r["ok"] for r in modes.values()) and received == sent
+        if ok or time.time() > deadline:
+            return exports, {"ok": ok, "modes": modes, "sink": (received, sent, tracer)}
+        time.sleep(1)
+
+
+def print_spans_check(check, by_key):
+    if not check["modes"]:
+        return
+    print("\nspans check (after the exporters flushed): every request recorded is exported, "
+          "none dropped")
+    print(f"{'mode':<40} {'served':>9} {'recorded':>9} {'exported':>9} {'dropped':>8}  check")
+    for k, r in check["modes"].items():
+        rq = "-" if r["served"] is None else r["served"]
+        print(f"{by_key[k].label:<40} {rq:>9} {r['recorded']:>9} {r['exported']:>9} "
+              f"{r['dropped']:>8}  {'ok' if r['ok'] else 'SPANS LOST'}"
+              + "".join(f", {n} {d}" for d, n in r["drops"].items() if n)
+              + (f" ({r['saturated_drops']} of them in the saturated phase)"
+                 if r["dropped"] and "saturated_drops" in r else ""))
+    if check["sink"]:
+        received, sent, tracer = check["sink"]
+        print(f"otlp-sink received {received} spans; meshtrace exported {sent - tracer} and "
+              f"Envoy's tracer sent {tracer}: {'ok' if received == sent else 'MISMATCH'}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -537,6 +702,10 @@ def main():
     p.add_argument("--variant", action="append", default=[], metavar="LABEL=JSON",
                    help="add a meshtrace 100%% mode with JSON merged into its config, e.g. "
                         "'batch256={\"batch\":{\"max_batch\":256}}' (repeatable)")
+    p.add_argument("--variant-singleton", action="append", default=[], metavar="LABEL=JSON",
+                   help="add a singleton-exporter mode with JSON merged into both the filter's "
+                        "and the singleton's config, e.g. "
+                        "'gzip={\"collector\":{\"compression\":\"gzip\"}}' (repeatable)")
     p.add_argument("--variant-wasm", action="append", default=[], metavar="LABEL=PATH",
                    help="add a meshtrace 100%% mode running another build (repeatable)")
     p.add_argument("--variant-wasm-full", action="append", default=[], metavar="LABEL=PATH",
@@ -564,6 +733,11 @@ def main():
     p.add_argument("--loop-stats", action="store_true",
                    help="turn on Envoy's dispatcher stats and print each worker's event-loop "
                         "iteration time (P99, P99.9, max): a stall shows there whatever its cause")
+    p.add_argument("--worker-alone", action="store_true",
+                   help="pin only the worker thread to the Envoy CPU and move every other Envoy "
+                        "thread (main, where the singleton exports) to the load CPU, as ordinary "
+                        "threads (at --sink-nice in the fixed-rate phase, like the sink); "
+                        "by default the whole Envoy process shares the Envoy CPU")
     p.add_argument("--keep", action="store_true",
                    help="keep the work directory (configs, Envoy logs) and print its path")
     args = p.parse_args()
@@ -590,6 +764,7 @@ def main():
     load_before = os.getloadavg()
     sink_summary = "?"
     envoys, ports, exports, loops = {}, {}, {}, {}
+    spans_check = {"ok": True, "modes": {}, "sink": None}
     try:
         cert_dir = make_certs(workdir) if any(m.mesh for m in selected) else ""
         app_port = free_port()
@@ -605,7 +780,8 @@ def main():
                 callers.append((m.key, ports[m.key], port))
             else:
                 text = render("bench.yaml", {**common, "GRPC_COLLECTOR_PORT": collector_ports[1],
-                                             "TRACING": m.tracing})
+                                             "TRACING": m.tracing,
+                                             "BOOTSTRAP_EXTENSIONS": m.bootstrap})
                 ports[m.key] = port
             if args.loop_stats:
                 text += "\nenable_dispatcher_stats: true\n"
@@ -619,6 +795,13 @@ def main():
             envoys["helper"].admin = admin
         for e in envoys.values():
             e.wait_ready()
+
+        def split(nice):
+            if args.worker_alone:
+                for m in selected:
+                    envoys[m.key].split_threads(envoy_cpu, load_cpu, nice)
+
+        split(0)
         # Warm every mode once (wasm compilation, connection pools, the exporters' first flush).
         for m in selected:
             wrk(ports[m.key], 1, args.connections, load_cpu, m, scripts)
@@ -627,14 +810,21 @@ def main():
             # Rotate the order each round so no mode always follows the same neighbour.
             order = selected[r % len(selected):] + selected[: r % len(selected)]
             for m in order:
-                cpu = envoys[m.key].worker_cpu_s()
+                cpu, pcpu = envoys[m.key].worker_cpu_s(), envoys[m.key].process_cpu_s()
                 res = wrk(ports[m.key], args.seconds, args.connections, load_cpu, m, scripts)
                 res["cpu"] = (envoys[m.key].worker_cpu_s() - cpu) * 1e6 / res["requests"]
+                res["pcpu"] = (envoys[m.key].process_cpu_s() - pcpu) * 1e6 / res["requests"]
                 results[m.key].append(res)
                 print(f"  round {r + 1}: {m.label:<40} {res['rps']:>8.0f} req/s  "
                       f"p99 {res[99]:>6} us  p99.9 {res[99.9]:>6} us  "
                       f"cpu {res['cpu']:>5.1f} us/req", file=sys.stderr)
         fixed, rates = {}, {}
+        # Drops so far, so that the spans check can say which phase lost spans (the filter
+        # pushes its counters on its tick, about every second).
+        time.sleep(1.5)
+        saturated_drops = {
+            m.key: sum(envoys[m.key].stats("wasmcustom.meshtrace.spans_dropped.").values())
+            for m in selected if m.meshtrace}
         if args.bridge_load and args.rate != 0:
             for mesh in (False, True):
                 group = [m for m in selected if m.mesh == mesh]
@@ -645,6 +835,7 @@ def main():
             seconds = args.rate_seconds or args.seconds
             if args.sink_nice:
                 lowest_priority(sink.pid, args.sink_nice)
+            split(args.sink_nice)
             for m in selected:
                 paced(args.bridge_load, ports[m.key], rates[m.mesh], 1, args.connections,
                       load_cpu, m, workdir)
@@ -652,26 +843,23 @@ def main():
             for r in range(args.rounds):
                 order = selected[r % len(selected):] + selected[: r % len(selected)]
                 for m in order:
-                    cpu = envoys[m.key].worker_cpu_s()
+                    cpu, pcpu = envoys[m.key].worker_cpu_s(), envoys[m.key].process_cpu_s()
                     res = paced(args.bridge_load, ports[m.key], rates[m.mesh], seconds,
                                 args.connections, load_cpu, m, workdir)
                     res["cpu"] = (envoys[m.key].worker_cpu_s() - cpu) * 1e6 / res["requests"]
+                    res["pcpu"] = (envoys[m.key].process_cpu_s() - pcpu) * 1e6 / res["requests"]
                     fixed[m.key].append(res)
                     print(f"  fixed {rates[m.mesh]:.0f}/s round {r + 1}: {m.label:<40} "
                           f"p50 {res[50]:>6.0f} p99 {res[99]:>6.0f} us  p99.9 {res[99.9]:>6.0f} "
                           f"us  cpu {res['cpu']:>5.1f} us/req", file=sys.stderr)
-        for m in selected:
-            if m.meshtrace:
-                exports[m.key] = envoys[m.key].stats("wasmcustom.meshtrace.")
+        exports, spans_check = check_spans(selected, envoys, os.path.join(workdir, "sink.log"))
+        for k, n in saturated_drops.items():
+            spans_check["modes"][k]["saturated_drops"] = n
         if args.loop_stats:
             time.sleep(5.5)  # histograms reach the admin on the stats flush (every 5 s)
             for m in selected:
                 loops[m.key] = envoys[m.key].loop_quantiles()
-        # The sink prints a running count each second: its last line proves both tracers exported.
-        time.sleep(2)
-        with open(os.path.join(workdir, "sink.log")) as f:
-            lines = f.read().splitlines()
-        sink_summary = lines[-1] if lines else "nothing"
+        sink_summary = sink_line(os.path.join(workdir, "sink.log"))
     finally:
         for e in envoys.values():
             e.stop()
@@ -684,6 +872,9 @@ def main():
 
     report(args, selected, results, exports, sink_summary, envoy_cpu, load_cpu, started,
            load_before, loops, fixed, rates)
+    print_spans_check(spans_check, {m.key: m for m in selected})
+    if not spans_check["ok"]:
+        raise SystemExit("spans lost: see the spans check above")
 
 
 def report(args, selected, results, exports, sink_summary, envoy_cpu, load_cpu, started,
@@ -691,25 +882,28 @@ def report(args, selected, results, exports, sink_summary, envoy_cpu, load_cpu, 
     keys = [m.key for m in selected]
     by_key = {m.key: m for m in selected}
     med = {k: {q: statistics.median(x[q] for x in results[k])
-               for q in ("rps", "cpu", *PERCENTILES)}
+               for q in ("rps", "cpu", "pcpu", *PERCENTILES)}
            for k in keys}
 
     def paired(k, other, q):
         """Per-round ratios of `k` to `other` on statistic `q`: median, low, high."""
         return spread(a[q] / b[q] for a, b in zip(results[k], results[other]))
 
-    print(f"\nEnvoy {envoy_version(args.envoy)}, 1 worker on CPU {envoy_cpu}; wrk -t1 "
+    where = (f"the worker thread alone on CPU {envoy_cpu}, Envoy's other threads on CPU "
+             f"{load_cpu}" if args.worker_alone else f"the whole Envoy process on CPU {envoy_cpu}")
+    print(f"\nEnvoy {envoy_version(args.envoy)}, 1 worker, {where}; wrk -t1 "
           f"-c{args.connections}, otlp-sink and the mTLS modes' helper Envoy on CPU {load_cpu}; "
           f"{args.rounds} rounds x {args.seconds}s interleaved; medians over rounds, latency in us")
     print(f"{'mode':<40} {'req/s':>8} {'p50':>6} {'p90':>6} {'p99':>6} {'p99.9':>7} "
-          f"{'us/req':>7} {'cpu us/req':>10}")
+          f"{'us/req':>7} {'cpu us/req':>10} {'all threads':>11}")
     for k in keys:
         s = med[k]
         print(f"{by_key[k].label:<40} {s['rps']:>8.0f} {s[50]:>6.0f} {s[90]:>6.0f} {s[99]:>6.0f} "
-              f"{s[99.9]:>7.0f} {1e6 / s['rps']:>7.1f} {s['cpu']:>10.1f}")
+              f"{s[99.9]:>7.0f} {1e6 / s['rps']:>7.1f} {s['cpu']:>10.1f} {s['pcpu']:>11.1f}")
     print("(cpu us/req: the Envoy worker thread's own CPU time per request, from /proc; unlike "
           "req/s it does not count time the thread waited for a CPU, so it is the steadier cost "
-          "on a shared machine)")
+          "on a shared machine; all threads: the whole Envoy process's, the main thread's "
+          "included, where the singleton exporter runs)")
 
     print("\nper-round paired ratios, median (low to high); floor = the mode's own floor")
     print(f"{'mode':<40} {'req/s vs floor':>20} {'p99 vs floor':>20} {'req/s vs tracer':>20} "
@@ -739,7 +933,7 @@ def report(args, selected, results, exports, sink_summary, envoy_cpu, load_cpu, 
             print(f"{by_key[k].label:<40} " + " ".join(f"{c:>20}" for c in cols))
 
     fmed = {k: {q: statistics.median(x[q] for x in fixed[k])
-                for q in ("rps", "cpu", "max", *PERCENTILES)}
+                for q in ("rps", "cpu", "pcpu", "max", *PERCENTILES)}
             for k in fixed}
 
     def fpaired(k, other, q):
@@ -751,7 +945,8 @@ def report(args, selected, results, exports, sink_summary, envoy_cpu, load_cpu, 
               + ", ".join(f"{'mTLS modes' if mesh else 'plain modes'} at {r:.0f} req/s"
                           for mesh, r in rates.items()))
         print(f"{'mode':<40} {'req/s':>8} {'p50':>6} {'p90':>6} {'p99':>6} {'p99.9':>7} "
-              f"{'max':>7} {'cpu us/req':>10} {'p99 vs floor':>17} {'p99.9 vs floor':>17} "
+              f"{'max':>7} {'cpu us/req':>10} {'all threads':>11} {'p99 vs floor':>17} "
+              f"{'p99.9 vs floor':>17} "
               f"{'p99 vs tracer':>17} {'p99.9 vs tracer':>17}")
         for k in keys:
             m, s = by_key[k], fmed[k]
@@ -763,7 +958,7 @@ def report(args, selected, results, exports, sink_summary, envoy_cpu, load_cpu, 
                 cols[2:] = [fmt.format(*fpaired(k, "tracer", 99)),
                             fmt.format(*fpaired(k, "tracer", 99.9))]
             print(f"{m.label:<40} {s['rps']:>8.0f} {s[50]:>6.0f} {s[90]:>6.0f} {s[99]:>6.0f} "
-                  f"{s[99.9]:>7.0f} {s['max']:>7.0f} {s['cpu']:>10.1f} "
+                  f"{s[99.9]:>7.0f} {s['max']:>7.0f} {s['cpu']:>10.1f} {s['pcpu']:>11.1f} "
                   + " ".join(f"{c:>17}" for c in cols))
         print("(cpu us/req at a fixed rate also carries the cost of a worker that sleeps and "
               "wakes between requests)")
@@ -804,13 +999,26 @@ def report(args, selected, results, exports, sink_summary, envoy_cpu, load_cpu, 
         print(f"       at {rates[False]:.0f} req/s fixed: meshtrace 100% p99 vs floor "
               f"{fpaired('mt100', 'floor', 99)[0]:.2f} (<= 1.3), p99.9 vs floor "
               f"{fpaired('mt100', 'floor', 99.9)[0]:.2f}")
+    for k in (k for k in keys if k == "singleton" or k.startswith("s:")):
+        line = (f"       {by_key[k].label}: req/s vs floor {paired(k, 'floor', 'rps')[0]:.2f}, "
+                f"vs meshtrace per worker {paired(k, 'mt100', 'rps')[0]:.2f}"
+                if "mt100" in med else "")
+        if k in fmed and "mt100" in fmed:
+            line += (f"; at {rates[False]:.0f} req/s fixed: p99 vs floor "
+                     f"{fpaired(k, 'floor', 99)[0]:.2f}, p99 vs meshtrace per worker "
+                     f"{fpaired(k, 'mt100', 99)[0]:.2f}, p99.9 vs meshtrace per worker "
+                     f"{fpaired(k, 'mt100', 99.9)[0]:.2f}")
+        if line:
+            print(line)
     if "probe" in med:
         print(f"       probe (the host calls alone) req/s vs floor "
               f"{paired('probe', 'floor', 'rps')[0]:.2f}: the ceiling of meshtrace's 0.85 goal")
 
     if args.markdown:
         print(f"\n`make bench-envoy` ({args.rounds} rounds x {args.seconds} s, "
-              f"{started:%Y-%m-%d}, {machine()}, Envoy {envoy_version(args.envoy)}):\n")
+              f"{started:%Y-%m-%d}, {machine()}, Envoy {envoy_version(args.envoy)}"
+              + (", `--worker-alone`: the worker thread alone on its CPU" if args.worker_alone
+                 else "") + "):\n")
         print("| mode | req/s | p50 µs | p99 µs | p99.9 µs | worker CPU µs/req | req/s vs floor "
               "| p99 vs floor | req/s vs Envoy's tracer | p99 vs Envoy's tracer |")
         print("|---|---|---|---|---|---|---|---|---|---|")
@@ -835,6 +1043,14 @@ def report(args, selected, results, exports, sink_summary, envoy_cpu, load_cpu, 
                   + " | ".join(vs_floor + vs_tracer) + " |")
         print("\nRatios are per-round paired medians (low–high over rounds); the mTLS rows are read "
               "against the no-op filter on the same mTLS sidecar path.")
+        singles = [k for k in keys if k == "singleton" or k.startswith("s:")]
+        if singles:
+            print("The singleton exporter runs on Envoy's main thread, whose CPU the worker column "
+                  "leaves out; Envoy's CPU per request over all its threads: "
+                  + ", ".join(f"{by_key[k].label} {med[k]['pcpu']:.1f} µs"
+                              for k in keys if by_key[k].meshtrace or k == "floor")
+                  + (" (the worker thread alone on its CPU)." if args.worker_alone
+                     else " (the whole Envoy process on one CPU)."))
         if fixed:
             print(f"\nAt a fixed offered rate (open loop, {args.connections} connections, latency "
                   "from each request's intended start; "
