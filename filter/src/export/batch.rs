@@ -13,10 +13,6 @@
 //! Taken batches advance a head offset instead of shifting the rest of the buffer down, so a
 //! backlog cut into many small batches costs one copy per byte, not one move of the backlog per
 //! batch; the buffer is compacted once the taken part outgrows the live part.
-//!
-//! The buffer keeps room at its front for a request's prefix (resource, scope and their length
-//! heads): a batch that is the front of the queue is framed in place and its buffer handed to
-//! the request by swap ([`SpanQueue::take_framed`]), so the spans are not copied a second time.
 
 use std::collections::VecDeque;
 
@@ -35,12 +31,9 @@ pub enum DropReason {
 /// Encoded spans waiting for export.
 #[derive(Debug)]
 pub struct SpanQueue {
-    /// `buf[head..]` holds the queued spans; `buf[front..head]` was taken already, and
-    /// `buf[..front]` is room for a request's prefix.
+    /// `buf[head..]` holds the queued spans; `buf[..head]` was taken already.
     buf: Vec<u8>,
     head: usize,
-    /// Bytes kept free before the first span ([`Self::with_front_room`]).
-    front: usize,
     lens: VecDeque<u32>,
     max_spans: usize,
     max_bytes: usize,
@@ -55,7 +48,6 @@ impl SpanQueue {
         Self {
             buf: Vec::new(),
             head: 0,
-            front: 0,
             lens: VecDeque::new(),
             max_spans: max_spans as usize,
             max_bytes: max_bytes.min(usize::MAX as u64) as usize,
@@ -64,30 +56,10 @@ impl SpanQueue {
         }
     }
 
-    /// Keeps `room` bytes free before the spans, where [`Self::take_framed`] writes a
-    /// request's prefix (and a transport frame) in place.
-    pub fn with_front_room(mut self, room: usize) -> Self {
-        self.front = room;
-        self.buf = vec![0; room];
-        self.head = room;
-        self
-    }
-
     /// Moves the live spans to the front of the buffer, dropping the taken ones.
     fn compact(&mut self) {
-        self.buf.drain(self.front..self.head);
-        self.head = self.front;
-    }
-
-    /// Empties the queue, keeping the front room and the capacity.
-    fn reset(&mut self) {
-        self.buf.truncate(self.front);
-        self.head = self.front;
-    }
-
-    /// Bytes the buffer holds for spans, taken or live: what the byte bound limits.
-    fn held_bytes(&self) -> usize {
-        self.buf.len() - self.front
+        self.buf.drain(..self.head);
+        self.head = 0;
     }
 
     /// Encodes `span` onto the tail of the queue, or says why it was dropped.
@@ -98,13 +70,13 @@ impl SpanQueue {
         let start = self.buf.len();
         encode_span(span, &mut self.buf);
         let len = self.buf.len() - start;
-        if self.held_bytes() > self.max_bytes && self.head > self.front {
+        if self.buf.len() > self.max_bytes && self.head > 0 {
             // The bound is on the buffer itself: reclaim the taken part before refusing. Only a
             // queue near its byte bound gets here (with the default bounds the span bound comes
             // first), so this move is rare.
             self.compact();
         }
-        if self.held_bytes() > self.max_bytes {
+        if self.buf.len() > self.max_bytes {
             self.buf.truncate(self.buf.len() - len);
             return Err(if len > self.max_bytes {
                 DropReason::TooLarge
@@ -121,10 +93,10 @@ impl SpanQueue {
         if span.len() > self.max_bytes || span.len() > u32::MAX as usize {
             return Err(DropReason::TooLarge);
         }
-        if self.held_bytes() + span.len() > self.max_bytes && self.head > self.front {
+        if self.buf.len() + span.len() > self.max_bytes && self.head > 0 {
             self.compact();
         }
-        if self.lens.len() >= self.max_spans || self.held_bytes() + span.len() > self.max_bytes {
+        if self.lens.len() >= self.max_spans || self.buf.len() + span.len() > self.max_bytes {
             return Err(DropReason::QueueFull);
         }
         self.buf.extend_from_slice(span);
@@ -144,7 +116,8 @@ impl SpanQueue {
             out.extend_from_slice(&len.to_le_bytes());
         }
         out.extend_from_slice(&self.buf[self.head..]);
-        self.reset();
+        self.buf.clear();
+        self.head = 0;
         n
     }
 
@@ -173,15 +146,6 @@ impl SpanQueue {
     /// span bytes, at least one span) into an `ExportTraceServiceRequest` appended to `out`.
     /// Returns how many spans it holds.
     pub fn take_batch(&mut self, header: &BatchHeader, out: &mut Vec<u8>) -> usize {
-        let (n, bytes) = self.next_batch();
-        self.lens.drain(..n);
-        header.append_request(&self.buf[self.head..self.head + bytes], out);
-        self.advance(bytes);
-        n
-    }
-
-    /// The next batch: `(spans, bytes)` from the head.
-    fn next_batch(&self) -> (usize, usize) {
         let mut n = 0;
         let mut bytes = 0;
         for &len in self.lens.iter().take(self.max_batch) {
@@ -192,62 +156,18 @@ impl SpanQueue {
             n += 1;
             bytes += len;
         }
-        (n, bytes)
-    }
-
-    /// Marks `bytes` from the head as taken.
-    fn advance(&mut self, bytes: usize) {
+        self.lens.drain(..n);
+        header.append_request(&self.buf[self.head..self.head + bytes], out);
         self.head += bytes;
         if self.head == self.buf.len() {
-            self.reset();
-        } else if self.head - self.front >= self.buf.len() - self.head {
+            self.buf.clear();
+            self.head = 0;
+        } else if self.head >= self.buf.len() - self.head {
             // The live part is at most as large as what was taken since the last move: moving
             // it costs no more than the copies already made.
             self.compact();
         }
-    }
-
-    /// Takes the next batch as [`Self::take_batch`] does, but replaces `out` with a buffer
-    /// whose `out[start..start + frame]` is left for the caller's transport frame (zeros, or
-    /// stale bytes) and `out[start + frame..]` is the `ExportTraceServiceRequest`. Returns
-    /// `(spans, start)`.
-    ///
-    /// When the batch begins at the buffer's front room and what stays queued is no larger
-    /// than it, the prefix is written in place before the spans and the buffers are swapped:
-    /// the spans are not copied again; what stays moves to `out`'s old buffer, which becomes
-    /// the queue's. Otherwise (a backlog, no room, a buffer grown past a few requests' size)
-    /// the request is copied as [`Self::take_batch`] does.
-    pub fn take_framed(
-        &mut self,
-        header: &BatchHeader,
-        frame: usize,
-        out: &mut Vec<u8>,
-    ) -> (usize, usize) {
-        let (n, bytes) = self.next_batch();
-        let prefix = header.prefix_len(bytes);
-        let end = self.head + bytes;
-        let rest = self.buf.len() - end;
-        // A buffer far past a request's size (a drained backlog) stays with the queue, so the
-        // buffers the slots hold stay near a request's size.
-        let small = self.buf.capacity() <= 4 * self.front.saturating_add(self.max_export_bytes);
-        if self.head == self.front && prefix + frame <= self.front && rest <= bytes && small {
-            let start = self.head - prefix - frame;
-            header.write_prefix(bytes, &mut self.buf[self.head - prefix..self.head]);
-            out.clear();
-            out.resize(self.front, 0);
-            out.extend_from_slice(&self.buf[end..]);
-            core::mem::swap(&mut self.buf, out);
-            out.truncate(end);
-            self.lens.drain(..n);
-            self.head = self.front;
-            return (n, start);
-        }
-        out.clear();
-        out.resize(frame, 0);
-        self.lens.drain(..n);
-        header.append_request(&self.buf[self.head..end], out);
-        self.advance(bytes);
-        (n, 0)
+        n
     }
 }
 
@@ -445,45 +365,5 @@ mod tests {
             [&encoded([8])[..]]
         );
         assert!(q.is_empty() && q.bytes() == 0);
-    }
-
-    #[test]
-    fn framed_batches_are_the_copied_ones_whether_swapped_or_copied() {
-        let len = encoded([1]).len();
-        let header = BatchHeader::new(&[(
-            "service.name",
-            crate::export::otlp::ResourceValue::Str("checkout".into()),
-        )]);
-        let room = header.max_prefix_len() + 5;
-        // Two spans per request by bytes; queues of 3, 5 and 9 spans: the first batch of the
-        // first two is swapped out (what stays is no larger), the backlog's is copied.
-        for (queued, frame) in [(3u8, 5), (5, 0), (9, 5)] {
-            let mut framed =
-                SpanQueue::new(100, 1 << 20, 10, (len * 5 / 2) as u64).with_front_room(room);
-            let mut copied = SpanQueue::new(100, 1 << 20, 10, (len * 5 / 2) as u64);
-            for i in 1..=queued {
-                framed.push(&sized(i)).unwrap();
-                copied.push(&sized(i)).unwrap();
-            }
-            // A stale body buffer, as a slot hands it back.
-            let mut out = vec![7u8; 3 * len];
-            while !copied.is_empty() {
-                let mut want = Vec::new();
-                let n = copied.take_batch(&header, &mut want);
-                let (m, start) = framed.take_framed(&header, frame, &mut out);
-                assert_eq!(m, n);
-                assert_eq!(&out[start + frame..], &want[..], "{queued} spans");
-                assert_eq!(
-                    (framed.len(), framed.bytes()),
-                    (copied.len(), copied.bytes())
-                );
-                // Spans pushed after a swap land behind what stayed.
-                if framed.len() == 1 {
-                    framed.push(&sized(42)).unwrap();
-                    copied.push(&sized(42)).unwrap();
-                }
-            }
-            assert!(framed.is_empty() && framed.bytes() == 0);
-        }
     }
 }

@@ -448,61 +448,14 @@ impl BatchHeader {
 
     /// [`Self::encode_request`], appended to what `out` holds (a gRPC frame's prefix).
     pub fn append_request(&self, spans: &[u8], out: &mut Vec<u8>) {
-        let prefix = self.prefix_len(spans.len());
-        out.reserve(prefix + spans.len());
-        let at = out.len();
-        out.resize(at + prefix, 0);
-        self.write_prefix(spans.len(), &mut out[at..]);
+        let scope_spans = self.scope_field.len() + spans.len();
+        let resource_spans = self.resource_field.len() + len_field(2, scope_spans);
+        out.reserve(len_field(1, resource_spans));
+        put_len(1, resource_spans, out);
+        out.extend_from_slice(&self.resource_field);
+        put_len(2, scope_spans, out);
+        out.extend_from_slice(&self.scope_field);
         out.extend_from_slice(spans);
-    }
-
-    /// The bytes a request holding `spans_len` bytes of span fields puts before them: the
-    /// `resource_spans` and `scope_spans` heads, the resource and the scope.
-    pub fn prefix_len(&self, spans_len: usize) -> usize {
-        let (resource_spans, scope_spans) = self.lens(spans_len);
-        1 + encoded_len_varint(resource_spans as u64)
-            + self.resource_field.len()
-            + 1
-            + encoded_len_varint(scope_spans as u64)
-            + self.scope_field.len()
-    }
-
-    /// The largest [`Self::prefix_len`] of any request (lengths of up to ten varint bytes).
-    pub fn max_prefix_len(&self) -> usize {
-        2 * (1 + 10) + self.resource_field.len() + self.scope_field.len()
-    }
-
-    /// `(ResourceSpans, ScopeSpans)` body lengths of a request holding `spans_len` span bytes.
-    fn lens(&self, spans_len: usize) -> (usize, usize) {
-        let scope_spans = self.scope_field.len() + spans_len;
-        (
-            self.resource_field.len() + len_field(2, scope_spans),
-            scope_spans,
-        )
-    }
-
-    /// Writes the request's prefix ([`Self::prefix_len`]`(spans_len)` bytes, which `dst` must
-    /// be) in place, so spans already in a buffer need not move: the queue keeps room for it
-    /// before its spans ([`crate::export::batch::SpanQueue::take_framed`]).
-    pub fn write_prefix(&self, spans_len: usize, dst: &mut [u8]) {
-        let (resource_spans, scope_spans) = self.lens(spans_len);
-        let (r, s) = (self.resource_field.len(), self.scope_field.len());
-        let (rw, sw) = (
-            encoded_len_varint(resource_spans as u64),
-            encoded_len_varint(scope_spans as u64),
-        );
-        if dst.len() != 2 + rw + r + sw + s {
-            debug_assert!(false, "prefix slot of the wrong size");
-            return;
-        }
-        dst[0] = key_byte(1, WireType::LengthDelimited);
-        put_varint_at(&mut dst[1..1 + rw], resource_spans as u64);
-        let at = 1 + rw;
-        dst[at..at + r].copy_from_slice(&self.resource_field);
-        let at = at + r;
-        dst[at] = key_byte(2, WireType::LengthDelimited);
-        put_varint_at(&mut dst[at + 1..at + 1 + sw], scope_spans as u64);
-        dst[at + 1 + sw..].copy_from_slice(&self.scope_field);
     }
 }
 

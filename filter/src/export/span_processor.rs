@@ -67,10 +67,7 @@ enum SlotState {
 struct Slot {
     state: SlotState,
     id: u64,
-    /// The request is `body[start..]`: a buffer taken from the queue by swap keeps its front
-    /// room before the request.
     body: Vec<u8>,
-    start: usize,
     spans: u64,
     raw_bytes: u64,
     attempts: u32,
@@ -92,9 +89,6 @@ struct FailureCount {
     requests: u64,
     spans: u64,
 }
-
-/// A gRPC message's frame: compressed flag and big-endian length.
-const GRPC_FRAME: usize = 5;
 
 /// At most this many distinct failure kinds per log line; beyond it they are summed as "other".
 const LOG_KINDS: usize = 8;
@@ -172,8 +166,7 @@ impl BatchSpanProcessor {
                 b.max_queue_bytes,
                 b.max_batch,
                 b.max_export_bytes,
-            )
-            .with_front_room(header.max_prefix_len() + GRPC_FRAME),
+            ),
             header,
             protocol: config.collector.protocol,
             hand_off: e.mode == ExportMode::SharedQueue,
@@ -185,7 +178,6 @@ impl BatchSpanProcessor {
                     state: SlotState::Free,
                     id: 0,
                     body: Vec::new(),
-                    start: 0,
                     spans: 0,
                     raw_bytes: 0,
                     attempts: 0,
@@ -332,9 +324,11 @@ impl BatchSpanProcessor {
         slot.state = SlotState::InFlight { since: now_ms };
         slot.attempts += 1;
         self.counters.bytes_uncompressed += slot.raw_bytes;
-        let body = slot.body.get(slot.start..).unwrap_or(&[]);
-        self.counters.bytes_sent += body.len() as u64;
-        Some(Request { id: slot.id, body })
+        self.counters.bytes_sent += slot.body.len() as u64;
+        Some(Request {
+            id: slot.id,
+            body: &slot.body,
+        })
     }
 
     /// Cuts the next batch into slot `i`, framed and compressed for the wire.
@@ -344,33 +338,25 @@ impl BatchSpanProcessor {
         self.next_id += 1;
         slot.attempts = 0;
         let body = &mut slot.body;
-        // A length-prefixed gRPC message: compressed flag, then the length, filled in below.
-        let frame = if self.protocol == Protocol::Grpc {
-            GRPC_FRAME
+        body.clear();
+        if self.protocol == Protocol::Grpc {
+            // Length-prefixed message: compressed flag, then the length patched in below.
+            body.extend_from_slice(&[self.gzip.is_some() as u8, 0, 0, 0, 0]);
+        }
+        let start = body.len();
+        if let Some(gzip) = &mut self.gzip {
+            self.scratch.clear();
+            slot.spans = self.queue.take_batch(&self.header, &mut self.scratch) as u64;
+            slot.raw_bytes = self.scratch.len() as u64;
+            gzip.compress(&self.scratch, body);
         } else {
-            0
-        };
-        let start = if let Some(gzip) = &mut self.gzip {
-            let (spans, at) = self.queue.take_framed(&self.header, 0, &mut self.scratch);
-            let request = self.scratch.get(at..).unwrap_or(&[]);
-            slot.spans = spans as u64;
-            slot.raw_bytes = request.len() as u64;
-            body.clear();
-            body.resize(frame, 0);
-            gzip.compress(request, body);
-            0
-        } else {
-            // The queue's buffer becomes the body, framed in place: the spans are not copied.
-            let (spans, at) = self.queue.take_framed(&self.header, frame, body);
-            slot.spans = spans as u64;
-            slot.raw_bytes = (body.len() - at - frame) as u64;
-            at
-        };
-        slot.start = start;
-        if frame > 0 {
-            let len = (body.len() - start - frame) as u32;
-            body[start] = self.gzip.is_some() as u8;
-            body[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+            // Straight into the body: one copy of the spans per request.
+            slot.spans = self.queue.take_batch(&self.header, body) as u64;
+            slot.raw_bytes = (body.len() - start) as u64;
+        }
+        if self.protocol == Protocol::Grpc {
+            let len = (body.len() - start) as u32;
+            body[1..5].copy_from_slice(&len.to_be_bytes());
         }
     }
 
