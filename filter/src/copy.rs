@@ -22,39 +22,56 @@ pub fn append_prefix<const N: usize>(src: &[u8; N], n: usize, buf: &mut Vec<u8>)
 /// Appends `src` to `buf` like `extend_from_slice`.
 #[inline(always)]
 pub fn append(src: &[u8], buf: &mut Vec<u8>) {
-    /// Copies `N` bytes from the start and `N` from the end of `src` (`N <= src.len() <= 2N`).
-    #[inline(always)]
-    fn two<const N: usize>(src: &[u8], dst: &mut [core::mem::MaybeUninit<u8>]) {
-        let n = src.len();
-        debug_assert!(N <= n && n <= 2 * N && dst.len() >= n);
-        // SAFETY: `dst` has room for `n` bytes and `src` has `n`; both moves stay within the
-        // first `n` bytes of each (`n - N + N == n`), and the slices do not overlap.
-        unsafe {
-            let d = dst.as_mut_ptr().cast::<u8>();
-            core::ptr::copy_nonoverlapping(src.as_ptr(), d, N);
-            core::ptr::copy_nonoverlapping(src.as_ptr().add(n - N), d.add(n - N), N);
-        }
-    }
     let n = src.len();
     if n > 32 || n == 0 {
         buf.extend_from_slice(src);
         return;
     }
     buf.reserve(n);
-    let spare = buf.spare_capacity_mut();
-    match n {
-        // The first, middle and last byte cover 1, 2 and 3 bytes.
-        1..=3 => {
-            spare[0].write(src[0]);
-            spare[n / 2].write(src[n / 2]);
-            spare[n - 1].write(src[n - 1]);
-        }
-        4..=7 => two::<4>(src, spare),
-        8..=15 => two::<8>(src, spare),
-        _ => two::<16>(src, spare),
+    // SAFETY: `reserve(n)` left room for `n` bytes past the length, which `write` fills.
+    unsafe {
+        write(src, buf.as_mut_ptr().add(buf.len()));
+        buf.set_len(buf.len() + n);
     }
-    // SAFETY: the first `n` spare bytes were just initialised.
-    unsafe { buf.set_len(buf.len() + n) };
+}
+
+/// Copies `src` to `dst` like `copy_nonoverlapping`, with fixed-size moves up to 32 bytes (a
+/// call to `memcpy` beyond), for writers that reserved a whole record's room once.
+///
+/// # Safety
+///
+/// `dst` must be valid for `src.len()` writes and must not overlap `src`.
+#[inline(always)]
+pub unsafe fn write(src: &[u8], dst: *mut u8) {
+    /// Copies `N` bytes from the start and `N` from the end of `src` (`N <= src.len() <= 2N`).
+    #[inline(always)]
+    unsafe fn two<const N: usize>(src: &[u8], d: *mut u8) {
+        let n = src.len();
+        debug_assert!(N <= n && n <= 2 * N);
+        // SAFETY: the caller gives room for `n` bytes at `d` and `src` has `n`; both moves stay
+        // within the first `n` bytes of each (`n - N + N == n`), and they do not overlap.
+        unsafe {
+            core::ptr::copy_nonoverlapping(src.as_ptr(), d, N);
+            core::ptr::copy_nonoverlapping(src.as_ptr().add(n - N), d.add(n - N), N);
+        }
+    }
+    let n = src.len();
+    // SAFETY: every write below is within `dst[..n]`, valid by the caller's contract.
+    unsafe {
+        match n {
+            0 => {}
+            // The first, middle and last byte cover 1, 2 and 3 bytes.
+            1..=3 => {
+                *dst = src[0];
+                *dst.add(n / 2) = src[n / 2];
+                *dst.add(n - 1) = src[n - 1];
+            }
+            4..=7 => two::<4>(src, dst),
+            8..=15 => two::<8>(src, dst),
+            16..=32 => two::<16>(src, dst),
+            _ => core::ptr::copy_nonoverlapping(src.as_ptr(), dst, n),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -77,6 +94,17 @@ mod tests {
             let mut buf = head.clone();
             append(&src, &mut buf);
             proptest::prop_assert_eq!(buf, [head, src].concat());
+        }
+
+        #[test]
+        fn write_is_copy_nonoverlapping(
+            src in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..70),
+        ) {
+            let mut dst = vec![7u8; src.len() + 2];
+            // SAFETY: `dst[1..]` has room for `src`, and they are separate vectors.
+            unsafe { write(&src, dst.as_mut_ptr().add(1)) };
+            proptest::prop_assert_eq!(&dst[1..=src.len()], &src[..]);
+            proptest::prop_assert_eq!((dst[0], dst[src.len() + 1]), (7, 7));
         }
     }
 }

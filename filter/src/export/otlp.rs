@@ -316,7 +316,7 @@ pub fn span_len(span: &SpanRecord) -> usize {
     n += len_field(5, span.name().len());
     n += 1 + encoded_len_varint(span.kind as u64);
     n += 9 + 9; // start and end, fixed64
-    n += span.encoded_attrs().map(<[u8]>::len).sum::<usize>();
+    n += span.encoded_attrs_len();
     if span.dropped_attributes > 0 {
         n += 1 + encoded_len_varint(span.dropped_attributes as u64);
     }
@@ -549,6 +549,7 @@ mod tests {
                 prost::encoding::message::encode(SPAN_ATTRIBUTES, &kv, &mut theirs);
             }
             let ours: Vec<u8> = span.encoded_attrs().flatten().copied().collect();
+            proptest::prop_assert_eq!(span.encoded_attrs_len(), ours.len());
             proptest::prop_assert_eq!(ours, theirs);
             let first = span.get("s").cloned();
             let Some(Value::Str(r)) = first else { panic!("{first:?}") };

@@ -161,6 +161,11 @@ pub struct SpanRecord {
     /// only through the record's methods ([`Self::remove`], [`Self::rename`]), which keep the
     /// encoding in step.
     pub attrs: Attributes,
+    /// The arena range holding every attribute's encoding back to back, in order, while the
+    /// attributes were written without anything between them (the usual span): then
+    /// [`Self::encoded_attrs`] is this one range, with no walk over the index. `None` once
+    /// something broke the run (a rename, a removal, text written between two attributes).
+    run: Option<Range<u32>>,
     /// Attributes of events, kept apart so span attributes stay contiguous.
     pub event_attrs: SmallVec<[Attribute; 4]>,
     /// Events (e.g. `fault.injected`).
@@ -204,6 +209,7 @@ impl SpanRecord {
             name,
             trace_state,
             attrs,
+            run,
             event_attrs,
             events,
             links,
@@ -234,6 +240,7 @@ impl SpanRecord {
         *dropped_attributes = 0;
         *guessed_name = GuessedName::None;
         attrs.clear();
+        *run = None;
         event_attrs.clear();
         events.clear();
         links.clear();
@@ -300,7 +307,11 @@ impl SpanRecord {
     /// Removes every attribute with the static key `key`, keeping the others in order (their
     /// encoded bytes stay in the arena, unused).
     pub fn remove(&mut self, key: &'static str) {
+        let before = self.attrs.len();
         self.attrs.retain(|a| a.key != Key::Static(key));
+        if self.attrs.len() != before {
+            self.run = None;
+        }
     }
 
     /// Sets the W3C `tracestate` from what `write` appends. What it wrote is checked (one SIMD
@@ -331,6 +342,33 @@ impl SpanRecord {
         match self.max_value_len {
             0 => usize::MAX,
             n => n as usize,
+        }
+    }
+
+    /// Appends `a` to the index, extending the run of back-to-back encodings when it follows it.
+    #[inline(always)]
+    fn index(&mut self, a: Attribute) {
+        self.run = match (self.attrs.is_empty(), self.run.clone()) {
+            (true, _) => Some(a.enc.clone()),
+            (false, Some(r)) if r.end == a.enc.start => Some(r.start..a.enc.end),
+            _ => None,
+        };
+        self.attrs.push(a);
+    }
+
+    /// The single range holding every attribute's encoding, when there is one: checked against
+    /// the index's ends, so an index edited outside the record's methods falls back to the walk.
+    fn whole_run(&self) -> Option<Range<u32>> {
+        let r = self.run.clone()?;
+        let (first, last) = (self.attrs.first()?, self.attrs.last()?);
+        (first.enc.start == r.start && last.enc.end == r.end).then_some(r)
+    }
+
+    /// The encoded attributes' total size in bytes (the sum of [`Self::encoded_attrs`]).
+    pub fn encoded_attrs_len(&self) -> usize {
+        match self.whole_run() {
+            Some(r) => (r.end - r.start) as usize,
+            None => self.encoded_attrs().map(<[u8]>::len).sum(),
         }
     }
 
@@ -368,7 +406,7 @@ impl SpanRecord {
                     self.text
                         .extend_from_slice(&[0x12, any_len as u8, 0x18, lo | 0x80, hi]);
                 }
-                self.attrs.push(Attribute {
+                self.index(Attribute {
                     key: Key::Static(key),
                     value,
                     enc: start as u32..self.text.len() as u32,
@@ -416,7 +454,7 @@ impl SpanRecord {
                 &mut self.text,
             );
         }
-        self.attrs.push(Attribute {
+        self.index(Attribute {
             key: Key::Static(key),
             value,
             enc: start as u32..self.text.len() as u32,
@@ -435,32 +473,6 @@ impl SpanRecord {
         }
         let cap = self.value_cap();
         let start = self.text.len();
-        if let KeyParts::Static(static_key) = key {
-            // Nearly every attribute: a conventional key and a short ASCII value. One scan
-            // proves the value needs no repair, so every length is known before writing and
-            // the pair goes out in order, with no slots to fill in afterwards.
-            let (k, v) = (static_key.len(), value.len().min(cap));
-            if k + v + SHORT_KV_OVERHEAD < 128 && crate::simd::find_non_ascii(value).is_none() {
-                self.text.reserve(2 + SHORT_KV_OVERHEAD + k + v);
-                self.text.extend_from_slice(&[
-                    otlp::SPAN_ATTRIBUTES_KEY,
-                    (k + v + SHORT_KV_OVERHEAD) as u8,
-                    0x0a,
-                    k as u8,
-                ]);
-                crate::copy::append(static_key.as_bytes(), &mut self.text);
-                self.text
-                    .extend_from_slice(&[0x12, (v + 2) as u8, 0x0a, v as u8]);
-                let vs = self.text.len();
-                crate::copy::append(&value[..v], &mut self.text);
-                self.attrs.push(Attribute {
-                    key: Key::Static(static_key),
-                    value: Value::Str(vs as u32..(vs + v) as u32),
-                    enc: start as u32..(vs + v) as u32,
-                });
-                return;
-            }
-        }
         let (k_in, v_in) = (key.len(), value.len().min(cap));
         let (k, v) = if k_in + v_in + SHORT_KV_OVERHEAD < 128 {
             self.text.reserve(2 + SHORT_KV_OVERHEAD + k_in + v_in);
@@ -485,7 +497,7 @@ impl SpanRecord {
                     KeyParts::Static(s) => Key::Static(s),
                     KeyParts::Parts(_) => Key::Text(ks as u32..ke as u32),
                 };
-                self.attrs.push(Attribute {
+                self.index(Attribute {
                     key,
                     value: Value::Str(vs as u32..ve as u32),
                     enc: start as u32..ve as u32,
@@ -512,7 +524,7 @@ impl SpanRecord {
             KeyParts::Static(s) => Key::Static(s),
             KeyParts::Parts(_) => Key::Text(kr),
         };
-        self.attrs.push(Attribute {
+        self.index(Attribute {
             key,
             value: Value::Str(vr),
             enc: start as u32..self.text.len() as u32,
@@ -580,7 +592,7 @@ impl SpanRecord {
                 Key::Text(k as u32..(k + key_len) as u32)
             }
         };
-        self.attrs.push(Attribute {
+        self.index(Attribute {
             key,
             value: Value::StrArray(first as u16..last as u16),
             enc: start as u32..end as u32,
@@ -589,7 +601,57 @@ impl SpanRecord {
 
     /// Adds a string attribute; the value is capped at `max_value_len` bytes.
     pub fn str(&mut self, key: &'static str, value: &[u8]) {
-        self.push_str(KeyParts::Static(key), value);
+        if !self.push_short_str(key, value) {
+            self.push_str(KeyParts::Static(key), value);
+        }
+    }
+
+    /// Nearly every attribute: a conventional key and a short ASCII value. One scan proves the
+    /// value needs no repair (ASCII is UTF-8, and any cut of it ends on a character), so every
+    /// length is known before writing, and the pair goes out in order into room reserved once:
+    /// `4a kv 0a k key 12 any 0a v value`. False (nothing written) for any other pair, which
+    /// [`Self::push_str`] takes.
+    #[inline(never)]
+    fn push_short_str(&mut self, key: &'static str, value: &[u8]) -> bool {
+        let (k, v) = (key.len(), value.len().min(self.value_cap()));
+        let kv = k + v + SHORT_KV_OVERHEAD;
+        let value = &value[..v];
+        if kv >= 128 || crate::simd::find_non_ascii(value).is_some() {
+            return false;
+        }
+        if self.full() {
+            return true;
+        }
+        let start = self.text.len();
+        if start > u32::MAX as usize / 2 {
+            return false;
+        }
+        self.text.reserve(2 + kv);
+        // SAFETY: `reserve` left at least `2 + kv` bytes past `start`; the writes below fill
+        // exactly `4 + k + 4 + v == 2 + kv` of them, from `key` and `value`, which do not
+        // live in `text`'s spare room, before the length covers them.
+        unsafe {
+            let p = self.text.as_mut_ptr().add(start);
+            p.cast::<[u8; 4]>().write_unaligned([
+                otlp::SPAN_ATTRIBUTES_KEY,
+                kv as u8,
+                0x0a,
+                k as u8,
+            ]);
+            crate::copy::write(key.as_bytes(), p.add(4));
+            p.add(4 + k)
+                .cast::<[u8; 4]>()
+                .write_unaligned([0x12, (v + 2) as u8, 0x0a, v as u8]);
+            crate::copy::write(value, p.add(8 + k));
+            self.text.set_len(start + 2 + kv);
+        }
+        let vs = (start + 8 + k) as u32;
+        self.index(Attribute {
+            key: Key::Static(key),
+            value: Value::Str(vs..vs + v as u32),
+            enc: start as u32..vs + v as u32,
+        });
+        true
     }
 
     /// A string attribute whose key is built from parts (e.g. a captured header name).
@@ -681,6 +743,7 @@ impl SpanRecord {
             }
             Value::Int(_) | Value::Bool(_) | Value::Double(_) => {}
         }
+        self.run = None;
         self.attrs[i] = Attribute {
             key: Key::Static(to),
             value,
@@ -692,14 +755,21 @@ impl SpanRecord {
     /// order), as contiguous runs of the arena: attributes set back to back, nearly always all
     /// of them, are one run and so one copy.
     pub fn encoded_attrs(&self) -> impl Iterator<Item = &[u8]> {
-        let mut attrs = self.attrs.iter().map(|a| a.enc.clone()).peekable();
-        core::iter::from_fn(move || {
+        let whole = self.whole_run();
+        let walk = if whole.is_some() {
+            &self.attrs[..0]
+        } else {
+            &self.attrs[..]
+        };
+        let mut attrs = walk.iter().map(|a| a.enc.clone()).peekable();
+        let whole = whole.map(|r| self.text(&r));
+        whole.into_iter().chain(core::iter::from_fn(move || {
             let mut run = attrs.next()?;
             while let Some(next) = attrs.next_if(|n| n.start == run.end) {
                 run.end = next.end;
             }
             Some(self.text(&run))
-        })
+        }))
     }
 
     /// The elements of a string array.

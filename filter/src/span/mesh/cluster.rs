@@ -65,7 +65,7 @@ impl<'a> IstioCluster<'a> {
 /// Parses an Istio cluster name in either separator form; `None` for any other name.
 pub fn parse(name: &[u8]) -> Option<IstioCluster<'_>> {
     let mut parts: [&[u8]; 4] = [&[]; 4];
-    if !split4(name, b"|", &mut parts) && !split4(name, b"_.", &mut parts) {
+    if !split4_pipe(name, &mut parts) && !split4(name, b"_.", &mut parts) {
         return None;
     }
     let direction = match parts[0] {
@@ -112,6 +112,51 @@ fn split4<'a>(s: &'a [u8], sep: &[u8], out: &mut [&'a [u8]; 4]) -> bool {
     true
 }
 
+/// [`split4`] with `|`, the form of nearly every cluster name, in one pass: the `|` bytes of
+/// each eight-byte word are found at once (an exact SWAR equality test), so a cluster name is
+/// a handful of word steps instead of four searches.
+fn split4_pipe<'a>(s: &'a [u8], out: &mut [&'a [u8]; 4]) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let mut seps = [0usize; 3];
+    let mut found = 0;
+    let mut at = 0;
+    while at < s.len() {
+        let t = &s[at..];
+        let w = match t.first_chunk::<8>() {
+            Some(w) => u64::from_le_bytes(*w),
+            None => {
+                // The tail, zero-padded: a zero byte is never `|`.
+                let mut b = [0u8; 8];
+                b[..t.len()].copy_from_slice(t);
+                u64::from_le_bytes(b)
+            }
+        };
+        let x = w ^ (LO * u64::from(b'|'));
+        // Exact per byte: the high bit is set where `x`'s byte is zero, and nowhere else.
+        let mut hits = !(((x & LOW7) + LOW7) | x | LOW7);
+        while hits != 0 {
+            if found == 3 {
+                // A fifth part: not a subset key.
+                return false;
+            }
+            seps[found] = at + (hits.trailing_zeros() / 8) as usize;
+            found += 1;
+            hits &= hits - 1;
+        }
+        at += 8;
+    }
+    if found < 3 {
+        return false;
+    }
+    let [a, b, c] = seps;
+    out[0] = &s[..a];
+    out[1] = &s[a + 1..b];
+    out[2] = &s[b + 1..c];
+    out[3] = &s[c + 1..];
+    true
+}
+
 /// The first `needle` in `hay`: a byte scan for its first byte, then a check of the rest
 /// (a window-by-window slice compare made cluster parsing a visible cost per span).
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -140,6 +185,29 @@ fn parse_port(s: &[u8]) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn pipe_split_is_the_general_split(
+            s in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just(b'|'),
+                    proptest::strategy::Just(b'a'),
+                    proptest::strategy::Just(0u8),
+                    proptest::strategy::Just(0xfcu8),
+                    proptest::prelude::any::<u8>(),
+                ],
+                0..40,
+            )
+        ) {
+            let (mut ours, mut theirs): ([&[u8]; 4], [&[u8]; 4]) = ([&[]; 4], [&[]; 4]);
+            let ok = split4(&s, b"|", &mut theirs);
+            proptest::prop_assert_eq!(split4_pipe(&s, &mut ours), ok);
+            if ok {
+                proptest::prop_assert_eq!(ours, theirs);
+            }
+        }
+    }
 
     #[test]
     fn pipe_form_outbound_with_subset() {
