@@ -19,6 +19,7 @@ use meshtrace::span::mesh::{EndFacts, RequestFacts};
 use meshtrace::span::Finish;
 use meshtrace::span::{SpanKind, SpanRecord};
 use meshtrace::tracer::Tracer;
+use smallvec::SmallVec;
 
 use crate::config::BridgeConfig;
 use crate::linkerd;
@@ -157,27 +158,30 @@ impl Started {
     }
 }
 
-/// The request's headers as the core reads them: HTTP/2 carries the pseudo-headers, which
-/// hyper keeps in the URI; HTTP/1 has only the path there and `host` among the headers, which
-/// the core reads as the authority.
-fn header_pairs(parts: &Parts) -> Vec<(&[u8], &[u8])> {
+/// A request's header names and values, borrowed. Held on the stack: only a request with more
+/// headers than this spills to the heap, so the usual request allocates nothing for them.
+type Pairs<'a> = SmallVec<[(&'a [u8], &'a [u8]); 24]>;
+
+/// Fills `out` with the request's headers as the core reads them: HTTP/2 carries the
+/// pseudo-headers, which hyper keeps in the URI; HTTP/1 has only the path there and `host`
+/// among the headers, which the core reads as the authority. Filled in place rather than
+/// returned: the pairs are most of a kilobyte.
+fn header_pairs<'a>(parts: &'a Parts, out: &mut Pairs<'a>) {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let pseudo = [
-        (":method", Some(parts.method.as_str())),
-        (":path", Some(path)),
-        (":authority", parts.uri.authority().map(|a| a.as_str())),
-        (":scheme", parts.uri.scheme_str()),
-    ];
-    pseudo
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k.as_bytes(), v.as_bytes())))
-        .chain(
-            parts
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())),
-        )
-        .collect()
+    out.push((b":method", parts.method.as_str().as_bytes()));
+    out.push((b":path", path.as_bytes()));
+    if let Some(authority) = parts.uri.authority() {
+        out.push((b":authority", authority.as_str().as_bytes()));
+    }
+    if let Some(scheme) = parts.uri.scheme_str() {
+        out.push((b":scheme", scheme.as_bytes()));
+    }
+    out.extend(
+        parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())),
+    );
 }
 
 /// Runs the core on an incoming request: extracts and decides, rewrites the propagation
@@ -185,11 +189,13 @@ fn header_pairs(parts: &Parts) -> Vec<(&[u8], &[u8])> {
 pub fn start_request(shared: &Shared, parts: &mut Parts) -> Option<Started> {
     let start_ns = now_ns();
     Stats::add(&shared.stats.started, 1);
+    // Gathered before the lock: it is held only for the core's own work.
+    let mut pairs = Pairs::new();
+    header_pairs(parts, &mut pairs);
+    let headers = RequestHeaders::from_pairs(pairs.iter().copied());
     let mut guard = lock(&shared.core);
     let core = &mut *guard;
     let (started, keep_ids, call) = {
-        let pairs = header_pairs(parts);
-        let headers = RequestHeaders::from_pairs(pairs.iter().copied());
         let decision = core
             .tracer
             .start(&headers, now_ns, Some(&mut core.injection));
@@ -210,6 +216,9 @@ pub fn start_request(shared: &Shared, parts: &mut Parts) -> Option<Started> {
             (None, core.tracer.may_keep().then(|| decision.ids()), call)
         }
     };
+    // Both borrow the request, whose headers the injection now rewrites.
+    drop(headers);
+    drop(pairs);
     apply(&core.injection, &mut parts.headers);
     drop(guard);
     match started {
@@ -217,16 +226,20 @@ pub fn start_request(shared: &Shared, parts: &mut Parts) -> Option<Started> {
             Stats::add(&shared.stats.sampled, 1);
             Some(Started::Sampled(recording))
         }
-        None => keep_ids.map(|ids| Started::Candidate {
-            ids,
+        None => keep_ids.map(|ids| {
             // Taken after injection: a kept span shows the context the application received,
             // as the filter's log-phase headers do.
-            headers: header_pairs(parts)
-                .into_iter()
-                .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .collect(),
-            start_ns,
-            grpc: call,
+            let mut pairs = Pairs::new();
+            header_pairs(parts, &mut pairs);
+            Started::Candidate {
+                ids,
+                headers: pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .collect(),
+                start_ns,
+                grpc: call,
+            }
         }),
     }
 }
