@@ -19,6 +19,7 @@ use meshtrace::span::mesh::{EndFacts, RequestFacts};
 use meshtrace::span::Finish;
 use meshtrace::span::{SpanKind, SpanRecord};
 use meshtrace::tracer::Tracer;
+use smallvec::SmallVec;
 
 use crate::config::BridgeConfig;
 use crate::linkerd;
@@ -30,8 +31,10 @@ pub struct Core {
     /// The core's tracer, configured once.
     pub tracer: Tracer,
     exporter: BatchSpanProcessor,
-    /// Finished records, reused so a sampled request allocates nothing in steady state.
-    pool: Vec<SpanRecord>,
+    /// Finished recordings, reused so a sampled request allocates nothing in steady state.
+    // Boxes on purpose: a request takes one and gives it back, so only a pointer moves.
+    #[allow(clippy::vec_box)]
+    pool: Vec<Box<Recording>>,
     injection: Injection,
 }
 
@@ -113,19 +116,24 @@ impl Core {
     }
 }
 
+/// A sampled request's span and what its end needs.
+///
+/// Together they are most of a kilobyte, and the request's guard moves through several
+/// futures and the response body: boxed, only a pointer moves. The boxes come from and go
+/// back to [`Core`]'s pool, so a warm bridge allocates none.
+#[derive(Default)]
+pub struct Recording {
+    /// The span being built.
+    pub rec: SpanRecord,
+    /// What the request carried that the end needs.
+    pub facts: RequestFacts,
+}
+
 /// What a request left for its end: a recorded span, or (unsampled, with always-keep rules
 /// configured) the ids and request headers a kept span would be built from.
-// The record lives inline, once per request in its guard, as it did before this enum: boxing
-// it would cost every sampled request an allocation the record pool exists to avoid.
-#[allow(clippy::large_enum_variant)]
 pub enum Started {
     /// The request is recorded: its span, and what its end needs.
-    Sampled {
-        /// The span being built.
-        rec: SpanRecord,
-        /// What the request carried that the end needs.
-        facts: RequestFacts,
-    },
+    Sampled(Box<Recording>),
     /// Unsampled, but the always-keep rules may still export it.
     Candidate {
         /// The span's ids, as propagated.
@@ -144,33 +152,36 @@ impl Started {
     /// Whether the request is a gRPC call, whose `grpc-status` the response must be watched for.
     pub fn is_grpc(&self) -> bool {
         match self {
-            Started::Sampled { facts, .. } => facts.grpc.is_some(),
+            Started::Sampled(recording) => recording.facts.grpc.is_some(),
             Started::Candidate { grpc, .. } => grpc.is_some(),
         }
     }
 }
 
-/// The request's headers as the core reads them: HTTP/2 carries the pseudo-headers, which
-/// hyper keeps in the URI; HTTP/1 has only the path there and `host` among the headers, which
-/// the core reads as the authority.
-fn header_pairs(parts: &Parts) -> Vec<(&[u8], &[u8])> {
+/// A request's header names and values, borrowed. Held on the stack: only a request with more
+/// headers than this spills to the heap, so the usual request allocates nothing for them.
+type Pairs<'a> = SmallVec<[(&'a [u8], &'a [u8]); 24]>;
+
+/// Fills `out` with the request's headers as the core reads them: HTTP/2 carries the
+/// pseudo-headers, which hyper keeps in the URI; HTTP/1 has only the path there and `host`
+/// among the headers, which the core reads as the authority. Filled in place rather than
+/// returned: the pairs are most of a kilobyte.
+fn header_pairs<'a>(parts: &'a Parts, out: &mut Pairs<'a>) {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let pseudo = [
-        (":method", Some(parts.method.as_str())),
-        (":path", Some(path)),
-        (":authority", parts.uri.authority().map(|a| a.as_str())),
-        (":scheme", parts.uri.scheme_str()),
-    ];
-    pseudo
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k.as_bytes(), v.as_bytes())))
-        .chain(
-            parts
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())),
-        )
-        .collect()
+    out.push((b":method", parts.method.as_str().as_bytes()));
+    out.push((b":path", path.as_bytes()));
+    if let Some(authority) = parts.uri.authority() {
+        out.push((b":authority", authority.as_str().as_bytes()));
+    }
+    if let Some(scheme) = parts.uri.scheme_str() {
+        out.push((b":scheme", scheme.as_bytes()));
+    }
+    out.extend(
+        parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())),
+    );
 }
 
 /// Runs the core on an incoming request: extracts and decides, rewrites the propagation
@@ -178,45 +189,57 @@ fn header_pairs(parts: &Parts) -> Vec<(&[u8], &[u8])> {
 pub fn start_request(shared: &Shared, parts: &mut Parts) -> Option<Started> {
     let start_ns = now_ns();
     Stats::add(&shared.stats.started, 1);
+    // Gathered before the lock: it is held only for the core's own work.
+    let mut pairs = Pairs::new();
+    header_pairs(parts, &mut pairs);
+    let headers = RequestHeaders::from_pairs(pairs.iter().copied());
     let mut guard = lock(&shared.core);
     let core = &mut *guard;
     let (started, keep_ids, call) = {
-        let pairs = header_pairs(parts);
-        let headers = RequestHeaders::from_pairs(pairs.iter().copied());
         let decision = core
             .tracer
             .start(&headers, now_ns, Some(&mut core.injection));
         if decision.record {
-            let mut rec = core.pool.pop().unwrap_or_default();
-            core.tracer
-                .begin_span(&decision, &headers, start_ns, &mut rec);
-            let facts = core
+            let mut recording = core.pool.pop().unwrap_or_default();
+            let Recording { rec, facts } = &mut *recording;
+            core.tracer.begin_span(&decision, &headers, start_ns, rec);
+            *facts = core
                 .tracer
-                .record_request(&headers, pairs.iter().copied(), &mut rec);
-            (Some(Started::Sampled { rec, facts }), None, None)
+                .record_request(&headers, pairs.iter().copied(), rec);
+            // Read from the request as it arrived: the injection only ever writes and removes
+            // propagation headers, never Linkerd's.
+            let (client_id, orig_proto) = linkerd_headers(pairs.iter().copied());
+            linkerd_attributes(client_id, orig_proto, rec);
+            (Some(recording), None, None)
         } else {
             let call = headers.content_type.and_then(grpc::protocol);
             (None, core.tracer.may_keep().then(|| decision.ids()), call)
         }
     };
+    // Both borrow the request, whose headers the injection now rewrites.
+    drop(headers);
+    drop(pairs);
     apply(&core.injection, &mut parts.headers);
     drop(guard);
     match started {
-        Some(Started::Sampled { mut rec, facts }) => {
+        Some(recording) => {
             Stats::add(&shared.stats.sampled, 1);
-            header_attributes(&parts.headers, &mut rec);
-            Some(Started::Sampled { rec, facts })
+            Some(Started::Sampled(recording))
         }
-        _ => keep_ids.map(|ids| Started::Candidate {
-            ids,
+        None => keep_ids.map(|ids| {
             // Taken after injection: a kept span shows the context the application received,
             // as the filter's log-phase headers do.
-            headers: header_pairs(parts)
-                .into_iter()
-                .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .collect(),
-            start_ns,
-            grpc: call,
+            let mut pairs = Pairs::new();
+            header_pairs(parts, &mut pairs);
+            Started::Candidate {
+                ids,
+                headers: pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .collect(),
+                start_ns,
+                grpc: call,
+            }
         }),
     }
 }
@@ -224,9 +247,6 @@ pub fn start_request(shared: &Shared, parts: &mut Parts) -> Option<Started> {
 /// W3C trace context's headers, the ones nearly every traced request gets.
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
-/// The Linkerd headers read per sampled request.
-const L5D_CLIENT_ID: HeaderName = HeaderName::from_static("l5d-client-id");
-const L5D_ORIG_PROTO: HeaderName = HeaderName::from_static("l5d-orig-proto");
 
 /// `name` as a header name. `HeaderName::from_static` validates its argument each time it
 /// runs, so the names injected on most requests are constants.
@@ -270,12 +290,20 @@ fn linkerd_attributes(client_id: Option<&[u8]>, orig_proto: Option<&[u8]>, rec: 
     }
 }
 
-fn header_attributes(headers: &http::HeaderMap, rec: &mut SpanRecord) {
-    linkerd_attributes(
-        headers.get(L5D_CLIENT_ID).map(HeaderValue::as_bytes),
-        headers.get(L5D_ORIG_PROTO).map(HeaderValue::as_bytes),
-        rec,
-    );
+/// The first `l5d-client-id` and `l5d-orig-proto` among `pairs`, found in one pass over the
+/// names already in hand (two header map lookups would hash both names on every request).
+fn linkerd_headers<'a>(
+    pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> (Option<&'a [u8]>, Option<&'a [u8]>) {
+    let (mut client_id, mut orig_proto) = (None, None);
+    for (name, value) in pairs {
+        match name {
+            b"l5d-client-id" if client_id.is_none() => client_id = Some(value),
+            b"l5d-orig-proto" if orig_proto.is_none() => orig_proto = Some(value),
+            _ => {}
+        }
+    }
+    (client_id, orig_proto)
 }
 
 /// What the bridge knows when the response is over.
@@ -299,8 +327,8 @@ pub fn finish_request(shared: &Shared, started: Started, end: &End<'_>) -> bool 
     let mut guard = lock(&shared.core);
     let core = &mut *guard;
     let status = end.status.map(i64::from);
-    let (mut rec, facts) = match started {
-        Started::Sampled { rec, facts } => (rec, facts),
+    let mut recording = match started {
+        Started::Sampled(recording) => recording,
         Started::Candidate {
             ids,
             headers,
@@ -324,15 +352,16 @@ pub fn finish_request(shared: &Shared, started: Started, end: &End<'_>) -> bool 
             Stats::add(&shared.stats.kept, 1);
             let pairs = || headers.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
             let h = RequestHeaders::from_pairs(pairs());
-            let mut rec = core.pool.pop().unwrap_or_default();
-            core.tracer
-                .begin_kept_span(&ids, &h, start_ns, reason, &mut rec);
-            let facts = core.tracer.record_request(&h, pairs(), &mut rec);
-            let get = |name: &[u8]| pairs().find(|(k, _)| *k == name).map(|(_, v)| v);
-            linkerd_attributes(get(b"l5d-client-id"), get(b"l5d-orig-proto"), &mut rec);
-            (rec, facts)
+            let mut recording = core.pool.pop().unwrap_or_default();
+            let Recording { rec, facts } = &mut *recording;
+            core.tracer.begin_kept_span(&ids, &h, start_ns, reason, rec);
+            *facts = core.tracer.record_request(&h, pairs(), rec);
+            let (client_id, orig_proto) = linkerd_headers(pairs());
+            linkerd_attributes(client_id, orig_proto, rec);
+            recording
         }
     };
+    let Recording { rec, facts } = &mut *recording;
     let protocol: &[u8] = match end.version {
         Version::HTTP_09 => b"HTTP/0.9",
         Version::HTTP_10 => b"HTTP/1.0",
@@ -347,18 +376,45 @@ pub fn finish_request(shared: &Shared, started: Started, end: &End<'_>) -> bool 
         source_address: Some(end.peer.as_bytes()),
         // The bridge only ever sees inbound traffic.
         kind: SpanKind::Server,
-        request: facts,
+        request: *facts,
         // No Envoy cluster, route or flags: the Linkerd facts are request attributes.
         mesh: EndFacts::default(),
         grpc_status: end.grpc_status,
         // No aws_lambda filter in a Linkerd sidecar.
         lambda: None,
     };
-    core.tracer.finish_span(&mut rec, &finish);
-    let _ = core.exporter.push(&rec);
+    core.tracer.finish_span(rec, &finish);
+    let _ = core.exporter.push(rec);
     let due = core.exporter.due(end_ns / 1_000_000);
     if core.pool.len() < POOL_MAX {
-        core.pool.push(rec);
+        core.pool.push(recording);
     }
     due
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linkerd_headers_are_the_first_of_each_name() {
+        let pairs: [(&[u8], &[u8]); 5] = [
+            (b":path", b"/"),
+            (b"l5d-orig-proto", b"HTTP/1.1"),
+            (
+                b"l5d-client-id",
+                b"web.default.serviceaccount.identity.linkerd.cluster.local",
+            ),
+            (b"l5d-client-id", b"other"),
+            (b"l5d-orig-proto", b"HTTP/2"),
+        ];
+        assert_eq!(
+            linkerd_headers(pairs.into_iter()),
+            (
+                Some(&b"web.default.serviceaccount.identity.linkerd.cluster.local"[..]),
+                Some(&b"HTTP/1.1"[..])
+            )
+        );
+        assert_eq!(linkerd_headers(pairs[..1].iter().copied()), (None, None));
+    }
 }

@@ -54,9 +54,10 @@ impl SpanGuard {
     /// configured. The bridge's spans are SERVER spans.
     pub fn server_timing(&self, correlation: &Correlation) -> Option<(ServerTimingEntry, bool)> {
         let policy = correlation.server_timing_for(SpanKind::Server)?;
-        let Some(Started::Sampled { rec, .. }) = &self.started else {
+        let Some(Started::Sampled(recording)) = &self.started else {
             return None;
         };
+        let rec = &recording.rec;
         let entry = ServerTimingEntry::new(policy.style, &rec.trace_id, &rec.span_id, rec.flags)?;
         Some((entry, policy.expose))
     }

@@ -297,9 +297,23 @@ fn is_upgrade(h: &HeaderMap) -> bool {
 const KEEP_ALIVE: header::HeaderName = header::HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: header::HeaderName = header::HeaderName::from_static("proxy-connection");
 
+/// Whether `name` is one [`strip_hop_by_hop`] may remove or inspect. Names listed in
+/// `connection` need not be: without `connection` there are none.
+fn is_hop_by_hop(name: &header::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "upgrade" | "transfer-encoding" | "te" | "keep-alive" | "proxy-connection"
+    )
+}
+
 /// Headers that describe one connection, not the message; a proxy must not forward them.
 /// An upgrade keeps `connection` and `upgrade`, which carry the handshake.
 fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none of them: one pass comparing names is far cheaper than hashing
+    // each of them for a lookup (this runs twice per request).
+    if !h.keys().any(is_hop_by_hop) {
+        return;
+    }
     let listed: Vec<header::HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -383,5 +397,25 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["connection", "upgrade", "te"]);
+    }
+
+    #[test]
+    fn end_to_end_headers_pass_unchanged() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("app"));
+        h.insert("x-keep-alive", HeaderValue::from_static("1"));
+        h.append("traceparent", HeaderValue::from_static("x"));
+        h.append("accept", HeaderValue::from_static("a"));
+        h.append("accept", HeaderValue::from_static("b"));
+        let before = h.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, before);
+        // `te: trailers` alone is end-to-end; any other `te` goes.
+        h.insert("te", HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h["te"], "trailers");
+        h.insert("te", HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, before);
     }
 }
