@@ -72,6 +72,29 @@ fn metrics_calls(h: &Host) -> Vec<HttpCall> {
         .collect()
 }
 
+/// A filter exporting metrics over OTLP/gRPC after one unsampled request, and its one pending
+/// `MetricsService/Export` call.
+fn one_grpc_metrics_export() -> (Host, Vec<HttpCall>) {
+    let mut h = load_filter()
+        .configure(
+            r#"{"collector": {"cluster": "otel_collector", "protocol": "grpc"},
+                "direction": "outbound", "metrics": {"enabled": true}}"#,
+        )
+        .unwrap();
+    h.request(call("v1", 200, 3, UNSAMPLED)).unwrap();
+    h.advance(1000).unwrap();
+    let calls: Vec<HttpCall> = h
+        .pending_http_calls()
+        .into_iter()
+        .filter(|c| {
+            c.headers.get(":path")
+                == Some("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export")
+        })
+        .collect();
+    assert_eq!(calls.len(), 1);
+    (h, calls)
+}
+
 /// Decodes a metrics export and checks the histogram agrees with the counter point by point.
 fn points(c: &HttpCall) -> Vec<Point> {
     let req = ExportMetricsServiceRequest::decode(&c.body[..]).expect("decodes with prost");
@@ -329,23 +352,7 @@ fn a_collector_refusing_metrics_is_counted_and_logged_once_per_interval_never_re
 #[test]
 fn a_refused_grpc_metrics_export_is_logged_with_its_status() {
     use meshtrace_host_test::host::HeaderMap;
-    let mut h = load_filter()
-        .configure(
-            r#"{"collector": {"cluster": "otel_collector", "protocol": "grpc"},
-                "direction": "outbound", "metrics": {"enabled": true}}"#,
-        )
-        .unwrap();
-    h.request(call("v1", 200, 3, UNSAMPLED)).unwrap();
-    h.advance(1000).unwrap();
-    let calls: Vec<HttpCall> = h
-        .pending_http_calls()
-        .into_iter()
-        .filter(|c| {
-            c.headers.get(":path")
-                == Some("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export")
-        })
-        .collect();
-    assert_eq!(calls.len(), 1);
+    let (mut h, calls) = one_grpc_metrics_export();
     // Trailers-only: a collector without a metrics service answers UNIMPLEMENTED.
     let headers = HeaderMap::from_pairs(&[
         (":status", "200"),
@@ -547,23 +554,7 @@ fn a_partial_success_counts_the_rejected_points_and_logs_the_collectors_message(
 #[test]
 fn a_grpc_partial_success_is_read_from_its_frame() {
     use meshtrace_host_test::host::HeaderMap;
-    let mut h = load_filter()
-        .configure(
-            r#"{"collector": {"cluster": "otel_collector", "protocol": "grpc"},
-                "direction": "outbound", "metrics": {"enabled": true}}"#,
-        )
-        .unwrap();
-    h.request(call("v1", 200, 3, UNSAMPLED)).unwrap();
-    h.advance(1000).unwrap();
-    let calls: Vec<HttpCall> = h
-        .pending_http_calls()
-        .into_iter()
-        .filter(|c| {
-            c.headers.get(":path")
-                == Some("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export")
-        })
-        .collect();
-    assert_eq!(calls.len(), 1);
+    let (mut h, calls) = one_grpc_metrics_export();
     let message = partial_success(4, "too many series\n");
     let mut frame = vec![0u8];
     frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
