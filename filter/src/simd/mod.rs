@@ -2,8 +2,7 @@
 //! ([`vector`]) instantiated per architecture, and a scalar twin for each ([`scalar`]).
 //!
 //! - x86_64: SSE2, part of the baseline, so chosen at compile time (AVX2 was measured and removed,
-//!   see `x86_64/mod.rs`); the `traceparent` fast path uses SSSE3 where the CPU has it, chosen
-//!   once per process.
+//!   see `x86_64/mod.rs`); the `traceparent` fast path uses SSSE3 where the build enables it.
 //! - wasm32: SIMD128 when the module is built with `+simd128` (ours is); otherwise scalar.
 //! - aarch64: NEON, which every aarch64 target has.
 //! - anything else: the scalar twins.
@@ -109,22 +108,20 @@ pub(crate) trait Kernels {
 }
 
 /// A computation written once against [`Kernels`], run by [`dispatch`] with the best kernels
-/// this CPU has. `run` should be `#[inline(always)]`: it is compiled inside the kernel's
+/// this build may use. `run` should be `#[inline(always)]`: it is compiled inside the kernel's
 /// `#[target_feature]` function.
 pub(crate) trait Dispatched {
     type Output;
     fn run<K: Kernels>(self) -> Self::Output;
 }
 
-/// Runs `d` with the best kernels for this CPU. On x86_64 that is SSSE3 where the CPU has it
-/// (a cached bit test, then one call into a function compiled for it), else SSE2; everywhere
-/// else the choice is made at compile time and `d` inlines here.
+/// Runs `d` with the best kernels this build may use (on x86_64, SSSE3 where the build enables
+/// it, else SSE2). The choice is made at compile time and `d` inlines here.
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86_64::dispatch;
 
-/// Runs `d` with the best kernels for this CPU. On x86_64 that is SSSE3 where the CPU has it
-/// (a cached bit test, then one call into a function compiled for it), else SSE2; everywhere
-/// else the choice is made at compile time and `d` inlines here.
+/// Runs `d` with the best kernels this build may use (on x86_64, SSSE3 where the build enables
+/// it, else SSE2). The choice is made at compile time and `d` inlines here.
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 pub(crate) fn dispatch<D: Dispatched>(d: D) -> D::Output {

@@ -1,6 +1,5 @@
 //! SSSE3 kernels: the SSE2 vector with `pmaddubsw` joining hex nibble pairs. SSSE3 is not in
-//! the x86_64 baseline, so these are `#[target_feature]` functions chosen once at run time
-//! (see `x86_64/mod.rs`), or directly when the build enables SSSE3.
+//! the x86_64 baseline, so these run only where the build enables it (see `x86_64/mod.rs`).
 
 use core::arch::x86_64::*;
 
