@@ -277,11 +277,10 @@ mod tests {
         }
 
         #[test]
-        fn traceparent00_matches_scalar_on_any_bytes(v in prop::array::uniform32(hexish()), w in prop::array::uniform23(hexish())) {
-            let mut all = [0u8; 55];
-            all[..32].copy_from_slice(&v);
-            all[32..].copy_from_slice(&w);
-            let r = traceparent00_all(&all);
+        fn traceparent00_matches_scalar_on_any_bytes(v in prop::collection::vec(hexish(), 55)) {
+            // A vec, not an array strategy: array value trees this large overflow wasm's stack.
+            let v: [u8; 55] = v.try_into().unwrap();
+            let r = traceparent00_all(&v);
             for k in &r[1..] {
                 prop_assert_eq!(k, &r[0]);
             }
