@@ -13,7 +13,7 @@ use super::{Parsed, SpanContext, FLAG_RANDOM, FLAG_SAMPLED};
 use crate::headers::RequestHeaders;
 use crate::hex;
 use crate::ids::{SpanId, TraceId};
-use crate::simd::{self, scalar};
+use crate::simd;
 use crate::text::trim_ows;
 
 /// Length of a version-00 `traceparent`: `2+1+32+1+16+1+2`.
@@ -55,17 +55,39 @@ pub enum TraceParentError {
 
 /// Parses one `traceparent` value with every rule of the spec.
 pub fn parse_traceparent(value: &[u8]) -> Result<SpanContext, TraceParentError> {
-    // Fast path for the common case, a 55-byte value with no whitespace around it (a value
-    // that has some fails the fast path's digit checks and is trimmed below): one pass decodes
-    // and checks it. Anything it rejects takes the rule-by-rule path, which names the error.
-    if let Ok(fixed) = <&[u8; TRACEPARENT_LEN]>::try_from(value) {
-        if let Some(ctx) = parse_well_shaped(fixed) {
-            return Ok(ctx);
+    simd::dispatch(ParseTraceparent(value))
+}
+
+/// [`parse_traceparent`] written against the SIMD kernels, so that on x86_64 the whole parse
+/// is compiled for the kernels the CPU has (see [`simd::dispatch`]).
+struct ParseTraceparent<'a>(&'a [u8]);
+
+impl simd::Dispatched for ParseTraceparent<'_> {
+    type Output = Result<SpanContext, TraceParentError>;
+
+    #[inline(always)]
+    fn run<K: simd::Kernels>(self) -> Self::Output {
+        let value = self.0;
+        // Fast path for the common case, a 55-byte version-00 value with no whitespace around
+        // it (a value that has some fails the fast path's checks and is trimmed below): one
+        // pass decodes and checks it. Anything it rejects takes the rule-by-rule path, which
+        // names the error.
+        if let Ok(fixed) = <&[u8; TRACEPARENT_LEN]>::try_from(value) {
+            if let Some(ctx) = parse_well_shaped::<K>(fixed) {
+                return Ok(ctx);
+            }
         }
+        parse_trimmed(value)
     }
+}
+
+/// [`parse_traceparent`] past the untrimmed fast path: the fast path again on the trimmed
+/// value, then every rule.
+#[inline(never)]
+fn parse_trimmed(value: &[u8]) -> Result<SpanContext, TraceParentError> {
     let v = trim_ows(value);
     if let Ok(fixed) = <&[u8; TRACEPARENT_LEN]>::try_from(v) {
-        if let Some(ctx) = parse_well_shaped(fixed) {
+        if let Some(ctx) = parse_well_shaped::<simd::Baseline>(fixed) {
             return Ok(ctx);
         }
     }
@@ -110,29 +132,13 @@ fn parse_rules(v: &[u8]) -> Result<SpanContext, TraceParentError> {
 
 /// The fast path of [`parse_traceparent`]: `None` sends the value to the full checks.
 ///
-/// One pass: the id kernels decode and check the 48 id digits together (they reject anything
-/// but lowercase hex), and the three dashes and four version and flag digits are checked
-/// beside them, so no byte is classified twice (a separate shape pass over all 55 bytes
-/// before decoding cost a quarter of the parse).
-#[inline]
-fn parse_well_shaped(v: &[u8; TRACEPARENT_LEN]) -> Option<SpanContext> {
-    let (trace, span) = (
-        v[3..35].first_chunk::<32>()?,
-        v[36..52].first_chunk::<16>()?,
-    );
+/// One kernel (`traceparent00`, see [`simd::traceparent00`]) checks and decodes a version-00 value in one pass;
+/// other versions (valid at 55 bytes, but rare) take the full checks.
+#[inline(always)]
+fn parse_well_shaped<K: simd::Kernels>(v: &[u8; TRACEPARENT_LEN]) -> Option<SpanContext> {
     let mut trace_id = TraceId::INVALID;
     let mut span_id = SpanId::INVALID;
-    let ids = simd::decode_hex32(trace, &mut trace_id.0) & simd::decode_hex16(span, &mut span_id.0);
-    let nib = |i: usize| scalar::DECODE[v[i] as usize];
-    let (v0, v1, f0, f1) = (nib(0), nib(1), nib(53), nib(54));
-    // `DECODE` is 0xff for anything but lowercase hex: one OR shows a bad digit.
-    let digits = (v0 | v1 | f0 | f1) & 0xf0 == 0;
-    let dashes = (v[2] == b'-') & (v[35] == b'-') & (v[52] == b'-');
-    let (version, flags) = (v0 << 4 | v1, f0 << 4 | f1);
-    // Version ff is forbidden; every other version may be 55 bytes long.
-    if !(ids & digits & dashes) || version == 0xff || !trace_id.is_valid() || !span_id.is_valid() {
-        return None;
-    }
+    let flags = K::traceparent00(v, &mut trace_id.0, &mut span_id.0)?;
     Some(SpanContext {
         trace_id,
         span_id,
@@ -569,6 +575,39 @@ mod tests {
             }
             // parse_traceparent trims OWS first; the reference gets the same trimmed value.
             proptest::prop_assert_eq!(parse_traceparent(&v), parse_rules(trim_ows(&v)));
+        }
+    }
+
+    proptest::proptest! {
+        /// As `fast_path_matches_rules`, with the version `00` the fast path takes, so that most
+        /// cases run the fast path's kernel and the edits test its rejections.
+        #[test]
+        fn fast_path_matches_rules_at_version_00(
+            v in proptest::collection::vec(proptest::sample::select(&b"0123456789abcdef"[..]), 55..=55),
+            zero_trace in proptest::arbitrary::any::<bool>(),
+            edits in proptest::collection::vec((0usize..55, proptest::prop_oneof![
+                proptest::sample::select(&b"-AFfg0 \t"[..]),
+                proptest::arbitrary::any::<u8>(),
+            ]), 0..3),
+        ) {
+            let mut v = v;
+            v[..3].copy_from_slice(b"00-");
+            v[35] = b'-';
+            v[52] = b'-';
+            if zero_trace && v[3] < b'4' {
+                v[3..35].fill(b'0');
+            }
+            for (at, b) in edits {
+                v[at] = b;
+            }
+            let parsed = parse_traceparent(&v);
+            proptest::prop_assert_eq!(parsed, parse_rules(trim_ows(&v)));
+            // Both kernels of the fast path, whichever `dispatch` chose.
+            if let Ok(fixed) = <&[u8; TRACEPARENT_LEN]>::try_from(&v[..]) {
+                if let Some(ctx) = parse_well_shaped::<simd::Baseline>(fixed) {
+                    proptest::prop_assert_eq!(Ok(ctx), parsed);
+                }
+            }
         }
     }
 

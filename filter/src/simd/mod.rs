@@ -2,7 +2,7 @@
 //! ([`vector`]) instantiated per architecture, and a scalar twin for each ([`scalar`]).
 //!
 //! - x86_64: SSE2, part of the baseline, so chosen at compile time (AVX2 was measured and removed,
-//!   see `x86_64/mod.rs`).
+//!   see `x86_64/mod.rs`); the `traceparent` fast path uses SSSE3 where the build enables it.
 //! - wasm32: SIMD128 when the module is built with `+simd128` (ours is); otherwise scalar.
 //! - aarch64: NEON, which every aarch64 target has.
 //! - anything else: the scalar twins.
@@ -25,7 +25,7 @@ use aarch64::neon as k;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 use wasm32::simd128 as k;
 #[cfg(target_arch = "x86_64")]
-use x86_64::sse2 as k;
+use x86_64::kernels as k;
 
 /// The scalar twins under the kernels' names, for targets without a kernel.
 #[cfg(not(any(
@@ -36,7 +36,7 @@ use x86_64::sse2 as k;
 mod k {
     pub(crate) use super::scalar::{
         decode_hex16 as decode16, decode_hex32 as decode32, encode_hex16 as encode16,
-        encode_hex8 as encode8, find_non_ascii, traceparent_shape,
+        encode_hex8 as encode8, find_non_ascii, traceparent00, traceparent_shape,
     };
 }
 
@@ -44,7 +44,10 @@ mod k {
 pub fn active() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
-        "sse2"
+        match k::traceparent_kernel() {
+            "ssse3" => "sse2 (traceparent: ssse3)",
+            _ => "sse2",
+        }
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     {
@@ -94,6 +97,55 @@ pub fn decode_hex16(src: &[u8; 16], out: &mut [u8; 8]) -> bool {
 #[inline]
 pub fn traceparent_shape(v: &[u8; 55]) -> bool {
     k::traceparent_shape(v)
+}
+
+/// The kernels a [`Dispatched`] computation calls: [`dispatch`] picks the type, so that the
+/// computation is compiled with that kernel's target features and the kernel inlines into it.
+/// Only `simd` names these types; everything else reaches them through [`dispatch`].
+pub(crate) trait Kernels {
+    /// See [`traceparent00`].
+    fn traceparent00(v: &[u8; 55], trace: &mut [u8; 16], span: &mut [u8; 8]) -> Option<u8>;
+}
+
+/// A computation written once against [`Kernels`], run by [`dispatch`] with the best kernels
+/// this build may use. `run` should be `#[inline(always)]`: it is compiled inside the kernel's
+/// `#[target_feature]` function.
+pub(crate) trait Dispatched {
+    type Output;
+    fn run<K: Kernels>(self) -> Self::Output;
+}
+
+/// Runs `d` with the best kernels this build may use (on x86_64, SSSE3 where the build enables
+/// it, else SSE2). The choice is made at compile time and `d` inlines here.
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86_64::dispatch;
+
+/// Runs `d` with the best kernels this build may use (on x86_64, SSSE3 where the build enables
+/// it, else SSE2). The choice is made at compile time and `d` inlines here.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+pub(crate) fn dispatch<D: Dispatched>(d: D) -> D::Output {
+    d.run::<Baseline>()
+}
+
+/// The kernels chosen at compile time (SSE2 on x86_64), as [`Kernels`]: what [`dispatch`] runs
+/// on targets that choose nothing at run time, and for cold paths not worth a dispatch.
+pub(crate) struct Baseline;
+
+impl Kernels for Baseline {
+    #[inline(always)]
+    fn traceparent00(v: &[u8; 55], trace: &mut [u8; 16], span: &mut [u8; 8]) -> Option<u8> {
+        k::traceparent00(v, trace, span)
+    }
+}
+
+/// The fast path of a `traceparent`: a version-00 value (`00-`, 32 lowercase hex digits, `-`,
+/// 16, `-`, 2) whose ids are not all zero. Returns the flags byte as sent, with the trace id
+/// decoded into `trace` and the span id into `span`; `None` (outputs unspecified) for any
+/// other value, valid or not, which the caller judges by the full rules.
+#[inline]
+pub fn traceparent00(v: &[u8; 55], trace: &mut [u8; 16], span: &mut [u8; 8]) -> Option<u8> {
+    k::traceparent00(v, trace, span)
 }
 
 /// The index of the first byte of `hay` that is not ASCII (`>= 0x80`): `None` when `hay` is
@@ -161,7 +213,79 @@ mod tests {
             })
     }
 
+    /// A valid version-00 `traceparent` (ids sometimes all zero) with zero to three bytes
+    /// replaced.
+    fn traceparent00ish() -> impl Strategy<Value = [u8; 55]> {
+        (
+            prop::collection::vec(prop::sample::select(&b"0123456789abcdef"[..]), 55),
+            any::<[bool; 2]>(),
+            prop::collection::vec((0usize..55, hexish()), 0..4),
+        )
+            .prop_map(|(hex, zero, edits)| {
+                let mut v = [0u8; 55];
+                v.copy_from_slice(&hex);
+                v[..3].copy_from_slice(b"00-");
+                for at in [35, 52] {
+                    v[at] = b'-';
+                }
+                // Rarely all zero: a quarter of the cases for each id.
+                if zero[0] && zero[1] {
+                    v[3..35].fill(b'0');
+                }
+                if zero[0] && !zero[1] && hex[0] < b'4' {
+                    v[36..52].fill(b'0');
+                }
+                for (at, b) in edits {
+                    v[at] = b;
+                }
+                v
+            })
+    }
+
+    /// What `traceparent00` gives: the ids and flags, or `None`.
+    type Fields = Option<([u8; 16], [u8; 8], u8)>;
+    /// One `traceparent00` kernel applied to a fixed value, writing the ids it is given.
+    pub(super) type Kernel<'a> = dyn Fn(&mut [u8; 16], &mut [u8; 8]) -> Option<u8> + 'a;
+
+    /// The `traceparent00` result of every kernel this CPU can run, scalar twin first.
+    fn traceparent00_all(v: &[u8; 55]) -> Vec<Fields> {
+        let run = |f: &Kernel<'_>| {
+            let (mut t, mut s) = ([0u8; 16], [0u8; 8]);
+            f(&mut t, &mut s).map(|flags| (t, s, flags))
+        };
+        let all = vec![
+            run(&|t, s| scalar::traceparent00(v, t, s)),
+            run(&|t, s| traceparent00(v, t, s)),
+        ];
+        #[cfg(target_arch = "x86_64")]
+        let all = {
+            let mut all = all;
+            let kernels = x86_64::tests::traceparent00_kernels(v);
+            all.extend(kernels.iter().map(|f| run(&**f)));
+            all
+        };
+        all
+    }
+
     proptest! {
+        #[test]
+        fn traceparent00_matches_scalar(v in traceparent00ish()) {
+            let all = traceparent00_all(&v);
+            for r in &all[1..] {
+                prop_assert_eq!(r, &all[0]);
+            }
+        }
+
+        #[test]
+        fn traceparent00_matches_scalar_on_any_bytes(v in prop::collection::vec(hexish(), 55)) {
+            // A vec, not an array strategy: array value trees this large overflow wasm's stack.
+            let v: [u8; 55] = v.try_into().unwrap();
+            let r = traceparent00_all(&v);
+            for k in &r[1..] {
+                prop_assert_eq!(k, &r[0]);
+            }
+        }
+
         #[test]
         fn encode_matches_scalar(src in prop::array::uniform16(any::<u8>())) {
             let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
@@ -213,6 +337,43 @@ mod tests {
             let h = &h[start.min(h.len())..];
             prop_assert_eq!(find_non_ascii(h), scalar::find_non_ascii(h));
         }
+    }
+
+    /// Every single-byte change of a valid `traceparent`, every byte value at every offset:
+    /// each kernel agrees with the scalar twin, and only the changes that keep the value
+    /// valid (another hex digit in an id or the flags) are accepted.
+    #[test]
+    fn traceparent00_every_single_byte_mutation() {
+        let valid: [u8; 55] = *b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let ok = traceparent00_all(&valid);
+        assert!(ok.iter().all(|r| r.is_some() && *r == ok[0]), "{ok:?}");
+        let mut accepted = 0;
+        for at in 0..55 {
+            for b in 0..=255u8 {
+                let mut v = valid;
+                v[at] = b;
+                let all = traceparent00_all(&v);
+                for r in &all[1..] {
+                    assert_eq!(r, &all[0], "byte {b:#x} at {at}");
+                }
+                let hex = scalar::DECODE[usize::from(b)] != 0xff;
+                let keeps = match at {
+                    0..=2 | 35 | 52 => b == valid[at],
+                    _ => hex,
+                };
+                assert_eq!(all[0].is_some(), keeps, "byte {b:#x} at {at}");
+                accepted += usize::from(all[0].is_some());
+            }
+        }
+        // 50 hex offsets take 16 digits each; the 5 fixed bytes keep only themselves.
+        assert_eq!(accepted, 50 * 16 + 5);
+        // All-zero ids are refused whatever the rest.
+        let mut v = valid;
+        v[3..35].fill(b'0');
+        assert!(traceparent00_all(&v).iter().all(Option::is_none));
+        let mut v = valid;
+        v[36..52].fill(b'0');
+        assert!(traceparent00_all(&v).iter().all(Option::is_none));
     }
 
     #[test]

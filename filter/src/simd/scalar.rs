@@ -75,6 +75,21 @@ pub fn traceparent_shape(v: &[u8; 55]) -> bool {
     })
 }
 
+/// A version-00 `traceparent` with both ids non-zero: the flags byte, with the ids decoded
+/// into `trace` and `span`; `None` (outputs unspecified) for anything else.
+pub fn traceparent00(v: &[u8; 55], trace: &mut [u8; 16], span: &mut [u8; 8]) -> Option<u8> {
+    let mut flags = [0u8; 1];
+    let ok = v.starts_with(b"00-")
+        && v[35] == b'-'
+        && v[52] == b'-'
+        && decode_hex(&v[3..35], trace)
+        && decode_hex(&v[36..52], span)
+        && decode_hex(&v[53..55], &mut flags)
+        && trace.iter().any(|&b| b != 0)
+        && span.iter().any(|&b| b != 0);
+    ok.then_some(flags[0])
+}
+
 /// The index of the first byte of `hay` that is `>= 0x80`.
 pub fn find_non_ascii(hay: &[u8]) -> Option<usize> {
     hay.iter().position(|&b| b >= 0x80)

@@ -5,7 +5,7 @@ use core::arch::x86_64::*;
 use crate::simd::vector::{self, Vector, Vector128};
 
 #[derive(Clone, Copy)]
-pub(crate) struct V(__m128i);
+pub(crate) struct V(pub(crate) __m128i);
 
 impl Vector for V {
     const BYTES: usize = 16;
