@@ -234,6 +234,29 @@ async fn load(addr: SocketAddr, period: Option<Duration>, connections: usize, se
 }
 
 /// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
+/// Prints req/s direct and through the bridge, their ratio, and the bridge's own CPU over the
+/// bridged run (`cpu_before`/`cpu_after` in seconds, from /proc), which other load on a shared
+/// machine does not inflate, per request served.
+fn report_against_direct(
+    direct: f64,
+    bridged: f64,
+    cpu_before: Option<f64>,
+    cpu_after: Option<f64>,
+    seconds: u64,
+) {
+    println!("  direct   {direct:10.0}");
+    println!("  bridge   {bridged:10.0}");
+    println!("  ratio    {:10.2}", bridged / direct);
+    if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
+        let per_req = (b - a) / (bridged * seconds as f64) * 1e6;
+        println!(
+            "  bridge CPU {:.2} s ({:.2} cores), {per_req:.1} µs per request",
+            b - a,
+            (b - a) / seconds as f64
+        );
+    }
+}
+
 fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
@@ -548,19 +571,7 @@ fn main() {
         let direct = throughput(app, opts.connections, s).await;
         let cpu_before = cpu_seconds(pid);
         let bridged = throughput(listen, opts.connections, s).await;
-        let cpu_after = cpu_seconds(pid);
-        println!("  direct   {direct:10.0}");
-        println!("  bridge   {bridged:10.0}");
-        println!("  ratio    {:10.2}", bridged / direct);
-        // The bridge's own cost, which other load on a shared machine does not inflate.
-        if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
-            let per_req = (b - a) / (bridged * s as f64) * 1e6;
-            println!(
-                "  bridge CPU {:.2} s ({:.2} cores), {per_req:.1} µs per request",
-                b - a,
-                (b - a) / s as f64
-            );
-        }
+        report_against_direct(direct, bridged, cpu_before, cpu_seconds(pid), s);
         if opts.offered > 0 {
             println!(
                 "fixed load, {} req/s offered on {} connections, {s}s each (req/s):",
@@ -569,18 +580,7 @@ fn main() {
             let direct = offered(app, opts.offered, opts.connections, s).await;
             let cpu_before = cpu_seconds(pid);
             let bridged = offered(listen, opts.offered, opts.connections, s).await;
-            let cpu_after = cpu_seconds(pid);
-            println!("  direct   {direct:10.0}");
-            println!("  bridge   {bridged:10.0}");
-            println!("  ratio    {:10.2}", bridged / direct);
-            if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
-                let per_req = (b - a) / (bridged * s as f64) * 1e6;
-                println!(
-                    "  bridge CPU {:.2} s ({:.2} cores), {per_req:.1} µs per request",
-                    b - a,
-                    (b - a) / s as f64
-                );
-            }
+            report_against_direct(direct, bridged, cpu_before, cpu_seconds(pid), s);
         }
         let m = metrics(admin).await;
         for name in [
