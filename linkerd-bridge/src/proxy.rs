@@ -104,6 +104,7 @@ impl Proxy {
     ) -> Self {
         let connector = AppConnector::new(upstream);
         let http1 = Arc::new(connector.http1_pool(Duration::from_secs(90)));
+        crate::upstream::spawn_sweeper(&http1);
         let h2c = Client::builder(TokioExecutor::new())
             .http2_only(true)
             .build(connector);

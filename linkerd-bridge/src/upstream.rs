@@ -6,7 +6,9 @@
 //! destination (no pool key to hash), one thread (its lock is never contended), and no task
 //! spawned per request to put a connection back once it is idle: a connection goes back when
 //! its response body ends ([`AppBody`]), and a checkout takes the most recently returned one
-//! that is ready for a request, so the busiest connections stay warm and the rest age out.
+//! that is ready for a request, so the busiest connections stay warm and the rest age out:
+//! each return retires the oldest expired one, and a sweeper task ([`spawn_sweeper`]) closes
+//! what is left once traffic stops.
 //!
 //! Errors behave as the legacy client's: a failed dial or a connection that fails before the
 //! response is an error for the caller (`502`), and a request that a reused connection refused
@@ -126,6 +128,13 @@ impl Http1Pool {
         idle.push_back(Idle { send, since: now });
     }
 
+    /// Closes every idle connection that has been idle too long or was closed by the
+    /// application. Connections go idle in order, so the longest idle are at the front.
+    fn close_expired(&self, now: Instant) {
+        lock(&self.idle)
+            .retain(|c| !c.send.is_closed() && now.duration_since(c.since) <= self.idle_timeout);
+    }
+
     /// Dials the application and starts the connection's task (which also carries upgrades).
     async fn connect(&self) -> Result<SendRequest<Incoming>, SendError> {
         let io = self
@@ -143,6 +152,35 @@ impl Http1Pool {
         });
         Ok(send)
     }
+}
+
+/// Starts the task that closes `pool`'s expired idle connections every half idle timeout, on
+/// the current Tokio runtime (none outside one), until the pool is dropped. [`Http1Pool::checkin`] retires at most one
+/// expired connection per returned one, so without this a pool whose traffic stopped would keep
+/// a burst's connections (and the application's sockets) open indefinitely.
+pub fn spawn_sweeper(pool: &Arc<Http1Pool>) {
+    let pool = Arc::downgrade(pool);
+    let period = match pool.upgrade() {
+        Some(p) => (p.idle_timeout / 2).max(Duration::from_millis(10)),
+        None => return,
+    };
+    // Outside a runtime there is nothing to run it on; `checkin` still retires connections.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick completes at once; the pool is empty then.
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match pool.upgrade() {
+                Some(p) => p.close_expired(Instant::now()),
+                None => return,
+            }
+        }
+    });
 }
 
 /// The application's response body; returns its connection to the pool when it has ended.
@@ -205,5 +243,67 @@ impl Drop for AppBody {
         if self.inner.is_end_stream() {
             self.give_back();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A pool left idle closes its connections once they pass the idle timeout: the
+    /// application sees each socket end without any further request through the pool.
+    #[tokio::test]
+    async fn idle_connections_close_without_further_requests() {
+        let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target: http::Uri = format!("http://{}/", app.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = app.accept().await {
+                let closed = closed_tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                    let _ = closed.send(());
+                });
+            }
+        });
+        let pool = Arc::new(Http1Pool::new(
+            HttpConnector::new(),
+            target,
+            Duration::from_millis(100),
+        ));
+        spawn_sweeper(&pool);
+        for _ in 0..3 {
+            let send = pool.connect().await.unwrap();
+            pool.checkin(send);
+        }
+        assert_eq!(lock(&pool.idle).len(), 3);
+        for _ in 0..3 {
+            tokio::time::timeout(Duration::from_secs(5), closed_rx.recv())
+                .await
+                .expect("an idle connection past its timeout was not closed")
+                .unwrap();
+        }
+        assert_eq!(lock(&pool.idle).len(), 0);
+    }
+
+    /// The sweeper ends with its pool rather than keeping the runtime busy.
+    #[tokio::test]
+    async fn the_sweeper_stops_when_its_pool_is_dropped() {
+        let pool = Arc::new(Http1Pool::new(
+            HttpConnector::new(),
+            "http://127.0.0.1:9/".parse().unwrap(),
+            Duration::from_millis(20),
+        ));
+        spawn_sweeper(&pool);
+        let weak = Arc::downgrade(&pool);
+        drop(pool);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(weak.upgrade().is_none());
+        let metrics = tokio::runtime::Handle::current().metrics();
+        assert_eq!(metrics.num_alive_tasks(), 0);
     }
 }
