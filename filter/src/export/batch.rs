@@ -51,8 +51,8 @@ pub enum DropReason {
 }
 
 /// One batch being filled or waiting: `buf[..room]` is free for the framing, `buf[room..]`
-/// holds `spans` encoded spans.
-#[derive(Debug)]
+/// holds `spans` encoded spans. The open page's `buf` is empty until its first span.
+#[derive(Debug, Default)]
 struct Page {
     buf: Vec<u8>,
     spans: usize,
@@ -73,8 +73,10 @@ pub struct Batch {
 /// Encoded spans waiting for export.
 #[derive(Debug)]
 pub struct SpanQueue {
-    /// Oldest first; every page but the last is a full batch.
+    /// Full batches, oldest first.
     pages: VecDeque<Page>,
+    /// The batch being filled, after `pages`.
+    open: Page,
     /// Emptied buffers kept for new pages, at most `max_spare`.
     spare: Vec<Vec<u8>>,
     max_spare: usize,
@@ -87,6 +89,8 @@ pub struct SpanQueue {
     room: usize,
     /// Capacity a new page is given.
     page_reserve: usize,
+    /// `room + max_export_bytes`: a page's length at its byte bound.
+    page_limit: usize,
     /// Spare buffers larger than this (a page that held one very large span) are freed.
     max_spare_capacity: usize,
     max_spans: usize,
@@ -117,6 +121,7 @@ impl SpanQueue {
         let page_reserve = room + batch.min(MAX_PAGE_RESERVE) + PAGE_SLACK;
         Self {
             pages: VecDeque::new(),
+            open: Page::default(),
             spare: Vec::with_capacity(spare_pages),
             max_spare: spare_pages,
             lens: VecDeque::new(),
@@ -124,6 +129,7 @@ impl SpanQueue {
             header,
             room,
             page_reserve,
+            page_limit: room.saturating_add(max_export_bytes),
             max_spare_capacity: 2 * (room + batch + PAGE_SLACK),
             max_spans: max_spans as usize,
             max_bytes,
@@ -143,20 +149,35 @@ impl SpanQueue {
         }
     }
 
-    /// The page a span of `len` encoded bytes goes to: the newest, unless the span would pass
-    /// its batch's bounds (then a new page; a span alone may pass the byte bound).
-    fn page_for(&mut self, len: usize) -> Option<&mut Page> {
-        let fits = self.pages.back().is_some_and(|p| {
-            p.spans < self.max_batch && p.buf.len() - self.room + len <= self.max_export_bytes
-        });
-        if !fits {
+    /// The page a span of `len` encoded bytes goes to: the open one, unless the span would
+    /// pass its batch's bounds (a span alone may pass the byte bound).
+    #[inline]
+    fn page_for(&mut self, len: usize) -> &mut Page {
+        let p = &self.open;
+        // An open page without its room yet fails the last test.
+        if p.spans >= self.max_batch
+            || p.buf.len() + len > self.page_limit
+            || p.buf.len() < self.room
+        {
+            self.turn_page();
+        }
+        &mut self.open
+    }
+
+    /// Seals the open page when it holds spans, and readies an empty one.
+    #[cold]
+    fn turn_page(&mut self) {
+        if self.open.spans > 0 {
+            let full = core::mem::take(&mut self.open);
+            self.pages.push_back(full);
+        }
+        if self.open.buf.len() < self.room {
             let mut buf = self.spare.pop().unwrap_or_default();
             buf.clear();
             buf.reserve(self.page_reserve);
             buf.resize(self.room, 0);
-            self.pages.push_back(Page { buf, spans: 0 });
+            self.open.buf = buf;
         }
-        self.pages.back_mut()
     }
 
     /// Counts a span of `len` bytes written onto the newest page.
@@ -185,9 +206,7 @@ impl SpanQueue {
         let body = span_len(span);
         let len = span_field_len(body);
         self.check_bytes(len)?;
-        let Some(page) = self.page_for(len) else {
-            return Err(DropReason::QueueFull);
-        };
+        let page = self.page_for(len);
         let before = page.buf.len();
         encode_span_sized(span, body, &mut page.buf);
         debug_assert_eq!(page.buf.len() - before, len);
@@ -205,9 +224,7 @@ impl SpanQueue {
             return Err(DropReason::QueueFull);
         }
         self.check_bytes(span.len())?;
-        let Some(page) = self.page_for(span.len()) else {
-            return Err(DropReason::QueueFull);
-        };
+        let page = self.page_for(span.len());
         page.buf.extend_from_slice(span);
         page.spans += 1;
         self.added(span.len());
@@ -228,6 +245,11 @@ impl SpanQueue {
         while let Some(page) = self.pages.pop_front() {
             out.extend_from_slice(&page.buf[self.room..]);
             self.recycle(page.buf);
+        }
+        if self.open.spans > 0 {
+            out.extend_from_slice(&self.open.buf[self.room..]);
+            self.open.buf.truncate(self.room);
+            self.open.spans = 0;
         }
         self.bytes = 0;
         n
@@ -251,14 +273,10 @@ impl SpanQueue {
     /// A full batch is waiting, by spans or by bytes: export now rather than at the next
     /// interval.
     pub fn batch_ready(&self) -> bool {
-        match self.pages.front() {
-            None => false,
-            Some(p) => {
-                self.pages.len() > 1
-                    || p.spans >= self.max_batch
-                    || p.buf.len() - self.room >= self.max_export_bytes
-            }
-        }
+        let p = &self.open;
+        !self.pages.is_empty()
+            || (p.spans > 0
+                && (p.spans >= self.max_batch || p.buf.len() - self.room >= self.max_export_bytes))
     }
 
     /// Takes the next batch (the oldest page: up to `max_batch` spans and `max_export_bytes`
@@ -267,7 +285,11 @@ impl SpanQueue {
     /// `grpc_frame`, then the `ExportTraceServiceRequest`; what `out` held before is kept as a
     /// spare page or freed. `None` when the queue is empty (`out` untouched).
     pub fn take_batch(&mut self, grpc_frame: bool, out: &mut Vec<u8>) -> Option<Batch> {
-        let mut page = self.pages.pop_front()?;
+        let mut page = match self.pages.pop_front() {
+            Some(page) => page,
+            None if self.open.spans > 0 => core::mem::take(&mut self.open),
+            None => return None,
+        };
         let bytes = page.buf.len() - self.room;
         let prefix = self.header.prefix_len(bytes);
         let request = self.room - prefix;
@@ -542,8 +564,14 @@ mod tests {
         for i in 0..90 {
             q.push(&sized(i)).unwrap();
         }
-        assert_eq!(q.pages.len(), 30);
-        let largest = q.pages.iter().map(|p| p.buf.capacity()).max().unwrap();
+        assert_eq!(q.pages.len(), 29);
+        let largest = q
+            .pages
+            .iter()
+            .chain([&q.open])
+            .map(|p| p.buf.capacity())
+            .max()
+            .unwrap();
         assert_eq!(largest, q.page_reserve);
         assert!(q.page_reserve <= q.room + batch + PAGE_SLACK);
         // Taking them keeps two spare buffers (the bound given) and frees the rest.
@@ -667,6 +695,7 @@ mod tests {
                 from += n;
             }
             proptest::prop_assert!(q.is_empty() && q.bytes() == 0 && q.pages.is_empty());
+            proptest::prop_assert_eq!(q.open.spans, 0);
         }
     }
 }
