@@ -130,7 +130,11 @@ impl SpanQueue {
             room,
             page_reserve,
             page_limit: room.saturating_add(max_export_bytes),
-            max_spare_capacity: 2 * (room + batch + PAGE_SLACK),
+            // Saturating: the bounds may be as large as the configuration's `u64` allows.
+            max_spare_capacity: room
+                .saturating_add(batch)
+                .saturating_add(PAGE_SLACK)
+                .saturating_mul(2),
             max_spans: max_spans as usize,
             max_bytes,
             max_batch: max_batch as usize,
@@ -453,6 +457,11 @@ mod tests {
         let mut huge = span(2);
         huge.set_name(&[&[b'h'; 2000]]);
         assert_eq!(full.push(&huge), Err(DropReason::QueueFull));
+        // Bounds as large as the configuration allows: pages stay a modest reservation.
+        let mut vast = queue(10, u64::MAX, 10, u64::MAX);
+        vast.push(&span(1)).unwrap();
+        assert!(vast.open.buf.capacity() <= vast.room + MAX_PAGE_RESERVE + PAGE_SLACK);
+        assert_eq!(take(&mut vast), (1, request(&one)));
     }
 
     /// Span `i` of the byte-bound tests: every one encodes to the same length.

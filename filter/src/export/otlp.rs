@@ -2,9 +2,10 @@
 //!
 //! A span's attributes are encoded as they are set, into the record's arena
 //! ([`crate::span::SpanRecord`], with the writers below); when it finishes, the fixed fields
-//! and those bytes make one complete `ScopeSpans.spans` field, copied once. A batch is
-//! then the pre-encoded resource and scope (built once per VM) followed by those span fields, so
-//! export is a length header plus one copy: no tree of owned prost messages per request.
+//! and those bytes make one complete `ScopeSpans.spans` field, written once, into the page of
+//! the batch it joins ([`crate::export::batch`]). A request is then the pre-encoded resource
+//! and scope (built once per VM) with their lengths, written in place before those span fields:
+//! no tree of owned prost messages per request, and no copy of the spans.
 //! Keys and varints are written by the small helpers below rather than prost's `BufMut`
 //! primitives, which pay a capacity check and a call per byte: nearly every key and length in a
 //! span is one byte, and this is the per-span hot loop.

@@ -1131,7 +1131,7 @@ mod tests {
                 assert_eq!(e.counters.requests_ok, 3);
                 balanced(&e, 6);
             } else {
-                // Without compression a batch costs a copy: both go out at once.
+                // Without compression a batch is framed in place: both go out at once.
                 assert!(e.poll(5).is_some());
                 assert_eq!(e.next_wake(), None);
                 assert!(e.poll(5).is_none());
