@@ -1,7 +1,7 @@
 //! Stages 6 to 9, from a finished span to the collector and back: encode, batch, export, reply.
 //!
 //! - [`otlp`]: a finished span encoded once as OTLP protobuf, and the per-VM batch header;
-//! - [`batch`]: the bounded queue of encoded spans, cut into batches;
+//! - [`batch`]: the bounded queue of encoded spans, in pages that become request bodies;
 //! - [`span_processor`]: the [`BatchSpanProcessor`](span_processor::BatchSpanProcessor): when to
 //!   send a batch, when to retry, what to count; the adapter's transport is the exporter that
 //!   sends what it returns;

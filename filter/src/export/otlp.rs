@@ -2,9 +2,10 @@
 //!
 //! A span's attributes are encoded as they are set, into the record's arena
 //! ([`crate::span::SpanRecord`], with the writers below); when it finishes, the fixed fields
-//! and those bytes make one complete `ScopeSpans.spans` field, copied once. A batch is
-//! then the pre-encoded resource and scope (built once per VM) followed by those span fields, so
-//! export is a length header plus one copy: no tree of owned prost messages per request.
+//! and those bytes make one complete `ScopeSpans.spans` field, written once, into the page of
+//! the batch it joins ([`crate::export::batch`]). A request is then the pre-encoded resource
+//! and scope (built once per VM) with their lengths, written in place before those span fields:
+//! no tree of owned prost messages per request, and no copy of the spans.
 //! Keys and varints are written by the small helpers below rather than prost's `BufMut`
 //! primitives, which pay a capacity check and a call per byte: nearly every key and length in a
 //! span is one byte, and this is the per-span hot loop.
@@ -333,10 +334,22 @@ pub fn span_len(span: &SpanRecord) -> usize {
     n + 2 + 4 // flags: key 16 takes two bytes
 }
 
+/// Bytes [`encode_span`] appends for a span whose `Span` body is `len` bytes ([`span_len`]):
+/// the `ScopeSpans.spans` key, the length varint and the body.
+#[inline]
+pub fn span_field_len(len: usize) -> usize {
+    1 + encoded_len_varint(len as u64) + len
+}
+
 /// Appends `span` as a `ScopeSpans.spans` field (tag 2) to `buf`.
 pub fn encode_span(span: &SpanRecord, buf: &mut Vec<u8>) {
-    let len = span_len(span);
-    buf.reserve(len + 6);
+    encode_span_sized(span, span_len(span), buf);
+}
+
+/// [`encode_span`] for a caller that computed `len = span_len(span)` already (the queue, to
+/// choose the page the span goes to before writing it). Reserves exactly the field's size.
+pub fn encode_span_sized(span: &SpanRecord, len: usize, buf: &mut Vec<u8>) {
+    buf.reserve(span_field_len(len));
     put_len(2, len, buf);
     put_bytes(1, &span.trace_id.0, buf);
     put_bytes(2, &span.span_id.0, buf);
@@ -448,14 +461,53 @@ impl BatchHeader {
 
     /// [`Self::encode_request`], appended to what `out` holds (a gRPC frame's prefix).
     pub fn append_request(&self, spans: &[u8], out: &mut Vec<u8>) {
-        let scope_spans = self.scope_field.len() + spans.len();
-        let resource_spans = self.resource_field.len() + len_field(2, scope_spans);
+        let (resource_spans, scope_spans) = self.lengths(spans.len());
         out.reserve(len_field(1, resource_spans));
         put_len(1, resource_spans, out);
         out.extend_from_slice(&self.resource_field);
         put_len(2, scope_spans, out);
         out.extend_from_slice(&self.scope_field);
         out.extend_from_slice(spans);
+    }
+
+    /// `(ResourceSpans, ScopeSpans)` body lengths of a request holding `spans` span bytes.
+    fn lengths(&self, spans: usize) -> (usize, usize) {
+        let scope_spans = self.scope_field.len() + spans;
+        (
+            self.resource_field.len() + len_field(2, scope_spans),
+            scope_spans,
+        )
+    }
+
+    /// Bytes of a request before its spans, for `spans` bytes of span fields: what
+    /// [`Self::append_request`] writes ahead of them.
+    pub fn prefix_len(&self, spans: usize) -> usize {
+        let (resource_spans, _) = self.lengths(spans);
+        len_field(1, resource_spans) - spans
+    }
+
+    /// The largest [`Self::prefix_len`], for any span bytes: the room a buffer keeps before
+    /// its first span so the request can be framed in place.
+    pub fn max_prefix_len(&self) -> usize {
+        // Two keys of one byte, and two length varints of at most 10 bytes.
+        2 + 2 * 10 + self.resource_field.len() + self.scope_field.len()
+    }
+
+    /// Writes the request's prefix for `spans` span bytes into `dst`, which must be exactly
+    /// [`Self::prefix_len`]`(spans)` long and is followed by those spans: the same bytes
+    /// [`Self::append_request`] writes (canonical varints), in place.
+    pub fn put_prefix(&self, spans: usize, dst: &mut [u8]) {
+        let (resource_spans, scope_spans) = self.lengths(spans);
+        let key = |tag| key_byte(tag, WireType::LengthDelimited);
+        let (outer, rest) = dst.split_at_mut(1 + encoded_len_varint(resource_spans as u64));
+        outer[0] = key(1);
+        put_varint_at(&mut outer[1..], resource_spans as u64);
+        let (resource, rest) = rest.split_at_mut(self.resource_field.len());
+        resource.copy_from_slice(&self.resource_field);
+        let (inner, scope) = rest.split_at_mut(1 + encoded_len_varint(scope_spans as u64));
+        inner[0] = key(2);
+        put_varint_at(&mut inner[1..], scope_spans as u64);
+        scope.copy_from_slice(&self.scope_field);
     }
 }
 
