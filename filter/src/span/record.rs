@@ -161,11 +161,14 @@ pub struct SpanRecord {
     /// only through the record's methods ([`Self::remove`], [`Self::rename`]), which keep the
     /// encoding in step.
     pub attrs: Attributes,
-    /// The arena range holding every attribute's encoding back to back, in order, while the
-    /// attributes were written without anything between them (the usual span): then
-    /// [`Self::encoded_attrs`] is this one range, with no walk over the index. `None` once
-    /// something broke the run (a rename, a removal, text written between two attributes).
-    run: Option<Range<u32>>,
+    /// The sum of the indexed attributes' encoded lengths. While no attribute was renamed or
+    /// removed, the index is in arena order, so when this equals the distance from the first
+    /// attribute's start to the last one's end nothing lies between them (the usual span):
+    /// [`Self::encoded_attrs`] is then that one range, with no walk over the index. Kept with
+    /// one addition per attribute rather than tracking the run itself on every write.
+    encoded_total: u32,
+    /// An attribute was renamed or removed: the index may no longer be in arena order.
+    reordered: bool,
     /// Attributes of events, kept apart so span attributes stay contiguous.
     pub event_attrs: SmallVec<[Attribute; 4]>,
     /// Events (e.g. `fault.injected`).
@@ -209,7 +212,8 @@ impl SpanRecord {
             name,
             trace_state,
             attrs,
-            run,
+            encoded_total,
+            reordered,
             event_attrs,
             events,
             links,
@@ -240,7 +244,8 @@ impl SpanRecord {
         *dropped_attributes = 0;
         *guessed_name = GuessedName::None;
         attrs.clear();
-        *run = None;
+        *encoded_total = 0;
+        *reordered = false;
         event_attrs.clear();
         events.clear();
         links.clear();
@@ -310,7 +315,7 @@ impl SpanRecord {
         let before = self.attrs.len();
         self.attrs.retain(|a| a.key != Key::Static(key));
         if self.attrs.len() != before {
-            self.run = None;
+            self.reordered = true;
         }
     }
 
@@ -345,23 +350,43 @@ impl SpanRecord {
         }
     }
 
-    /// Appends `a` to the index, extending the run of back-to-back encodings when it follows it.
+    /// Appends `a`, just written at the arena's end, to the index.
     #[inline(always)]
     fn index(&mut self, a: Attribute) {
-        self.run = match (self.attrs.is_empty(), self.run.clone()) {
-            (true, _) => Some(a.enc.clone()),
-            (false, Some(r)) if r.end == a.enc.start => Some(r.start..a.enc.end),
-            _ => None,
-        };
+        self.encoded_total = self
+            .encoded_total
+            .wrapping_add(a.enc.end.wrapping_sub(a.enc.start));
         self.attrs.push(a);
     }
 
-    /// The single range holding every attribute's encoding, when there is one: checked against
-    /// the index's ends, so an index edited outside the record's methods falls back to the walk.
+    /// The single range holding every attribute's encoding, when there is one (see
+    /// [`Self::encoded_total`]): checked against the index's ends, so an index edited outside
+    /// the record's methods falls back to the walk unless it still covers one gapless range.
     fn whole_run(&self) -> Option<Range<u32>> {
-        let r = self.run.clone()?;
+        if self.reordered {
+            return None;
+        }
         let (first, last) = (self.attrs.first()?, self.attrs.last()?);
-        (first.enc.start == r.start && last.enc.end == r.end).then_some(r)
+        let span = last.enc.end.checked_sub(first.enc.start)?;
+        (span == self.encoded_total).then_some(first.enc.start..last.enc.end)
+    }
+
+    /// Appends every attribute's encoding to `buf` (the `Span.attributes` fields, in order):
+    /// one copy for the usual span, the walk over the index's runs otherwise.
+    #[inline]
+    pub fn append_encoded_attrs(&self, buf: &mut Vec<u8>) {
+        match self.whole_run() {
+            Some(r) => crate::copy::append(self.text(&r), buf),
+            None => self.append_encoded_runs(buf),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn append_encoded_runs(&self, buf: &mut Vec<u8>) {
+        for run in self.encoded_attrs() {
+            crate::copy::append(run, buf);
+        }
     }
 
     /// The encoded attributes' total size in bytes (the sum of [`Self::encoded_attrs`]).
@@ -606,20 +631,21 @@ impl SpanRecord {
         }
     }
 
-    /// Nearly every attribute: a conventional key and a short ASCII value. One scan proves the
-    /// value needs no repair (ASCII is UTF-8, and any cut of it ends on a character), so every
-    /// length is known before writing, and the pair goes out in order into room reserved once:
-    /// `4a kv 0a k key 12 any 0a v value`. False (nothing written) for any other pair, which
-    /// [`Self::push_str`] takes.
+    /// Nearly every attribute: a conventional key and a short ASCII value. Every length is
+    /// known before writing (ASCII is UTF-8, and any cut of it ends on a character), so the
+    /// pair goes out in order into room reserved once, `4a kv 0a k key 12 any 0a v value`, and
+    /// the value is proven ASCII by the words that copy it ([`crate::copy::write_ascii`]).
+    /// False (nothing written) for any other pair, which [`Self::push_str`] takes.
     #[inline(never)]
     fn push_short_str(&mut self, key: &'static str, value: &[u8]) -> bool {
         let (k, v) = (key.len(), value.len().min(self.value_cap()));
         let kv = k + v + SHORT_KV_OVERHEAD;
         let value = &value[..v];
-        if kv >= 128 || crate::simd::find_non_ascii(value).is_some() {
+        if kv >= 128 {
             return false;
         }
         if self.full() {
+            // `push_str` would refuse it the same way.
             return true;
         }
         let start = self.text.len();
@@ -629,7 +655,8 @@ impl SpanRecord {
         self.text.reserve(2 + kv);
         // SAFETY: `reserve` left at least `2 + kv` bytes past `start`; the writes below fill
         // exactly `4 + k + 4 + v == 2 + kv` of them, from `key` and `value`, which do not
-        // live in `text`'s spare room, before the length covers them.
+        // live in `text`'s spare room. The length covers
+        // them only once the value proved ASCII; otherwise they stay spare room.
         unsafe {
             let p = self.text.as_mut_ptr().add(start);
             p.cast::<[u8; 4]>().write_unaligned([
@@ -642,7 +669,9 @@ impl SpanRecord {
             p.add(4 + k)
                 .cast::<[u8; 4]>()
                 .write_unaligned([0x12, (v + 2) as u8, 0x0a, v as u8]);
-            crate::copy::write(value, p.add(8 + k));
+            if !crate::copy::write_ascii(value, p.add(8 + k)) {
+                return false;
+            }
             self.text.set_len(start + 2 + kv);
         }
         let vs = (start + 8 + k) as u32;
@@ -743,7 +772,7 @@ impl SpanRecord {
             }
             Value::Int(_) | Value::Bool(_) | Value::Double(_) => {}
         }
-        self.run = None;
+        self.reordered = true;
         self.attrs[i] = Attribute {
             key: Key::Static(to),
             value,
