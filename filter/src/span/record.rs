@@ -181,6 +181,10 @@ pub struct SpanRecord {
     pub dropped_attributes: u32,
     /// Whether the name is still a guess to settle when the span finishes.
     pub guessed_name: GuessedName,
+    /// Whether the request's own headers gave `client.address` (`X-Forwarded-For`), so the
+    /// span's end does not record the peer's address in its place: known when it is recorded,
+    /// instead of searched for in the index at the end of every span.
+    pub(crate) client_address_recorded: bool,
     /// The arena every string of this span lives in: valid UTF-8 in every range.
     text: Vec<u8>,
     /// Raw bytes being repaired into `text` (rarely used; keeps its capacity).
@@ -220,6 +224,7 @@ impl SpanRecord {
             lists,
             dropped_attributes,
             guessed_name,
+            client_address_recorded,
             text,
             scratch,
             // The caps are configuration, kept across reuse.
@@ -243,6 +248,7 @@ impl SpanRecord {
         *trace_state = Default::default();
         *dropped_attributes = 0;
         *guessed_name = GuessedName::None;
+        *client_address_recorded = false;
         attrs.clear();
         *encoded_total = 0;
         *reordered = false;
@@ -411,34 +417,6 @@ impl SpanRecord {
             return;
         }
         let start = self.text.len();
-        let k = key.len();
-        if let Value::Int(i @ 0..=0x3fff) = value {
-            // Ports, status codes, milliseconds: a varint of one or two bytes, every length
-            // one byte, written in order with nothing to build first.
-            let n = 1 + usize::from(i >= 0x80);
-            let any_len = 1 + n;
-            let kv = 2 + k + 2 + any_len;
-            if kv < 128 {
-                self.text.reserve(2 + kv);
-                self.text
-                    .extend_from_slice(&[otlp::SPAN_ATTRIBUTES_KEY, kv as u8, 0x0a, k as u8]);
-                crate::copy::append(key.as_bytes(), &mut self.text);
-                let (lo, hi) = ((i & 0x7f) as u8, (i >> 7) as u8);
-                if n == 1 {
-                    self.text
-                        .extend_from_slice(&[0x12, any_len as u8, 0x18, lo]);
-                } else {
-                    self.text
-                        .extend_from_slice(&[0x12, any_len as u8, 0x18, lo | 0x80, hi]);
-                }
-                self.index(Attribute {
-                    key: Key::Static(key),
-                    value,
-                    enc: start as u32..self.text.len() as u32,
-                });
-                return;
-            }
-        }
         // `AnyValue`: `18 varint` (int), `10 b` (bool) or `21 fixed64` (double).
         let mut any = [0u8; 11];
         let (any_len, general): (usize, AnyValue<'_, core::iter::Empty<&[u8]>>) = match value {
@@ -690,7 +668,72 @@ impl SpanRecord {
 
     /// Adds an integer attribute.
     pub fn int(&mut self, key: &'static str, value: i64) {
-        self.push_scalar(key, Value::Int(value));
+        if !self.push_small_int(key, value) {
+            self.push_scalar(key, Value::Int(value));
+        }
+    }
+
+    /// Ports, status codes, counts: a conventional key and a value in `0..2^21`, a varint of
+    /// one to three bytes, so every length is one byte and known before writing:
+    /// `4a kv 0a k key 12 any 18 varint`, in order into room reserved once. False (nothing
+    /// written) for any other pair, which [`Self::push_scalar`] takes.
+    #[inline(never)]
+    fn push_small_int(&mut self, key: &'static str, i: i64) -> bool {
+        if !(0..1 << 21).contains(&i) {
+            return false;
+        }
+        let k = key.len();
+        // Varint bytes beyond the first: one per further started group of seven bits.
+        let (more1, more2) = (i >= 1 << 7, i >= 1 << 14);
+        let any_len = 2 + usize::from(more1) + usize::from(more2);
+        let kv = 2 + k + 2 + any_len;
+        if kv >= 128 {
+            return false;
+        }
+        if self.full() {
+            // `push_scalar` would refuse it the same way.
+            return true;
+        }
+        let start = self.text.len();
+        if start > u32::MAX as usize / 2 {
+            return false;
+        }
+        // Two bytes more than the encoding may need: the value's block is written whole (six
+        // bytes) whatever its varint's width.
+        self.text.reserve(4 + kv);
+        let varint = [
+            (i & 0x7f) as u8 | u8::from(more1) << 7,
+            (i >> 7 & 0x7f) as u8 | u8::from(more2) << 7,
+            (i >> 14) as u8,
+        ];
+        // SAFETY: `reserve` left at least `4 + kv` bytes past `start`; the writes below fill
+        // `4 + k + 6 <= 4 + kv` bytes (`any_len` is at least 2), from `key`, which does not
+        // live in `text`'s spare room; the length then covers the `2 + kv` that encode.
+        unsafe {
+            let p = self.text.as_mut_ptr().add(start);
+            p.cast::<[u8; 4]>().write_unaligned([
+                otlp::SPAN_ATTRIBUTES_KEY,
+                kv as u8,
+                0x0a,
+                k as u8,
+            ]);
+            crate::copy::write(key.as_bytes(), p.add(4));
+            p.add(4 + k).cast::<[u8; 6]>().write_unaligned([
+                0x12,
+                any_len as u8,
+                0x18,
+                varint[0],
+                varint[1],
+                varint[2],
+            ]);
+            self.text.set_len(start + 2 + kv);
+        }
+        self.index(Attribute {
+            key: Key::Static(key),
+            value: Value::Int(i),
+            enc: start as u32..(start + 2 + kv) as u32,
+        });
+        true
     }
 
     /// Adds a boolean attribute.
@@ -928,6 +971,7 @@ mod tests {
         #[test]
         fn attributes_are_what_prost_writes(
             small in 0i64..0x5000,
+            port in 0i64..0x30_0000,
             int: i64,
             key in "[a-z._]{1,130}",
             value in "[ -~é\u{0}]{0,130}",
@@ -936,10 +980,16 @@ mod tests {
             let key: &'static str = Box::leak(key.into_boxed_str());
             let mut span = SpanRecord::default();
             span.int(key, small);
+            span.int(key, port);
             span.int(key, int);
             span.str(key, value.as_bytes());
             let mut theirs = Vec::new();
-            for v in [V::IntValue(small), V::IntValue(int), V::StringValue(value.clone())] {
+            for v in [
+                V::IntValue(small),
+                V::IntValue(port),
+                V::IntValue(int),
+                V::StringValue(value.clone()),
+            ] {
                 let kv = KeyValue {
                     key: key.to_string(),
                     value: Some(AnyValue { value: Some(v) }),
