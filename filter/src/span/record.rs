@@ -291,6 +291,28 @@ impl SpanRecord {
             n => n as usize,
         };
         let start = self.text.len();
+        let total = parts.iter().map(|p| p.len()).sum::<usize>();
+        if total <= cap {
+            // Nearly always: ASCII parts (a method, a route) within the cap, copied into room
+            // reserved once and proven ASCII by the words that move them; only then does the
+            // arena's length cover them.
+            self.text.reserve(total);
+            let mut ascii = true;
+            let mut at = start;
+            for p in parts {
+                // SAFETY: `reserve(total)` left room for every part past `start`, and `at` stays
+                // within it (`at - start` is the sum of the parts before `p`). The parts are not
+                // in the arena's spare room.
+                ascii &= unsafe { crate::copy::write_ascii(p, self.text.as_mut_ptr().add(at)) };
+                at += p.len();
+            }
+            if ascii {
+                // SAFETY: the `total` bytes past `start` were written above.
+                unsafe { self.text.set_len(start + total) };
+                self.name = start as u32..self.text.len() as u32;
+                return;
+            }
+        }
         for p in parts {
             // Each part goes through the same UTF-8 conversion as every value; the cap counts
             // what is already written, so the cut lands on a character boundary.
@@ -1000,6 +1022,43 @@ mod tests {
             let ours: Vec<u8> = span.attrs.iter().flat_map(|a| a.encoded(&span).to_vec()).collect();
             proptest::prop_assert_eq!(ours, theirs);
             proptest::prop_assert_eq!(span.get(key), Some(&Value::Int(small)));
+        }
+    }
+
+    proptest::proptest! {
+        /// The name's ASCII fast path gives what the part-by-part conversion gives, cap and
+        /// repair included.
+        #[test]
+        fn set_name_is_the_part_by_part_conversion(
+            parts in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::prop_oneof![
+                        8 => 0x20u8..0x7f,
+                        1 => proptest::prelude::any::<u8>(),
+                    ],
+                    0..90,
+                ),
+                0..5,
+            ),
+            cap in 0u32..120,
+            arena in 0usize..40,
+        ) {
+            let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            let mut span = SpanRecord { max_name_len: cap, ..Default::default() };
+            // Something in the arena before the name, as an attribute or a tracestate leaves.
+            span.set_trace_state(|b| b.extend(core::iter::repeat_n(b'x', arena)));
+            span.set_name(&parts);
+            let room = if cap == 0 { usize::MAX } else { cap as usize };
+            let mut want = Vec::new();
+            for p in &parts {
+                let left = room.saturating_sub(want.len());
+                if left == 0 {
+                    break;
+                }
+                crate::text::append(p, left, &mut want);
+            }
+            proptest::prop_assert_eq!(span.name(), &want[..]);
+            proptest::prop_assert_eq!(span.trace_state(), &vec![b'x'; arena][..]);
         }
     }
 
