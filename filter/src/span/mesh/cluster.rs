@@ -127,10 +127,14 @@ fn split4_pipe<'a>(s: &'a [u8], out: &mut [&'a [u8]; 4]) -> bool {
     let mut at = 0;
     while at < s.len() {
         let t = &s[at..];
-        let w = match t.first_chunk::<8>() {
-            Some(w) => u64::from_le_bytes(*w),
-            None => {
-                // The tail, zero-padded: a zero byte is never `|`.
+        let w = match (t.first_chunk::<8>(), s.last_chunk::<8>()) {
+            (Some(w), _) => u64::from_le_bytes(*w),
+            // The tail as the name's last eight bytes, shifted down past those already
+            // searched (zeros come in, and a zero byte is never `|`): no copy of a
+            // run-time length, which would be a call.
+            (None, Some(last)) => u64::from_le_bytes(*last) >> (8 * (8 - t.len())),
+            (None, None) => {
+                // A name under eight bytes, zero-padded.
                 let mut b = [0u8; 8];
                 b[..t.len()].copy_from_slice(t);
                 u64::from_le_bytes(b)
