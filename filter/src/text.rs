@@ -208,7 +208,9 @@ fn port_at_end(s: &[u8], digits: usize) -> Option<u16> {
     let w = u64::from_le_bytes(*last) & keep;
     // Each kept byte is `0x30..=0x39`: high nibble 3, and low nibble + 6 does not reach 16.
     let low = w & (0x0f * ONES);
-    if w & (0xf0 * ONES) != 0x30 * ONES & keep || (low + 6 * ONES) & (0x10 * ONES) & keep != 0 {
+    let high_is_3 = w & (0xf0 * ONES) == (0x30 * ONES) & keep;
+    let low_under_10 = (low + 6 * ONES) & (0x10 * ONES) & keep == 0;
+    if !(high_is_3 && low_under_10) {
         return None;
     }
     // The digits as an eight-digit number whose leading digits are the zeros below the port:
@@ -480,7 +482,7 @@ mod tests {
         fn port_at_end_is_parse_port(
             s in proptest::collection::vec(
                 prop_oneof![
-                    6 => (b'0'..=b'9'),
+                    6 => b'0'..=b'9',
                     1 => Just(b':'),
                     1 => Just(b'/'),
                     1 => Just(b'\x3a'),
