@@ -74,6 +74,81 @@ pub unsafe fn write(src: &[u8], dst: *mut u8) {
     }
 }
 
+/// The high bit of every byte: a word with none of them set holds ASCII only.
+const HIGH: u128 = 0x8080_8080_8080_8080_8080_8080_8080_8080;
+
+/// [`write`] for text that must be ASCII: copies `src` to `dst` and tells whether every byte
+/// was ASCII. Up to 64 bytes the words the moves carry are tested, instead of scanning the
+/// bytes in a pass of their own (longer input is scanned, then copied). Nearly every
+/// attribute value is short ASCII; when this returns false the caller throws the copy away
+/// (it wrote into spare room only).
+///
+/// # Safety
+///
+/// `dst` must be valid for `src.len()` writes and must not overlap `src`.
+#[inline(always)]
+pub unsafe fn write_ascii(src: &[u8], dst: *mut u8) -> bool {
+    /// Moves `N`-byte words from the start and from the end of `src` (`N <= src.len() <= 2N`,
+    /// `N` a multiple of 16) and returns their bytes OR-ed together.
+    #[inline(always)]
+    unsafe fn two<const N: usize>(src: &[u8], d: *mut u8) -> u128 {
+        let n = src.len();
+        debug_assert!(N <= n && n <= 2 * N);
+        let mut seen = 0u128;
+        let mut i = 0;
+        while i < N {
+            // SAFETY: as in `write`'s `two`: both moves stay within the first `n` bytes of `src`
+            // and `d`, 16 bytes at a time.
+            unsafe {
+                let a = src.as_ptr().add(i).cast::<u128>().read_unaligned();
+                let b = src.as_ptr().add(n - N + i).cast::<u128>().read_unaligned();
+                d.add(i).cast::<u128>().write_unaligned(a);
+                d.add(n - N + i).cast::<u128>().write_unaligned(b);
+                seen |= a | b;
+            }
+            i += 16;
+        }
+        seen
+    }
+    let n = src.len();
+    // SAFETY: every write below is within `dst[..n]`, valid by the caller's contract, and every
+    // read within `src`.
+    let seen: u128 = unsafe {
+        match n {
+            0 => 0,
+            1..=3 => {
+                let (a, b, c) = (src[0], src[n / 2], src[n - 1]);
+                *dst = a;
+                *dst.add(n / 2) = b;
+                *dst.add(n - 1) = c;
+                u128::from(a | b | c)
+            }
+            4..=7 => {
+                let a = src.as_ptr().cast::<u32>().read_unaligned();
+                let b = src.as_ptr().add(n - 4).cast::<u32>().read_unaligned();
+                dst.cast::<u32>().write_unaligned(a);
+                dst.add(n - 4).cast::<u32>().write_unaligned(b);
+                u128::from(a | b)
+            }
+            8..=15 => {
+                let a = src.as_ptr().cast::<u64>().read_unaligned();
+                let b = src.as_ptr().add(n - 8).cast::<u64>().read_unaligned();
+                dst.cast::<u64>().write_unaligned(a);
+                dst.add(n - 8).cast::<u64>().write_unaligned(b);
+                u128::from(a | b)
+            }
+            16..=32 => two::<16>(src, dst),
+            33..=64 => two::<32>(src, dst),
+            _ => {
+                let ascii = crate::simd::find_non_ascii(src).is_none();
+                core::ptr::copy_nonoverlapping(src.as_ptr(), dst, n);
+                return ascii;
+            }
+        }
+    };
+    seen & HIGH == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +169,24 @@ mod tests {
             let mut buf = head.clone();
             append(&src, &mut buf);
             proptest::prop_assert_eq!(buf, [head, src].concat());
+        }
+
+        #[test]
+        fn write_ascii_copies_and_tells_ascii(
+            src in proptest::collection::vec(
+                proptest::prop_oneof![
+                    8 => 0u8..0x80,
+                    1 => proptest::prelude::any::<u8>(),
+                ],
+                0..100,
+            ),
+        ) {
+            let mut dst = vec![7u8; src.len() + 2];
+            // SAFETY: `dst[1..]` has room for `src`, and they are separate vectors.
+            let ascii = unsafe { write_ascii(&src, dst.as_mut_ptr().add(1)) };
+            proptest::prop_assert_eq!(ascii, src.is_ascii());
+            proptest::prop_assert_eq!(&dst[1..=src.len()], &src[..]);
+            proptest::prop_assert_eq!((dst[0], dst[src.len() + 1]), (7, 7));
         }
 
         #[test]

@@ -35,6 +35,27 @@ pub struct Appended {
 /// `out` itself is never inspected: it may hold anything before the appended bytes.
 #[inline]
 pub fn append(src: &[u8], cap: usize, out: &mut Vec<u8>) -> Appended {
+    let n = src.len();
+    if n <= cap {
+        // Nearly always: short ASCII within the cap. It is copied into the spare room and
+        // proven ASCII by the words that move it; only then does the length cover it.
+        out.reserve(n);
+        let len = out.len();
+        // SAFETY: `reserve(n)` left room for `n` bytes past the length, and `src` is not in
+        // `out`'s spare room (`out` is borrowed mutably).
+        unsafe {
+            if crate::copy::write_ascii(src, out.as_mut_ptr().add(len)) {
+                out.set_len(len + n);
+                return Appended::default();
+            }
+        }
+    }
+    append_general(src, cap, out)
+}
+
+/// [`append`] for input that is not ASCII or is longer than the cap.
+#[inline(never)]
+fn append_general(src: &[u8], cap: usize, out: &mut Vec<u8>) -> Appended {
     let ascii = crate::simd::find_non_ascii(src).unwrap_or(src.len());
     if ascii == src.len() || ascii >= cap {
         // All ASCII (or the cap falls within the ASCII prefix): a straight copy, cut anywhere.
@@ -156,50 +177,65 @@ pub fn split_host_port(s: &[u8]) -> (&[u8], Option<u16>) {
         }
         return (s, None);
     }
-    // Called on every recorded request (authority, peer addresses): walk back over at most
-    // five digits to the colon, then look for another colon a word at a time, instead of a
-    // reverse search, a forward search and a second pass over the digits.
-    let n = s.len();
-    let mut i = n;
-    let mut port = 0u32;
-    let mut scale = 1u32;
-    while i > 0 && n - i <= 5 {
-        let b = s[i - 1];
-        if b == b':' {
-            break;
-        }
-        if !b.is_ascii_digit() {
-            return (s, None);
-        }
-        port += u32::from(b - b'0') * scale;
-        scale *= 10;
-        i -= 1;
+    // Called on every recorded request (authority, peer addresses): the first colon, found a
+    // word at a time, must be followed by the port alone. A port is digits only, so that
+    // colon is also the last one and the host holds none: one pass instead of a walk back
+    // over the digits and a second search of the host.
+    match find_byte(s, b':') {
+        Some(i) => match port_at_end(s, s.len() - i - 1) {
+            Some(port) => (&s[..i], Some(port)),
+            None => (s, None),
+        },
+        None => (s, None),
     }
-    let digits = n - i;
-    if i == 0 || s[i - 1] != b':' || digits == 0 || digits > 5 || port > u32::from(u16::MAX) {
-        return (s, None);
+}
+
+/// The port that the last `digits` bytes of `s` spell ([`parse_port`]). When `s` has eight
+/// bytes, they are read as one word and checked and converted together, without a loop whose
+/// length (four digits, five digits) changes from one address to the next and costs a
+/// mispredicted branch; shorter input takes [`parse_port`].
+#[inline]
+fn port_at_end(s: &[u8], digits: usize) -> Option<u16> {
+    let Some(last) = s.last_chunk::<8>() else {
+        return parse_port(s.get(s.len().checked_sub(digits)?..)?);
+    };
+    if !(1..=5).contains(&digits) {
+        return None;
     }
-    let host = &s[..i - 1];
-    if has_colon(host) {
-        return (s, None);
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // The port's bytes are the word's top `digits` bytes (little-endian: the string's last).
+    let keep = u64::MAX << (8 * (8 - digits));
+    let w = u64::from_le_bytes(*last) & keep;
+    // Each kept byte is `0x30..=0x39`: high nibble 3, and low nibble + 6 does not reach 16.
+    let low = w & (0x0f * ONES);
+    let high_is_3 = w & (0xf0 * ONES) == (0x30 * ONES) & keep;
+    let low_under_10 = (low + 6 * ONES) & (0x10 * ONES) & keep == 0;
+    if !(high_is_3 && low_under_10) {
+        return None;
     }
-    (host, Some(port as u16))
+    // The digits as an eight-digit number whose leading digits are the zeros below the port:
+    // pairs, then fours, then the eight (the usual SWAR decimal parse).
+    let v = low.wrapping_mul(10 * 256 + 1) >> 8;
+    let v = (v & 0x00ff_00ff_00ff_00ff).wrapping_mul(100 * 65536 + 1) >> 16;
+    let v = (v & 0x0000_ffff_0000_ffff).wrapping_mul((10000 << 32) + 1) >> 32;
+    u16::try_from(v).ok()
 }
 
 /// A port: 1 to 5 ASCII digits, at most 65535.
-fn parse_port(p: &[u8]) -> Option<u16> {
-    if p.is_empty() || p.len() > 5 || !p.iter().all(u8::is_ascii_digit) {
+#[inline]
+pub fn parse_port(p: &[u8]) -> Option<u16> {
+    if p.is_empty() || p.len() > 5 {
         return None;
     }
-    p.iter()
-        .try_fold(0u32, |acc, &d| Some(acc * 10 + (d - b'0') as u32))
-        .and_then(|v| u16::try_from(v).ok())
-}
-
-/// Whether `s` holds a `:`.
-#[inline]
-fn has_colon(s: &[u8]) -> bool {
-    find_byte(s, b':').is_some()
+    let mut v = 0u32;
+    for &b in p {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + u32::from(d);
+    }
+    u16::try_from(v).ok()
 }
 
 /// The first `needle` in `hay`, eight bytes at a time (SWAR zero-byte test on `word ^ needle`)
@@ -219,6 +255,14 @@ pub fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
             return Some(at + (zero.trailing_zeros() / 8) as usize);
         }
         at += 8;
+    }
+    if at < hay.len() && hay.len() >= 8 {
+        // The tail as the last eight bytes, overlapping what was searched: those bytes hold
+        // no `needle`, so the first one found is in the tail.
+        let w = hay.last_chunk::<8>()?;
+        let x = u64::from_le_bytes(*w) ^ (LO * u64::from(needle));
+        let zero = x.wrapping_sub(LO) & !x & HI;
+        return (zero != 0).then(|| hay.len() - 8 + (zero.trailing_zeros() / 8) as usize);
     }
     hay.get(at..)?
         .iter()
@@ -434,6 +478,51 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn port_at_end_is_parse_port(
+            s in proptest::collection::vec(
+                prop_oneof![
+                    6 => b'0'..=b'9',
+                    1 => Just(b':'),
+                    1 => Just(b'/'),
+                    1 => Just(b'\x3a'),
+                    1 => Just(b'\x40'),
+                    1 => Just(b'\xb5'),
+                    1 => any::<u8>(),
+                ],
+                0..14,
+            ),
+            digits in 0usize..8,
+        ) {
+            // The word-at-a-time port against the byte loop, at every length and digit count.
+            let want = s.len().checked_sub(digits).and_then(|i| parse_port(&s[i..]));
+            prop_assert_eq!(port_at_end(&s, digits), want);
+        }
+
+        #[test]
+        fn long_host_port_matches_the_plain_reading(
+            s in proptest::collection::vec(
+                prop_oneof![
+                    8 => Just(b'a'),
+                    2 => Just(b':'),
+                    2 => Just(b'0'),
+                    2 => Just(b'9'),
+                    1 => Just(b'['),
+                    1 => Just(b']'),
+                    1 => any::<u8>(),
+                ],
+                0..64,
+            ),
+            port in proptest::option::of(0u32..70000),
+        ) {
+            // Hosts long enough for the word-at-a-time search, with and without a port.
+            let mut s = s;
+            if let Some(p) = port {
+                s.extend_from_slice(format!(":{p}").as_bytes());
+            }
+            prop_assert_eq!(split_host_port(&s), split_host_port_reference(&s));
+        }
+
         #[test]
         fn find_byte_is_position(
             hay in proptest::collection::vec(prop_oneof![Just(b':'), Just(0u8), Just(0x80u8), any::<u8>()], 0..40),

@@ -342,6 +342,10 @@ pub fn span_field_len(len: usize) -> usize {
 }
 
 /// Appends `span` as a `ScopeSpans.spans` field (tag 2) to `buf`.
+///
+/// Once per span on the request path: the fixed fields go out as a few fixed-size blocks (one
+/// capacity check each, into room reserved once) rather than a varint writer per field, and
+/// what a usual span lacks (events, links, a status, dropped attributes) is written apart.
 pub fn encode_span(span: &SpanRecord, buf: &mut Vec<u8>) {
     encode_span_sized(span, span_len(span), buf);
 }
@@ -351,21 +355,63 @@ pub fn encode_span(span: &SpanRecord, buf: &mut Vec<u8>) {
 pub fn encode_span_sized(span: &SpanRecord, len: usize, buf: &mut Vec<u8>) {
     buf.reserve(span_field_len(len));
     put_len(2, len, buf);
-    put_bytes(1, &span.trace_id.0, buf);
-    put_bytes(2, &span.span_id.0, buf);
-    if !span.trace_state().is_empty() {
-        put_bytes(3, span.trace_state(), buf);
+    // `0a 10 trace_id 12 08 span_id`.
+    let mut ids = [0u8; 28];
+    ids[0] = key_byte(1, WireType::LengthDelimited);
+    ids[1] = 16;
+    ids[2..18].copy_from_slice(&span.trace_id.0);
+    ids[18] = key_byte(2, WireType::LengthDelimited);
+    ids[19] = 8;
+    ids[20..].copy_from_slice(&span.span_id.0);
+    buf.extend_from_slice(&ids);
+    let trace_state = span.trace_state();
+    if !trace_state.is_empty() {
+        put_bytes(3, trace_state, buf);
     }
     if let Some(p) = span.parent_span_id {
-        put_bytes(4, &p.0, buf);
+        let mut parent = [0u8; 10];
+        parent[0] = key_byte(4, WireType::LengthDelimited);
+        parent[1] = 8;
+        parent[2..].copy_from_slice(&p.0);
+        buf.extend_from_slice(&parent);
     }
     put_bytes(5, span.name(), buf);
-    put_varint(6, span.kind as u64, buf);
-    put_fixed64(7, span.start_ns, buf);
-    put_fixed64(8, span.end_ns, buf);
-    for run in span.encoded_attrs() {
-        crate::copy::append(run, buf);
+    // `30 kind 39 start 41 end`: the kind is 1 to 3, one varint byte.
+    let mut times = [0u8; 20];
+    times[0] = key_byte(6, WireType::Varint);
+    times[1] = span.kind as u8;
+    times[2] = key_byte(7, WireType::SixtyFourBit);
+    times[3..11].copy_from_slice(&span.start_ns.to_le_bytes());
+    times[11] = key_byte(8, WireType::SixtyFourBit);
+    times[12..].copy_from_slice(&span.end_ns.to_le_bytes());
+    buf.extend_from_slice(&times);
+    span.append_encoded_attrs(buf);
+    if has_rare_fields(span) {
+        put_rare_fields(span, buf);
     }
+    let remote = if span.parent_span_id.is_some() && span.parent_is_remote {
+        FLAGS_REMOTE_PARENT
+    } else {
+        FLAGS_HAS_IS_REMOTE
+    };
+    // Field 16 (`fixed32`) takes a two-byte key: `85 01`.
+    let f = (span.flags as u32 | remote).to_le_bytes();
+    buf.extend_from_slice(&[0x85, 0x01, f[0], f[1], f[2], f[3]]);
+}
+
+/// Whether `span` has any field a usual span lacks: dropped attributes, events, links, a status.
+#[inline]
+fn has_rare_fields(span: &SpanRecord) -> bool {
+    span.dropped_attributes > 0
+        || !span.events.is_empty()
+        || !span.links.is_empty()
+        || span.status != StatusCode::Unset
+        || span.status_message.is_some()
+}
+
+/// The fields of [`encode_span`] between the attributes and the flags that a usual span lacks.
+#[inline(never)]
+fn put_rare_fields(span: &SpanRecord, buf: &mut Vec<u8>) {
     if span.dropped_attributes > 0 {
         put_varint(10, span.dropped_attributes as u64, buf);
     }
@@ -396,12 +442,6 @@ pub fn encode_span_sized(span: &SpanRecord, len: usize, buf: &mut Vec<u8>) {
             put_varint(3, span.status as u64, buf);
         }
     }
-    let remote = if span.parent_span_id.is_some() && span.parent_is_remote {
-        FLAGS_REMOTE_PARENT
-    } else {
-        FLAGS_HAS_IS_REMOTE
-    };
-    put_fixed32(16, span.flags as u32 | remote, buf);
 }
 
 /// A resource attribute value held by config (encoded once per VM).
@@ -520,6 +560,64 @@ mod tests {
     use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
     use prost::Message;
 
+    /// The field-by-field encoder [`encode_span`] replaced: the reference it must equal.
+    fn reference_encode_span(span: &SpanRecord, buf: &mut Vec<u8>) {
+        let len = span_len(span);
+        buf.reserve(len + 6);
+        put_len(2, len, buf);
+        put_bytes(1, &span.trace_id.0, buf);
+        put_bytes(2, &span.span_id.0, buf);
+        if !span.trace_state().is_empty() {
+            put_bytes(3, span.trace_state(), buf);
+        }
+        if let Some(p) = span.parent_span_id {
+            put_bytes(4, &p.0, buf);
+        }
+        put_bytes(5, span.name(), buf);
+        put_varint(6, span.kind as u64, buf);
+        put_fixed64(7, span.start_ns, buf);
+        put_fixed64(8, span.end_ns, buf);
+        for run in span.encoded_attrs() {
+            crate::copy::append(run, buf);
+        }
+        if span.dropped_attributes > 0 {
+            put_varint(10, span.dropped_attributes as u64, buf);
+        }
+        for e in &span.events {
+            put_len(11, event_len(span, e), buf);
+            put_fixed64(1, e.time_ns, buf);
+            put_bytes(2, e.name.as_bytes(), buf);
+            put_attrs(
+                span,
+                &span.event_attrs[e.attrs.start as usize..e.attrs.end as usize],
+                3,
+                buf,
+            );
+        }
+        for l in &span.links {
+            put_len(13, LINK_LEN, buf);
+            put_bytes(1, &l.trace_id.0, buf);
+            put_bytes(2, &l.span_id.0, buf);
+            put_fixed32(6, l.flags as u32 | FLAGS_REMOTE_PARENT, buf);
+        }
+        let st = status_len(span);
+        if st > 0 {
+            put_len(15, st, buf);
+            if let Some(r) = &span.status_message {
+                put_bytes(2, span.text(r), buf);
+            }
+            if span.status != StatusCode::Unset {
+                put_varint(3, span.status as u64, buf);
+            }
+        }
+        let remote = if span.parent_span_id.is_some() && span.parent_is_remote {
+            FLAGS_REMOTE_PARENT
+        } else {
+            FLAGS_HAS_IS_REMOTE
+        };
+        put_fixed32(16, span.flags as u32 | remote, buf);
+    }
+
     proptest::proptest! {
         #[test]
         fn attributes_encode_like_prost_on_both_length_paths(
@@ -611,6 +709,72 @@ mod tests {
                 if cap == 0 { usize::MAX } else { cap as usize },
             );
             proptest::prop_assert_eq!(span.text(&r), want);
+        }
+
+        #[test]
+        fn span_encodes_as_the_field_by_field_encoder(
+            parent: bool,
+            remote: bool,
+            kind in 1u8..=3,
+            times: (u64, u64),
+            flags: u8,
+            trace_state in "[a-z0-9=,]{0,40}",
+            name in "[ -~é]{0,150}",
+            values in proptest::collection::vec("[ -~é]{0,140}", 0..4),
+            rename: bool,
+            between: bool,
+            rare in 0u8..32,
+        ) {
+            // The usual span (attributes in one run, no events, links or status) and every
+            // rarer field, alone or together: the same bytes as the general encoder.
+            let mut s = SpanRecord::default();
+            s.trace_id = TraceId([7; 16]);
+            s.span_id = SpanId([6; 8]);
+            s.parent_span_id = parent.then_some(SpanId([5; 8]));
+            s.parent_is_remote = remote;
+            s.kind = match kind {
+                1 => SpanKind::Internal,
+                2 => SpanKind::Server,
+                _ => SpanKind::Client,
+            };
+            (s.start_ns, s.end_ns) = times;
+            s.flags = flags;
+            s.set_trace_state(|b| b.extend_from_slice(trace_state.as_bytes()));
+            s.set_name(&[name.as_bytes()]);
+            for (i, v) in values.iter().enumerate() {
+                s.str("http.route", v.as_bytes());
+                if between && i == 0 {
+                    // Text between two attributes breaks the run.
+                    s.set_name(&[b"GET"]);
+                }
+                s.int("server.port", i as i64 * 300);
+            }
+            if rename {
+                s.rename("http.route", "url.template");
+            }
+            if rare & 1 != 0 {
+                s.dropped_attributes = 3;
+            }
+            if rare & 2 != 0 {
+                s.event("fault.injected", 9, |e| e.str("mesh.fault.type", b"abort"));
+            }
+            if rare & 4 != 0 {
+                s.links.push(crate::span::Link {
+                    trace_id: TraceId([4; 16]),
+                    span_id: SpanId([3; 8]),
+                    flags: 1,
+                });
+            }
+            if rare & 8 != 0 {
+                s.status = StatusCode::Error;
+            }
+            if rare & 16 != 0 {
+                s.set_status_message(b"boom");
+            }
+            let (mut ours, mut theirs) = (vec![1u8], vec![1u8]);
+            encode_span(&s, &mut ours);
+            reference_encode_span(&s, &mut theirs);
+            proptest::prop_assert_eq!(ours, theirs);
         }
 
         #[test]

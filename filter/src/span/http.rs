@@ -138,7 +138,9 @@ fn request(t: &Tables, names: &mut SpanNames, h: &RequestHeaders<'_>, rec: &mut 
     if let Some(xff) = h.x_forwarded_for {
         // The left-most entry is the original client.
         let first = crate::text::find_byte(xff, b',').map_or(xff, |i| &xff[..i]);
+        let before = rec.attrs.len();
         rec.str("client.address", first.trim_ascii());
+        rec.client_address_recorded = rec.attrs.len() > before;
     }
 }
 
@@ -214,7 +216,7 @@ pub fn finish(t: &Tables, names: &mut SpanNames, rec: &mut SpanRecord, f: &Finis
     if let Some(v) = f.protocol.and_then(protocol_version) {
         rec.str("network.protocol.version", v);
     }
-    if rec.get("client.address").is_none() {
+    if !rec.client_address_recorded {
         if let Some(addr) = f.source_address {
             rec.str("client.address", split_host_port(addr).0);
         }

@@ -161,11 +161,14 @@ pub struct SpanRecord {
     /// only through the record's methods ([`Self::remove`], [`Self::rename`]), which keep the
     /// encoding in step.
     pub attrs: Attributes,
-    /// The arena range holding every attribute's encoding back to back, in order, while the
-    /// attributes were written without anything between them (the usual span): then
-    /// [`Self::encoded_attrs`] is this one range, with no walk over the index. `None` once
-    /// something broke the run (a rename, a removal, text written between two attributes).
-    run: Option<Range<u32>>,
+    /// The sum of the indexed attributes' encoded lengths. While no attribute was renamed or
+    /// removed, the index is in arena order, so when this equals the distance from the first
+    /// attribute's start to the last one's end nothing lies between them (the usual span):
+    /// [`Self::encoded_attrs`] is then that one range, with no walk over the index. Kept with
+    /// one addition per attribute rather than tracking the run itself on every write.
+    encoded_total: u32,
+    /// An attribute was renamed or removed: the index may no longer be in arena order.
+    reordered: bool,
     /// Attributes of events, kept apart so span attributes stay contiguous.
     pub event_attrs: SmallVec<[Attribute; 4]>,
     /// Events (e.g. `fault.injected`).
@@ -178,6 +181,10 @@ pub struct SpanRecord {
     pub dropped_attributes: u32,
     /// Whether the name is still a guess to settle when the span finishes.
     pub guessed_name: GuessedName,
+    /// Whether the request's own headers gave `client.address` (`X-Forwarded-For`), so the
+    /// span's end does not record the peer's address in its place: known when it is recorded,
+    /// instead of searched for in the index at the end of every span.
+    pub(crate) client_address_recorded: bool,
     /// The arena every string of this span lives in: valid UTF-8 in every range.
     text: Vec<u8>,
     /// Raw bytes being repaired into `text` (rarely used; keeps its capacity).
@@ -209,13 +216,15 @@ impl SpanRecord {
             name,
             trace_state,
             attrs,
-            run,
+            encoded_total,
+            reordered,
             event_attrs,
             events,
             links,
             lists,
             dropped_attributes,
             guessed_name,
+            client_address_recorded,
             text,
             scratch,
             // The caps are configuration, kept across reuse.
@@ -239,8 +248,10 @@ impl SpanRecord {
         *trace_state = Default::default();
         *dropped_attributes = 0;
         *guessed_name = GuessedName::None;
+        *client_address_recorded = false;
         attrs.clear();
-        *run = None;
+        *encoded_total = 0;
+        *reordered = false;
         event_attrs.clear();
         events.clear();
         links.clear();
@@ -280,6 +291,28 @@ impl SpanRecord {
             n => n as usize,
         };
         let start = self.text.len();
+        let total = parts.iter().map(|p| p.len()).sum::<usize>();
+        if total <= cap {
+            // Nearly always: ASCII parts (a method, a route) within the cap, copied into room
+            // reserved once and proven ASCII by the words that move them; only then does the
+            // arena's length cover them.
+            self.text.reserve(total);
+            let mut ascii = true;
+            let mut at = start;
+            for p in parts {
+                // SAFETY: `reserve(total)` left room for every part past `start`, and `at` stays
+                // within it (`at - start` is the sum of the parts before `p`). The parts are not
+                // in the arena's spare room.
+                ascii &= unsafe { crate::copy::write_ascii(p, self.text.as_mut_ptr().add(at)) };
+                at += p.len();
+            }
+            if ascii {
+                // SAFETY: the `total` bytes past `start` were written above.
+                unsafe { self.text.set_len(start + total) };
+                self.name = start as u32..self.text.len() as u32;
+                return;
+            }
+        }
         for p in parts {
             // Each part goes through the same UTF-8 conversion as every value; the cap counts
             // what is already written, so the cut lands on a character boundary.
@@ -310,7 +343,7 @@ impl SpanRecord {
         let before = self.attrs.len();
         self.attrs.retain(|a| a.key != Key::Static(key));
         if self.attrs.len() != before {
-            self.run = None;
+            self.reordered = true;
         }
     }
 
@@ -345,23 +378,43 @@ impl SpanRecord {
         }
     }
 
-    /// Appends `a` to the index, extending the run of back-to-back encodings when it follows it.
+    /// Appends `a`, just written at the arena's end, to the index.
     #[inline(always)]
     fn index(&mut self, a: Attribute) {
-        self.run = match (self.attrs.is_empty(), self.run.clone()) {
-            (true, _) => Some(a.enc.clone()),
-            (false, Some(r)) if r.end == a.enc.start => Some(r.start..a.enc.end),
-            _ => None,
-        };
+        self.encoded_total = self
+            .encoded_total
+            .wrapping_add(a.enc.end.wrapping_sub(a.enc.start));
         self.attrs.push(a);
     }
 
-    /// The single range holding every attribute's encoding, when there is one: checked against
-    /// the index's ends, so an index edited outside the record's methods falls back to the walk.
+    /// The single range holding every attribute's encoding, when there is one (see
+    /// [`Self::encoded_total`]): checked against the index's ends, so an index edited outside
+    /// the record's methods falls back to the walk unless it still covers one gapless range.
     fn whole_run(&self) -> Option<Range<u32>> {
-        let r = self.run.clone()?;
+        if self.reordered {
+            return None;
+        }
         let (first, last) = (self.attrs.first()?, self.attrs.last()?);
-        (first.enc.start == r.start && last.enc.end == r.end).then_some(r)
+        let span = last.enc.end.checked_sub(first.enc.start)?;
+        (span == self.encoded_total).then_some(first.enc.start..last.enc.end)
+    }
+
+    /// Appends every attribute's encoding to `buf` (the `Span.attributes` fields, in order):
+    /// one copy for the usual span, the walk over the index's runs otherwise.
+    #[inline]
+    pub fn append_encoded_attrs(&self, buf: &mut Vec<u8>) {
+        match self.whole_run() {
+            Some(r) => crate::copy::append(self.text(&r), buf),
+            None => self.append_encoded_runs(buf),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn append_encoded_runs(&self, buf: &mut Vec<u8>) {
+        for run in self.encoded_attrs() {
+            crate::copy::append(run, buf);
+        }
     }
 
     /// The encoded attributes' total size in bytes (the sum of [`Self::encoded_attrs`]).
@@ -386,34 +439,6 @@ impl SpanRecord {
             return;
         }
         let start = self.text.len();
-        let k = key.len();
-        if let Value::Int(i @ 0..=0x3fff) = value {
-            // Ports, status codes, milliseconds: a varint of one or two bytes, every length
-            // one byte, written in order with nothing to build first.
-            let n = 1 + usize::from(i >= 0x80);
-            let any_len = 1 + n;
-            let kv = 2 + k + 2 + any_len;
-            if kv < 128 {
-                self.text.reserve(2 + kv);
-                self.text
-                    .extend_from_slice(&[otlp::SPAN_ATTRIBUTES_KEY, kv as u8, 0x0a, k as u8]);
-                crate::copy::append(key.as_bytes(), &mut self.text);
-                let (lo, hi) = ((i & 0x7f) as u8, (i >> 7) as u8);
-                if n == 1 {
-                    self.text
-                        .extend_from_slice(&[0x12, any_len as u8, 0x18, lo]);
-                } else {
-                    self.text
-                        .extend_from_slice(&[0x12, any_len as u8, 0x18, lo | 0x80, hi]);
-                }
-                self.index(Attribute {
-                    key: Key::Static(key),
-                    value,
-                    enc: start as u32..self.text.len() as u32,
-                });
-                return;
-            }
-        }
         // `AnyValue`: `18 varint` (int), `10 b` (bool) or `21 fixed64` (double).
         let mut any = [0u8; 11];
         let (any_len, general): (usize, AnyValue<'_, core::iter::Empty<&[u8]>>) = match value {
@@ -606,20 +631,21 @@ impl SpanRecord {
         }
     }
 
-    /// Nearly every attribute: a conventional key and a short ASCII value. One scan proves the
-    /// value needs no repair (ASCII is UTF-8, and any cut of it ends on a character), so every
-    /// length is known before writing, and the pair goes out in order into room reserved once:
-    /// `4a kv 0a k key 12 any 0a v value`. False (nothing written) for any other pair, which
-    /// [`Self::push_str`] takes.
+    /// Nearly every attribute: a conventional key and a short ASCII value. Every length is
+    /// known before writing (ASCII is UTF-8, and any cut of it ends on a character), so the
+    /// pair goes out in order into room reserved once, `4a kv 0a k key 12 any 0a v value`, and
+    /// the value is proven ASCII by the words that copy it ([`crate::copy::write_ascii`]).
+    /// False (nothing written) for any other pair, which [`Self::push_str`] takes.
     #[inline(never)]
     fn push_short_str(&mut self, key: &'static str, value: &[u8]) -> bool {
         let (k, v) = (key.len(), value.len().min(self.value_cap()));
         let kv = k + v + SHORT_KV_OVERHEAD;
         let value = &value[..v];
-        if kv >= 128 || crate::simd::find_non_ascii(value).is_some() {
+        if kv >= 128 {
             return false;
         }
         if self.full() {
+            // `push_str` would refuse it the same way.
             return true;
         }
         let start = self.text.len();
@@ -629,7 +655,8 @@ impl SpanRecord {
         self.text.reserve(2 + kv);
         // SAFETY: `reserve` left at least `2 + kv` bytes past `start`; the writes below fill
         // exactly `4 + k + 4 + v == 2 + kv` of them, from `key` and `value`, which do not
-        // live in `text`'s spare room, before the length covers them.
+        // live in `text`'s spare room. The length covers
+        // them only once the value proved ASCII; otherwise they stay spare room.
         unsafe {
             let p = self.text.as_mut_ptr().add(start);
             p.cast::<[u8; 4]>().write_unaligned([
@@ -642,7 +669,9 @@ impl SpanRecord {
             p.add(4 + k)
                 .cast::<[u8; 4]>()
                 .write_unaligned([0x12, (v + 2) as u8, 0x0a, v as u8]);
-            crate::copy::write(value, p.add(8 + k));
+            if !crate::copy::write_ascii(value, p.add(8 + k)) {
+                return false;
+            }
             self.text.set_len(start + 2 + kv);
         }
         let vs = (start + 8 + k) as u32;
@@ -661,7 +690,72 @@ impl SpanRecord {
 
     /// Adds an integer attribute.
     pub fn int(&mut self, key: &'static str, value: i64) {
-        self.push_scalar(key, Value::Int(value));
+        if !self.push_small_int(key, value) {
+            self.push_scalar(key, Value::Int(value));
+        }
+    }
+
+    /// Ports, status codes, counts: a conventional key and a value in `0..2^21`, a varint of
+    /// one to three bytes, so every length is one byte and known before writing:
+    /// `4a kv 0a k key 12 any 18 varint`, in order into room reserved once. False (nothing
+    /// written) for any other pair, which [`Self::push_scalar`] takes.
+    #[inline(never)]
+    fn push_small_int(&mut self, key: &'static str, i: i64) -> bool {
+        if !(0..1 << 21).contains(&i) {
+            return false;
+        }
+        let k = key.len();
+        // Varint bytes beyond the first: one per further started group of seven bits.
+        let (more1, more2) = (i >= 1 << 7, i >= 1 << 14);
+        let any_len = 2 + usize::from(more1) + usize::from(more2);
+        let kv = 2 + k + 2 + any_len;
+        if kv >= 128 {
+            return false;
+        }
+        if self.full() {
+            // `push_scalar` would refuse it the same way.
+            return true;
+        }
+        let start = self.text.len();
+        if start > u32::MAX as usize / 2 {
+            return false;
+        }
+        // Two bytes more than the encoding may need: the value's block is written whole (six
+        // bytes) whatever its varint's width.
+        self.text.reserve(4 + kv);
+        let varint = [
+            (i & 0x7f) as u8 | u8::from(more1) << 7,
+            (i >> 7 & 0x7f) as u8 | u8::from(more2) << 7,
+            (i >> 14) as u8,
+        ];
+        // SAFETY: `reserve` left at least `4 + kv` bytes past `start`; the writes below fill
+        // `4 + k + 6 <= 4 + kv` bytes (`any_len` is at least 2), from `key`, which does not
+        // live in `text`'s spare room; the length then covers the `2 + kv` that encode.
+        unsafe {
+            let p = self.text.as_mut_ptr().add(start);
+            p.cast::<[u8; 4]>().write_unaligned([
+                otlp::SPAN_ATTRIBUTES_KEY,
+                kv as u8,
+                0x0a,
+                k as u8,
+            ]);
+            crate::copy::write(key.as_bytes(), p.add(4));
+            p.add(4 + k).cast::<[u8; 6]>().write_unaligned([
+                0x12,
+                any_len as u8,
+                0x18,
+                varint[0],
+                varint[1],
+                varint[2],
+            ]);
+            self.text.set_len(start + 2 + kv);
+        }
+        self.index(Attribute {
+            key: Key::Static(key),
+            value: Value::Int(i),
+            enc: start as u32..(start + 2 + kv) as u32,
+        });
+        true
     }
 
     /// Adds a boolean attribute.
@@ -743,7 +837,7 @@ impl SpanRecord {
             }
             Value::Int(_) | Value::Bool(_) | Value::Double(_) => {}
         }
-        self.run = None;
+        self.reordered = true;
         self.attrs[i] = Attribute {
             key: Key::Static(to),
             value,
@@ -899,6 +993,7 @@ mod tests {
         #[test]
         fn attributes_are_what_prost_writes(
             small in 0i64..0x5000,
+            port in 0i64..0x30_0000,
             int: i64,
             key in "[a-z._]{1,130}",
             value in "[ -~é\u{0}]{0,130}",
@@ -907,10 +1002,16 @@ mod tests {
             let key: &'static str = Box::leak(key.into_boxed_str());
             let mut span = SpanRecord::default();
             span.int(key, small);
+            span.int(key, port);
             span.int(key, int);
             span.str(key, value.as_bytes());
             let mut theirs = Vec::new();
-            for v in [V::IntValue(small), V::IntValue(int), V::StringValue(value.clone())] {
+            for v in [
+                V::IntValue(small),
+                V::IntValue(port),
+                V::IntValue(int),
+                V::StringValue(value.clone()),
+            ] {
                 let kv = KeyValue {
                     key: key.to_string(),
                     value: Some(AnyValue { value: Some(v) }),
@@ -921,6 +1022,43 @@ mod tests {
             let ours: Vec<u8> = span.attrs.iter().flat_map(|a| a.encoded(&span).to_vec()).collect();
             proptest::prop_assert_eq!(ours, theirs);
             proptest::prop_assert_eq!(span.get(key), Some(&Value::Int(small)));
+        }
+    }
+
+    proptest::proptest! {
+        /// The name's ASCII fast path gives what the part-by-part conversion gives, cap and
+        /// repair included.
+        #[test]
+        fn set_name_is_the_part_by_part_conversion(
+            parts in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::prop_oneof![
+                        8 => 0x20u8..0x7f,
+                        1 => proptest::prelude::any::<u8>(),
+                    ],
+                    0..90,
+                ),
+                0..5,
+            ),
+            cap in 0u32..120,
+            arena in 0usize..40,
+        ) {
+            let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            let mut span = SpanRecord { max_name_len: cap, ..Default::default() };
+            // Something in the arena before the name, as an attribute or a tracestate leaves.
+            span.set_trace_state(|b| b.extend(core::iter::repeat_n(b'x', arena)));
+            span.set_name(&parts);
+            let room = if cap == 0 { usize::MAX } else { cap as usize };
+            let mut want = Vec::new();
+            for p in &parts {
+                let left = room.saturating_sub(want.len());
+                if left == 0 {
+                    break;
+                }
+                crate::text::append(p, left, &mut want);
+            }
+            proptest::prop_assert_eq!(span.name(), &want[..]);
+            proptest::prop_assert_eq!(span.trace_state(), &vec![b'x'; arena][..]);
         }
     }
 

@@ -55,9 +55,13 @@ impl<'a> IstioCluster<'a> {
     /// names) and for inbound sidecar clusters, which have no host.
     pub fn kubernetes_service(&self) -> Option<KubernetesService<'a>> {
         let host: &'a [u8] = self.host;
-        let mut labels = host.split(|&b| b == b'.');
-        let (name, namespace) = (labels.next()?, labels.next()?);
-        (labels.next()? == b"svc" && !name.is_empty() && !namespace.is_empty())
+        // The first two dots, a word at a time (once per span), then `svc` as a whole label.
+        let dot = crate::text::find_byte(host, b'.')?;
+        let (name, rest) = (&host[..dot], &host[dot + 1..]);
+        let dot = crate::text::find_byte(rest, b'.')?;
+        let (namespace, rest) = (&rest[..dot], &rest[dot + 1..]);
+        let svc = rest.strip_prefix(b"svc")?;
+        (matches!(svc.first(), None | Some(b'.')) && !name.is_empty() && !namespace.is_empty())
             .then_some(KubernetesService { name, namespace })
     }
 }
@@ -123,10 +127,14 @@ fn split4_pipe<'a>(s: &'a [u8], out: &mut [&'a [u8]; 4]) -> bool {
     let mut at = 0;
     while at < s.len() {
         let t = &s[at..];
-        let w = match t.first_chunk::<8>() {
-            Some(w) => u64::from_le_bytes(*w),
-            None => {
-                // The tail, zero-padded: a zero byte is never `|`.
+        let w = match (t.first_chunk::<8>(), s.last_chunk::<8>()) {
+            (Some(w), _) => u64::from_le_bytes(*w),
+            // The tail as the name's last eight bytes, shifted down past those already
+            // searched (zeros come in, and a zero byte is never `|`): no copy of a
+            // run-time length, which would be a call.
+            (None, Some(last)) => u64::from_le_bytes(*last) >> (8 * (8 - t.len())),
+            (None, None) => {
+                // A name under eight bytes, zero-padded.
                 let mut b = [0u8; 8];
                 b[..t.len()].copy_from_slice(t);
                 u64::from_le_bytes(b)
@@ -172,14 +180,9 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     None
 }
 
+#[inline]
 fn parse_port(s: &[u8]) -> Option<u16> {
-    if s.is_empty() || s.len() > 5 || !s.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let v = s
-        .iter()
-        .fold(0u32, |acc, &d| acc * 10 + u32::from(d - b'0'));
-    u16::try_from(v).ok()
+    crate::text::parse_port(s)
 }
 
 #[cfg(test)]
@@ -248,6 +251,43 @@ mod tests {
         // Sidecar clusters have no protocol slot: `http` there would be a subset's name.
         let c = parse(b"outbound|80|http|a.b.svc.cluster.local").unwrap();
         assert_eq!((c.protocol, c.subset), (&b""[..], &b"http"[..]));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn kubernetes_service_is_the_label_split(
+            host in proptest::collection::vec(
+                proptest::prop_oneof![
+                    4 => proptest::strategy::Just(&b"."[..]),
+                    4 => proptest::strategy::Just(&b"svc"[..]),
+                    2 => proptest::strategy::Just(&b"sv"[..]),
+                    4 => proptest::strategy::Just(&b"reviews"[..]),
+                    1 => proptest::strategy::Just(&b"x"[..]),
+                ],
+                0..8,
+            ),
+        ) {
+            // The labels as a split on `.` reads them: `name.namespace.svc[.…]`.
+            let host = host.concat();
+            let mut labels = host.split(|&b| b == b'.');
+            let want = match (labels.next(), labels.next(), labels.next()) {
+                (Some(n), Some(ns), Some(b"svc")) if !n.is_empty() && !ns.is_empty() => {
+                    Some((n.to_vec(), ns.to_vec()))
+                }
+                _ => None,
+            };
+            let c = IstioCluster {
+                direction: ClusterDirection::Outbound,
+                port: 80,
+                subset: b"",
+                protocol: b"",
+                host: &host,
+            };
+            let got = c
+                .kubernetes_service()
+                .map(|s| (s.name.to_vec(), s.namespace.to_vec()));
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 
     #[test]
