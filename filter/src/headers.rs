@@ -91,75 +91,133 @@ impl<'a> RequestHeaders<'a> {
     }
 
     /// Files one header under its known name, if it is one of ours.
+    #[inline]
     pub fn add(&mut self, name: &[u8], value: &'a [u8]) {
         if let Some(i) = lookup(name) {
-            (NAMES[i].1)(self, value);
+            self.set(NAMES[i].1, value);
+        }
+    }
+
+    /// Files `value` in `field`: a `match` the compiler turns into a jump table to inlined
+    /// stores, where a table of setter functions cost an indirect call per header.
+    #[inline(always)]
+    fn set(&mut self, field: Field, v: &'a [u8]) {
+        let slot = match field {
+            Field::Method => &mut self.method,
+            Field::Path => &mut self.path,
+            Field::Authority => &mut self.authority,
+            Field::Scheme => &mut self.scheme,
+            Field::UserAgent => &mut self.user_agent,
+            Field::XForwardedFor => &mut self.x_forwarded_for,
+            Field::XForwardedProto => &mut self.x_forwarded_proto,
+            Field::XRequestId => &mut self.x_request_id,
+            Field::Traceparent => {
+                self.traceparent_count = self.traceparent_count.saturating_add(1);
+                &mut self.traceparent
+            }
+            Field::Tracestate => return push_capped(&mut self.tracestate, v),
+            Field::Baggage => return push_capped(&mut self.baggage, v),
+            Field::B3 => &mut self.b3,
+            Field::XB3TraceId => &mut self.x_b3_traceid,
+            Field::XB3SpanId => &mut self.x_b3_spanid,
+            Field::XB3ParentSpanId => &mut self.x_b3_parentspanid,
+            Field::XB3Sampled => &mut self.x_b3_sampled,
+            Field::XB3Flags => &mut self.x_b3_flags,
+            Field::L5dCtxTrace => &mut self.l5d_ctx_trace,
+            Field::L5dReqid => &mut self.l5d_reqid,
+            Field::L5dSample => &mut self.l5d_sample,
+            Field::XAmznTraceId => &mut self.x_amzn_trace_id,
+            Field::XCloudTraceContext => &mut self.x_cloud_trace_context,
+            Field::GrpcTraceBin => &mut self.grpc_trace_bin,
+            Field::XEnvoyAttemptCount => &mut self.x_envoy_attempt_count,
+            Field::XEnvoyFaultAbortRequest => &mut self.x_envoy_fault_abort_request,
+            Field::XEnvoyFaultDelayRequest => &mut self.x_envoy_fault_delay_request,
+            Field::Cookie => &mut self.cookie,
+            Field::ContentType => &mut self.content_type,
+            Field::KnativeServingRevision => &mut self.knative_serving_revision,
+            Field::KnativeServingNamespace => &mut self.knative_serving_namespace,
+        };
+        // First value wins for single-valued headers (B3 says so; Envoy returns the first too).
+        if slot.is_none() {
+            *slot = Some(v);
         }
     }
 }
 
-/// First value wins for single-valued headers (B3 says so; Envoy returns the first too).
-fn first<'v>(slot: &mut Option<&'v [u8]>, v: &'v [u8]) {
-    if slot.is_none() {
-        *slot = Some(v);
-    }
+/// Where a known header's value goes in [`RequestHeaders`] (`host` shares `:authority`'s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    Method,
+    Path,
+    Authority,
+    Scheme,
+    UserAgent,
+    XForwardedFor,
+    XForwardedProto,
+    XRequestId,
+    Traceparent,
+    Tracestate,
+    Baggage,
+    B3,
+    XB3TraceId,
+    XB3SpanId,
+    XB3ParentSpanId,
+    XB3Sampled,
+    XB3Flags,
+    L5dCtxTrace,
+    L5dReqid,
+    L5dSample,
+    XAmznTraceId,
+    XCloudTraceContext,
+    GrpcTraceBin,
+    XEnvoyAttemptCount,
+    XEnvoyFaultAbortRequest,
+    XEnvoyFaultDelayRequest,
+    Cookie,
+    ContentType,
+    KnativeServingRevision,
+    KnativeServingNamespace,
 }
 
-/// Files a header's value in its field of [`RequestHeaders`].
-type Setter = for<'a> fn(&mut RequestHeaders<'a>, &'a [u8]);
-
 /// Every name we look for, lowercase, with where its value goes.
-const NAMES: [(&[u8], Setter); 31] = [
-    (b":method", |h, v| first(&mut h.method, v)),
-    (b":path", |h, v| first(&mut h.path, v)),
-    (b":authority", |h, v| first(&mut h.authority, v)),
-    (b"host", |h, v| first(&mut h.authority, v)),
-    (b":scheme", |h, v| first(&mut h.scheme, v)),
-    (b"user-agent", |h, v| first(&mut h.user_agent, v)),
-    (b"x-forwarded-for", |h, v| first(&mut h.x_forwarded_for, v)),
-    (b"x-forwarded-proto", |h, v| {
-        first(&mut h.x_forwarded_proto, v)
-    }),
-    (b"x-request-id", |h, v| first(&mut h.x_request_id, v)),
-    (b"traceparent", |h, v| {
-        first(&mut h.traceparent, v);
-        h.traceparent_count = h.traceparent_count.saturating_add(1);
-    }),
-    (b"tracestate", |h, v| push_capped(&mut h.tracestate, v)),
-    (b"baggage", |h, v| push_capped(&mut h.baggage, v)),
-    (b"b3", |h, v| first(&mut h.b3, v)),
-    (b"x-b3-traceid", |h, v| first(&mut h.x_b3_traceid, v)),
-    (b"x-b3-spanid", |h, v| first(&mut h.x_b3_spanid, v)),
-    (b"x-b3-parentspanid", |h, v| {
-        first(&mut h.x_b3_parentspanid, v)
-    }),
-    (b"x-b3-sampled", |h, v| first(&mut h.x_b3_sampled, v)),
-    (b"x-b3-flags", |h, v| first(&mut h.x_b3_flags, v)),
-    (b"l5d-ctx-trace", |h, v| first(&mut h.l5d_ctx_trace, v)),
-    (b"l5d-reqid", |h, v| first(&mut h.l5d_reqid, v)),
-    (b"l5d-sample", |h, v| first(&mut h.l5d_sample, v)),
-    (b"x-amzn-trace-id", |h, v| first(&mut h.x_amzn_trace_id, v)),
-    (b"x-cloud-trace-context", |h, v| {
-        first(&mut h.x_cloud_trace_context, v)
-    }),
-    (b"grpc-trace-bin", |h, v| first(&mut h.grpc_trace_bin, v)),
-    (b"x-envoy-attempt-count", |h, v| {
-        first(&mut h.x_envoy_attempt_count, v)
-    }),
-    (b"x-envoy-fault-abort-request", |h, v| {
-        first(&mut h.x_envoy_fault_abort_request, v)
-    }),
-    (b"x-envoy-fault-delay-request", |h, v| {
-        first(&mut h.x_envoy_fault_delay_request, v)
-    }),
-    (b"cookie", |h, v| first(&mut h.cookie, v)),
-    (b"content-type", |h, v| first(&mut h.content_type, v)),
-    (b"knative-serving-revision", |h, v| {
-        first(&mut h.knative_serving_revision, v)
-    }),
-    (b"knative-serving-namespace", |h, v| {
-        first(&mut h.knative_serving_namespace, v)
-    }),
+const NAMES: [(&[u8], Field); 31] = [
+    (b":method", Field::Method),
+    (b":path", Field::Path),
+    (b":authority", Field::Authority),
+    (b"host", Field::Authority),
+    (b":scheme", Field::Scheme),
+    (b"user-agent", Field::UserAgent),
+    (b"x-forwarded-for", Field::XForwardedFor),
+    (b"x-forwarded-proto", Field::XForwardedProto),
+    (b"x-request-id", Field::XRequestId),
+    (b"traceparent", Field::Traceparent),
+    (b"tracestate", Field::Tracestate),
+    (b"baggage", Field::Baggage),
+    (b"b3", Field::B3),
+    (b"x-b3-traceid", Field::XB3TraceId),
+    (b"x-b3-spanid", Field::XB3SpanId),
+    (b"x-b3-parentspanid", Field::XB3ParentSpanId),
+    (b"x-b3-sampled", Field::XB3Sampled),
+    (b"x-b3-flags", Field::XB3Flags),
+    (b"l5d-ctx-trace", Field::L5dCtxTrace),
+    (b"l5d-reqid", Field::L5dReqid),
+    (b"l5d-sample", Field::L5dSample),
+    (b"x-amzn-trace-id", Field::XAmznTraceId),
+    (b"x-cloud-trace-context", Field::XCloudTraceContext),
+    (b"grpc-trace-bin", Field::GrpcTraceBin),
+    (b"x-envoy-attempt-count", Field::XEnvoyAttemptCount),
+    (
+        b"x-envoy-fault-abort-request",
+        Field::XEnvoyFaultAbortRequest,
+    ),
+    (
+        b"x-envoy-fault-delay-request",
+        Field::XEnvoyFaultDelayRequest,
+    ),
+    (b"cookie", Field::Cookie),
+    (b"content-type", Field::ContentType),
+    (b"knative-serving-revision", Field::KnativeServingRevision),
+    (b"knative-serving-namespace", Field::KnativeServingNamespace),
 ];
 
 /// The multiplier that makes [`name_hash`] collision-free over [`NAMES`] (found by search;
@@ -333,21 +391,22 @@ pub fn pairs(buf: &[u8]) -> PairsIter<'_> {
     let n = read_u32(buf, 0).unwrap_or(0) as usize;
     // Each pair needs 8 bytes of lengths: cap n by what the buffer can hold.
     let n = n.min(buf.len().saturating_sub(4) / 8);
-    PairsIter {
-        buf,
-        n,
-        i: 0,
-        data: 4 + n * 8,
-    }
+    let (lens, data) = buf
+        .get(4..)
+        .map_or((&[][..], &[][..]), |rest| rest.split_at(n * 8));
+    PairsIter { lens, data }
 }
 
 /// Iterator returned by [`pairs`]; cloning it restarts nothing, it copies the position.
+///
+/// It keeps the lengths not yet read and the bytes after the last pair read, so each step
+/// is a few slice splits rather than offset arithmetic checked against the whole buffer.
 #[derive(Clone)]
 pub struct PairsIter<'a> {
-    buf: &'a [u8],
-    n: usize,
-    i: usize,
-    data: usize,
+    /// `(klen, vlen)` of the pairs still to come, eight bytes each.
+    lens: &'a [u8],
+    /// The `key\0value\0` bytes from the next pair on.
+    data: &'a [u8],
 }
 
 fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
@@ -358,22 +417,24 @@ fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
 impl<'a> Iterator for PairsIter<'a> {
     type Item = (&'a [u8], &'a [u8]);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if self.i >= self.n {
+        let (lens, rest) = self.lens.split_first_chunk::<8>()?;
+        let [k0, k1, k2, k3, v0, v1, v2, v3] = *lens;
+        let klen = u32::from_le_bytes([k0, k1, k2, k3]) as usize;
+        let vlen = u32::from_le_bytes([v0, v1, v2, v3]) as usize;
+        // Split in steps, never adding the two lengths: on wasm32 they could overflow.
+        let Some((key, value, data)) = self.data.split_at_checked(klen).and_then(|(key, rest)| {
+            let (value, rest) = rest.get(1..)?.split_at_checked(vlen)?;
+            // The last value's NUL may be missing; nothing follows it anyway.
+            Some((key, value, rest.get(1..).unwrap_or_default()))
+        }) else {
+            // A pair past the end of the buffer ends the iteration for good.
+            self.lens = &[];
             return None;
-        }
-        // Both lengths with one bounds check.
-        let at = 4 + self.i * 8;
-        let lens = self.buf.get(at..at + 8)?.first_chunk::<8>()?;
-        let klen = u32::from_le_bytes([lens[0], lens[1], lens[2], lens[3]]) as usize;
-        let vlen = u32::from_le_bytes([lens[4], lens[5], lens[6], lens[7]]) as usize;
-        let k_end = self.data.checked_add(klen)?;
-        let v_start = k_end.checked_add(1)?;
-        let v_end = v_start.checked_add(vlen)?;
-        let key = self.buf.get(self.data..k_end)?;
-        let value = self.buf.get(v_start..v_end)?;
-        self.data = v_end.checked_add(1)?;
-        self.i += 1;
+        };
+        self.lens = rest;
+        self.data = data;
         Some((key, value))
     }
 }
@@ -522,6 +583,52 @@ mod tests {
         assert_eq!(h.traceparent_count, 2);
         assert_eq!(h.tracestate.as_slice(), &[&b"a=1"[..], &b"b=2"[..]]);
         assert_eq!(h.count, 5);
+    }
+
+    /// The reference for [`pairs`]: offsets into the whole buffer, every step checked.
+    fn pairs_by_offsets(buf: &[u8]) -> Vec<(&[u8], &[u8])> {
+        let n = read_u32(buf, 0).unwrap_or(0) as usize;
+        let n = n.min(buf.len().saturating_sub(4) / 8);
+        let mut data = 4 + n * 8;
+        let mut out = Vec::new();
+        for i in 0..n {
+            let klen = read_u32(buf, 4 + i * 8).unwrap() as usize;
+            let vlen = read_u32(buf, 8 + i * 8).unwrap() as usize;
+            let (k_end, v_start) = (data + klen, data + klen + 1);
+            let v_end = v_start + vlen;
+            let (Some(key), Some(value)) = (buf.get(data..k_end), buf.get(v_start..v_end)) else {
+                break;
+            };
+            out.push((key, value));
+            data = v_end + 1;
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Whole, cut and corrupted maps: the same pairs as the offset walk, in order.
+        #[test]
+        fn pairs_match_the_offset_walk(
+            src in proptest::collection::vec(
+                (proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12),
+                 proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12)),
+                0..6,
+            ),
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+            poke in proptest::option::of((proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>())),
+        ) {
+            let mut buf = Vec::new();
+            serialize_pairs(src.iter().map(|(k, v)| (&k[..], &v[..])), &mut buf);
+            let whole: Vec<_> = pairs(&buf).collect();
+            let want: Vec<_> = src.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+            proptest::prop_assert_eq!(&whole, &want);
+            if let Some((at, b)) = poke {
+                let at = at.index(buf.len());
+                buf[at] = b;
+            }
+            let buf = &buf[..cut.index(buf.len() + 1)];
+            proptest::prop_assert_eq!(pairs(buf).collect::<Vec<_>>(), pairs_by_offsets(buf));
+        }
     }
 
     #[test]
