@@ -93,8 +93,8 @@ impl<'a> RequestHeaders<'a> {
     /// Files one header under its known name, if it is one of ours.
     #[inline]
     pub fn add(&mut self, name: &[u8], value: &'a [u8]) {
-        if let Some(i) = lookup(name) {
-            self.set(NAMES[i].1, value);
+        if let Some(slot) = find(name) {
+            self.set(slot.field, value);
         }
     }
 
@@ -290,25 +290,40 @@ const fn words_hash(a: u64, b: u64, c: u64, n: usize) -> usize {
     (x.wrapping_mul(HASH_K) >> 58) as usize
 }
 
-/// Each known name's [`name_words`], for the one-step comparison in [`lookup`].
-const KNOWN_WORDS: [(u64, u64, u64); NAMES.len()] = {
-    let mut t = [(0, 0, 0); NAMES.len()];
-    let mut i = 0;
-    while i < NAMES.len() {
-        t[i] = name_words(NAMES[i].0);
-        i += 1;
-    }
-    t
-};
+/// What [`lookup`] compares a name with in one hash slot: a known name's length (`usize::MAX`
+/// in an empty slot, which no name has), its [`name_words`] and its index in [`NAMES`]. The
+/// slot holds them itself, so a lookup reads one table entry, not a slot table and then the
+/// name list.
+#[derive(Clone, Copy)]
+struct Slot {
+    len: usize,
+    words: (u64, u64, u64),
+    index: u8,
+    field: Field,
+}
 
-/// Slot → index into [`NAMES`] + 1 (0 is empty), built at compile time.
-const TABLE: [u8; 64] = {
-    let mut t = [0u8; 64];
+/// Slot → the known name hashed there, built at compile time.
+const SLOTS: [Slot; 64] = {
+    let mut t = [Slot {
+        len: usize::MAX,
+        words: (0, 0, 0),
+        index: 0,
+        field: Field::Method,
+    }; 64];
     let mut i = 0;
     while i < NAMES.len() {
-        let slot = name_hash(NAMES[i].0);
-        assert!(t[slot] == 0, "two header names share a slot: change HASH_K");
-        t[slot] = i as u8 + 1;
+        let name = NAMES[i].0;
+        let slot = name_hash(name);
+        assert!(
+            t[slot].len == usize::MAX,
+            "two header names share a slot: change HASH_K"
+        );
+        t[slot] = Slot {
+            len: name.len(),
+            words: name_words(name),
+            index: i as u8,
+            field: NAMES[i].1,
+        };
         i += 1;
     }
     t
@@ -321,18 +336,25 @@ const TABLE: [u8; 64] = {
 /// The words hashed are the words compared: a lowercase name of up to [`COVERED`] bytes
 /// (all but two known names) whose words equal the known name's is that name, with no
 /// second pass; any other candidate is compared in full, folding case.
-#[inline]
+#[cfg(test)]
 fn lookup(name: &[u8]) -> Option<usize> {
+    find(name).map(|s| usize::from(s.index))
+}
+
+/// [`lookup`]'s slot, with the field the name files under.
+#[inline]
+fn find(name: &[u8]) -> Option<&'static Slot> {
     let (a, b, c) = name_words(name);
-    let i = usize::from(TABLE[words_hash(a, b, c, name.len())]).checked_sub(1)?;
-    let known = NAMES.get(i)?.0;
-    if name.len() != known.len() {
+    let n = name.len();
+    let slot = &SLOTS[words_hash(a, b, c, n)];
+    if n != slot.len {
         return None;
     }
-    if name.len() <= COVERED && KNOWN_WORDS.get(i) == Some(&(a, b, c)) {
-        return Some(i);
+    if n <= COVERED && slot.words == (a, b, c) {
+        return Some(slot);
     }
-    eq_lowercase(name, known).then_some(i)
+    let known = NAMES.get(usize::from(slot.index))?.0;
+    eq_lowercase(name, known).then_some(slot)
 }
 
 /// ASCII-lowercases eight bytes at once (SWAR): adds 0x20 to each byte in `A..=Z` only.
