@@ -83,10 +83,13 @@ impl<'a> RequestHeaders<'a> {
         I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
     {
         let mut h = Self::default();
+        // Counted in a register, stored once.
+        let mut count = 0u32;
         for (name, value) in pairs {
-            h.count = h.count.saturating_add(1);
+            count = count.saturating_add(1);
             h.add(name, value);
         }
+        h.count = count;
         h
     }
 
