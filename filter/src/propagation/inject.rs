@@ -79,23 +79,52 @@ pub fn inject(
 ) {
     out.clear();
     let written = always | s.arrival.map_or(0, Propagator::bit);
-    for format in Propagator::ALL {
+    // Only the formats with something to do, lowest bit (the `ALL` order) first.
+    let mut todo = written | known;
+    while let Some(&format) = Propagator::ALL.get(todo.trailing_zeros() as usize) {
+        todo &= todo - 1;
         if written & format.bit() != 0 {
             match format {
                 Propagator::TraceContext => tracecontext::inject(s, h, out),
                 Propagator::Baggage => baggage::inject(s, out),
-                Propagator::B3 => b3::inject_single(s, out),
-                Propagator::B3Multi => b3::inject_multi(s, h, out),
-                Propagator::L5d => l5d::inject(s, out),
-                Propagator::XRay => xray::inject(s, out),
-                Propagator::Gcp => gcp::inject(s, out),
-                Propagator::GrpcTraceBin => grpc_trace_bin::inject(s, out),
+                other => inject_other(other, s, h, out),
             }
         } else if known & format.bit() != 0 {
             remove(format, h, out);
         }
     }
 }
+
+/// The writers of the formats besides the default pair (`tracecontext`, `baggage`), kept out of
+/// line: inlined into [`inject`], their shared work (the ids in hex, in several widths) was
+/// hoisted ahead of the branches and paid by every request, whichever formats it wrote.
+#[inline(never)]
+fn inject_other(
+    format: Propagator,
+    s: &SpanStart<'_>,
+    h: &RequestHeaders<'_>,
+    out: &mut Injection,
+) {
+    match format {
+        Propagator::TraceContext => tracecontext::inject(s, h, out),
+        Propagator::Baggage => baggage::inject(s, out),
+        Propagator::B3 => b3::inject_single(s, out),
+        Propagator::B3Multi => b3::inject_multi(s, h, out),
+        Propagator::L5d => l5d::inject(s, out),
+        Propagator::XRay => xray::inject(s, out),
+        Propagator::Gcp => gcp::inject(s, out),
+        Propagator::GrpcTraceBin => grpc_trace_bin::inject(s, out),
+    }
+}
+
+// [`inject`] finds a format from its bit: `ALL` lists the formats in bit order.
+const _: () = {
+    let mut i = 0;
+    while i < Propagator::ALL.len() {
+        assert!(Propagator::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 /// Queues the removal of every header of `f` the request carried.
 fn remove(f: Propagator, h: &RequestHeaders<'_>, out: &mut Injection) {
@@ -112,8 +141,8 @@ fn remove(f: Propagator, h: &RequestHeaders<'_>, out: &mut Injection) {
         Propagator::Baggage => drop_if(!h.baggage.is_empty(), baggage::HEADER),
         Propagator::B3 => drop_if(h.b3.is_some(), b3::SINGLE),
         Propagator::B3Multi => {
-            for name in b3::MULTI {
-                drop_if(b3::multi_present(h, name), name);
+            for (name, present) in b3::MULTI.into_iter().zip(b3::multi_presence(h)) {
+                drop_if(present, name);
             }
         }
         // `l5d-reqid` names a request for log correlation, not a parent span: it stays.
