@@ -182,11 +182,18 @@ impl<'a> TraceState<'a> {
 
     /// Appends the combined header value to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        for (i, f) in self.fields().enumerate() {
-            if i > 0 {
+        // Each field trimmed once (`fields` trims to filter, and the value must be trimmed).
+        let mut sep = false;
+        for f in &self.fields {
+            let f = trim_ows(f);
+            if f.is_empty() {
+                continue;
+            }
+            if sep {
                 out.push(b',');
             }
-            out.extend_from_slice(trim_ows(f));
+            sep = true;
+            out.extend_from_slice(f);
         }
     }
 
@@ -547,6 +554,22 @@ mod tests {
                 parse_tracestate(&refs).map(|t| t.members().collect::<Vec<_>>()),
                 general.map(|t| t.members().collect::<Vec<_>>())
             );
+        }
+
+        /// `write_to` is the trimmed non-empty fields joined with commas.
+        #[test]
+        fn write_to_joins_the_non_empty_fields(
+            fields in proptest::collection::vec(
+                proptest::collection::vec(proptest::sample::select(&b" \ta=,"[..]), 0..6),
+                0..4,
+            ),
+        ) {
+            let refs: Vec<&[u8]> = fields.iter().map(|f| &f[..]).collect();
+            let state = TraceState { fields: SmallVec::from_slice(&refs) };
+            let want = state.fields().map(trim_ows).collect::<Vec<_>>().join(&b","[..]);
+            let mut out = Vec::new();
+            state.write_to(&mut out);
+            proptest::prop_assert_eq!(out, want);
         }
 
         #[test]
