@@ -224,8 +224,8 @@ const NAMES: [(&[u8], Field); 31] = [
 ];
 
 /// The multiplier that makes [`name_hash`] collision-free over [`NAMES`] (found by search;
-/// [`TABLE`] refuses to compile if a name list change makes two names share a slot).
-const HASH_K: u64 = 0x4d37_6fb4_b98e_ae95;
+/// [`SLOTS`] refuses to compile if a name list change makes two names share a slot).
+const HASH_K: u64 = 0x5c0c_934f_a71f_b719;
 /// Forces ASCII letters to lowercase; other bytes of a header name may change too, but only
 /// the hash sees them, never the final comparison.
 const FOLD: u64 = 0x2020_2020_2020_2020;
@@ -262,45 +262,56 @@ const fn word(s: &[u8], at: usize) -> u64 {
     }
 }
 
-/// A case-insensitive hash of a header name from its length and three words (start, middle,
-/// end): a few ALU operations whatever the length, where a `match` on byte strings compares
-/// candidate after candidate. The same function builds [`TABLE`] at compile time.
-#[inline]
-const fn name_hash(name: &[u8]) -> usize {
-    let (a, b, c) = name_words(name);
-    words_hash(a, b, c, name.len())
-}
-
-/// The three words [`name_hash`] reads: start, middle and end for a name of eight bytes or
-/// more (together they cover every byte of a name up to [`COVERED`] bytes), else the
-/// zero-padded name and two zeros.
+/// What [`name_hash`] reads of a name: its first and last eight bytes (for a name under eight
+/// bytes, the zero-padded name and a zero), and the byte just past its middle. Two plain
+/// loads and a byte for any name of eight bytes or more. The byte tells apart the two names
+/// whose ends and length agree (`x-envoy-fault-abort-request`, `x-envoy-fault-delay-request`).
 #[inline(always)]
-const fn name_words(name: &[u8]) -> (u64, u64, u64) {
+const fn hash_inputs(name: &[u8]) -> (u64, u64, u8) {
     let n = name.len();
-    if n >= 8 {
-        (word(name, 0), word(name, (n - 8) / 2), word(name, n - 8))
-    } else {
-        (word(name, 0), 0, 0)
+    let mid = (n + 1) / 2;
+    let m = if mid < n { name[mid] } else { 0 };
+    match (name.first_chunk::<8>(), name.last_chunk::<8>()) {
+        (Some(a), Some(c)) => (u64::from_le_bytes(*a), u64::from_le_bytes(*c), m),
+        _ => (word(name, 0), 0, m),
     }
 }
 
-/// The longest name whose three [`name_words`] cover all of its bytes.
-const COVERED: usize = 24;
+/// A case-insensitive hash of a header name from its length, its first and last words and
+/// its middle byte ([`hash_inputs`]): a few ALU operations whatever the length, where a
+/// `match` on byte strings compares candidate after candidate. The same function builds
+/// [`SLOTS`] at compile time.
+#[inline(always)]
+const fn name_hash(name: &[u8]) -> usize {
+    let (a, c, m) = hash_inputs(name);
+    inputs_hash(a, c, m, name.len())
+}
 
 #[inline(always)]
-const fn words_hash(a: u64, b: u64, c: u64, n: usize) -> usize {
-    let x = (a | FOLD) ^ (b | FOLD).rotate_left(21) ^ (c | FOLD).rotate_left(42) ^ n as u64;
+const fn inputs_hash(a: u64, c: u64, m: u8, n: usize) -> usize {
+    let x = (a | FOLD) ^ (c | FOLD).rotate_left(42) ^ n as u64 ^ ((m | 0x20) as u64) << 48;
     (x.wrapping_mul(HASH_K) >> 58) as usize
 }
 
+/// The word in the middle of a name of more than 16 bytes: with the first and last words it
+/// covers every byte of a name up to [`COVERED`] bytes.
+#[inline(always)]
+const fn middle_word(name: &[u8]) -> u64 {
+    word(name, name.len().saturating_sub(8) / 2)
+}
+
+/// The longest name whose first, middle and last words cover all of its bytes.
+const COVERED: usize = 24;
+
 /// What [`lookup`] compares a name with in one hash slot: a known name's length (`usize::MAX`
-/// in an empty slot, which no name has), its [`name_words`] and its index in [`NAMES`]. The
-/// slot holds them itself, so a lookup reads one table entry, not a slot table and then the
-/// name list.
+/// in an empty slot, which no name has), its first and last words as [`hash_inputs`] reads
+/// them, its [`middle_word`], and its index in [`NAMES`]. The slot holds them itself, so a
+/// lookup reads one table entry, not a slot table and then the name list.
 #[derive(Clone, Copy)]
 struct Slot {
     len: usize,
-    words: (u64, u64, u64),
+    ends: (u64, u64),
+    middle: u64,
     index: u8,
     field: Field,
 }
@@ -309,7 +320,8 @@ struct Slot {
 const SLOTS: [Slot; 64] = {
     let mut t = [Slot {
         len: usize::MAX,
-        words: (0, 0, 0),
+        ends: (0, 0),
+        middle: 0,
         index: 0,
         field: Field::Method,
     }; 64];
@@ -321,9 +333,11 @@ const SLOTS: [Slot; 64] = {
             t[slot].len == usize::MAX,
             "two header names share a slot: change HASH_K"
         );
+        let (a, c, _) = hash_inputs(name);
         t[slot] = Slot {
             len: name.len(),
-            words: name_words(name),
+            ends: (a, c),
+            middle: middle_word(name),
             index: i as u8,
             field: NAMES[i].1,
         };
@@ -336,9 +350,10 @@ const SLOTS: [Slot; 64] = {
 /// Envoy and hyper hand over lowercase names, so a plain comparison settles nearly every
 /// lookup; only a name that differs is folded and compared again.
 ///
-/// The words hashed are the words compared: a lowercase name of up to [`COVERED`] bytes
-/// (all but two known names) whose words equal the known name's is that name, with no
-/// second pass; any other candidate is compared in full, folding case.
+/// The words hashed are the words compared: a lowercase name of up to 16 bytes whose first
+/// and last words equal the known name's is that name, and one of up to [`COVERED`] bytes
+/// once its middle word does too, with no second pass; any other candidate is compared in
+/// full, folding case.
 #[cfg(test)]
 fn lookup(name: &[u8]) -> Option<usize> {
     find(name).map(|s| usize::from(s.index))
@@ -347,13 +362,13 @@ fn lookup(name: &[u8]) -> Option<usize> {
 /// [`lookup`]'s slot, with the field the name files under.
 #[inline]
 fn find(name: &[u8]) -> Option<&'static Slot> {
-    let (a, b, c) = name_words(name);
+    let (a, c, m) = hash_inputs(name);
     let n = name.len();
-    let slot = &SLOTS[words_hash(a, b, c, n)];
+    let slot = &SLOTS[inputs_hash(a, c, m, n)];
     if n != slot.len {
         return None;
     }
-    if n <= COVERED && slot.words == (a, b, c) {
+    if slot.ends == (a, c) && (n <= 16 || (n <= COVERED && middle_word(name) == slot.middle)) {
         return Some(slot);
     }
     let known = NAMES.get(usize::from(slot.index))?.0;
