@@ -83,13 +83,13 @@ impl<'a> RequestHeaders<'a> {
         I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
     {
         let mut h = Self::default();
-        // Counted in a register, stored once.
-        let mut count = 0u32;
+        // Counted in a register as a `usize` (which no iterator can run past), stored once.
+        let mut count = 0usize;
         for (name, value) in pairs {
-            count = count.saturating_add(1);
+            count += 1;
             h.add(name, value);
         }
-        h.count = count;
+        h.count = u32::try_from(count).unwrap_or(u32::MAX);
         h
     }
 
