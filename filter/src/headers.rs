@@ -269,7 +269,7 @@ const fn word(s: &[u8], at: usize) -> u64 {
 #[inline(always)]
 const fn hash_inputs(name: &[u8]) -> (u64, u64, u8) {
     let n = name.len();
-    let mid = (n + 1) / 2;
+    let mid = n.div_ceil(2);
     let m = if mid < n { name[mid] } else { 0 };
     match (name.first_chunk::<8>(), name.last_chunk::<8>()) {
         (Some(a), Some(c)) => (u64::from_le_bytes(*a), u64::from_le_bytes(*c), m),
