@@ -83,88 +83,149 @@ impl<'a> RequestHeaders<'a> {
         I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
     {
         let mut h = Self::default();
+        // Counted in a register as a `usize` (which no iterator can run past), stored once.
+        let mut count = 0usize;
         for (name, value) in pairs {
-            h.count = h.count.saturating_add(1);
+            count += 1;
             h.add(name, value);
         }
+        h.count = u32::try_from(count).unwrap_or(u32::MAX);
         h
     }
 
     /// Files one header under its known name, if it is one of ours.
+    #[inline]
     pub fn add(&mut self, name: &[u8], value: &'a [u8]) {
-        if let Some(i) = lookup(name) {
-            (NAMES[i].1)(self, value);
+        if let Some(slot) = find(name) {
+            self.set(slot.field, value);
+        }
+    }
+
+    /// Files `value` in `field`: a `match` the compiler turns into a jump table to inlined
+    /// stores, where a table of setter functions cost an indirect call per header.
+    #[inline(always)]
+    fn set(&mut self, field: Field, v: &'a [u8]) {
+        let slot = match field {
+            Field::Method => &mut self.method,
+            Field::Path => &mut self.path,
+            Field::Authority => &mut self.authority,
+            Field::Scheme => &mut self.scheme,
+            Field::UserAgent => &mut self.user_agent,
+            Field::XForwardedFor => &mut self.x_forwarded_for,
+            Field::XForwardedProto => &mut self.x_forwarded_proto,
+            Field::XRequestId => &mut self.x_request_id,
+            Field::Traceparent => {
+                self.traceparent_count = self.traceparent_count.saturating_add(1);
+                &mut self.traceparent
+            }
+            Field::Tracestate => return push_capped(&mut self.tracestate, v),
+            Field::Baggage => return push_capped(&mut self.baggage, v),
+            Field::B3 => &mut self.b3,
+            Field::XB3TraceId => &mut self.x_b3_traceid,
+            Field::XB3SpanId => &mut self.x_b3_spanid,
+            Field::XB3ParentSpanId => &mut self.x_b3_parentspanid,
+            Field::XB3Sampled => &mut self.x_b3_sampled,
+            Field::XB3Flags => &mut self.x_b3_flags,
+            Field::L5dCtxTrace => &mut self.l5d_ctx_trace,
+            Field::L5dReqid => &mut self.l5d_reqid,
+            Field::L5dSample => &mut self.l5d_sample,
+            Field::XAmznTraceId => &mut self.x_amzn_trace_id,
+            Field::XCloudTraceContext => &mut self.x_cloud_trace_context,
+            Field::GrpcTraceBin => &mut self.grpc_trace_bin,
+            Field::XEnvoyAttemptCount => &mut self.x_envoy_attempt_count,
+            Field::XEnvoyFaultAbortRequest => &mut self.x_envoy_fault_abort_request,
+            Field::XEnvoyFaultDelayRequest => &mut self.x_envoy_fault_delay_request,
+            Field::Cookie => &mut self.cookie,
+            Field::ContentType => &mut self.content_type,
+            Field::KnativeServingRevision => &mut self.knative_serving_revision,
+            Field::KnativeServingNamespace => &mut self.knative_serving_namespace,
+        };
+        // First value wins for single-valued headers (B3 says so; Envoy returns the first too).
+        if slot.is_none() {
+            *slot = Some(v);
         }
     }
 }
 
-/// First value wins for single-valued headers (B3 says so; Envoy returns the first too).
-fn first<'v>(slot: &mut Option<&'v [u8]>, v: &'v [u8]) {
-    if slot.is_none() {
-        *slot = Some(v);
-    }
+/// Where a known header's value goes in [`RequestHeaders`] (`host` shares `:authority`'s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    Method,
+    Path,
+    Authority,
+    Scheme,
+    UserAgent,
+    XForwardedFor,
+    XForwardedProto,
+    XRequestId,
+    Traceparent,
+    Tracestate,
+    Baggage,
+    B3,
+    XB3TraceId,
+    XB3SpanId,
+    XB3ParentSpanId,
+    XB3Sampled,
+    XB3Flags,
+    L5dCtxTrace,
+    L5dReqid,
+    L5dSample,
+    XAmznTraceId,
+    XCloudTraceContext,
+    GrpcTraceBin,
+    XEnvoyAttemptCount,
+    XEnvoyFaultAbortRequest,
+    XEnvoyFaultDelayRequest,
+    Cookie,
+    ContentType,
+    KnativeServingRevision,
+    KnativeServingNamespace,
 }
 
-/// Files a header's value in its field of [`RequestHeaders`].
-type Setter = for<'a> fn(&mut RequestHeaders<'a>, &'a [u8]);
-
 /// Every name we look for, lowercase, with where its value goes.
-const NAMES: [(&[u8], Setter); 31] = [
-    (b":method", |h, v| first(&mut h.method, v)),
-    (b":path", |h, v| first(&mut h.path, v)),
-    (b":authority", |h, v| first(&mut h.authority, v)),
-    (b"host", |h, v| first(&mut h.authority, v)),
-    (b":scheme", |h, v| first(&mut h.scheme, v)),
-    (b"user-agent", |h, v| first(&mut h.user_agent, v)),
-    (b"x-forwarded-for", |h, v| first(&mut h.x_forwarded_for, v)),
-    (b"x-forwarded-proto", |h, v| {
-        first(&mut h.x_forwarded_proto, v)
-    }),
-    (b"x-request-id", |h, v| first(&mut h.x_request_id, v)),
-    (b"traceparent", |h, v| {
-        first(&mut h.traceparent, v);
-        h.traceparent_count = h.traceparent_count.saturating_add(1);
-    }),
-    (b"tracestate", |h, v| push_capped(&mut h.tracestate, v)),
-    (b"baggage", |h, v| push_capped(&mut h.baggage, v)),
-    (b"b3", |h, v| first(&mut h.b3, v)),
-    (b"x-b3-traceid", |h, v| first(&mut h.x_b3_traceid, v)),
-    (b"x-b3-spanid", |h, v| first(&mut h.x_b3_spanid, v)),
-    (b"x-b3-parentspanid", |h, v| {
-        first(&mut h.x_b3_parentspanid, v)
-    }),
-    (b"x-b3-sampled", |h, v| first(&mut h.x_b3_sampled, v)),
-    (b"x-b3-flags", |h, v| first(&mut h.x_b3_flags, v)),
-    (b"l5d-ctx-trace", |h, v| first(&mut h.l5d_ctx_trace, v)),
-    (b"l5d-reqid", |h, v| first(&mut h.l5d_reqid, v)),
-    (b"l5d-sample", |h, v| first(&mut h.l5d_sample, v)),
-    (b"x-amzn-trace-id", |h, v| first(&mut h.x_amzn_trace_id, v)),
-    (b"x-cloud-trace-context", |h, v| {
-        first(&mut h.x_cloud_trace_context, v)
-    }),
-    (b"grpc-trace-bin", |h, v| first(&mut h.grpc_trace_bin, v)),
-    (b"x-envoy-attempt-count", |h, v| {
-        first(&mut h.x_envoy_attempt_count, v)
-    }),
-    (b"x-envoy-fault-abort-request", |h, v| {
-        first(&mut h.x_envoy_fault_abort_request, v)
-    }),
-    (b"x-envoy-fault-delay-request", |h, v| {
-        first(&mut h.x_envoy_fault_delay_request, v)
-    }),
-    (b"cookie", |h, v| first(&mut h.cookie, v)),
-    (b"content-type", |h, v| first(&mut h.content_type, v)),
-    (b"knative-serving-revision", |h, v| {
-        first(&mut h.knative_serving_revision, v)
-    }),
-    (b"knative-serving-namespace", |h, v| {
-        first(&mut h.knative_serving_namespace, v)
-    }),
+const NAMES: [(&[u8], Field); 31] = [
+    (b":method", Field::Method),
+    (b":path", Field::Path),
+    (b":authority", Field::Authority),
+    (b"host", Field::Authority),
+    (b":scheme", Field::Scheme),
+    (b"user-agent", Field::UserAgent),
+    (b"x-forwarded-for", Field::XForwardedFor),
+    (b"x-forwarded-proto", Field::XForwardedProto),
+    (b"x-request-id", Field::XRequestId),
+    (b"traceparent", Field::Traceparent),
+    (b"tracestate", Field::Tracestate),
+    (b"baggage", Field::Baggage),
+    (b"b3", Field::B3),
+    (b"x-b3-traceid", Field::XB3TraceId),
+    (b"x-b3-spanid", Field::XB3SpanId),
+    (b"x-b3-parentspanid", Field::XB3ParentSpanId),
+    (b"x-b3-sampled", Field::XB3Sampled),
+    (b"x-b3-flags", Field::XB3Flags),
+    (b"l5d-ctx-trace", Field::L5dCtxTrace),
+    (b"l5d-reqid", Field::L5dReqid),
+    (b"l5d-sample", Field::L5dSample),
+    (b"x-amzn-trace-id", Field::XAmznTraceId),
+    (b"x-cloud-trace-context", Field::XCloudTraceContext),
+    (b"grpc-trace-bin", Field::GrpcTraceBin),
+    (b"x-envoy-attempt-count", Field::XEnvoyAttemptCount),
+    (
+        b"x-envoy-fault-abort-request",
+        Field::XEnvoyFaultAbortRequest,
+    ),
+    (
+        b"x-envoy-fault-delay-request",
+        Field::XEnvoyFaultDelayRequest,
+    ),
+    (b"cookie", Field::Cookie),
+    (b"content-type", Field::ContentType),
+    (b"knative-serving-revision", Field::KnativeServingRevision),
+    (b"knative-serving-namespace", Field::KnativeServingNamespace),
 ];
 
 /// The multiplier that makes [`name_hash`] collision-free over [`NAMES`] (found by search;
-/// [`TABLE`] refuses to compile if a name list change makes two names share a slot).
-const HASH_K: u64 = 0x4d37_6fb4_b98e_ae95;
+/// [`SLOTS`] refuses to compile if a name list change makes two names share a slot).
+const HASH_K: u64 = 0x2571_0713_f7fe_85c5;
 /// Forces ASCII letters to lowercase; other bytes of a header name may change too, but only
 /// the hash sees them, never the final comparison.
 const FOLD: u64 = 0x2020_2020_2020_2020;
@@ -201,56 +262,85 @@ const fn word(s: &[u8], at: usize) -> u64 {
     }
 }
 
-/// A case-insensitive hash of a header name from its length and three words (start, middle,
-/// end): a few ALU operations whatever the length, where a `match` on byte strings compares
-/// candidate after candidate. The same function builds [`TABLE`] at compile time.
-#[inline]
-const fn name_hash(name: &[u8]) -> usize {
-    let (a, b, c) = name_words(name);
-    words_hash(a, b, c, name.len())
-}
-
-/// The three words [`name_hash`] reads: start, middle and end for a name of eight bytes or
-/// more (together they cover every byte of a name up to [`COVERED`] bytes), else the
-/// zero-padded name and two zeros.
+/// What [`name_hash`] reads of a name: its first and last eight bytes (for a name under eight
+/// bytes, the zero-padded name and a zero), and the byte just past its middle. Two plain
+/// loads and a byte for any name of eight bytes or more. The byte tells apart the two names
+/// whose ends and length agree (`x-envoy-fault-abort-request`, `x-envoy-fault-delay-request`).
 #[inline(always)]
-const fn name_words(name: &[u8]) -> (u64, u64, u64) {
+const fn hash_inputs(name: &[u8]) -> (u64, u64, u8) {
     let n = name.len();
-    if n >= 8 {
-        (word(name, 0), word(name, (n - 8) / 2), word(name, n - 8))
-    } else {
-        (word(name, 0), 0, 0)
+    let mid = n / 2 + 1;
+    let m = if mid < n { name[mid] } else { 0 };
+    match (name.first_chunk::<8>(), name.last_chunk::<8>()) {
+        (Some(a), Some(c)) => (u64::from_le_bytes(*a), u64::from_le_bytes(*c), m),
+        _ => (word(name, 0), 0, m),
     }
 }
 
-/// The longest name whose three [`name_words`] cover all of its bytes.
-const COVERED: usize = 24;
+/// A case-insensitive hash of a header name from its length, its first and last words and
+/// its middle byte ([`hash_inputs`]): a few ALU operations whatever the length, where a
+/// `match` on byte strings compares candidate after candidate. The same function builds
+/// [`SLOTS`] at compile time.
+#[inline(always)]
+const fn name_hash(name: &[u8]) -> usize {
+    let (a, c, m) = hash_inputs(name);
+    inputs_hash(a, c, m, name.len())
+}
 
 #[inline(always)]
-const fn words_hash(a: u64, b: u64, c: u64, n: usize) -> usize {
-    let x = (a | FOLD) ^ (b | FOLD).rotate_left(21) ^ (c | FOLD).rotate_left(42) ^ n as u64;
+const fn inputs_hash(a: u64, c: u64, m: u8, n: usize) -> usize {
+    let x = (a | FOLD) ^ (c | FOLD).rotate_left(42) ^ n as u64 ^ ((m | 0x20) as u64) << 48;
     (x.wrapping_mul(HASH_K) >> 58) as usize
 }
 
-/// Each known name's [`name_words`], for the one-step comparison in [`lookup`].
-const KNOWN_WORDS: [(u64, u64, u64); NAMES.len()] = {
-    let mut t = [(0, 0, 0); NAMES.len()];
-    let mut i = 0;
-    while i < NAMES.len() {
-        t[i] = name_words(NAMES[i].0);
-        i += 1;
-    }
-    t
-};
+/// The word in the middle of a name of more than 16 bytes: with the first and last words it
+/// covers every byte of a name up to [`COVERED`] bytes.
+#[inline(always)]
+const fn middle_word(name: &[u8]) -> u64 {
+    word(name, name.len().saturating_sub(8) / 2)
+}
 
-/// Slot → index into [`NAMES`] + 1 (0 is empty), built at compile time.
-const TABLE: [u8; 64] = {
-    let mut t = [0u8; 64];
+/// The longest name whose first, middle and last words cover all of its bytes.
+const COVERED: usize = 24;
+
+/// What [`lookup`] compares a name with in one hash slot: a known name's length (`usize::MAX`
+/// in an empty slot, which no name has), its first and last words as [`hash_inputs`] reads
+/// them, its [`middle_word`], and its index in [`NAMES`]. The slot holds them itself, so a
+/// lookup reads one table entry, not a slot table and then the name list.
+#[derive(Clone, Copy)]
+struct Slot {
+    len: usize,
+    ends: (u64, u64),
+    middle: u64,
+    index: u8,
+    field: Field,
+}
+
+/// Slot → the known name hashed there, built at compile time.
+const SLOTS: [Slot; 64] = {
+    let mut t = [Slot {
+        len: usize::MAX,
+        ends: (0, 0),
+        middle: 0,
+        index: 0,
+        field: Field::Method,
+    }; 64];
     let mut i = 0;
     while i < NAMES.len() {
-        let slot = name_hash(NAMES[i].0);
-        assert!(t[slot] == 0, "two header names share a slot: change HASH_K");
-        t[slot] = i as u8 + 1;
+        let name = NAMES[i].0;
+        let slot = name_hash(name);
+        assert!(
+            t[slot].len == usize::MAX,
+            "two header names share a slot: change HASH_K"
+        );
+        let (a, c, _) = hash_inputs(name);
+        t[slot] = Slot {
+            len: name.len(),
+            ends: (a, c),
+            middle: middle_word(name),
+            index: i as u8,
+            field: NAMES[i].1,
+        };
         i += 1;
     }
     t
@@ -260,21 +350,29 @@ const TABLE: [u8; 64] = {
 /// Envoy and hyper hand over lowercase names, so a plain comparison settles nearly every
 /// lookup; only a name that differs is folded and compared again.
 ///
-/// The words hashed are the words compared: a lowercase name of up to [`COVERED`] bytes
-/// (all but two known names) whose words equal the known name's is that name, with no
-/// second pass; any other candidate is compared in full, folding case.
-#[inline]
+/// The words hashed are the words compared: a lowercase name of up to 16 bytes whose first
+/// and last words equal the known name's is that name, and one of up to [`COVERED`] bytes
+/// once its middle word does too, with no second pass; any other candidate is compared in
+/// full, folding case.
+#[cfg(test)]
 fn lookup(name: &[u8]) -> Option<usize> {
-    let (a, b, c) = name_words(name);
-    let i = usize::from(TABLE[words_hash(a, b, c, name.len())]).checked_sub(1)?;
-    let known = NAMES.get(i)?.0;
-    if name.len() != known.len() {
+    find(name).map(|s| usize::from(s.index))
+}
+
+/// [`lookup`]'s slot, with the field the name files under.
+#[inline]
+fn find(name: &[u8]) -> Option<&'static Slot> {
+    let (a, c, m) = hash_inputs(name);
+    let n = name.len();
+    let slot = &SLOTS[inputs_hash(a, c, m, n)];
+    if n != slot.len {
         return None;
     }
-    if name.len() <= COVERED && KNOWN_WORDS.get(i) == Some(&(a, b, c)) {
-        return Some(i);
+    if slot.ends == (a, c) && (n <= 16 || (n <= COVERED && middle_word(name) == slot.middle)) {
+        return Some(slot);
     }
-    eq_lowercase(name, known).then_some(i)
+    let known = NAMES.get(usize::from(slot.index))?.0;
+    eq_lowercase(name, known).then_some(slot)
 }
 
 /// ASCII-lowercases eight bytes at once (SWAR): adds 0x20 to each byte in `A..=Z` only.
@@ -333,21 +431,22 @@ pub fn pairs(buf: &[u8]) -> PairsIter<'_> {
     let n = read_u32(buf, 0).unwrap_or(0) as usize;
     // Each pair needs 8 bytes of lengths: cap n by what the buffer can hold.
     let n = n.min(buf.len().saturating_sub(4) / 8);
-    PairsIter {
-        buf,
-        n,
-        i: 0,
-        data: 4 + n * 8,
-    }
+    let (lens, data) = buf
+        .get(4..)
+        .map_or((&[][..], &[][..]), |rest| rest.split_at(n * 8));
+    PairsIter { lens, data }
 }
 
 /// Iterator returned by [`pairs`]; cloning it restarts nothing, it copies the position.
+///
+/// It keeps the lengths not yet read and the bytes after the last pair read, so each step
+/// is a few slice splits rather than offset arithmetic checked against the whole buffer.
 #[derive(Clone)]
 pub struct PairsIter<'a> {
-    buf: &'a [u8],
-    n: usize,
-    i: usize,
-    data: usize,
+    /// `(klen, vlen)` of the pairs still to come, eight bytes each.
+    lens: &'a [u8],
+    /// The `key\0value\0` bytes from the next pair on.
+    data: &'a [u8],
 }
 
 fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
@@ -358,22 +457,24 @@ fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
 impl<'a> Iterator for PairsIter<'a> {
     type Item = (&'a [u8], &'a [u8]);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if self.i >= self.n {
+        let (lens, rest) = self.lens.split_first_chunk::<8>()?;
+        let [k0, k1, k2, k3, v0, v1, v2, v3] = *lens;
+        let klen = u32::from_le_bytes([k0, k1, k2, k3]) as usize;
+        let vlen = u32::from_le_bytes([v0, v1, v2, v3]) as usize;
+        // Split in steps, never adding the two lengths: on wasm32 they could overflow.
+        let Some((key, value, data)) = self.data.split_at_checked(klen).and_then(|(key, rest)| {
+            let (value, rest) = rest.get(1..)?.split_at_checked(vlen)?;
+            // The last value's NUL may be missing; nothing follows it anyway.
+            Some((key, value, rest.get(1..).unwrap_or_default()))
+        }) else {
+            // A pair past the end of the buffer ends the iteration for good.
+            self.lens = &[];
             return None;
-        }
-        // Both lengths with one bounds check.
-        let at = 4 + self.i * 8;
-        let lens = self.buf.get(at..at + 8)?.first_chunk::<8>()?;
-        let klen = u32::from_le_bytes([lens[0], lens[1], lens[2], lens[3]]) as usize;
-        let vlen = u32::from_le_bytes([lens[4], lens[5], lens[6], lens[7]]) as usize;
-        let k_end = self.data.checked_add(klen)?;
-        let v_start = k_end.checked_add(1)?;
-        let v_end = v_start.checked_add(vlen)?;
-        let key = self.buf.get(self.data..k_end)?;
-        let value = self.buf.get(v_start..v_end)?;
-        self.data = v_end.checked_add(1)?;
-        self.i += 1;
+        };
+        self.lens = rest;
+        self.data = data;
         Some((key, value))
     }
 }
@@ -522,6 +623,52 @@ mod tests {
         assert_eq!(h.traceparent_count, 2);
         assert_eq!(h.tracestate.as_slice(), &[&b"a=1"[..], &b"b=2"[..]]);
         assert_eq!(h.count, 5);
+    }
+
+    /// The reference for [`pairs`]: offsets into the whole buffer, every step checked.
+    fn pairs_by_offsets(buf: &[u8]) -> Vec<(&[u8], &[u8])> {
+        let n = read_u32(buf, 0).unwrap_or(0) as usize;
+        let n = n.min(buf.len().saturating_sub(4) / 8);
+        let mut data = 4 + n * 8;
+        let mut out = Vec::new();
+        for i in 0..n {
+            let klen = read_u32(buf, 4 + i * 8).unwrap() as usize;
+            let vlen = read_u32(buf, 8 + i * 8).unwrap() as usize;
+            let (k_end, v_start) = (data + klen, data + klen + 1);
+            let v_end = v_start + vlen;
+            let (Some(key), Some(value)) = (buf.get(data..k_end), buf.get(v_start..v_end)) else {
+                break;
+            };
+            out.push((key, value));
+            data = v_end + 1;
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Whole, cut and corrupted maps: the same pairs as the offset walk, in order.
+        #[test]
+        fn pairs_match_the_offset_walk(
+            src in proptest::collection::vec(
+                (proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12),
+                 proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12)),
+                0..6,
+            ),
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+            poke in proptest::option::of((proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>())),
+        ) {
+            let mut buf = Vec::new();
+            serialize_pairs(src.iter().map(|(k, v)| (&k[..], &v[..])), &mut buf);
+            let whole: Vec<_> = pairs(&buf).collect();
+            let want: Vec<_> = src.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+            proptest::prop_assert_eq!(&whole, &want);
+            if let Some((at, b)) = poke {
+                let at = at.index(buf.len());
+                buf[at] = b;
+            }
+            let buf = &buf[..cut.index(buf.len() + 1)];
+            proptest::prop_assert_eq!(pairs(buf).collect::<Vec<_>>(), pairs_by_offsets(buf));
+        }
     }
 
     #[test]

@@ -337,6 +337,19 @@ pub fn inject_multi(s: &SpanStart<'_>, h: &RequestHeaders<'_>, out: &mut Injecti
     );
 }
 
+/// Whether the request carried each of the [`MULTI`] headers, in that order: field by field,
+/// where asking [`multi_present`] per name compares names.
+pub fn multi_presence(h: &RequestHeaders<'_>) -> [bool; 5] {
+    [
+        h.x_b3_traceid,
+        h.x_b3_spanid,
+        h.x_b3_parentspanid,
+        h.x_b3_sampled,
+        h.x_b3_flags,
+    ]
+    .map(|v| v.is_some())
+}
+
 /// Whether the request carried the `X-B3-*` header `name`.
 pub fn multi_present(h: &RequestHeaders<'_>, name: &str) -> bool {
     match name {
@@ -353,6 +366,22 @@ pub fn multi_present(h: &RequestHeaders<'_>, name: &str) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn multi_presence_is_multi_present_per_name() {
+        for mask in 0u8..32 {
+            let pairs: Vec<(&[u8], &[u8])> = MULTI
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, n)| (n.as_bytes(), &b"1"[..]))
+                .collect();
+            let h = RequestHeaders::from_pairs(pairs);
+            let want = MULTI.map(|n| multi_present(&h, n));
+            assert_eq!(multi_presence(&h), want, "{mask:05b}");
+            assert_eq!(want, core::array::from_fn(|i| mask & (1 << i) != 0));
+        }
+    }
 
     fn ctx(s: &str) -> B3 {
         match parse_single(s.as_bytes()) {

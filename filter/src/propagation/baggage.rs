@@ -129,6 +129,18 @@ pub struct Baggage<'a> {
 impl<'a> Baggage<'a> {
     /// Parses the `baggage` fields of a request, in order.
     pub fn parse(fields: &[&'a [u8]]) -> Self {
+        // Most requests carry none: nothing to copy or walk.
+        if fields.is_empty() {
+            return Self {
+                unchanged: true,
+                ..Self::default()
+            };
+        }
+        Self::walk_fields(fields)
+    }
+
+    /// [`Baggage::parse`] for any fields: copies and walks them.
+    fn walk_fields(fields: &[&'a [u8]]) -> Self {
         let mut b = Self {
             fields: fields.iter().copied().collect(),
             stats: BaggageStats::default(),
@@ -280,6 +292,12 @@ mod tests {
         let mut text = [0u8; 256];
         let m = to_utf8_lossy(&raw[..n], &mut text);
         String::from_utf8(text[..m].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn no_fields_parse_as_the_walk_would() {
+        assert_eq!(Baggage::parse(&[]), Baggage::walk_fields(&[]));
+        assert!(Baggage::parse(&[]).is_absent());
     }
 
     #[test]

@@ -295,13 +295,8 @@ pub fn extract<'a>(headers: &RequestHeaders<'a>, order: &[Propagator]) -> Extrac
                     )
                 }
             }),
-            Propagator::B3 => b3::extract_single(headers, &mut out.sampling_only),
-            Propagator::B3Multi => b3::extract_multi(headers, &mut out.sampling_only),
-            Propagator::L5d => l5d::extract(headers),
-            Propagator::XRay => xray::extract(headers),
-            Propagator::Gcp => gcp::extract(headers),
-            Propagator::GrpcTraceBin => grpc_trace_bin::extract(headers),
             Propagator::Baggage => Parsed::Absent,
+            other => extract_other(other, headers, &mut out.sampling_only),
         };
         match parsed {
             Parsed::Absent => {}
@@ -313,6 +308,26 @@ pub fn extract<'a>(headers: &RequestHeaders<'a>, order: &[Propagator]) -> Extrac
         }
     }
     out
+}
+
+/// The parsers of the formats besides W3C Trace Context, kept out of line: inlined into
+/// [`extract`], their work was scheduled around the common W3C path and paid by every request.
+#[inline(never)]
+fn extract_other<'a>(
+    format: Propagator,
+    headers: &RequestHeaders<'a>,
+    sampling_only: &mut Option<(Propagator, SamplingState)>,
+) -> Parsed<Incoming<'a>> {
+    match format {
+        Propagator::B3 => b3::extract_single(headers, sampling_only),
+        Propagator::B3Multi => b3::extract_multi(headers, sampling_only),
+        Propagator::L5d => l5d::extract(headers),
+        Propagator::XRay => xray::extract(headers),
+        Propagator::Gcp => gcp::extract(headers),
+        Propagator::GrpcTraceBin => grpc_trace_bin::extract(headers),
+        // Read by [`extract`] itself.
+        Propagator::TraceContext | Propagator::Baggage => Parsed::Absent,
+    }
 }
 
 impl SamplingState {

@@ -182,11 +182,18 @@ impl<'a> TraceState<'a> {
 
     /// Appends the combined header value to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        for (i, f) in self.fields().enumerate() {
-            if i > 0 {
+        // Each field trimmed once (`fields` trims to filter, and the value must be trimmed).
+        let mut sep = false;
+        for f in &self.fields {
+            let f = trim_ows(f);
+            if f.is_empty() {
+                continue;
+            }
+            if sep {
                 out.push(b',');
             }
-            out.extend_from_slice(trim_ows(f));
+            sep = true;
+            out.extend_from_slice(f);
         }
     }
 
@@ -342,48 +349,59 @@ const TRACESTATE_CLASS: [u8; 256] = {
 /// printable ASCII without spaces, `,` or `=`). `None` is not "invalid": the field is
 /// judged by the full rules instead. Whatever this accepts, the full rules accept with the
 /// same members.
+///
+/// It walks the field by splitting off what it has read, so no step indexes past a check.
 fn plain_members(f: &[u8]) -> Option<usize> {
-    let class = |i: usize| f.get(i).map_or(0, |&b| TRACESTATE_CLASS[usize::from(b)]);
-    let n = f.len();
+    let class = |b: &u8| TRACESTATE_CLASS[usize::from(*b)];
+    let mut rest = f;
     let mut members = 0;
-    let mut i = 0;
     loop {
-        let key = i;
-        if class(i) & KEY_FIRST == 0 {
+        let (first, tail) = rest.split_first()?;
+        if class(first) & KEY_FIRST == 0 {
             return None;
         }
-        i += 1;
-        while class(i) & KEY_CHAR != 0 {
-            i += 1;
-        }
-        if f.get(i) != Some(&b'=') || i - key > MAX_KEY {
+        let key_len = 1 + tail
+            .iter()
+            .position(|b| class(b) & KEY_CHAR == 0)
+            .unwrap_or(tail.len());
+        let (b'=', value) = tail.get(key_len - 1..)?.split_first()? else {
             return None;
-        }
-        i += 1;
-        let value = i;
-        i = plain_value_end(f, i);
-        if i == value || i - value > MAX_VALUE {
+        };
+        let value_len = plain_value_len(value);
+        if key_len > MAX_KEY || value_len == 0 || value_len > MAX_VALUE {
             return None;
         }
         members += 1;
-        if i >= n {
-            return Some(members);
+        match value.get(value_len..)? {
+            [] => return Some(members),
+            [b',', next @ ..] => rest = next,
+            _ => return None,
         }
-        if f[i] != b',' {
-            return None;
-        }
-        i += 1;
     }
 }
 
-/// The end of the run of value bytes (printable ASCII but space, `,` and `=`) from `i`: eight
-/// at a time while a whole word qualifies, then byte by byte.
+/// The end of the run of value bytes (printable ASCII but space, `,` and `=`) from `i`.
+#[cfg(test)]
+fn plain_value_end(f: &[u8], i: usize) -> usize {
+    i + f.get(i..).map_or(0, plain_value_len)
+}
+
+/// The length of the run of value bytes (printable ASCII but space, `,` and `=`) that `v`
+/// starts with: sixteen at a time ([`simd::find_non_tracestate_value`]) while at least 16
+/// bytes are left (`v` is the rest of the field, so most values are scanned this way); else
+/// eight at a time, the first byte that ends it found from the word's mask, and a tail of
+/// under eight bytes byte by byte.
 #[inline]
-fn plain_value_end(f: &[u8], mut i: usize) -> usize {
+fn plain_value_len(v: &[u8]) -> usize {
+    if v.len() >= 16 {
+        return simd::find_non_tracestate_value(v).unwrap_or(v.len());
+    }
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
-    while let Some(w) = f.get(i..).and_then(|t| t.first_chunk::<8>()) {
-        let w = u64::from_le_bytes(*w);
+    let words = v.chunks_exact(8);
+    let tail = words.remainder();
+    for (n, w) in words.enumerate() {
+        let w = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
         // On the low seven bits of each byte every sum stays below 0x100, so no carry crosses
         // into the next byte and each test is exact; bytes of 0x80 and up are flagged apart.
         let b = w & !HI;
@@ -393,18 +411,17 @@ fn plain_value_end(f: &[u8], mut i: usize) -> usize {
             let x = b ^ (LO * u64::from(c));
             !((x + LO * 0x7f) | x) & HI
         };
-        if (w & HI) | below_0x21 | is_0x7f | is(b',') | is(b'=') != 0 {
-            break;
+        let stop = (w & HI) | below_0x21 | is_0x7f | is(b',') | is(b'=');
+        if stop != 0 {
+            // Exact per byte, so the lowest flagged byte is the first that stops the run.
+            return n * 8 + (stop.trailing_zeros() / 8) as usize;
         }
-        i += 8;
     }
-    while f
-        .get(i)
-        .is_some_and(|&b| TRACESTATE_CLASS[usize::from(b)] & VALUE_CHAR != 0)
-    {
-        i += 1;
-    }
-    i
+    let run = tail
+        .iter()
+        .position(|&b| TRACESTATE_CLASS[usize::from(b)] & VALUE_CHAR == 0)
+        .unwrap_or(tail.len());
+    v.len() - tail.len() + run
 }
 
 fn valid_member(m: &[u8]) -> bool {
@@ -542,6 +559,22 @@ mod tests {
                 parse_tracestate(&refs).map(|t| t.members().collect::<Vec<_>>()),
                 general.map(|t| t.members().collect::<Vec<_>>())
             );
+        }
+
+        /// `write_to` is the trimmed non-empty fields joined with commas.
+        #[test]
+        fn write_to_joins_the_non_empty_fields(
+            fields in proptest::collection::vec(
+                proptest::collection::vec(proptest::sample::select(&b" \ta=,"[..]), 0..6),
+                0..4,
+            ),
+        ) {
+            let refs: Vec<&[u8]> = fields.iter().map(|f| &f[..]).collect();
+            let state = TraceState { fields: SmallVec::from_slice(&refs) };
+            let want = state.fields().map(trim_ows).collect::<Vec<_>>().join(&b","[..]);
+            let mut out = Vec::new();
+            state.write_to(&mut out);
+            proptest::prop_assert_eq!(out, want);
         }
 
         #[test]

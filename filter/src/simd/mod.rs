@@ -36,7 +36,8 @@ use x86_64::kernels as k;
 mod k {
     pub(crate) use super::scalar::{
         decode_hex16 as decode16, decode_hex32 as decode32, encode_hex16 as encode16,
-        encode_hex8 as encode8, find_non_ascii, traceparent00, traceparent_shape,
+        encode_hex8 as encode8, find_non_ascii, find_non_tracestate_value, traceparent00,
+        traceparent_shape,
     };
 }
 
@@ -161,6 +162,17 @@ pub fn find_non_ascii(hay: &[u8]) -> Option<usize> {
         return None;
     }
     hay.iter().position(|&b| b >= 0x80)
+}
+
+/// The index of the first byte of `hay` that a W3C `tracestate` value cannot hold (anything
+/// but printable ASCII `0x21..=0x7e`, and `,` and `=`): where a value in a plain list ends.
+/// Sixteen bytes at a time from 16 bytes on; shorter input is the scalar twin's.
+#[inline]
+pub fn find_non_tracestate_value(hay: &[u8]) -> Option<usize> {
+    if hay.len() >= 16 {
+        return k::find_non_tracestate_value(hay);
+    }
+    scalar::find_non_tracestate_value(hay)
 }
 
 /// Whether any byte of `h` (shorter than 16 bytes) has its high bit set, from overlapping
@@ -337,6 +349,18 @@ mod tests {
             let h = &h[start.min(h.len())..];
             prop_assert_eq!(find_non_ascii(h), scalar::find_non_ascii(h));
         }
+
+        #[test]
+        fn find_non_tracestate_value_matches_scalar(
+            h in prop::collection::vec(
+                prop_oneof![40 => 0x21u8..0x7f, 1 => any::<u8>(), 1 => prop::sample::select(&b",= \x7f\x20\x21\x7e"[..])],
+                0..200,
+            ),
+            start in 0usize..200,
+        ) {
+            let h = &h[start.min(h.len())..];
+            prop_assert_eq!(find_non_tracestate_value(h), scalar::find_non_tracestate_value(h));
+        }
     }
 
     /// Every single-byte change of a valid `traceparent`, every byte value at every offset:
@@ -392,6 +416,23 @@ mod tests {
                 let mut s = *b"0123456789abcdef0123456789abcdef";
                 s[lane] = bad;
                 assert!(!decode_hex32(&s, &mut back), "byte {bad:#x} in lane {lane}");
+            }
+        }
+    }
+
+    #[test]
+    fn find_non_tracestate_value_edges() {
+        let mut h = vec![b'x'; 100];
+        assert_eq!(find_non_tracestate_value(&h), None);
+        // Every byte value, in every position of a vector and of the tail.
+        for b in 0..=0xffu8 {
+            let stops = !(0x21..=0x7e).contains(&b) || b == b',' || b == b'=';
+            for at in [0, 1, 15, 16, 17, 31, 50, 83, 84, 98, 99] {
+                h[at] = b;
+                let want = stops.then_some(at);
+                assert_eq!(find_non_tracestate_value(&h), want, "byte {b:#x} at {at}");
+                assert_eq!(find_non_tracestate_value(&h[at..]), want.map(|_| 0));
+                h[at] = b'x';
             }
         }
     }

@@ -94,3 +94,10 @@ pub fn traceparent00(v: &[u8; 55], trace: &mut [u8; 16], span: &mut [u8; 8]) -> 
 pub fn find_non_ascii(hay: &[u8]) -> Option<usize> {
     hay.iter().position(|&b| b >= 0x80)
 }
+
+/// The index of the first byte of `hay` that a `tracestate` value cannot hold: outside
+/// printable ASCII `0x21..=0x7e`, or `,` or `=`.
+pub fn find_non_tracestate_value(hay: &[u8]) -> Option<usize> {
+    hay.iter()
+        .position(|&b| !(0x21..=0x7e).contains(&b) || b == b',' || b == b'=')
+}

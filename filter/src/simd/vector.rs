@@ -248,6 +248,36 @@ pub(crate) unsafe fn find_non_ascii<V: Vector>(hay: &[u8]) -> Option<usize> {
     hit(last)
 }
 
+/// The first byte of `hay` that a `tracestate` value cannot hold (anything but printable ASCII
+/// `0x21..=0x7e`, and `,` and `=`), for `hay.len() >= BYTES`: where a plain value ends.
+///
+/// # Safety
+/// The CPU must support `V`'s instructions (the arch module's target feature).
+#[inline(always)]
+pub(crate) unsafe fn find_non_tracestate_value<V: Vector>(hay: &[u8]) -> Option<usize> {
+    let (space, del) = (V::splat(0x20), V::splat(0x7f));
+    let (comma, equals) = (V::splat(b','), V::splat(b'='));
+    let hit = |at: usize| {
+        let v = V::load(hay.as_ptr().add(at));
+        v.le(space)
+            .or(del.le(v))
+            .or(v.eq(comma))
+            .or(v.eq(equals))
+            .first()
+            .map(|i| at + i)
+    };
+    let last = hay.len() - V::BYTES;
+    let mut at = 0;
+    while at < last {
+        if let Some(i) = hit(at) {
+            return Some(i);
+        }
+        at += V::BYTES;
+    }
+    // One overlapping load covers the tail; lanes already searched were value bytes.
+    hit(last)
+}
+
 /// The safe, fixed-size entry points of every kernel for one architecture's vector type `$v`.
 /// Each arch module states, above its invocation, why calling the unsafe kernels is sound there.
 macro_rules! safe_kernels {
@@ -313,6 +343,16 @@ macro_rules! safe_kernels {
             // length is at least 16), and the invoking arch module guarantees `$v`'s target
             // feature (see above its invocation).
             unsafe { $crate::simd::vector::find_non_ascii::<$v>(hay) }
+        }
+
+        /// For `hay.len() >= 16`.
+        #[inline]
+        pub(crate) fn find_non_tracestate_value(hay: &[u8]) -> Option<usize> {
+            debug_assert!(hay.len() >= 16);
+            // SAFETY: every load reads `BYTES` bytes at an offset at most `len - BYTES` (the
+            // length is at least 16), and the invoking arch module guarantees `$v`'s target
+            // feature (see above its invocation).
+            unsafe { $crate::simd::vector::find_non_tracestate_value::<$v>(hay) }
         }
     };
 }

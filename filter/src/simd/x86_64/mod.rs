@@ -22,7 +22,8 @@ use crate::simd::{Dispatched, Kernels};
 /// The kernels `simd` calls on x86_64 outside [`dispatch`]: all SSE2.
 pub(crate) mod kernels {
     pub(crate) use super::sse2::{
-        decode16, decode32, encode16, encode8, find_non_ascii, traceparent00, traceparent_shape,
+        decode16, decode32, encode16, encode8, find_non_ascii, find_non_tracestate_value,
+        traceparent00, traceparent_shape,
     };
 
     /// Which `traceparent` kernel [`super::dispatch`] runs, for benchmark reports.
