@@ -580,36 +580,9 @@ mod tests {
         for run in span.encoded_attrs() {
             crate::copy::append(run, buf);
         }
-        if span.dropped_attributes > 0 {
-            put_varint(10, span.dropped_attributes as u64, buf);
-        }
-        for e in &span.events {
-            put_len(11, event_len(span, e), buf);
-            put_fixed64(1, e.time_ns, buf);
-            put_bytes(2, e.name.as_bytes(), buf);
-            put_attrs(
-                span,
-                &span.event_attrs[e.attrs.start as usize..e.attrs.end as usize],
-                3,
-                buf,
-            );
-        }
-        for l in &span.links {
-            put_len(13, LINK_LEN, buf);
-            put_bytes(1, &l.trace_id.0, buf);
-            put_bytes(2, &l.span_id.0, buf);
-            put_fixed32(6, l.flags as u32 | FLAGS_REMOTE_PARENT, buf);
-        }
-        let st = status_len(span);
-        if st > 0 {
-            put_len(15, st, buf);
-            if let Some(r) = &span.status_message {
-                put_bytes(2, span.text(r), buf);
-            }
-            if span.status != StatusCode::Unset {
-                put_varint(3, span.status as u64, buf);
-            }
-        }
+        // The fields a usual span lacks were written field by field before the block writer
+        // and still are: shared, so this reference checks the blocks around them.
+        put_rare_fields(span, buf);
         let remote = if span.parent_span_id.is_some() && span.parent_is_remote {
             FLAGS_REMOTE_PARENT
         } else {
