@@ -322,16 +322,23 @@ fn status(rec: &mut SpanRecord, f: &Finish<'_>) {
 }
 
 /// `envoy.response_flags` and `envoy.response.code_details`, when Envoy set any flag.
+#[inline]
 fn record_flags(rec: &mut SpanRecord, f: &Finish<'_>) {
     let bits = f.mesh.response_flags;
     if bits != 0 {
-        rec.str_array(
-            "envoy.response_flags",
-            flags::codes(bits).map(str::as_bytes),
-        );
-        if let Some(d) = f.mesh.code_details {
-            rec.str("envoy.response.code_details", d);
-        }
+        record_set_flags(rec, f, bits);
+    }
+}
+
+/// [`record_flags`] for a request with some flag set: out of line, as nearly none has one.
+#[inline(never)]
+fn record_set_flags(rec: &mut SpanRecord, f: &Finish<'_>, bits: u64) {
+    rec.str_array(
+        "envoy.response_flags",
+        flags::codes(bits).map(str::as_bytes),
+    );
+    if let Some(d) = f.mesh.code_details {
+        rec.str("envoy.response.code_details", d);
     }
 }
 
