@@ -87,7 +87,7 @@ fn sampled(c: &mut Criterion) {
                         protocol: Some(b"HTTP/1.1"),
                         source_address: Some(b"10.0.0.7:41234"),
                         kind: SpanKind::Client,
-                        request,
+                        request: &request,
                         mesh: EndFacts {
                             response_flags: 0x20 | 0x8000,
                             code_details: Some(b"upstream_reset_before_response_started"),

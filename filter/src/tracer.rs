@@ -561,7 +561,13 @@ mod mesh_tests {
         let mut rec = SpanRecord::default();
         t.begin_span(&d, &h, 1_000, &mut rec);
         let request = t.record_request(&h, pairs_of(req), &mut rec);
-        t.finish_span(&mut rec, &Finish { request, ..f });
+        t.finish_span(
+            &mut rec,
+            &Finish {
+                request: &request,
+                ..f
+            },
+        );
         rec
     }
 

@@ -138,7 +138,7 @@ fn request_answered(
         protocol: Some(b"HTTP/1.1"),
         source_address: Some(b"10.1.2.3:51234"),
         kind: SpanKind::Client,
-        request: facts,
+        request: &facts,
         mesh: EndFacts {
             response_flags: 0,
             code_details: None,

@@ -139,7 +139,7 @@ fn drive(
         protocol: Some(get("protocol")),
         source_address: Some(get("source.address")),
         kind: SpanKind::Server,
-        request,
+        request: &request,
         grpc_status: grpc.then_some(meshtrace::span::grpc::Code::INTERNAL),
         lambda: None,
         mesh: EndFacts {

@@ -376,7 +376,7 @@ pub fn finish_request(shared: &Shared, started: Started, end: &End<'_>) -> bool 
         source_address: Some(end.peer.as_bytes()),
         // The bridge only ever sees inbound traffic.
         kind: SpanKind::Server,
-        request: *facts,
+        request: facts,
         // No Envoy cluster, route or flags: the Linkerd facts are request attributes.
         mesh: EndFacts::default(),
         grpc_status: end.grpc_status,

@@ -147,7 +147,7 @@ impl CorePath {
                     protocol: Some(b"HTTP/1.1"),
                     source_address: Some(b"10.0.0.7:51234"),
                     kind: SpanKind::Server,
-                    request,
+                    request: &request,
                     mesh: EndFacts {
                         cluster_name: Some(b"inbound|9080||reviews.default.svc.cluster.local"),
                         route_name: Some(b"default"),

@@ -1219,7 +1219,7 @@ fn finish(
         protocol: stream.conn.protocol.as_deref(),
         source_address: stream.conn.source.as_deref(),
         kind,
-        request: *facts,
+        request: facts,
         mesh: EndFacts {
             response_flags: flags,
             code_details: details.as_deref(),

@@ -402,7 +402,7 @@ mod tests {
             &mut rec,
             &Finish {
                 kind,
-                request,
+                request: &request,
                 ..Finish::default()
             },
         );

@@ -8,8 +8,8 @@
 
 use super::capture::Side;
 use super::grpc;
-use super::mesh::{self, fault, flags, route, RequestFacts};
-use super::name::{Route, SpanNames};
+use super::mesh::{self, fault, flags, RequestFacts};
+use super::name::SpanNames;
 use super::{Finish, GuessedName, SpanKind, SpanRecord, StatusCode, Tables};
 use crate::headers::RequestHeaders;
 use crate::propagation::baggage;
@@ -95,13 +95,8 @@ fn request(t: &Tables, names: &mut SpanNames, h: &RequestHeaders<'_>, rec: &mut 
         let names = &*names;
         grpc::record_call(path, rec, |m| names.may_name_rpc_method(m));
     } else {
-        let mut http_route = route::RouteBuf::new();
-        let route = match t.routes.route(url_path, &mut http_route) {
-            true => Route::Configured(&http_route),
-            false => Route::Templated(&http_route),
-        };
         // The name and `http.route` are made from one valid, cut route.
-        let named = names.name(method, known, route);
+        let named = names.name_path(method, known, &t.routes, url_path);
         rec.set_name(&named.parts);
         if let Some(r) = named.route {
             rec.str("http.route", r);
@@ -327,16 +322,23 @@ fn status(rec: &mut SpanRecord, f: &Finish<'_>) {
 }
 
 /// `envoy.response_flags` and `envoy.response.code_details`, when Envoy set any flag.
+#[inline]
 fn record_flags(rec: &mut SpanRecord, f: &Finish<'_>) {
     let bits = f.mesh.response_flags;
     if bits != 0 {
-        rec.str_array(
-            "envoy.response_flags",
-            flags::codes(bits).map(str::as_bytes),
-        );
-        if let Some(d) = f.mesh.code_details {
-            rec.str("envoy.response.code_details", d);
-        }
+        record_set_flags(rec, f, bits);
+    }
+}
+
+/// [`record_flags`] for a request with some flag set: out of line, as nearly none has one.
+#[inline(never)]
+fn record_set_flags(rec: &mut SpanRecord, f: &Finish<'_>, bits: u64) {
+    rec.str_array(
+        "envoy.response_flags",
+        flags::codes(bits).map(str::as_bytes),
+    );
+    if let Some(d) = f.mesh.code_details {
+        rec.str("envoy.response.code_details", d);
     }
 }
 

@@ -48,7 +48,7 @@ pub struct Tables {
 }
 
 /// What the host knows when the request is over.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Finish<'a> {
     /// When the request ended, in ns since the Unix epoch.
     pub end_ns: u64,
@@ -60,8 +60,9 @@ pub struct Finish<'a> {
     pub source_address: Option<&'a [u8]>,
     /// The span kind, known only now with `direction: auto`.
     pub kind: SpanKind,
-    /// What the request carried (from [`http::record_request`]).
-    pub request: mesh::RequestFacts,
+    /// What the request carried (from [`http::record_request`]), borrowed from where the
+    /// adapter kept it: the facts are a few hundred bytes, not worth a copy per request.
+    pub request: &'a mesh::RequestFacts,
     /// What the mesh did (cluster, route, flags, identity).
     pub mesh: mesh::EndFacts<'a>,
     /// The `grpc-status` the response carried (trailers, else headers), parsed with
@@ -70,4 +71,20 @@ pub struct Finish<'a> {
     /// A request to a Lambda upstream: its index in [`faas::lambda::Lambda::lookup`] and what
     /// the response headers said.
     pub lambda: Option<(u8, faas::lambda::Invocation<'a>)>,
+}
+
+impl Default for Finish<'_> {
+    fn default() -> Self {
+        Self {
+            end_ns: 0,
+            status_code: None,
+            protocol: None,
+            source_address: None,
+            kind: SpanKind::default(),
+            request: &mesh::RequestFacts::NONE,
+            mesh: mesh::EndFacts::default(),
+            grpc_status: None,
+            lambda: None,
+        }
+    }
 }

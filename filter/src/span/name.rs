@@ -28,7 +28,7 @@
 //! and the admitted set are all made from that one result: two paths that render alike are
 //! one name.
 
-use crate::span::mesh::route::SpanNameStyle;
+use crate::span::mesh::route::{Routes, SpanNameStyle};
 
 /// What the request says about its route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,6 +156,36 @@ impl SpanNames {
         Named {
             guessed,
             ..parts(self.style, method, known, Some(&self.route))
+        }
+    }
+
+    /// [`SpanNames::name`] for a request's `path` (without its query): the route is
+    /// `routes`' configured template or the templated path, written straight into the naming
+    /// state's buffer, cut and made valid in the same pass ([`Routes::route_capped`]); under
+    /// `span_name: strict` an unmatched path is not templated at all. Gives exactly what
+    /// `name(method, known, route)` gives for the [`Route`] of [`Routes::route`]. No
+    /// allocation.
+    pub fn name_path<'a>(
+        &'a mut self,
+        method: &'a [u8],
+        known: bool,
+        routes: &Routes,
+        path: &[u8],
+    ) -> Named<'a> {
+        let method_only = parts(self.style, method, known, None);
+        // The name is the method-only name, a space and the route.
+        let prefix = method_only.parts.iter().map(|p| p.len()).sum::<usize>() + 1;
+        let room = self
+            .max_name_bytes
+            .saturating_sub(prefix)
+            .min(self.max_route_bytes);
+        let template = self.style != SpanNameStyle::Strict;
+        match routes.route_capped(path, template, room, &mut self.route) {
+            Some(configured) if !self.route.is_empty() => Named {
+                guessed: !configured,
+                ..parts(self.style, method, known, Some(&self.route))
+            },
+            _ => method_only,
         }
     }
 
@@ -568,6 +598,59 @@ mod tests {
                     prop_assert_eq!(full, prefix);
                 }
             }
+        }
+    }
+    proptest! {
+        /// The direct path ([`SpanNames::name_path`], templating into the naming buffer) names
+        /// every request as the general one: the route from [`Routes::route`], then
+        /// [`SpanNames::name`].
+        #[test]
+        fn naming_a_path_directly_is_naming_its_route(
+            // Path-like bytes: segments of words, digits, hex, ids, UTF-8 and invalid bytes.
+            segs in proptest::collection::vec(
+                prop_oneof![
+                    "[a-z]{0,8}",
+                    "[0-9]{1,12}",
+                    "[0-9a-f]{14,40}",
+                    "[A-Za-z0-9_-]{18,30}",
+                    "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+                    "[a-zé€]{1,6}",
+                    proptest::collection::vec(any::<u8>(), 0..6).prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+                ],
+                0..12,
+            ),
+            raw in proptest::collection::vec(any::<u8>(), 0..4),
+            leading_slash: bool,
+            known: bool,
+            max_name in 1u32..300,
+            max_route in 1u32..300,
+            with_templates: bool,
+            style in prop_oneof![Just(SpanNameStyle::Semconv), Just(SpanNameStyle::Legacy), Just(SpanNameStyle::Strict)],
+        ) {
+            let mut path = if leading_slash { b"/".to_vec() } else { Vec::new() };
+            path.extend_from_slice(segs.join("/").as_bytes());
+            // Sometimes raw bytes (invalid UTF-8) at the end.
+            path.extend_from_slice(&raw);
+            let routes = if with_templates {
+                Routes::compile(&["/api/{x}".into(), "/a/{b}/c".into(), "/é/{x}".into()]).unwrap()
+            } else {
+                Routes::default()
+            };
+            let method: &[u8] = if known { b"GET" } else { b"FROB" };
+            let mut direct = SpanNames::new(style, max_name, max_route, 4, 7);
+            let got = direct.name_path(method, known, &routes, &path);
+            let (got_name, got_route, got_guessed) = (got.to_vec(), got.route.map(<[u8]>::to_vec), got.guessed);
+            let mut general = SpanNames::new(style, max_name, max_route, 4, 7);
+            let mut buf = crate::span::mesh::route::RouteBuf::new();
+            let route = if routes.route(&path, &mut buf) {
+                Route::Configured(&buf)
+            } else {
+                Route::Templated(&buf)
+            };
+            let want = general.name(method, known, route);
+            prop_assert_eq!(got_name, want.to_vec());
+            prop_assert_eq!(got_route, want.route.map(<[u8]>::to_vec));
+            prop_assert_eq!(got_guessed, want.guessed);
         }
     }
 }

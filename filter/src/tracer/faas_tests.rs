@@ -26,7 +26,7 @@ fn span(t: &mut Tracer, req: &[(&str, &str)], kind: SpanKind, cluster: &[u8]) ->
             end_ns: 2_000,
             status_code: Some(200),
             kind,
-            request,
+            request: &request,
             mesh: crate::span::mesh::EndFacts {
                 cluster_name: Some(cluster),
                 ..Default::default()

@@ -51,7 +51,7 @@ fn span(
             end_ns: 20,
             status_code: http,
             kind,
-            request,
+            request: &request,
             grpc_status,
             mesh: mesh::EndFacts {
                 response_flags: flags,

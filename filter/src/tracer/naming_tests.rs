@@ -44,7 +44,7 @@ fn answered(
             end_ns: 2_000,
             status_code: Some(status),
             kind,
-            request,
+            request: &request,
             grpc_status: grpc_status.map(grpc::Code::parse),
             ..Default::default()
         },
@@ -362,7 +362,7 @@ fn a_request_envoy_failed_itself_takes_no_name() {
         &Finish {
             status_code: Some(503),
             kind: SpanKind::Server,
-            request,
+            request: &request,
             mesh: crate::span::mesh::EndFacts {
                 response_flags: 0x2,
                 ..Default::default()

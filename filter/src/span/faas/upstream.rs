@@ -558,7 +558,7 @@ mod tests {
             &mut rec,
             &Finish {
                 kind,
-                request: RequestFacts {
+                request: &RequestFacts {
                     invoked,
                     ..RequestFacts::default()
                 },

@@ -81,11 +81,18 @@ pub fn codes(bits: u64) -> impl Iterator<Item = &'static str> + Clone {
 }
 
 /// The failure reason for `error.type`, or `None` when no failure flag is set.
+#[inline]
 pub fn error_type(bits: u64) -> Option<&'static str> {
-    // Nearly every request has no flag: skip the two table walks.
+    // Nearly every request has no flag: skip the two table walks, and the call.
     if bits == 0 {
         return None;
     }
+    flagged_error_type(bits)
+}
+
+/// [`error_type`] for a request with some flag set.
+#[inline(never)]
+fn flagged_error_type(bits: u64) -> Option<&'static str> {
     let prioritized = PRIORITY
         .iter()
         .find(|&&b| bits & (1 << b) != 0)

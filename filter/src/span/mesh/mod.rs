@@ -37,6 +37,23 @@ pub struct RequestFacts {
     pub coldstart: bool,
 }
 
+impl RequestFacts {
+    /// A request that carried none of the facts (the [`Default`]), as a constant so that a
+    /// [`crate::span::Finish`] may borrow it.
+    pub const NONE: Self = Self {
+        hits: traffic::RuleHits(0),
+        fault: fault::FaultHeaders {
+            abort_status: None,
+            delay_ms: None,
+        },
+        attempt_count: None,
+        grpc: None,
+        knative: None,
+        invoked: None,
+        coldstart: false,
+    };
+}
+
 /// What the host knows about the mesh when the request is over; every field is optional so an
 /// adapter fills only what it has (the Linkerd bridge has no Envoy flags).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -130,6 +130,81 @@ impl Routes {
     }
 }
 
+impl Routes {
+    /// `http.route` for `path`, written into `out` (cleared first) as valid UTF-8 of at most
+    /// `room` bytes: what [`Routes::route`] then [`crate::text::append`] with cap `room` give,
+    /// without the intermediate buffer. `Some(true)` for a configured template, `Some(false)`
+    /// for the templated path, `None` (and `out` empty) when no template matches and
+    /// `template` is off (`span_name: strict` names no guessed route). No allocation when `out`
+    /// has room for `room` bytes.
+    pub fn route_capped(
+        &self,
+        path: &[u8],
+        template: bool,
+        room: usize,
+        out: &mut Vec<u8>,
+    ) -> Option<bool> {
+        out.clear();
+        if let Some(t) = self.matching(path) {
+            crate::text::append(t, room, out);
+            return Some(true);
+        }
+        if !template {
+            return None;
+        }
+        template_capped(path, room, out);
+        Some(false)
+    }
+}
+
+/// [`template_path`] then [`crate::text::append`] with cap `room`, into `out` (cleared first).
+///
+/// Hand-written because it runs on every recorded request: an ASCII path (nearly all of them)
+/// is templated into `out` directly, copying each run between identifiers in one move, and an
+/// ASCII result is valid UTF-8 that may be cut at any byte, so capping is a length check.
+/// Any other path takes the general route through a separate buffer.
+fn template_capped(path: &[u8], room: usize, out: &mut Vec<u8>) {
+    out.clear();
+    if path.is_empty() || !path.is_ascii() {
+        let mut buf = RouteBuf::new();
+        template_path(path, &mut buf);
+        crate::text::append(&buf, room, out);
+        return;
+    }
+    // `path[..done]` has been written (templated) to `out`.
+    let mut done = 0;
+    let mut start = 0;
+    loop {
+        let end = crate::text::find_byte(&path[start..], b'/').map_or(path.len(), |i| start + i);
+        let seg = &path[start..end];
+        // Most segments are short words, decided by their first byte without a call.
+        let id = match seg.len() {
+            0 => false,
+            n if n < MIN_HEX_ID.min(MIN_TOKEN_ID) => seg.iter().all(u8::is_ascii_digit),
+            _ => is_identifier(seg),
+        };
+        if id {
+            if !push_capped(&path[done..start], room, out) || !push_capped(b"{id}", room, out) {
+                return;
+            }
+            done = end;
+        }
+        if end == path.len() {
+            break;
+        }
+        start = end + 1;
+    }
+    push_capped(&path[done..], room, out);
+}
+
+/// Appends as much of ASCII `s` as fits `out` within `room` bytes; `false` when it was cut.
+#[inline]
+fn push_capped(s: &[u8], room: usize, out: &mut Vec<u8>) -> bool {
+    let n = s.len().min(room.saturating_sub(out.len()));
+    crate::copy::append(&s[..n], out);
+    n == s.len()
+}
+
 /// Replaces identifier-like segments of `path` with `{id}`.
 pub fn template_path(path: &[u8], out: &mut RouteBuf) {
     out.clear();
@@ -162,6 +237,10 @@ fn is_identifier(seg: &[u8]) -> bool {
     }
     if seg.iter().all(u8::is_ascii_digit) {
         return true;
+    }
+    // Every other kind of identifier is longer: a short word is decided here.
+    if seg.len() < MIN_HEX_ID.min(MIN_TOKEN_ID) {
+        return false;
     }
     if is_uuid(seg) {
         return true;
@@ -282,5 +361,28 @@ mod tests {
             e.to_string(),
             "routes[0]: a parameter must be a whole segment like {id}, got \"x{id}\" in \"/a/x{id}\""
         );
+    }
+    proptest::proptest! {
+        /// The direct templater caps and validates exactly as templating into a buffer and
+        /// appending that with the cap does.
+        #[test]
+        fn capped_templating_is_templating_then_appending(
+            path in proptest::collection::vec(
+                proptest::prop_oneof![
+                    6 => proptest::sample::select(&b"/abcAZ09-_.f"[..]),
+                    1 => proptest::prelude::any::<u8>(),
+                ],
+                0..120,
+            ),
+            room in 0usize..140,
+        ) {
+            let mut got = Vec::new();
+            template_capped(&path, room, &mut got);
+            let mut buf = RouteBuf::new();
+            template_path(&path, &mut buf);
+            let mut want = Vec::new();
+            crate::text::append(&buf, room, &mut want);
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 }
