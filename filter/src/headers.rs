@@ -83,14 +83,26 @@ impl<'a> RequestHeaders<'a> {
         I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
     {
         let mut h = Self::default();
+        h.fill_from_pairs(pairs);
+        h
+    }
+
+    /// [`Self::from_pairs`] into a `RequestHeaders` the caller holds (a fresh
+    /// `RequestHeaders::default()`): the request path indexes in place, where returning the
+    /// whole struct (over 500 bytes) from `from_pairs` cost a copy of it on every request.
+    /// Adds to whatever `self` already holds, as [`Self::add`] does, and sets `count`.
+    #[inline]
+    pub fn fill_from_pairs<I>(&mut self, pairs: I)
+    where
+        I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    {
         // Counted in a register as a `usize` (which no iterator can run past), stored once.
         let mut count = 0usize;
         for (name, value) in pairs {
             count += 1;
-            h.add(name, value);
+            self.add(name, value);
         }
-        h.count = u32::try_from(count).unwrap_or(u32::MAX);
-        h
+        self.count = u32::try_from(count).unwrap_or(u32::MAX);
     }
 
     /// Files one header under its known name, if it is one of ours.
@@ -601,6 +613,30 @@ mod tests {
             let mut off = mixed.clone();
             off[0] ^= 0x01;
             proptest::prop_assert_eq!(lookup(&off), linear(&off));
+        }
+    }
+
+    proptest::proptest! {
+        /// Filling a caller's fresh `RequestHeaders` in place gives what `from_pairs` returns,
+        /// for any mix of known names (in any case) and unknown ones.
+        #[test]
+        fn fill_from_pairs_is_from_pairs(
+            fields in proptest::collection::vec(
+                (0..NAMES.len() + 1, proptest::prelude::any::<bool>(),
+                 proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12)),
+                0..40,
+            ),
+        ) {
+            let names: Vec<Vec<u8>> = fields.iter().map(|(i, upper, _)| {
+                let n = NAMES.get(*i).map_or(&b"x-unknown"[..], |n| n.0);
+                if *upper { n.to_ascii_uppercase() } else { n.to_vec() }
+            }).collect();
+            let pairs = || names.iter().zip(&fields).map(|(n, f)| (&n[..], &f.2[..]));
+            let mut filled = RequestHeaders::default();
+            filled.fill_from_pairs(pairs());
+            let returned = RequestHeaders::from_pairs(pairs());
+            proptest::prop_assert_eq!(format!("{filled:?}"), format!("{returned:?}"));
+            proptest::prop_assert_eq!(filled.count as usize, fields.len());
         }
     }
 
