@@ -471,22 +471,23 @@ impl<'a> Iterator for PairsIter<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        let (lens, rest) = self.lens.split_first_chunk::<8>()?;
+        let (lens, rest_lens) = self.lens.split_first_chunk::<8>()?;
         let [k0, k1, k2, k3, v0, v1, v2, v3] = *lens;
         let klen = u32::from_le_bytes([k0, k1, k2, k3]) as usize;
         let vlen = u32::from_le_bytes([v0, v1, v2, v3]) as usize;
-        // Split in steps, never adding the two lengths: on wasm32 they could overflow.
-        let Some((key, value, data)) = self.data.split_at_checked(klen).and_then(|(key, rest)| {
-            let (value, rest) = rest.get(1..)?.split_at_checked(vlen)?;
-            // The last value's NUL may be missing; nothing follows it anyway.
-            Some((key, value, rest.get(1..).unwrap_or_default()))
-        }) else {
+        let data = self.data;
+        // `key \0 value \0` must fit, the last NUL aside (the last value's may be missing;
+        // nothing follows it anyway). Checked by subtraction, never adding the two lengths:
+        // on wasm32 they could overflow.
+        if klen >= data.len() || vlen > data.len() - klen - 1 {
             // A pair past the end of the buffer ends the iteration for good.
             self.lens = &[];
             return None;
-        };
-        self.lens = rest;
-        self.data = data;
+        }
+        let (key, rest) = data.split_at(klen);
+        let (value, rest) = rest[1..].split_at(vlen);
+        self.lens = rest_lens;
+        self.data = rest.get(1..).unwrap_or_default();
         Some((key, value))
     }
 }
