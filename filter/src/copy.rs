@@ -35,7 +35,7 @@ pub fn append(src: &[u8], buf: &mut Vec<u8>) {
     }
 }
 
-/// Copies `src` to `dst` like `copy_nonoverlapping`, with fixed-size moves up to 32 bytes (a
+/// Copies `src` to `dst` like `copy_nonoverlapping`, with fixed-size moves up to 64 bytes (a
 /// call to `memcpy` beyond), for writers that reserved a whole record's room once.
 ///
 /// # Safety
@@ -69,6 +69,7 @@ pub unsafe fn write(src: &[u8], dst: *mut u8) {
             4..=7 => two::<4>(src, dst),
             8..=15 => two::<8>(src, dst),
             16..=32 => two::<16>(src, dst),
+            33..=64 => two::<32>(src, dst),
             _ => core::ptr::copy_nonoverlapping(src.as_ptr(), dst, n),
         }
     }

@@ -83,14 +83,26 @@ impl<'a> RequestHeaders<'a> {
         I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
     {
         let mut h = Self::default();
+        h.fill_from_pairs(pairs);
+        h
+    }
+
+    /// [`Self::from_pairs`] into a `RequestHeaders` the caller holds (a fresh
+    /// `RequestHeaders::default()`): the request path indexes in place, where returning the
+    /// whole struct (over 500 bytes) from `from_pairs` cost a copy of it on every request.
+    /// Adds to whatever `self` already holds, as [`Self::add`] does, and sets `count`.
+    #[inline]
+    pub fn fill_from_pairs<I>(&mut self, pairs: I)
+    where
+        I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    {
         // Counted in a register as a `usize` (which no iterator can run past), stored once.
         let mut count = 0usize;
         for (name, value) in pairs {
             count += 1;
-            h.add(name, value);
+            self.add(name, value);
         }
-        h.count = u32::try_from(count).unwrap_or(u32::MAX);
-        h
+        self.count = u32::try_from(count).unwrap_or(u32::MAX);
     }
 
     /// Files one header under its known name, if it is one of ours.
@@ -459,22 +471,23 @@ impl<'a> Iterator for PairsIter<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        let (lens, rest) = self.lens.split_first_chunk::<8>()?;
+        let (lens, rest_lens) = self.lens.split_first_chunk::<8>()?;
         let [k0, k1, k2, k3, v0, v1, v2, v3] = *lens;
         let klen = u32::from_le_bytes([k0, k1, k2, k3]) as usize;
         let vlen = u32::from_le_bytes([v0, v1, v2, v3]) as usize;
-        // Split in steps, never adding the two lengths: on wasm32 they could overflow.
-        let Some((key, value, data)) = self.data.split_at_checked(klen).and_then(|(key, rest)| {
-            let (value, rest) = rest.get(1..)?.split_at_checked(vlen)?;
-            // The last value's NUL may be missing; nothing follows it anyway.
-            Some((key, value, rest.get(1..).unwrap_or_default()))
-        }) else {
+        let data = self.data;
+        // `key \0 value \0` must fit, the last NUL aside (the last value's may be missing;
+        // nothing follows it anyway). Checked by subtraction, never adding the two lengths:
+        // on wasm32 they could overflow.
+        if klen >= data.len() || vlen > data.len() - klen - 1 {
             // A pair past the end of the buffer ends the iteration for good.
             self.lens = &[];
             return None;
-        };
-        self.lens = rest;
-        self.data = data;
+        }
+        let (key, rest) = data.split_at(klen);
+        let (value, rest) = rest[1..].split_at(vlen);
+        self.lens = rest_lens;
+        self.data = rest.get(1..).unwrap_or_default();
         Some((key, value))
     }
 }
@@ -601,6 +614,30 @@ mod tests {
             let mut off = mixed.clone();
             off[0] ^= 0x01;
             proptest::prop_assert_eq!(lookup(&off), linear(&off));
+        }
+    }
+
+    proptest::proptest! {
+        /// Filling a caller's fresh `RequestHeaders` in place gives what `from_pairs` returns,
+        /// for any mix of known names (in any case) and unknown ones.
+        #[test]
+        fn fill_from_pairs_is_from_pairs(
+            fields in proptest::collection::vec(
+                (0..NAMES.len() + 1, proptest::prelude::any::<bool>(),
+                 proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12)),
+                0..40,
+            ),
+        ) {
+            let names: Vec<Vec<u8>> = fields.iter().map(|(i, upper, _)| {
+                let n = NAMES.get(*i).map_or(&b"x-unknown"[..], |n| n.0);
+                if *upper { n.to_ascii_uppercase() } else { n.to_vec() }
+            }).collect();
+            let pairs = || names.iter().zip(&fields).map(|(n, f)| (&n[..], &f.2[..]));
+            let mut filled = RequestHeaders::default();
+            filled.fill_from_pairs(pairs());
+            let returned = RequestHeaders::from_pairs(pairs());
+            proptest::prop_assert_eq!(format!("{filled:?}"), format!("{returned:?}"));
+            proptest::prop_assert_eq!(filled.count as usize, fields.len());
         }
     }
 

@@ -192,7 +192,8 @@ pub fn start_request(shared: &Shared, parts: &mut Parts) -> Option<Started> {
     // Gathered before the lock: it is held only for the core's own work.
     let mut pairs = Pairs::new();
     header_pairs(parts, &mut pairs);
-    let headers = RequestHeaders::from_pairs(pairs.iter().copied());
+    let mut headers = RequestHeaders::default();
+    headers.fill_from_pairs(pairs.iter().copied());
     let mut guard = lock(&shared.core);
     let core = &mut *guard;
     let (started, keep_ids, call) = {

@@ -130,7 +130,8 @@ impl CorePath {
     /// finish the span, queue it (encoded) and cut a batch whenever one is full.
     pub fn request(&mut self) -> usize {
         self.now_ns += 1_000;
-        let h = RequestHeaders::from_pairs(pairs(&self.map));
+        let mut h = RequestHeaders::default();
+        h.fill_from_pairs(pairs(&self.map));
         let d = self.tracer.extract(&h);
         self.tracer.inject(&d, &h, &mut self.injection);
         if d.sampled() {

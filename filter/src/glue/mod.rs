@@ -507,7 +507,8 @@ impl Http {
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let buf = host::header_map(host::REQUEST_HEADERS).unwrap_or_default();
-        let headers = RequestHeaders::from_pairs(pairs(&buf));
+        let mut headers = RequestHeaders::default();
+        headers.fill_from_pairs(pairs(&buf));
         let mut w = self.worker.borrow_mut();
         let w = &mut *w;
         self.seen_request = true;
@@ -669,7 +670,8 @@ fn answered_early(w: &mut Worker, clock: &mut Clock) {
     let buf = host::header_map(host::REQUEST_HEADERS).unwrap_or_default();
     // The headers borrow `buf`; the block ends the borrow before a kept request hands it on.
     let candidate = {
-        let headers = RequestHeaders::from_pairs(pairs(&buf));
+        let mut headers = RequestHeaders::default();
+        headers.fill_from_pairs(pairs(&buf));
         if headers.count == 0 {
             return;
         }
@@ -801,7 +803,8 @@ fn keep_unsampled(
     w.stats.kept += 1;
     // In the log phase Envoy hands out the access-log copy of the request headers.
     let buf = logged.unwrap_or_else(|| host::header_map(host::REQUEST_HEADERS).unwrap_or_default());
-    let headers = RequestHeaders::from_pairs(pairs(&buf));
+    let mut headers = RequestHeaders::default();
+    headers.fill_from_pairs(pairs(&buf));
     let start = request_start(clock, duration);
     let mut rec = w.pool.pop().unwrap_or_default();
     w.tracer
