@@ -231,11 +231,24 @@ pub(crate) unsafe fn traceparent00<V: Vector128>(
 #[inline(always)]
 pub(crate) unsafe fn find_non_ascii<V: Vector>(hay: &[u8]) -> Option<usize> {
     let high = V::splat(0x80);
-    let hit = |at: usize| {
+    first_block_hit::<V>(hay, |at| {
         high.le(V::load(hay.as_ptr().add(at)))
             .first()
             .map(|i| at + i)
-    };
+    })
+}
+
+/// The first position `hit` reports over `hay`'s blocks of `V::BYTES`, for
+/// `hay.len() >= V::BYTES`: whole blocks in order, then one overlapping block for the tail
+/// (its lanes already searched found nothing, so a hit there is still the first).
+///
+/// # Safety
+/// `hit(at)` is called only with `at + V::BYTES <= hay.len()`; it may load that block.
+#[inline(always)]
+unsafe fn first_block_hit<V: Vector>(
+    hay: &[u8],
+    hit: impl Fn(usize) -> Option<usize>,
+) -> Option<usize> {
     let last = hay.len() - V::BYTES;
     let mut at = 0;
     while at < last {
@@ -244,7 +257,6 @@ pub(crate) unsafe fn find_non_ascii<V: Vector>(hay: &[u8]) -> Option<usize> {
         }
         at += V::BYTES;
     }
-    // One overlapping load covers the tail; lanes already searched were ASCII.
     hit(last)
 }
 
@@ -257,7 +269,7 @@ pub(crate) unsafe fn find_non_ascii<V: Vector>(hay: &[u8]) -> Option<usize> {
 pub(crate) unsafe fn find_non_tracestate_value<V: Vector>(hay: &[u8]) -> Option<usize> {
     let (space, del) = (V::splat(0x20), V::splat(0x7f));
     let (comma, equals) = (V::splat(b','), V::splat(b'='));
-    let hit = |at: usize| {
+    first_block_hit::<V>(hay, |at| {
         let v = V::load(hay.as_ptr().add(at));
         v.le(space)
             .or(del.le(v))
@@ -265,17 +277,7 @@ pub(crate) unsafe fn find_non_tracestate_value<V: Vector>(hay: &[u8]) -> Option<
             .or(v.eq(equals))
             .first()
             .map(|i| at + i)
-    };
-    let last = hay.len() - V::BYTES;
-    let mut at = 0;
-    while at < last {
-        if let Some(i) = hit(at) {
-            return Some(i);
-        }
-        at += V::BYTES;
-    }
-    // One overlapping load covers the tail; lanes already searched were value bytes.
-    hit(last)
+    })
 }
 
 /// The safe, fixed-size entry points of every kernel for one architecture's vector type `$v`.

@@ -631,6 +631,21 @@ impl SpanRecord {
         }
     }
 
+    /// Where a short writer's attribute starts in the arena, or what the writer returns
+    /// without writing: `true` when the attribute limit drops it (counted, as the general
+    /// writers would), `false` when the arena is past the ranges the short form may hold.
+    #[inline(always)]
+    fn short_start(&mut self) -> Result<usize, bool> {
+        if self.full() {
+            return Err(true);
+        }
+        let start = self.text.len();
+        if start > u32::MAX as usize / 2 {
+            return Err(false);
+        }
+        Ok(start)
+    }
+
     /// Nearly every attribute: a conventional key and a short ASCII value. Every length is
     /// known before writing (ASCII is UTF-8, and any cut of it ends on a character), so the
     /// pair goes out in order into room reserved once, `4a kv 0a k key 12 any 0a v value`, and
@@ -644,14 +659,10 @@ impl SpanRecord {
         if kv >= 128 {
             return false;
         }
-        if self.full() {
-            // `push_str` would refuse it the same way.
-            return true;
-        }
-        let start = self.text.len();
-        if start > u32::MAX as usize / 2 {
-            return false;
-        }
+        let start = match self.short_start() {
+            Ok(start) => start,
+            Err(handled) => return handled,
+        };
         self.text.reserve(2 + kv);
         // SAFETY: `reserve` left at least `2 + kv` bytes past `start`; the writes below fill
         // exactly `4 + k + 4 + v == 2 + kv` of them, from `key` and `value`, which do not
@@ -712,14 +723,10 @@ impl SpanRecord {
         if kv >= 128 {
             return false;
         }
-        if self.full() {
-            // `push_scalar` would refuse it the same way.
-            return true;
-        }
-        let start = self.text.len();
-        if start > u32::MAX as usize / 2 {
-            return false;
-        }
+        let start = match self.short_start() {
+            Ok(start) => start,
+            Err(handled) => return handled,
+        };
         // Two bytes more than the encoding may need: the value's block is written whole (six
         // bytes) whatever its varint's width.
         self.text.reserve(4 + kv);
