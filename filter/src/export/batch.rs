@@ -5,9 +5,9 @@
 //! `ExportTraceServiceRequest`, `ResourceSpans` and `ScopeSpans` keys and lengths around the
 //! VM's encoded resource and scope), then holds its batch's spans back to back. When the batch
 //! is taken, the framing is written right-aligned just before the first span and the page's
-//! buffer is handed to the request by swap: the spans are written once, by [`encode_span`],
-//! and never copied again. The request's old buffer comes back as a spare page, so a warm
-//! queue allocates nothing.
+//! buffer is handed to the request by swap: the spans are written once, by
+//! [`encode_span`](crate::export::otlp::encode_span), and never copied again. The request's old
+//! buffer comes back as a spare page, so a warm queue allocates nothing.
 //!
 //! The bound is in spans and in bytes; on overflow the newest span is dropped and counted,
 //! never blocking a request.
@@ -655,14 +655,7 @@ mod tests {
                     s
                 })
                 .collect();
-            let fields: Vec<Vec<u8>> = spans
-                .iter()
-                .map(|s| {
-                    let mut f = Vec::new();
-                    encode_span(s, &mut f);
-                    f
-                })
-                .collect();
+            let fields = crate::export::otlp::encode_each(&spans);
             let mut q = queue(1000, 1 << 20, max_batch, max_export);
             let mut live = 0;
             for (i, (s, f)) in spans.iter().zip(&fields).enumerate() {

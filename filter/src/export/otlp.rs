@@ -551,6 +551,19 @@ impl BatchHeader {
     }
 }
 
+/// Each span's [`encode_span`] output on its own: what tests frame into requests the old way.
+#[cfg(test)]
+pub(crate) fn encode_each(spans: &[SpanRecord]) -> Vec<Vec<u8>> {
+    spans
+        .iter()
+        .map(|s| {
+            let mut f = Vec::new();
+            encode_span(s, &mut f);
+            f
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -933,7 +933,7 @@ mod tests {
 
     #[test]
     fn bodies_are_byte_for_byte_what_copying_the_spans_built() {
-        use crate::export::otlp::{encode_span, ResourceValue};
+        use crate::export::otlp::ResourceValue;
         use std::io::Read;
         // Spans of about 100 to 600 bytes against batches of 3 spans and 1024 bytes: some
         // requests are cut by count, some by bytes.
@@ -948,14 +948,7 @@ mod tests {
                 s
             })
             .collect();
-        let fields: Vec<Vec<u8>> = spans
-            .iter()
-            .map(|s| {
-                let mut f = Vec::new();
-                encode_span(s, &mut f);
-                f
-            })
-            .collect();
+        let fields = crate::export::otlp::encode_each(&spans);
         let header = || {
             BatchHeader::new(&[
                 ("service.name", ResourceValue::Str("checkout".into())),

@@ -666,17 +666,11 @@ impl SpanRecord {
         self.text.reserve(2 + kv);
         // SAFETY: `reserve` left at least `2 + kv` bytes past `start`; the writes below fill
         // exactly `4 + k + 4 + v == 2 + kv` of them, from `key` and `value`, which do not
-        // live in `text`'s spare room. The length covers
-        // them only once the value proved ASCII; otherwise they stay spare room.
+        // live in `text`'s spare room. The length covers them only once the value proved
+        // ASCII; otherwise they stay spare room.
         unsafe {
             let p = self.text.as_mut_ptr().add(start);
-            p.cast::<[u8; 4]>().write_unaligned([
-                otlp::SPAN_ATTRIBUTES_KEY,
-                kv as u8,
-                0x0a,
-                k as u8,
-            ]);
-            crate::copy::write(key.as_bytes(), p.add(4));
+            write_key_head(p, kv, key);
             p.add(4 + k)
                 .cast::<[u8; 4]>()
                 .write_unaligned([0x12, (v + 2) as u8, 0x0a, v as u8]);
@@ -740,13 +734,7 @@ impl SpanRecord {
         // live in `text`'s spare room; the length then covers the `2 + kv` that encode.
         unsafe {
             let p = self.text.as_mut_ptr().add(start);
-            p.cast::<[u8; 4]>().write_unaligned([
-                otlp::SPAN_ATTRIBUTES_KEY,
-                kv as u8,
-                0x0a,
-                k as u8,
-            ]);
-            crate::copy::write(key.as_bytes(), p.add(4));
+            write_key_head(p, kv, key);
             p.add(4 + k).cast::<[u8; 6]>().write_unaligned([
                 0x12,
                 any_len as u8,
@@ -946,6 +934,23 @@ impl KeyParts<'_> {
 /// What a string `KeyValue` field adds to its key and value when every length is one byte:
 /// `0a klen` and `12 anylen 0a vlen` inside it.
 const SHORT_KV_OVERHEAD: usize = 6;
+
+/// Writes a short attribute's head, `4a kv 0a k key`, at `p`: the `Span.attributes` key, the
+/// `KeyValue` length `kv` (under 128, one byte), and the key with its one-byte length.
+///
+/// # Safety
+/// `p` must be valid for `4 + key.len()` byte writes that do not overlap `key`, and
+/// `key.len()` and `kv` must be under 128.
+#[inline(always)]
+unsafe fn write_key_head(p: *mut u8, kv: usize, key: &str) {
+    p.cast::<[u8; 4]>().write_unaligned([
+        otlp::SPAN_ATTRIBUTES_KEY,
+        kv as u8,
+        0x0a,
+        key.len() as u8,
+    ]);
+    crate::copy::write(key.as_bytes(), p.add(4));
+}
 
 /// Writes a string `KeyValue` as a `Span.attributes` field with exact lengths,
 /// `4a kv 0a klen key 12 any 0a vlen value`, and returns where the key and the value landed.
